@@ -1,0 +1,176 @@
+//! Moves buffered rows into the table: Parquet files per partition, one Delta
+//! commit carrying the WAL watermark, then the WAL segments are released.
+//!
+//! A flush takes every active partition at once, so one commit covers a
+//! contiguous prefix of the WAL and the watermark stays exact. If any step
+//! fails the rows go back to the buffer (still in the WAL) and are retried;
+//! files uploaded by a failed flush are never committed and are left for
+//! vacuum.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deltalake::ObjectStore;
+use deltalake::Path;
+use object_store::ObjectStoreExt as _;
+use tokio::sync::{Mutex, Notify, watch};
+
+use crate::buffer::Buffer;
+use crate::metrics::Metrics;
+use crate::table::Table;
+use crate::wal::Wal;
+use crate::writer::{DataFile, write_partition};
+
+/// When the buffer is written to the table.
+#[derive(Debug, Clone, Copy)]
+pub struct FlushConfig {
+    /// Flush once the oldest buffered row is this old.
+    pub max_age: Duration,
+    /// Flush once this many Arrow bytes are buffered.
+    pub max_bytes: usize,
+}
+
+/// Error of one flush.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing parquet: {0}")]
+    Write(#[from] crate::writer::Error),
+    #[error("uploading {path}: {source}")]
+    Upload {
+        path: String,
+        source: object_store::Error,
+    },
+    #[error(transparent)]
+    Table(#[from] crate::table::Error),
+    #[error(transparent)]
+    Wal(#[from] crate::wal::Error),
+    #[error("flush task failed: {0}")]
+    Task(String),
+}
+
+pub struct Flusher {
+    buffer: Arc<Buffer>,
+    table: Arc<Table>,
+    wal: Arc<Wal>,
+    store: Arc<dyn ObjectStore>,
+    metrics: Arc<Metrics>,
+    config: FlushConfig,
+    /// One flush at a time.
+    running: Mutex<()>,
+}
+
+impl Flusher {
+    pub async fn new(
+        buffer: Arc<Buffer>,
+        table: Arc<Table>,
+        wal: Arc<Wal>,
+        metrics: Arc<Metrics>,
+        config: FlushConfig,
+    ) -> Self {
+        let store = table.object_store().await;
+        Self {
+            buffer,
+            table,
+            wal,
+            store,
+            metrics,
+            config,
+            running: Mutex::new(()),
+        }
+    }
+
+    /// Flushes every active row; returns how many rows were committed.
+    pub async fn flush(&self) -> Result<usize, Error> {
+        let _guard = self.running.lock().await;
+        let Some(set) = self.buffer.take() else {
+            return Ok(0);
+        };
+        let started = Instant::now();
+        match self.write_and_commit(set.partitions, set.upto_seq).await {
+            Ok(version) => {
+                self.buffer.committed(version);
+                if let Err(error) = self.wal.release(set.upto_seq) {
+                    // The rows are committed; the segments go at the next release.
+                    tracing::error!(%error, "releasing wal segments failed");
+                }
+                self.metrics
+                    .flush_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                tracing::debug!(rows = set.rows, version, upto_seq = set.upto_seq, "flushed");
+                Ok(set.rows)
+            }
+            Err(e) => {
+                self.buffer.restore();
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_and_commit(
+        &self,
+        partitions: std::collections::BTreeMap<
+            crate::buffer::PartitionKey,
+            Vec<arrow::array::RecordBatch>,
+        >,
+        upto_seq: u64,
+    ) -> Result<i64, Error> {
+        let files: Vec<DataFile> = tokio::task::spawn_blocking(move || {
+            partitions
+                .iter()
+                .map(|(key, batches)| write_partition(*key, batches))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+        let mut adds = Vec::with_capacity(files.len());
+        for file in files {
+            let size = file.bytes.len() as u64;
+            self.store
+                .put(&Path::from(file.path.as_str()), file.bytes.into())
+                .await
+                .map_err(|source| Error::Upload {
+                    path: file.path.clone(),
+                    source,
+                })?;
+            self.metrics.files_written.inc();
+            self.metrics.rows_written.inc_by(file.rows as u64);
+            self.metrics.bytes_written.inc_by(size);
+            adds.push(file.add);
+        }
+        Ok(self.table.commit(adds, upto_seq).await?)
+    }
+
+    /// Flushes whenever the buffer is due, until `shutdown` turns true; then
+    /// flushes what is left.
+    pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let tick = Duration::from_millis(100).min(self.config.max_age);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = wake.notified() => {}
+                _ = shutdown.wait_for(|s| *s) => break,
+            }
+            if self.buffer.due(self.config.max_age, self.config.max_bytes)
+                && let Err(error) = self.flush().await
+            {
+                tracing::error!(%error, "flush failed; rows stay buffered and will be retried");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    /// Final flush at shutdown: retries a few times before giving up (the
+    /// rows stay in the WAL and are replayed on the next start).
+    pub async fn drain(&self) {
+        for attempt in 0..3 {
+            match self.flush().await {
+                Ok(_) if self.buffer.snapshot().batches.is_empty() => return,
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::error!(%error, attempt, "final flush failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The one ingest path every receiver ends in: validate and convert to Arrow,
+//! append to the WAL (which inserts into the buffer in sequence order), wait
+//! for the fsync, then let the receiver acknowledge.
+//!
+//! PERFORMANCE-CRITICAL: runs once per request; conversion happens on the
+//! blocking pool so the async runtime never waits on it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use tracelake_schema::otlp::{Acceptance, Rejections, SpansBuilder};
+
+use crate::buffer::Buffer;
+use crate::metrics::Metrics;
+use crate::wal::Wal;
+
+/// Why a whole request was not accepted; receivers map it to their protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Too much is buffered: the client should retry after the delay.
+    #[error("server overloaded: {buffered} bytes buffered (limit {limit}), retry later")]
+    Overloaded {
+        buffered: usize,
+        limit: usize,
+        retry_after: Duration,
+    },
+    /// The write-ahead log failed or is closed (shutting down).
+    #[error("write-ahead log unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl IngestError {
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Overloaded { .. } => "overloaded",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// Outcome of an accepted request.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    pub spans: u64,
+    pub rejections: Rejections,
+}
+
+/// Settings of the ingest path.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Spans starting longer ago than this are rejected.
+    pub max_span_age: Duration,
+    /// Spans starting further in the future than this are rejected.
+    pub max_span_future: Duration,
+    /// Buffered Arrow bytes above which requests are refused (backpressure).
+    pub max_buffer_bytes: usize,
+}
+
+pub struct Ingest {
+    wal: Arc<Wal>,
+    buffer: Arc<Buffer>,
+    metrics: Arc<Metrics>,
+    config: IngestConfig,
+    /// Woken when the buffer may have become due for a flush.
+    flush: Arc<Notify>,
+}
+
+fn now_unix_nano() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl Ingest {
+    pub fn new(
+        wal: Arc<Wal>,
+        buffer: Arc<Buffer>,
+        metrics: Arc<Metrics>,
+        config: IngestConfig,
+        flush: Arc<Notify>,
+    ) -> Self {
+        Self {
+            wal,
+            buffer,
+            metrics,
+            config,
+            flush,
+        }
+    }
+
+    fn acceptance(&self) -> Acceptance {
+        let now = now_unix_nano();
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        Acceptance {
+            min_start_unix_nano: now.saturating_sub(nanos(self.config.max_span_age)),
+            max_start_unix_nano: now.saturating_add(nanos(self.config.max_span_future)),
+        }
+    }
+
+    /// Refuses new work while the buffer is over its limit.
+    pub fn check_capacity(&self, protocol: &'static str) -> Result<(), IngestError> {
+        let buffered = self.buffer.bytes();
+        if buffered > self.config.max_buffer_bytes {
+            let err = IngestError::Overloaded {
+                buffered,
+                limit: self.config.max_buffer_bytes,
+                retry_after: Duration::from_secs(1),
+            };
+            self.count_error(protocol, err.reason());
+            self.flush.notify_one();
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Counts a request that failed before reaching [`Ingest::export`].
+    pub fn count_error(&self, protocol: &'static str, reason: &'static str) {
+        self.metrics
+            .request_errors
+            .get_or_create(&[("protocol", protocol), ("reason", reason)])
+            .inc();
+    }
+
+    /// Makes the spans of `request` durable; returns once they are fsynced.
+    pub async fn export(
+        self: &Arc<Self>,
+        protocol: &'static str,
+        request: ExportTraceServiceRequest,
+    ) -> Result<Accepted, IngestError> {
+        self.check_capacity(protocol)?;
+        let this = Arc::clone(self);
+        let (seq, accepted) = tokio::task::spawn_blocking(move || this.write(&request))
+            .await
+            .map_err(|e| IngestError::Unavailable(format!("ingest task failed: {e}")))
+            .and_then(|r| r)
+            .inspect_err(|e| self.count_error(protocol, e.reason()))?;
+        if let Some(seq) = seq {
+            self.wal
+                .synced(seq)
+                .await
+                .map_err(|e| IngestError::Unavailable(e.to_string()))
+                .inspect_err(|e| self.count_error(protocol, e.reason()))?;
+        }
+        let labels = [("protocol", protocol)];
+        let received = accepted.spans + accepted.rejections.count;
+        self.metrics
+            .spans_received
+            .get_or_create(&labels)
+            .inc_by(received);
+        self.metrics
+            .spans_accepted
+            .get_or_create(&labels)
+            .inc_by(accepted.spans);
+        for (reason, n) in &accepted.rejections.reasons {
+            self.metrics
+                .spans_rejected
+                .get_or_create(&[("protocol", protocol), ("reason", reason.label())])
+                .inc_by(*n);
+        }
+        self.flush.notify_one();
+        Ok(accepted)
+    }
+
+    /// Converts and appends; returns the WAL sequence number to wait for.
+    fn write(
+        &self,
+        request: &ExportTraceServiceRequest,
+    ) -> Result<(Option<u64>, Accepted), IngestError> {
+        let spans: usize = request
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum();
+        let mut builder = SpansBuilder::with_capacity(spans);
+        let rejections = builder.append_request(request, &self.acceptance());
+        let accepted = builder.len() as u64;
+        if accepted == 0 {
+            return Ok((
+                None,
+                Accepted {
+                    spans: 0,
+                    rejections,
+                },
+            ));
+        }
+        let batch = builder.finish();
+        let (seq, ()) = self
+            .wal
+            .append(&batch, |seq| self.buffer.insert(seq, &batch))
+            .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+        Ok((
+            Some(seq),
+            Accepted {
+                spans: accepted,
+                rejections,
+            },
+        ))
+    }
+}

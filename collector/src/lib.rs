@@ -1,0 +1,152 @@
+//! The write side of tracelake: receivers, write-ahead log, partition
+//! buffers, Parquet writer and Delta table commits.
+//!
+//! Data flow: a receiver ([`otlp`]) decodes a request and calls
+//! [`ingest::Ingest::export`], which converts it to Arrow, appends it to the
+//! [`wal`] and the [`buffer`] in one step and acknowledges after the fsync.
+//! The [`flush`] task writes due rows to Parquet ([`writer`]) and commits them
+//! to the Delta [`table`], after which the WAL segments are released. Queries
+//! read the buffer through [`buffer::Buffer::snapshot`].
+
+pub mod buffer;
+pub mod flush;
+pub mod ingest;
+pub mod metrics;
+pub mod otlp;
+pub mod table;
+pub mod wal;
+pub mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use url::Url;
+
+use crate::buffer::Buffer;
+use crate::flush::{FlushConfig, Flusher};
+use crate::ingest::{Ingest, IngestConfig};
+use crate::metrics::Metrics;
+use crate::table::Table;
+use crate::wal::Wal;
+
+/// Error starting the collector.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Table(#[from] table::Error),
+    #[error(transparent)]
+    Wal(#[from] wal::Error),
+}
+
+/// Settings of the write side.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// URL of the spans Delta table.
+    pub table_url: Url,
+    /// Local directory of the write-ahead log.
+    pub wal_dir: PathBuf,
+    /// Size at which a WAL segment is closed and a new one started.
+    pub wal_segment_bytes: u64,
+    pub flush: FlushConfig,
+    pub ingest: IngestConfig,
+    /// Largest accepted request body, after decompression.
+    pub max_request_bytes: usize,
+}
+
+/// A running write side.
+pub struct Collector {
+    pub ingest: Arc<Ingest>,
+    pub buffer: Arc<Buffer>,
+    pub table: Arc<Table>,
+    pub metrics: Arc<Metrics>,
+    flusher: Arc<Flusher>,
+    wal: Arc<Wal>,
+    shutdown: watch::Sender<bool>,
+    flush_task: JoinHandle<()>,
+    max_request_bytes: usize,
+}
+
+impl Collector {
+    /// Opens (or creates) the table, replays the WAL into the buffer and
+    /// starts the flush task.
+    pub async fn start(config: CollectorConfig, metrics: Arc<Metrics>) -> Result<Self, Error> {
+        let table = Arc::new(Table::open_or_create(&config.table_url, Arc::clone(&metrics)).await?);
+        let committed = table.committed_seq().await?;
+        let (wal, replayed) = Wal::open(
+            &config.wal_dir,
+            committed,
+            config.wal_segment_bytes,
+            Arc::clone(&metrics),
+        )?;
+        let buffer = Arc::new(Buffer::new(table.version().await, Arc::clone(&metrics)));
+        let rows: usize = replayed.iter().map(|r| r.batch.num_rows()).sum();
+        for record in &replayed {
+            buffer.insert(record.seq, &record.batch);
+        }
+        if !replayed.is_empty() {
+            tracing::info!(
+                records = replayed.len(),
+                rows,
+                committed,
+                "replayed write-ahead log"
+            );
+        }
+        let wake = Arc::new(Notify::new());
+        let ingest = Arc::new(Ingest::new(
+            Arc::clone(&wal),
+            Arc::clone(&buffer),
+            Arc::clone(&metrics),
+            config.ingest.clone(),
+            Arc::clone(&wake),
+        ));
+        let flusher = Arc::new(
+            Flusher::new(
+                Arc::clone(&buffer),
+                Arc::clone(&table),
+                Arc::clone(&wal),
+                Arc::clone(&metrics),
+                config.flush,
+            )
+            .await,
+        );
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let flush_task = tokio::spawn(Arc::clone(&flusher).run(wake, shutdown_rx));
+        Ok(Self {
+            ingest,
+            buffer,
+            table,
+            metrics,
+            flusher,
+            wal,
+            shutdown,
+            flush_task,
+            max_request_bytes: config.max_request_bytes,
+        })
+    }
+
+    /// OTLP/gRPC `TraceService` router.
+    pub fn otlp_grpc_router(&self) -> axum::Router {
+        otlp::grpc::router(Arc::clone(&self.ingest), self.max_request_bytes)
+    }
+
+    /// OTLP/HTTP `/v1/traces` router.
+    pub fn otlp_http_router(&self) -> axum::Router {
+        otlp::http::router(Arc::clone(&self.ingest), self.max_request_bytes)
+    }
+
+    /// Flushes everything buffered now (tests, admin).
+    pub async fn flush(&self) -> Result<usize, flush::Error> {
+        self.flusher.flush().await
+    }
+
+    /// Stops the flush task, commits everything buffered and closes the WAL.
+    /// Call after the receivers have stopped accepting requests.
+    pub async fn shutdown(self) {
+        self.shutdown.send_replace(true);
+        let _ = self.flush_task.await;
+        self.flusher.drain().await;
+        self.wal.close();
+    }
+}

@@ -1,0 +1,135 @@
+//! Prometheus metrics of the ingest path. Counted per request or batch, never
+//! per span.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// `protocol` label (`otlp_grpc`, `otlp_http`, ...).
+pub type ProtocolLabel = [(&'static str, &'static str); 1];
+/// `protocol` and `reason` labels.
+pub type ReasonLabels = [(&'static str, &'static str); 2];
+
+pub struct Metrics {
+    pub spans_received: Family<ProtocolLabel, Counter>,
+    pub spans_accepted: Family<ProtocolLabel, Counter>,
+    pub spans_rejected: Family<ReasonLabels, Counter>,
+    pub request_errors: Family<ReasonLabels, Counter>,
+    pub wal_bytes: Counter,
+    pub wal_fsync_seconds: Histogram,
+    pub wal_segments: Gauge,
+    pub flush_seconds: Histogram,
+    pub commit_seconds: Histogram,
+    pub files_written: Counter,
+    pub rows_written: Counter,
+    pub bytes_written: Counter,
+    pub buffer_rows: Gauge,
+    pub buffer_bytes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let seconds = || Histogram::new(exponential_buckets(0.0001, 2.0, 20));
+        Self {
+            spans_received: Family::default(),
+            spans_accepted: Family::default(),
+            spans_rejected: Family::default(),
+            request_errors: Family::default(),
+            wal_bytes: Counter::default(),
+            wal_fsync_seconds: seconds(),
+            wal_segments: Gauge::default(),
+            flush_seconds: seconds(),
+            commit_seconds: seconds(),
+            files_written: Counter::default(),
+            rows_written: Counter::default(),
+            bytes_written: Counter::default(),
+            buffer_rows: Gauge::default(),
+            buffer_bytes: Gauge::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `tracelake_` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("tracelake");
+        r.register(
+            "spans_received",
+            "Spans received, by protocol",
+            self.spans_received.clone(),
+        );
+        r.register(
+            "spans_accepted",
+            "Spans accepted (durable in the write-ahead log), by protocol",
+            self.spans_accepted.clone(),
+        );
+        r.register(
+            "spans_rejected",
+            "Spans rejected individually, by protocol and reason",
+            self.spans_rejected.clone(),
+        );
+        r.register(
+            "request_errors",
+            "Ingest requests that failed as a whole, by protocol and reason",
+            self.request_errors.clone(),
+        );
+        r.register_with_unit(
+            "wal_written",
+            "Bytes appended to the write-ahead log",
+            Unit::Bytes,
+            self.wal_bytes.clone(),
+        );
+        r.register_with_unit(
+            "wal_fsync",
+            "Duration of write-ahead log fsyncs",
+            Unit::Seconds,
+            self.wal_fsync_seconds.clone(),
+        );
+        r.register(
+            "wal_segments",
+            "Write-ahead log segments on disk",
+            self.wal_segments.clone(),
+        );
+        r.register_with_unit(
+            "flush",
+            "Duration of a buffer flush (Parquet encoding, upload and commit)",
+            Unit::Seconds,
+            self.flush_seconds.clone(),
+        );
+        r.register_with_unit(
+            "commit",
+            "Duration of a Delta table commit",
+            Unit::Seconds,
+            self.commit_seconds.clone(),
+        );
+        r.register(
+            "files_written",
+            "Parquet files written",
+            self.files_written.clone(),
+        );
+        r.register(
+            "rows_written",
+            "Rows written to Parquet files",
+            self.rows_written.clone(),
+        );
+        r.register_with_unit(
+            "file_written",
+            "Bytes of Parquet files written",
+            Unit::Bytes,
+            self.bytes_written.clone(),
+        );
+        r.register(
+            "buffer_rows",
+            "Rows buffered in memory, not yet committed to the table",
+            self.buffer_rows.clone(),
+        );
+        r.register_with_unit(
+            "buffer",
+            "Arrow memory of buffered rows",
+            Unit::Bytes,
+            self.buffer_bytes.clone(),
+        );
+    }
+}

@@ -1,0 +1,84 @@
+//! OTLP/gRPC receiver (default port 4317), served by tonic on axum.
+
+use std::sync::Arc;
+
+use tonic::codec::CompressionEncoding;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
+use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+
+use crate::ingest::{Ingest, IngestError};
+
+const PROTOCOL: &str = "otlp_grpc";
+
+struct Receiver {
+    ingest: Arc<Ingest>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let request = request.into_inner();
+        match self.ingest.export(PROTOCOL, request).await {
+            Ok(accepted) => Ok(Response::new(super::response(&accepted))),
+            Err(err) => Err(status(&err)),
+        }
+    }
+}
+
+/// Backpressure and unavailability are `UNAVAILABLE` with a RetryInfo, which
+/// every OTLP exporter retries.
+fn status(err: &IngestError) -> Status {
+    let retry_after = match err {
+        IngestError::Overloaded { retry_after, .. } => *retry_after,
+        IngestError::Unavailable(_) => std::time::Duration::from_secs(1),
+    };
+    Status::with_error_details(
+        Code::Unavailable,
+        err.to_string(),
+        ErrorDetails::with_retry_info(Some(retry_after)),
+    )
+}
+
+/// The gRPC service as an axum router. Requests over `max_message_bytes`
+/// (after decompression) fail with `RESOURCE_EXHAUSTED`, as OTLP requires.
+pub fn router(ingest: Arc<Ingest>, max_message_bytes: usize) -> axum::Router {
+    let service = TraceServiceServer::new(Receiver { ingest })
+        .max_decoding_message_size(max_message_bytes)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip);
+    tonic::service::Routes::new(service)
+        .into_axum_router()
+        .layer(axum::middleware::map_response(
+            oversize_is_resource_exhausted,
+        ))
+}
+
+/// tonic reports a message over the decoding limit as `OUT_OF_RANGE`, which
+/// OTLP exporters retry forever; OTLP wants a non-retryable
+/// `RESOURCE_EXHAUSTED`. Our service never returns `OUT_OF_RANGE` itself, so
+/// every such status comes from that limit.
+async fn oversize_is_resource_exhausted(
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    let headers = response.headers_mut();
+    if headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11")
+    {
+        headers.insert(
+            "grpc-status",
+            axum::http::HeaderValue::from(Code::ResourceExhausted as i32),
+        );
+    }
+    response
+}

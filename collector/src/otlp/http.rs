@@ -1,0 +1,303 @@
+//! OTLP/HTTP receiver (default port 4318): `POST /v1/traces` with a protobuf
+//! or JSON body, optionally gzip/zstd/deflate compressed.
+//!
+//! The response's `Content-Type` mirrors the request's; errors carry a
+//! `google.rpc.Status` encoded the same way, so every 2xx body decodes and
+//! every error names what was wrong.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use prost::Message as _;
+use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+use crate::ingest::{Ingest, IngestError};
+
+const PROTOCOL: &str = "otlp_http";
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+#[derive(Clone)]
+struct Receiver {
+    ingest: Arc<Ingest>,
+    max_body_bytes: usize,
+}
+
+/// Body encoding of a request, and so of its response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Protobuf => PROTOBUF,
+            Self::Json => JSON,
+        }
+    }
+}
+
+/// `google.rpc.Status`, the OTLP/HTTP error body.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+/// An error response: HTTP status, gRPC code for the body, message.
+struct Failure {
+    status: StatusCode,
+    code: tonic::Code,
+    message: String,
+    reason: &'static str,
+    retry_after: Option<u64>,
+}
+
+impl Failure {
+    fn new(status: StatusCode, code: tonic::Code, reason: &'static str, message: String) -> Self {
+        Self {
+            status,
+            code,
+            message,
+            reason,
+            retry_after: None,
+        }
+    }
+
+    fn bad_request(reason: &'static str, message: String) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            reason,
+            message,
+        )
+    }
+
+    fn into_response(self, encoding: Encoding) -> Response {
+        let status = RpcStatus {
+            code: self.code as i32,
+            message: self.message,
+        };
+        let body = match encoding {
+            Encoding::Protobuf => status.encode_to_vec(),
+            Encoding::Json => serde_json::to_vec(&serde_json::json!({
+                "code": status.code,
+                "message": status.message,
+            }))
+            .expect("status serializes"),
+        };
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, encoding.content_type())],
+            body,
+        )
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<IngestError> for Failure {
+    fn from(err: IngestError) -> Self {
+        let (status, retry_after) = match &err {
+            IngestError::Overloaded { retry_after, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, retry_after.as_secs().max(1))
+            }
+            IngestError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, 1),
+        };
+        Self {
+            status,
+            code: tonic::Code::Unavailable,
+            message: err.to_string(),
+            reason: err.reason(),
+            retry_after: Some(retry_after),
+        }
+    }
+}
+
+/// The HTTP receiver's router.
+pub fn router(ingest: Arc<Ingest>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route(
+            "/v1/traces",
+            post(export).fallback(|| async {
+                Failure::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    tonic::Code::Unimplemented,
+                    "method_not_allowed",
+                    "only POST is supported on /v1/traces".into(),
+                )
+                .into_response(Encoding::Json)
+            }),
+        )
+        .with_state(Receiver {
+            ingest,
+            max_body_bytes,
+        })
+}
+
+async fn export(State(receiver): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
+    let encoding = match content_type(&headers) {
+        Ok(e) => e,
+        Err(failure) => {
+            receiver.ingest.count_error(PROTOCOL, failure.reason);
+            return failure.into_response(Encoding::Json);
+        }
+    };
+    match handle(&receiver, &headers, body, encoding).await {
+        Ok(response) => response,
+        Err(failure) => {
+            if failure.retry_after.is_none() {
+                // Ingest errors are counted by the ingest path itself.
+                receiver.ingest.count_error(PROTOCOL, failure.reason);
+            }
+            tracing::debug!(status = %failure.status, message = %failure.message, "otlp/http request refused");
+            failure.into_response(encoding)
+        }
+    }
+}
+
+async fn handle(
+    receiver: &Receiver,
+    headers: &HeaderMap,
+    body: Body,
+    encoding: Encoding,
+) -> Result<Response, Failure> {
+    receiver.ingest.check_capacity(PROTOCOL)?;
+    let limit = receiver.max_body_bytes;
+    let too_large = || {
+        Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            tonic::Code::ResourceExhausted,
+            "too_large",
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+    };
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            too_large()
+        } else {
+            Failure::bad_request("read_error", format!("cannot read request body: {e}"))
+        }
+    })?;
+    let content_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("invalid").trim().to_ascii_lowercase());
+    let request = tokio::task::spawn_blocking(move || {
+        let body = decompress(content_encoding.as_deref(), raw, limit)?;
+        decode(encoding, &body)
+    })
+    .await
+    .map_err(|e| Failure::bad_request("internal", format!("decoding failed: {e}")))??;
+    let accepted = receiver.ingest.export(PROTOCOL, request).await?;
+    let response = super::response(&accepted);
+    let body = match encoding {
+        Encoding::Protobuf => response.encode_to_vec(),
+        Encoding::Json => json::encode_response(&response),
+    };
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, encoding.content_type())],
+        body,
+    )
+        .into_response())
+}
+
+use super::json;
+
+fn content_type(headers: &HeaderMap) -> Result<Encoding, Failure> {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        PROTOBUF | "application/protobuf" => Ok(Encoding::Protobuf),
+        JSON => Ok(Encoding::Json),
+        _ => Err(Failure::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            tonic::Code::InvalidArgument,
+            "unsupported_media_type",
+            format!("unsupported content type {value:?}: use {PROTOBUF} or {JSON}"),
+        )),
+    }
+}
+
+fn decompress(encoding: Option<&str>, raw: Bytes, limit: usize) -> Result<Bytes, Failure> {
+    let reader: Box<dyn Read + '_> = match encoding {
+        None | Some("") | Some("identity") => return Ok(raw),
+        Some("gzip") | Some("x-gzip") => Box::new(flate2::read::GzDecoder::new(&raw[..])),
+        Some("deflate") => Box::new(flate2::read::ZlibDecoder::new(&raw[..])),
+        Some("zstd") => Box::new(zstd::stream::read::Decoder::new(&raw[..]).map_err(|e| {
+            Failure::bad_request("bad_compression", format!("invalid zstd body: {e}"))
+        })?),
+        Some(other) => {
+            return Err(Failure::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                tonic::Code::InvalidArgument,
+                "unsupported_encoding",
+                format!("unsupported content encoding {other:?}: use gzip, zstd or deflate"),
+            ));
+        }
+    };
+    let mut out = Vec::with_capacity(raw.len() * 4);
+    // Read one byte past the limit to tell "exactly at" from "over".
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            Failure::bad_request(
+                "bad_compression",
+                format!(
+                    "body is not valid {} data: {e}",
+                    encoding.unwrap_or_default()
+                ),
+            )
+        })?;
+    if out.len() > limit {
+        return Err(Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            tonic::Code::ResourceExhausted,
+            "too_large",
+            format!("decompressed request body exceeds the limit of {limit} bytes"),
+        ));
+    }
+    Ok(out.into())
+}
+
+fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, Failure> {
+    match encoding {
+        Encoding::Protobuf => ExportTraceServiceRequest::decode(body).map_err(|e| {
+            Failure::bad_request(
+                "bad_protobuf",
+                format!("body is not a valid ExportTraceServiceRequest protobuf: {e}"),
+            )
+        }),
+        Encoding::Json => json::decode_request(body).map_err(|e| {
+            Failure::bad_request(
+                "bad_json",
+                format!("body is not a valid OTLP/JSON ExportTraceServiceRequest: {e}"),
+            )
+        }),
+    }
+}

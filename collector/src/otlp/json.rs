@@ -1,0 +1,183 @@
+//! OTLP/JSON: a normalising pass in front of the `opentelemetry-proto` serde
+//! types, and hand-written responses.
+//!
+//! The crate follows the spec strictly (lowerCamelCase keys, enums as
+//! integers) and silently ignores anything else, which would turn a
+//! snake_case body into an empty request. Like the reference Collector we
+//! accept snake_case keys, enum names, `null` for defaults and 32-bit
+//! integers as strings; and a body whose top-level keys are all unknown is a
+//! 400, not a silent success.
+
+use serde_json::{Map, Value};
+use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+
+/// Error decoding an OTLP/JSON body.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid JSON: {0}")]
+    Syntax(serde_json::Error),
+    #[error("{0}")]
+    Shape(serde_json::Error),
+    #[error("the top-level value must be an object")]
+    NotAnObject,
+    #[error("unknown top-level field(s) {0}; expected \"resourceSpans\"")]
+    UnknownFields(String),
+}
+
+/// Fields that hold 32-bit integers, which proto3 JSON also allows as strings.
+const UINT32_FIELDS: &[&str] = &[
+    "droppedAttributesCount",
+    "droppedEventsCount",
+    "droppedLinksCount",
+    "flags",
+    "kind",
+    "code",
+];
+
+pub fn decode_request(body: &[u8]) -> Result<ExportTraceServiceRequest, Error> {
+    let mut value: Value = serde_json::from_slice(body).map_err(Error::Syntax)?;
+    normalise(&mut value);
+    let Value::Object(top) = &value else {
+        return Err(Error::NotAnObject);
+    };
+    let unknown: Vec<_> = top
+        .keys()
+        .filter(|k| *k != "resourceSpans")
+        .cloned()
+        .collect();
+    if !top.contains_key("resourceSpans") && !unknown.is_empty() {
+        return Err(Error::UnknownFields(format!("{unknown:?}")));
+    }
+    serde_json::from_value(value).map_err(Error::Shape)
+}
+
+fn normalise(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let entries = std::mem::take(map);
+            let mut out = Map::with_capacity(entries.len());
+            for (key, mut v) in entries {
+                if v.is_null() {
+                    continue;
+                }
+                let key = camel_case(key);
+                normalise(&mut v);
+                if let Value::String(s) = &v
+                    && UINT32_FIELDS.contains(&key.as_str())
+                    && let Some(n) = enum_or_number(&key, s)
+                {
+                    v = Value::from(n);
+                }
+                out.insert(key, v);
+            }
+            *map = out;
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalise),
+        _ => {}
+    }
+}
+
+fn camel_case(key: String) -> String {
+    if !key.contains('_') {
+        return key;
+    }
+    let mut out = String::with_capacity(key.len());
+    let mut upper = false;
+    for c in key.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn enum_or_number(key: &str, s: &str) -> Option<i64> {
+    if let Ok(n) = s.trim().parse::<i64>() {
+        return Some(n);
+    }
+    let names: &[&str] = match key {
+        "kind" => &[
+            "SPAN_KIND_UNSPECIFIED",
+            "SPAN_KIND_INTERNAL",
+            "SPAN_KIND_SERVER",
+            "SPAN_KIND_CLIENT",
+            "SPAN_KIND_PRODUCER",
+            "SPAN_KIND_CONSUMER",
+        ],
+        "code" => &["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"],
+        _ => return None,
+    };
+    names.iter().position(|n| n == &s).map(|i| i as i64)
+}
+
+/// `{}` for full success, else `{"partialSuccess":{...}}` with
+/// `rejectedSpans` as a string (proto3 JSON for int64).
+pub fn encode_response(response: &ExportTraceServiceResponse) -> Vec<u8> {
+    let value = match &response.partial_success {
+        None => serde_json::json!({}),
+        Some(p) => serde_json::json!({
+            "partialSuccess": {
+                "rejectedSpans": p.rejected_spans.to_string(),
+                "errorMessage": p.error_message,
+            }
+        }),
+    };
+    serde_json::to_vec(&value).expect("response serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snake_case_enum_names_and_nulls_are_accepted() {
+        let body = br#"{"resource_spans":[{"resource":null,"scope_spans":[{"spans":[{
+            "trace_id":"5B8EFFF798038103D269B633813FC60C","span_id":"EEE19B7EC3C1B174",
+            "parent_span_id":null,"name":"n","kind":"SPAN_KIND_SERVER",
+            "start_time_unix_nano":1544712660000000000,"end_time_unix_nano":"1544712661000000000",
+            "dropped_attributes_count":"2","status":{"code":"STATUS_CODE_ERROR"}}]}]}]}"#;
+        let request = decode_request(body).unwrap();
+        let span = &request.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(span.kind, 2);
+        assert_eq!(span.trace_id.len(), 16);
+        assert_eq!(span.dropped_attributes_count, 2);
+        assert_eq!(span.status.as_ref().unwrap().code, 2);
+        assert_eq!(span.end_time_unix_nano, 1_544_712_661_000_000_000);
+    }
+
+    #[test]
+    fn unknown_top_level_fields_are_an_error_not_an_empty_request() {
+        let err = decode_request(br#"{"resourceSpanz":[{}]}"#).unwrap_err();
+        assert!(err.to_string().contains("resourceSpanz"), "{err}");
+        assert!(decode_request(b"{}").is_ok());
+        assert!(decode_request(br#"{"resourceSpans":[]}"#).is_ok());
+        assert!(matches!(decode_request(b"[1]"), Err(Error::NotAnObject)));
+        assert!(matches!(decode_request(b"{"), Err(Error::Syntax(_))));
+    }
+
+    #[test]
+    fn partial_success_counts_are_strings() {
+        use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
+        let body = encode_response(&ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: 3,
+                error_message: "x".into(),
+            }),
+        });
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            r#"{"partialSuccess":{"errorMessage":"x","rejectedSpans":"3"}}"#
+        );
+        let empty = encode_response(&ExportTraceServiceResponse {
+            partial_success: None,
+        });
+        assert_eq!(empty, b"{}");
+    }
+}

@@ -1,0 +1,166 @@
+//! The spans Delta table: creation, and commits of the Parquet files we write.
+//!
+//! Each commit adds the files of one flush and records, in a Delta `txn`
+//! action under [`WAL_APP_ID`], the highest write-ahead-log sequence number
+//! whose rows it contains; on start that number tells the WAL which records
+//! are already in the table.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, StructType, Transaction};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::{DeltaTable, DeltaTableError, ObjectStore};
+use tokio::sync::Mutex;
+use tracelake_schema::spans::{
+    PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, spans_schema,
+};
+use url::Url;
+
+use crate::metrics::Metrics;
+
+/// Application id of the `txn` action that tracks committed WAL records.
+pub const WAL_APP_ID: &str = "tracelake-wal";
+
+/// Error of a table operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("delta table {url}: {source}")]
+    Delta {
+        url: String,
+        source: Box<DeltaTableError>,
+    },
+    #[error("cannot create directory {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("table schema: {0}")]
+    Schema(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub struct Table {
+    url: Url,
+    table: Mutex<DeltaTable>,
+    metrics: Arc<Metrics>,
+}
+
+impl Table {
+    /// Opens the table at `url`, creating it (and, for `file://`, its
+    /// directory) when absent.
+    pub async fn open_or_create(url: &Url, metrics: Arc<Metrics>) -> Result<Self> {
+        let err = |source: DeltaTableError| Error::Delta {
+            url: url.to_string(),
+            source: Box::new(source),
+        };
+        if url.scheme() == "file"
+            && let Ok(path) = url.to_file_path()
+        {
+            std::fs::create_dir_all(&path).map_err(|source| Error::CreateDir {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        // A local table without a log is new: skip the load, which would
+        // log an error for the missing log.
+        let exists = url.scheme() != "file"
+            || url
+                .to_file_path()
+                .is_ok_and(|p| p.join("_delta_log").is_dir());
+        let mut table = if exists {
+            DeltaTable::try_from_url(url.clone()).await.map_err(err)?
+        } else {
+            deltalake::DeltaTableBuilder::from_url(url.clone())
+                .and_then(|b| b.build())
+                .map_err(err)?
+        };
+        if table.version().is_none() {
+            let schema: StructType = spans_schema()
+                .as_ref()
+                .try_into_kernel()
+                .map_err(|e| Error::Schema(e.to_string()))?;
+            table = table
+                .create()
+                .with_table_name("spans")
+                .with_comment("tracelake spans, one row per span")
+                .with_columns(schema.fields().cloned())
+                .with_partition_columns(PARTITION_COLUMNS)
+                .with_configuration_property(
+                    deltalake::TableProperty::CheckpointInterval,
+                    Some("50"),
+                )
+                .with_configuration([(SCHEMA_VERSION_KEY, Some(SCHEMA_VERSION.to_string()))])
+                .with_raise_if_key_not_exists(false)
+                .await
+                .map_err(err)?;
+            tracing::info!(%url, "created spans table");
+        }
+        Ok(Self {
+            url: url.clone(),
+            table: Mutex::new(table),
+            metrics,
+        })
+    }
+
+    fn err(&self, source: DeltaTableError) -> Error {
+        Error::Delta {
+            url: self.url.to_string(),
+            source: Box::new(source),
+        }
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// Current table version.
+    pub async fn version(&self) -> Option<i64> {
+        self.table.lock().await.version().map(|v| v as i64)
+    }
+
+    /// Highest WAL sequence number whose rows are committed (0: none).
+    pub async fn committed_seq(&self) -> Result<u64> {
+        let table = self.table.lock().await;
+        let state = table.snapshot().map_err(|e| self.err(e))?;
+        let version = state
+            .transaction_version(table.log_store().as_ref(), WAL_APP_ID)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(version.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Object store rooted at the table directory.
+    pub async fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.table.lock().await.log_store().object_store(None)
+    }
+
+    /// Commits `adds` atomically together with the WAL watermark `upto_seq`;
+    /// returns the new table version.
+    pub async fn commit(&self, adds: Vec<Add>, upto_seq: u64) -> Result<i64> {
+        let started = Instant::now();
+        let mut table = self.table.lock().await;
+        let properties = CommitProperties::default()
+            .with_application_transaction(Transaction::new(WAL_APP_ID, upto_seq as i64));
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: Some(PARTITION_COLUMNS.map(String::from).to_vec()),
+            predicate: None,
+        };
+        let state = table.snapshot().map_err(|e| self.err(e))?;
+        let finalized = CommitBuilder::from(properties)
+            .with_actions(adds.into_iter().map(Action::Add).collect())
+            .build(Some(state), table.log_store(), operation)
+            .await
+            .map_err(|e| self.err(e))?;
+        let version = finalized.version() as i64;
+        table.state = Some(finalized.snapshot());
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(version)
+    }
+}

@@ -1,0 +1,155 @@
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch};
+
+use super::*;
+
+fn batch(values: &[i64]) -> RecordBatch {
+    RecordBatch::try_from_iter([(
+        "v",
+        Arc::new(Int64Array::from(values.to_vec())) as arrow::array::ArrayRef,
+    )])
+    .unwrap()
+}
+
+fn values(replayed: &[Replayed]) -> Vec<(u64, Vec<i64>)> {
+    replayed
+        .iter()
+        .map(|r| {
+            let a = r
+                .batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            (r.seq, a.values().to_vec())
+        })
+        .collect()
+}
+
+fn open(dir: &Path, committed: u64, segment_bytes: u64) -> (Arc<Wal>, Vec<Replayed>) {
+    Wal::open(dir, committed, segment_bytes, Arc::new(Metrics::default())).unwrap()
+}
+
+#[tokio::test]
+async fn appended_records_replay_in_order_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, replayed) = open(dir.path(), 0, 1 << 20);
+    assert!(replayed.is_empty());
+    let (s1, ()) = wal.append(&batch(&[1, 2]), |_| ()).unwrap();
+    let (s2, seen) = wal.append(&batch(&[3]), |seq| seq).unwrap();
+    assert_eq!((s1, s2, seen), (1, 2, 2));
+    wal.synced(s2).await.unwrap();
+    wal.close();
+    drop(wal);
+
+    let (wal, replayed) = open(dir.path(), 0, 1 << 20);
+    assert_eq!(values(&replayed), vec![(1, vec![1, 2]), (2, vec![3])]);
+    // Numbering continues after the replayed records.
+    let (s3, ()) = wal.append(&batch(&[4]), |_| ()).unwrap();
+    assert_eq!(s3, 3);
+}
+
+#[tokio::test]
+async fn committed_records_are_not_replayed_and_numbering_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open(dir.path(), 0, 1 << 20);
+    for i in 0..3 {
+        wal.append(&batch(&[i]), |_| ()).unwrap();
+    }
+    wal.synced(3).await.unwrap();
+    wal.close();
+    drop(wal);
+    let (_, replayed) = open(dir.path(), 2, 1 << 20);
+    assert_eq!(values(&replayed), vec![(3, vec![2])]);
+
+    // With every segment gone, numbering starts after the committed number.
+    let empty = tempfile::tempdir().unwrap();
+    let (wal, replayed) = open(empty.path(), 41, 1 << 20);
+    assert!(replayed.is_empty());
+    assert_eq!(wal.append(&batch(&[0]), |_| ()).unwrap().0, 42);
+}
+
+#[tokio::test]
+async fn torn_tail_is_truncated_and_earlier_records_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open(dir.path(), 0, 1 << 20);
+    wal.append(&batch(&[1]), |_| ()).unwrap();
+    wal.append(&batch(&[2]), |_| ()).unwrap();
+    wal.synced(2).await.unwrap();
+    wal.close();
+    drop(wal);
+    // Cut the last record in half, as a crash mid-write would.
+    let segment = list_segments(dir.path()).unwrap().pop().unwrap();
+    let len = fs::metadata(&segment.path).unwrap().len();
+    let f = OpenOptions::new().write(true).open(&segment.path).unwrap();
+    f.set_len(len - 10).unwrap();
+    drop(f);
+
+    let (_, replayed) = open(dir.path(), 0, 1 << 20);
+    assert_eq!(values(&replayed), vec![(1, vec![1])]);
+}
+
+#[tokio::test]
+async fn flipped_byte_fails_the_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open(dir.path(), 0, 1 << 20);
+    wal.append(&batch(&[1]), |_| ()).unwrap();
+    wal.append(&batch(&[2]), |_| ()).unwrap();
+    wal.synced(2).await.unwrap();
+    wal.close();
+    drop(wal);
+    let segment = list_segments(dir.path()).unwrap().pop().unwrap();
+    let mut bytes = fs::read(&segment.path).unwrap();
+    let last = bytes.len() - 20;
+    bytes[last] ^= 0xff;
+    fs::write(&segment.path, bytes).unwrap();
+    let (_, replayed) = open(dir.path(), 0, 1 << 20);
+    assert_eq!(values(&replayed), vec![(1, vec![1])]);
+}
+
+#[tokio::test]
+async fn release_deletes_only_fully_committed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    // Tiny segments: every record after the first starts a new one.
+    let (wal, _) = open(dir.path(), 0, 1);
+    for i in 1..=4 {
+        wal.append(&batch(&[i]), |_| ()).unwrap();
+    }
+    wal.synced(4).await.unwrap();
+    wal.release(2).unwrap();
+    wal.close();
+    drop(wal);
+    let (_, replayed) = open(dir.path(), 0, 1);
+    assert_eq!(values(&replayed), vec![(3, vec![3]), (4, vec![4])]);
+
+    // Releasing everything leaves nothing to replay.
+    let (wal, _) = open(dir.path(), 0, 1 << 20);
+    wal.release(4).unwrap();
+    wal.close();
+    drop(wal);
+    let (_, replayed) = open(dir.path(), 0, 1 << 20);
+    assert!(replayed.is_empty());
+}
+
+#[tokio::test]
+async fn reopening_after_a_full_release_reuses_the_empty_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open(dir.path(), 0, 1 << 20);
+    wal.append(&batch(&[1]), |_| ()).unwrap();
+    wal.synced(1).await.unwrap();
+    // Everything committed: release rotates to an empty segment named 2.
+    wal.release(1).unwrap();
+    wal.close();
+    drop(wal);
+    let (wal, replayed) = open(dir.path(), 1, 1 << 20);
+    assert!(replayed.is_empty());
+    wal.append(&batch(&[2]), |_| ()).unwrap();
+    wal.synced(2).await.unwrap();
+    // Releasing must neither fail nor delete the segment being written.
+    wal.release(1).unwrap();
+    wal.close();
+    drop(wal);
+    let (_, replayed) = open(dir.path(), 1, 1 << 20);
+    assert_eq!(values(&replayed), vec![(2, vec![2])]);
+}

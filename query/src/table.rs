@@ -1,0 +1,216 @@
+//! The `spans` table of every query: the Delta table unioned with the rows
+//! still buffered by the collector.
+//!
+//! Both sides are read at one consistent point: the live source reports the
+//! table version its buffered rows are not part of, and the Delta side is
+//! read at exactly that version. Each side is cast to the canonical spans
+//! schema, so the union (and every API reading it) sees one set of types.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{Result, project_schema};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::expressions::{CastExpr, Column};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::PhysicalExpr;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::union::UnionExec;
+use deltalake::DeltaTable;
+use tokio::sync::Mutex;
+use tracelake_schema::spans::spans_schema;
+use url::Url;
+
+/// Rows accepted but not yet in the table, and the table version they are
+/// not part of (`None`: read the latest version).
+#[derive(Debug, Clone, Default)]
+pub struct LiveSnapshot {
+    pub table_version: Option<i64>,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Source of not-yet-committed rows (the collector's buffer).
+pub trait LiveSpans: Send + Sync {
+    fn snapshot(&self) -> LiveSnapshot;
+}
+
+pub struct SpansTable {
+    url: Url,
+    delta: Mutex<Option<DeltaTable>>,
+    live: Option<Arc<dyn LiveSpans>>,
+}
+
+impl fmt::Debug for SpansTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpansTable")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl SpansTable {
+    pub fn new(url: Url, live: Option<Arc<dyn LiveSpans>>) -> Self {
+        Self {
+            url,
+            delta: Mutex::new(None),
+            live,
+        }
+    }
+
+    /// The Delta table's provider at `version` (latest when `None`), or
+    /// `None` while no table exists.
+    async fn delta_provider(
+        &self,
+        session: &dyn Session,
+        version: Option<i64>,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        let mut guard = self.delta.lock().await;
+        if guard.is_none() {
+            let table = DeltaTable::try_from_url(self.url.clone())
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            *guard = Some(table);
+        }
+        let table = guard.as_mut().expect("set above");
+        let current = table.version().map(|v| v as i64);
+        let wanted = match version {
+            Some(v) => v,
+            None => {
+                if let Err(error) = table.update_state().await {
+                    // Not a table yet (nothing written): nothing to read.
+                    if table.version().is_none() {
+                        tracing::debug!(%error, "no spans table yet");
+                        return Ok(None);
+                    }
+                    return Err(DataFusionError::External(Box::new(error)));
+                }
+                match table.version() {
+                    Some(v) => v as i64,
+                    None => return Ok(None),
+                }
+            }
+        };
+        if current != Some(wanted) {
+            table
+                .load_version(wanted as u64)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        }
+        table
+            .update_datafusion_session(session)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let provider = table.table_provider().await?;
+        Ok(Some(provider))
+    }
+}
+
+#[async_trait]
+impl TableProvider for SpansTable {
+    fn schema(&self) -> SchemaRef {
+        spans_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Used for file and row-group pruning; DataFusion re-applies them.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = spans_schema();
+        let projected = project_schema(&schema, projection)?;
+        let live = self.live.as_ref().map(|l| l.snapshot()).unwrap_or_default();
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if let Some(delta) = self.delta_provider(state, live.table_version).await? {
+            // The Delta provider orders columns by its own schema: map ours.
+            let delta_schema = delta.schema();
+            let delta_projection = projection
+                .map(|p| {
+                    p.iter()
+                        .map(|&i| delta_schema.index_of(schema.field(i).name()))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .unwrap_or_else(|| {
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| delta_schema.index_of(f.name()))
+                        .collect()
+                })?;
+            let plan = delta
+                .scan(state, Some(&delta_projection), filters, limit)
+                .await?;
+            inputs.push(cast_to(plan, &projected)?);
+        }
+        if !live.batches.is_empty() {
+            let batches: Vec<RecordBatch> = live.batches;
+            let plan = MemorySourceConfig::try_new_exec(
+                &[batches],
+                Arc::clone(&schema),
+                projection.cloned(),
+            )?;
+            inputs.push(cast_to(plan, &projected)?);
+        }
+        if inputs.is_empty() {
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        UnionExec::try_new(inputs)
+    }
+}
+
+/// Casts `plan`'s columns (same names and order) to the types of `schema`
+/// where they differ, e.g. view types read from Parquet back to `Utf8`.
+fn cast_to(plan: Arc<dyn ExecutionPlan>, schema: &SchemaRef) -> Result<Arc<dyn ExecutionPlan>> {
+    let input = plan.schema();
+    if input.fields().len() != schema.fields().len() {
+        return Err(DataFusionError::Internal(format!(
+            "spans scan returned {} columns, expected {}",
+            input.fields().len(),
+            schema.fields().len()
+        )));
+    }
+    if input
+        .fields()
+        .iter()
+        .zip(schema.fields())
+        .all(|(a, b)| a.data_type() == b.data_type())
+    {
+        return Ok(plan);
+    }
+    let exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = input
+        .fields()
+        .iter()
+        .zip(schema.fields())
+        .enumerate()
+        .map(|(i, (have, want))| {
+            let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(have.name(), i));
+            let expr = if have.data_type() == want.data_type() {
+                column
+            } else {
+                Arc::new(CastExpr::new(column, want.data_type().clone(), None))
+            };
+            (expr, want.name().clone())
+        })
+        .collect();
+    Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
+}

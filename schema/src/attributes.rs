@@ -1,0 +1,252 @@
+//! Lossless, SQL-friendly storage of OTLP attribute sets.
+//!
+//! An attribute set is two maps in the same row:
+//! - `attributes: Map<Utf8, Utf8>`: every key with its value as text. Strings
+//!   are stored verbatim; booleans as `true`/`false`; integers in decimal;
+//!   doubles in Rust's shortest round-trip form (`1.5`, `NaN`, `inf`); bytes in
+//!   standard base64; arrays and key-value lists as their OTLP/JSON encoding
+//!   (`{"values":[...]}`); an empty or absent value is a null.
+//! - `attribute_types: Map<Utf8, Int8>`: the [type code](TypeCode) of each key
+//!   whose value is *not* a string, so the common all-string set costs an empty
+//!   map.
+//!
+//! Keys are expected to be unique within a set (the OTLP data model requires
+//! it); with duplicate keys all values are kept, but a non-string duplicate
+//! decodes with the type of the first occurrence.
+
+use std::fmt::Write as _;
+
+use arrow_array::builder::{Int8Builder, MapBuilder, MapFieldNames, StringBuilder};
+use arrow_array::{Array, Int8Array, MapArray, StringArray};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList};
+
+use crate::spans::{MAP_ENTRIES, MAP_KEY, MAP_VALUE};
+
+/// Type code of a non-string attribute value in `*_attribute_types`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i8)]
+pub enum TypeCode {
+    Bool = 1,
+    Int = 2,
+    Double = 3,
+    Bytes = 4,
+    Array = 5,
+    KvList = 6,
+    /// An `AnyValue` with no value set.
+    Empty = 7,
+    /// A `KeyValue` without an `AnyValue`.
+    Absent = 8,
+}
+
+impl TypeCode {
+    fn from_i8(code: i8) -> Option<Self> {
+        Some(match code {
+            1 => Self::Bool,
+            2 => Self::Int,
+            3 => Self::Double,
+            4 => Self::Bytes,
+            5 => Self::Array,
+            6 => Self::KvList,
+            7 => Self::Empty,
+            8 => Self::Absent,
+            _ => return None,
+        })
+    }
+}
+
+/// Error decoding a stored attribute back into an OTLP value.
+#[derive(Debug, thiserror::Error)]
+#[error("attribute {key:?}: cannot decode {text:?} as {ty:?}")]
+pub struct DecodeError {
+    key: String,
+    text: String,
+    ty: TypeCode,
+}
+
+fn field_names() -> MapFieldNames {
+    MapFieldNames {
+        entry: MAP_ENTRIES.to_string(),
+        key: MAP_KEY.to_string(),
+        value: MAP_VALUE.to_string(),
+    }
+}
+
+/// Builds the `attributes` and `attribute_types` map columns of one attribute
+/// set, writing values straight into the Arrow builders.
+pub(crate) struct AttributesBuilder {
+    values: MapBuilder<StringBuilder, StringBuilder>,
+    types: MapBuilder<StringBuilder, Int8Builder>,
+}
+
+impl AttributesBuilder {
+    pub(crate) fn with_capacity(rows: usize) -> Self {
+        Self {
+            values: MapBuilder::with_capacity(
+                Some(field_names()),
+                StringBuilder::new(),
+                StringBuilder::new(),
+                rows,
+            ),
+            types: MapBuilder::with_capacity(
+                Some(field_names()),
+                StringBuilder::new(),
+                Int8Builder::new(),
+                rows,
+            ),
+        }
+    }
+
+    /// Appends one row holding `attrs`.
+    pub(crate) fn append(&mut self, attrs: &[KeyValue]) {
+        for kv in attrs {
+            self.values.keys().append_value(&kv.key);
+            let code = write_value(self.values.values(), kv.value.as_ref());
+            if let Some(code) = code {
+                self.types.keys().append_value(&kv.key);
+                self.types.values().append_value(code as i8);
+            }
+        }
+        // Lengths of keys and values always match: each key gets one value.
+        self.values
+            .append(true)
+            .expect("attribute keys and values match");
+        self.types
+            .append(true)
+            .expect("attribute keys and types match");
+    }
+
+    pub(crate) fn finish(&mut self) -> (MapArray, MapArray) {
+        (self.values.finish(), self.types.finish())
+    }
+}
+
+/// Writes the text of `value` and returns its type code, `None` for strings.
+fn write_value(out: &mut StringBuilder, value: Option<&AnyValue>) -> Option<TypeCode> {
+    let Some(value) = value else {
+        out.append_null();
+        return Some(TypeCode::Absent);
+    };
+    let code = match &value.value {
+        Some(Value::StringValue(s)) => {
+            out.append_value(s);
+            return None;
+        }
+        Some(Value::BoolValue(b)) => {
+            out.append_value(if *b { "true" } else { "false" });
+            return Some(TypeCode::Bool);
+        }
+        Some(Value::IntValue(i)) => {
+            let _ = write!(out, "{i}");
+            TypeCode::Int
+        }
+        Some(Value::DoubleValue(d)) => {
+            let _ = write!(out, "{d}");
+            TypeCode::Double
+        }
+        Some(Value::BytesValue(b)) => {
+            out.append_value(BASE64.encode(b));
+            return Some(TypeCode::Bytes);
+        }
+        Some(Value::ArrayValue(a)) => {
+            out.append_value(serde_json::to_string(a).expect("array value serializes"));
+            return Some(TypeCode::Array);
+        }
+        Some(Value::KvlistValue(kv)) => {
+            out.append_value(serde_json::to_string(kv).expect("kvlist value serializes"));
+            return Some(TypeCode::KvList);
+        }
+        // Profiles-only string-table reference: the spec says to treat it as
+        // absent for other signals.
+        Some(Value::StringValueStrindex(_)) | None => {
+            out.append_null();
+            return Some(TypeCode::Empty);
+        }
+    };
+    out.append_value("");
+    Some(code)
+}
+
+/// Decodes row `row` of an attribute set back into OTLP key-values, in stored
+/// order. A null map row decodes as no attributes.
+pub fn decode(
+    values: &MapArray,
+    types: Option<&MapArray>,
+    row: usize,
+) -> Result<Vec<KeyValue>, DecodeError> {
+    if values.is_null(row) {
+        return Ok(Vec::new());
+    }
+    let entries = values.value(row);
+    let keys = string_column(entries.column(0));
+    let texts = string_column(entries.column(1));
+    let type_entries = types.filter(|t| !t.is_null(row)).map(|t| t.value(row));
+    let (type_keys, type_codes) = match &type_entries {
+        Some(e) if !e.is_empty() => (
+            Some(string_column(e.column(0))),
+            e.column(1).as_any().downcast_ref::<Int8Array>(),
+        ),
+        _ => (None, None),
+    };
+    let mut out = Vec::with_capacity(keys.len());
+    for i in 0..keys.len() {
+        let key = keys.value(i);
+        let code = match (type_keys, type_codes) {
+            (Some(tk), Some(tc)) => (0..tk.len())
+                .find(|&j| tk.value(j) == key)
+                .and_then(|j| TypeCode::from_i8(tc.value(j))),
+            _ => None,
+        };
+        let text = (!texts.is_null(i)).then(|| texts.value(i));
+        out.push(KeyValue {
+            key: key.to_string(),
+            value: decode_value(key, text, code)?,
+            key_strindex: 0,
+        });
+    }
+    Ok(out)
+}
+
+fn string_column(array: &dyn Array) -> &StringArray {
+    array
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("attribute maps have Utf8 keys and values")
+}
+
+fn decode_value(
+    key: &str,
+    text: Option<&str>,
+    code: Option<TypeCode>,
+) -> Result<Option<AnyValue>, DecodeError> {
+    let err = |ty: TypeCode| DecodeError {
+        key: key.to_string(),
+        text: text.unwrap_or_default().to_string(),
+        ty,
+    };
+    let value = match (code, text) {
+        (Some(TypeCode::Absent), _) => return Ok(None),
+        (Some(TypeCode::Empty), _) | (None, None) => None,
+        (None, Some(s)) => Some(Value::StringValue(s.to_string())),
+        (Some(ty), None) => return Err(err(ty)),
+        (Some(ty), Some(s)) => Some(match ty {
+            TypeCode::Bool => Value::BoolValue(s.parse().map_err(|_| err(ty))?),
+            TypeCode::Int => Value::IntValue(s.parse().map_err(|_| err(ty))?),
+            TypeCode::Double => Value::DoubleValue(s.parse().map_err(|_| err(ty))?),
+            TypeCode::Bytes => Value::BytesValue(BASE64.decode(s).map_err(|_| err(ty))?),
+            TypeCode::Array => {
+                Value::ArrayValue(serde_json::from_str::<ArrayValue>(s).map_err(|_| err(ty))?)
+            }
+            TypeCode::KvList => {
+                Value::KvlistValue(serde_json::from_str::<KeyValueList>(s).map_err(|_| err(ty))?)
+            }
+            TypeCode::Empty | TypeCode::Absent => unreachable!("handled above"),
+        }),
+    };
+    Ok(Some(AnyValue { value }))
+}
+
+#[cfg(test)]
+mod tests;

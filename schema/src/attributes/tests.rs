@@ -1,0 +1,86 @@
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList};
+
+use super::*;
+
+fn kv(key: &str, value: Option<Value>) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value }),
+        key_strindex: 0,
+    }
+}
+
+fn roundtrip(attrs: &[KeyValue]) -> (Vec<KeyValue>, MapArray) {
+    let mut builder = AttributesBuilder::with_capacity(1);
+    builder.append(attrs);
+    let (values, types) = builder.finish();
+    (decode(&values, Some(&types), 0).unwrap(), values)
+}
+
+#[test]
+fn every_value_type_round_trips() {
+    let attrs = vec![
+        kv("s", Some(Value::StringValue("GET".into()))),
+        kv("s_digits", Some(Value::StringValue("42".into()))),
+        kv("b", Some(Value::BoolValue(true))),
+        kv("i", Some(Value::IntValue(-9_007_199_254_740_993))),
+        kv("d", Some(Value::DoubleValue(0.1))),
+        kv("inf", Some(Value::DoubleValue(f64::NEG_INFINITY))),
+        kv("bytes", Some(Value::BytesValue(vec![0, 1, 255]))),
+        kv(
+            "arr",
+            Some(Value::ArrayValue(ArrayValue {
+                values: vec![
+                    AnyValue {
+                        value: Some(Value::IntValue(1)),
+                    },
+                    AnyValue {
+                        value: Some(Value::StringValue("x".into())),
+                    },
+                    AnyValue { value: None },
+                ],
+            })),
+        ),
+        kv(
+            "kv",
+            Some(Value::KvlistValue(KeyValueList {
+                values: vec![kv("nested", Some(Value::BoolValue(false)))],
+            })),
+        ),
+        kv("empty", None),
+        KeyValue {
+            key: "absent".into(),
+            value: None,
+            key_strindex: 0,
+        },
+    ];
+    let (decoded, _) = roundtrip(&attrs);
+    assert_eq!(decoded, attrs);
+}
+
+#[test]
+fn text_values_are_readable_in_sql() {
+    let attrs = vec![
+        kv("http.route", Some(Value::StringValue("/users/{id}".into()))),
+        kv("http.response.status_code", Some(Value::IntValue(200))),
+        kv("ratio", Some(Value::DoubleValue(1.5))),
+    ];
+    let (_, values) = roundtrip(&attrs);
+    let entries = values.value(0);
+    let texts = entries
+        .column(1)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let texts: Vec<_> = texts.iter().map(Option::unwrap).collect();
+    assert_eq!(texts, ["/users/{id}", "200", "1.5"]);
+}
+
+#[test]
+fn all_string_sets_store_no_types() {
+    let mut builder = AttributesBuilder::with_capacity(1);
+    builder.append(&[kv("a", Some(Value::StringValue("1".into())))]);
+    let (_, types) = builder.finish();
+    assert_eq!(types.value(0).len(), 0);
+}

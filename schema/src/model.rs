@@ -1,0 +1,362 @@
+//! Arrow -> OTLP: reads rows of the spans schema back into the OTLP span model,
+//! for the query APIs and for the round-trip guarantee.
+//!
+//! Columns are found by name, so batches may carry extra columns or come from
+//! an older schema version; types must be the canonical ones of
+//! [`crate::spans`] (the query service casts view types back first).
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{
+    Array, BinaryArray, Int64Array, ListArray, MapArray, RecordBatch, StringArray, StructArray,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+use crate::attributes::{self, DecodeError};
+use crate::spans::*;
+
+/// Error reading spans back from Arrow.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("column {0} is missing")]
+    MissingColumn(&'static str),
+    #[error("column {column} has type {actual}, expected {expected}")]
+    WrongType {
+        column: &'static str,
+        actual: String,
+        expected: &'static str,
+    },
+    #[error("row {row}: unknown {column} {value:?}")]
+    UnknownEnum {
+        row: usize,
+        column: &'static str,
+        value: String,
+    },
+    #[error(transparent)]
+    Attribute(#[from] DecodeError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Typed views of the columns of one batch in the spans schema.
+pub struct SpanRows<'a> {
+    trace_id: &'a BinaryArray,
+    span_id: &'a BinaryArray,
+    parent_span_id: &'a BinaryArray,
+    trace_state: &'a StringArray,
+    flags: &'a Int64Array,
+    name: &'a StringArray,
+    kind: &'a StringArray,
+    service_name: &'a StringArray,
+    start_time_unix_nano: &'a Int64Array,
+    duration_ns: &'a Int64Array,
+    status_code: &'a StringArray,
+    status_message: &'a StringArray,
+    attributes: &'a MapArray,
+    attribute_types: &'a MapArray,
+    dropped_attributes_count: &'a Int64Array,
+    events: &'a ListArray,
+    dropped_events_count: &'a Int64Array,
+    links: &'a ListArray,
+    dropped_links_count: &'a Int64Array,
+    resource_attributes: &'a MapArray,
+    resource_attribute_types: &'a MapArray,
+    resource_dropped_attributes_count: &'a Int64Array,
+    resource_schema_url: &'a StringArray,
+    scope_name: &'a StringArray,
+    scope_version: &'a StringArray,
+    scope_attributes: &'a MapArray,
+    scope_attribute_types: &'a MapArray,
+    scope_dropped_attributes_count: &'a Int64Array,
+    scope_schema_url: &'a StringArray,
+    len: usize,
+}
+
+fn column<'a, T: Array + 'static>(
+    batch: &'a RecordBatch,
+    name: &'static str,
+    expected: &'static str,
+) -> Result<&'a T> {
+    let array = batch
+        .column_by_name(name)
+        .ok_or(Error::MissingColumn(name))?;
+    array
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| Error::WrongType {
+            column: name,
+            actual: array.data_type().to_string(),
+            expected,
+        })
+}
+
+fn text(a: &StringArray, row: usize) -> String {
+    if a.is_null(row) {
+        String::new()
+    } else {
+        a.value(row).to_string()
+    }
+}
+
+fn bytes(a: &BinaryArray, row: usize) -> Vec<u8> {
+    if a.is_null(row) {
+        Vec::new()
+    } else {
+        a.value(row).to_vec()
+    }
+}
+
+fn uint(a: &Int64Array, row: usize) -> u32 {
+    if a.is_null(row) {
+        0
+    } else {
+        a.value(row) as u32
+    }
+}
+
+impl<'a> SpanRows<'a> {
+    pub fn try_new(batch: &'a RecordBatch) -> Result<Self> {
+        Ok(Self {
+            trace_id: column(batch, TRACE_ID, "Binary")?,
+            span_id: column(batch, SPAN_ID, "Binary")?,
+            parent_span_id: column(batch, PARENT_SPAN_ID, "Binary")?,
+            trace_state: column(batch, TRACE_STATE, "Utf8")?,
+            flags: column(batch, FLAGS, "Int64")?,
+            name: column(batch, NAME, "Utf8")?,
+            kind: column(batch, KIND, "Utf8")?,
+            service_name: column(batch, SERVICE_NAME, "Utf8")?,
+            start_time_unix_nano: column(batch, START_TIME_UNIX_NANO, "Int64")?,
+            duration_ns: column(batch, DURATION_NS, "Int64")?,
+            status_code: column(batch, STATUS_CODE, "Utf8")?,
+            status_message: column(batch, STATUS_MESSAGE, "Utf8")?,
+            attributes: column(batch, SPAN_ATTRIBUTES, "Map")?,
+            attribute_types: column(batch, SPAN_ATTRIBUTE_TYPES, "Map")?,
+            dropped_attributes_count: column(batch, DROPPED_ATTRIBUTES_COUNT, "Int64")?,
+            events: column(batch, EVENTS, "List")?,
+            dropped_events_count: column(batch, DROPPED_EVENTS_COUNT, "Int64")?,
+            links: column(batch, LINKS, "List")?,
+            dropped_links_count: column(batch, DROPPED_LINKS_COUNT, "Int64")?,
+            resource_attributes: column(batch, RESOURCE_ATTRIBUTES, "Map")?,
+            resource_attribute_types: column(batch, RESOURCE_ATTRIBUTE_TYPES, "Map")?,
+            resource_dropped_attributes_count: column(
+                batch,
+                RESOURCE_DROPPED_ATTRIBUTES_COUNT,
+                "Int64",
+            )?,
+            resource_schema_url: column(batch, RESOURCE_SCHEMA_URL, "Utf8")?,
+            scope_name: column(batch, SCOPE_NAME, "Utf8")?,
+            scope_version: column(batch, SCOPE_VERSION, "Utf8")?,
+            scope_attributes: column(batch, SCOPE_ATTRIBUTES, "Map")?,
+            scope_attribute_types: column(batch, SCOPE_ATTRIBUTE_TYPES, "Map")?,
+            scope_dropped_attributes_count: column(batch, SCOPE_DROPPED_ATTRIBUTES_COUNT, "Int64")?,
+            scope_schema_url: column(batch, SCOPE_SCHEMA_URL, "Utf8")?,
+            len: batch.num_rows(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn trace_id(&self, row: usize) -> &'a [u8] {
+        self.trace_id.value(row)
+    }
+
+    pub fn span_id(&self, row: usize) -> &'a [u8] {
+        self.span_id.value(row)
+    }
+
+    /// Parent span id, `None` for a root.
+    pub fn parent_span_id(&self, row: usize) -> Option<&'a [u8]> {
+        (!self.parent_span_id.is_null(row)).then(|| self.parent_span_id.value(row))
+    }
+
+    pub fn service_name(&self, row: usize) -> &'a str {
+        if self.service_name.is_null(row) {
+            ""
+        } else {
+            self.service_name.value(row)
+        }
+    }
+
+    pub fn start_time_unix_nano(&self, row: usize) -> i64 {
+        self.start_time_unix_nano.value(row)
+    }
+
+    pub fn duration_ns(&self, row: usize) -> i64 {
+        self.duration_ns.value(row)
+    }
+
+    /// The OTLP span of `row`.
+    pub fn span(&self, row: usize) -> Result<Span> {
+        let start = self.start_time_unix_nano.value(row) as u64;
+        let enum_err = |column: &'static str, value: &str| Error::UnknownEnum {
+            row,
+            column,
+            value: value.to_string(),
+        };
+        let kind_name = self.kind.value(row);
+        let kind = span_kind_number(kind_name).ok_or_else(|| enum_err(KIND, kind_name))?;
+        let code_name = self.status_code.value(row);
+        let code = status_code_number(code_name).ok_or_else(|| enum_err(STATUS_CODE, code_name))?;
+        Ok(Span {
+            trace_id: bytes(self.trace_id, row),
+            span_id: bytes(self.span_id, row),
+            trace_state: text(self.trace_state, row),
+            parent_span_id: bytes(self.parent_span_id, row),
+            flags: uint(self.flags, row),
+            name: text(self.name, row),
+            kind,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start.wrapping_add(self.duration_ns.value(row) as u64),
+            attributes: attributes::decode(self.attributes, Some(self.attribute_types), row)?,
+            dropped_attributes_count: uint(self.dropped_attributes_count, row),
+            events: self.events(row)?,
+            dropped_events_count: uint(self.dropped_events_count, row),
+            links: self.links(row)?,
+            dropped_links_count: uint(self.dropped_links_count, row),
+            status: Some(Status {
+                message: text(self.status_message, row),
+                code,
+            }),
+        })
+    }
+
+    fn events(&self, row: usize) -> Result<Vec<Event>> {
+        let Some(s) = list_row(self.events, row) else {
+            return Ok(Vec::new());
+        };
+        let time = s.column(0).as_primitive::<Int64Type>();
+        let name = s.column(1).as_string::<i32>();
+        let (attrs, types) = (s.column(2).as_map(), s.column(3).as_map());
+        let dropped = s.column(4).as_primitive::<Int64Type>();
+        (0..s.len())
+            .map(|i| {
+                Ok(Event {
+                    time_unix_nano: time.value(i) as u64,
+                    name: text(name, i),
+                    attributes: attributes::decode(attrs, Some(types), i)?,
+                    dropped_attributes_count: uint(dropped, i),
+                })
+            })
+            .collect()
+    }
+
+    fn links(&self, row: usize) -> Result<Vec<Link>> {
+        let Some(s) = list_row(self.links, row) else {
+            return Ok(Vec::new());
+        };
+        let trace_id = s.column(0).as_binary::<i32>();
+        let span_id = s.column(1).as_binary::<i32>();
+        let trace_state = s.column(2).as_string::<i32>();
+        let flags = s.column(3).as_primitive::<Int64Type>();
+        let (attrs, types) = (s.column(4).as_map(), s.column(5).as_map());
+        let dropped = s.column(6).as_primitive::<Int64Type>();
+        (0..s.len())
+            .map(|i| {
+                Ok(Link {
+                    trace_id: bytes(trace_id, i),
+                    span_id: bytes(span_id, i),
+                    trace_state: text(trace_state, i),
+                    attributes: attributes::decode(attrs, Some(types), i)?,
+                    dropped_attributes_count: uint(dropped, i),
+                    flags: uint(flags, i),
+                })
+            })
+            .collect()
+    }
+
+    /// The resource of `row` and its schema URL.
+    pub fn resource(&self, row: usize) -> Result<(Resource, String)> {
+        Ok((
+            Resource {
+                attributes: attributes::decode(
+                    self.resource_attributes,
+                    Some(self.resource_attribute_types),
+                    row,
+                )?,
+                dropped_attributes_count: uint(self.resource_dropped_attributes_count, row),
+                entity_refs: Vec::new(),
+            },
+            text(self.resource_schema_url, row),
+        ))
+    }
+
+    /// The instrumentation scope of `row` and its schema URL.
+    pub fn scope(&self, row: usize) -> Result<(InstrumentationScope, String)> {
+        Ok((
+            InstrumentationScope {
+                name: text(self.scope_name, row),
+                version: text(self.scope_version, row),
+                attributes: attributes::decode(
+                    self.scope_attributes,
+                    Some(self.scope_attribute_types),
+                    row,
+                )?,
+                dropped_attributes_count: uint(self.scope_dropped_attributes_count, row),
+            },
+            text(self.scope_schema_url, row),
+        ))
+    }
+}
+
+fn list_row(list: &ListArray, row: usize) -> Option<StructArray> {
+    if list.is_null(row) {
+        return None;
+    }
+    let values = list.value(row);
+    Some(values.as_struct().clone())
+}
+
+/// Rebuilds an OTLP request from rows in the spans schema. Consecutive rows
+/// with the same resource (and scope) share one `ResourceSpans`
+/// (`ScopeSpans`), so a request converted to Arrow converts back to itself.
+pub fn to_otlp(batches: &[RecordBatch]) -> Result<ExportTraceServiceRequest> {
+    let mut out: Vec<ResourceSpans> = Vec::new();
+    for batch in batches {
+        let rows = SpanRows::try_new(batch)?;
+        for row in 0..rows.len() {
+            let (resource, resource_url) = rows.resource(row)?;
+            let (scope, scope_url) = rows.scope(row)?;
+            let span = rows.span(row)?;
+            let same_resource = out.last().is_some_and(|rs| {
+                rs.resource.as_ref() == Some(&resource) && rs.schema_url == resource_url
+            });
+            if !same_resource {
+                out.push(ResourceSpans {
+                    resource: Some(resource),
+                    scope_spans: Vec::new(),
+                    schema_url: resource_url,
+                });
+            }
+            let rs = out.last_mut().expect("pushed above");
+            let same_scope = rs
+                .scope_spans
+                .last()
+                .is_some_and(|ss| ss.scope.as_ref() == Some(&scope) && ss.schema_url == scope_url);
+            if !same_scope {
+                rs.scope_spans.push(ScopeSpans {
+                    scope: Some(scope),
+                    spans: Vec::new(),
+                    schema_url: scope_url,
+                });
+            }
+            rs.scope_spans
+                .last_mut()
+                .expect("pushed above")
+                .spans
+                .push(span);
+        }
+    }
+    Ok(ExportTraceServiceRequest {
+        resource_spans: out,
+    })
+}

@@ -1,0 +1,592 @@
+//! OTLP -> Arrow: validates spans and writes them straight into the column
+//! builders of the spans schema, without an intermediate per-span struct.
+//!
+//! PERFORMANCE-CRITICAL: every ingested span passes through [`SpansBuilder::append`].
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, Date32Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, ListArray, RecordBatch, StructArray};
+use arrow_buffer::{NullBuffer, OffsetBuffer};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+
+use crate::attributes::AttributesBuilder;
+use crate::spans::{
+    PROMOTED, SPAN_KINDS, STATUS_CODES, event_fields, link_fields, partition_of, spans_schema,
+};
+
+/// Service name stored when the resource has no `service.name` (the value
+/// OpenTelemetry SDKs use).
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+
+/// Which spans are accepted, checked per span.
+#[derive(Debug, Clone, Copy)]
+pub struct Acceptance {
+    /// Earliest accepted start time (Unix ns).
+    pub min_start_unix_nano: i64,
+    /// Latest accepted start time (Unix ns).
+    pub max_start_unix_nano: i64,
+}
+
+impl Acceptance {
+    /// Accepts every representable start time.
+    pub const ANY_TIME: Self = Self {
+        min_start_unix_nano: i64::MIN,
+        max_start_unix_nano: i64::MAX,
+    };
+}
+
+/// Why a span was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    InvalidTraceId,
+    InvalidSpanId,
+    InvalidParentSpanId,
+    InvalidKind,
+    InvalidStatusCode,
+    EndBeforeStart,
+    StartOutsideWindow,
+}
+
+impl Rejection {
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::InvalidTraceId => "trace_id must be 16 bytes and not all zero",
+            Self::InvalidSpanId => "span_id must be 8 bytes and not all zero",
+            Self::InvalidParentSpanId => "parent_span_id must be empty or 8 bytes",
+            Self::InvalidKind => "kind must be a SpanKind number from 0 to 5",
+            Self::InvalidStatusCode => "status.code must be a StatusCode number from 0 to 2",
+            Self::EndBeforeStart => "end_time_unix_nano is before start_time_unix_nano",
+            Self::StartOutsideWindow => "start_time_unix_nano is outside the accepted time window",
+        }
+    }
+
+    /// Short label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::InvalidTraceId => "invalid_trace_id",
+            Self::InvalidSpanId => "invalid_span_id",
+            Self::InvalidParentSpanId => "invalid_parent_span_id",
+            Self::InvalidKind => "invalid_kind",
+            Self::InvalidStatusCode => "invalid_status_code",
+            Self::EndBeforeStart => "end_before_start",
+            Self::StartOutsideWindow => "start_outside_window",
+        }
+    }
+}
+
+/// Spans rejected while converting one request.
+#[derive(Debug, Default, Clone)]
+pub struct Rejections {
+    pub count: u64,
+    /// Count per reason, in [`Rejection`] order of first appearance.
+    pub reasons: Vec<(Rejection, u64)>,
+}
+
+impl Rejections {
+    fn add(&mut self, r: Rejection) {
+        self.count += 1;
+        match self.reasons.iter_mut().find(|(k, _)| *k == r) {
+            Some((_, n)) => *n += 1,
+            None => self.reasons.push((r, 1)),
+        }
+    }
+
+    /// Human-readable summary for an OTLP `partial_success.error_message`.
+    pub fn message(&self) -> String {
+        let mut out = String::new();
+        for (i, (reason, n)) in self.reasons.iter().enumerate() {
+            if i > 0 {
+                out.push_str("; ");
+            }
+            let _ = write!(out, "{n} span(s) rejected: {}", reason.message());
+        }
+        out
+    }
+}
+
+fn valid_id(id: &[u8], len: usize) -> bool {
+    id.len() == len && id.iter().any(|b| *b != 0)
+}
+
+/// Checks one span; `Ok` carries its start time and duration in ns.
+pub fn validate(span: &Span, acceptance: &Acceptance) -> Result<(i64, i64), Rejection> {
+    if !valid_id(&span.trace_id, 16) {
+        return Err(Rejection::InvalidTraceId);
+    }
+    if !valid_id(&span.span_id, 8) {
+        return Err(Rejection::InvalidSpanId);
+    }
+    if !(span.parent_span_id.is_empty() || span.parent_span_id.len() == 8) {
+        return Err(Rejection::InvalidParentSpanId);
+    }
+    if !(0..SPAN_KINDS.len() as i32).contains(&span.kind) {
+        return Err(Rejection::InvalidKind);
+    }
+    if let Some(status) = &span.status
+        && !(0..STATUS_CODES.len() as i32).contains(&status.code)
+    {
+        return Err(Rejection::InvalidStatusCode);
+    }
+    let start =
+        i64::try_from(span.start_time_unix_nano).map_err(|_| Rejection::StartOutsideWindow)?;
+    if start < acceptance.min_start_unix_nano || start > acceptance.max_start_unix_nano {
+        return Err(Rejection::StartOutsideWindow);
+    }
+    if span.end_time_unix_nano < span.start_time_unix_nano {
+        return Err(Rejection::EndBeforeStart);
+    }
+    let duration = i64::try_from(span.end_time_unix_nano - span.start_time_unix_nano)
+        .map_err(|_| Rejection::EndBeforeStart)?;
+    Ok((start, duration))
+}
+
+enum PromotedBuilder {
+    Text(StringBuilder),
+    Int(Int64Builder),
+}
+
+/// Column builders for a batch of rows in the spans schema.
+pub struct SpansBuilder {
+    trace_id: BinaryBuilder,
+    span_id: BinaryBuilder,
+    parent_span_id: BinaryBuilder,
+    trace_state: StringBuilder,
+    flags: Int64Builder,
+    name: StringBuilder,
+    kind: StringBuilder,
+    service_name: StringBuilder,
+    start_time: TimestampMicrosecondBuilder,
+    start_time_unix_nano: Int64Builder,
+    duration_ns: Int64Builder,
+    status_code: StringBuilder,
+    status_message: StringBuilder,
+    promoted: Vec<PromotedBuilder>,
+    attributes: AttributesBuilder,
+    dropped_attributes_count: Int64Builder,
+    events: EventsBuilder,
+    dropped_events_count: Int64Builder,
+    links: LinksBuilder,
+    dropped_links_count: Int64Builder,
+    resource_attributes: AttributesBuilder,
+    resource_dropped_attributes_count: Int64Builder,
+    resource_schema_url: StringBuilder,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+    scope_attributes: AttributesBuilder,
+    scope_dropped_attributes_count: Int64Builder,
+    scope_schema_url: StringBuilder,
+    date: Date32Builder,
+    hour: Int32Builder,
+    rows: usize,
+}
+
+impl Default for SpansBuilder {
+    fn default() -> Self {
+        Self::with_capacity(1024)
+    }
+}
+
+/// Writes `s`, or a null when it is empty (empty and absent mean the same in
+/// OTLP, and nulls are cheaper to store and clearer in SQL).
+fn append_opt_str(b: &mut StringBuilder, s: &str) {
+    if s.is_empty() {
+        b.append_null();
+    } else {
+        b.append_value(s);
+    }
+}
+
+impl SpansBuilder {
+    pub fn with_capacity(rows: usize) -> Self {
+        let text = || StringBuilder::with_capacity(rows, rows * 16);
+        let int = || Int64Builder::with_capacity(rows);
+        let ids = |len| BinaryBuilder::with_capacity(rows, rows * len);
+        Self {
+            trace_id: ids(16),
+            span_id: ids(8),
+            parent_span_id: ids(8),
+            trace_state: text(),
+            flags: int(),
+            name: text(),
+            kind: text(),
+            service_name: text(),
+            start_time: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            start_time_unix_nano: int(),
+            duration_ns: int(),
+            status_code: text(),
+            status_message: text(),
+            promoted: PROMOTED
+                .iter()
+                .map(|p| {
+                    if p.int {
+                        PromotedBuilder::Int(int())
+                    } else {
+                        PromotedBuilder::Text(text())
+                    }
+                })
+                .collect(),
+            attributes: AttributesBuilder::with_capacity(rows),
+            dropped_attributes_count: int(),
+            events: EventsBuilder::default(),
+            dropped_events_count: int(),
+            links: LinksBuilder::default(),
+            dropped_links_count: int(),
+            resource_attributes: AttributesBuilder::with_capacity(rows),
+            resource_dropped_attributes_count: int(),
+            resource_schema_url: text(),
+            scope_name: text(),
+            scope_version: text(),
+            scope_attributes: AttributesBuilder::with_capacity(rows),
+            scope_dropped_attributes_count: int(),
+            scope_schema_url: text(),
+            date: Date32Builder::with_capacity(rows),
+            hour: Int32Builder::with_capacity(rows),
+            rows: 0,
+        }
+    }
+
+    /// Rows appended since the last [`finish`](Self::finish).
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Validates and appends every span of `request`; rejected spans are
+    /// counted, the others appended.
+    pub fn append_request(
+        &mut self,
+        request: &ExportTraceServiceRequest,
+        acceptance: &Acceptance,
+    ) -> Rejections {
+        let mut rejections = Rejections::default();
+        let empty_resource = Resource::default();
+        let empty_scope = InstrumentationScope::default();
+        for rs in &request.resource_spans {
+            let resource = rs.resource.as_ref().unwrap_or(&empty_resource);
+            for ss in &rs.scope_spans {
+                let scope = ss.scope.as_ref().unwrap_or(&empty_scope);
+                for span in &ss.spans {
+                    match validate(span, acceptance) {
+                        Ok((start, duration)) => {
+                            let context = SpanContext {
+                                resource,
+                                resource_schema_url: &rs.schema_url,
+                                scope,
+                                scope_schema_url: &ss.schema_url,
+                            };
+                            self.append(span, start, duration, &context);
+                        }
+                        Err(r) => rejections.add(r),
+                    }
+                }
+            }
+        }
+        rejections
+    }
+
+    fn append(&mut self, span: &Span, start: i64, duration: i64, cx: &SpanContext<'_>) {
+        self.rows += 1;
+        self.trace_id.append_value(&span.trace_id);
+        self.span_id.append_value(&span.span_id);
+        if span.parent_span_id.is_empty() {
+            self.parent_span_id.append_null();
+        } else {
+            self.parent_span_id.append_value(&span.parent_span_id);
+        }
+        append_opt_str(&mut self.trace_state, &span.trace_state);
+        self.flags.append_value(i64::from(span.flags));
+        self.name.append_value(&span.name);
+        self.kind.append_value(SPAN_KINDS[span.kind as usize]);
+        match service_name(&cx.resource.attributes) {
+            Some(s) => self.service_name.append_value(s),
+            None => self.service_name.append_value(UNKNOWN_SERVICE),
+        }
+        self.start_time.append_value(start.div_euclid(1000));
+        self.start_time_unix_nano.append_value(start);
+        self.duration_ns.append_value(duration);
+        match &span.status {
+            Some(status) => {
+                self.status_code
+                    .append_value(STATUS_CODES[status.code as usize]);
+                append_opt_str(&mut self.status_message, &status.message);
+            }
+            None => {
+                self.status_code.append_value(STATUS_CODES[0]);
+                self.status_message.append_null();
+            }
+        }
+        self.append_promoted(&span.attributes);
+        self.attributes.append(&span.attributes);
+        self.dropped_attributes_count
+            .append_value(i64::from(span.dropped_attributes_count));
+        self.events.append(&span.events);
+        self.dropped_events_count
+            .append_value(i64::from(span.dropped_events_count));
+        self.links.append(&span.links);
+        self.dropped_links_count
+            .append_value(i64::from(span.dropped_links_count));
+        self.resource_attributes.append(&cx.resource.attributes);
+        self.resource_dropped_attributes_count
+            .append_value(i64::from(cx.resource.dropped_attributes_count));
+        append_opt_str(&mut self.resource_schema_url, cx.resource_schema_url);
+        append_opt_str(&mut self.scope_name, &cx.scope.name);
+        append_opt_str(&mut self.scope_version, &cx.scope.version);
+        self.scope_attributes.append(&cx.scope.attributes);
+        self.scope_dropped_attributes_count
+            .append_value(i64::from(cx.scope.dropped_attributes_count));
+        append_opt_str(&mut self.scope_schema_url, cx.scope_schema_url);
+        let (date, hour) = partition_of(start);
+        self.date.append_value(date);
+        self.hour.append_value(hour);
+    }
+
+    fn append_promoted(&mut self, attrs: &[KeyValue]) {
+        // (priority, value) of the best key seen so far for each column.
+        let mut found: [Option<(usize, &AnyValue)>; PROMOTED.len()] = [None; PROMOTED.len()];
+        for kv in attrs {
+            let Some(value) = &kv.value else { continue };
+            for (slot, p) in found.iter_mut().zip(PROMOTED) {
+                if let Some(rank) = p.keys.iter().position(|k| *k == kv.key)
+                    && slot.is_none_or(|(best, _)| rank < best)
+                {
+                    *slot = Some((rank, value));
+                }
+            }
+        }
+        for (builder, slot) in self.promoted.iter_mut().zip(found) {
+            let value = slot.and_then(|(_, v)| v.value.as_ref());
+            match builder {
+                PromotedBuilder::Int(b) => match value {
+                    Some(Value::IntValue(i)) => b.append_value(*i),
+                    Some(Value::StringValue(s)) => b.append_option(s.trim().parse().ok()),
+                    Some(Value::DoubleValue(d)) if d.fract() == 0.0 => b.append_value(*d as i64),
+                    _ => b.append_null(),
+                },
+                PromotedBuilder::Text(b) => match value {
+                    Some(Value::StringValue(s)) => b.append_value(s),
+                    Some(Value::IntValue(i)) => {
+                        let _ = write!(b, "{i}");
+                        b.append_value("");
+                    }
+                    Some(Value::BoolValue(v)) => b.append_value(if *v { "true" } else { "false" }),
+                    Some(Value::DoubleValue(d)) => {
+                        let _ = write!(b, "{d}");
+                        b.append_value("");
+                    }
+                    _ => b.append_null(),
+                },
+            }
+        }
+    }
+
+    /// Takes the appended rows as a batch in the spans schema and resets the
+    /// builder.
+    pub fn finish(&mut self) -> RecordBatch {
+        let (attributes, attribute_types) = self.attributes.finish();
+        let (resource_attributes, resource_attribute_types) = self.resource_attributes.finish();
+        let (scope_attributes, scope_attribute_types) = self.scope_attributes.finish();
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.parent_span_id.finish()),
+            Arc::new(self.trace_state.finish()),
+            Arc::new(self.flags.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.service_name.finish()),
+            Arc::new(self.start_time.finish()),
+            Arc::new(self.start_time_unix_nano.finish()),
+            Arc::new(self.duration_ns.finish()),
+            Arc::new(self.status_code.finish()),
+            Arc::new(self.status_message.finish()),
+        ];
+        columns.extend(self.promoted.iter_mut().map(|b| -> ArrayRef {
+            match b {
+                PromotedBuilder::Text(b) => Arc::new(b.finish()),
+                PromotedBuilder::Int(b) => Arc::new(b.finish()),
+            }
+        }));
+        columns.extend([
+            Arc::new(attributes) as ArrayRef,
+            Arc::new(attribute_types),
+            Arc::new(self.dropped_attributes_count.finish()),
+            Arc::new(self.events.finish()),
+            Arc::new(self.dropped_events_count.finish()),
+            Arc::new(self.links.finish()),
+            Arc::new(self.dropped_links_count.finish()),
+            Arc::new(resource_attributes),
+            Arc::new(resource_attribute_types),
+            Arc::new(self.resource_dropped_attributes_count.finish()),
+            Arc::new(self.resource_schema_url.finish()),
+            Arc::new(self.scope_name.finish()),
+            Arc::new(self.scope_version.finish()),
+            Arc::new(scope_attributes),
+            Arc::new(scope_attribute_types),
+            Arc::new(self.scope_dropped_attributes_count.finish()),
+            Arc::new(self.scope_schema_url.finish()),
+            Arc::new(self.date.finish()),
+            Arc::new(self.hour.finish()),
+        ]);
+        self.rows = 0;
+        RecordBatch::try_new(spans_schema(), columns).expect("builders produce the spans schema")
+    }
+}
+
+struct SpanContext<'a> {
+    resource: &'a Resource,
+    resource_schema_url: &'a str,
+    scope: &'a InstrumentationScope,
+    scope_schema_url: &'a str,
+}
+
+/// The `service.name` resource attribute, if it is a string.
+pub fn service_name(resource_attributes: &[KeyValue]) -> Option<&str> {
+    resource_attributes
+        .iter()
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        })
+}
+
+/// `events: List<Struct>` built column by column.
+struct EventsBuilder {
+    offsets: Vec<i32>,
+    time: Int64Builder,
+    name: StringBuilder,
+    attributes: AttributesBuilder,
+    dropped: Int64Builder,
+}
+
+impl Default for EventsBuilder {
+    fn default() -> Self {
+        Self {
+            offsets: vec![0],
+            time: Int64Builder::new(),
+            name: StringBuilder::new(),
+            attributes: AttributesBuilder::with_capacity(0),
+            dropped: Int64Builder::new(),
+        }
+    }
+}
+
+impl EventsBuilder {
+    fn append(&mut self, events: &[Event]) {
+        for e in events {
+            self.time.append_value(e.time_unix_nano as i64);
+            self.name.append_value(&e.name);
+            self.attributes.append(&e.attributes);
+            self.dropped
+                .append_value(i64::from(e.dropped_attributes_count));
+        }
+        let last = *self.offsets.last().expect("offsets start at 0");
+        self.offsets.push(last + events.len() as i32);
+    }
+
+    fn finish(&mut self) -> ListArray {
+        let (attributes, types) = self.attributes.finish();
+        let values = StructArray::new(
+            event_fields(),
+            vec![
+                Arc::new(self.time.finish()),
+                Arc::new(self.name.finish()),
+                Arc::new(attributes),
+                Arc::new(types),
+                Arc::new(self.dropped.finish()),
+            ],
+            None,
+        );
+        finish_list(&mut self.offsets, values)
+    }
+}
+
+/// `links: List<Struct>` built column by column.
+struct LinksBuilder {
+    offsets: Vec<i32>,
+    trace_id: BinaryBuilder,
+    span_id: BinaryBuilder,
+    trace_state: StringBuilder,
+    flags: Int64Builder,
+    attributes: AttributesBuilder,
+    dropped: Int64Builder,
+}
+
+impl Default for LinksBuilder {
+    fn default() -> Self {
+        Self {
+            offsets: vec![0],
+            trace_id: BinaryBuilder::new(),
+            span_id: BinaryBuilder::new(),
+            trace_state: StringBuilder::new(),
+            flags: Int64Builder::new(),
+            attributes: AttributesBuilder::with_capacity(0),
+            dropped: Int64Builder::new(),
+        }
+    }
+}
+
+impl LinksBuilder {
+    fn append(&mut self, links: &[Link]) {
+        for l in links {
+            self.trace_id.append_value(&l.trace_id);
+            self.span_id.append_value(&l.span_id);
+            append_opt_str(&mut self.trace_state, &l.trace_state);
+            self.flags.append_value(i64::from(l.flags));
+            self.attributes.append(&l.attributes);
+            self.dropped
+                .append_value(i64::from(l.dropped_attributes_count));
+        }
+        let last = *self.offsets.last().expect("offsets start at 0");
+        self.offsets.push(last + links.len() as i32);
+    }
+
+    fn finish(&mut self) -> ListArray {
+        let (attributes, types) = self.attributes.finish();
+        let values = StructArray::new(
+            link_fields(),
+            vec![
+                Arc::new(self.trace_id.finish()),
+                Arc::new(self.span_id.finish()),
+                Arc::new(self.trace_state.finish()),
+                Arc::new(self.flags.finish()),
+                Arc::new(attributes),
+                Arc::new(types),
+                Arc::new(self.dropped.finish()),
+            ],
+            None,
+        );
+        finish_list(&mut self.offsets, values)
+    }
+}
+
+fn finish_list(offsets: &mut Vec<i32>, values: StructArray) -> ListArray {
+    let offsets = std::mem::replace(offsets, vec![0]);
+    let field = match crate::spans::list_of(values.fields().clone()) {
+        arrow_schema::DataType::List(field) => field,
+        _ => unreachable!("list_of returns a list type"),
+    };
+    let no_nulls: Option<NullBuffer> = None;
+    ListArray::new(
+        field,
+        OffsetBuffer::new(offsets.into()),
+        Arc::new(values),
+        no_nulls,
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,294 @@
+//! Spans schema v1: one row per span, in Delta Lake's type system.
+//!
+//! Delta has no unsigned integers, no fixed-size binary and stores timestamps
+//! in microseconds, so ids are `Binary`, OTLP `uint32`/`fixed32` fields are
+//! `Int64`, and the start time is kept twice: `start_time` (µs, for SQL and
+//! file pruning) and `start_time_unix_nano` (lossless). Every column after the
+//! ids is nullable so that later schema versions can add columns and still read
+//! files written by this one.
+//!
+//! Attribute sets (span, resource, scope, event, link) use two maps:
+//! `*_attributes` maps each key to its value rendered as text (so
+//! `span_attributes['http.route']` works in SQL) and `*_attribute_types` holds
+//! the type code of every key whose value is not a string (see
+//! [`crate::attributes`]); together they are lossless.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+/// Version of the layout described here; stored in the table properties and in
+/// every Parquet file's key-value metadata under [`SCHEMA_VERSION_KEY`].
+pub const SCHEMA_VERSION: u32 = 1;
+/// Metadata key under which [`SCHEMA_VERSION`] is recorded.
+pub const SCHEMA_VERSION_KEY: &str = "tracelake.schema.version";
+
+pub const TRACE_ID: &str = "trace_id";
+pub const SPAN_ID: &str = "span_id";
+pub const PARENT_SPAN_ID: &str = "parent_span_id";
+pub const TRACE_STATE: &str = "trace_state";
+pub const FLAGS: &str = "flags";
+pub const NAME: &str = "name";
+pub const KIND: &str = "kind";
+pub const SERVICE_NAME: &str = "service_name";
+pub const START_TIME: &str = "start_time";
+pub const START_TIME_UNIX_NANO: &str = "start_time_unix_nano";
+pub const DURATION_NS: &str = "duration_ns";
+pub const STATUS_CODE: &str = "status_code";
+pub const STATUS_MESSAGE: &str = "status_message";
+pub const SPAN_ATTRIBUTES: &str = "span_attributes";
+pub const SPAN_ATTRIBUTE_TYPES: &str = "span_attribute_types";
+pub const DROPPED_ATTRIBUTES_COUNT: &str = "dropped_attributes_count";
+pub const EVENTS: &str = "events";
+pub const DROPPED_EVENTS_COUNT: &str = "dropped_events_count";
+pub const LINKS: &str = "links";
+pub const DROPPED_LINKS_COUNT: &str = "dropped_links_count";
+pub const RESOURCE_ATTRIBUTES: &str = "resource_attributes";
+pub const RESOURCE_ATTRIBUTE_TYPES: &str = "resource_attribute_types";
+pub const RESOURCE_DROPPED_ATTRIBUTES_COUNT: &str = "resource_dropped_attributes_count";
+pub const RESOURCE_SCHEMA_URL: &str = "resource_schema_url";
+pub const SCOPE_NAME: &str = "scope_name";
+pub const SCOPE_VERSION: &str = "scope_version";
+pub const SCOPE_ATTRIBUTES: &str = "scope_attributes";
+pub const SCOPE_ATTRIBUTE_TYPES: &str = "scope_attribute_types";
+pub const SCOPE_DROPPED_ATTRIBUTES_COUNT: &str = "scope_dropped_attributes_count";
+pub const SCOPE_SCHEMA_URL: &str = "scope_schema_url";
+/// Partition column: UTC date of the span's start time.
+pub const DATE: &str = "date";
+/// Partition column: UTC hour (0-23) of the span's start time.
+pub const HOUR: &str = "hour";
+
+/// Partition columns, in path order (`date=YYYY-MM-DD/hour=HH`).
+pub const PARTITION_COLUMNS: [&str; 2] = [DATE, HOUR];
+
+// Fields of the `events` and `links` structs.
+pub const TIME_UNIX_NANO: &str = "time_unix_nano";
+pub const ATTRIBUTES: &str = "attributes";
+pub const ATTRIBUTE_TYPES: &str = "attribute_types";
+
+/// Semantic-convention attributes copied into typed columns of their own
+/// (they also stay in `span_attributes`). Each column lists the attribute keys
+/// it is filled from, current semantic-convention name first; the first key
+/// present on the span wins.
+pub const PROMOTED: &[Promoted] = &[
+    Promoted::text(
+        "http_request_method",
+        &["http.request.method", "http.method"],
+    ),
+    Promoted {
+        column: "http_response_status_code",
+        keys: &["http.response.status_code", "http.status_code"],
+        int: true,
+    },
+    Promoted::text("http_route", &["http.route"]),
+    Promoted::text("url_full", &["url.full", "http.url"]),
+    Promoted::text("db_system", &["db.system.name", "db.system"]),
+    Promoted::text("rpc_service", &["rpc.service"]),
+    Promoted::text("rpc_method", &["rpc.method"]),
+    Promoted::text("peer_service", &["peer.service"]),
+    Promoted::text("server_address", &["server.address", "net.peer.name"]),
+    Promoted::text("error_type", &["error.type"]),
+];
+
+/// A semantic-convention attribute promoted to a typed column.
+#[derive(Debug, Clone, Copy)]
+pub struct Promoted {
+    pub column: &'static str,
+    pub keys: &'static [&'static str],
+    /// `Int64` column (else `Utf8`).
+    pub int: bool,
+}
+
+impl Promoted {
+    const fn text(column: &'static str, keys: &'static [&'static str]) -> Self {
+        Self {
+            column,
+            keys,
+            int: false,
+        }
+    }
+}
+
+/// Map from key to text value (`Map<Utf8, Utf8>`), with the entry/key/value
+/// names Parquet and Delta use.
+pub fn attributes_type() -> DataType {
+    map_type(DataType::Utf8)
+}
+
+/// Map from key to the type code of a non-string value (`Map<Utf8, Int8>`).
+pub fn attribute_types_type() -> DataType {
+    map_type(DataType::Int8)
+}
+
+fn map_type(value: DataType) -> DataType {
+    let entries = Fields::from(vec![
+        Field::new(MAP_KEY, DataType::Utf8, false),
+        Field::new(MAP_VALUE, value, true),
+    ]);
+    DataType::Map(
+        Arc::new(Field::new(MAP_ENTRIES, DataType::Struct(entries), false)),
+        false,
+    )
+}
+
+pub(crate) const MAP_ENTRIES: &str = "key_value";
+pub(crate) const MAP_KEY: &str = "key";
+pub(crate) const MAP_VALUE: &str = "value";
+
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// Fields of one element of the `events` list.
+pub fn event_fields() -> Fields {
+    Fields::from(vec![
+        Field::new(TIME_UNIX_NANO, DataType::Int64, true),
+        Field::new(NAME, DataType::Utf8, true),
+        Field::new(ATTRIBUTES, attributes_type(), true),
+        Field::new(ATTRIBUTE_TYPES, attribute_types_type(), true),
+        Field::new(DROPPED_ATTRIBUTES_COUNT, DataType::Int64, true),
+    ])
+}
+
+/// Fields of one element of the `links` list.
+pub fn link_fields() -> Fields {
+    Fields::from(vec![
+        Field::new(TRACE_ID, DataType::Binary, true),
+        Field::new(SPAN_ID, DataType::Binary, true),
+        Field::new(TRACE_STATE, DataType::Utf8, true),
+        Field::new(FLAGS, DataType::Int64, true),
+        Field::new(ATTRIBUTES, attributes_type(), true),
+        Field::new(ATTRIBUTE_TYPES, attribute_types_type(), true),
+        Field::new(DROPPED_ATTRIBUTES_COUNT, DataType::Int64, true),
+    ])
+}
+
+pub(crate) fn list_of(fields: Fields) -> DataType {
+    DataType::List(Arc::new(Field::new(
+        "element",
+        DataType::Struct(fields),
+        true,
+    )))
+}
+
+static SPANS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields = vec![
+        Field::new(TRACE_ID, DataType::Binary, false),
+        Field::new(SPAN_ID, DataType::Binary, false),
+        Field::new(PARENT_SPAN_ID, DataType::Binary, true),
+        Field::new(TRACE_STATE, DataType::Utf8, true),
+        Field::new(FLAGS, DataType::Int64, true),
+        Field::new(NAME, DataType::Utf8, true),
+        Field::new(KIND, DataType::Utf8, true),
+        Field::new(SERVICE_NAME, DataType::Utf8, true),
+        Field::new(START_TIME, timestamp_type(), true),
+        Field::new(START_TIME_UNIX_NANO, DataType::Int64, true),
+        Field::new(DURATION_NS, DataType::Int64, true),
+        Field::new(STATUS_CODE, DataType::Utf8, true),
+        Field::new(STATUS_MESSAGE, DataType::Utf8, true),
+    ];
+    fields.extend(PROMOTED.iter().map(|p| {
+        let ty = if p.int {
+            DataType::Int64
+        } else {
+            DataType::Utf8
+        };
+        Field::new(p.column, ty, true)
+    }));
+    fields.extend([
+        Field::new(SPAN_ATTRIBUTES, attributes_type(), true),
+        Field::new(SPAN_ATTRIBUTE_TYPES, attribute_types_type(), true),
+        Field::new(DROPPED_ATTRIBUTES_COUNT, DataType::Int64, true),
+        Field::new(EVENTS, list_of(event_fields()), true),
+        Field::new(DROPPED_EVENTS_COUNT, DataType::Int64, true),
+        Field::new(LINKS, list_of(link_fields()), true),
+        Field::new(DROPPED_LINKS_COUNT, DataType::Int64, true),
+        Field::new(RESOURCE_ATTRIBUTES, attributes_type(), true),
+        Field::new(RESOURCE_ATTRIBUTE_TYPES, attribute_types_type(), true),
+        Field::new(RESOURCE_DROPPED_ATTRIBUTES_COUNT, DataType::Int64, true),
+        Field::new(RESOURCE_SCHEMA_URL, DataType::Utf8, true),
+        Field::new(SCOPE_NAME, DataType::Utf8, true),
+        Field::new(SCOPE_VERSION, DataType::Utf8, true),
+        Field::new(SCOPE_ATTRIBUTES, attributes_type(), true),
+        Field::new(SCOPE_ATTRIBUTE_TYPES, attribute_types_type(), true),
+        Field::new(SCOPE_DROPPED_ATTRIBUTES_COUNT, DataType::Int64, true),
+        Field::new(SCOPE_SCHEMA_URL, DataType::Utf8, true),
+        Field::new(DATE, DataType::Date32, true),
+        Field::new(HOUR, DataType::Int32, true),
+    ]);
+    Arc::new(Schema::new(fields))
+});
+
+/// The spans schema, partition columns (`date`, `hour`) last.
+pub fn spans_schema() -> SchemaRef {
+    Arc::clone(&SPANS_SCHEMA)
+}
+
+/// The schema of the data files: the spans schema without the partition
+/// columns, whose values live in the Delta log and the file paths.
+pub fn file_schema() -> SchemaRef {
+    let schema = spans_schema();
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .filter(|f| !PARTITION_COLUMNS.contains(&f.name().as_str()))
+        .cloned()
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// OTLP span kinds as stored in `kind`, indexed by their OTLP enum number.
+pub const SPAN_KINDS: [&str; 6] = [
+    "UNSPECIFIED",
+    "INTERNAL",
+    "SERVER",
+    "CLIENT",
+    "PRODUCER",
+    "CONSUMER",
+];
+
+/// OTLP status codes as stored in `status_code`, indexed by enum number.
+pub const STATUS_CODES: [&str; 3] = ["UNSET", "OK", "ERROR"];
+
+/// OTLP enum number of a stored `kind` name.
+pub fn span_kind_number(name: &str) -> Option<i32> {
+    SPAN_KINDS.iter().position(|k| *k == name).map(|i| i as i32)
+}
+
+/// OTLP enum number of a stored `status_code` name.
+pub fn status_code_number(name: &str) -> Option<i32> {
+    STATUS_CODES
+        .iter()
+        .position(|k| *k == name)
+        .map(|i| i as i32)
+}
+
+/// `(date, hour)` partition of a start time in Unix nanoseconds: days since
+/// the epoch (Arrow `Date32`) and the UTC hour.
+pub fn partition_of(start_time_unix_nano: i64) -> (i32, i32) {
+    const HOUR_NS: i64 = 3_600_000_000_000;
+    let hours = start_time_unix_nano.div_euclid(HOUR_NS);
+    (hours.div_euclid(24) as i32, hours.rem_euclid(24) as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_of_start_time() {
+        // 2026-11-21T13:55:00Z is day 20778 since the epoch
+        let ns = 1_795_269_300_000_000_000;
+        assert_eq!(partition_of(ns), (20778, 13));
+        assert_eq!(partition_of(0), (0, 0));
+        assert_eq!(partition_of(-1), (-1, 23));
+    }
+
+    #[test]
+    fn file_schema_has_no_partition_columns() {
+        let file = file_schema();
+        assert_eq!(file.fields().len() + 2, spans_schema().fields().len());
+        assert!(file.field_with_name(DATE).is_err());
+        assert!(file.field_with_name(TRACE_ID).is_ok());
+    }
+}

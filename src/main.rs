@@ -1,0 +1,256 @@
+//! `tracelake`: the one binary. Parses the command line and configuration,
+//! wires the collector and the query service together, serves their ports and
+//! shuts down gracefully.
+
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use clap::{Parser, Subcommand};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracelake_collector::buffer::Buffer;
+use tracelake_collector::flush::FlushConfig;
+use tracelake_collector::ingest::IngestConfig;
+use tracelake_collector::metrics::Metrics;
+use tracelake_collector::{Collector, CollectorConfig};
+use tracelake_query::{LiveSnapshot, LiveSpans, QueryConfig, QueryEngine};
+
+use crate::config::{Config, Settings};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "tracelake: a distributed-tracing backend on Parquet and Delta Lake"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run receivers, storage and the query service
+    Serve {
+        /// TOML configuration file (flags and environment take precedence)
+        #[arg(long, env = "TRACELAKE_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, settings } => {
+            let config = settings.resolve(config.as_deref())?;
+            init_logging(&config)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(serve(config))
+        }
+    }
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
+        .with_context(|| format!("invalid log filter {:?}", config.log_filter))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}
+
+/// The collector's buffer as the query service's live source.
+struct BufferSource(Arc<Buffer>);
+
+impl LiveSpans for BufferSource {
+    fn snapshot(&self) -> LiveSnapshot {
+        let s = self.0.snapshot();
+        LiveSnapshot {
+            table_version: s.table_version,
+            batches: s.batches,
+        }
+    }
+}
+
+struct Health {
+    ready: AtomicBool,
+    registry: Registry,
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    tracing::info!(table = %config.table_url, wal = %config.wal_dir.display(), "starting tracelake");
+    let metrics = Arc::new(Metrics::default());
+    let collector = Collector::start(
+        CollectorConfig {
+            table_url: config.table_url.clone(),
+            wal_dir: config.wal_dir.clone(),
+            wal_segment_bytes: config.wal_segment_bytes,
+            flush: FlushConfig {
+                max_age: config.flush_max_age,
+                max_bytes: config.flush_max_bytes,
+            },
+            ingest: IngestConfig {
+                max_span_age: config.max_span_age,
+                max_span_future: config.max_span_future,
+                max_buffer_bytes: config.max_buffer_bytes,
+            },
+            max_request_bytes: config.max_request_bytes,
+        },
+        Arc::clone(&metrics),
+    )
+    .await
+    .context("cannot start the collector")?;
+    let engine = Arc::new(
+        QueryEngine::new(
+            config.table_url.clone(),
+            Some(Arc::new(BufferSource(Arc::clone(&collector.buffer)))),
+            QueryConfig {
+                timeout: config.query_timeout,
+                memory_limit_bytes: config.query_memory_limit_bytes,
+                max_result_rows: config.query_max_rows,
+            },
+        )
+        .context("cannot start the query engine")?,
+    );
+
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let health = Arc::new(Health {
+        ready: AtomicBool::new(false),
+        registry,
+    });
+    let http = tracelake_query::api::router(engine).merge(
+        Router::new()
+            .route("/health", get(|| async { "ok" }))
+            .route("/ready", get(ready))
+            .route("/metrics", get(prometheus))
+            .with_state(Arc::clone(&health)),
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let servers = [
+        (
+            "otlp-grpc",
+            config.otlp_grpc_listen,
+            collector.otlp_grpc_router(),
+        ),
+        (
+            "otlp-http",
+            config.otlp_http_listen,
+            collector.otlp_http_router(),
+        ),
+        ("http", config.http_listen, http),
+    ];
+    let mut tasks = Vec::new();
+    for (name, addr, router) in servers {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} ({name})"))?;
+        tracing::info!(%addr, "{name} listening");
+        tasks.push(tokio::spawn(run_server(
+            name,
+            listener,
+            router,
+            stop_rx.clone(),
+        )));
+    }
+    health.ready.store(true, Ordering::SeqCst);
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing requests, then flushing the buffer");
+    health.ready.store(false, Ordering::SeqCst);
+    stop_tx.send_replace(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    collector.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn run_server(
+    name: &'static str,
+    listener: TcpListener,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let result = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "{name} server failed");
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+async fn ready(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    if health.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+async fn prometheus(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    let mut out = String::new();
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &health.registry) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {error}"),
+        )
+            .into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}

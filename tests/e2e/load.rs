@@ -1,0 +1,122 @@
+//! A simple local load, run on demand (not a benchmark suite: issue 6 builds
+//! that): `TRACELAKE_LOAD=1 cargo test --test e2e load -- --nocapture`.
+//! Prints acknowledged spans/s and Parquet bytes per span.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use prost::Message as _;
+
+use crate::server::TestServer;
+use crate::spans::{kv, now_nanos, request};
+
+fn realistic_request(seed: u64, spans: u64) -> Vec<u8> {
+    let start = now_nanos();
+    let spans = (0..spans)
+        .map(|i| {
+            let id = seed * spans + i + 1;
+            let mut s = crate::spans::span(u128::from(id / 20) + 1, id);
+            s.parent_span_id = if id % 20 == 0 {
+                vec![]
+            } else {
+                (id - 1).to_be_bytes().to_vec()
+            };
+            s.start_time_unix_nano = start + i * 1000;
+            s.end_time_unix_nano = s.start_time_unix_nano + 1_000_000 + (id * 7919) % 50_000_000;
+            s.name = format!("GET /api/v{}/items/{{id}}", id % 5);
+            s.attributes = vec![
+                kv("http.request.method", "GET"),
+                kv("http.route", &format!("/api/v{}/items/{{id}}", id % 5)),
+                kv(
+                    "url.full",
+                    &format!("https://shop.example.com/api/v1/items/{}", id % 1000),
+                ),
+                kv("server.address", "shop.example.com"),
+                kv("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64)"),
+                kv("net.peer.ip", &format!("10.0.{}.{}", id % 7, id % 200)),
+            ];
+            s
+        })
+        .collect();
+    let mut r = request(&format!("svc-{}", seed % 12), spans);
+    let resource = r.resource_spans[0].resource.as_mut().unwrap();
+    resource.attributes.extend([
+        kv("host.name", &format!("host-{}", seed % 12)),
+        kv("telemetry.sdk.language", "rust"),
+        kv("telemetry.sdk.version", "0.33.0"),
+        kv("deployment.environment.name", "production"),
+    ]);
+    r.encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn load() {
+    if std::env::var_os("TRACELAKE_LOAD").is_none() {
+        eprintln!("skipped: set TRACELAKE_LOAD=1 to run the load measurement");
+        return;
+    }
+    const SPANS_PER_REQUEST: u64 = 500;
+    const REQUESTS: u64 = 400;
+    const STREAMS: u64 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start(dir.path(), &["--flush-max-age", "2s"]).await;
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..REQUESTS)
+            .map(|seed| realistic_request(seed, SPANS_PER_REQUEST))
+            .collect(),
+    );
+    let avg =
+        bodies.iter().map(Vec::len).sum::<usize>() as f64 / (REQUESTS * SPANS_PER_REQUEST) as f64;
+    let acked = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..STREAMS)
+        .map(|stream| {
+            let (bodies, acked, url) = (Arc::clone(&bodies), Arc::clone(&acked), server.otlp_url());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                for body in bodies
+                    .iter()
+                    .skip(stream as usize)
+                    .step_by(STREAMS as usize)
+                {
+                    let r = client
+                        .post(&url)
+                        .header("content-type", "application/x-protobuf")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                    acked.fetch_add(SPANS_PER_REQUEST, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let spans = acked.load(Ordering::Relaxed);
+    server.terminate();
+    let table = dir.path().join("tenants/default/spans");
+    let mut parquet_bytes = 0;
+    let mut stack = vec![table];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                parquet_bytes += std::fs::metadata(&p).unwrap().len();
+            }
+        }
+    }
+    println!(
+        "load: {spans} spans in {:.2}s over {STREAMS} streams = {:.0} spans/s (durable before ack); \
+         OTLP protobuf {avg:.0} B/span; Parquet {:.1} B/span",
+        elapsed.as_secs_f64(),
+        spans as f64 / elapsed.as_secs_f64(),
+        parquet_bytes as f64 / spans as f64
+    );
+}

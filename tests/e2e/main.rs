@@ -1,0 +1,10 @@
+//! End-to-end tests of the real `tracelake` binary: real OTLP clients, real
+//! sockets, SIGKILL, real files on disk.
+
+mod bad_input;
+mod crash;
+mod load;
+mod otlp_clients;
+mod server;
+mod spans;
+mod sql;

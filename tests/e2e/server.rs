@@ -1,0 +1,140 @@
+//! A real `tracelake serve` process on free loopback ports.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub(crate) struct TestServer {
+    child: Option<Child>,
+    pub(crate) grpc: SocketAddr,
+    pub(crate) otlp_http: SocketAddr,
+    pub(crate) http: SocketAddr,
+    client: reqwest::Client,
+}
+
+fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+impl TestServer {
+    /// Starts the binary on `data_dir` with `args` appended and waits until
+    /// it is ready.
+    pub(crate) async fn start(data_dir: &Path, args: &[&str]) -> Self {
+        let (grpc, otlp_http, http) = (free_port(), free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_tracelake"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--otlp-grpc-listen", &grpc.to_string()])
+            .args(["--otlp-http-listen", &otlp_http.to_string()])
+            .args(["--http-listen", &http.to_string()])
+            .args(args)
+            .env("TRACELAKE_LOG", "warn,tracelake_collector=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("tracelake binary starts");
+        let server = Self {
+            child: Some(child),
+            grpc,
+            otlp_http,
+            http,
+            client: reqwest::Client::new(),
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = self.client.get(self.url("/ready")).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "server not ready within 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub(crate) fn otlp_url(&self) -> String {
+        format!("http://{}/v1/traces", self.otlp_http)
+    }
+
+    /// Runs SQL and returns the JSON rows; panics on an error status.
+    pub(crate) async fn sql(&self, sql: &str) -> Vec<Value> {
+        let (status, body) = self.sql_response(sql).await;
+        assert_eq!(status, 200, "{sql}: {body}");
+        body["rows"].as_array().unwrap().clone()
+    }
+
+    pub(crate) async fn sql_response(&self, sql: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url("/api/v1/sql"))
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.client.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    fn pid(&self) -> String {
+        self.child.as_ref().unwrap().id().to_string()
+    }
+
+    /// SIGKILL: no chance to flush.
+    pub(crate) fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub(crate) fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "server exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "server did not stop within 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

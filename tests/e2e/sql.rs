@@ -1,0 +1,120 @@
+//! The SQL API: read-only, limits, output formats, and the README's examples.
+
+use prost::Message as _;
+
+use crate::server::TestServer;
+use crate::spans::{kv, request, span};
+
+const TRACE: u128 = 0x5b8e_fff7_9803_8103_d269_b633_813f_c60c;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_is_read_only_bounded_and_speaks_json_and_arrow() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--query-max-rows", "3"]).await;
+    let mut spans: Vec<_> = (1..=5).map(|i| span(TRACE, i)).collect();
+    spans[0].attributes.push(kv("http.route", "/checkout"));
+    spans[0].attributes.remove(0);
+    let body = request("sql-test", spans).encode_to_vec();
+    let r = reqwest::Client::new()
+        .post(server.otlp_url())
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The README's examples: a hex trace id and an attribute from the map.
+    let rows = server
+        .sql(
+            "SELECT name, span_attributes['http.route'] AS route FROM spans \
+             WHERE trace_id = X'5b8efff798038103d269b633813fc60c' AND span_id = X'0000000000000001'",
+        )
+        .await;
+    assert_eq!(
+        rows,
+        vec![serde_json::json!({"name": "op-1", "route": "/checkout"})]
+    );
+    let rows = server
+        .sql(
+            "SELECT count(*) AS n FROM spans \
+             WHERE trace_id = decode('5B8EFFF798038103D269B633813FC60C', 'hex')",
+        )
+        .await;
+    assert_eq!(rows[0]["n"], 5);
+
+    // Ids come back as lowercase hex; columns carry their types.
+    let (status, body) = server
+        .sql_response("SELECT trace_id, start_time FROM spans LIMIT 1")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["rows"][0]["trace_id"],
+        "5b8efff798038103d269b633813fc60c"
+    );
+    assert_eq!(body["columns"][0]["type"], "Binary");
+    assert!(
+        body["columns"][1]["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("Timestamp")
+    );
+
+    // Refused: anything that is not a query, and results over the limit.
+    for sql in [
+        "CREATE TABLE t AS SELECT 1",
+        "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/etc'",
+        "INSERT INTO spans SELECT * FROM spans",
+        "COPY (SELECT 1) TO '/tmp/x.parquet'",
+        "DROP TABLE spans",
+        "SET datafusion.execution.batch_size = 1",
+        "SELECT * FROM read_parquet('/etc/passwd')",
+        "SELECT * FROM '/etc/passwd'",
+        "SELEC 1",
+        "SELECT nope FROM spans",
+        "SELECT name FROM spans",
+    ] {
+        let (status, body) = server.sql_response(sql).await;
+        assert_eq!(status, 400, "{sql}: {body}");
+        assert!(!body["error"].as_str().unwrap().is_empty(), "{sql}");
+    }
+    let (_, body) = server.sql_response("SELECT name FROM spans").await;
+    assert!(
+        body["error"].as_str().unwrap().contains("more than 3 rows"),
+        "{body}"
+    );
+    let (status, body) = server.get("/api/v1/sql").await;
+    assert_eq!(status, 405, "{body}");
+
+    // Arrow IPC stream on request.
+    let r = reqwest::Client::new()
+        .post(server.url("/api/v1/sql"))
+        .header("accept", "application/vnd.apache.arrow.stream")
+        .json(&serde_json::json!({"sql": "SELECT span_id, duration_ns FROM spans ORDER BY span_id LIMIT 3"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bytes = r.bytes().await.unwrap();
+    let reader = arrow_ipc_rows(&bytes);
+    assert_eq!(reader, 3);
+
+    // Metrics reflect the request.
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tracelake_spans_accepted_total{protocol=\"otlp_http\"} 5"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tracelake_wal_fsync_seconds_count"));
+}
+
+/// Rows in an Arrow IPC stream, decoded with arrow's reader.
+fn arrow_ipc_rows(bytes: &[u8]) -> usize {
+    let reader = arrow_ipc::reader::StreamReader::try_new(bytes, None).unwrap();
+    reader.map(|b| b.unwrap().num_rows()).sum()
+}
