@@ -17,7 +17,7 @@ fn realistic_request(seed: u64, spans: u64) -> Vec<u8> {
         .map(|i| {
             let id = seed * spans + i + 1;
             let mut s = crate::spans::span(u128::from(id / 20) + 1, id);
-            s.parent_span_id = if id % 20 == 0 {
+            s.parent_span_id = if id.is_multiple_of(20) {
                 vec![]
             } else {
                 (id - 1).to_be_bytes().to_vec()
