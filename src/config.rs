@@ -71,7 +71,8 @@ settings! {
     query_memory_limit_bytes: usize, env = "TRACELAKE_QUERY_MEMORY_LIMIT_BYTES";
     /// Most rows a SQL result may have [default: 100000]
     query_max_rows: usize, env = "TRACELAKE_QUERY_MAX_ROWS";
-    /// Log filter, tracing-subscriber syntax [default: info]
+    /// Log filter, tracing-subscriber syntax [default:
+    /// info,buoyant_kernel=warn,deltalake=warn]
     log_filter: String, env = "TRACELAKE_LOG";
     /// Log format: text or json [default: text]
     log_format: String, env = "TRACELAKE_LOG_FORMAT";
@@ -159,7 +160,9 @@ impl Settings {
             query_timeout: duration(self.query_timeout, "30s", "query timeout")?,
             query_memory_limit_bytes: self.query_memory_limit_bytes.unwrap_or(2 << 30),
             query_max_rows: self.query_max_rows.unwrap_or(100_000),
-            log_filter: self.log_filter.unwrap_or_else(|| "info".into()),
+            log_filter: self
+                .log_filter
+                .unwrap_or_else(|| "info,buoyant_kernel=warn,deltalake=warn".into()),
             log_json,
         })
     }
