@@ -32,6 +32,8 @@ struct State {
     /// When the oldest row of `active` arrived.
     oldest: Option<Instant>,
     flushing: BTreeMap<PartitionKey, Vec<RecordBatch>>,
+    /// `oldest` of the rows being flushed, restored if the flush fails.
+    flushing_oldest: Option<Instant>,
     flushing_rows: usize,
     flushing_bytes: usize,
     /// Table version the buffered rows are not yet part of.
@@ -121,7 +123,7 @@ impl Buffer {
         s.flushing = partitions.clone();
         s.flushing_rows = std::mem::take(&mut s.active_rows);
         s.flushing_bytes = std::mem::take(&mut s.active_bytes);
-        s.oldest = None;
+        s.flushing_oldest = s.oldest.take();
         Some(FlushSet {
             partitions,
             upto_seq: s.max_seq,
@@ -133,6 +135,7 @@ impl Buffer {
     pub fn committed(&self, version: i64) {
         let mut s = self.state.write();
         s.flushing.clear();
+        s.flushing_oldest = None;
         s.flushing_rows = 0;
         s.flushing_bytes = 0;
         s.table_version = Some(version);
@@ -150,7 +153,8 @@ impl Buffer {
         }
         s.active_rows += std::mem::take(&mut s.flushing_rows);
         s.active_bytes += std::mem::take(&mut s.flushing_bytes);
-        s.oldest = Some(Instant::now() - Duration::from_secs(3600));
+        // The restored rows keep their age, so they are due again at once.
+        s.oldest = s.flushing_oldest.take().or(s.oldest);
     }
 
     /// Every buffered batch and the table version they are not part of.
@@ -272,8 +276,10 @@ mod tests {
         buffer.insert(1, &spans_at(&[HOUR_NS]));
         let _ = buffer.take().unwrap();
         buffer.insert(2, &spans_at(&[HOUR_NS + 1, HOUR_NS + 2]));
+        std::thread::sleep(Duration::from_millis(20));
         buffer.restore();
-        assert!(buffer.due(Duration::from_secs(60), usize::MAX));
+        // Restored rows keep the age they had when the flush took them.
+        assert!(buffer.due(Duration::from_millis(20), usize::MAX));
         let flush = buffer.take().unwrap();
         assert_eq!(flush.rows, 3);
         assert_eq!(flush.upto_seq, 2);

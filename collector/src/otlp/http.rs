@@ -17,6 +17,7 @@ use axum::routing::post;
 use prost::Message as _;
 use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
+use super::json;
 use crate::ingest::{Ingest, IngestError};
 
 const PROTOCOL: &str = "otlp_http";
@@ -61,6 +62,8 @@ struct Failure {
     message: String,
     reason: &'static str,
     retry_after: Option<u64>,
+    /// Already counted in `request_errors` by the ingest path.
+    counted: bool,
 }
 
 impl Failure {
@@ -71,6 +74,7 @@ impl Failure {
             message,
             reason,
             retry_after: None,
+            counted: false,
         }
     }
 
@@ -125,6 +129,7 @@ impl From<IngestError> for Failure {
             message: err.to_string(),
             reason: err.reason(),
             retry_after: Some(retry_after),
+            counted: true,
         }
     }
 }
@@ -161,8 +166,7 @@ async fn export(State(receiver): State<Receiver>, headers: HeaderMap, body: Body
     match handle(&receiver, &headers, body, encoding).await {
         Ok(response) => response,
         Err(failure) => {
-            if failure.retry_after.is_none() {
-                // Ingest errors are counted by the ingest path itself.
+            if !failure.counted {
                 receiver.ingest.count_error(PROTOCOL, failure.reason);
             }
             tracing::debug!(status = %failure.status, message = %failure.message, "otlp/http request refused");
@@ -177,6 +181,8 @@ async fn handle(
     body: Body,
     encoding: Encoding,
 ) -> Result<Response, Failure> {
+    // `export` checks again; checking first spares reading and decoding a
+    // body that would be refused anyway.
     receiver.ingest.check_capacity(PROTOCOL)?;
     let limit = receiver.max_body_bytes;
     let too_large = || {
@@ -218,8 +224,6 @@ async fn handle(
         .into_response())
 }
 
-use super::json;
-
 fn content_type(headers: &HeaderMap) -> Result<Encoding, Failure> {
     let value = headers
         .get(header::CONTENT_TYPE)
@@ -260,7 +264,7 @@ fn decompress(encoding: Option<&str>, raw: Bytes, limit: usize) -> Result<Bytes,
             ));
         }
     };
-    let mut out = Vec::with_capacity(raw.len() * 4);
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
     // Read one byte past the limit to tell "exactly at" from "over".
     reader
         .take(limit as u64 + 1)
