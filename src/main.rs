@@ -4,7 +4,6 @@
 
 mod config;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -194,14 +193,11 @@ async fn run_server(
     router: Router,
     mut stop: watch::Receiver<bool>,
 ) {
-    let result = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop.wait_for(|s| *s).await;
-    })
-    .await;
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
     if let Err(error) = result {
         tracing::error!(%error, "{name} server failed");
     }

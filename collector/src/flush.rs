@@ -7,15 +7,18 @@
 //! files uploaded by a failed flush are never committed and are left for
 //! vacuum.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
 
 use deltalake::ObjectStore;
 use deltalake::Path;
 use object_store::ObjectStoreExt as _;
 use tokio::sync::{Mutex, Notify, watch};
 
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, PartitionKey};
 use crate::metrics::Metrics;
 use crate::table::Table;
 use crate::wal::Wal;
@@ -108,10 +111,7 @@ impl Flusher {
 
     async fn write_and_commit(
         &self,
-        partitions: std::collections::BTreeMap<
-            crate::buffer::PartitionKey,
-            Vec<arrow::array::RecordBatch>,
-        >,
+        partitions: BTreeMap<PartitionKey, Vec<RecordBatch>>,
         upto_seq: u64,
     ) -> Result<i64, Error> {
         let files: Vec<DataFile> = tokio::task::spawn_blocking(move || {

@@ -74,15 +74,18 @@ impl SpansTable {
     ) -> Result<Option<Arc<dyn TableProvider>>> {
         let mut guard = self.delta.lock().await;
         if guard.is_none() {
-            let table = DeltaTable::try_from_url(self.url.clone())
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            *guard = Some(table);
+            *guard = Some(
+                DeltaTable::try_from_url(self.url.clone())
+                    .await
+                    .map_err(external)?,
+            );
         }
         let table = guard.as_mut().expect("set above");
-        let current = table.version().map(|v| v as i64);
-        let wanted = match version {
-            Some(v) => v,
+        match version {
+            Some(v) if table.version() != Some(v as u64) => {
+                table.load_version(v as u64).await.map_err(external)?;
+            }
+            Some(_) => {}
             None => {
                 if let Err(error) = table.update_state().await {
                     // Not a table yet (nothing written): nothing to read.
@@ -90,23 +93,14 @@ impl SpansTable {
                         tracing::debug!(%error, "no spans table yet");
                         return Ok(None);
                     }
-                    return Err(DataFusionError::External(Box::new(error)));
-                }
-                match table.version() {
-                    Some(v) => v as i64,
-                    None => return Ok(None),
+                    return Err(external(error));
                 }
             }
-        };
-        if current != Some(wanted) {
-            table
-                .load_version(wanted as u64)
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
         }
-        table
-            .update_datafusion_session(session)
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        if table.version().is_none() {
+            return Ok(None);
+        }
+        table.update_datafusion_session(session).map_err(external)?;
         let provider = table.table_provider().await?;
         Ok(Some(provider))
     }
@@ -176,6 +170,10 @@ impl TableProvider for SpansTable {
         }
         UnionExec::try_new(inputs)
     }
+}
+
+fn external(e: deltalake::DeltaTableError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
 }
 
 /// Casts `plan`'s columns (same names and order) to the types of `schema`

@@ -276,6 +276,7 @@ impl SpansBuilder {
         let empty_scope = InstrumentationScope::default();
         for rs in &request.resource_spans {
             let resource = rs.resource.as_ref().unwrap_or(&empty_resource);
+            let service = service_name(&resource.attributes).unwrap_or(UNKNOWN_SERVICE);
             for ss in &rs.scope_spans {
                 let scope = ss.scope.as_ref().unwrap_or(&empty_scope);
                 for span in &ss.spans {
@@ -283,6 +284,7 @@ impl SpansBuilder {
                         Ok((start, duration)) => {
                             let context = SpanContext {
                                 resource,
+                                service,
                                 resource_schema_url: &rs.schema_url,
                                 scope,
                                 scope_schema_url: &ss.schema_url,
@@ -310,10 +312,7 @@ impl SpansBuilder {
         self.flags.append_value(i64::from(span.flags));
         self.name.append_value(&span.name);
         self.kind.append_value(SPAN_KINDS[span.kind as usize]);
-        match service_name(&cx.resource.attributes) {
-            Some(s) => self.service_name.append_value(s),
-            None => self.service_name.append_value(UNKNOWN_SERVICE),
-        }
+        self.service_name.append_value(cx.service);
         self.start_time.append_value(start.div_euclid(1000));
         self.start_time_unix_nano.append_value(start);
         self.duration_ns.append_value(duration);
@@ -445,8 +444,11 @@ impl SpansBuilder {
     }
 }
 
+/// What a span shares with the other spans of its resource and scope.
 struct SpanContext<'a> {
     resource: &'a Resource,
+    /// `service.name` of the resource, or [`UNKNOWN_SERVICE`].
+    service: &'a str,
     resource_schema_url: &'a str,
     scope: &'a InstrumentationScope,
     scope_schema_url: &'a str,

@@ -86,6 +86,19 @@ fn send_trace(exporter: SpanExporter, service: &str) -> Sent {
     }
 }
 
+/// Runs [`send_trace`] on a blocking thread: the SDK's simple processor
+/// blocks on each export, which must not happen on a runtime worker.
+async fn send(
+    service: &'static str,
+    exporter: impl FnOnce() -> Result<SpanExporter, opentelemetry_otlp::ExporterBuildError>
+    + Send
+    + 'static,
+) -> Sent {
+    tokio::task::spawn_blocking(move || send_trace(exporter().unwrap(), service))
+        .await
+        .unwrap()
+}
+
 async fn check(server: &TestServer, service: &str, sent: &Sent) {
     let t0 = nanos(sent.t0);
     let sql = format!(
@@ -164,32 +177,26 @@ async fn opentelemetry_exporters_over_grpc_and_http_read_back_field_for_field() 
     let mut server = TestServer::start(dir.path(), &["--flush-max-age", "200ms"]).await;
 
     let grpc = format!("http://{}", server.grpc);
-    let sent = tokio::task::spawn_blocking(move || {
-        let exporter = SpanExporter::builder()
+    let sent = send("e2e-grpc", move || {
+        SpanExporter::builder()
             .with_tonic()
             .with_endpoint(grpc)
             .with_compression(Compression::Gzip)
             .build()
-            .unwrap();
-        send_trace(exporter, "e2e-grpc")
     })
-    .await
-    .unwrap();
+    .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     check(&server, "e2e-grpc", &sent).await;
 
     let http = server.otlp_url();
-    let sent_http = tokio::task::spawn_blocking(move || {
-        let exporter = SpanExporter::builder()
+    let sent_http = send("e2e-http", move || {
+        SpanExporter::builder()
             .with_http()
             .with_endpoint(http)
             .with_protocol(Protocol::HttpBinary)
             .build()
-            .unwrap();
-        send_trace(exporter, "e2e-http")
     })
-    .await
-    .unwrap();
+    .await;
     check(&server, "e2e-http", &sent_http).await;
 
     // Unknown and malformed ids.

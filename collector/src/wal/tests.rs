@@ -31,6 +31,20 @@ fn open(dir: &Path, committed: u64, segment_bytes: u64) -> (Arc<Wal>, Vec<Replay
     Wal::open(dir, committed, segment_bytes, Arc::new(Metrics::default())).unwrap()
 }
 
+/// Appends one record per batch of `records` to a fresh log in `dir`, waits
+/// for the fsync and closes it; returns the path of the last segment.
+async fn write_closed(dir: &Path, records: &[&[i64]]) -> PathBuf {
+    let (wal, _) = open(dir, 0, 1 << 20);
+    let mut last = 0;
+    for values in records {
+        last = wal.append(&batch(values), |_| ()).unwrap().0;
+    }
+    wal.synced(last).await.unwrap();
+    wal.close();
+    drop(wal);
+    list_segments(dir).unwrap().pop().unwrap().path
+}
+
 #[tokio::test]
 async fn appended_records_replay_in_order_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -53,13 +67,7 @@ async fn appended_records_replay_in_order_after_reopen() {
 #[tokio::test]
 async fn committed_records_are_not_replayed_and_numbering_continues() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, _) = open(dir.path(), 0, 1 << 20);
-    for i in 0..3 {
-        wal.append(&batch(&[i]), |_| ()).unwrap();
-    }
-    wal.synced(3).await.unwrap();
-    wal.close();
-    drop(wal);
+    write_closed(dir.path(), &[&[0], &[1], &[2]]).await;
     let (_, replayed) = open(dir.path(), 2, 1 << 20);
     assert_eq!(values(&replayed), vec![(3, vec![2])]);
 
@@ -73,16 +81,10 @@ async fn committed_records_are_not_replayed_and_numbering_continues() {
 #[tokio::test]
 async fn torn_tail_is_truncated_and_earlier_records_survive() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, _) = open(dir.path(), 0, 1 << 20);
-    wal.append(&batch(&[1]), |_| ()).unwrap();
-    wal.append(&batch(&[2]), |_| ()).unwrap();
-    wal.synced(2).await.unwrap();
-    wal.close();
-    drop(wal);
+    let segment = write_closed(dir.path(), &[&[1], &[2]]).await;
     // Cut the last record in half, as a crash mid-write would.
-    let segment = list_segments(dir.path()).unwrap().pop().unwrap();
-    let len = fs::metadata(&segment.path).unwrap().len();
-    let f = OpenOptions::new().write(true).open(&segment.path).unwrap();
+    let len = fs::metadata(&segment).unwrap().len();
+    let f = OpenOptions::new().write(true).open(&segment).unwrap();
     f.set_len(len - 10).unwrap();
     drop(f);
 
@@ -93,17 +95,11 @@ async fn torn_tail_is_truncated_and_earlier_records_survive() {
 #[tokio::test]
 async fn flipped_byte_fails_the_checksum() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, _) = open(dir.path(), 0, 1 << 20);
-    wal.append(&batch(&[1]), |_| ()).unwrap();
-    wal.append(&batch(&[2]), |_| ()).unwrap();
-    wal.synced(2).await.unwrap();
-    wal.close();
-    drop(wal);
-    let segment = list_segments(dir.path()).unwrap().pop().unwrap();
-    let mut bytes = fs::read(&segment.path).unwrap();
+    let segment = write_closed(dir.path(), &[&[1], &[2]]).await;
+    let mut bytes = fs::read(&segment).unwrap();
     let last = bytes.len() - 20;
     bytes[last] ^= 0xff;
-    fs::write(&segment.path, bytes).unwrap();
+    fs::write(&segment, bytes).unwrap();
     let (_, replayed) = open(dir.path(), 0, 1 << 20);
     assert_eq!(values(&replayed), vec![(1, vec![1])]);
 }
