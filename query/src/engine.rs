@@ -132,3 +132,63 @@ impl QueryEngine {
         self.collect(df).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(timeout: Duration, memory_limit_bytes: usize) -> (tempfile::TempDir, QueryEngine) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap();
+        let config = QueryConfig {
+            timeout,
+            memory_limit_bytes,
+            max_result_rows: 10,
+        };
+        let engine = QueryEngine::new(url, None, config).unwrap();
+        (dir, engine)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queries_stop_at_the_time_limit() {
+        let (_dir, engine) = engine(Duration::from_millis(200), 1 << 30);
+        // The outer bound turns a broken limit into a failure, not a hang.
+        let err = tokio::time::timeout(
+            Duration::from_secs(30),
+            engine.sql("SELECT count(*) FROM generate_series(1, 1000000000000)"),
+        )
+        .await
+        .expect("the query limit did not stop the query")
+        .unwrap_err();
+        assert!(matches!(err, QueryError::Timeout(_)), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queries_stop_at_the_memory_limit() {
+        let (_dir, engine) = engine(Duration::from_secs(60), 1 << 20);
+        let err = engine
+            .sql("SELECT array_agg(value) FROM generate_series(1, 10000000)")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, QueryError::ResourcesExhausted(_)), "{err}");
+        // Small queries still run under the same limit.
+        let (_, batches) = engine.sql("SELECT 1 AS one").await.unwrap();
+        assert_eq!(batches[0].num_rows(), 1);
+    }
+
+    #[tokio::test]
+    async fn results_over_the_row_cap_are_refused() {
+        let (_dir, engine) = engine(Duration::from_secs(60), 1 << 30);
+        let err = engine
+            .sql("SELECT value FROM generate_series(1, 11)")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, QueryError::TooManyRows(10)), "{err}");
+        assert!(
+            engine
+                .sql("SELECT value FROM generate_series(1, 10)")
+                .await
+                .is_ok()
+        );
+    }
+}
