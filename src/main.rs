@@ -138,6 +138,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         registry,
     });
+    let flight_sql = tracelake_query::flight::router(Arc::clone(&engine));
     let http = tracelake_query::api::router(engine).merge(
         Router::new()
             .route("/health", get(|| async { "ok" }))
@@ -159,6 +160,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             collector.otlp_http_router(),
         ),
         ("http", config.http_listen, http),
+        ("flight-sql", config.flight_sql_listen, flight_sql),
     ];
     let mut tasks = Vec::new();
     for (name, addr, router) in servers {

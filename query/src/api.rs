@@ -1,11 +1,17 @@
-//! Native HTTP API under `/api/v1` (port 3200 by default).
+//! Native HTTP API under `/api/v1` (port 3200 by default); `docs/api.md`
+//! documents every endpoint with an example.
 //!
 //! - `POST /api/v1/sql` with `{"sql": "..."}`: rows as JSON, or as an Arrow
 //!   IPC stream with `Accept: application/vnd.apache.arrow.stream`.
-//! - `GET /api/v1/traces/{trace_id}`: the trace's spans as a tree.
+//! - `GET /api/v1/traces/{trace_id}`: the trace's spans as a tree with the
+//!   latency breakdown; `.../breakdown` the breakdown alone.
+//! - `GET /api/v1/services`, `/api/v1/services/{service}/operations`,
+//!   `/api/v1/search`, `/api/v1/breakdown`, `/api/v1/metrics/red`,
+//!   `/api/v1/dependencies`: see [`crate::params`] for their parameters.
 //!
-//! Errors are `{"error": "..."}` with 400 (bad SQL, bad id, result too
-//! large), 404 (no such trace), 408 (time limit), 422 (memory limit) or 500.
+//! Errors are `{"error": "..."}` with 400 (bad SQL, bad parameter, bad id,
+//! result too large), 404 (no such trace), 408 (time limit), 422 (memory
+//! limit) or 500.
 
 use std::sync::Arc;
 
@@ -14,14 +20,17 @@ use arrow::datatypes::SchemaRef;
 use arrow::ipc::writer::StreamWriter;
 use arrow::json::ArrayWriter;
 use axum::Router;
-use axum::extract::{Path, State, rejection::JsonRejection};
+use axum::extract::{Path, RawQuery, State, rejection::JsonRejection};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
+use crate::analytics;
 use crate::engine::{QueryEngine, QueryError};
+use crate::params::{ParamError, Params};
+use crate::search::{self, Cursor, SearchError};
 use crate::trace;
 
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
@@ -72,12 +81,158 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<ParamError> for ApiError {
+    fn from(e: ParamError) -> Self {
+        Self::bad_request(e.0)
+    }
+}
+
+impl From<SearchError> for ApiError {
+    fn from(e: SearchError) -> Self {
+        match e {
+            SearchError::Param(p) => p.into(),
+            SearchError::Query(q) => q.into(),
+        }
+    }
+}
+
 /// The `/api/v1` routes.
 pub fn router(engine: Arc<QueryEngine>) -> Router {
     Router::new()
         .route("/api/v1/sql", post(sql))
         .route("/api/v1/traces/{trace_id}", get(trace_by_id))
+        .route("/api/v1/traces/{trace_id}/breakdown", get(trace_breakdown))
+        .route("/api/v1/services", get(services))
+        .route("/api/v1/services/{service}/operations", get(operations))
+        .route("/api/v1/search", get(search))
+        .route("/api/v1/breakdown", get(cross_trace))
+        .route("/api/v1/metrics/red", get(red))
+        .route("/api/v1/dependencies", get(dependencies))
         .with_state(engine)
+}
+
+const HOUR_NS: i64 = 3_600_000_000_000;
+
+fn params(query: Option<String>) -> Params {
+    Params::new(
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect(),
+    )
+}
+
+async fn services(
+    State(engine): State<Arc<QueryEngine>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut p = params(query);
+    let range = p.time_range(24 * HOUR_NS)?;
+    p.finish()?;
+    let services = search::services(&engine, range).await?;
+    let services: Vec<_> = services
+        .into_iter()
+        .map(|(name, count)| json!({ "name": name, "spanCount": count }))
+        .collect();
+    Ok(axum::Json(json!({ "services": services })).into_response())
+}
+
+async fn operations(
+    State(engine): State<Arc<QueryEngine>>,
+    Path(service): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut p = params(query);
+    let range = p.time_range(24 * HOUR_NS)?;
+    let kinds = p.kinds("kind")?;
+    p.finish()?;
+    search::require_service(&engine, &service, range).await?;
+    let mut operations = search::operations(&engine, &service, range).await?;
+    if !kinds.is_empty() {
+        operations.retain(|o| kinds.contains(&o.span_kind.as_str()));
+    }
+    Ok(axum::Json(json!({ "operations": operations })).into_response())
+}
+
+async fn search(
+    State(engine): State<Arc<QueryEngine>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut p = params(query);
+    let range = p.time_range(HOUR_NS)?;
+    let filter = p.span_filter()?;
+    let limit = p.limit("limit", 20, 1000)?;
+    let cursor = p.one("cursor")?.map(|c| Cursor::parse(&c)).transpose()?;
+    p.finish()?;
+    let page = search::search(&engine, &filter, range, limit, cursor).await?;
+    Ok(axum::Json(page).into_response())
+}
+
+async fn cross_trace(
+    State(engine): State<Arc<QueryEngine>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut p = params(query);
+    let range = p.time_range(HOUR_NS)?;
+    let service = p
+        .one("service")?
+        .ok_or_else(|| ApiError::bad_request("service is required"))?;
+    let operation = p.one("operation")?;
+    let limit = p.limit("limit", 2000, 50_000)?;
+    p.finish()?;
+    let report =
+        analytics::cross_trace(&engine, range, &service, operation.as_deref(), limit).await?;
+    Ok(axum::Json(report).into_response())
+}
+
+async fn red(
+    State(engine): State<Arc<QueryEngine>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut p = params(query);
+    let range = p.time_range(HOUR_NS)?;
+    let service = p.one("service")?;
+    let operation = p.one("operation")?;
+    let mut kinds = p.kinds("kind")?;
+    if kinds.is_empty() {
+        kinds = vec!["SERVER", "CONSUMER"];
+    }
+    let span = range.end - range.start;
+    let step = match p.duration("step")? {
+        Some(step) if step < 1_000_000 => {
+            return Err(ApiError::bad_request("step must be at least 1ms"));
+        }
+        Some(step) => step,
+        // About 60 buckets of whole seconds.
+        None => ((span / 60).max(1) as u64).div_ceil(1_000_000_000) as i64 * 1_000_000_000,
+    };
+    if span / step > 10_000 {
+        return Err(ApiError::bad_request(format!(
+            "step is too small for the time range: {} buckets (at most 10000)",
+            span / step
+        )));
+    }
+    p.finish()?;
+    let report = analytics::red(
+        &engine,
+        range,
+        step,
+        kinds,
+        service.as_deref(),
+        operation.as_deref(),
+    )
+    .await?;
+    Ok(axum::Json(report).into_response())
+}
+
+async fn dependencies(
+    State(engine): State<Arc<QueryEngine>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut p = params(query);
+    let range = p.time_range(HOUR_NS)?;
+    p.finish()?;
+    let edges = analytics::dependencies(&engine, range).await?;
+    Ok(axum::Json(json!({ "edges": edges })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -151,17 +306,28 @@ fn json_rows(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, Api
     Ok(out)
 }
 
+async fn load_trace(engine: &QueryEngine, trace_id: &str) -> Result<Value, ApiError> {
+    let id = trace::parse_trace_id(trace_id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let batches = trace::fetch(engine, &id).await?;
+    trace::assemble(&id, &batches)?
+        .ok_or_else(|| ApiError::not_found(format!("trace {} not found", hex::encode(id))))
+}
+
 async fn trace_by_id(
     State(engine): State<Arc<QueryEngine>>,
     Path(trace_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = trace::parse_trace_id(&trace_id).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let batches = trace::fetch(&engine, &id).await?;
-    match trace::assemble(&id, &batches)? {
-        Some(body) => Ok(axum::Json(body).into_response()),
-        None => Err(ApiError::not_found(format!(
-            "trace {} not found",
-            hex::encode(id)
-        ))),
+    Ok(axum::Json(load_trace(&engine, &trace_id).await?).into_response())
+}
+
+/// The trace's breakdown, critical path and warnings, without its spans.
+async fn trace_breakdown(
+    State(engine): State<Arc<QueryEngine>>,
+    Path(trace_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let mut trace = load_trace(&engine, &trace_id).await?;
+    if let Some(obj) = trace.as_object_mut() {
+        obj.remove("spans");
     }
+    Ok(axum::Json(trace).into_response())
 }

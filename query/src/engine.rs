@@ -89,6 +89,21 @@ impl QueryEngine {
         &self.ctx
     }
 
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    /// Runs SQL the service wrote itself (values quoted with
+    /// [`crate::params::quote`]), reading at most `max_rows` rows.
+    pub async fn internal_sql(
+        &self,
+        sql: &str,
+        max_rows: usize,
+    ) -> Result<Vec<RecordBatch>, QueryError> {
+        let df = self.plan_sql(sql).await?;
+        Ok(self.collect_at_most(df, max_rows).await?.1)
+    }
+
     /// Plans `sql`, refusing anything but queries: no DDL, DML, COPY or
     /// `SET`; external tables and URL tables are unreachable that way too.
     pub async fn plan_sql(&self, sql: &str) -> Result<DataFrame, QueryError> {
@@ -104,7 +119,16 @@ impl QueryEngine {
         &self,
         df: DataFrame,
     ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
-        let max_rows = self.config.max_result_rows;
+        self.collect_at_most(df, self.config.max_result_rows).await
+    }
+
+    /// Runs `df` under the time limit and a row limit of its own (the APIs'
+    /// internal queries read more rows than they return).
+    pub async fn collect_at_most(
+        &self,
+        df: DataFrame,
+        max_rows: usize,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
         let run = async {
             let stream: SendableRecordBatchStream = df.execute_stream().await?;
             let schema = stream.schema();

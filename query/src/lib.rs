@@ -3,10 +3,20 @@
 //! HTTP APIs built on it.
 //!
 //! [`engine::QueryEngine`] owns the session and the limits; [`table`] the
-//! `spans` provider; [`trace`] trace assembly; [`api`] the `/api/v1` routes.
+//! `spans` provider; [`analysis`] the span tree, clock skew, self time and
+//! critical path (pure); [`trace`] trace by id; [`search`] services,
+//! operations and search; [`analytics`] RED metrics, dependencies and the
+//! cross-trace breakdown; [`params`] the query-string parameters; [`api`]
+//! the `/api/v1` routes; [`flight`] Arrow Flight SQL.
 
+pub mod analysis;
+pub mod analytics;
 pub mod api;
 pub mod engine;
+pub mod fetch;
+pub mod flight;
+pub mod params;
+pub mod search;
 pub mod table;
 pub mod trace;
 

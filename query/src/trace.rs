@@ -6,6 +6,7 @@
 //! as roots). A flat list keeps deep traces from nesting JSON arbitrarily.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use base64::Engine as _;
@@ -18,6 +19,7 @@ use tracelake_schema::opentelemetry_proto::tonic::common::v1::any_value::Value a
 use tracelake_schema::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use tracelake_schema::spans::{SPAN_KINDS, STATUS_CODES, TRACE_ID};
 
+use crate::analysis::{Breakdown, Span, Totals, Tree};
 use crate::engine::{QueryEngine, QueryError, SPANS};
 
 /// Error parsing a trace id.
@@ -52,14 +54,6 @@ pub async fn fetch(
     Ok(batches)
 }
 
-struct Node {
-    batch: usize,
-    row: usize,
-    span_id: Vec<u8>,
-    parent: Option<Vec<u8>>,
-    start: i64,
-}
-
 /// The trace as JSON, or `None` when it has no spans.
 pub fn assemble(trace_id: &[u8; 16], batches: &[RecordBatch]) -> Result<Option<Value>, QueryError> {
     let internal = |e: tracelake_schema::model::Error| QueryError::Internal(e.to_string());
@@ -68,98 +62,150 @@ pub fn assemble(trace_id: &[u8; 16], batches: &[RecordBatch]) -> Result<Option<V
         .map(SpanRows::try_new)
         .collect::<Result<_, _>>()
         .map_err(internal)?;
-    let mut nodes = Vec::new();
-    for (b, rows) in views.iter().enumerate() {
-        for row in 0..rows.len() {
-            nodes.push(Node {
-                batch: b,
-                row,
-                span_id: rows.span_id(row).to_vec(),
-                parent: rows.parent_span_id(row).map(<[u8]>::to_vec),
-                start: rows.start_time_unix_nano(row),
+    let mut rows = Vec::new();
+    let mut spans = Vec::new();
+    let mut strings: HashMap<&str, Arc<str>> = HashMap::new();
+    for (b, view) in views.iter().enumerate() {
+        for row in 0..view.len() {
+            let id = |bytes: &[u8]| {
+                let mut out = [0u8; 8];
+                out.copy_from_slice(&bytes[..8.min(bytes.len())]);
+                u64::from_be_bytes(out)
+            };
+            spans.push(Span {
+                key: rows.len(),
+                span_id: id(view.span_id(row)),
+                parent_span_id: view.parent_span_id(row).map(id),
+                service: intern(&mut strings, view.service_name(row)),
+                name: intern(&mut strings, view.name(row)),
+                kind: intern(&mut strings, view.kind(row)),
+                start: view.start_time_unix_nano(row),
+                duration: view.duration_ns(row),
+                error: view.status_code(row) == "ERROR",
             });
+            rows.push((b, row));
         }
     }
-    if nodes.is_empty() {
+    if spans.is_empty() {
         return Ok(None);
     }
-    nodes.sort_by(|a, b| {
-        a.start
-            .cmp(&b.start)
-            .then_with(|| a.span_id.cmp(&b.span_id))
-    });
-    let index: HashMap<&[u8], usize> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.span_id.as_slice(), i))
-        .collect();
-    let mut children: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
-    let mut roots = Vec::new();
-    let mut orphan = vec![false; nodes.len()];
-    for (i, n) in nodes.iter().enumerate() {
-        match n.parent.as_deref().map(|p| index.get(p)) {
-            Some(Some(&p)) if p != i => children[p].push(i),
-            Some(_) => {
-                orphan[i] = true;
-                roots.push(i);
-            }
-            None => roots.push(i),
-        }
-    }
-    // Depth-first, iteratively: deep traces must not overflow the stack.
-    let mut order = Vec::with_capacity(nodes.len());
-    let mut depth = vec![0usize; nodes.len()];
-    let mut visited = vec![false; nodes.len()];
-    let mut stack: Vec<usize> = roots.iter().rev().copied().collect();
-    while let Some(i) = stack.pop() {
-        if std::mem::replace(&mut visited[i], true) {
-            continue;
-        }
-        order.push(i);
-        for &c in children[i].iter().rev() {
-            depth[c] = depth[i] + 1;
-            stack.push(c);
-        }
-    }
-    // Spans in a parent cycle are unreachable from any root: list them too.
-    for i in 0..nodes.len() {
-        if !visited[i] {
-            orphan[i] = true;
-            order.push(i);
-        }
-    }
-    let mut spans = Vec::with_capacity(order.len());
-    for i in order {
-        let n = &nodes[i];
-        let mut span = span_json(&views[n.batch], n.row).map_err(internal)?;
+    let tree = Tree::new(spans);
+    let breakdown = tree.breakdown();
+    let hex_id = |i: usize| hex::encode(tree.spans[i].span_id.to_be_bytes());
+    let mut out = Vec::with_capacity(tree.order.len());
+    for &i in &tree.order {
+        let (b, row) = rows[tree.spans[i].key];
+        let mut span = span_json(&views[b], row).map_err(internal)?;
         let obj = span.as_object_mut().expect("span is an object");
-        obj.insert("depth".into(), json!(depth[i]));
-        obj.insert("orphan".into(), json!(orphan[i]));
+        obj.insert("depth".into(), json!(tree.depth[i]));
+        obj.insert("orphan".into(), json!(tree.orphan[i]));
         obj.insert(
             "children".into(),
             json!(
-                children[i]
+                tree.children[i]
                     .iter()
-                    .map(|&c| hex::encode(&nodes[c].span_id))
+                    .map(|&c| hex_id(c))
                     .collect::<Vec<_>>()
             ),
         );
-        spans.push(span);
+        obj.insert("clockSkewNs".into(), json!(tree.skew[i]));
+        obj.insert("selfTimeNs".into(), json!(breakdown.self_times[i]));
+        obj.insert(
+            "criticalPathNs".into(),
+            json!(breakdown.critical.get(i).copied().unwrap_or(0)),
+        );
+        out.push(span);
     }
-    let start = nodes.iter().map(|n| n.start).min().unwrap_or(0);
-    let end = nodes
-        .iter()
-        .map(|n| n.start + views[n.batch].duration_ns(n.row))
+    let start = (0..tree.spans.len())
+        .map(|i| tree.start(i))
+        .min()
+        .unwrap_or(0);
+    let end = (0..tree.spans.len())
+        .map(|i| tree.end(i))
         .max()
         .unwrap_or(start);
+    let warnings: Vec<String> = tree
+        .shifts
+        .iter()
+        .map(|s| {
+            format!(
+                "clock skew: span {} ({}) shifted by {} ns to fit its parent {} ({})",
+                hex_id(s.span),
+                tree.spans[s.span].service,
+                s.delta,
+                hex_id(s.parent),
+                tree.spans[s.parent].service
+            )
+        })
+        .chain(
+            (0..tree.spans.len())
+                .filter(|&i| tree.orphan[i])
+                .map(|i| format!("span {} has no parent in the trace (orphan)", hex_id(i))),
+        )
+        .collect();
     Ok(Some(json!({
         "traceId": hex::encode(trace_id),
-        "spanCount": spans.len(),
+        "spanCount": out.len(),
         "startTimeUnixNano": start.to_string(),
         "durationNs": end - start,
-        "rootSpanIds": roots.iter().map(|&r| hex::encode(&nodes[r].span_id)).collect::<Vec<_>>(),
-        "spans": spans,
+        "rootSpanIds": tree.roots.iter().map(|&r| hex_id(r)).collect::<Vec<_>>(),
+        "mainRootSpanId": tree.main_root().map(hex_id),
+        "warnings": warnings,
+        "clockSkewAdjustments": tree.shifts.iter().map(|s| json!({
+            "spanId": hex_id(s.span),
+            "parentSpanId": hex_id(s.parent),
+            "shiftNs": s.delta,
+        })).collect::<Vec<_>>(),
+        "criticalPath": critical_path_json(&tree),
+        "breakdown": breakdown_json(&breakdown),
+        "spans": out,
     })))
+}
+
+fn intern<'a>(strings: &mut HashMap<&'a str, Arc<str>>, s: &'a str) -> Arc<str> {
+    Arc::clone(strings.entry(s).or_insert_with(|| s.into()))
+}
+
+fn critical_path_json(tree: &Tree) -> Value {
+    let Some(root) = tree.main_root() else {
+        return json!([]);
+    };
+    Value::Array(
+        tree.critical_path(root)
+            .iter()
+            .map(|s| {
+                json!({
+                    "spanId": hex::encode(tree.spans[s.span].span_id.to_be_bytes()),
+                    "startTimeUnixNano": s.start.to_string(),
+                    "endTimeUnixNano": s.end.to_string(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Per-service and per-operation totals of a trace.
+pub fn breakdown_json(b: &Breakdown) -> Value {
+    let totals = |t: &Totals| {
+        json!({
+            "totalNs": t.total_ns,
+            "selfTimeNs": t.self_ns,
+            "criticalPathNs": t.critical_ns,
+            "spanCount": t.spans,
+            "errorCount": t.errors,
+        })
+    };
+    let with = |mut v: Value, fields: &[(&str, &str)]| {
+        let obj = v.as_object_mut().expect("totals are an object");
+        for (k, val) in fields {
+            obj.insert((*k).into(), json!(val));
+        }
+        v
+    };
+    json!({
+        "services": b.services.iter().map(|(s, t)| with(totals(t), &[("service", s)])).collect::<Vec<_>>(),
+        "operations": b.operations.iter().map(|((s, o), t)| with(totals(t), &[("service", s), ("operation", o)])).collect::<Vec<_>>(),
+    })
 }
 
 fn span_json(rows: &SpanRows<'_>, row: usize) -> Result<Value, tracelake_schema::model::Error> {

@@ -94,12 +94,12 @@ fn column<'a, T: Array + 'static>(
         })
 }
 
+fn str_at(a: &StringArray, row: usize) -> &str {
+    if a.is_null(row) { "" } else { a.value(row) }
+}
+
 fn text(a: &StringArray, row: usize) -> String {
-    if a.is_null(row) {
-        String::new()
-    } else {
-        a.value(row).to_string()
-    }
+    str_at(a, row).to_string()
 }
 
 fn bytes(a: &BinaryArray, row: usize) -> Vec<u8> {
@@ -180,11 +180,21 @@ impl<'a> SpanRows<'a> {
     }
 
     pub fn service_name(&self, row: usize) -> &'a str {
-        if self.service_name.is_null(row) {
-            ""
-        } else {
-            self.service_name.value(row)
-        }
+        str_at(self.service_name, row)
+    }
+
+    pub fn name(&self, row: usize) -> &'a str {
+        str_at(self.name, row)
+    }
+
+    /// Stored kind name (`SERVER`, ...), empty when null.
+    pub fn kind(&self, row: usize) -> &'a str {
+        str_at(self.kind, row)
+    }
+
+    /// Stored status code name (`UNSET`, `OK`, `ERROR`), empty when null.
+    pub fn status_code(&self, row: usize) -> &'a str {
+        str_at(self.status_code, row)
     }
 
     pub fn start_time_unix_nano(&self, row: usize) -> i64 {

@@ -1,6 +1,7 @@
 //! End-to-end tests of the real `tracelake` binary: real OTLP clients, real
 //! sockets, SIGKILL, real files on disk.
 
+mod analytics;
 mod bad_input;
 mod crash;
 mod load;

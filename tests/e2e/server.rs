@@ -5,6 +5,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message as _;
 use serde_json::Value;
 
 pub(crate) struct TestServer {
@@ -12,6 +14,7 @@ pub(crate) struct TestServer {
     pub(crate) grpc: SocketAddr,
     pub(crate) otlp_http: SocketAddr,
     pub(crate) http: SocketAddr,
+    pub(crate) flight_sql: SocketAddr,
     client: reqwest::Client,
 }
 
@@ -24,7 +27,8 @@ impl TestServer {
     /// Starts the binary on `data_dir` with `args` appended and waits until
     /// it is ready.
     pub(crate) async fn start(data_dir: &Path, args: &[&str]) -> Self {
-        let (grpc, otlp_http, http) = (free_port(), free_port(), free_port());
+        let (grpc, otlp_http, http, flight_sql) =
+            (free_port(), free_port(), free_port(), free_port());
         let child = Command::new(env!("CARGO_BIN_EXE_tracelake"))
             .arg("serve")
             .arg("--data-dir")
@@ -32,6 +36,7 @@ impl TestServer {
             .args(["--otlp-grpc-listen", &grpc.to_string()])
             .args(["--otlp-http-listen", &otlp_http.to_string()])
             .args(["--http-listen", &http.to_string()])
+            .args(["--flight-sql-listen", &flight_sql.to_string()])
             .args(args)
             .env("TRACELAKE_LOG", "warn,tracelake_collector=info")
             .stdout(Stdio::null())
@@ -43,6 +48,7 @@ impl TestServer {
             grpc,
             otlp_http,
             http,
+            flight_sql,
             client: reqwest::Client::new(),
         };
         server.wait_ready().await;
@@ -64,6 +70,19 @@ impl TestServer {
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
+    }
+
+    /// Posts an OTLP/HTTP protobuf request and expects 200.
+    pub(crate) async fn export(&self, request: &ExportTraceServiceRequest) {
+        let r = self
+            .client
+            .post(self.otlp_url())
+            .header("content-type", "application/x-protobuf")
+            .body(request.encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 
     pub(crate) fn otlp_url(&self) -> String {

@@ -1,0 +1,116 @@
+//! Reading spans for analysis: the few columns the span tree needs, grouped
+//! by trace.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::Int64Type;
+
+use crate::analysis::Span;
+use crate::engine::{QueryEngine, QueryError};
+use crate::params::{TimeRange, binary};
+
+/// Columns [`group_by_trace`] reads, in order.
+pub const COLUMNS: &str = "trace_id, span_id, parent_span_id, service_name, name, kind, \
+    start_time_unix_nano, duration_ns, status_code";
+
+/// Most spans an analysis reads in one request.
+pub const MAX_SPANS: usize = 5_000_000;
+
+/// How far outside a search's time range the other spans of a found trace
+/// are looked for.
+pub const TRACE_MARGIN_NS: i64 = 3_600_000_000_000;
+
+pub type TraceId = [u8; 16];
+
+fn text(a: &StringArray, row: usize) -> &str {
+    if a.is_null(row) { "" } else { a.value(row) }
+}
+
+fn id_u64(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = bytes.len().min(8);
+    b[8 - n..].copy_from_slice(&bytes[bytes.len() - n..]);
+    u64::from_be_bytes(b)
+}
+
+/// Interns repeated strings (services, operation names, kinds).
+#[derive(Default)]
+struct Strings(HashMap<String, Arc<str>>);
+
+impl Strings {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(v) = self.0.get(s) {
+            return Arc::clone(v);
+        }
+        let v: Arc<str> = s.into();
+        self.0.insert(s.to_string(), Arc::clone(&v));
+        v
+    }
+}
+
+/// Groups rows with [`COLUMNS`] by trace id, in first-seen order.
+pub fn group_by_trace(batches: &[RecordBatch]) -> Result<Vec<(TraceId, Vec<Span>)>, QueryError> {
+    let mut strings = Strings::default();
+    let mut index: HashMap<TraceId, usize> = HashMap::new();
+    let mut out: Vec<(TraceId, Vec<Span>)> = Vec::new();
+    for batch in batches {
+        let wrong = || QueryError::Internal("unexpected span columns".into());
+        if batch.num_columns() != 9 {
+            return Err(wrong());
+        }
+        let c = batch.columns();
+        let trace = c[0].as_binary_opt::<i32>().ok_or_else(wrong)?;
+        let span = c[1].as_binary_opt::<i32>().ok_or_else(wrong)?;
+        let parent = c[2].as_binary_opt::<i32>().ok_or_else(wrong)?;
+        let service = c[3].as_string_opt::<i32>().ok_or_else(wrong)?;
+        let name = c[4].as_string_opt::<i32>().ok_or_else(wrong)?;
+        let kind = c[5].as_string_opt::<i32>().ok_or_else(wrong)?;
+        let start = c[6].as_primitive_opt::<Int64Type>().ok_or_else(wrong)?;
+        let duration = c[7].as_primitive_opt::<Int64Type>().ok_or_else(wrong)?;
+        let status = c[8].as_string_opt::<i32>().ok_or_else(wrong)?;
+        for row in 0..batch.num_rows() {
+            let mut id = [0u8; 16];
+            let t = trace.value(row);
+            if t.len() == 16 {
+                id.copy_from_slice(t);
+            }
+            let slot = *index.entry(id).or_insert_with(|| {
+                out.push((id, Vec::new()));
+                out.len() - 1
+            });
+            out[slot].1.push(Span {
+                key: 0,
+                span_id: id_u64(span.value(row)),
+                parent_span_id: (!parent.is_null(row)).then(|| id_u64(parent.value(row))),
+                service: strings.get(text(service, row)),
+                name: strings.get(text(name, row)),
+                kind: strings.get(text(kind, row)),
+                start: start.value(row),
+                duration: duration.value(row),
+                error: text(status, row) == "ERROR",
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The spans of `traces` starting within `range`.
+pub async fn traces(
+    engine: &QueryEngine,
+    ids: &[TraceId],
+    range: TimeRange,
+) -> Result<Vec<(TraceId, Vec<Span>)>, QueryError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list: Vec<String> = ids.iter().map(|id| binary(id)).collect();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM spans WHERE {} AND trace_id IN ({})",
+        range.sql(),
+        list.join(", ")
+    );
+    let batches = engine.internal_sql(&sql, MAX_SPANS).await?;
+    group_by_trace(&batches)
+}

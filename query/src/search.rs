@@ -1,0 +1,285 @@
+//! Services, operations and trace search.
+//!
+//! Search runs in two steps: the spans meeting every condition (one span
+//! must meet all of them, as in Jaeger and TraceQL's `{ a && b }`) give the
+//! matching traces, newest first by their earliest matching span, one page at
+//! a time; then all spans of that page's traces (within an hour around the
+//! range) give each trace's summary. Paging is by cursor, so traces arriving
+//! meanwhile neither repeat nor skip a result.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use serde::Serialize;
+
+use crate::analysis::Tree;
+use crate::engine::{QueryEngine, QueryError};
+use crate::fetch::{self, TRACE_MARGIN_NS, TraceId};
+use crate::params::{ParamError, SpanFilter, TimeRange, binary, quote};
+
+/// Services with spans in `range`, with their span counts, by name.
+pub async fn services(
+    engine: &QueryEngine,
+    range: TimeRange,
+) -> Result<Vec<(String, i64)>, QueryError> {
+    let sql = format!(
+        "SELECT service_name, count(*) FROM spans WHERE {} GROUP BY service_name ORDER BY service_name",
+        range.sql()
+    );
+    let batches = engine.internal_sql(&sql, 1_000_000).await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let names = b.column(0).as_string::<i32>();
+        let counts = b.column(1).as_primitive::<Int64Type>();
+        for row in 0..b.num_rows() {
+            if !names.is_null(row) {
+                out.push((names.value(row).to_string(), counts.value(row)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Fails with a 400-worthy error when `service` has no spans in `range`.
+pub async fn require_service(
+    engine: &QueryEngine,
+    service: &str,
+    range: TimeRange,
+) -> Result<(), SearchError> {
+    let sql = format!(
+        "SELECT 1 FROM spans WHERE {} AND service_name = {} LIMIT 1",
+        range.sql(),
+        quote(service)
+    );
+    let batches = engine.internal_sql(&sql, 1).await?;
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        return Err(SearchError::Param(ParamError(format!(
+            "unknown service {service:?}: it has no spans between {} and {}",
+            crate::params::format_ns(range.start),
+            crate::params::format_ns(range.end)
+        ))));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    pub name: String,
+    pub span_kind: String,
+    pub span_count: i64,
+}
+
+/// Operations of `service` in `range` with their span kinds.
+pub async fn operations(
+    engine: &QueryEngine,
+    service: &str,
+    range: TimeRange,
+) -> Result<Vec<Operation>, QueryError> {
+    let sql = format!(
+        "SELECT name, kind, count(*) FROM spans WHERE {} AND service_name = {} \
+         GROUP BY name, kind ORDER BY name, kind",
+        range.sql(),
+        quote(service)
+    );
+    let batches = engine.internal_sql(&sql, 1_000_000).await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let names = b.column(0).as_string::<i32>();
+        let kinds = b.column(1).as_string::<i32>();
+        let counts = b.column(2).as_primitive::<Int64Type>();
+        for row in 0..b.num_rows() {
+            out.push(Operation {
+                name: names.value(row).to_string(),
+                span_kind: if kinds.is_null(row) {
+                    "UNSPECIFIED".into()
+                } else {
+                    kinds.value(row).to_string()
+                },
+                span_count: counts.value(row),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Error of a search: a bad parameter or a failed query.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+}
+
+/// Where the next page starts: after (earliest match, trace id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub first_match: i64,
+    pub trace_id: TraceId,
+}
+
+impl Cursor {
+    pub fn parse(text: &str) -> Result<Self, ParamError> {
+        let bad = || ParamError(format!("cursor {text:?} is not one this API returned"));
+        let (time, id) = text.split_once('-').ok_or_else(bad)?;
+        let mut trace_id = [0u8; 16];
+        hex::decode_to_slice(id, &mut trace_id).map_err(|_| bad())?;
+        Ok(Self {
+            first_match: time.parse().map_err(|_| bad())?,
+            trace_id,
+        })
+    }
+
+    fn render(&self) -> String {
+        format!("{}-{}", self.first_match, hex::encode(self.trace_id))
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceCount {
+    pub name: String,
+    pub span_count: u64,
+    pub error_count: u64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceSummary {
+    pub trace_id: String,
+    pub root_service_name: String,
+    pub root_name: String,
+    /// True when no span of the trace lacks a parent: the root fields then
+    /// describe the earliest span.
+    pub root_missing: bool,
+    pub start_time_unix_nano: String,
+    pub duration_ns: i64,
+    pub span_count: usize,
+    pub error_count: usize,
+    /// Spans that met the search's conditions.
+    pub matched_span_count: i64,
+    pub services: Vec<ServiceCount>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchPage {
+    pub traces: Vec<TraceSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// One page of traces with a span meeting `filter` in `range`.
+pub async fn search(
+    engine: &QueryEngine,
+    filter: &SpanFilter,
+    range: TimeRange,
+    limit: usize,
+    cursor: Option<Cursor>,
+) -> Result<SearchPage, SearchError> {
+    if let Some(service) = &filter.service {
+        require_service(engine, service, range).await?;
+    }
+    let having = cursor.map_or_else(String::new, |c| {
+        format!(
+            "HAVING min(start_time_unix_nano) < {0} OR (min(start_time_unix_nano) = {0} AND trace_id > {1})",
+            c.first_match,
+            binary(&c.trace_id)
+        )
+    });
+    let sql = format!(
+        "SELECT trace_id, min(start_time_unix_nano) AS first_match, count(*) AS matched \
+         FROM spans WHERE {} AND {} GROUP BY trace_id {having} \
+         ORDER BY first_match DESC, trace_id ASC LIMIT {}",
+        range.sql(),
+        filter.sql(),
+        limit + 1
+    );
+    let batches = engine.internal_sql(&sql, limit + 1).await?;
+    let mut matches = page_rows(&batches);
+    let next_cursor = if matches.len() > limit {
+        matches.truncate(limit);
+        matches.last().map(|&(trace_id, first_match, _)| {
+            Cursor {
+                first_match,
+                trace_id,
+            }
+            .render()
+        })
+    } else {
+        None
+    };
+    let ids: Vec<TraceId> = matches.iter().map(|m| m.0).collect();
+    let mut found: BTreeMap<TraceId, Vec<_>> =
+        fetch::traces(engine, &ids, range.widened(TRACE_MARGIN_NS))
+            .await?
+            .into_iter()
+            .collect();
+    let traces = matches
+        .into_iter()
+        .filter_map(|(id, _, matched)| {
+            let spans = found.remove(&id)?;
+            Some(summarize(id, Tree::new(spans), matched))
+        })
+        .collect();
+    Ok(SearchPage {
+        traces,
+        next_cursor,
+    })
+}
+
+fn page_rows(batches: &[RecordBatch]) -> Vec<(TraceId, i64, i64)> {
+    let mut out = Vec::new();
+    for b in batches {
+        let ids = b.column(0).as_binary::<i32>();
+        let first = b.column(1).as_primitive::<Int64Type>();
+        let matched = b.column(2).as_primitive::<Int64Type>();
+        for row in 0..b.num_rows() {
+            let mut id = [0u8; 16];
+            if ids.value(row).len() == 16 {
+                id.copy_from_slice(ids.value(row));
+            }
+            out.push((id, first.value(row), matched.value(row)));
+        }
+    }
+    out
+}
+
+fn summarize(id: TraceId, tree: Tree, matched: i64) -> TraceSummary {
+    let root = tree.main_root().expect("a found trace has spans");
+    let start = tree.spans.iter().map(|s| s.start).min().unwrap_or(0);
+    let end = tree
+        .spans
+        .iter()
+        .map(|s| s.start + s.duration)
+        .max()
+        .unwrap_or(start);
+    let mut services: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for s in &tree.spans {
+        let e = services.entry(&s.service).or_default();
+        e.0 += 1;
+        e.1 += u64::from(s.error);
+    }
+    TraceSummary {
+        trace_id: hex::encode(id),
+        root_service_name: tree.spans[root].service.to_string(),
+        root_name: tree.spans[root].name.to_string(),
+        root_missing: tree.orphan[root],
+        start_time_unix_nano: start.to_string(),
+        duration_ns: end - start,
+        span_count: tree.spans.len(),
+        error_count: tree.spans.iter().filter(|s| s.error).count(),
+        matched_span_count: matched,
+        services: services
+            .into_iter()
+            .map(|(name, (span_count, error_count))| ServiceCount {
+                name: name.to_string(),
+                span_count,
+                error_count,
+            })
+            .collect(),
+    }
+}
