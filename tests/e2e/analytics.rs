@@ -103,8 +103,9 @@ fn workload(traces: u64) -> Vec<ExportTraceServiceRequest> {
         let trace = 0xabc0_0000_0000_0000_0000_0000_0000_0000u128 + u128::from(t);
         let id = |n: u64| t * 16 + n + 1;
         let env = if t % 3 == 0 { "staging" } else { "prod" };
+        let spacing = 40 * 60 * 1000 / traces;
         let start =
-            now - 40 * 60 * 1_000_000_000 + t * 15_000 * MS + rng.random_range(0..1000) * MS;
+            now - 41 * 60 * 1_000_000_000 + t * spacing * MS + rng.random_range(0..1000) * MS;
         let checkout = t % 2 == 0;
         let error = rng.random_range(0..10) == 0;
         let db = rng.random_range(2..40) * MS;
@@ -796,4 +797,58 @@ async fn flight_sql_answers_an_adbc_client() {
         out["table_schema"],
         serde_json::json!(["trace_id", "span_id", "parent_span_id"])
     );
+}
+
+/// Latency of the analytics endpoints over a larger workload: a measurement,
+/// not a check (`cargo test --test e2e analytics_latency -- --ignored
+/// --nocapture`); figures go to BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement"]
+async fn analytics_latency() {
+    let traces: u64 = std::env::var("TRACELAKE_ANALYTICS_TRACES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--flush-max-age", "1s"]).await;
+    let requests = workload(traces);
+    let mut batch = ExportTraceServiceRequest::default();
+    for (i, r) in requests.into_iter().enumerate() {
+        batch.resource_spans.extend(r.resource_spans);
+        if i % 200 == 199 {
+            server.export(&std::mem::take(&mut batch)).await;
+        }
+    }
+    server.export(&batch).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let spans = server.sql("SELECT count(*) AS n FROM spans").await[0]["n"].clone();
+    println!("{traces} traces, {spans} spans (flushed to Parquet)");
+    for path in [
+        "/api/v1/services",
+        "/api/v1/services/cart/operations",
+        "/api/v1/search?service=frontend&operation=GET%20/checkout&minDuration=30ms",
+        "/api/v1/search?attr=http.response.status_code%3E%3D500",
+        "/api/v1/breakdown?service=frontend&operation=GET%20/checkout",
+        "/api/v1/breakdown?service=frontend",
+        "/api/v1/breakdown?service=frontend&limit=10000",
+        "/api/v1/metrics/red",
+        "/api/v1/dependencies",
+    ] {
+        let mut times = Vec::new();
+        let mut detail = String::new();
+        for _ in 0..7 {
+            let t = std::time::Instant::now();
+            let (status, body) = server.get(path).await;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(status, 200, "{path}: {body}");
+            if let Some(n) = body.get("tracesAnalysed") {
+                detail = format!(" ({n} traces analysed)");
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{path}: median {:.1} ms (min {:.1}, max {:.1}){detail}",
+            times[3], times[0], times[6]
+        );
+    }
 }
