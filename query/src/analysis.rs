@@ -45,6 +45,11 @@ impl Span {
     fn is(&self, kind: &str) -> bool {
         &*self.kind == kind
     }
+
+    /// The span id as 16 lowercase hex digits.
+    pub fn id_hex(&self) -> String {
+        hex::encode(self.span_id.to_be_bytes())
+    }
 }
 
 /// (service, operation name).

@@ -28,19 +28,26 @@ fn text(a: &StringArray, row: usize) -> &str {
     if a.is_null(row) { "" } else { a.value(row) }
 }
 
-fn id_u64(bytes: &[u8]) -> u64 {
+/// A span id as a number (big-endian; shorter ids are left-padded).
+pub fn span_id(bytes: &[u8]) -> u64 {
     let mut b = [0u8; 8];
     let n = bytes.len().min(8);
     b[8 - n..].copy_from_slice(&bytes[bytes.len() - n..]);
     u64::from_be_bytes(b)
 }
 
+/// A trace id from its column value (all zeros when not 16 bytes, which
+/// ingest never stores).
+pub fn trace_id(bytes: &[u8]) -> TraceId {
+    bytes.try_into().unwrap_or_default()
+}
+
 /// Interns repeated strings (services, operation names, kinds).
 #[derive(Default)]
-struct Strings(HashMap<String, Arc<str>>);
+pub struct Strings(HashMap<String, Arc<str>>);
 
 impl Strings {
-    fn get(&mut self, s: &str) -> Arc<str> {
+    pub fn get(&mut self, s: &str) -> Arc<str> {
         if let Some(v) = self.0.get(s) {
             return Arc::clone(v);
         }
@@ -71,19 +78,15 @@ pub fn group_by_trace(batches: &[RecordBatch]) -> Result<Vec<(TraceId, Vec<Span>
         let duration = c[7].as_primitive_opt::<Int64Type>().ok_or_else(wrong)?;
         let status = c[8].as_string_opt::<i32>().ok_or_else(wrong)?;
         for row in 0..batch.num_rows() {
-            let mut id = [0u8; 16];
-            let t = trace.value(row);
-            if t.len() == 16 {
-                id.copy_from_slice(t);
-            }
+            let id = trace_id(trace.value(row));
             let slot = *index.entry(id).or_insert_with(|| {
                 out.push((id, Vec::new()));
                 out.len() - 1
             });
             out[slot].1.push(Span {
                 key: 0,
-                span_id: id_u64(span.value(row)),
-                parent_span_id: (!parent.is_null(row)).then(|| id_u64(parent.value(row))),
+                span_id: span_id(span.value(row)),
+                parent_span_id: (!parent.is_null(row)).then(|| span_id(parent.value(row))),
                 service: strings.get(text(service, row)),
                 name: strings.get(text(name, row)),
                 kind: strings.get(text(kind, row)),

@@ -238,11 +238,11 @@ fn page_rows(batches: &[RecordBatch]) -> Vec<(TraceId, i64, i64)> {
         let first = b.column(1).as_primitive::<Int64Type>();
         let matched = b.column(2).as_primitive::<Int64Type>();
         for row in 0..b.num_rows() {
-            let mut id = [0u8; 16];
-            if ids.value(row).len() == 16 {
-                id.copy_from_slice(ids.value(row));
-            }
-            out.push((id, first.value(row), matched.value(row)));
+            out.push((
+                fetch::trace_id(ids.value(row)),
+                first.value(row),
+                matched.value(row),
+            ));
         }
     }
     out

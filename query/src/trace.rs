@@ -4,9 +4,8 @@
 //! start-time order), each with its `depth`, its `children` ids and, for a
 //! span whose parent is not in the trace, `orphan: true` (orphans are treated
 //! as roots). A flat list keeps deep traces from nesting JSON arbitrarily.
-
-use std::collections::HashMap;
-use std::sync::Arc;
+//! The tree, clock-skew shifts, self times, critical path and breakdown come
+//! from [`crate::analysis::Tree`]; this module turns them into JSON.
 
 use arrow::array::RecordBatch;
 use base64::Engine as _;
@@ -21,6 +20,7 @@ use tracelake_schema::spans::{SPAN_KINDS, STATUS_CODES, TRACE_ID};
 
 use crate::analysis::{Breakdown, Span, Totals, Tree};
 use crate::engine::{QueryEngine, QueryError, SPANS};
+use crate::fetch::{self, Strings};
 
 /// Error parsing a trace id.
 #[derive(Debug, thiserror::Error)]
@@ -64,21 +64,16 @@ pub fn assemble(trace_id: &[u8; 16], batches: &[RecordBatch]) -> Result<Option<V
         .map_err(internal)?;
     let mut rows = Vec::new();
     let mut spans = Vec::new();
-    let mut strings: HashMap<&str, Arc<str>> = HashMap::new();
+    let mut strings = Strings::default();
     for (b, view) in views.iter().enumerate() {
         for row in 0..view.len() {
-            let id = |bytes: &[u8]| {
-                let mut out = [0u8; 8];
-                out.copy_from_slice(&bytes[..8.min(bytes.len())]);
-                u64::from_be_bytes(out)
-            };
             spans.push(Span {
                 key: rows.len(),
-                span_id: id(view.span_id(row)),
-                parent_span_id: view.parent_span_id(row).map(id),
-                service: intern(&mut strings, view.service_name(row)),
-                name: intern(&mut strings, view.name(row)),
-                kind: intern(&mut strings, view.kind(row)),
+                span_id: fetch::span_id(view.span_id(row)),
+                parent_span_id: view.parent_span_id(row).map(fetch::span_id),
+                service: strings.get(view.service_name(row)),
+                name: strings.get(view.name(row)),
+                kind: strings.get(view.kind(row)),
                 start: view.start_time_unix_nano(row),
                 duration: view.duration_ns(row),
                 error: view.status_code(row) == "ERROR",
@@ -91,7 +86,7 @@ pub fn assemble(trace_id: &[u8; 16], batches: &[RecordBatch]) -> Result<Option<V
     }
     let tree = Tree::new(spans);
     let breakdown = tree.breakdown();
-    let hex_id = |i: usize| hex::encode(tree.spans[i].span_id.to_be_bytes());
+    let hex_id = |i: usize| tree.spans[i].id_hex();
     let mut out = Vec::with_capacity(tree.order.len());
     for &i in &tree.order {
         let (b, row) = rows[tree.spans[i].key];
@@ -162,10 +157,6 @@ pub fn assemble(trace_id: &[u8; 16], batches: &[RecordBatch]) -> Result<Option<V
     })))
 }
 
-fn intern<'a>(strings: &mut HashMap<&'a str, Arc<str>>, s: &'a str) -> Arc<str> {
-    Arc::clone(strings.entry(s).or_insert_with(|| s.into()))
-}
-
 fn critical_path_json(tree: &Tree) -> Value {
     let Some(root) = tree.main_root() else {
         return json!([]);
@@ -175,7 +166,7 @@ fn critical_path_json(tree: &Tree) -> Value {
             .iter()
             .map(|s| {
                 json!({
-                    "spanId": hex::encode(tree.spans[s.span].span_id.to_be_bytes()),
+                    "spanId": tree.spans[s.span].id_hex(),
                     "startTimeUnixNano": s.start.to_string(),
                     "endTimeUnixNano": s.end.to_string(),
                 })
