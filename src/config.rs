@@ -49,6 +49,8 @@ settings! {
     otlp_http_listen: SocketAddr, env = "TRACELAKE_OTLP_HTTP_LISTEN";
     /// Query API, health and metrics listen address [default: 0.0.0.0:3200]
     http_listen: SocketAddr, env = "TRACELAKE_HTTP_LISTEN";
+    /// Zipkin ingest and query API listen address [default: 0.0.0.0:9411]
+    zipkin_listen: SocketAddr, env = "TRACELAKE_ZIPKIN_LISTEN";
     /// Arrow Flight SQL listen address [default: 0.0.0.0:4319]
     flight_sql_listen: SocketAddr, env = "TRACELAKE_FLIGHT_SQL_LISTEN";
     /// Reject spans that started longer ago than this [default: 7d]
@@ -89,6 +91,7 @@ pub(crate) struct Config {
     pub(crate) otlp_http_listen: SocketAddr,
     pub(crate) http_listen: SocketAddr,
     pub(crate) flight_sql_listen: SocketAddr,
+    pub(crate) zipkin_listen: SocketAddr,
     pub(crate) max_span_age: Duration,
     pub(crate) max_span_future: Duration,
     pub(crate) max_request_bytes: usize,
@@ -153,6 +156,7 @@ impl Settings {
             otlp_grpc_listen: self.otlp_grpc_listen.unwrap_or(([0, 0, 0, 0], 4317).into()),
             otlp_http_listen: self.otlp_http_listen.unwrap_or(([0, 0, 0, 0], 4318).into()),
             http_listen: self.http_listen.unwrap_or(([0, 0, 0, 0], 3200).into()),
+            zipkin_listen: self.zipkin_listen.unwrap_or(([0, 0, 0, 0], 9411).into()),
             flight_sql_listen: self
                 .flight_sql_listen
                 .unwrap_or(([0, 0, 0, 0], 4319).into()),

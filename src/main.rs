@@ -139,13 +139,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         registry,
     });
     let flight_sql = tracelake_query::flight::router(Arc::clone(&engine));
-    let http = tracelake_query::api::router(engine).merge(
-        Router::new()
-            .route("/health", get(|| async { "ok" }))
-            .route("/ready", get(ready))
-            .route("/metrics", get(prometheus))
-            .with_state(Arc::clone(&health)),
-    );
+    let zipkin_query = tracelake_query::zipkin::router(Arc::clone(&engine));
+    let zipkin = collector.zipkin_router().merge(zipkin_query.clone());
+    let http = tracelake_query::api::router(engine)
+        .nest("/zipkin", zipkin_query)
+        .merge(
+            Router::new()
+                .route("/health", get(|| async { "ok" }))
+                .route("/ready", get(ready))
+                .route("/metrics", get(prometheus))
+                .with_state(Arc::clone(&health)),
+        );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let servers = [
@@ -160,6 +164,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             collector.otlp_http_router(),
         ),
         ("http", config.http_listen, http),
+        ("zipkin", config.zipkin_listen, zipkin),
         ("flight-sql", config.flight_sql_listen, flight_sql),
     ];
     let mut tasks = Vec::new();

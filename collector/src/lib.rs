@@ -8,6 +8,7 @@
 //! to the Delta [`table`], after which the WAL segments are released. Queries
 //! read the buffer through [`buffer::Buffer::snapshot`].
 
+mod body;
 pub mod buffer;
 pub mod flush;
 pub mod ingest;
@@ -16,6 +17,7 @@ pub mod otlp;
 pub mod table;
 pub mod wal;
 pub mod writer;
+pub mod zipkin;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -134,6 +136,11 @@ impl Collector {
     /// OTLP/HTTP `/v1/traces` router.
     pub fn otlp_http_router(&self) -> axum::Router {
         otlp::http::router(Arc::clone(&self.ingest), self.max_request_bytes)
+    }
+
+    /// Zipkin `POST /api/v2/spans` router.
+    pub fn zipkin_router(&self) -> axum::Router {
+        zipkin::router(Arc::clone(&self.ingest), self.max_request_bytes)
     }
 
     /// Flushes everything buffered now (tests, admin).

@@ -23,6 +23,7 @@
 //!   span's interval exactly.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 /// One span, as much as the analysis needs.
@@ -96,18 +97,41 @@ impl Tree {
     pub fn new(mut spans: Vec<Span>) -> Self {
         spans.sort_by(|a, b| a.start.cmp(&b.start).then(a.span_id.cmp(&b.span_id)));
         let n = spans.len();
-        let index: HashMap<u64, usize> = spans
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.span_id, i))
-            .collect();
+        // Zipkin's shared spans: a CLIENT and a SERVER span with one id. The
+        // SERVER span is the CLIENT's child, and spans naming that id as
+        // their parent are the SERVER's children.
+        let mut index: HashMap<u64, usize> = HashMap::with_capacity(n);
+        let mut clients: HashMap<u64, usize> = HashMap::new();
+        for (i, s) in spans.iter().enumerate() {
+            if s.is("CLIENT") {
+                clients.entry(s.span_id).or_insert(i);
+            }
+            match index.entry(s.span_id) {
+                Entry::Vacant(v) => {
+                    v.insert(i);
+                }
+                Entry::Occupied(mut o) => {
+                    if s.is("SERVER") && !spans[*o.get()].is("SERVER") {
+                        o.insert(i);
+                    }
+                }
+            }
+        }
         let mut parent = vec![None; n];
         let mut orphan = vec![false; n];
         let mut children = vec![Vec::new(); n];
         let mut roots = Vec::new();
         let mut orphans = Vec::new();
         for (i, s) in spans.iter().enumerate() {
-            match s.parent_span_id.map(|p| index.get(&p).copied()) {
+            let shared_client = clients
+                .get(&s.span_id)
+                .copied()
+                .filter(|&c| c != i && s.is("SERVER"));
+            let resolved = match shared_client {
+                Some(c) => Some(Some(c)),
+                None => s.parent_span_id.map(|p| index.get(&p).copied()),
+            };
+            match resolved {
                 Some(Some(p)) if p != i => {
                     parent[i] = Some(p);
                     children[p].push(i);
@@ -786,6 +810,34 @@ mod tests {
             (2, 1, "b", "serve", "SERVER", 1, 99),
         ]);
         assert!(t.shifts.is_empty());
+    }
+
+    #[test]
+    fn shared_client_server_span_ids() {
+        // Zipkin's B3 model: the server half reuses the client's span id;
+        // the server's child names that id as its parent.
+        let t = trace(&[
+            (1, 0, "web", "GET", "SERVER", 0, 100),
+            (2, 1, "web", "call", "CLIENT", 10, 90),
+            (2, 1, "api", "serve", "SERVER", 20, 80),
+            (3, 2, "api", "db", "CLIENT", 30, 70),
+        ]);
+        let name = |i: usize| t.spans[i].name.to_string();
+        let tree: Vec<_> = t
+            .order
+            .iter()
+            .map(|&i| (name(i), t.depth[i], t.parent[i].map(name)))
+            .collect();
+        assert_eq!(
+            tree,
+            [
+                ("GET".to_string(), 0, None),
+                ("call".into(), 1, Some("GET".into())),
+                ("serve".into(), 2, Some("call".into())),
+                ("db".into(), 3, Some("serve".into())),
+            ]
+        );
+        assert!(t.orphan.iter().all(|o| !o));
     }
 
     #[test]

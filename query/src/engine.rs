@@ -82,6 +82,7 @@ impl QueryEngine {
             .schema_force_view_types = false;
         let ctx = SessionContext::new_with_config_rt(session, runtime);
         ctx.register_table(SPANS, Arc::new(SpansTable::new(table_url, live)))?;
+        ctx.register_udf(crate::udf::event_names());
         Ok(Self { ctx, config })
     }
 

@@ -7,7 +7,8 @@
 //! critical path (pure); [`trace`] trace by id; [`search`] services,
 //! operations and search; [`analytics`] RED metrics, dependencies and the
 //! cross-trace breakdown; [`params`] the query-string parameters; [`api`]
-//! the `/api/v1` routes; [`flight`] Arrow Flight SQL.
+//! the `/api/v1` routes; [`flight`] Arrow Flight SQL; [`zipkin`] the Zipkin
+//! v2 query API.
 
 pub mod analysis;
 pub mod analytics;
@@ -19,6 +20,8 @@ pub mod params;
 pub mod search;
 pub mod table;
 pub mod trace;
+pub mod udf;
+pub mod zipkin;
 
 pub use engine::{QueryConfig, QueryEngine, QueryError};
 pub use table::{LiveSnapshot, LiveSpans};

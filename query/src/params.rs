@@ -135,6 +135,7 @@ impl Params {
             attributes,
             min_duration,
             max_duration,
+            sql_conditions: Vec::new(),
         })
     }
 
@@ -293,6 +294,9 @@ pub struct SpanFilter {
     pub attributes: Vec<AttributeCondition>,
     pub min_duration: Option<i64>,
     pub max_duration: Option<i64>,
+    /// Further SQL conditions written by a compatibility API (values quoted
+    /// with [`quote`]), for semantics the fields above do not express.
+    pub sql_conditions: Vec<String>,
 }
 
 impl SpanFilter {
@@ -323,6 +327,7 @@ impl SpanFilter {
         if let Some(d) = self.max_duration {
             parts.push(format!("duration_ns <= {d}"));
         }
+        parts.extend(self.sql_conditions.iter().cloned());
         if parts.is_empty() {
             "TRUE".into()
         } else {

@@ -172,17 +172,25 @@ pub struct SearchPage {
     pub next_cursor: Option<String>,
 }
 
-/// One page of traces with a span meeting `filter` in `range`.
-pub async fn search(
+/// A trace found by [`find`].
+#[derive(Debug, Clone, Copy)]
+pub struct Match {
+    pub trace_id: TraceId,
+    /// Start of its earliest matching span (the sort key).
+    pub first_match: i64,
+    /// Spans that met the conditions.
+    pub matched: i64,
+}
+
+/// The traces with a span meeting `filter` in `range`, newest first, one
+/// page of at most `limit`, and the cursor of the next page if any.
+pub async fn find(
     engine: &QueryEngine,
     filter: &SpanFilter,
     range: TimeRange,
     limit: usize,
     cursor: Option<Cursor>,
-) -> Result<SearchPage, SearchError> {
-    if let Some(service) = &filter.service {
-        require_service(engine, service, range).await?;
-    }
+) -> Result<(Vec<Match>, Option<Cursor>), QueryError> {
     let having = cursor.map_or_else(String::new, |c| {
         format!(
             "HAVING min(start_time_unix_nano) < {0} OR (min(start_time_unix_nano) = {0} AND trace_id > {1})",
@@ -200,19 +208,31 @@ pub async fn search(
     );
     let batches = engine.internal_sql(&sql, limit + 1).await?;
     let mut matches = page_rows(&batches);
-    let next_cursor = if matches.len() > limit {
+    let next = if matches.len() > limit {
         matches.truncate(limit);
-        matches.last().map(|&(trace_id, first_match, _)| {
-            Cursor {
-                first_match,
-                trace_id,
-            }
-            .render()
+        matches.last().map(|m| Cursor {
+            first_match: m.first_match,
+            trace_id: m.trace_id,
         })
     } else {
         None
     };
-    let ids: Vec<TraceId> = matches.iter().map(|m| m.0).collect();
+    Ok((matches, next))
+}
+
+/// One page of traces with a span meeting `filter` in `range`, summarised.
+pub async fn search(
+    engine: &QueryEngine,
+    filter: &SpanFilter,
+    range: TimeRange,
+    limit: usize,
+    cursor: Option<Cursor>,
+) -> Result<SearchPage, SearchError> {
+    if let Some(service) = &filter.service {
+        require_service(engine, service, range).await?;
+    }
+    let (matches, next) = find(engine, filter, range, limit, cursor).await?;
+    let ids: Vec<TraceId> = matches.iter().map(|m| m.trace_id).collect();
     let mut found: BTreeMap<TraceId, Vec<_>> =
         fetch::traces(engine, &ids, range.widened(TRACE_MARGIN_NS))
             .await?
@@ -220,29 +240,29 @@ pub async fn search(
             .collect();
     let traces = matches
         .into_iter()
-        .filter_map(|(id, _, matched)| {
-            let spans = found.remove(&id)?;
-            Some(summarize(id, Tree::new(spans), matched))
+        .filter_map(|m| {
+            let spans = found.remove(&m.trace_id)?;
+            Some(summarize(m.trace_id, Tree::new(spans), m.matched))
         })
         .collect();
     Ok(SearchPage {
         traces,
-        next_cursor,
+        next_cursor: next.map(|c| c.render()),
     })
 }
 
-fn page_rows(batches: &[RecordBatch]) -> Vec<(TraceId, i64, i64)> {
+fn page_rows(batches: &[RecordBatch]) -> Vec<Match> {
     let mut out = Vec::new();
     for b in batches {
         let ids = b.column(0).as_binary::<i32>();
         let first = b.column(1).as_primitive::<Int64Type>();
         let matched = b.column(2).as_primitive::<Int64Type>();
         for row in 0..b.num_rows() {
-            out.push((
-                fetch::trace_id(ids.value(row)),
-                first.value(row),
-                matched.value(row),
-            ));
+            out.push(Match {
+                trace_id: fetch::trace_id(ids.value(row)),
+                first_match: first.value(row),
+                matched: matched.value(row),
+            });
         }
     }
     out

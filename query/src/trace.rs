@@ -16,11 +16,12 @@ use serde_json::{Map, Value, json};
 use tracelake_schema::model::SpanRows;
 use tracelake_schema::opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use tracelake_schema::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
-use tracelake_schema::spans::{SPAN_KINDS, STATUS_CODES, TRACE_ID};
+use tracelake_schema::spans::{SPAN_KINDS, START_TIME_UNIX_NANO, STATUS_CODES, TRACE_ID};
 
 use crate::analysis::{Breakdown, Span, Totals, Tree};
 use crate::engine::{QueryEngine, QueryError, SPANS};
 use crate::fetch::{self, Strings};
+use crate::params::TimeRange;
 
 /// Error parsing a trace id.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,35 @@ pub async fn fetch(
         .table(SPANS)
         .await?
         .filter(col(TRACE_ID).eq(lit(ScalarValue::Binary(Some(trace_id.to_vec())))))?;
+    let (_, batches) = engine.collect(df).await?;
+    Ok(batches)
+}
+
+/// All spans of several traces (starting within `range` when given).
+pub async fn fetch_many(
+    engine: &QueryEngine,
+    trace_ids: &[[u8; 16]],
+    range: Option<TimeRange>,
+) -> Result<Vec<RecordBatch>, QueryError> {
+    if trace_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = trace_ids
+        .iter()
+        .map(|id| lit(ScalarValue::Binary(Some(id.to_vec()))))
+        .collect();
+    let mut df = engine
+        .context()
+        .table(SPANS)
+        .await?
+        .filter(col(TRACE_ID).in_list(ids, false))?;
+    if let Some(r) = range {
+        df = df.filter(
+            col(START_TIME_UNIX_NANO)
+                .gt_eq(lit(r.start))
+                .and(col(START_TIME_UNIX_NANO).lt(lit(r.end))),
+        )?;
+    }
     let (_, batches) = engine.collect(df).await?;
     Ok(batches)
 }

@@ -15,6 +15,7 @@ pub(crate) struct TestServer {
     pub(crate) otlp_http: SocketAddr,
     pub(crate) http: SocketAddr,
     pub(crate) flight_sql: SocketAddr,
+    pub(crate) zipkin: SocketAddr,
     client: reqwest::Client,
 }
 
@@ -27,8 +28,13 @@ impl TestServer {
     /// Starts the binary on `data_dir` with `args` appended and waits until
     /// it is ready.
     pub(crate) async fn start(data_dir: &Path, args: &[&str]) -> Self {
-        let (grpc, otlp_http, http, flight_sql) =
-            (free_port(), free_port(), free_port(), free_port());
+        let (grpc, otlp_http, http, flight_sql, zipkin) = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        );
         let child = Command::new(env!("CARGO_BIN_EXE_tracelake"))
             .arg("serve")
             .arg("--data-dir")
@@ -37,6 +43,7 @@ impl TestServer {
             .args(["--otlp-http-listen", &otlp_http.to_string()])
             .args(["--http-listen", &http.to_string()])
             .args(["--flight-sql-listen", &flight_sql.to_string()])
+            .args(["--zipkin-listen", &zipkin.to_string()])
             .args(args)
             .env("TRACELAKE_LOG", "warn,tracelake_collector=info")
             .stdout(Stdio::null())
@@ -49,6 +56,7 @@ impl TestServer {
             otlp_http,
             http,
             flight_sql,
+            zipkin,
             client: reqwest::Client::new(),
         };
         server.wait_ready().await;

@@ -5,11 +5,10 @@
 //! `google.rpc.Status` encoded the same way, so every 2xx body decodes and
 //! every error names what was wrong.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +17,7 @@ use prost::Message as _;
 use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use super::json;
+use crate::body::{self, BodyError};
 use crate::ingest::{Ingest, IngestError};
 
 const PROTOCOL: &str = "otlp_http";
@@ -115,6 +115,16 @@ impl Failure {
     }
 }
 
+impl From<BodyError> for Failure {
+    fn from(err: BodyError) -> Self {
+        let code = match err {
+            BodyError::TooLarge(_) => tonic::Code::ResourceExhausted,
+            _ => tonic::Code::InvalidArgument,
+        };
+        Self::new(err.status(), code, err.reason(), err.message().to_string())
+    }
+}
+
 impl From<IngestError> for Failure {
     fn from(err: IngestError) -> Self {
         let (status, retry_after) = match &err {
@@ -184,32 +194,10 @@ async fn handle(
     // `export` checks again; checking first spares reading and decoding a
     // body that would be refused anyway.
     receiver.ingest.check_capacity(PROTOCOL)?;
-    let limit = receiver.max_body_bytes;
-    let too_large = || {
-        Failure::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            tonic::Code::ResourceExhausted,
-            "too_large",
-            format!("request body exceeds the limit of {limit} bytes"),
-        )
-    };
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-        {
-            too_large()
-        } else {
-            Failure::bad_request("read_error", format!("cannot read request body: {e}"))
-        }
-    })?;
-    let content_encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("invalid").trim().to_ascii_lowercase());
-    let request = tokio::task::spawn_blocking(move || {
-        let body = decompress(content_encoding.as_deref(), raw, limit)?;
-        decode(encoding, &body)
-    })
-    .await
-    .map_err(|e| Failure::bad_request("internal", format!("decoding failed: {e}")))??;
+    let body = body::read(body, headers, receiver.max_body_bytes).await?;
+    let request = tokio::task::spawn_blocking(move || decode(encoding, &body))
+        .await
+        .map_err(|e| Failure::bad_request("internal", format!("decoding failed: {e}")))??;
     let accepted = receiver.ingest.export(PROTOCOL, request).await?;
     let response = super::response(&accepted);
     let body = match encoding {
@@ -245,48 +233,6 @@ fn content_type(headers: &HeaderMap) -> Result<Encoding, Failure> {
             format!("unsupported content type {value:?}: use {PROTOBUF} or {JSON}"),
         )),
     }
-}
-
-fn decompress(encoding: Option<&str>, raw: Bytes, limit: usize) -> Result<Bytes, Failure> {
-    let reader: Box<dyn Read + '_> = match encoding {
-        None | Some("") | Some("identity") => return Ok(raw),
-        Some("gzip") | Some("x-gzip") => Box::new(flate2::read::GzDecoder::new(&raw[..])),
-        Some("deflate") => Box::new(flate2::read::ZlibDecoder::new(&raw[..])),
-        Some("zstd") => Box::new(zstd::stream::read::Decoder::new(&raw[..]).map_err(|e| {
-            Failure::bad_request("bad_compression", format!("invalid zstd body: {e}"))
-        })?),
-        Some(other) => {
-            return Err(Failure::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                tonic::Code::InvalidArgument,
-                "unsupported_encoding",
-                format!("unsupported content encoding {other:?}: use gzip, zstd or deflate"),
-            ));
-        }
-    };
-    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
-    // Read one byte past the limit to tell "exactly at" from "over".
-    reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| {
-            Failure::bad_request(
-                "bad_compression",
-                format!(
-                    "body is not valid {} data: {e}",
-                    encoding.unwrap_or_default()
-                ),
-            )
-        })?;
-    if out.len() > limit {
-        return Err(Failure::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            tonic::Code::ResourceExhausted,
-            "too_large",
-            format!("decompressed request body exceeds the limit of {limit} bytes"),
-        ));
-    }
-    Ok(out.into())
 }
 
 fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, Failure> {
