@@ -201,11 +201,20 @@ fn annotation_conditions(query: &str) -> Vec<String> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .map(|term| match term.split_once('=') {
+            // The `error` tag is stored as the status (see
+            // `tracelake_schema::zipkin`): match it there too.
+            Some((k, v)) if k.trim() == "error" => format!(
+                "(span_attributes['error'] = {v} OR (status_code = 'ERROR' AND status_message = {v}))",
+                v = quote(v.trim())
+            ),
             Some((k, v)) => format!(
                 "coalesce(span_attributes[{k}], resource_attributes[{k}]) = {v}",
                 k = quote(k.trim()),
                 v = quote(v.trim())
             ),
+            None if term == "error" => {
+                "(span_attributes['error'] IS NOT NULL OR status_code = 'ERROR')".to_string()
+            }
             None => format!(
                 "(span_attributes[{w}] IS NOT NULL OR array_has(event_names(events), {w}))",
                 w = quote(term)

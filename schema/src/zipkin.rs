@@ -218,11 +218,14 @@ fn hex_id(field: &str, text: &str, len: usize) -> Result<Vec<u8>, String> {
     Ok(hex::decode(padded).expect("validated hex"))
 }
 
+/// (trace id, span id, parent id or empty).
+type Ids = (Vec<u8>, Vec<u8>, Vec<u8>);
+
 fn ids(
     trace_id: Option<Vec<u8>>,
     id: Option<Vec<u8>>,
     parent: Option<Vec<u8>>,
-) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), String> {
+) -> Result<Ids, String> {
     let trace_id = trace_id.ok_or("traceId is required")?;
     let id = id.ok_or("id is required")?;
     if trace_id.iter().all(|&b| b == 0) {
@@ -434,6 +437,27 @@ fn status_code(text: &str) -> Option<StatusCode> {
     }
 }
 
+/// An annotation value: `name|{json attributes}|dropped` (the Collector's
+/// encoding), `{"name": {json attributes}}` (the specification's exporters;
+/// also without the outer braces), or a plain name.
+fn annotation(value: &str) -> (String, Vec<KeyValue>, u32) {
+    let object = if value.starts_with('{') {
+        value.to_string()
+    } else {
+        format!("{{{value}}}")
+    };
+    if (value.starts_with('"') || value.starts_with('{'))
+        && value.ends_with('}')
+        && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&object)
+        && map.len() == 1
+        && let Some((name, Value::Object(attrs))) = map.into_iter().next()
+    {
+        let attributes = attrs.iter().map(|(k, v)| json_kv(k, v)).collect();
+        return (name, attributes, 0);
+    }
+    split_encoded(value)
+}
+
 /// `name|{json attributes}|dropped` (the Collector's event and link
 /// encoding) or a plain name.
 fn split_encoded(value: &str) -> (String, Vec<KeyValue>, u32) {
@@ -483,7 +507,8 @@ fn link(value: &str) -> Option<Link> {
 fn to_otlp(spans: Vec<Normal>) -> ExportTraceServiceRequest {
     // resource key (service, resource tags) -> scope (name, version) -> spans
     type Scopes = BTreeMap<(String, String), Vec<Span>>;
-    let mut resources: BTreeMap<(Option<String>, Vec<(String, String)>), Scopes> = BTreeMap::new();
+    type ResourceKey = (Option<String>, Vec<(String, String)>);
+    let mut resources: BTreeMap<ResourceKey, Scopes> = BTreeMap::new();
     for s in spans {
         let mut attributes = Vec::with_capacity(s.tags.len() + 4);
         let mut resource_tags = Vec::new();
@@ -492,6 +517,7 @@ fn to_otlp(spans: Vec<Normal>) -> ExportTraceServiceRequest {
         let mut code = None;
         let mut description = String::new();
         let mut error = false;
+        let mut error_text: Option<String> = None;
         let mut kind = s.kind;
         let mut links = Vec::new();
         let mut peer_service_tag = false;
@@ -512,8 +538,10 @@ fn to_otlp(spans: Vec<Normal>) -> ExportTraceServiceRequest {
                 }
                 "error" => {
                     error = !v.eq_ignore_ascii_case("false");
-                    if !(v.eq_ignore_ascii_case("true") || v.is_empty() || !error) {
-                        attributes.push(string_kv(&k, &v));
+                    if error && !v.eq_ignore_ascii_case("true") && !v.is_empty() {
+                        // The specification's exporters put the status
+                        // description here.
+                        error_text = Some(v);
                     }
                 }
                 _ if k.starts_with("otlp.link.") => match link(&v) {
@@ -547,6 +575,15 @@ fn to_otlp(spans: Vec<Normal>) -> ExportTraceServiceRequest {
         } else {
             StatusCode::Unset
         });
+        // A descriptive `error` tag is the status message, unless another
+        // description is given: then it stays an attribute.
+        if let Some(text) = error_text {
+            if code == StatusCode::Error && (description.is_empty() || description == text) {
+                description = text;
+            } else {
+                attributes.push(string_kv("error", &text));
+            }
+        }
         let start = s.timestamp.saturating_mul(1000);
         let span = Span {
             trace_id: s.trace_id,
@@ -564,7 +601,7 @@ fn to_otlp(spans: Vec<Normal>) -> ExportTraceServiceRequest {
                 .annotations
                 .into_iter()
                 .map(|(t, v)| {
-                    let (name, attributes, dropped) = split_encoded(&v);
+                    let (name, attributes, dropped) = annotation(&v);
                     Event {
                         time_unix_nano: t.saturating_mul(1000),
                         name,
@@ -925,6 +962,7 @@ mod tests {
             attr(a, "net.peer.ip"),
             Some(&Any::StringValue("2001:db8::c001".into()))
         );
+        // Another description is given: the error text stays a tag.
         assert_eq!(attr(a, "error"), Some(&Any::StringValue("timeout".into())));
         assert_eq!(attr(a, "http.path"), Some(&Any::StringValue("/api".into())));
         assert!(attr(a, "otel.status_code").is_none() && attr(a, "host.name").is_none());
@@ -963,6 +1001,27 @@ mod tests {
                 "{tags}"
             );
         }
+    }
+
+    #[test]
+    fn what_the_specification_exporters_send() {
+        // The OpenTelemetry SDKs' Zipkin exporters: the description in
+        // `error`, events as `"name": {attributes}`.
+        let (_, _, span) = one(r#"[{"traceId":"1","id":"2","timestamp":1,"duration":1,
+                "annotations":[{"timestamp":2,"value":"{\"retry\": {\"attempt\": 2}}"},
+                               {"timestamp":3,"value":"\"gc\": {\"ms\": 5}"}],
+                "tags":{"otel.status_code":"ERROR","error":"deadlock detected"}}]"#);
+        let status = span.status.unwrap();
+        assert_eq!(
+            (status.code, status.message.as_str()),
+            (2, "deadlock detected")
+        );
+        assert!(attr(&span.attributes, "error").is_none());
+        assert_eq!(span.events[0].name, "retry");
+        assert_eq!(
+            attr(&span.events[0].attributes, "attempt"),
+            Some(&Any::IntValue(2))
+        );
     }
 
     #[test]

@@ -9,3 +9,4 @@ mod otlp_clients;
 mod server;
 mod spans;
 mod sql;
+mod zipkin;
