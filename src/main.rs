@@ -141,8 +141,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let flight_sql = tracelake_query::flight::router(Arc::clone(&engine));
     let zipkin_query = tracelake_query::zipkin::router(Arc::clone(&engine));
     let zipkin = collector.zipkin_router().merge(zipkin_query.clone());
-    let http = tracelake_query::api::router(engine)
+    let http = tracelake_query::api::router(Arc::clone(&engine))
         .nest("/zipkin", zipkin_query)
+        .nest(
+            "/jaeger",
+            tracelake_query::jaeger::router(Arc::clone(&engine)),
+        )
         .merge(
             Router::new()
                 .route("/health", get(|| async { "ok" }))

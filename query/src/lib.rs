@@ -7,8 +7,8 @@
 //! critical path (pure); [`trace`] trace by id; [`search`] services,
 //! operations and search; [`analytics`] RED metrics, dependencies and the
 //! cross-trace breakdown; [`params`] the query-string parameters; [`api`]
-//! the `/api/v1` routes; [`flight`] Arrow Flight SQL; [`zipkin`] the Zipkin
-//! v2 query API.
+//! the `/api/v1` routes; [`flight`] Arrow Flight SQL; [`zipkin`], [`jaeger`]
+//! the Zipkin and Jaeger query APIs.
 
 pub mod analysis;
 pub mod analytics;
@@ -16,6 +16,7 @@ pub mod api;
 pub mod engine;
 pub mod fetch;
 pub mod flight;
+pub mod jaeger;
 pub mod params;
 pub mod search;
 pub mod table;

@@ -18,6 +18,10 @@ use crate::engine::{QueryEngine, QueryError};
 use crate::fetch::{self, TRACE_MARGIN_NS, TraceId};
 use crate::params::{ParamError, SpanFilter, TimeRange, binary, quote};
 
+/// How far back the compatibility APIs look for services and operations
+/// when the request gives no time range (their viewers fill drop-downs).
+pub const DISCOVERY_LOOKBACK_NS: i64 = 7 * 86_400_000_000_000;
+
 /// Services with spans in `range`, with their span counts, by name.
 pub async fn services(
     engine: &QueryEngine,

@@ -162,7 +162,7 @@ fn service_is(name: &str) -> String {
 
 async fn services(State(engine): State<Arc<QueryEngine>>) -> Result<Response, Error> {
     let range = TimeRange {
-        start: (now_ms() - 7 * DAY_MS) * MS,
+        start: now_ms() * MS - search::DISCOVERY_LOOKBACK_NS,
         end: (now_ms() + DAY_MS) * MS,
     };
     let names = search::services(&engine, range).await?;

@@ -8,6 +8,7 @@
 pub mod attributes;
 pub mod model;
 pub mod otlp;
+pub mod otlp_json;
 pub mod spans;
 pub mod zipkin;
 

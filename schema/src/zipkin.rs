@@ -701,14 +701,7 @@ fn attributes_object(attrs: &[KeyValue]) -> Value {
     )
 }
 
-/// Lowercase hex trace id, 16 digits when the high half is zero.
-pub fn trace_id_hex(id: &[u8]) -> String {
-    if id.len() == 16 && id[..8].iter().all(|&b| b == 0) {
-        hex::encode(&id[8..])
-    } else {
-        hex::encode(id)
-    }
-}
+pub use crate::model::trace_id_hex;
 
 /// A stored span as a Zipkin v2 JSON span; the local service is the
 /// resource's `service.name` (absent when the resource has none).

@@ -1,0 +1,252 @@
+//! OTLP/JSON rendering as protobuf's JSON mapping does it (the form Jaeger's
+//! api_v3 answers with): lowerCamelCase keys, hex ids, enums as numbers,
+//! 64-bit integers as strings, and fields at their default value omitted.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde_json::{Map, Value, json};
+
+/// `TracesData` (`{"resourceSpans": [...]}`) of `request`.
+pub fn traces_data(request: &ExportTraceServiceRequest) -> Value {
+    let resource_spans: Vec<Value> = request
+        .resource_spans
+        .iter()
+        .map(|rs| {
+            let mut o = Map::new();
+            o.insert(
+                "resource".into(),
+                resource(rs.resource.as_ref().unwrap_or(&Resource::default())),
+            );
+            let scope_spans: Vec<Value> = rs
+                .scope_spans
+                .iter()
+                .map(|ss| {
+                    let mut s = Map::new();
+                    s.insert(
+                        "scope".into(),
+                        scope(
+                            ss.scope
+                                .as_ref()
+                                .unwrap_or(&InstrumentationScope::default()),
+                        ),
+                    );
+                    s.insert("spans".into(), ss.spans.iter().map(span).collect());
+                    text(&mut s, "schemaUrl", &ss.schema_url);
+                    Value::Object(s)
+                })
+                .collect();
+            o.insert("scopeSpans".into(), Value::Array(scope_spans));
+            text(&mut o, "schemaUrl", &rs.schema_url);
+            Value::Object(o)
+        })
+        .collect();
+    json!({ "resourceSpans": resource_spans })
+}
+
+fn text(o: &mut Map<String, Value>, key: &str, value: &str) {
+    if !value.is_empty() {
+        o.insert(key.into(), json!(value));
+    }
+}
+
+fn number(o: &mut Map<String, Value>, key: &str, value: u64) {
+    if value != 0 {
+        o.insert(key.into(), json!(value));
+    }
+}
+
+/// A `fixed64`/`uint64` field: a decimal string.
+fn wide(o: &mut Map<String, Value>, key: &str, value: u64) {
+    if value != 0 {
+        o.insert(key.into(), json!(value.to_string()));
+    }
+}
+
+fn hex_id(o: &mut Map<String, Value>, key: &str, id: &[u8]) {
+    if !id.is_empty() {
+        o.insert(key.into(), json!(hex::encode(id)));
+    }
+}
+
+fn attributes(o: &mut Map<String, Value>, attrs: &[KeyValue]) {
+    if !attrs.is_empty() {
+        o.insert("attributes".into(), key_values(attrs));
+    }
+}
+
+fn key_values(attrs: &[KeyValue]) -> Value {
+    attrs
+        .iter()
+        .map(|kv| {
+            let mut o = Map::new();
+            text(&mut o, "key", &kv.key);
+            o.insert("value".into(), any(kv.value.as_ref()));
+            Value::Object(o)
+        })
+        .collect()
+}
+
+fn any(value: Option<&AnyValue>) -> Value {
+    match value.and_then(|v| v.value.as_ref()) {
+        None | Some(Any::StringValueStrindex(_)) => json!({}),
+        Some(Any::StringValue(s)) => json!({ "stringValue": s }),
+        Some(Any::BoolValue(b)) => json!({ "boolValue": b }),
+        Some(Any::IntValue(i)) => json!({ "intValue": i.to_string() }),
+        Some(Any::DoubleValue(d)) if d.is_finite() => json!({ "doubleValue": d }),
+        Some(Any::DoubleValue(d)) => {
+            json!({ "doubleValue": if d.is_nan() { "NaN" } else if *d > 0.0 { "Infinity" } else { "-Infinity" } })
+        }
+        Some(Any::BytesValue(b)) => json!({ "bytesValue": BASE64.encode(b) }),
+        Some(Any::ArrayValue(a)) => {
+            json!({ "arrayValue": { "values": a.values.iter().map(|v| any(Some(v))).collect::<Vec<_>>() } })
+        }
+        Some(Any::KvlistValue(kv)) => {
+            json!({ "kvlistValue": { "values": key_values(&kv.values) } })
+        }
+    }
+}
+
+fn resource(r: &Resource) -> Value {
+    let mut o = Map::new();
+    attributes(&mut o, &r.attributes);
+    number(
+        &mut o,
+        "droppedAttributesCount",
+        r.dropped_attributes_count.into(),
+    );
+    Value::Object(o)
+}
+
+fn scope(s: &InstrumentationScope) -> Value {
+    let mut o = Map::new();
+    text(&mut o, "name", &s.name);
+    text(&mut o, "version", &s.version);
+    attributes(&mut o, &s.attributes);
+    number(
+        &mut o,
+        "droppedAttributesCount",
+        s.dropped_attributes_count.into(),
+    );
+    Value::Object(o)
+}
+
+/// One span.
+pub fn span(s: &Span) -> Value {
+    let mut o = Map::new();
+    hex_id(&mut o, "traceId", &s.trace_id);
+    hex_id(&mut o, "spanId", &s.span_id);
+    text(&mut o, "traceState", &s.trace_state);
+    hex_id(&mut o, "parentSpanId", &s.parent_span_id);
+    number(&mut o, "flags", s.flags.into());
+    text(&mut o, "name", &s.name);
+    number(&mut o, "kind", s.kind.max(0) as u64);
+    wide(&mut o, "startTimeUnixNano", s.start_time_unix_nano);
+    wide(&mut o, "endTimeUnixNano", s.end_time_unix_nano);
+    attributes(&mut o, &s.attributes);
+    number(
+        &mut o,
+        "droppedAttributesCount",
+        s.dropped_attributes_count.into(),
+    );
+    if !s.events.is_empty() {
+        let events: Vec<Value> = s
+            .events
+            .iter()
+            .map(|e| {
+                let mut eo = Map::new();
+                wide(&mut eo, "timeUnixNano", e.time_unix_nano);
+                text(&mut eo, "name", &e.name);
+                attributes(&mut eo, &e.attributes);
+                number(
+                    &mut eo,
+                    "droppedAttributesCount",
+                    e.dropped_attributes_count.into(),
+                );
+                Value::Object(eo)
+            })
+            .collect();
+        o.insert("events".into(), Value::Array(events));
+    }
+    number(&mut o, "droppedEventsCount", s.dropped_events_count.into());
+    if !s.links.is_empty() {
+        let links: Vec<Value> = s
+            .links
+            .iter()
+            .map(|l| {
+                let mut lo = Map::new();
+                hex_id(&mut lo, "traceId", &l.trace_id);
+                hex_id(&mut lo, "spanId", &l.span_id);
+                text(&mut lo, "traceState", &l.trace_state);
+                attributes(&mut lo, &l.attributes);
+                number(
+                    &mut lo,
+                    "droppedAttributesCount",
+                    l.dropped_attributes_count.into(),
+                );
+                number(&mut lo, "flags", l.flags.into());
+                Value::Object(lo)
+            })
+            .collect();
+        o.insert("links".into(), Value::Array(links));
+    }
+    number(&mut o, "droppedLinksCount", s.dropped_links_count.into());
+    if let Some(status) = &s.status {
+        let mut so = Map::new();
+        text(&mut so, "message", &status.message);
+        number(&mut so, "code", status.code.max(0) as u64);
+        o.insert("status".into(), Value::Object(so));
+    }
+    Value::Object(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
+
+    #[test]
+    fn defaults_are_omitted_and_ids_are_hex() {
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource::default()),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope::default()),
+                    spans: vec![Span {
+                        trace_id: vec![0; 15].into_iter().chain([1]).collect(),
+                        span_id: vec![0, 0, 0, 0, 0, 0, 0, 2],
+                        name: "foobar".into(),
+                        kind: 2,
+                        status: Some(Status {
+                            code: 2,
+                            message: String::new(),
+                        }),
+                        attributes: vec![KeyValue {
+                            key: "n".into(),
+                            value: Some(AnyValue {
+                                value: Some(Any::IntValue(1 << 60)),
+                            }),
+                            key_strindex: 0,
+                        }],
+                        start_time_unix_nano: 5,
+                        ..Default::default()
+                    }],
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        assert_eq!(
+            traces_data(&request),
+            json!({"resourceSpans": [{"resource": {}, "scopeSpans": [{"scope": {}, "spans": [{
+                "traceId": "00000000000000000000000000000001", "spanId": "0000000000000002",
+                "name": "foobar", "kind": 2, "startTimeUnixNano": "5",
+                "attributes": [{"key": "n", "value": {"intValue": "1152921504606846976"}}],
+                "status": {"code": 2}}]}]}]})
+        );
+    }
+}
