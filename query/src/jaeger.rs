@@ -247,16 +247,16 @@ fn ui_trace(trace_id: &TraceId, rows: &[Row]) -> Value {
     // Unique span ids: the SERVER half of a shared span gets a fresh one.
     let mut taken: HashSet<u64> = tree.spans.iter().map(|s| s.span_id).collect();
     let mut ids: Vec<u64> = tree.spans.iter().map(|s| s.span_id).collect();
-    for i in 0..tree.spans.len() {
-        if let Some(p) = tree.parent[i]
-            && tree.spans[p].span_id == tree.spans[i].span_id
+    for (id, parent) in ids.iter_mut().zip(&tree.parent) {
+        if let Some(p) = *parent
+            && tree.spans[p].span_id == *id
         {
-            let mut fresh = tree.spans[i].span_id.wrapping_add(1);
+            let mut fresh = id.wrapping_add(1);
             while fresh == 0 || taken.contains(&fresh) {
                 fresh = fresh.wrapping_add(1);
             }
             taken.insert(fresh);
-            ids[i] = fresh;
+            *id = fresh;
         }
     }
     let mut processes: Vec<(String, Vec<Value>)> = Vec::new();

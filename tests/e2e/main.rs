@@ -4,6 +4,7 @@
 mod analytics;
 mod bad_input;
 mod crash;
+mod jaeger;
 mod load;
 mod otlp_clients;
 mod server;

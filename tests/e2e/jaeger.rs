@@ -1,0 +1,374 @@
+//! The Jaeger query API: Jaeger's own golden files (OTLP in, Jaeger UI JSON
+//! out; api_v3 snapshots), search over an OTLP trace, shared Zipkin span ids
+//! made unique, and errors in Jaeger's envelopes.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use crate::server::TestServer;
+use crate::spans::{kv, now_nanos, request, span};
+
+fn fixtures() -> Option<PathBuf> {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipped: {} is absent (fixtures live in the workplace's shared folder)",
+            dir.display()
+        );
+        None
+    }
+}
+
+async fn post_otlp_json(server: &TestServer, body: Vec<u8>) {
+    let r = reqwest::Client::new()
+        .post(server.otlp_url())
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!((status.as_u16(), text.as_str()), (200, "{}"));
+}
+
+fn fixture(dir: &std::path::Path, name: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_golden_files() {
+    let Some(dir) = fixtures() else { return };
+    let data = tempfile::tempdir().unwrap();
+    // Historical timestamps (2024, and 1970 for the api_v3 snapshots).
+    let server = TestServer::start(data.path(), &["--max-span-age", "36500d"]).await;
+
+    // OTLP/JSON in, Jaeger UI trace JSON out (with its duplicate span).
+    post_otlp_json(
+        &server,
+        std::fs::read(dir.join("jaeger_otlp2jaeger-in.json")).unwrap(),
+    )
+    .await;
+    let (status, body) = server
+        .get("/jaeger/api/traces/83a9efd15c1c98a977e0711cc93ee28b")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, fixture(&dir, "jaeger_otlp2jaeger-out.json"));
+
+    // api_v3 GetTrace: the snapshot's own result, sent as OTLP/JSON, comes
+    // back as the snapshot (defaults omitted, enums as numbers).
+    let get_trace = fixture(&dir, "jaeger_apiv3_GetTrace.json");
+    post_otlp_json(&server, serde_json::to_vec(&get_trace["result"]).unwrap()).await;
+    let (status, body) = server
+        .get("/jaeger/api/v3/traces/00000000000000000000000000000001")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, get_trace);
+
+    // Services and operations: one recent service; the historical spans
+    // above are outside the discovery window.
+    let mut recent = span(0x77, 0x78);
+    recent.name = "get_users".into();
+    server.export(&request("foo", vec![recent])).await;
+    let (_, body) = server.get("/jaeger/api/v3/services").await;
+    assert_eq!(body, fixture(&dir, "jaeger_apiv3_GetServices.json"));
+    let (_, body) = server.get("/jaeger/api/v3/operations?service=foo").await;
+    assert_eq!(body, fixture(&dir, "jaeger_apiv3_GetOperations.json"));
+    // Grafana's Jaeger health check.
+    let (status, body) = server.get("/jaeger/api/services").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"data": ["foo"], "total": 1, "limit": 0, "offset": 0, "errors": null})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_trace_summaries_snapshot() {
+    let Some(dir) = fixtures() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), &["--max-span-age", "36500d"]).await;
+    // The snapshot's trace: two frontend spans from t = 1000 s, one an
+    // error, ending at 1001 s.
+    let body = json!({"resourceSpans": [{
+    "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "frontend"}}]},
+    "scopeSpans": [{"spans": [
+        {"traceId": "00000000000000000000000000000001", "spanId": "0000000000000001", "name": "HTTP GET /",
+         "kind": 2, "startTimeUnixNano": "1000000000000", "endTimeUnixNano": "1001000000000"},
+        {"traceId": "00000000000000000000000000000001", "spanId": "0000000000000002",
+         "parentSpanId": "0000000000000001", "name": "db", "kind": 3,
+         "startTimeUnixNano": "1000100000000", "endTimeUnixNano": "1000200000000", "status": {"code": 2}}
+    ]}]}]});
+    post_otlp_json(&server, serde_json::to_vec(&body).unwrap()).await;
+    let (status, body) = server
+        .get("/jaeger/api/v3/trace-summaries?query.service_name=frontend&query.start_time_min=1970-01-01T00:00:00Z&query.start_time_max=1970-01-02T00:00:00Z")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, fixture(&dir, "jaeger_apiv3_FindTraceSummaries.json"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_search_trace_and_errors() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), &[]).await;
+    let trace = 0x1234_5678_9abc_def0_0fed_cba9_8765_4321u128;
+    let mut root = span(trace, 0xa1);
+    root.name = "GET /cart".into();
+    root.end_time_unix_nano = root.start_time_unix_nano + 250_000_000;
+    let mut child = span(trace, 0xa2);
+    child.parent_span_id = root.span_id.clone();
+    child.name = "SELECT".into();
+    child.kind = 3;
+    child.attributes.push(kv("db.system", "postgresql"));
+    child.status = Some(opentelemetry_proto::tonic::trace::v1::Status {
+        code: 2,
+        message: "timeout".into(),
+    });
+    child
+        .events
+        .push(opentelemetry_proto::tonic::trace::v1::span::Event {
+            time_unix_nano: child.start_time_unix_nano + 5_000,
+            name: "retry".into(),
+            attributes: vec![kv("attempt", "2")],
+            dropped_attributes_count: 0,
+        });
+    let start_us = root.start_time_unix_nano / 1000;
+    let child_start_us = child.start_time_unix_nano / 1000;
+    server.export(&request("cart", vec![root, child])).await;
+    let now_us = now_nanos() / 1000;
+    let window = format!(
+        "start={}&end={}",
+        now_us - 3_600_000_000,
+        now_us + 1_000_000
+    );
+
+    for (query, found) in [
+        ("service=cart", true),
+        ("service=cart&operation=SELECT", true),
+        ("service=cart&tags=%7B%22error%22%3A%22true%22%7D", true),
+        (
+            "service=cart&tag=db.system:postgresql&tag=span.kind:client",
+            true,
+        ),
+        ("service=cart&tag=db.system:mysql", false),
+        ("service=cart&minDuration=200ms", true),
+        ("service=cart&minDuration=300ms", false),
+        ("service=cart&maxDuration=1.5ms&minDuration=1ms", true),
+        ("service=other", false),
+    ] {
+        let (status, body) = server
+            .get(&format!("/jaeger/api/traces?{query}&{window}&limit=20"))
+            .await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(
+            body["data"].as_array().unwrap().len(),
+            usize::from(found),
+            "{query}"
+        );
+    }
+    let (_, body) = server
+        .get(&format!("/jaeger/api/traces/{trace:032x}"))
+        .await;
+    let t = &body["data"][0];
+    assert_eq!(t["traceID"], format!("{trace:032x}"));
+    assert_eq!(t["processes"]["p1"]["serviceName"], "cart");
+    let spans = t["spans"].as_array().unwrap();
+    let root = spans
+        .iter()
+        .find(|s| s["operationName"] == "GET /cart")
+        .unwrap();
+    assert_eq!(root["startTime"], start_us);
+    assert_eq!(root["duration"], 250_000);
+    assert_eq!(root["references"], json!([]));
+    let child = spans
+        .iter()
+        .find(|s| s["operationName"] == "SELECT")
+        .unwrap();
+    assert_eq!(
+        child["references"],
+        json!([{"refType": "CHILD_OF", "traceID": format!("{trace:032x}"), "spanID": "00000000000000a1"}])
+    );
+    assert_eq!(
+        child["tags"],
+        json!([
+            {"key": "http.route", "type": "string", "value": "/items/{id}"},
+            {"key": "db.system", "type": "string", "value": "postgresql"},
+            {"key": "span.kind", "type": "string", "value": "client"},
+            {"key": "otel.status_code", "type": "string", "value": "ERROR"},
+            {"key": "error", "type": "bool", "value": true},
+            {"key": "otel.status_description", "type": "string", "value": "timeout"},
+        ])
+    );
+    assert_eq!(
+        child["logs"],
+        json!([{"timestamp": child_start_us + 5, "fields": [
+            {"key": "event", "type": "string", "value": "retry"},
+            {"key": "attempt", "type": "string", "value": "2"}]}])
+    );
+    // Operations with kinds, summaries, dependencies.
+    let (_, ops) = server
+        .get("/jaeger/api/operations?service=cart&spanKind=client")
+        .await;
+    assert_eq!(
+        ops["data"],
+        json!([{"name": "SELECT", "spanKind": "client"}])
+    );
+    let (_, ops) = server.get("/jaeger/api/services/cart/operations").await;
+    assert_eq!(ops["data"], json!(["GET /cart", "SELECT"]));
+    let (_, summaries) = server
+        .get(&format!(
+            "/jaeger/api/v3/trace-summaries?query.serviceName=cart&query.startTimeMin={}&query.startTimeMax={}&query.attributes=%7B%22db.system%22%3A%22postgresql%22%7D",
+            "2000-01-01T00:00:00Z", "2100-01-01T00:00:00Z"
+        ))
+        .await;
+    assert_eq!(summaries["summaries"][0]["errorSpanCount"], 1);
+    assert_eq!(summaries["summaries"][0]["rootOperationName"], "GET /cart");
+    // Multi-id lookup reports the missing one.
+    let (status, body) = server
+        .get(&format!(
+            "/jaeger/api/traces?traceID={trace:032x}&traceID=ffff"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        body["errors"],
+        json!([{"code": 404, "msg": "trace not found", "traceID": "000000000000ffff"}])
+    );
+
+    // Errors in the envelopes Grafana and Jaeger UI read.
+    for (path, status, needle) in [
+        ("/jaeger/api/traces", 400, "parameter 'service' is required"),
+        (
+            "/jaeger/api/traces?service=cart&tags=nope",
+            400,
+            "tags must be a JSON object",
+        ),
+        (
+            "/jaeger/api/traces?service=cart&minDuration=fast",
+            400,
+            "minDuration",
+        ),
+        (
+            "/jaeger/api/traces?service=cart&minDuration=2s&maxDuration=1s",
+            400,
+            "maxDuration",
+        ),
+        (
+            "/jaeger/api/traces?service=cart&start=yesterday",
+            400,
+            "microseconds",
+        ),
+        (
+            "/jaeger/api/traces/0000000000000bad",
+            404,
+            "trace not found",
+        ),
+        ("/jaeger/api/traces/xyz", 400, "invalid trace id"),
+        (
+            "/jaeger/api/operations",
+            400,
+            "parameter 'service' is required",
+        ),
+    ] {
+        let (got, body) = server.get(path).await;
+        assert_eq!(got, status, "{path}: {body}");
+        assert_eq!(body["data"], Value::Null, "{path}");
+        let msg = body["errors"][0]["msg"].as_str().unwrap_or_default();
+        assert!(msg.contains(needle), "{path}: {msg}");
+        assert_eq!(body["errors"][0]["code"], status);
+    }
+    for (path, status, needle) in [
+        (
+            "/jaeger/api/v3/trace-summaries?query.service_name=cart",
+            400,
+            "start_time_min is required",
+        ),
+        (
+            "/jaeger/api/v3/traces?query.start_time_min=2000-01-01T00:00:00Z&query.start_time_max=x",
+            400,
+            "RFC 3339",
+        ),
+        (
+            "/jaeger/api/v3/traces?query.service_name=none&query.start_time_min=2000-01-01T00:00:00Z&query.start_time_max=2100-01-01T00:00:00Z",
+            404,
+            "No traces found",
+        ),
+        (
+            "/jaeger/api/v3/traces/0000000000000bad",
+            404,
+            "trace not found",
+        ),
+    ] {
+        let (got, body) = server.get(path).await;
+        assert_eq!(got, status, "{path}: {body}");
+        assert_eq!(body["error"]["httpCode"], status);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(needle),
+            "{path}: {body}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_zipkin_span_ids_are_made_unique_for_jaeger() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), &[]).await;
+    let now_us = now_nanos() / 1000 - 1_000_000;
+    // B3 single-host spans: the server half reuses the client's id.
+    let spans = json!([
+        {"traceId": "00000000000000aa", "id": "0000000000000001", "kind": "SERVER", "name": "get",
+         "timestamp": now_us, "duration": 1000, "localEndpoint": {"serviceName": "web"}},
+        {"traceId": "00000000000000aa", "id": "0000000000000002", "parentId": "0000000000000001", "kind": "CLIENT",
+         "name": "call", "timestamp": now_us + 10, "duration": 900, "localEndpoint": {"serviceName": "web"}},
+        {"traceId": "00000000000000aa", "id": "0000000000000002", "parentId": "0000000000000001", "kind": "SERVER",
+         "name": "serve", "timestamp": now_us + 20, "duration": 800, "shared": true, "localEndpoint": {"serviceName": "api"}},
+        {"traceId": "00000000000000aa", "id": "0000000000000003", "parentId": "0000000000000002",
+         "name": "work", "timestamp": now_us + 30, "duration": 100, "localEndpoint": {"serviceName": "api"}}
+    ]);
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/v2/spans", server.zipkin))
+        .json(&spans)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let (_, body) = server.get("/jaeger/api/traces/aa").await;
+    let spans = body["data"][0]["spans"].as_array().unwrap();
+    let id = |name: &str| {
+        spans.iter().find(|s| s["operationName"] == name).unwrap()["spanID"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let parent = |name: &str| {
+        spans.iter().find(|s| s["operationName"] == name).unwrap()["references"][0]["spanID"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let ids: std::collections::BTreeSet<_> = spans
+        .iter()
+        .map(|s| s["spanID"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 4, "span ids are unique: {spans:?}");
+    assert_eq!(id("call"), "0000000000000002");
+    assert_ne!(id("serve"), "0000000000000002");
+    assert_eq!(
+        parent("serve").as_deref(),
+        Some("0000000000000002"),
+        "the server half under the client half"
+    );
+    assert_eq!(
+        parent("work"),
+        Some(id("serve")),
+        "the server's child under the server"
+    );
+    assert_eq!(body["data"][0]["traceID"], "00000000000000aa");
+    assert_eq!(body["data"][0]["processes"].as_object().unwrap().len(), 2);
+}
