@@ -147,6 +147,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "/jaeger",
             tracelake_query::jaeger::router(Arc::clone(&engine)),
         )
+        .nest(
+            "/tempo",
+            tracelake_query::tempo::router(Arc::clone(&engine)),
+        )
         .merge(
             Router::new()
                 .route("/health", get(|| async { "ok" }))

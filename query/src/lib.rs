@@ -7,8 +7,8 @@
 //! critical path (pure); [`trace`] trace by id; [`search`] services,
 //! operations and search; [`analytics`] RED metrics, dependencies and the
 //! cross-trace breakdown; [`params`] the query-string parameters; [`api`]
-//! the `/api/v1` routes; [`flight`] Arrow Flight SQL; [`zipkin`], [`jaeger`]
-//! the Zipkin and Jaeger query APIs.
+//! the `/api/v1` routes; [`flight`] Arrow Flight SQL; [`zipkin`], [`jaeger`],
+//! [`tempo`] (with [`traceql`]) the compatibility APIs.
 
 pub mod analysis;
 pub mod analytics;
@@ -20,7 +20,9 @@ pub mod jaeger;
 pub mod params;
 pub mod search;
 pub mod table;
+pub mod tempo;
 pub mod trace;
+pub mod traceql;
 pub mod udf;
 pub mod zipkin;
 

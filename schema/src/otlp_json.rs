@@ -1,6 +1,8 @@
-//! OTLP/JSON rendering as protobuf's JSON mapping does it (the form Jaeger's
-//! api_v3 answers with): lowerCamelCase keys, hex ids, enums as numbers,
-//! 64-bit integers as strings, and fields at their default value omitted.
+//! OTLP rendered as JSON the way protobuf's JSON mapping does it:
+//! lowerCamelCase keys, 64-bit integers as strings, fields at their default
+//! value omitted. Two dialects differ in ids and enums: [`Style::Otlp`] (OTLP/JSON
+//! and Jaeger api_v3: hex ids, enums as numbers) and [`Style::Tempo`] (Tempo's
+//! gogo jsonpb: base64 ids, enums as names).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -11,8 +13,32 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{Map, Value, json};
 
-/// `TracesData` (`{"resourceSpans": [...]}`) of `request`.
+/// The JSON dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Hex ids, enums as numbers.
+    Otlp,
+    /// Base64 ids, enums as names (`SPAN_KIND_SERVER`, `STATUS_CODE_ERROR`).
+    Tempo,
+}
+
+const KIND_NAMES: [&str; 6] = [
+    "SPAN_KIND_UNSPECIFIED",
+    "SPAN_KIND_INTERNAL",
+    "SPAN_KIND_SERVER",
+    "SPAN_KIND_CLIENT",
+    "SPAN_KIND_PRODUCER",
+    "SPAN_KIND_CONSUMER",
+];
+const STATUS_NAMES: [&str; 3] = ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"];
+
+/// `TracesData` (`{"resourceSpans": [...]}`) of `request`, OTLP style.
 pub fn traces_data(request: &ExportTraceServiceRequest) -> Value {
+    traces_data_in(request, Style::Otlp)
+}
+
+/// `TracesData` of `request` in `style`.
+pub fn traces_data_in(request: &ExportTraceServiceRequest, style: Style) -> Value {
     let resource_spans: Vec<Value> = request
         .resource_spans
         .iter()
@@ -35,7 +61,10 @@ pub fn traces_data(request: &ExportTraceServiceRequest) -> Value {
                                 .unwrap_or(&InstrumentationScope::default()),
                         ),
                     );
-                    s.insert("spans".into(), ss.spans.iter().map(span).collect());
+                    s.insert(
+                        "spans".into(),
+                        ss.spans.iter().map(|sp| span_in(sp, style)).collect(),
+                    );
                     text(&mut s, "schemaUrl", &ss.schema_url);
                     Value::Object(s)
                 })
@@ -67,10 +96,25 @@ fn wide(o: &mut Map<String, Value>, key: &str, value: u64) {
     }
 }
 
-fn hex_id(o: &mut Map<String, Value>, key: &str, id: &[u8]) {
+fn id(o: &mut Map<String, Value>, key: &str, id: &[u8], style: Style) {
     if !id.is_empty() {
-        o.insert(key.into(), json!(hex::encode(id)));
+        let text = match style {
+            Style::Otlp => hex::encode(id),
+            Style::Tempo => BASE64.encode(id),
+        };
+        o.insert(key.into(), json!(text));
     }
+}
+
+fn enumeration(o: &mut Map<String, Value>, key: &str, value: i32, names: &[&str], style: Style) {
+    if value == 0 {
+        return;
+    }
+    let v = match (style, names.get(value as usize)) {
+        (Style::Tempo, Some(name)) => json!(name),
+        _ => json!(value),
+    };
+    o.insert(key.into(), v);
 }
 
 fn attributes(o: &mut Map<String, Value>, attrs: &[KeyValue]) {
@@ -135,16 +179,20 @@ fn scope(s: &InstrumentationScope) -> Value {
     Value::Object(o)
 }
 
-/// One span.
+/// One span, OTLP style.
 pub fn span(s: &Span) -> Value {
+    span_in(s, Style::Otlp)
+}
+
+fn span_in(s: &Span, style: Style) -> Value {
     let mut o = Map::new();
-    hex_id(&mut o, "traceId", &s.trace_id);
-    hex_id(&mut o, "spanId", &s.span_id);
+    id(&mut o, "traceId", &s.trace_id, style);
+    id(&mut o, "spanId", &s.span_id, style);
     text(&mut o, "traceState", &s.trace_state);
-    hex_id(&mut o, "parentSpanId", &s.parent_span_id);
+    id(&mut o, "parentSpanId", &s.parent_span_id, style);
     number(&mut o, "flags", s.flags.into());
     text(&mut o, "name", &s.name);
-    number(&mut o, "kind", s.kind.max(0) as u64);
+    enumeration(&mut o, "kind", s.kind, &KIND_NAMES, style);
     wide(&mut o, "startTimeUnixNano", s.start_time_unix_nano);
     wide(&mut o, "endTimeUnixNano", s.end_time_unix_nano);
     attributes(&mut o, &s.attributes);
@@ -179,8 +227,8 @@ pub fn span(s: &Span) -> Value {
             .iter()
             .map(|l| {
                 let mut lo = Map::new();
-                hex_id(&mut lo, "traceId", &l.trace_id);
-                hex_id(&mut lo, "spanId", &l.span_id);
+                id(&mut lo, "traceId", &l.trace_id, style);
+                id(&mut lo, "spanId", &l.span_id, style);
                 text(&mut lo, "traceState", &l.trace_state);
                 attributes(&mut lo, &l.attributes);
                 number(
@@ -198,7 +246,7 @@ pub fn span(s: &Span) -> Value {
     if let Some(status) = &s.status {
         let mut so = Map::new();
         text(&mut so, "message", &status.message);
-        number(&mut so, "code", status.code.max(0) as u64);
+        enumeration(&mut so, "code", status.code, &STATUS_NAMES, style);
         o.insert("status".into(), Value::Object(so));
     }
     Value::Object(o)
@@ -248,5 +296,10 @@ mod tests {
                 "attributes": [{"key": "n", "value": {"intValue": "1152921504606846976"}}],
                 "status": {"code": 2}}]}]}]})
         );
+        let tempo = traces_data_in(&request, Style::Tempo);
+        let span = &tempo["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+        assert_eq!(span["traceId"], "AAAAAAAAAAAAAAAAAAAAAQ==");
+        assert_eq!(span["kind"], "SPAN_KIND_SERVER");
+        assert_eq!(span["status"], json!({"code": "STATUS_CODE_ERROR"}));
     }
 }
