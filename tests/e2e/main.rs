@@ -10,4 +10,5 @@ mod otlp_clients;
 mod server;
 mod spans;
 mod sql;
+mod tempo;
 mod zipkin;
