@@ -105,6 +105,21 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let message = r.json()["message"].as_str().unwrap().to_string();
     assert!(message.contains("JSON"), "{message}");
 
+    // A typo that would leave the request empty is a 400, not a silent 200.
+    let r = post(
+        &server,
+        "application/json",
+        None,
+        br#"{"resourceSpans":[{"scopeSpans":[{"spanz":[{"name":"lost"}]}]}]}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let message = r.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("resourceSpans[0].scopeSpans[0].spanz"),
+        "{message}"
+    );
+
     // Wrong content type.
     let r = post(&server, "text/plain", None, b"hello".to_vec()).await;
     assert_eq!(r.status, 415);

@@ -5,8 +5,9 @@
 //! integers) and silently ignores anything else, which would turn a
 //! snake_case body into an empty request. Like the reference Collector we
 //! accept snake_case keys, enum names, `null` for defaults and 32-bit
-//! integers as strings; and a body whose top-level keys are all unknown is a
-//! 400, not a silent success.
+//! integers as strings; and a body that decodes to no spans while it has
+//! fields we do not know (a typo in `resourceSpans`, `scopeSpans` or
+//! `spans`) is a 400 naming them, not a silent success.
 
 use serde_json::{Map, Value};
 use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::{
@@ -22,7 +23,9 @@ pub enum Error {
     Shape(serde_json::Error),
     #[error("the top-level value must be an object")]
     NotAnObject,
-    #[error("unknown top-level field(s) {0}; expected \"resourceSpans\"")]
+    #[error(
+        "no spans decoded; unknown field(s) {0} (expected resourceSpans[].scopeSpans[].spans[])"
+    )]
     UnknownFields(String),
 }
 
@@ -39,18 +42,52 @@ const UINT32_FIELDS: &[&str] = &[
 pub fn decode_request(body: &[u8]) -> Result<ExportTraceServiceRequest, Error> {
     let mut value: Value = serde_json::from_slice(body).map_err(Error::Syntax)?;
     normalise(&mut value);
-    let Value::Object(top) = &value else {
+    if !value.is_object() {
         return Err(Error::NotAnObject);
-    };
-    let unknown: Vec<_> = top
-        .keys()
-        .filter(|k| *k != "resourceSpans")
-        .cloned()
-        .collect();
-    if !top.contains_key("resourceSpans") && !unknown.is_empty() {
+    }
+    let unknown = unknown_fields(&value);
+    let request: ExportTraceServiceRequest = serde_json::from_value(value).map_err(Error::Shape)?;
+    let spans = request
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum::<usize>();
+    if spans == 0 && !unknown.is_empty() {
         return Err(Error::UnknownFields(format!("{unknown:?}")));
     }
-    serde_json::from_value(value).map_err(Error::Shape)
+    Ok(request)
+}
+
+/// Unknown keys on the path to the spans (top level, `ResourceSpans`,
+/// `ScopeSpans`), as paths.
+fn unknown_fields(value: &Value) -> Vec<String> {
+    const LEVELS: [(&str, &[&str]); 3] = [
+        ("resourceSpans", &["resourceSpans"]),
+        ("scopeSpans", &["resource", "scopeSpans", "schemaUrl"]),
+        ("spans", &["scope", "spans", "schemaUrl"]),
+    ];
+    let mut out = Vec::new();
+    let mut level: Vec<(String, &Value)> = vec![(String::new(), value)];
+    for (child, known) in LEVELS {
+        let mut next = Vec::new();
+        for (path, v) in level {
+            let Value::Object(map) = v else { continue };
+            for key in map.keys().filter(|k| !known.contains(&k.as_str())) {
+                out.push(format!("{path}{key}"));
+            }
+            if let Some(Value::Array(items)) = map.get(child) {
+                next.extend(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| (format!("{path}{child}[{i}]."), item)),
+                );
+            }
+        }
+        level = next;
+    }
+    out
 }
 
 fn normalise(value: &mut Value) {
@@ -156,6 +193,26 @@ mod tests {
     fn unknown_top_level_fields_are_an_error_not_an_empty_request() {
         let err = decode_request(br#"{"resourceSpanz":[{}]}"#).unwrap_err();
         assert!(err.to_string().contains("resourceSpanz"), "{err}");
+        // Deeper typos that leave the request empty are named with a path.
+        let err =
+            decode_request(br#"{"resourceSpans":[{"scopeSpans":[{"spanz":[{"name":"x"}]}]}]}"#)
+                .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("resourceSpans[0].scopeSpans[0].spanz"),
+            "{err}"
+        );
+        let err = decode_request(br#"{"resourceSpans":[{"scope_spanz":[]}]}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("resourceSpans[0].scopeSpanz"),
+            "{err}"
+        );
+        // Unknown fields beside real spans are ignored (forward compatible).
+        let ok = decode_request(
+            br#"{"resourceSpans":[{"future":1,"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"x"}]}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.resource_spans[0].scope_spans[0].spans.len(), 1);
         assert!(decode_request(b"{}").is_ok());
         assert!(decode_request(br#"{"resourceSpans":[]}"#).is_ok());
         assert!(matches!(decode_request(b"[1]"), Err(Error::NotAnObject)));
