@@ -200,7 +200,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overload_answers_429_with_retry_after_and_unavailable_over_grpc() {
+async fn overload_answers_429_with_retry_after_and_resource_exhausted_with_retry_info_over_grpc() {
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 
     let dir = tempfile::tempdir().unwrap();
@@ -223,9 +223,14 @@ async fn overload_answers_429_with_retry_after_and_unavailable_over_grpc() {
         .export(request("overload", vec![span(9, 2)]))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unavailable);
-    // RetryInfo travels in grpc-status-details-bin, which exporters need to retry.
-    assert!(!err.details().is_empty(), "status carries error details");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    // RetryInfo travels in grpc-status-details-bin; exporters retry
+    // RESOURCE_EXHAUSTED only with it.
+    let details = tonic_types::StatusExt::get_error_details(&err);
+    let retry = details
+        .retry_info()
+        .expect("RetryInfo in the status details");
+    assert_eq!(retry.retry_delay, Some(std::time::Duration::from_secs(1)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

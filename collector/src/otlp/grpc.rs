@@ -34,15 +34,17 @@ impl TraceService for Receiver {
     }
 }
 
-/// Backpressure and unavailability are `UNAVAILABLE` with a RetryInfo, which
-/// every OTLP exporter retries.
+/// Backpressure is `RESOURCE_EXHAUSTED` and unavailability (WAL failure,
+/// shutdown) `UNAVAILABLE`, both with a RetryInfo: OTLP exporters retry
+/// `RESOURCE_EXHAUSTED` only when it carries one, which tells them the
+/// server will recover (unlike an oversize message).
 fn status(err: &IngestError) -> Status {
-    let retry_after = match err {
-        IngestError::Overloaded { retry_after, .. } => *retry_after,
-        IngestError::Unavailable(_) => std::time::Duration::from_secs(1),
+    let (code, retry_after) = match err {
+        IngestError::Overloaded { retry_after, .. } => (Code::ResourceExhausted, *retry_after),
+        IngestError::Unavailable(_) => (Code::Unavailable, std::time::Duration::from_secs(1)),
     };
     Status::with_error_details(
-        Code::Unavailable,
+        code,
         err.to_string(),
         ErrorDetails::with_retry_info(Some(retry_after)),
     )
