@@ -668,7 +668,7 @@ mod tests {
         };
         assert_eq!(
             a.prefilter_sql(),
-            "((((try_cast(span_attributes['http.status_code'] AS DOUBLE) >= 500 OR coalesce(status_code, 'UNSET') = 'ERROR') AND coalesce(span_attributes['region'], resource_attributes['region']) ~ '^(?:eu-.*)$') AND coalesce(kind, 'UNSET') = 'SERVER') AND span_attributes['a b'] <> 'x') AND array_has(event_names(events), 'exception'))"
+            "(((((try_cast(span_attributes['http.status_code'] AS DOUBLE) >= 500 OR coalesce(status_code, 'UNSET') = 'ERROR') AND coalesce(span_attributes['region'], resource_attributes['region']) ~ '^(?:eu-.*)$') AND coalesce(kind, 'UNSET') = 'SERVER') AND span_attributes['a b'] <> 'x') AND array_has(event_names(events), 'exception'))"
         );
         let Query::Spanset(b) = b.as_ref() else {
             panic!()
