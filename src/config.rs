@@ -51,6 +51,12 @@ settings! {
     http_listen: SocketAddr, env = "TRACELAKE_HTTP_LISTEN";
     /// Zipkin ingest and query API listen address [default: 0.0.0.0:9411]
     zipkin_listen: SocketAddr, env = "TRACELAKE_ZIPKIN_LISTEN";
+    /// Jaeger thrift over HTTP (`POST /api/traces`) listen address [default: 0.0.0.0:14268]
+    jaeger_http_listen: SocketAddr, env = "TRACELAKE_JAEGER_HTTP_LISTEN";
+    /// Jaeger agent UDP, thrift compact [default: 0.0.0.0:6831]
+    jaeger_compact_listen: SocketAddr, env = "TRACELAKE_JAEGER_COMPACT_LISTEN";
+    /// Jaeger agent UDP, thrift binary [default: 0.0.0.0:6832]
+    jaeger_binary_listen: SocketAddr, env = "TRACELAKE_JAEGER_BINARY_LISTEN";
     /// Arrow Flight SQL listen address [default: 0.0.0.0:4319]
     flight_sql_listen: SocketAddr, env = "TRACELAKE_FLIGHT_SQL_LISTEN";
     /// Reject spans that started longer ago than this [default: 7d]
@@ -92,6 +98,9 @@ pub(crate) struct Config {
     pub(crate) http_listen: SocketAddr,
     pub(crate) flight_sql_listen: SocketAddr,
     pub(crate) zipkin_listen: SocketAddr,
+    pub(crate) jaeger_http_listen: SocketAddr,
+    pub(crate) jaeger_compact_listen: SocketAddr,
+    pub(crate) jaeger_binary_listen: SocketAddr,
     pub(crate) max_span_age: Duration,
     pub(crate) max_span_future: Duration,
     pub(crate) max_request_bytes: usize,
@@ -157,6 +166,15 @@ impl Settings {
             otlp_http_listen: self.otlp_http_listen.unwrap_or(([0, 0, 0, 0], 4318).into()),
             http_listen: self.http_listen.unwrap_or(([0, 0, 0, 0], 3200).into()),
             zipkin_listen: self.zipkin_listen.unwrap_or(([0, 0, 0, 0], 9411).into()),
+            jaeger_http_listen: self
+                .jaeger_http_listen
+                .unwrap_or(([0, 0, 0, 0], 14268).into()),
+            jaeger_compact_listen: self
+                .jaeger_compact_listen
+                .unwrap_or(([0, 0, 0, 0], 6831).into()),
+            jaeger_binary_listen: self
+                .jaeger_binary_listen
+                .unwrap_or(([0, 0, 0, 0], 6832).into()),
             flight_sql_listen: self
                 .flight_sql_listen
                 .unwrap_or(([0, 0, 0, 0], 4319).into()),

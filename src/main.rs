@@ -173,6 +173,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ),
         ("http", config.http_listen, http),
         ("zipkin", config.zipkin_listen, zipkin),
+        (
+            "jaeger-http",
+            config.jaeger_http_listen,
+            collector.jaeger_http_router(),
+        ),
         ("flight-sql", config.flight_sql_listen, flight_sql),
     ];
     let mut tasks = Vec::new();
@@ -185,6 +190,28 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             name,
             listener,
             router,
+            stop_rx.clone(),
+        )));
+    }
+    for (name, addr, protocol) in [
+        (
+            "jaeger-compact",
+            config.jaeger_compact_listen,
+            tracelake_schema::jaeger::Protocol::Compact,
+        ),
+        (
+            "jaeger-binary",
+            config.jaeger_binary_listen,
+            tracelake_schema::jaeger::Protocol::Binary,
+        ),
+    ] {
+        let socket = tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on udp {addr} ({name})"))?;
+        tracing::info!(%addr, "{name} listening (udp)");
+        tasks.push(tokio::spawn(collector.jaeger_udp(
+            socket,
+            protocol,
             stop_rx.clone(),
         )));
     }

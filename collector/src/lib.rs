@@ -12,6 +12,7 @@ mod body;
 pub mod buffer;
 pub mod flush;
 pub mod ingest;
+pub mod jaeger;
 pub mod metrics;
 pub mod otlp;
 pub mod table;
@@ -136,6 +137,21 @@ impl Collector {
     /// OTLP/HTTP `/v1/traces` router.
     pub fn otlp_http_router(&self) -> axum::Router {
         otlp::http::router(Arc::clone(&self.ingest), self.max_request_bytes)
+    }
+
+    /// Jaeger thrift-over-HTTP `POST /api/traces` router.
+    pub fn jaeger_http_router(&self) -> axum::Router {
+        jaeger::router(Arc::clone(&self.ingest), self.max_request_bytes)
+    }
+
+    /// Receives Jaeger agent datagrams on `socket` until `stop` is true.
+    pub fn jaeger_udp(
+        &self,
+        socket: tokio::net::UdpSocket,
+        protocol: tracelake_schema::jaeger::Protocol,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        jaeger::serve_udp(Arc::clone(&self.ingest), socket, protocol, stop)
     }
 
     /// Zipkin `POST /api/v2/spans` router.

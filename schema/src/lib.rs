@@ -6,6 +6,7 @@
 //! everything here is tested as plain functions.
 
 pub mod attributes;
+pub mod jaeger;
 pub mod model;
 pub mod otlp;
 pub mod otlp_json;

@@ -372,3 +372,187 @@ async fn shared_zipkin_span_ids_are_made_unique_for_jaeger() {
     assert_eq!(body["data"][0]["traceID"], "00000000000000aa");
     assert_eq!(body["data"][0]["processes"].as_object().unwrap().len(), 2);
 }
+
+/// Runs `tests/python/jaeger_clients.py`: the Python jaeger-client tracer
+/// over UDP compact, and its generated thrift types over UDP binary and
+/// HTTP. Outside CI the test is skipped when jaeger-client is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_clients_arrive_intact() {
+    let python = std::env::var("TRACELAKE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = std::process::Command::new(&python)
+        .args(["-c", "import jaeger_client, thrift"])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install jaeger-client (see .ci/run): {probe:?}"
+        );
+        eprintln!("skipped: {python} cannot import jaeger_client");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), &[]).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/jaeger_clients.py"
+    );
+    let output = tokio::process::Command::new(&python)
+        .args([
+            script,
+            "127.0.0.1",
+            &server.jaeger_compact.port().to_string(),
+            &server.jaeger_binary.port().to_string(),
+            &server.jaeger_http.port().to_string(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let ids: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(ids["http_status"], 202);
+    // UDP has no acknowledgement: wait until the datagrams are stored.
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = server
+            .sql(
+                "SELECT encode(trace_id, 'hex') AS t, encode(span_id, 'hex') AS s, \
+                   encode(parent_span_id, 'hex') AS p, service_name, name, kind, status_code, \
+                   span_attributes AS a, span_attribute_types AS ty, resource_attributes AS r, \
+                   event_names(events) AS ev, duration_ns \
+                 FROM spans",
+            )
+            .await;
+        if rows.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    let by_id = |id: &Value| {
+        rows.iter()
+            .find(|r| &r["s"] == id)
+            .unwrap_or_else(|| panic!("{id} missing: {rows:?}"))
+    };
+
+    // The OpenTracing tracer (UDP compact).
+    let root = by_id(&ids["tracer_root"]);
+    let child = by_id(&ids["tracer_child"]);
+    assert_eq!(root["t"], ids["tracer_trace"]);
+    assert_eq!(
+        (
+            root["service_name"].as_str(),
+            root["name"].as_str(),
+            root["kind"].as_str()
+        ),
+        (Some("jaeger-py-shop"), Some("checkout"), Some("SERVER"))
+    );
+    assert_eq!(root["a"]["http.method"], "POST");
+    assert_eq!(root["a"]["cart.items"], "3");
+    assert_eq!(root["ty"]["cart.items"], 2, "an int attribute");
+    assert_eq!(
+        root["r"]["region"], "eu-west-1",
+        "tracer tags are resource attributes"
+    );
+    assert_eq!(root["status_code"], "UNSET");
+    assert_eq!(child["p"], ids["tracer_root"]);
+    assert_eq!(
+        (child["kind"].as_str(), child["status_code"].as_str()),
+        (Some("CLIENT"), Some("ERROR"))
+    );
+    assert!(child["a"].get("error").is_none() && child["a"].get("span.kind").is_none());
+    assert_eq!(child["ev"], json!(["retry"]));
+
+    // Agent.emitBatch in thrift binary (UDP) and a Batch over HTTP.
+    for (trace, span, service, name) in [
+        (
+            "binary_trace",
+            "binary_span",
+            "jaeger-udp-binary",
+            "GET /stock",
+        ),
+        ("http_trace", "http_span", "jaeger-http", "GET /price"),
+    ] {
+        let s = by_id(&ids[span]);
+        assert_eq!(s["t"], ids[trace]);
+        assert_eq!(
+            (
+                s["service_name"].as_str(),
+                s["name"].as_str(),
+                s["kind"].as_str()
+            ),
+            (Some(service), Some(name), Some("SERVER"))
+        );
+        assert_eq!(s["status_code"], "ERROR", "HTTP 503 on a server span");
+        assert_eq!(s["duration_ns"], 4_000_000);
+        assert_eq!(s["r"]["host.name"], "host-1");
+        assert_eq!(s["ty"]["ratio"], 3, "a double attribute");
+        assert_eq!(s["ev"], json!(["cache miss"]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_thrift_bad_input_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), &[]).await;
+    let url = format!("http://{}/api/traces", server.jaeger_http);
+    let client = reqwest::Client::new();
+    for (content_type, body, needle) in [
+        (
+            "application/json",
+            b"{}".to_vec(),
+            "unsupported content type",
+        ),
+        (
+            "application/x-thrift",
+            b"\x0c\x00\x01\x0b\x00\x01\x7f\xff\xff\xff".to_vec(),
+            "invalid Jaeger thrift",
+        ),
+        ("application/x-thrift", b"\x00".to_vec(), "no process"),
+        (
+            "application/x-thrift",
+            vec![0x0c; 300],
+            "invalid Jaeger thrift",
+        ),
+    ] {
+        let r = client
+            .post(&url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let text = r.text().await.unwrap();
+        assert!(text.contains(needle), "{text}");
+    }
+    // Garbage datagrams are counted, not fatal.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .send_to(b"not thrift", server.jaeger_compact)
+        .unwrap();
+    socket
+        .send_to(b"\x80\x01\x00\x04", server.jaeger_binary)
+        .unwrap();
+    let mut counted = false;
+    for _ in 0..100 {
+        let metrics = reqwest::get(server.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        counted = metrics.contains("tracelake_request_errors_total{protocol=\"jaeger_thrift_compact\",reason=\"bad_thrift\"} 1")
+            && metrics.contains("tracelake_request_errors_total{protocol=\"jaeger_thrift_binary\",reason=\"bad_thrift\"} 1");
+        if counted {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(counted, "bad datagrams are counted in /metrics");
+    let (status, _) = server.get("/api/v1/services").await;
+    assert_eq!(status, 200, "still serving");
+}

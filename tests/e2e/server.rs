@@ -16,6 +16,9 @@ pub(crate) struct TestServer {
     pub(crate) http: SocketAddr,
     pub(crate) flight_sql: SocketAddr,
     pub(crate) zipkin: SocketAddr,
+    pub(crate) jaeger_http: SocketAddr,
+    pub(crate) jaeger_compact: SocketAddr,
+    pub(crate) jaeger_binary: SocketAddr,
     client: reqwest::Client,
 }
 
@@ -24,17 +27,24 @@ fn free_port() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
+fn free_udp_port() -> SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap()
+}
+
 impl TestServer {
     /// Starts the binary on `data_dir` with `args` appended and waits until
     /// it is ready.
     pub(crate) async fn start(data_dir: &Path, args: &[&str]) -> Self {
-        let (grpc, otlp_http, http, flight_sql, zipkin) = (
+        let (grpc, otlp_http, http, flight_sql, zipkin, jaeger_http) = (
+            free_port(),
             free_port(),
             free_port(),
             free_port(),
             free_port(),
             free_port(),
         );
+        let (jaeger_compact, jaeger_binary) = (free_udp_port(), free_udp_port());
         let child = Command::new(env!("CARGO_BIN_EXE_tracelake"))
             .arg("serve")
             .arg("--data-dir")
@@ -44,6 +54,9 @@ impl TestServer {
             .args(["--http-listen", &http.to_string()])
             .args(["--flight-sql-listen", &flight_sql.to_string()])
             .args(["--zipkin-listen", &zipkin.to_string()])
+            .args(["--jaeger-http-listen", &jaeger_http.to_string()])
+            .args(["--jaeger-compact-listen", &jaeger_compact.to_string()])
+            .args(["--jaeger-binary-listen", &jaeger_binary.to_string()])
             .args(args)
             .env("TRACELAKE_LOG", "warn,tracelake_collector=info")
             .stdout(Stdio::null())
@@ -57,6 +70,9 @@ impl TestServer {
             http,
             flight_sql,
             zipkin,
+            jaeger_http,
+            jaeger_compact,
+            jaeger_binary,
             client: reqwest::Client::new(),
         };
         server.wait_ready().await;
