@@ -1,6 +1,6 @@
 //! Zipkin receiver (default port 9411): `POST /api/v2/spans` with a JSON
-//! list of v2 spans or a proto3 `ListOfSpans`, optionally gzip/deflate/zstd
-//! compressed. Spans go through the same ingest path as OTLP (validation,
+//! list of v2 spans or a proto3 `ListOfSpans`, and `POST /api/v1/spans`
+//! with a JSON list of v1 spans; optionally gzip/deflate/zstd compressed. Spans go through the same ingest path as OTLP (validation,
 //! WAL, fsync before the answer).
 //!
 //! As the Zipkin server: 202 with an empty body on success (an empty body or
@@ -37,11 +37,17 @@ pub fn router(ingest: Arc<Ingest>, max_body_bytes: usize) -> Router {
     Router::new()
         .route(
             "/api/v2/spans",
-            post(spans).fallback(|| async {
+            post(spans_v2).fallback(|| async {
                 text(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "use POST to send spans, GET to list span names",
                 )
+            }),
+        )
+        .route(
+            "/api/v1/spans",
+            post(spans_v1).fallback(|| async {
+                text(StatusCode::METHOD_NOT_ALLOWED, "use POST to send v1 spans")
             }),
         )
         .with_state(Receiver {
@@ -63,6 +69,7 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response {
 enum Format {
     Json,
     Proto,
+    V1Json,
 }
 
 struct Failure {
@@ -84,8 +91,16 @@ impl Failure {
     }
 }
 
-async fn spans(State(receiver): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
-    match handle(&receiver, &headers, body).await {
+async fn spans_v2(State(receiver): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
+    respond(&receiver, handle(&receiver, &headers, body, false).await)
+}
+
+async fn spans_v1(State(receiver): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
+    respond(&receiver, handle(&receiver, &headers, body, true).await)
+}
+
+fn respond(receiver: &Receiver, outcome: Result<(), Failure>) -> Response {
+    match outcome {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(failure) => {
             receiver.ingest.count_error(PROTOCOL, failure.reason);
@@ -95,7 +110,12 @@ async fn spans(State(receiver): State<Receiver>, headers: HeaderMap, body: Body)
     }
 }
 
-async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body) -> Result<(), Failure> {
+async fn handle(
+    receiver: &Receiver,
+    headers: &HeaderMap,
+    body: Body,
+    v1: bool,
+) -> Result<(), Failure> {
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -105,10 +125,21 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body) -> Result<
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let format = match media.as_str() {
-        "" | "application/json" => Format::Json,
-        "application/x-protobuf" | "application/protobuf" => Format::Proto,
-        other => {
+    let format = match (media.as_str(), v1) {
+        ("" | "application/json", false) => Format::Json,
+        ("application/x-protobuf" | "application/protobuf", false) => Format::Proto,
+        ("" | "application/json", true) => Format::V1Json,
+        (other, true) => {
+            return Err(Failure {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                reason: "unsupported_media_type",
+                message: format!(
+                    "unsupported content type {other:?} for v1 spans: use application/json (v1 thrift is not supported)"
+                ),
+                retry_after: None,
+            });
+        }
+        (other, false) => {
             return Err(Failure {
                 status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 reason: "unsupported_media_type",
@@ -146,6 +177,7 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body) -> Result<
     let request = tokio::task::spawn_blocking(move || match format {
         Format::Json => zipkin::from_json(&raw),
         Format::Proto => zipkin::from_proto(&raw),
+        Format::V1Json => zipkin::from_v1_json(&raw),
     })
     .await
     .map_err(|e| Failure {

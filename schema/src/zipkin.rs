@@ -130,7 +130,7 @@ struct JsonSpan {
     binary_annotations: Option<IgnoredAny>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct JsonEndpoint {
     service_name: Option<String>,
@@ -293,19 +293,6 @@ fn normal_json(s: JsonSpan) -> Result<Normal, String> {
         };
         annotations.push((micros("annotation timestamp", Some(t))?, v));
     }
-    let endpoint = |e: Option<JsonEndpoint>| {
-        let e = e.unwrap_or(JsonEndpoint {
-            service_name: None,
-            ipv4: None,
-            ipv6: None,
-            port: None,
-        });
-        Endpoint {
-            service: e.service_name.filter(|s| !s.is_empty()),
-            ip: e.ipv4.or(e.ipv6).filter(|s| !s.is_empty()),
-            port: e.port.filter(|&p| p != 0),
-        }
-    };
     Ok(Normal {
         trace_id,
         id,
@@ -314,11 +301,234 @@ fn normal_json(s: JsonSpan) -> Result<Normal, String> {
         name: s.name.unwrap_or_default(),
         timestamp: micros("timestamp", s.timestamp)?,
         duration: micros("duration", s.duration)?,
-        local: endpoint(s.local_endpoint),
-        remote: endpoint(s.remote_endpoint),
+        local: json_endpoint(s.local_endpoint),
+        remote: json_endpoint(s.remote_endpoint),
         annotations,
         tags,
     })
+}
+
+fn json_endpoint(e: Option<JsonEndpoint>) -> Endpoint {
+    let e = e.unwrap_or_default();
+    Endpoint {
+        service: e.service_name.filter(|s| !s.is_empty()),
+        ip: e.ipv4.or(e.ipv6).filter(|s| !s.is_empty()),
+        port: e.port.filter(|&p| p != 0),
+    }
+}
+
+/// A Zipkin v1 JSON span.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct V1Span {
+    trace_id: Option<String>,
+    id: Option<String>,
+    parent_id: Option<String>,
+    name: Option<String>,
+    timestamp: Option<i64>,
+    duration: Option<i64>,
+    #[serde(default)]
+    annotations: Vec<V1Annotation>,
+    #[serde(default)]
+    binary_annotations: Vec<V1BinaryAnnotation>,
+}
+
+#[derive(Debug, Deserialize)]
+struct V1Annotation {
+    timestamp: Option<i64>,
+    value: Option<String>,
+    endpoint: Option<JsonEndpoint>,
+}
+
+#[derive(Debug, Deserialize)]
+struct V1BinaryAnnotation {
+    key: Option<String>,
+    value: Option<Value>,
+    endpoint: Option<JsonEndpoint>,
+}
+
+/// Decodes a Zipkin v1 JSON list (`POST /api/v1/spans`) into an OTLP
+/// request, converting as Zipkin's `V1SpanConverter` does: `cs`/`cr` make a
+/// CLIENT span, `sr`/`ss` a SERVER span (a v1 span with both becomes the
+/// two halves sharing the id), `ms`/`mr` PRODUCER/CONSUMER; the core
+/// annotations' endpoints are the local endpoints and give timestamps and
+/// durations; `ca`/`sa`/`ma` address annotations are remote endpoints; `lc`
+/// names a local span's service; other binary annotations are tags.
+pub fn from_v1_json(body: &[u8]) -> Result<ExportTraceServiceRequest, ZipkinError> {
+    let whole = |message: String| ZipkinError { span: 0, message };
+    let text = std::str::from_utf8(body)
+        .map_err(|_| whole("body is not UTF-8 JSON".into()))?
+        .trim();
+    if text.is_empty() {
+        return Ok(ExportTraceServiceRequest::default());
+    }
+    if !text.starts_with('[') {
+        return Err(whole("expected a JSON list of Zipkin v1 spans".into()));
+    }
+    let spans: Vec<V1Span> =
+        serde_json::from_str(text).map_err(|e| whole(format!("invalid Zipkin v1 JSON: {e}")))?;
+    let mut out = Vec::new();
+    for (i, s) in spans.into_iter().enumerate() {
+        out.extend(normal_v1(s).map_err(|message| ZipkinError { span: i, message })?);
+    }
+    Ok(to_otlp(out))
+}
+
+fn normal_v1(s: V1Span) -> Result<Vec<Normal>, String> {
+    let (trace_id, id, parent_id) = ids(
+        s.trace_id
+            .as_deref()
+            .map(|t| hex_id("traceId", t, 16))
+            .transpose()?,
+        s.id.as_deref().map(|t| hex_id("id", t, 8)).transpose()?,
+        s.parent_id
+            .as_deref()
+            .map(|t| hex_id("parentId", t, 8))
+            .transpose()?,
+    )?;
+    let mut core: BTreeMap<&str, (u64, Option<JsonEndpoint>)> = BTreeMap::new();
+    let mut others = Vec::new();
+    for a in &s.annotations {
+        let (Some(t), Some(v)) = (a.timestamp, a.value.as_deref()) else {
+            return Err("an annotation needs a timestamp and a value".into());
+        };
+        let t = micros("annotation timestamp", Some(t))?;
+        match v {
+            "cs" | "cr" | "sr" | "ss" | "ms" | "mr" => {
+                let key = match v {
+                    "cs" => "cs",
+                    "cr" => "cr",
+                    "sr" => "sr",
+                    "ss" => "ss",
+                    "ms" => "ms",
+                    _ => "mr",
+                };
+                core.insert(key, (t, a.endpoint.clone()));
+            }
+            _ => others.push((t, v.to_string(), a.endpoint.clone())),
+        }
+    }
+    let mut tags = Vec::new();
+    let mut addresses: BTreeMap<&str, JsonEndpoint> = BTreeMap::new();
+    let mut local_component: Option<(String, Option<JsonEndpoint>)> = None;
+    for b in &s.binary_annotations {
+        let key = b.key.clone().ok_or("a binary annotation needs a key")?;
+        let value = match &b.value {
+            Some(Value::String(v)) => v.clone(),
+            Some(Value::Bool(v)) => v.to_string(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(other) => other.to_string(),
+            None => return Err(format!("binary annotation {key:?} has no value")),
+        };
+        match key.as_str() {
+            "ca" | "sa" | "ma" => {
+                if let Some(e) = b.endpoint.clone() {
+                    let k = match key.as_str() {
+                        "ca" => "ca",
+                        "sa" => "sa",
+                        _ => "ma",
+                    };
+                    addresses.insert(k, e);
+                }
+            }
+            "lc" => {
+                local_component = Some((value.clone(), b.endpoint.clone()));
+                tags.push((key, value));
+            }
+            _ => tags.push((key, value)),
+        }
+    }
+    let name = s.name.clone().unwrap_or_default();
+    let half = |kind: SpanKind,
+                start: Option<&(u64, Option<JsonEndpoint>)>,
+                end: Option<&(u64, Option<JsonEndpoint>)>,
+                remote: Option<&JsonEndpoint>| {
+        let local = start.or(end).and_then(|(_, e)| e.clone());
+        let timestamp = start.map(|(t, _)| *t).unwrap_or(0);
+        let duration = match (start, end) {
+            (Some((a, _)), Some((b, _))) if b >= a => b - a,
+            _ => 0,
+        };
+        Normal {
+            trace_id: trace_id.clone(),
+            id: id.clone(),
+            parent_id: parent_id.clone(),
+            kind,
+            name: name.clone(),
+            timestamp,
+            duration,
+            local: json_endpoint(local),
+            remote: json_endpoint(remote.cloned()),
+            annotations: Vec::new(),
+            tags: Vec::new(),
+        }
+    };
+    let mut halves = Vec::new();
+    if core.contains_key("cs") || core.contains_key("cr") {
+        halves.push(half(
+            SpanKind::Client,
+            core.get("cs"),
+            core.get("cr"),
+            addresses.get("sa"),
+        ));
+    }
+    if core.contains_key("sr") || core.contains_key("ss") {
+        halves.push(half(
+            SpanKind::Server,
+            core.get("sr"),
+            core.get("ss"),
+            addresses.get("ca"),
+        ));
+    }
+    if core.contains_key("ms") {
+        halves.push(half(
+            SpanKind::Producer,
+            core.get("ms"),
+            None,
+            addresses.get("ma"),
+        ));
+    }
+    if core.contains_key("mr") {
+        halves.push(half(
+            SpanKind::Consumer,
+            core.get("mr"),
+            None,
+            addresses.get("ma"),
+        ));
+    }
+    if halves.is_empty() {
+        // A local span: its service from `lc` or any annotation's endpoint.
+        let endpoint = local_component
+            .and_then(|(_, e)| e)
+            .or_else(|| others.iter().find_map(|(_, _, e)| e.clone()))
+            .or_else(|| s.binary_annotations.iter().find_map(|b| b.endpoint.clone()));
+        let mut n = half(SpanKind::Unspecified, None, None, None);
+        n.local = json_endpoint(endpoint);
+        halves.push(n);
+    }
+    // The span's own timestamp and duration win for the first half, as
+    // Zipkin's converter does.
+    if let Some(first) = halves.first_mut() {
+        if let Some(t) = s.timestamp {
+            first.timestamp = micros("timestamp", Some(t))?;
+        }
+        if let Some(d) = s.duration {
+            first.duration = micros("duration", Some(d))?;
+        }
+    }
+    // Other annotations go to the half on their endpoint's service.
+    for (t, v, endpoint) in others {
+        let service = endpoint.and_then(|e| e.service_name);
+        let target = halves
+            .iter()
+            .position(|h| service.is_some() && h.local.service == service)
+            .unwrap_or(0);
+        halves[target].annotations.push((t, v));
+    }
+    for h in &mut halves {
+        h.tags = tags.clone();
+    }
+    Ok(halves)
 }
 
 fn normal_proto(s: proto::Span) -> Result<Normal, String> {
@@ -1054,6 +1264,97 @@ mod tests {
         }
         assert!(from_json(b"").unwrap().resource_spans.is_empty());
         assert!(from_json(b"[]").unwrap().resource_spans.is_empty());
+    }
+
+    #[test]
+    fn v1_spans_split_into_client_and_server_halves() {
+        let r = from_v1_json(
+            br#"[{"traceId":"5af7183fb1d4cf5f","id":"352bff9a74ca9ad2","parentId":"6b221d5bc9e6496c","name":"get",
+                "annotations":[
+                  {"timestamp":1000,"value":"cs","endpoint":{"serviceName":"frontend","ipv4":"10.0.0.1"}},
+                  {"timestamp":1100,"value":"sr","endpoint":{"serviceName":"backend","ipv4":"10.0.0.2"}},
+                  {"timestamp":1150,"value":"cache hit","endpoint":{"serviceName":"backend"}},
+                  {"timestamp":1800,"value":"ss","endpoint":{"serviceName":"backend"}},
+                  {"timestamp":2000,"value":"cr","endpoint":{"serviceName":"frontend"}}],
+                "binaryAnnotations":[
+                  {"key":"http.path","value":"/api","endpoint":{"serviceName":"backend"}},
+                  {"key":"sa","value":true,"endpoint":{"serviceName":"backend","ipv4":"10.0.0.2","port":8080}},
+                  {"key":"ca","value":true,"endpoint":{"serviceName":"frontend","ipv4":"10.0.0.1"}}]},
+               {"traceId":"5af7183fb1d4cf5f","id":"0000000000000007","parentId":"352bff9a74ca9ad2","name":"compute",
+                "timestamp":1200,"duration":300,
+                "binaryAnnotations":[{"key":"lc","value":"worker","endpoint":{"serviceName":"backend"}}]}]"#,
+        )
+        .unwrap();
+        let mut spans: Vec<(String, String, i32, u64, u64)> = Vec::new();
+        for rs in &r.resource_spans {
+            let service = attr(&rs.resource.as_ref().unwrap().attributes, "service.name")
+                .map(|a| match a {
+                    Any::StringValue(s) => s.clone(),
+                    _ => String::new(),
+                })
+                .unwrap_or_default();
+            for s in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                spans.push((
+                    service.clone(),
+                    s.name.clone(),
+                    s.kind,
+                    s.start_time_unix_nano / 1000,
+                    (s.end_time_unix_nano - s.start_time_unix_nano) / 1000,
+                ));
+            }
+        }
+        spans.sort();
+        assert_eq!(
+            spans,
+            [
+                ("backend".to_string(), "compute".to_string(), 0, 1200, 300),
+                (
+                    "backend".into(),
+                    "get".into(),
+                    SpanKind::Server as i32,
+                    1100,
+                    700
+                ),
+                (
+                    "frontend".into(),
+                    "get".into(),
+                    SpanKind::Client as i32,
+                    1000,
+                    1000
+                ),
+            ]
+        );
+        let all: Vec<&Span> = r
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+            .collect();
+        let client = all
+            .iter()
+            .find(|s| s.kind == SpanKind::Client as i32)
+            .unwrap();
+        let server = all
+            .iter()
+            .find(|s| s.kind == SpanKind::Server as i32)
+            .unwrap();
+        assert_eq!(server.events[0].name, "cache hit", "on the backend's half");
+        assert!(client.events.is_empty());
+        assert_eq!(
+            attr(&client.attributes, "peer.service"),
+            Some(&Any::StringValue("backend".into()))
+        );
+        assert_eq!(
+            attr(&client.attributes, "net.peer.port"),
+            Some(&Any::IntValue(8080))
+        );
+        assert!(from_v1_json(br#"{"traceId":"1"}"#).is_err());
+        assert!(
+            from_v1_json(br#"[{"traceId":"1","id":"2","binaryAnnotations":[{"value":"x"}]}]"#)
+                .unwrap_err()
+                .to_string()
+                .contains("key")
+        );
     }
 
     #[test]

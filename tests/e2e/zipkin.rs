@@ -189,7 +189,7 @@ async fn real_zipkin_clients_arrive_intact() {
              FROM spans ORDER BY service_name, kind DESC",
         )
         .await;
-    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_eq!(rows.len(), 6, "{rows:?}");
     let by_id = |id: &Value| {
         rows.iter()
             .find(|r| &r["s"] == id)
@@ -251,11 +251,29 @@ async fn real_zipkin_clients_arrive_intact() {
     );
     assert_eq!(server_span["status_code"], "UNSET");
 
+    // py_zipkin in Zipkin v1 JSON: core annotations give the kinds.
+    let v1_server = by_id(&ids["v1_server_id"]);
+    let v1_client = by_id(&ids["v1_client_id"]);
+    assert_eq!(
+        (v1_server["kind"].as_str(), v1_server["name"].as_str()),
+        (Some("SERVER"), Some("ship order"))
+    );
+    assert_eq!(v1_server["service_name"], "py-zipkin-legacy");
+    assert_eq!(v1_server["a"]["carrier"], "dhl");
+    assert_eq!(
+        (v1_client["kind"].as_str(), v1_client["p"].clone()),
+        (Some("CLIENT"), ids["v1_server_id"].clone())
+    );
+    assert!(v1_client["duration_ns"].as_i64().unwrap() > 0);
+
     // The Zipkin query API over what they sent (Grafana's health check is
     // GET /api/v2/services: 200 and a JSON array).
     let (status, services) = zipkin_get(&server, "/api/v2/services").await;
     assert_eq!(status, 200);
-    assert_eq!(services, json!(["otel-zipkin-shop", "py-zipkin-billing"]));
+    assert_eq!(
+        services,
+        json!(["otel-zipkin-shop", "py-zipkin-billing", "py-zipkin-legacy"])
+    );
     let (_, names) = zipkin_get(&server, "/api/v2/spans?serviceName=OTEL-ZIPKIN-SHOP").await;
     assert_eq!(names, json!(["GET /orders/{id}", "SELECT orders"]));
     let (_, remote) = zipkin_get(
@@ -359,6 +377,34 @@ async fn zipkin_bad_input_is_refused_with_a_reason() {
         assert_eq!(got, status, "{body}: {text}");
         assert!(text.contains(needle), "{body}: {text}");
     }
+    // Zipkin v1: JSON only.
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/spans", server.zipkin))
+        .header("content-type", "application/x-thrift")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("v1 thrift is not supported")
+    );
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/spans", server.zipkin))
+        .json(&json!({"traceId": "a1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("JSON list of Zipkin v1 spans")
+    );
     // Corrupt gzip.
     let r = reqwest::Client::new()
         .post(format!("http://{}/api/v2/spans", server.zipkin))

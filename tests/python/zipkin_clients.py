@@ -63,4 +63,19 @@ with zipkin_span(
         out["pyzipkin_server_id"] = server.zipkin_attrs.span_id
         out["pyzipkin_client_id"] = client.zipkin_attrs.span_id
 
+# py_zipkin again, speaking Zipkin v1 JSON (to /api/v1/spans).
+with zipkin_span(
+    service_name="py-zipkin-legacy",
+    span_name="ship order",
+    transport_handler=transport,
+    sample_rate=100.0,
+    encoding=Encoding.V1_JSON,
+    kind=Kind.SERVER,
+    binary_annotations={"carrier": "dhl"},
+) as legacy:
+    with zipkin_span(service_name="py-zipkin-legacy", span_name="print label", kind=Kind.CLIENT) as label:
+        out["v1_trace_id"] = legacy.zipkin_attrs.trace_id
+        out["v1_server_id"] = legacy.zipkin_attrs.span_id
+        out["v1_client_id"] = label.zipkin_attrs.span_id
+
 print(json.dumps(out))
