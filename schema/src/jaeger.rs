@@ -966,6 +966,21 @@ mod tests {
             w.i64(parent);
             w.field(5, T_STRING);
             w.string(if parent == 0 { "charge" } else { "call bank" });
+            if parent != 0 {
+                // A FOLLOWS_FROM reference to another trace's span.
+                w.field(6, T_LIST);
+                w.list(T_STRUCT, 1);
+                w.begin();
+                w.field(1, T_I32);
+                w.i32(1);
+                w.field(2, T_I64);
+                w.i64(0x77);
+                w.field(3, T_I64);
+                w.i64(0);
+                w.field(4, T_I64);
+                w.i64(0x99);
+                w.end();
+            }
             w.field(7, T_I32);
             w.i32(1);
             w.field(8, T_I64);
@@ -1027,6 +1042,14 @@ mod tests {
             .map(|kv| kv.key.as_str())
             .collect();
         assert_eq!(a, ["http.status_code"]);
+        let link = &spans[1].links[0];
+        assert_eq!(
+            hex::encode(&link.trace_id),
+            "00000000000000000000000000000077"
+        );
+        assert_eq!(hex::encode(&link.span_id), "0000000000000099");
+        assert_eq!(text(&link.attributes[0]), "follows_from");
+        assert!(spans[0].links.is_empty());
         assert_eq!(spans[1].events[0].name, "retry");
         assert_eq!(spans[1].events[0].time_unix_nano, 1_700_000_000_000_100_000);
         assert_eq!(spans[1].events[0].attributes[0].key, "attempt");

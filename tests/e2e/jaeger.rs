@@ -68,6 +68,23 @@ async fn jaeger_golden_files() {
     assert_eq!(status, 200);
     assert_eq!(body, get_trace);
 
+    // OpenTelemetry's OTLP/JSON example (upper-case hex ids) comes back from
+    // api_v3 as sent, in canonical form: lower-case ids, and the stored
+    // span's (unset) status as an empty message.
+    let example = fixture(&dir, "opentelemetry-proto_trace.json");
+    post_otlp_json(&server, serde_json::to_vec(&example).unwrap()).await;
+    let mut expected = example.clone();
+    let sent_span = &mut expected["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+    for key in ["traceId", "spanId", "parentSpanId"] {
+        sent_span[key] = json!(sent_span[key].as_str().unwrap().to_lowercase());
+    }
+    sent_span["status"] = json!({});
+    let (status, body) = server
+        .get("/jaeger/api/v3/traces/5b8efff798038103d269b633813fc60c")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({ "result": expected }));
+
     // Services and operations: one recent service; the historical spans
     // above are outside the discovery window.
     let mut recent = span(0x77, 0x78);

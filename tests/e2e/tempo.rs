@@ -267,6 +267,8 @@ async fn tempo_search_and_tags_as_grafana_uses_them() {
     // Grafana's connection test and feature gate.
     let (status, echo) = server.get("/tempo/api/echo").await;
     assert_eq!((status, echo), (200, json!("echo")));
+    let (status, ready) = server.get("/tempo/ready").await;
+    assert_eq!((status, ready), (200, json!("ready")));
     let (_, info) = server.get("/tempo/api/status/buildinfo").await;
     assert!(
         info["version"].as_str().unwrap().split('.').count() == 3,

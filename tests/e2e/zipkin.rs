@@ -276,6 +276,13 @@ async fn real_zipkin_clients_arrive_intact() {
     );
     let (_, names) = zipkin_get(&server, "/api/v2/spans?serviceName=OTEL-ZIPKIN-SHOP").await;
     assert_eq!(names, json!(["GET /orders/{id}", "SELECT orders"]));
+    let (_, keys) = zipkin_get(&server, "/api/v2/autocompleteKeys").await;
+    assert!(
+        keys.as_array().unwrap().contains(&json!("db.system")),
+        "{keys}"
+    );
+    let (_, values) = zipkin_get(&server, "/api/v2/autocompleteValues?key=db.system").await;
+    assert_eq!(values, json!(["postgresql"]));
     let (_, remote) = zipkin_get(
         &server,
         "/api/v2/remoteServices?serviceName=otel-zipkin-shop",
