@@ -18,15 +18,16 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::post;
 use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, watch};
 use tracelake_schema::jaeger::{self, Protocol};
 
 use crate::body;
-use crate::ingest::{Ingest, IngestError};
+use crate::ingest::Ingest;
+use crate::plain::{self, Failure};
 
 const HTTP: &str = "jaeger_thrift_http";
 
@@ -46,12 +47,8 @@ pub fn router(ingest: Arc<Ingest>, max_body_bytes: usize) -> Router {
     Router::new()
         .route(
             "/api/traces",
-            post(traces).fallback(|| async {
-                text(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "use POST with a thrift Batch",
-                )
-            }),
+            post(traces)
+                .fallback(|| async { plain::method_not_allowed("use POST with a thrift Batch") }),
         )
         .with_state(Receiver {
             ingest,
@@ -59,109 +56,30 @@ pub fn router(ingest: Arc<Ingest>, max_body_bytes: usize) -> Router {
         })
 }
 
-fn text(status: StatusCode, message: impl Into<String>) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        message.into(),
-    )
-        .into_response()
-}
-
-struct Failure {
-    status: StatusCode,
-    reason: &'static str,
-    message: String,
-    retry_after: Option<u64>,
-}
-
-impl From<IngestError> for Failure {
-    fn from(e: IngestError) -> Self {
-        let (status, retry_after) = match &e {
-            IngestError::Overloaded { retry_after, .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, retry_after.as_secs().max(1))
-            }
-            IngestError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, 1),
-        };
-        Self {
-            status,
-            reason: e.reason(),
-            message: e.to_string(),
-            retry_after: Some(retry_after),
-        }
-    }
-}
-
 async fn traces(State(receiver): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
-    match handle(&receiver, &headers, body).await {
-        Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(f) => {
-            receiver.ingest.count_error(HTTP, f.reason);
-            let mut response = text(f.status, f.message);
-            if let Some(secs) = f.retry_after {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            response
-        }
-    }
+    let outcome = handle(&receiver, &headers, body).await;
+    plain::respond(&receiver.ingest, HTTP, outcome)
 }
 
 async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body) -> Result<(), Failure> {
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let protocol = match media.as_str() {
+    let protocol = match plain::media_type(headers).as_str() {
         "application/x-thrift" | "application/vnd.apache.thrift.binary" => Protocol::Binary,
         "application/vnd.apache.thrift.compact" => Protocol::Compact,
         other => {
-            return Err(Failure {
-                status: StatusCode::BAD_REQUEST,
-                reason: "unsupported_media_type",
-                message: format!(
+            return Err(Failure::bad_request(
+                "unsupported_media_type",
+                format!(
                     "unsupported content type {other:?}: use application/x-thrift (a TBinaryProtocol Batch)"
                 ),
-                retry_after: None,
-            });
+            ));
         }
     };
     receiver.ingest.check_capacity(HTTP)?;
-    let raw = body::read(body, headers, receiver.max_body_bytes)
-        .await
-        .map_err(|e| Failure {
-            status: e.status(),
-            reason: e.reason(),
-            message: e.message().to_string(),
-            retry_after: None,
-        })?;
-    let request = jaeger::from_batch(&raw, protocol).map_err(|e| Failure {
-        status: StatusCode::BAD_REQUEST,
-        reason: "bad_thrift",
-        message: e.to_string(),
-        retry_after: None,
-    })?;
+    let raw = body::read(body, headers, receiver.max_body_bytes).await?;
+    let request = jaeger::from_batch(&raw, protocol)
+        .map_err(|e| Failure::bad_request("bad_thrift", e.to_string()))?;
     let accepted = receiver.ingest.export(HTTP, request).await?;
-    if accepted.rejections.count > 0 {
-        return Err(Failure {
-            status: StatusCode::BAD_REQUEST,
-            reason: "rejected_spans",
-            message: format!(
-                "{} spans stored, {} rejected: {}",
-                accepted.spans,
-                accepted.rejections.count,
-                accepted.rejections.message()
-            ),
-            retry_after: None,
-        });
-    }
-    Ok(())
+    plain::all_accepted(&accepted)
 }
 
 /// Receives `Agent.emitBatch` datagrams on `socket` until `stop` turns true.

@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod jaeger;
 pub mod metrics;
 pub mod otlp;
+mod plain;
 pub mod table;
 pub mod wal;
 pub mod writer;

@@ -57,21 +57,52 @@ impl ApiError {
     }
 }
 
+/// The HTTP status every API answers a query error with: 400 invalid or
+/// too large, 408 time limit, 422 memory limit, 500 otherwise (logged).
+pub fn query_status(e: &QueryError) -> StatusCode {
+    match e {
+        QueryError::Invalid(_) | QueryError::TooManyRows(_) => StatusCode::BAD_REQUEST,
+        QueryError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+        QueryError::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        QueryError::Internal(_) => {
+            tracing::error!(error = %e, "query failed");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
 impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
-        let status = match &e {
-            QueryError::Invalid(_) | QueryError::TooManyRows(_) => StatusCode::BAD_REQUEST,
-            QueryError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            QueryError::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            QueryError::Internal(_) => {
-                tracing::error!(error = %e, "query failed");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
         Self {
-            status,
+            status: query_status(&e),
             message: e.to_string(),
         }
+    }
+}
+
+/// A plain-text error, as the Zipkin and Tempo APIs answer.
+pub struct TextError(pub StatusCode, pub String);
+
+impl TextError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self(StatusCode::BAD_REQUEST, message.into())
+    }
+}
+
+impl IntoResponse for TextError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            self.1,
+        )
+            .into_response()
+    }
+}
+
+impl From<QueryError> for TextError {
+    fn from(e: QueryError) -> Self {
+        Self(query_status(&e), e.to_string())
     }
 }
 

@@ -91,14 +91,8 @@ impl Error {
     }
 
     fn query(e: QueryError, v3: bool) -> Self {
-        let status = match e {
-            QueryError::Invalid(_) | QueryError::TooManyRows(_) => StatusCode::BAD_REQUEST,
-            QueryError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            QueryError::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
         Self {
-            status,
+            status: crate::api::query_status(&e),
             message: e.to_string(),
             v3,
         }

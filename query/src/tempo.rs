@@ -27,6 +27,7 @@ use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTr
 use tracelake_schema::otlp_json::{self, Style};
 
 use crate::analysis::{Span, Tree};
+use crate::api::TextError as Error;
 use crate::engine::{QueryEngine, QueryError};
 use crate::fetch::{self, COLUMNS, MAX_SPANS, TRACE_MARGIN_NS, TraceId};
 use crate::params::{Params, SpanFilter, TimeRange, binary, parse_duration, quote};
@@ -69,33 +70,8 @@ pub fn router(engine: Arc<QueryEngine>) -> Router {
         .with_state(engine)
 }
 
-struct Error(StatusCode, String);
-
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        (
-            self.0,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            self.1,
-        )
-            .into_response()
-    }
-}
-
-impl From<QueryError> for Error {
-    fn from(e: QueryError) -> Self {
-        let status = match e {
-            QueryError::Invalid(_) | QueryError::TooManyRows(_) => StatusCode::BAD_REQUEST,
-            QueryError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            QueryError::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        Self(status, e.to_string())
-    }
-}
-
 fn bad(message: impl Into<String>) -> Error {
-    Error(StatusCode::BAD_REQUEST, message.into())
+    Error::bad_request(message)
 }
 
 fn params(query: Option<String>) -> Params {

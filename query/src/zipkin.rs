@@ -15,7 +15,7 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, RecordBatch};
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -23,7 +23,8 @@ use tracelake_schema::model::SpanRows;
 use tracelake_schema::zipkin;
 
 use crate::analytics;
-use crate::engine::{QueryEngine, QueryError};
+use crate::api::TextError as Error;
+use crate::engine::QueryEngine;
 use crate::fetch::{TRACE_MARGIN_NS, TraceId};
 use crate::params::{Params, SpanFilter, TimeRange, quote};
 use crate::search;
@@ -43,34 +44,8 @@ pub const AUTOCOMPLETE_KEYS: &[&str] = &[
     "error.type",
 ];
 
-/// A Zipkin API error: status and plain-text message.
-struct Error(StatusCode, String);
-
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        (
-            self.0,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            self.1,
-        )
-            .into_response()
-    }
-}
-
-impl From<QueryError> for Error {
-    fn from(e: QueryError) -> Self {
-        let status = match e {
-            QueryError::Invalid(_) | QueryError::TooManyRows(_) => StatusCode::BAD_REQUEST,
-            QueryError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            QueryError::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        Self(status, e.to_string())
-    }
-}
-
 fn bad(message: impl Into<String>) -> Error {
-    Error(StatusCode::BAD_REQUEST, message.into())
+    Error::bad_request(message)
 }
 
 /// The `/api/v2` query routes (mount under `/zipkin` on the query port).

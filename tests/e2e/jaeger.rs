@@ -2,25 +2,10 @@
 //! out; api_v3 snapshots), search over an OTLP trace, shared Zipkin span ids
 //! made unique, and errors in Jaeger's envelopes.
 
-use std::path::PathBuf;
-
 use serde_json::{Value, json};
 
-use crate::server::TestServer;
+use crate::server::{TestServer, fixtures};
 use crate::spans::{kv, now_nanos, request, span};
-
-fn fixtures() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: {} is absent (fixtures live in the workplace's shared folder)",
-            dir.display()
-        );
-        None
-    }
-}
 
 async fn post_otlp_json(server: &TestServer, body: Vec<u8>) {
     let r = reqwest::Client::new()

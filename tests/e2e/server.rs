@@ -9,6 +9,21 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
 use serde_json::Value;
 
+/// The public conformance fixtures in the workplace's shared folder, or
+/// `None` (with a message) where that folder is absent.
+pub(crate) fn fixtures() -> Option<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipped: {} is absent (fixtures live in the workplace's shared folder)",
+            dir.display()
+        );
+        None
+    }
+}
+
 pub(crate) struct TestServer {
     child: Option<Child>,
     pub(crate) grpc: SocketAddr,

@@ -1,25 +1,10 @@
 //! Zipkin ingest and query API: public fixtures round trip, real Zipkin
 //! clients from Python, bad input, and an OTLP trace read back as Zipkin.
 
-use std::path::PathBuf;
-
 use serde_json::{Value, json};
 
-use crate::server::TestServer;
+use crate::server::{TestServer, fixtures};
 use crate::spans::{kv, now_nanos, request, span};
-
-fn fixtures() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "skipped: {} is absent (fixtures live in the workplace's shared folder)",
-            dir.display()
-        );
-        None
-    }
-}
 
 async fn post(server: &TestServer, content_type: &str, body: Vec<u8>, gzip: bool) -> (u16, String) {
     let mut r = reqwest::Client::new()
