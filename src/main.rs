@@ -151,6 +151,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "/tempo",
             tracelake_query::tempo::router(Arc::clone(&engine)),
         )
+        .merge(tracelake_ui::router())
         .merge(
             Router::new()
                 .route("/health", get(|| async { "ok" }))

@@ -95,7 +95,7 @@ const CONSUMER: i32 = 5;
 
 /// A seeded workload: frontend -> cart -> (postgres, uninstrumented), some
 /// traces publishing to a worker, errors, spread over the last 40 minutes.
-fn workload(traces: u64) -> Vec<ExportTraceServiceRequest> {
+pub(crate) fn workload(traces: u64) -> Vec<ExportTraceServiceRequest> {
     let mut rng = StdRng::seed_from_u64(42);
     let now = now_nanos();
     let mut out = Vec::new();

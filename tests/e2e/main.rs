@@ -3,6 +3,7 @@
 
 mod analytics;
 mod bad_input;
+mod browser;
 mod crash;
 mod jaeger;
 mod load;

@@ -1,0 +1,353 @@
+//! The web UI in a real browser: headless Chromium driven over WebDriver
+//! (chromedriver), against the real server with ingested traces. Screenshots
+//! of each view are written to `<target>/tmp/ui-screenshots/`.
+//!
+//! Outside CI the tests are skipped when `chromium` or `chromedriver` is
+//! missing (Debian packages of those names; `.ci/run` installs them).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde_json::{Value, json};
+
+use crate::server::TestServer;
+use crate::spans::{kv, now_nanos, request};
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// A WebDriver session on a headless Chromium.
+struct Browser {
+    client: reqwest::Client,
+    base: String,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+fn screenshots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Browser {
+    async fn start() -> Option<Self> {
+        let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
+        let driver_ok = Command::new("chromedriver")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let Some(chromium) = chromium.filter(|_| driver_ok) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must install chromium and chromium-driver (see .ci/run)"
+            );
+            eprintln!("skipped: chromium or chromedriver is not installed");
+            return None;
+        };
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let profile = tempfile::tempdir().unwrap();
+        let mut browser = Self {
+            client: reqwest::Client::new(),
+            base: format!("http://127.0.0.1:{port}"),
+            driver,
+            _profile: profile,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while browser
+            .client
+            .get(format!("{}/status", browser.base))
+            .send()
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                "--window-size=1500,1000",
+                format!("--user-data-dir={}", browser._profile.path().display()),
+            ]}
+        }}});
+        let r: Value = browser
+            .client
+            .post(format!("{}/session", browser.base))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = r["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {r}"))
+            .to_string();
+        browser.base = format!("{}/session/{session}", browser.base);
+        Some(browser)
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut r = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let v: Value = r.send().await.unwrap().json().await.unwrap();
+        v["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
+    }
+
+    /// Waits up to 20 s for an element matching `css`; returns its id.
+    async fn wait(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self
+                .call(
+                    reqwest::Method::POST,
+                    "/element",
+                    Some(json!({"using": "css selector", "value": css})),
+                )
+                .await;
+            if let Some(id) = v[ELEMENT].as_str() {
+                return id.to_string();
+            }
+            assert!(Instant::now() < deadline, "no element {css:?} within 20 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn click(&self, css: &str) {
+        let id = self.wait(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let id = self.wait(css).await;
+        self.call(reqwest::Method::GET, &format!("/element/{id}/text"), None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    async fn exec(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
+    }
+
+    async fn count(&self, css: &str) -> u64 {
+        self.exec(&format!("return document.querySelectorAll({css:?}).length"))
+            .await
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    async fn screenshot(&self, name: &str) -> PathBuf {
+        let b64 = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().unwrap())
+            .unwrap();
+        let path = screenshots().join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_and_read_a_trace_in_the_browser() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), &[]).await;
+    for r in crate::analytics::workload(40) {
+        server.export(&r).await;
+    }
+    let ui = format!("http://{}", server.http);
+
+    // Search: drop-downs filled from the API, results as a list and a plot.
+    browser
+        .goto(&format!(
+            "{ui}/search?service=frontend&operation=GET%20/checkout&lookback=1h&limit=50"
+        ))
+        .await;
+    browser.wait("#results-table tbody tr").await;
+    assert_eq!(browser.count("#results-table tbody tr").await, 20);
+    assert_eq!(browser.count("#scatter circle").await, 20);
+    let options = browser
+        .exec("return [...document.querySelectorAll('#service option')].map(o => o.value)")
+        .await;
+    assert_eq!(options, json!(["", "cart", "frontend", "worker"]));
+    browser.screenshot("search").await;
+
+    // Open the first trace.
+    browser.click("#results-table tbody tr a").await;
+    browser.wait("#waterfall .row").await;
+    assert!(browser.text("h1").await.contains("frontend: GET /checkout"));
+    assert_eq!(browser.count("#waterfall .row").await, 6);
+    assert!(
+        browser.count("#waterfall .row.on-critical-path").await >= 4,
+        "critical path highlighted"
+    );
+    assert!(browser.count("#waterfall .cp").await >= 4);
+    assert!(browser.text("#breakdown").await.contains("cart"));
+    browser.screenshot("trace").await;
+
+    // Collapse the call to cart (its subtree hides), expand again.
+    browser
+        .click("#waterfall .row[data-index='1'] .toggle")
+        .await;
+    assert_eq!(browser.count("#waterfall .row").await, 4);
+    browser
+        .click("#waterfall .row[data-index='1'] .toggle")
+        .await;
+    assert_eq!(browser.count("#waterfall .row").await, 6);
+
+    // Select the database span and read its attribute.
+    let db = browser.exec("return [...document.querySelectorAll('#waterfall .row')].findIndex(r => r.textContent.includes('SELECT carts'))").await;
+    let index = db.as_i64().unwrap();
+    assert!(index >= 0);
+    browser
+        .click(&format!("#waterfall .row:nth-child({})", index + 1))
+        .await;
+    let details = browser.text("#span-details").await;
+    assert!(
+        details.contains("db.system") && details.contains("postgresql"),
+        "{details}"
+    );
+    let url = browser
+        .exec("return location.pathname + location.search")
+        .await;
+    assert!(
+        url.as_str().unwrap().contains("?span="),
+        "the selection is in the URL: {url}"
+    );
+
+    // Search within the trace; open by id from the header; a missing trace.
+    browser
+        .call(
+            reqwest::Method::POST,
+            &format!("/element/{}/value", browser.wait("#trace-search").await),
+            Some(json!({"text": "postgres"})),
+        )
+        .await;
+    assert_eq!(browser.text("#trace-search-count").await, "1 matches");
+    browser
+        .goto(&format!("{ui}/trace/0000000000000000000000000000beef"))
+        .await;
+    assert!(browser.text("#trace-not-found").await.contains("not found"));
+    browser.screenshot("trace-not-found").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_thousand_span_trace_renders_only_what_is_visible() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), &[]).await;
+    // 10,000 spans: a root, 99 children, 100 grandchildren each.
+    let trace = 0x1000_0000_0000_0000_0000_0000_0000_0001u128;
+    let start = now_nanos() - 60_000_000_000;
+    let mut spans = Vec::with_capacity(10_000);
+    let mk = |id: u64, parent: u64, name: String, offset: u64, duration: u64| Span {
+        trace_id: trace.to_be_bytes().to_vec(),
+        span_id: id.to_be_bytes().to_vec(),
+        parent_span_id: if parent == 0 {
+            Vec::new()
+        } else {
+            parent.to_be_bytes().to_vec()
+        },
+        name,
+        kind: 1,
+        start_time_unix_nano: start + offset,
+        end_time_unix_nano: start + offset + duration,
+        attributes: vec![kv("i", &id.to_string())],
+        ..Default::default()
+    };
+    spans.push(mk(1, 0, "root".into(), 0, 10_000_000_000));
+    for c in 0..99u64 {
+        let cid = 2 + c * 101;
+        spans.push(mk(
+            cid,
+            1,
+            format!("batch {c}"),
+            c * 100_000_000,
+            100_000_000,
+        ));
+        for g in 1..=100u64 {
+            spans.push(mk(
+                cid + g,
+                cid,
+                format!("item {c}.{g}"),
+                c * 100_000_000 + g * 1_000_000,
+                900_000,
+            ));
+        }
+    }
+    assert_eq!(spans.len(), 10_000);
+    for chunk in spans.chunks(2_000) {
+        server.export(&request("bulk", chunk.to_vec())).await;
+    }
+    browser
+        .goto(&format!("http://{}/trace/{trace:032x}", server.http))
+        .await;
+    browser.wait("#waterfall .row").await;
+    let render_ms = browser
+        .exec("return document.body.dataset.traceRenderMs")
+        .await;
+    eprintln!(
+        "10,000-span trace: fetched and rendered in {} ms (headless Chromium, debug server)",
+        render_ms.as_str().unwrap_or("?")
+    );
+    let rows = browser.count("#waterfall .row").await;
+    assert!(
+        rows > 10 && rows < 200,
+        "only the visible rows are in the DOM: {rows}"
+    );
+    // Scroll to the end: the last span is drawn.
+    browser.exec("const w = document.getElementById('waterfall'); w.scrollTop = w.scrollHeight; w.dispatchEvent(new Event('scroll'))").await;
+    let last = browser.exec("return [...document.querySelectorAll('#waterfall .row')].some(r => r.textContent.includes('item 98.100'))").await;
+    assert_eq!(last, json!(true));
+    browser.screenshot("trace-10000-spans").await;
+}

@@ -1,0 +1,136 @@
+// tracelake UI: a small router over the views. Every view's state lives in
+// its URL, so any view can be shared or reloaded.
+
+import { renderSearch } from "/ui/search.js";
+import { renderTrace } from "/ui/trace.js";
+
+const main = document.getElementById("main");
+
+/** GET an API path; resolves to JSON or throws an Error with the server's message. */
+export async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (e) {
+    throw new Error(`cannot reach the server: ${e.message}`);
+  }
+  const text = await response.text();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch { body = null; }
+  if (!response.ok) {
+    const message = (body && (body.error || body.message)) || text || response.statusText;
+    const error = new Error(`${response.status}: ${message}`);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+/** Creates an element: el("div", {class: "x", onclick: f}, child, "text"). */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "class") node.className = v;
+    else if (k === "style" && typeof v === "object") Object.assign(node.style, v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+/** A duration in nanoseconds as text: 850ns, 12.3µs, 4.56ms, 1.2s, 3m 5s. */
+export function fmtDuration(ns) {
+  ns = Number(ns);
+  if (!Number.isFinite(ns)) return "–";
+  const a = Math.abs(ns);
+  if (a < 1e3) return `${Math.round(ns)}ns`;
+  if (a < 1e6) return `${+(ns / 1e3).toPrecision(3)}µs`;
+  if (a < 1e9) return `${+(ns / 1e6).toPrecision(3)}ms`;
+  if (a < 60e9) return `${+(ns / 1e9).toPrecision(3)}s`;
+  const m = Math.floor(ns / 60e9);
+  return `${m}m ${Math.round((ns - m * 60e9) / 1e9)}s`;
+}
+
+/** A Unix-nanosecond time (string or number) as local date and time. */
+export function fmtTime(unixNano) {
+  const ms = Number(BigInt(unixNano) / 1000000n);
+  const d = new Date(ms);
+  const pad = (n, w = 2) => String(n).padStart(w, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+}
+
+const palette = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#86bcb6", "#d37295", "#a0cbe8"];
+const colors = new Map();
+/** A stable colour per service name. */
+export function serviceColor(name) {
+  if (!colors.has(name)) {
+    let h = 0;
+    for (const ch of name) h = (h * 31 + ch.codePointAt(0)) >>> 0;
+    colors.set(name, palette[h % palette.length]);
+  }
+  return colors.get(name);
+}
+
+export function errorBox(error) {
+  return el("div", { class: "error-box", role: "alert" }, error.message || String(error));
+}
+
+/** Navigates inside the app without reloading. */
+export function navigate(url, { replace = false } = {}) {
+  if (replace) history.replaceState(null, "", url);
+  else history.pushState(null, "", url);
+  route();
+}
+
+function route() {
+  const path = location.pathname;
+  document.querySelectorAll(".top nav a").forEach((a) => {
+    a.classList.toggle("active", path.startsWith(a.getAttribute("href")) || (path === "/" && a.dataset.view === "search"));
+  });
+  main.replaceChildren();
+  const trace = path.match(/^\/trace\/([^/]+)$/);
+  if (trace) return renderTrace(main, decodeURIComponent(trace[1]));
+  if (path === "/" || path === "/search") return renderSearch(main);
+  main.append(el("div", { class: "empty" }, "This view is not built yet: see the issue list. ",
+    el("a", { href: "/search" }, "Search traces")));
+}
+
+// Internal links navigate without a reload.
+document.addEventListener("click", (event) => {
+  const a = event.target.closest("a");
+  if (!a || a.target || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
+  const href = a.getAttribute("href");
+  if (!href || !href.startsWith("/") || href.startsWith("/api/")) return;
+  event.preventDefault();
+  navigate(href);
+});
+
+// Open a trace by id from anywhere; "/" focuses the box.
+const box = document.getElementById("trace-id-box");
+document.getElementById("open-trace").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const id = box.value.trim().toLowerCase();
+  if (!/^[0-9a-f]{1,32}$/.test(id)) {
+    box.setCustomValidity("a trace id is 1 to 32 hex digits");
+    box.reportValidity();
+    return;
+  }
+  box.setCustomValidity("");
+  box.value = "";
+  navigate(`/trace/${id}`);
+});
+document.addEventListener("keydown", (event) => {
+  const typing = ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement?.tagName);
+  if (event.key === "/" && !typing) {
+    event.preventDefault();
+    box.focus();
+  }
+});
+
+window.addEventListener("popstate", route);
+route();
