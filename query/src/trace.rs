@@ -51,9 +51,13 @@ pub async fn fetch(
         .table(SPANS)
         .await?
         .filter(col(TRACE_ID).eq(lit(ScalarValue::Binary(Some(trace_id.to_vec())))))?;
-    let (_, batches) = engine.collect(df).await?;
+    // A trace may be larger than an SQL result may be.
+    let (_, batches) = engine.collect_at_most(df, MAX_TRACE_SPANS).await?;
     Ok(batches)
 }
+
+/// Most spans a trace-by-id answer holds.
+pub const MAX_TRACE_SPANS: usize = 1_000_000;
 
 /// All spans of several traces (starting within `range` when given).
 pub async fn fetch_many(

@@ -351,3 +351,89 @@ async fn a_ten_thousand_span_trace_renders_only_what_is_visible() {
     assert_eq!(last, json!(true));
     browser.screenshot("trace-10000-spans").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_map_and_sql_console_in_the_browser() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), &[]).await;
+    for r in crate::analytics::workload(40) {
+        server.export(&r).await;
+    }
+    let ui = format!("http://{}", server.http);
+
+    // Services: RED per service with charts; a service's operations; the
+    // cross-trace breakdown of an operation.
+    browser
+        .goto(&format!(
+            "{ui}/services?lookback=1h&service=frontend&operation=GET%20/checkout"
+        ))
+        .await;
+    browser.wait("#red-table tbody tr").await;
+    assert_eq!(browser.count("#red-table tbody tr.service").await, 3);
+    assert_eq!(
+        browser.count("#red-table tbody tr.operation").await,
+        2,
+        "frontend's server operations"
+    );
+    assert!(browser.count("#red-table svg.spark polyline").await >= 6);
+    let breakdown = browser.text("#cross-breakdown").await;
+    assert!(
+        breakdown.contains("20 requests in 20 traces") && breakdown.contains("SELECT carts"),
+        "{breakdown}"
+    );
+    browser.screenshot("services").await;
+
+    // Service map: three instrumented services and the database seen as
+    // peer.service, with calls on the edges.
+    browser.goto(&format!("{ui}/map?lookback=1h")).await;
+    browser.wait("#service-map .node").await;
+    assert_eq!(browser.count("#service-map .node").await, 4);
+    assert_eq!(browser.count("#service-map .edge").await, 3);
+    let edge = browser
+        .text("#service-map .edge[data-edge='cart->postgres'] text")
+        .await;
+    assert!(edge.contains("40 calls"), "{edge}");
+    browser.screenshot("service-map").await;
+
+    // SQL console: an example runs with Ctrl+Enter, types shown, CSV link;
+    // an error is shown inline.
+    browser.goto(&format!("{ui}/sql")).await;
+    let editor = browser.wait("#sql-editor").await;
+    browser
+        .call(
+            reqwest::Method::POST,
+            &format!("/element/{editor}/clear"),
+            Some(json!({})),
+        )
+        .await;
+    browser
+        .call(reqwest::Method::POST, &format!("/element/{editor}/value"), Some(json!({"text": "SELECT service_name, count(*) AS n FROM spans GROUP BY 1 ORDER BY 1"})))
+        .await;
+    // Ctrl+Enter through the WebDriver actions API.
+    browser
+        .call(
+            reqwest::Method::POST,
+            "/actions",
+            Some(json!({"actions": [{"type": "key", "id": "kb", "actions": [
+            {"type": "keyDown", "value": "\u{E009}"}, {"type": "keyDown", "value": "\u{E007}"},
+            {"type": "keyUp", "value": "\u{E007}"}, {"type": "keyUp", "value": "\u{E009}"}]}]})),
+        )
+        .await;
+    browser.wait("#sql-results tbody tr").await;
+    assert_eq!(browser.count("#sql-results tbody tr").await, 3);
+    let header = browser.text("#sql-results thead").await;
+    assert!(
+        header.contains("Utf8") && header.contains("Int64"),
+        "{header}"
+    );
+    assert_eq!(browser.count("#sql-csv[download]").await, 1);
+    browser.screenshot("sql").await;
+    browser
+        .goto(&format!("{ui}/sql?q=SELECT%20nope%20FROM%20spans"))
+        .await;
+    let error = browser.text("#sql-output .error-box").await;
+    assert!(error.contains("400") && error.contains("nope"), "{error}");
+}

@@ -49,8 +49,23 @@ fn free_udp_port() -> SocketAddr {
 
 impl TestServer {
     /// Starts the binary on `data_dir` with `args` appended and waits until
-    /// it is ready.
+    /// it is ready. Ports are picked free just before the start; another
+    /// process can take one first, so a server that exits while starting is
+    /// started again on new ports.
     pub(crate) async fn start(data_dir: &Path, args: &[&str]) -> Self {
+        for attempt in 1..=5 {
+            let mut server = Self::spawn(data_dir, args);
+            if server.wait_ready().await {
+                return server;
+            }
+            eprintln!(
+                "tracelake exited while starting (attempt {attempt}); retrying on other ports"
+            );
+        }
+        panic!("tracelake did not start in 5 attempts");
+    }
+
+    fn spawn(data_dir: &Path, args: &[&str]) -> Self {
         let (grpc, otlp_http, http, flight_sql, zipkin, jaeger_http) = (
             free_port(),
             free_port(),
@@ -78,7 +93,7 @@ impl TestServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("tracelake binary starts");
-        let server = Self {
+        Self {
             child: Some(child),
             grpc,
             otlp_http,
@@ -89,18 +104,22 @@ impl TestServer {
             jaeger_compact,
             jaeger_binary,
             client: reqwest::Client::new(),
-        };
-        server.wait_ready().await;
-        server
+        }
     }
 
-    async fn wait_ready(&self) {
+    /// True once the server answers `/ready`; false if it exited first.
+    async fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = self.client.get(self.url("/ready")).send().await
                 && r.status().is_success()
             {
-                return;
+                return true;
+            }
+            if let Some(child) = self.child.as_mut()
+                && child.try_wait().unwrap().is_some()
+            {
+                return false;
             }
             assert!(Instant::now() < deadline, "server not ready within 60 s");
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -33,6 +33,21 @@ const FILES: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../static/trace.js"),
     ),
+    (
+        "services.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/services.js"),
+    ),
+    (
+        "map.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/map.js"),
+    ),
+    (
+        "sql.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/sql.js"),
+    ),
 ];
 
 const INDEX: &str = include_str!("../static/index.html");
@@ -71,5 +86,29 @@ async fn asset(Path(file): Path<String>) -> Response {
         )
             .into_response(),
         None => (StatusCode::NOT_FOUND, format!("no file {file:?}")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `/ui/...` file the page or a module refers to is embedded (a
+    /// missing one breaks every view).
+    #[test]
+    fn every_referenced_file_is_embedded() {
+        let sources = std::iter::once(INDEX).chain(FILES.iter().map(|(_, _, body)| *body));
+        let mut referenced = 0;
+        for source in sources {
+            for part in source.split("\"/ui/").skip(1) {
+                let name = &part[..part.find('"').expect("a closing quote")];
+                assert!(
+                    FILES.iter().any(|(file, _, _)| *file == name),
+                    "/ui/{name} is referenced but not embedded"
+                );
+                referenced += 1;
+            }
+        }
+        assert!(referenced >= 8, "{referenced}");
     }
 }

@@ -1,7 +1,10 @@
 // tracelake UI: a small router over the views. Every view's state lives in
 // its URL, so any view can be shared or reloaded.
 
+import { renderMap } from "/ui/map.js";
 import { renderSearch } from "/ui/search.js";
+import { renderServices } from "/ui/services.js";
+import { renderSql } from "/ui/sql.js";
 import { renderTrace } from "/ui/trace.js";
 
 const main = document.getElementById("main");
@@ -96,8 +99,10 @@ function route() {
   const trace = path.match(/^\/trace\/([^/]+)$/);
   if (trace) return renderTrace(main, decodeURIComponent(trace[1]));
   if (path === "/" || path === "/search") return renderSearch(main);
-  main.append(el("div", { class: "empty" }, "This view is not built yet: see the issue list. ",
-    el("a", { href: "/search" }, "Search traces")));
+  if (path === "/services") return renderServices(main);
+  if (path === "/map") return renderMap(main);
+  if (path === "/sql") return renderSql(main);
+  main.append(el("div", { class: "empty" }, `No view at ${path}. `, el("a", { href: "/search" }, "Search traces")));
 }
 
 // Internal links navigate without a reload.
