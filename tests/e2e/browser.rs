@@ -122,7 +122,11 @@ impl Browser {
 
     /// Waits up to 20 s for an element matching `css`; returns its id.
     async fn wait(&self, css: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_for(css, Duration::from_secs(20)).await
+    }
+
+    async fn wait_for(&self, css: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             let v = self
                 .call(
@@ -134,7 +138,10 @@ impl Browser {
             if let Some(id) = v[ELEMENT].as_str() {
                 return id.to_string();
             }
-            assert!(Instant::now() < deadline, "no element {css:?} within 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "no element {css:?} within {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -436,4 +443,69 @@ async fn services_map_and_sql_console_in_the_browser() {
         .await;
     let error = browser.text("#sql-output .error-box").await;
     assert!(error.contains("400") && error.contains("nope"), "{error}");
+}
+
+/// A 100,000-span trace opens (a measurement: `cargo test --test e2e
+/// hundred_thousand -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement"]
+async fn a_hundred_thousand_span_trace_opens() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), &[]).await;
+    let trace = 0x2000_0000_0000_0000_0000_0000_0000_0002u128;
+    let start = now_nanos() - 60_000_000_000;
+    let mk = |id: u64, parent: u64, offset: u64| Span {
+        trace_id: trace.to_be_bytes().to_vec(),
+        span_id: id.to_be_bytes().to_vec(),
+        parent_span_id: if parent == 0 {
+            Vec::new()
+        } else {
+            parent.to_be_bytes().to_vec()
+        },
+        name: format!("op {}", id % 50),
+        kind: 1,
+        start_time_unix_nano: start + offset,
+        end_time_unix_nano: start + offset + 500_000,
+        ..Default::default()
+    };
+    let mut spans = vec![mk(1, 0, 0)];
+    for c in 0..999u64 {
+        let cid = 2 + c * 101;
+        spans.push(mk(cid, 1, c * 1_000_000));
+        for g in 1..=100u64 {
+            spans.push(mk(cid + g, cid, c * 1_000_000 + g * 1_000));
+        }
+    }
+    spans.truncate(100_000);
+    for chunk in spans.chunks(5_000) {
+        server.export(&request("bulk", chunk.to_vec())).await;
+    }
+    let t = Instant::now();
+    browser
+        .goto(&format!("http://{}/trace/{trace:032x}", server.http))
+        .await;
+    browser
+        .wait_for("#waterfall .row", Duration::from_secs(300))
+        .await;
+    eprintln!(
+        "100,000-span trace: page ready after {:.1} s, render {} ms after the fetch began",
+        t.elapsed().as_secs_f64(),
+        browser
+            .exec("return document.body.dataset.traceRenderMs")
+            .await
+            .as_str()
+            .unwrap_or("?")
+    );
+    // The tab still answers.
+    let t = Instant::now();
+    let rows = browser.count("#waterfall .row").await;
+    eprintln!(
+        "a script ran in {} ms; {rows} rows in the DOM",
+        t.elapsed().as_millis()
+    );
+    assert!(rows < 200);
+    browser.screenshot("trace-100000-spans").await;
 }
