@@ -227,6 +227,33 @@ async fn search_and_read_a_trace_in_the_browser() {
     assert_eq!(options, json!(["", "cart", "frontend", "worker"]));
     browser.screenshot("search").await;
 
+    // Empty and error states are explained.
+    browser
+        .goto(&format!(
+            "{ui}/search?service=frontend&minDuration=1h&lookback=1h"
+        ))
+        .await;
+    assert!(
+        browser
+            .text("#no-results")
+            .await
+            .contains("No traces match")
+    );
+    browser
+        .goto(&format!("{ui}/search?minDuration=fast&lookback=1h"))
+        .await;
+    let error = browser.text("#results .error-box").await;
+    assert!(
+        error.contains("400") && error.contains("not a duration"),
+        "{error}"
+    );
+    browser
+        .goto(&format!(
+            "{ui}/search?service=frontend&operation=GET%20/checkout&lookback=1h&limit=50"
+        ))
+        .await;
+    browser.wait("#results-table tbody tr").await;
+
     // Open the first trace.
     browser.click("#results-table tbody tr a").await;
     browser.wait("#waterfall .row").await;
