@@ -61,6 +61,12 @@ settings! {
     flight_sql_listen: SocketAddr, env = "TRACELAKE_FLIGHT_SQL_LISTEN";
     /// Reject spans that started longer ago than this [default: 7d]
     max_span_age: String, env = "TRACELAKE_MAX_SPAN_AGE";
+    /// Remove hour partitions older than this from the table; 0s keeps everything [default: 7d]
+    retention: String, env = "TRACELAKE_RETENTION";
+    /// How often retention runs [default: 5m]
+    retention_check_interval: String, env = "TRACELAKE_RETENTION_CHECK_INTERVAL";
+    /// Delete files no longer in the table once they are this old [default: 1h]
+    vacuum_grace: String, env = "TRACELAKE_VACUUM_GRACE";
     /// Reject spans that start further in the future than this [default: 1h]
     max_span_future: String, env = "TRACELAKE_MAX_SPAN_FUTURE";
     /// Largest request body, after decompression [default: 67108864]
@@ -102,6 +108,9 @@ pub(crate) struct Config {
     pub(crate) jaeger_compact_listen: SocketAddr,
     pub(crate) jaeger_binary_listen: SocketAddr,
     pub(crate) max_span_age: Duration,
+    pub(crate) retention: Option<Duration>,
+    pub(crate) retention_check_interval: Duration,
+    pub(crate) vacuum_grace: Duration,
     pub(crate) max_span_future: Duration,
     pub(crate) max_request_bytes: usize,
     pub(crate) max_buffer_bytes: usize,
@@ -179,6 +188,13 @@ impl Settings {
                 .flight_sql_listen
                 .unwrap_or(([0, 0, 0, 0], 4319).into()),
             max_span_age: duration(self.max_span_age, "7d", "max span age")?,
+            retention: Some(duration(self.retention, "7d", "retention")?).filter(|d| !d.is_zero()),
+            retention_check_interval: duration(
+                self.retention_check_interval,
+                "5m",
+                "retention check interval",
+            )?,
+            vacuum_grace: duration(self.vacuum_grace, "1h", "vacuum grace")?,
             max_span_future: duration(self.max_span_future, "1h", "max span future")?,
             max_request_bytes: self.max_request_bytes.unwrap_or(64 << 20),
             max_buffer_bytes: self.max_buffer_bytes.unwrap_or(1 << 30),

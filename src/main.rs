@@ -19,7 +19,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracelake_collector::buffer::Buffer;
-use tracelake_collector::flush::FlushConfig;
+use tracelake_collector::flush::{FlushConfig, RetentionConfig};
 use tracelake_collector::ingest::IngestConfig;
 use tracelake_collector::metrics::Metrics;
 use tracelake_collector::{Collector, CollectorConfig};
@@ -107,6 +107,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             flush: FlushConfig {
                 max_age: config.flush_max_age,
                 max_bytes: config.flush_max_bytes,
+            },
+            retention: RetentionConfig {
+                max_age: config.retention,
+                check_every: config.retention_check_interval,
+                vacuum_grace: config.vacuum_grace,
             },
             ingest: IngestConfig {
                 max_span_age: config.max_span_age,

@@ -33,6 +33,19 @@ pub struct FlushConfig {
     pub max_bytes: usize,
 }
 
+/// When data leaves the table.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionConfig {
+    /// Partitions whose hour ended longer ago than this are removed from the
+    /// table; `None` keeps everything.
+    pub max_age: Option<Duration>,
+    /// How often retention runs.
+    pub check_every: Duration,
+    /// Files no longer in the table are deleted from storage once they are
+    /// this old, so queries already reading them finish.
+    pub vacuum_grace: Duration,
+}
+
 /// Error of one flush.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -58,7 +71,8 @@ pub struct Flusher {
     store: Arc<dyn ObjectStore>,
     metrics: Arc<Metrics>,
     config: FlushConfig,
-    /// One flush at a time.
+    retention: RetentionConfig,
+    /// One table change (flush, retention) at a time.
     running: Mutex<()>,
 }
 
@@ -69,6 +83,7 @@ impl Flusher {
         wal: Arc<Wal>,
         metrics: Arc<Metrics>,
         config: FlushConfig,
+        retention: RetentionConfig,
     ) -> Self {
         let store = table.object_store().await;
         Self {
@@ -78,8 +93,48 @@ impl Flusher {
             store,
             metrics,
             config,
+            retention,
             running: Mutex::new(()),
         }
+    }
+
+    /// Retention: removes partitions older than the retention from the
+    /// table (one commit), then vacuums files no longer in the table that
+    /// are older than the grace period. Runs between flushes, so the
+    /// buffer's table version moves with it. Returns (files removed from
+    /// the table, files deleted from storage).
+    pub async fn expire(&self) -> Result<(usize, usize), Error> {
+        let Some(max_age) = self.retention.max_age else {
+            return Ok((0, 0));
+        };
+        let _guard = self.running.lock().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        let cutoff = now.saturating_sub(i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX));
+        let mut removed = 0;
+        if let Some((version, files)) = self.table.expire(cutoff).await? {
+            self.buffer.committed(version);
+            self.metrics.files_expired.inc_by(files as u64);
+            tracing::info!(
+                files,
+                version,
+                "retention removed expired partitions from the table"
+            );
+            removed = files;
+        }
+        let (version, deleted) = self.table.vacuum(self.retention.vacuum_grace).await?;
+        if let Some(version) = version {
+            self.buffer.committed(version);
+        }
+        if deleted > 0 {
+            self.metrics.files_vacuumed.inc_by(deleted as u64);
+            tracing::info!(
+                files = deleted,
+                "vacuum deleted files no longer in the table"
+            );
+        }
+        Ok((removed, deleted))
     }
 
     /// Flushes every active row; returns how many rows were committed.
@@ -144,6 +199,7 @@ impl Flusher {
     /// flushes what is left.
     pub async fn run(self: Arc<Self>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
         let tick = Duration::from_millis(100).min(self.config.max_age);
+        let mut next_retention = Instant::now() + self.retention.check_every;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
@@ -155,6 +211,12 @@ impl Flusher {
             {
                 tracing::error!(%error, "flush failed; rows stay buffered and will be retried");
                 tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            if self.retention.max_age.is_some() && Instant::now() >= next_retention {
+                if let Err(error) = self.expire().await {
+                    tracing::error!(%error, "retention failed; it runs again at the next check");
+                }
+                next_retention = Instant::now() + self.retention.check_every;
             }
         }
     }

@@ -54,6 +54,7 @@ pub struct CollectorConfig {
     /// Size at which a WAL segment is closed and a new one started.
     pub wal_segment_bytes: u64,
     pub flush: FlushConfig,
+    pub retention: flush::RetentionConfig,
     pub ingest: IngestConfig,
     /// Largest accepted request body, after decompression.
     pub max_request_bytes: usize,
@@ -112,6 +113,7 @@ impl Collector {
                 Arc::clone(&wal),
                 Arc::clone(&metrics),
                 config.flush,
+                config.retention,
             )
             .await,
         );

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub flush_seconds: Histogram,
     pub commit_seconds: Histogram,
     pub files_written: Counter,
+    pub files_expired: Counter,
+    pub files_vacuumed: Counter,
     pub rows_written: Counter,
     pub bytes_written: Counter,
     pub buffer_rows: Gauge,
@@ -42,6 +44,8 @@ impl Default for Metrics {
             wal_segments: Gauge::default(),
             flush_seconds: seconds(),
             commit_seconds: seconds(),
+            files_expired: Counter::default(),
+            files_vacuumed: Counter::default(),
             files_written: Counter::default(),
             rows_written: Counter::default(),
             bytes_written: Counter::default(),
@@ -108,6 +112,16 @@ impl Metrics {
             "files_written",
             "Parquet files written",
             self.files_written.clone(),
+        );
+        r.register(
+            "files_expired",
+            "Parquet files removed from the table by retention",
+            self.files_expired.clone(),
+        );
+        r.register(
+            "files_vacuumed",
+            "Files deleted from storage by vacuum (expired or never committed)",
+            self.files_vacuumed.clone(),
         );
         r.register(
             "rows_written",

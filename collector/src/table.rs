@@ -5,8 +5,9 @@
 //! whose rows it contains; on start that number tells the WAL which records
 //! are already in the table.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
@@ -15,7 +16,7 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableError, ObjectStore};
 use tokio::sync::Mutex;
 use tracelake_schema::spans::{
-    PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, spans_schema,
+    DATE, HOUR, PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, spans_schema,
 };
 use url::Url;
 
@@ -163,4 +164,67 @@ impl Table {
             .observe(started.elapsed().as_secs_f64());
         Ok(version)
     }
+
+    /// Removes from the table every file of a partition whose hour ended
+    /// at or before `cutoff_ns` (Unix ns), in one commit; returns the new
+    /// version and the number of files, or `None` when nothing is that old.
+    /// The files stay on storage until [`Table::vacuum`].
+    pub async fn expire(&self, cutoff_ns: i64) -> Result<Option<(i64, usize)>> {
+        let mut table = self.table.lock().await;
+        let state = table.snapshot().map_err(|e| self.err(e))?;
+        let removes: Vec<Action> = state
+            .log_data()
+            .iter()
+            .filter(|f| {
+                partition_end_ns(&f.partition_values_map()).is_some_and(|end| end <= cutoff_ns)
+            })
+            .map(|f| Action::Remove(f.remove_action(true)))
+            .collect();
+        if removes.is_empty() {
+            return Ok(None);
+        }
+        let files = removes.len();
+        let operation = DeltaOperation::Delete {
+            predicate: Some(format!(
+                "partitions ending before {cutoff_ns} ns (retention)"
+            )),
+        };
+        let finalized = CommitBuilder::default()
+            .with_actions(removes)
+            .build(Some(state), table.log_store(), operation)
+            .await
+            .map_err(|e| self.err(e))?;
+        let version = finalized.version() as i64;
+        table.state = Some(finalized.snapshot());
+        Ok(Some((version, files)))
+    }
+
+    /// Deletes files that are no longer part of the table (expired
+    /// partitions, files of failed flushes) once they are older than
+    /// `grace`; returns the table version afterwards and the files deleted.
+    pub async fn vacuum(&self, grace: Duration) -> Result<(Option<i64>, usize)> {
+        let mut table = self.table.lock().await;
+        let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        let (vacuumed, metrics) = table
+            .clone()
+            .vacuum()
+            .with_retention_period(grace)
+            .with_enforce_retention_duration(false)
+            .await
+            .map_err(|e| self.err(e))?;
+        *table = vacuumed;
+        Ok((
+            table.version().map(|v| v as i64),
+            metrics.files_deleted.len(),
+        ))
+    }
+}
+
+/// End (Unix ns) of the hour a `date=YYYY-MM-DD/hour=HH` partition holds.
+fn partition_end_ns(values: &HashMap<String, Option<String>>) -> Option<i64> {
+    let date = values.get(DATE)?.as_deref()?;
+    let hour: u32 = values.get(HOUR)?.as_deref()?.parse().ok()?;
+    let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    let start = day.and_hms_opt(hour, 0, 0)?.and_utc();
+    (start + chrono::Duration::hours(1)).timestamp_nanos_opt()
 }

@@ -8,6 +8,7 @@ mod crash;
 mod jaeger;
 mod load;
 mod otlp_clients;
+mod retention;
 mod server;
 mod spans;
 mod sql;
