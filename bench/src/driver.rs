@@ -48,6 +48,9 @@ pub struct Report {
     pub spans_rejected: u64,
     pub requests: u64,
     pub failed_requests: u64,
+    /// 429/503 (HTTP) or RESOURCE_EXHAUSTED/UNAVAILABLE (gRPC) answers; the
+    /// request was retried after the server's delay, as exporters do.
+    pub throttled: u64,
     pub bytes_sent: u64,
     pub seconds: f64,
     pub ack_p50_ms: f64,
@@ -71,6 +74,7 @@ impl Report {
             "spans_rejected": self.spans_rejected,
             "requests": self.requests,
             "failed_requests": self.failed_requests,
+            "throttled_responses": self.throttled,
             "seconds": self.seconds,
             "spans_per_second": self.spans_per_second(),
             "mb_per_second": self.mb_per_second(),
@@ -82,11 +86,12 @@ impl Report {
 
     pub fn table(&self) -> String {
         format!(
-            "spans acknowledged   {}\nspans rejected       {}\nrequests (failed)    {} ({})\nseconds              {:.2}\nspans/s              {:.0}\nMB/s (protobuf)      {:.1}\nack latency p50/p99  {:.1} ms / {:.1} ms\nOTLP bytes/span      {:.0}\n",
+            "spans acknowledged   {}\nspans rejected       {}\nrequests (failed)    {} ({})\nthrottled, retried   {}\nseconds              {:.2}\nspans/s              {:.0}\nMB/s (protobuf)      {:.1}\nack latency p50/p99  {:.1} ms / {:.1} ms\nOTLP bytes/span      {:.0}\n",
             self.spans_acked,
             self.spans_rejected,
             self.requests,
             self.failed_requests,
+            self.throttled,
             self.seconds,
             self.spans_per_second(),
             self.mb_per_second(),
@@ -128,6 +133,65 @@ fn pool(config: &Config) -> Vec<Item> {
     items
 }
 
+/// The outcome of one send.
+enum Attempt {
+    /// The server pushed back: retry after this delay.
+    Throttled(Duration),
+    Done(anyhow::Result<ExportTraceServiceResponse>),
+}
+
+async fn send(
+    grpc: Option<&mut TraceServiceClient<tonic::transport::Channel>>,
+    http: &reqwest::Client,
+    url: &str,
+    item: &Item,
+) -> Attempt {
+    match grpc {
+        Some(c) => match c.export(item.request.clone()).await {
+            Ok(r) => Attempt::Done(Ok(r.into_inner())),
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::ResourceExhausted | tonic::Code::Unavailable
+                ) =>
+            {
+                Attempt::Throttled(Duration::from_secs(1))
+            }
+            Err(s) => Attempt::Done(Err(anyhow::anyhow!("{:?}: {}", s.code(), s.message()))),
+        },
+        None => {
+            let response = match http
+                .post(url)
+                .header("content-type", "application/x-protobuf")
+                .body(item.body.clone())
+                .send()
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => return Attempt::Done(Err(e.into())),
+            };
+            let status = response.status();
+            if status.as_u16() == 429 || status.as_u16() == 503 {
+                let delay = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(1);
+                return Attempt::Throttled(Duration::from_secs(delay));
+            }
+            let body = match response.bytes().await {
+                Ok(b) => b,
+                Err(e) => return Attempt::Done(Err(e.into())),
+            };
+            if !status.is_success() {
+                return Attempt::Done(Err(anyhow::anyhow!("HTTP {status}")));
+            }
+            Attempt::Done(ExportTraceServiceResponse::decode(body).map_err(Into::into))
+        }
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -161,6 +225,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         let http_url = http_url.clone();
         tasks.push(tokio::spawn(async move {
             let http = reqwest::Client::new();
+            let http_url = http_url.as_str();
             let mut client = match &grpc {
                 Some(url) => Some(
                     TraceServiceClient::connect(url.clone())
@@ -171,8 +236,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                 None => None,
             };
             let mut latencies = Vec::new();
-            let (mut acked, mut rejected, mut requests, mut failed, mut bytes) =
-                (0u64, 0u64, 0u64, 0u64, 0u64);
+            let (mut acked, mut rejected, mut requests, mut failed, mut bytes, mut throttled) =
+                (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
             loop {
                 if config.duration.is_some_and(|d| started.elapsed() >= d) {
                     break;
@@ -184,33 +249,23 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                     break;
                 }
                 let t = Instant::now();
-                let outcome: anyhow::Result<ExportTraceServiceResponse> = match client.as_mut() {
-                    Some(c) => c
-                        .export(item.request.clone())
-                        .await
-                        .map(|r| r.into_inner())
-                        .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message())),
-                    None => {
-                        async {
-                            let r = http
-                                .post(&http_url)
-                                .header("content-type", "application/x-protobuf")
-                                .body(item.body.clone())
-                                .send()
-                                .await?;
-                            let status = r.status();
-                            let body = r.bytes().await?;
-                            if !status.is_success() {
-                                bail!("HTTP {status}");
+                let outcome = loop {
+                    let attempt = send(client.as_mut(), &http, http_url, item).await;
+                    match attempt {
+                        Attempt::Throttled(delay) => {
+                            throttled += 1;
+                            if config.duration.is_some_and(|d| started.elapsed() >= d) {
+                                // The run is over while waiting: not a failure.
+                                break None;
                             }
-                            Ok(ExportTraceServiceResponse::decode(body)?)
+                            tokio::time::sleep(delay).await;
                         }
-                        .await
+                        Attempt::Done(result) => break Some(result),
                     }
                 };
+                let Some(outcome) = outcome else { break };
                 latencies.push(t.elapsed().as_secs_f64() * 1000.0);
                 requests += 1;
-                bytes += item.body.len() as u64;
                 match outcome {
                     Ok(response) => {
                         let r = response
@@ -218,11 +273,14 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                             .map_or(0, |p| p.rejected_spans as u64);
                         rejected += r;
                         acked += item.spans - r;
+                        bytes += item.body.len() as u64;
                     }
                     Err(_) => failed += 1,
                 }
             }
-            anyhow::Ok((latencies, acked, rejected, requests, failed, bytes))
+            anyhow::Ok((
+                latencies, acked, rejected, requests, failed, bytes, throttled,
+            ))
         }));
     }
     let mut latencies = Vec::new();
@@ -231,6 +289,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         spans_rejected: 0,
         requests: 0,
         failed_requests: 0,
+        throttled: 0,
         bytes_sent: 0,
         seconds: 0.0,
         ack_p50_ms: 0.0,
@@ -239,7 +298,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         bytes_per_span,
     };
     for task in tasks {
-        let (l, acked, rejected, requests, failed, bytes) = task.await??;
+        let (l, acked, rejected, requests, failed, bytes, throttled) = task.await??;
+        report.throttled += throttled;
         latencies.extend(l);
         report.spans_acked += acked;
         report.spans_rejected += rejected;

@@ -162,3 +162,37 @@ async fn bench_driver_delivers_every_acknowledged_span() {
     let rows = server.sql("SELECT count(*) AS n FROM spans").await;
     assert_eq!(rows[0]["n"], total);
 }
+
+/// Under overload the server pushes back (429 with Retry-After, gRPC
+/// RESOURCE_EXHAUSTED with RetryInfo) instead of growing; the driver waits
+/// and retries as exporters do, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_pushed_back_and_retried_without_loss() {
+    use tracelake_bench::driver::{Config, run};
+    let dir = tempfile::tempdir().unwrap();
+    // One byte of buffer: every request beyond one per flush is refused.
+    let server = TestServer::start(
+        dir.path(),
+        &["--max-buffer-bytes", "1", "--flush-max-age", "100ms"],
+    )
+    .await;
+    let report = run(Config {
+        endpoint: format!("http://{}", server.otlp_http),
+        streams: 4,
+        spans: Some(4_000),
+        duration: None,
+        batch: 500,
+        seed: 5,
+        pool_bytes: 16 << 20,
+    })
+    .await
+    .unwrap();
+    assert!(
+        report.throttled > 0,
+        "the server pushed back: {}",
+        report.table()
+    );
+    assert_eq!(report.failed_requests, 0, "{}", report.table());
+    let rows = server.sql("SELECT count(*) AS n FROM spans").await;
+    assert_eq!(rows[0]["n"], report.spans_acked);
+}
