@@ -35,10 +35,10 @@ pub struct Config {
 }
 
 /// One pre-generated request.
-struct Item {
-    request: ExportTraceServiceRequest,
-    body: Vec<u8>,
-    spans: u64,
+pub(crate) struct Item {
+    pub(crate) request: ExportTraceServiceRequest,
+    pub(crate) body: Vec<u8>,
+    pub(crate) spans: u64,
 }
 
 /// The measured outcome.
@@ -109,7 +109,8 @@ fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
-fn pool(config: &Config) -> Vec<Item> {
+/// The pre-generated requests of a run.
+pub(crate) fn pool(config: &Config) -> Vec<Item> {
     let needed = config.spans.unwrap_or(u64::MAX);
     // Traces end within the last minutes: inside any server's accepted window.
     let mut generator = Generator::new(

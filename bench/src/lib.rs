@@ -1,6 +1,8 @@
 //! tracelake's benchmark tools: a deterministic workload generator
-//! ([`workload`]) and an OTLP load driver ([`driver`]); the binary
+//! ([`workload`]), an OTLP load driver ([`driver`]) and the decode-only
+//! ceiling ([`ceiling`]); the binary
 //! `tracelake-bench` runs them from the command line.
 
+pub mod ceiling;
 pub mod driver;
 pub mod workload;

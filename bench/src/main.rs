@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tracelake_bench::ceiling;
 use tracelake_bench::driver::{self, Config};
 
 #[derive(Parser)]
@@ -43,6 +44,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Decode the same workload into Arrow without sending or storing it
+    Ceiling {
+        /// Threads (the server's ingest uses every core)
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Spans in the pool
+        #[arg(long, default_value_t = 200_000)]
+        spans: u64,
+        /// Passes over the pool
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[tokio::main]
@@ -76,6 +93,33 @@ async fn main() -> anyhow::Result<()> {
             if report.failed_requests > 0 {
                 anyhow::bail!("{} requests failed", report.failed_requests);
             }
+        }
+        Command::Ceiling {
+            threads,
+            spans,
+            rounds,
+            batch,
+            seed,
+        } => {
+            let config = Config {
+                endpoint: String::new(),
+                streams: threads,
+                spans: Some(spans),
+                duration: None,
+                batch,
+                seed,
+                pool_bytes: usize::MAX,
+            };
+            let (decoded, seconds) = ceiling::run(&config, threads, rounds);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "spans_decoded": decoded,
+                    "seconds": seconds,
+                    "spans_per_second": decoded as f64 / seconds,
+                    "threads": threads,
+                })
+            );
         }
     }
     Ok(())
