@@ -271,6 +271,24 @@ impl Tree {
         out
     }
 
+    /// (earliest start, latest end) of the spans as stored (Unix ns).
+    pub fn bounds(&self) -> Option<(i64, i64)> {
+        let start = self.spans.iter().map(|s| s.start).min()?;
+        let end = self.spans.iter().map(|s| s.start + s.duration).max()?;
+        Some((start, end))
+    }
+
+    /// (span count, error count) per service, by name.
+    pub fn service_counts(&self) -> std::collections::BTreeMap<&str, (u64, u64)> {
+        let mut out: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+        for s in &self.spans {
+            let e = out.entry(&*s.service).or_default();
+            e.0 += 1;
+            e.1 += u64::from(s.error);
+        }
+        out
+    }
+
     /// The primary root: the earliest span without a parent id (the longest
     /// on a tie), else the earliest orphan.
     pub fn main_root(&self) -> Option<usize> {

@@ -144,19 +144,11 @@ pub fn router(engine: Arc<QueryEngine>) -> Router {
 
 const HOUR_NS: i64 = 3_600_000_000_000;
 
-fn params(query: Option<String>) -> Params {
-    Params::new(
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect(),
-    )
-}
-
 async fn services(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let mut p = params(query);
+    let mut p = Params::from_query(query);
     let range = p.time_range(24 * HOUR_NS)?;
     p.finish()?;
     let services = search::services(&engine, range).await?;
@@ -172,7 +164,7 @@ async fn operations(
     Path(service): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let mut p = params(query);
+    let mut p = Params::from_query(query);
     let range = p.time_range(24 * HOUR_NS)?;
     let kinds = p.kinds("kind")?;
     p.finish()?;
@@ -188,7 +180,7 @@ async fn search(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let mut p = params(query);
+    let mut p = Params::from_query(query);
     let range = p.time_range(HOUR_NS)?;
     let filter = p.span_filter()?;
     let limit = p.limit("limit", 20, 1000)?;
@@ -202,7 +194,7 @@ async fn cross_trace(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let mut p = params(query);
+    let mut p = Params::from_query(query);
     let range = p.time_range(HOUR_NS)?;
     let service = p
         .one("service")?
@@ -219,7 +211,7 @@ async fn red(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let mut p = params(query);
+    let mut p = Params::from_query(query);
     let range = p.time_range(HOUR_NS)?;
     let service = p.one("service")?;
     let operation = p.one("operation")?;
@@ -259,7 +251,7 @@ async fn dependencies(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let mut p = params(query);
+    let mut p = Params::from_query(query);
     let range = p.time_range(HOUR_NS)?;
     p.finish()?;
     let edges = analytics::dependencies(&engine, range).await?;

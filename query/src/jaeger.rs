@@ -128,14 +128,6 @@ fn envelope(data: Value, total: usize, errors: Option<Value>) -> Response {
     .into_response()
 }
 
-fn params(query: Option<String>) -> Params {
-    Params::new(
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect(),
-    )
-}
-
 fn now_ns() -> i64 {
     chrono::Utc::now()
         .timestamp_nanos_opt()
@@ -465,7 +457,7 @@ async fn operations(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
-    let mut p = params(q);
+    let mut p = Params::from_query(q);
     let one = |p: &mut Params, n| {
         p.one(n)
             .map_err(|e| Error::v1(StatusCode::BAD_REQUEST, e.0))
@@ -541,7 +533,7 @@ async fn find_traces(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
-    let mut p = params(q);
+    let mut p = Params::from_query(q);
     let bad = |m: String| Error::v1(StatusCode::BAD_REQUEST, m);
     let trace_ids = p.all("traceID");
     if !trace_ids.is_empty() {
@@ -632,7 +624,7 @@ async fn dependencies(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
-    let mut p = params(q);
+    let mut p = Params::from_query(q);
     let bad = |m: String| Error::v1(StatusCode::BAD_REQUEST, m);
     let ms = |p: &mut Params, name: &'static str| -> Result<Option<i64>, Error> {
         match p.one(name).map_err(|e| bad(e.0))? {
@@ -700,7 +692,7 @@ async fn v3_operations(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
-    let mut p = params(q);
+    let mut p = Params::from_query(q);
     let service = v3_param(&mut p, "service", "service")?
         .ok_or_else(|| Error::v3(StatusCode::BAD_REQUEST, "service is required"))?;
     let kind = v3_param(&mut p, "spanKind", "span_kind")?
@@ -794,7 +786,7 @@ async fn v3_find_traces(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
-    let mut p = params(q);
+    let mut p = Params::from_query(q);
     let (filter, range, depth) = v3_query_params(&mut p)?;
     let (found, _) = search::find(&engine, &filter, range, depth, None)
         .await
@@ -832,7 +824,7 @@ async fn v3_summaries(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
-    let mut p = params(q);
+    let mut p = Params::from_query(q);
     let (filter, range, depth) = v3_query_params(&mut p)?;
     let (found, _) = search::find(&engine, &filter, range, depth, None)
         .await
@@ -856,19 +848,8 @@ async fn v3_summaries(
 /// mapping does.
 fn summary(id: &TraceId, tree: Tree) -> Value {
     let root = tree.main_root().expect("a found trace has spans");
-    let start = tree.spans.iter().map(|s| s.start).min().unwrap_or(0);
-    let end = tree
-        .spans
-        .iter()
-        .map(|s| s.start + s.duration)
-        .max()
-        .unwrap_or(start);
-    let mut services: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for s in &tree.spans {
-        let e = services.entry(&s.service).or_default();
-        e.0 += 1;
-        e.1 += u64::from(s.error);
-    }
+    let (start, end) = tree.bounds().expect("a found trace has spans");
+    let services = tree.service_counts();
     let mut o = Map::new();
     o.insert("traceId".into(), json!(hex::encode(id)));
     o.insert(

@@ -31,6 +31,15 @@ impl Params {
         }
     }
 
+    /// The parameters of a raw query string (`a=1&b=2`).
+    pub fn from_query(query: Option<String>) -> Self {
+        Self::new(
+            url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
     /// All values of `name`, in order.
     pub fn all(&mut self, name: &'static str) -> Vec<String> {
         self.known.insert(name);

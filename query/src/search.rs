@@ -274,19 +274,8 @@ fn page_rows(batches: &[RecordBatch]) -> Vec<Match> {
 
 fn summarize(id: TraceId, tree: Tree, matched: i64) -> TraceSummary {
     let root = tree.main_root().expect("a found trace has spans");
-    let start = tree.spans.iter().map(|s| s.start).min().unwrap_or(0);
-    let end = tree
-        .spans
-        .iter()
-        .map(|s| s.start + s.duration)
-        .max()
-        .unwrap_or(start);
-    let mut services: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for s in &tree.spans {
-        let e = services.entry(&s.service).or_default();
-        e.0 += 1;
-        e.1 += u64::from(s.error);
-    }
+    let (start, end) = tree.bounds().expect("a found trace has spans");
+    let services = tree.service_counts();
     TraceSummary {
         trace_id: hex::encode(id),
         root_service_name: tree.spans[root].service.to_string(),

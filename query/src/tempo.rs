@@ -11,7 +11,7 @@
 //! resource spans), so the stored spans encode directly;
 //! `tempopb.TraceByIDResponse` wraps it in field 1.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -74,14 +74,6 @@ fn bad(message: impl Into<String>) -> Error {
     Error::bad_request(message)
 }
 
-fn params(query: Option<String>) -> Params {
-    Params::new(
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect(),
-    )
-}
-
 async fn buildinfo() -> Response {
     axum::Json(json!({
         "version": TEMPO_VERSION,
@@ -132,7 +124,7 @@ async fn load(
     query: Option<String>,
 ) -> Result<ExportTraceServiceRequest, Error> {
     let id = trace::parse_trace_id(trace_id).map_err(|e| bad(e.to_string()))?;
-    let mut p = params(query);
+    let mut p = Params::from_query(query);
     // Grafana may send a range; a trace is looked for everywhere anyway,
     // so a narrow or skewed range never hides it.
     seconds_range(&mut p)?;
@@ -461,8 +453,7 @@ fn evaluate(
         s.key = i;
     }
     let tree = Tree::new(spans);
-    let start = tree.spans.iter().map(|s| s.start).min()?;
-    let end = tree.spans.iter().map(|s| s.start + s.duration).max()?;
+    let (start, end) = tree.bounds()?;
     let duration = end - start;
     if min_duration.is_some_and(|m| duration < m) || max_duration.is_some_and(|m| duration > m) {
         return None;
@@ -503,12 +494,7 @@ fn evaluate(
             })
         })
         .collect();
-    let mut stats: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for s in &tree.spans {
-        let e = stats.entry(&s.service).or_default();
-        e.0 += 1;
-        e.1 += u64::from(s.error);
-    }
+    let stats = tree.service_counts();
     let service_stats: Map<String, Value> = stats
         .into_iter()
         .map(|(name, (spans, errors))| {
@@ -551,7 +537,7 @@ async fn search(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
-    let mut p = params(q);
+    let mut p = Params::from_query(q);
     let text = p.one("q").map_err(|e| bad(e.0))?;
     let tags = p.one("tags").map_err(|e| bad(e.0))?;
     let query = match (text, tags) {
@@ -668,7 +654,7 @@ async fn tags_v1(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
-    let mut p = params(q);
+    let mut p = Params::from_query(q);
     let scope = p.one("scope").map_err(|e| bad(e.0))?.unwrap_or_default();
     let range = tag_range(&mut p)?;
     let mut names = match scope.as_str() {
@@ -691,7 +677,7 @@ async fn tags_v2(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
-    let mut p = params(q);
+    let mut p = Params::from_query(q);
     let scope = p.one("scope").map_err(|e| bad(e.0))?.unwrap_or_default();
     let range = tag_range(&mut p)?;
     let mut scopes = Vec::new();
@@ -838,7 +824,7 @@ async fn tag_values_v1(
     Path(tag): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
-    let mut p = params(q);
+    let mut p = Params::from_query(q);
     let range = tag_range(&mut p)?;
     let tag = tag_name(&tag);
     let values: Vec<String> = scoped_values(&engine, &tag, range)
@@ -854,7 +840,7 @@ async fn tag_values_v2(
     Path(tag): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
-    let mut p = params(q);
+    let mut p = Params::from_query(q);
     // `q` narrows the values in Tempo; an invalid one must not fail the
     // request, and values are listed unfiltered here.
     let _ = p.one("q");

@@ -63,14 +63,6 @@ pub fn router(engine: Arc<QueryEngine>) -> Router {
         .with_state(engine)
 }
 
-fn params(query: Option<String>) -> Params {
-    Params::new(
-        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect(),
-    )
-}
-
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -148,7 +140,7 @@ async fn span_names(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
-    let mut p = params(q);
+    let mut p = Params::from_query(q);
     let service = required(&mut p, "serviceName")?;
     let range = range(&mut p, 7 * DAY_MS)?;
     Ok(json_list(
@@ -160,7 +152,7 @@ async fn remote_services(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
-    let mut p = params(q);
+    let mut p = Params::from_query(q);
     let service = required(&mut p, "serviceName")?;
     let range = range(&mut p, 7 * DAY_MS)?;
     Ok(json_list(
@@ -214,7 +206,7 @@ async fn traces(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
-    let mut p = params(q);
+    let mut p = Params::from_query(q);
     let mut filter = SpanFilter::default();
     if let Some(s) = p.one("serviceName").map_err(|e| bad(e.0))? {
         filter.sql_conditions.push(service_is(&s));
@@ -312,7 +304,7 @@ async fn trace_many(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
-    let mut p = params(q);
+    let mut p = Params::from_query(q);
     let list = required(&mut p, "traceIds")?;
     let ids: Vec<TraceId> = list
         .split(',')
@@ -336,7 +328,7 @@ async fn dependencies(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
-    let mut p = params(q);
+    let mut p = Params::from_query(q);
     required(&mut p, "endTs")?;
     let range = range(&mut p, DAY_MS)?;
     let edges = analytics::dependencies(&engine, range).await?;
@@ -369,7 +361,7 @@ async fn autocomplete_values(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
-    let mut p = params(q);
+    let mut p = Params::from_query(q);
     let key = required(&mut p, "key")?;
     let range = TimeRange {
         start: (now_ms() - DAY_MS) * MS,

@@ -171,25 +171,33 @@ struct Endpoint {
 
 /// Decodes a v2 JSON list of spans into an OTLP request.
 pub fn from_json(body: &[u8]) -> Result<ExportTraceServiceRequest, ZipkinError> {
-    let whole = |message: String| ZipkinError { span: 0, message };
-    let body_text = std::str::from_utf8(body)
-        .map_err(|_| whole("body is not UTF-8 JSON".into()))?
-        .trim();
-    if body_text.is_empty() {
-        return Ok(ExportTraceServiceRequest::default());
-    }
-    if !body_text.starts_with('[') {
-        return Err(whole(
-            "expected a JSON list of Zipkin v2 spans (a single object is not accepted)".into(),
-        ));
-    }
-    let spans: Vec<JsonSpan> = serde_json::from_str(body_text)
-        .map_err(|e| whole(format!("invalid Zipkin v2 JSON: {e}")))?;
+    let spans: Vec<JsonSpan> = json_list(body, "v2")?;
     let mut out = Vec::with_capacity(spans.len());
     for (i, s) in spans.into_iter().enumerate() {
         out.push(normal_json(s).map_err(|message| ZipkinError { span: i, message })?);
     }
     Ok(to_otlp(out))
+}
+
+/// The spans of a JSON list body (an empty body is an empty list); a single
+/// object is refused, as by the Zipkin server.
+fn json_list<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    version: &str,
+) -> Result<Vec<T>, ZipkinError> {
+    let whole = |message: String| ZipkinError { span: 0, message };
+    let text = std::str::from_utf8(body)
+        .map_err(|_| whole("body is not UTF-8 JSON".into()))?
+        .trim();
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !text.starts_with('[') {
+        return Err(whole(format!(
+            "expected a JSON list of Zipkin {version} spans (a single object is not accepted)"
+        )));
+    }
+    serde_json::from_str(text).map_err(|e| whole(format!("invalid Zipkin {version} JSON: {e}")))
 }
 
 /// Decodes a proto3 `ListOfSpans` into an OTLP request.
@@ -355,18 +363,7 @@ struct V1BinaryAnnotation {
 /// durations; `ca`/`sa`/`ma` address annotations are remote endpoints; `lc`
 /// names a local span's service; other binary annotations are tags.
 pub fn from_v1_json(body: &[u8]) -> Result<ExportTraceServiceRequest, ZipkinError> {
-    let whole = |message: String| ZipkinError { span: 0, message };
-    let text = std::str::from_utf8(body)
-        .map_err(|_| whole("body is not UTF-8 JSON".into()))?
-        .trim();
-    if text.is_empty() {
-        return Ok(ExportTraceServiceRequest::default());
-    }
-    if !text.starts_with('[') {
-        return Err(whole("expected a JSON list of Zipkin v1 spans".into()));
-    }
-    let spans: Vec<V1Span> =
-        serde_json::from_str(text).map_err(|e| whole(format!("invalid Zipkin v1 JSON: {e}")))?;
+    let spans: Vec<V1Span> = json_list(body, "v1")?;
     let mut out = Vec::new();
     for (i, s) in spans.into_iter().enumerate() {
         out.extend(normal_v1(s).map_err(|message| ZipkinError { span: i, message })?);

@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use crate::server::TestServer;
+use crate::server::{TestServer, python_with};
 use crate::spans::{kv, now_nanos};
 
 const MS: u64 = 1_000_000;
@@ -736,20 +736,12 @@ async fn bad_parameters_get_400_with_a_message() {
 /// Outside CI the test is skipped when the driver is not installed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flight_sql_answers_an_adbc_client() {
-    let python = std::env::var("TRACELAKE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = std::process::Command::new(&python)
-        .args(["-c", "import adbc_driver_flightsql, pyarrow"])
-        .output();
-    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install adbc-driver-flightsql and pyarrow (see .ci/run): {probe:?}"
-        );
-        eprintln!(
-            "skipped: {python} cannot import adbc_driver_flightsql (pip install adbc-driver-flightsql pyarrow)"
-        );
+    let Some(python) = python_with(
+        "adbc_driver_flightsql, pyarrow",
+        "adbc-driver-flightsql pyarrow",
+    ) else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &["--query-max-rows", "1000"]).await;
     for r in workload(20) {

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::server::{TestServer, fixtures};
+use crate::server::{TestServer, fixtures, python_with};
 use crate::spans::{kv, now_nanos, request, span};
 
 async fn post_otlp_json(server: &TestServer, body: Vec<u8>) {
@@ -380,18 +380,9 @@ async fn shared_zipkin_span_ids_are_made_unique_for_jaeger() {
 /// HTTP. Outside CI the test is skipped when jaeger-client is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jaeger_clients_arrive_intact() {
-    let python = std::env::var("TRACELAKE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = std::process::Command::new(&python)
-        .args(["-c", "import jaeger_client, thrift"])
-        .output();
-    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install jaeger-client (see .ci/run): {probe:?}"
-        );
-        eprintln!("skipped: {python} cannot import jaeger_client");
+    let Some(python) = python_with("jaeger_client, thrift", "jaeger-client") else {
         return;
-    }
+    };
     let data = tempfile::tempdir().unwrap();
     let server = TestServer::start(data.path(), &[]).await;
     let script = concat!(

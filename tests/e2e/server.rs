@@ -24,6 +24,26 @@ pub(crate) fn fixtures() -> Option<std::path::PathBuf> {
     }
 }
 
+/// The Python interpreter (`TRACELAKE_PYTHON`, else `python3`) if it can
+/// `import` the given modules. Without them a test is skipped with a
+/// message, except in CI, where `.ci/run` installs `packages` and their
+/// absence fails the test.
+pub(crate) fn python_with(imports: &str, packages: &str) -> Option<String> {
+    let python = std::env::var("TRACELAKE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python)
+        .args(["-c", &format!("import {imports}")])
+        .output();
+    if probe.as_ref().is_ok_and(|o| o.status.success()) {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must install {packages} (see .ci/run): {probe:?}"
+    );
+    eprintln!("skipped: {python} cannot import {imports} (pip install {packages})");
+    None
+}
+
 pub(crate) struct TestServer {
     child: Option<Child>,
     pub(crate) grpc: SocketAddr,

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::server::{TestServer, fixtures};
+use crate::server::{TestServer, fixtures, python_with};
 use crate::spans::{kv, now_nanos, request, span};
 
 async fn post(server: &TestServer, content_type: &str, body: Vec<u8>, gzip: bool) -> (u16, String) {
@@ -136,18 +136,12 @@ async fn zipkin_fixtures_read_back_as_sent() {
 /// py_zipkin). Outside CI the test is skipped when they are not installed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_zipkin_clients_arrive_intact() {
-    let python = std::env::var("TRACELAKE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = std::process::Command::new(&python)
-        .args(["-c", "import py_zipkin, opentelemetry.exporter.zipkin.json"])
-        .output();
-    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install py_zipkin and opentelemetry-exporter-zipkin-json (see .ci/run): {probe:?}"
-        );
-        eprintln!("skipped: {python} cannot import py_zipkin / opentelemetry.exporter.zipkin.json");
+    let Some(python) = python_with(
+        "py_zipkin, opentelemetry.exporter.zipkin.json",
+        "py_zipkin opentelemetry-exporter-zipkin-json",
+    ) else {
         return;
-    }
+    };
     let data = tempfile::tempdir().unwrap();
     let server = TestServer::start(data.path(), &[]).await;
     let script = concat!(
