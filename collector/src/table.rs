@@ -99,6 +99,20 @@ impl Table {
                 .await
                 .map_err(err)?;
             tracing::info!(%url, "created spans table");
+        } else {
+            let snapshot = table.snapshot().map_err(err)?;
+            let found = snapshot
+                .metadata()
+                .configuration()
+                .get(SCHEMA_VERSION_KEY)
+                .cloned();
+            if found.as_deref() != Some(SCHEMA_VERSION.to_string().as_str()) {
+                return Err(Error::Schema(format!(
+                    "{url} holds spans schema version {}, this build writes version \
+                     {SCHEMA_VERSION}; use a new data directory (or --table-url)",
+                    found.as_deref().unwrap_or("(none)")
+                )));
+            }
         }
         Ok(Self {
             url: url.clone(),

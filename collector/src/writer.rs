@@ -5,8 +5,10 @@
 //! - Columns: the spans schema minus the partition columns (`date`, `hour`),
 //!   whose values live in the Delta log and the path
 //!   `date=YYYY-MM-DD/hour=HH/part-<uuid>.zstd.parquet`.
-//! - Rows sorted by `trace_id`, then `start_time_unix_nano`, so the spans of a
-//!   trace are adjacent and min/max statistics narrow lookups.
+//! - Rows sorted by `trace_key`, `trace_id`, then `start_time_unix_nano`
+//!   ([`SORT_COLUMNS`]), so the spans of a trace are adjacent and min/max
+//!   statistics of `trace_key` narrow lookups to a file, a row group and a
+//!   page.
 //! - zstd compression, dictionary encoding (except the high-cardinality id
 //!   and time columns), page-level statistics and page index, a bloom filter
 //!   on `trace_id`.
@@ -19,7 +21,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use chrono::{DateTime, NaiveDate};
@@ -31,8 +33,8 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde_json::{Map, Value, json};
 use tracelake_schema::spans::{
-    DURATION_NS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SERVICE_NAME, SPAN_ID, START_TIME,
-    START_TIME_UNIX_NANO, TRACE_ID, file_schema, spans_schema,
+    DURATION_NS, HOUR, PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SERVICE_NAME,
+    SPAN_ID, START_TIME, START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY, file_schema, spans_schema,
 };
 
 use crate::buffer::PartitionKey;
@@ -60,22 +62,37 @@ pub struct DataFile {
 /// Compression level: 3 is zstd's default, a good ratio at ingest speed.
 const ZSTD_LEVEL: i32 = 3;
 
-fn writer_properties(rows: usize) -> WriterProperties {
+/// Rows per row group of a flushed file: small enough that the row-group
+/// statistics on `trace_key` narrow a lookup in files not yet compacted.
+const FLUSH_ROW_GROUP_ROWS: usize = 64 * 1024;
+/// Rows per data page: a lookup decodes one page per column, not the row
+/// group, thanks to the page index on the sorted `trace_key`.
+const PAGE_ROWS: usize = 8 * 1024;
+
+/// Writer settings of a data file of about `rows` rows with row groups of
+/// at most `row_group_rows`.
+pub fn writer_properties(rows: usize, row_group_rows: usize) -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(ZSTD_LEVEL).expect("valid zstd level"),
         ))
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(row_group_rows))
+        .set_data_page_row_count_limit(PAGE_ROWS)
         .set_key_value_metadata(Some(vec![KeyValue::new(
             SCHEMA_VERSION_KEY.to_string(),
             SCHEMA_VERSION.to_string(),
         )]))
         .set_column_bloom_filter_enabled(ColumnPath::from(TRACE_ID), true)
         .set_column_bloom_filter_fpp(ColumnPath::from(TRACE_ID), 0.01)
-        .set_column_bloom_filter_max_ndv(ColumnPath::from(TRACE_ID), rows.max(1) as u64);
+        .set_column_bloom_filter_max_ndv(
+            ColumnPath::from(TRACE_ID),
+            rows.clamp(1, row_group_rows) as u64,
+        );
     for unique in [
         TRACE_ID,
+        TRACE_KEY,
         SPAN_ID,
         START_TIME,
         START_TIME_UNIX_NANO,
@@ -93,40 +110,70 @@ pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<Dat
     let sorted = sort_for_lookup(&batch)?;
     let file_batch = sorted.project(&file_columns())?;
     let mut bytes = Vec::with_capacity(rows * 64);
-    let mut writer =
-        ArrowWriter::try_new(&mut bytes, file_schema(), Some(writer_properties(rows)))?;
+    let mut writer = ArrowWriter::try_new(
+        &mut bytes,
+        file_schema(),
+        Some(writer_properties(rows, FLUSH_ROW_GROUP_ROWS)),
+    )?;
     writer.write(&file_batch)?;
     writer.close()?;
 
     let (date, hour) = key;
-    let date = partition_date(date);
-    let path = format!(
-        "date={date}/hour={hour:02}/part-{}.zstd.parquet",
-        uuid::Uuid::new_v4()
-    );
-    let partition_values = HashMap::from([
-        ("date".to_string(), Some(date)),
-        ("hour".to_string(), Some(hour.to_string())),
-    ]);
-    let add = Add {
-        path: path.clone(),
-        partition_values,
-        size: bytes.len() as i64,
-        modification_time: chrono::Utc::now().timestamp_millis(),
-        data_change: true,
-        stats: Some(stats(&file_batch).to_string()),
-        tags: None,
-        deletion_vector: None,
-        base_row_id: None,
-        default_row_commit_version: None,
-        clustering_provider: None,
-    };
+    let path = data_file_path(&partition_date(date), hour);
+    let mut stats = Stats::default();
+    stats.update(&file_batch);
+    let add = add_action(&path, bytes.len() as u64, &stats);
     Ok(DataFile {
         path,
         bytes,
         add,
         rows,
     })
+}
+
+/// A new file's path, relative to the table root, in partition
+/// `date=YYYY-MM-DD/hour=HH`.
+pub fn data_file_path(date: &str, hour: i32) -> String {
+    format!(
+        "date={date}/hour={hour:02}/part-{}.zstd.parquet",
+        uuid::Uuid::new_v4()
+    )
+}
+
+/// The partition values of a path written by [`data_file_path`].
+fn partition_values(path: &str) -> HashMap<String, Option<String>> {
+    path.split('/')
+        .filter_map(|part| part.split_once('='))
+        .filter(|(k, _)| PARTITION_COLUMNS.contains(k))
+        .map(|(k, v)| {
+            let v = if k == HOUR {
+                v.trim_start_matches('0')
+            } else {
+                v
+            };
+            (
+                k.to_string(),
+                Some(if v.is_empty() { "0" } else { v }.to_string()),
+            )
+        })
+        .collect()
+}
+
+/// The Delta `Add` action of a new file at `path` holding new data.
+pub fn add_action(path: &str, size: u64, stats: &Stats) -> Add {
+    Add {
+        path: path.to_string(),
+        partition_values: partition_values(path),
+        size: size as i64,
+        modification_time: chrono::Utc::now().timestamp_millis(),
+        data_change: true,
+        stats: Some(stats.to_json().to_string()),
+        tags: None,
+        deletion_vector: None,
+        base_row_id: None,
+        default_row_commit_version: None,
+        clustering_provider: None,
+    }
 }
 
 fn file_columns() -> Vec<usize> {
@@ -141,22 +188,19 @@ fn file_columns() -> Vec<usize> {
         .collect()
 }
 
+/// The order of rows in every data file: by `trace_key`, then `trace_id`
+/// (keys of different traces may collide), then start time.
+pub const SORT_COLUMNS: [&str; 3] = [TRACE_KEY, TRACE_ID, START_TIME_UNIX_NANO];
+
 fn sort_for_lookup(batch: &RecordBatch) -> Result<RecordBatch> {
-    let column =
-        |name: &str| -> ArrayRef { Arc::clone(batch.column_by_name(name).expect("spans column")) };
-    let indices = lexsort_to_indices(
-        &[
-            SortColumn {
-                values: column(TRACE_ID),
-                options: None,
-            },
-            SortColumn {
-                values: column(START_TIME_UNIX_NANO),
-                options: None,
-            },
-        ],
-        None,
-    )?;
+    let columns: Vec<SortColumn> = SORT_COLUMNS
+        .iter()
+        .map(|name| SortColumn {
+            values: Arc::clone(batch.column_by_name(name).expect("spans column")),
+            options: None,
+        })
+        .collect();
+    let indices = lexsort_to_indices(&columns, None)?;
     Ok(take_record_batch(batch, &indices)?)
 }
 
@@ -168,57 +212,109 @@ pub fn partition_date(days: i32) -> String {
         .to_string()
 }
 
-/// Delta file statistics for the columns queries filter on most.
-fn stats(batch: &RecordBatch) -> Value {
-    let mut min = Map::new();
-    let mut max = Map::new();
-    let mut nulls = Map::new();
-    for name in [START_TIME, START_TIME_UNIX_NANO, DURATION_NS, SERVICE_NAME] {
-        let array = batch.column_by_name(name).expect("spans column");
-        nulls.insert(name.to_string(), json!(array.null_count()));
-        let (lo, hi) = match name {
-            START_TIME => {
+/// Integer columns with Delta statistics (`start_time` is kept as µs).
+const INT_STATS: [&str; 4] = [TRACE_KEY, START_TIME, START_TIME_UNIX_NANO, DURATION_NS];
+
+/// Delta file statistics (row count, min/max, null counts) for the columns
+/// queries filter on most, accumulated batch by batch.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    rows: usize,
+    ints: [(Option<i64>, Option<i64>, usize); INT_STATS.len()],
+    service: (Option<String>, Option<String>, usize),
+}
+
+impl Stats {
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Takes in the rows of `batch` (file or spans schema).
+    pub fn update(&mut self, batch: &RecordBatch) {
+        self.rows += batch.num_rows();
+        for (name, (lo, hi, nulls)) in INT_STATS.iter().zip(&mut self.ints) {
+            let array = batch.column_by_name(name).expect("spans column");
+            *nulls += array.null_count();
+            let (min, max) = if *name == START_TIME {
                 let a = array.as_primitive::<TimestampMicrosecondType>();
-                let fmt = |v: Option<i64>| {
-                    v.and_then(DateTime::<chrono::Utc>::from_timestamp_micros)
-                        .map(|t| json!(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()))
-                };
-                (fmt(arrow::compute::min(a)), fmt(arrow::compute::max(a)))
-            }
-            SERVICE_NAME => {
-                let a = array.as_string::<i32>();
-                // Delta truncates string statistics; service names are short,
-                // and longer ones are simply not recorded.
-                let keep = |v: Option<&str>| v.filter(|s| s.len() <= 64).map(|s| json!(s));
-                (
-                    keep(arrow::compute::min_string(a)),
-                    keep(arrow::compute::max_string(a)),
-                )
-            }
-            _ => {
+                (arrow::compute::min(a), arrow::compute::max(a))
+            } else {
                 let a = array.as_primitive::<Int64Type>();
-                (
-                    arrow::compute::min(a).map(|v| json!(v)),
-                    arrow::compute::max(a).map(|v| json!(v)),
-                )
-            }
-        };
-        if let (Some(lo), Some(hi)) = (lo, hi) {
-            min.insert(name.to_string(), lo);
-            max.insert(name.to_string(), hi);
+                (arrow::compute::min(a), arrow::compute::max(a))
+            };
+            *lo = lo.iter().copied().chain(min).min();
+            *hi = hi.iter().copied().chain(max).max();
+        }
+        let array = batch.column_by_name(SERVICE_NAME).expect("spans column");
+        let a = array.as_string::<i32>();
+        let (lo, hi, nulls) = &mut self.service;
+        *nulls += a.null_count();
+        if let Some(min) = arrow::compute::min_string(a)
+            && lo.as_deref().is_none_or(|l| min < l)
+        {
+            *lo = Some(min.to_string());
+        }
+        if let Some(max) = arrow::compute::max_string(a)
+            && hi.as_deref().is_none_or(|h| max > h)
+        {
+            *hi = Some(max.to_string());
         }
     }
-    json!({
-        "numRecords": batch.num_rows(),
-        "minValues": min,
-        "maxValues": max,
-        "nullCount": nulls,
-    })
+
+    pub fn to_json(&self) -> Value {
+        let mut min = Map::new();
+        let mut max = Map::new();
+        let mut nulls = Map::new();
+        for (name, (lo, hi, n)) in INT_STATS.iter().zip(&self.ints) {
+            nulls.insert(name.to_string(), json!(n));
+            let value = |v: i64| {
+                if *name == START_TIME {
+                    DateTime::<chrono::Utc>::from_timestamp_micros(v)
+                        .map(|t| json!(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()))
+                } else {
+                    Some(json!(v))
+                }
+            };
+            if let (Some(lo), Some(hi)) = (lo.and_then(value), hi.and_then(value)) {
+                min.insert(name.to_string(), lo);
+                max.insert(name.to_string(), hi);
+            }
+        }
+        let (lo, hi, n) = &self.service;
+        nulls.insert(SERVICE_NAME.to_string(), json!(n));
+        // Delta truncates string statistics; service names are short, and
+        // longer ones are simply not recorded.
+        if let (Some(lo), Some(hi)) = (lo, hi)
+            && lo.len() <= 64
+            && hi.len() <= 64
+        {
+            min.insert(SERVICE_NAME.to_string(), json!(lo));
+            max.insert(SERVICE_NAME.to_string(), json!(hi));
+        }
+        json!({
+            "numRecords": self.rows,
+            "minValues": min,
+            "maxValues": max,
+            "nullCount": nulls,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_values_come_from_the_path() {
+        let path = data_file_path("2026-11-21", 7);
+        let values = partition_values(&path);
+        assert_eq!(values["date"].as_deref(), Some("2026-11-21"));
+        assert_eq!(values["hour"].as_deref(), Some("7"));
+        assert_eq!(
+            partition_values("date=2026-11-21/hour=00/x")["hour"].as_deref(),
+            Some("0")
+        );
+    }
 
     #[test]
     fn partition_dates_are_iso() {

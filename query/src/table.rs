@@ -17,16 +17,20 @@ use datafusion::common::{Result, project_schema};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::expr::InList;
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
+use datafusion::prelude::{col, lit};
+use datafusion::scalar::ScalarValue;
 use deltalake::DeltaTable;
 use tokio::sync::Mutex;
-use tracelake_schema::spans::spans_schema;
+use tracelake_schema::spans::{TRACE_ID, TRACE_KEY, spans_schema, trace_key};
 use url::Url;
 
 /// Rows accepted but not yet in the table, and the table version they are
@@ -151,8 +155,9 @@ impl TableProvider for SpansTable {
                         .map(|f| delta_schema.index_of(f.name()))
                         .collect()
                 })?;
+            let filters = with_trace_keys(filters);
             let plan = delta
-                .scan(state, Some(&delta_projection), filters, limit)
+                .scan(state, Some(&delta_projection), &filters, limit)
                 .await?;
             inputs.push(cast_to(plan, &projected)?);
         }
@@ -169,6 +174,64 @@ impl TableProvider for SpansTable {
             return Ok(Arc::new(EmptyExec::new(projected)));
         }
         UnionExec::try_new(inputs)
+    }
+}
+
+/// `filters` plus, for every condition that pins `trace_id` to constants
+/// (`=`, `IN`), the same condition on `trace_key`, whose per-file min/max
+/// the Delta log holds and whose row-group and page statistics Parquet
+/// holds: so every lookup by trace id, from any API or SQL, skips the files,
+/// row groups and pages that cannot hold the trace. The derived conditions
+/// are implied by the originals, which DataFusion still applies.
+fn with_trace_keys(filters: &[Expr]) -> Vec<Expr> {
+    let mut out = filters.to_vec();
+    for filter in filters {
+        for conjunct in split_conjunction(filter) {
+            if let Some(keys) = pinned_trace_ids(conjunct) {
+                let keys: Vec<Expr> = keys.into_iter().map(|k| lit(trace_key(k))).collect();
+                out.push(col(TRACE_KEY).in_list(keys, false));
+            }
+        }
+    }
+    out
+}
+
+/// The trace ids `expr` restricts `trace_id` to, if it is `trace_id = id`
+/// or `trace_id IN (ids)` with literal ids.
+fn pinned_trace_ids(expr: &Expr) -> Option<Vec<&[u8]>> {
+    let is_trace_id = |e: &Expr| matches!(e, Expr::Column(c) if c.name == TRACE_ID);
+    fn id(e: &Expr) -> Option<&[u8]> {
+        match e {
+            Expr::Literal(
+                ScalarValue::Binary(Some(b))
+                | ScalarValue::LargeBinary(Some(b))
+                | ScalarValue::BinaryView(Some(b))
+                | ScalarValue::FixedSizeBinary(_, Some(b)),
+                _,
+            ) => Some(b.as_slice()),
+            _ => None,
+        }
+    }
+    match expr {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => {
+            if is_trace_id(left) {
+                id(right).map(|b| vec![b])
+            } else if is_trace_id(right) {
+                id(left).map(|b| vec![b])
+            } else {
+                None
+            }
+        }
+        Expr::InList(InList {
+            expr,
+            list,
+            negated: false,
+        }) if is_trace_id(expr) => list.iter().map(id).collect(),
+        _ => None,
     }
 }
 

@@ -22,6 +22,7 @@ use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use crate::attributes::AttributesBuilder;
 use crate::spans::{
     PROMOTED, SPAN_KINDS, STATUS_CODES, event_fields, link_fields, partition_of, spans_schema,
+    trace_key,
 };
 
 /// Service name stored when the resource has no `service.name` (the value
@@ -158,6 +159,7 @@ enum PromotedBuilder {
 /// Column builders for a batch of rows in the spans schema.
 pub struct SpansBuilder {
     trace_id: BinaryBuilder,
+    trace_key: Int64Builder,
     span_id: BinaryBuilder,
     parent_span_id: BinaryBuilder,
     trace_state: StringBuilder,
@@ -213,6 +215,7 @@ impl SpansBuilder {
         let ids = |len| BinaryBuilder::with_capacity(rows, rows * len);
         Self {
             trace_id: ids(16),
+            trace_key: int(),
             span_id: ids(8),
             parent_span_id: ids(8),
             trace_state: text(),
@@ -302,6 +305,7 @@ impl SpansBuilder {
     fn append(&mut self, span: &Span, start: i64, duration: i64, cx: &SpanContext<'_>) {
         self.rows += 1;
         self.trace_id.append_value(&span.trace_id);
+        self.trace_key.append_value(trace_key(&span.trace_id));
         self.span_id.append_value(&span.span_id);
         if span.parent_span_id.is_empty() {
             self.parent_span_id.append_null();
@@ -399,6 +403,7 @@ impl SpansBuilder {
         let (scope_attributes, scope_attribute_types) = self.scope_attributes.finish();
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
+            Arc::new(self.trace_key.finish()),
             Arc::new(self.span_id.finish()),
             Arc::new(self.parent_span_id.finish()),
             Arc::new(self.trace_state.finish()),

@@ -19,11 +19,16 @@ use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 /// Version of the layout described here; stored in the table properties and in
 /// every Parquet file's key-value metadata under [`SCHEMA_VERSION_KEY`].
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 /// Metadata key under which [`SCHEMA_VERSION`] is recorded.
 pub const SCHEMA_VERSION_KEY: &str = "tracelake.schema.version";
 
 pub const TRACE_ID: &str = "trace_id";
+/// The last 8 bytes of `trace_id` as a big-endian signed integer (see
+/// [`trace_key`]). Data files are sorted by it and the Delta log keeps its
+/// per-file min/max (Delta has no statistics for binary columns), so a
+/// lookup by trace id skips every file whose range cannot hold the trace.
+pub const TRACE_KEY: &str = "trace_key";
 pub const SPAN_ID: &str = "span_id";
 pub const PARENT_SPAN_ID: &str = "parent_span_id";
 pub const TRACE_STATE: &str = "trace_state";
@@ -174,6 +179,7 @@ pub(crate) fn list_of(fields: Fields) -> DataType {
 static SPANS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let mut fields = vec![
         Field::new(TRACE_ID, DataType::Binary, false),
+        Field::new(TRACE_KEY, DataType::Int64, false),
         Field::new(SPAN_ID, DataType::Binary, false),
         Field::new(PARENT_SPAN_ID, DataType::Binary, true),
         Field::new(TRACE_STATE, DataType::Utf8, true),
@@ -263,6 +269,16 @@ pub fn status_code_number(name: &str) -> Option<i32> {
         .map(|i| i as i32)
 }
 
+/// The [`TRACE_KEY`] of a trace id: its last 8 bytes (the random part of
+/// W3C ids, and the whole of 64-bit Zipkin and Jaeger ids) as a big-endian
+/// `i64`; shorter ids are left-padded with zeros.
+pub fn trace_key(trace_id: &[u8]) -> i64 {
+    let mut low = [0u8; 8];
+    let n = trace_id.len().min(8);
+    low[8 - n..].copy_from_slice(&trace_id[trace_id.len() - n..]);
+    i64::from_be_bytes(low)
+}
+
 /// `(date, hour)` partition of a start time in Unix nanoseconds: days since
 /// the epoch (Arrow `Date32`) and the UTC hour.
 pub fn partition_of(start_time_unix_nano: i64) -> (i32, i32) {
@@ -282,6 +298,16 @@ mod tests {
         assert_eq!(partition_of(ns), (20778, 13));
         assert_eq!(partition_of(0), (0, 0));
         assert_eq!(partition_of(-1), (-1, 23));
+    }
+
+    #[test]
+    fn trace_key_is_the_low_half() {
+        let mut id = [0u8; 16];
+        id[8..].copy_from_slice(&42i64.to_be_bytes());
+        id[0] = 0xff;
+        assert_eq!(trace_key(&id), 42);
+        assert_eq!(trace_key(&[0xff; 16]), -1);
+        assert_eq!(trace_key(&[1, 2]), 0x0102);
     }
 
     #[test]

@@ -787,7 +787,7 @@ async fn flight_sql_answers_an_adbc_client() {
     );
     assert_eq!(
         out["table_schema"],
-        serde_json::json!(["trace_id", "span_id", "parent_span_id"])
+        serde_json::json!(["trace_id", "trace_key", "span_id"])
     );
 }
 
