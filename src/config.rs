@@ -67,6 +67,13 @@ settings! {
     retention_check_interval: String, env = "TRACELAKE_RETENTION_CHECK_INTERVAL";
     /// Delete files no longer in the table once they are this old [default: 1h]
     vacuum_grace: String, env = "TRACELAKE_VACUUM_GRACE";
+    /// How often closed hour partitions are looked at for compaction; 0s
+    /// turns compaction off [default: 1m]
+    compaction_interval: String, env = "TRACELAKE_COMPACTION_INTERVAL";
+    /// Compact an hour partition once its hour ended this long ago [default: 10m]
+    compaction_delay: String, env = "TRACELAKE_COMPACTION_DELAY";
+    /// Size of a compacted file [default: 268435456]
+    compaction_target_bytes: u64, env = "TRACELAKE_COMPACTION_TARGET_BYTES";
     /// Reject spans that start further in the future than this [default: 1h]
     max_span_future: String, env = "TRACELAKE_MAX_SPAN_FUTURE";
     /// Largest request body, after decompression [default: 67108864]
@@ -111,6 +118,9 @@ pub(crate) struct Config {
     pub(crate) retention: Option<Duration>,
     pub(crate) retention_check_interval: Duration,
     pub(crate) vacuum_grace: Duration,
+    pub(crate) compaction_interval: Option<Duration>,
+    pub(crate) compaction_delay: Duration,
+    pub(crate) compaction_target_bytes: u64,
     pub(crate) max_span_future: Duration,
     pub(crate) max_request_bytes: usize,
     pub(crate) max_buffer_bytes: usize,
@@ -195,6 +205,14 @@ impl Settings {
                 "retention check interval",
             )?,
             vacuum_grace: duration(self.vacuum_grace, "1h", "vacuum grace")?,
+            compaction_interval: Some(duration(
+                self.compaction_interval,
+                "1m",
+                "compaction interval",
+            )?)
+            .filter(|d| !d.is_zero()),
+            compaction_delay: duration(self.compaction_delay, "10m", "compaction delay")?,
+            compaction_target_bytes: self.compaction_target_bytes.unwrap_or(256 << 20),
             max_span_future: duration(self.max_span_future, "1h", "max span future")?,
             max_request_bytes: self.max_request_bytes.unwrap_or(64 << 20),
             max_buffer_bytes: self.max_buffer_bytes.unwrap_or(1 << 30),

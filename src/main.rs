@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracelake_collector::buffer::Buffer;
+use tracelake_collector::compact::CompactionConfig;
 use tracelake_collector::flush::{FlushConfig, RetentionConfig};
 use tracelake_collector::ingest::IngestConfig;
 use tracelake_collector::metrics::Metrics;
@@ -113,6 +114,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 check_every: config.retention_check_interval,
                 vacuum_grace: config.vacuum_grace,
             },
+            compaction: CompactionConfig {
+                enabled: config.compaction_interval.is_some(),
+                check_every: config
+                    .compaction_interval
+                    .unwrap_or(std::time::Duration::from_secs(60)),
+                delay: config.compaction_delay,
+                target_file_bytes: config.compaction_target_bytes,
+            },
             ingest: IngestConfig {
                 max_span_age: config.max_span_age,
                 max_span_future: config.max_span_future,
@@ -156,6 +165,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "/tempo",
             tracelake_query::tempo::router(Arc::clone(&engine)),
         )
+        .merge(collector.storage_router())
         .merge(tracelake_ui::router())
         .merge(
             Router::new()

@@ -39,7 +39,7 @@ pub struct RetentionConfig {
     /// Partitions whose hour ended longer ago than this are removed from the
     /// table; `None` keeps everything.
     pub max_age: Option<Duration>,
-    /// How often retention runs.
+    /// How often retention and vacuum run.
     pub check_every: Duration,
     /// Files no longer in the table are deleted from storage once they are
     /// this old, so queries already reading them finish.
@@ -98,22 +98,39 @@ impl Flusher {
         }
     }
 
-    /// Retention: removes partitions older than the retention from the
-    /// table (one commit), then vacuums files no longer in the table that
-    /// are older than the grace period. Runs between flushes, so the
-    /// buffer's table version moves with it. Returns (files removed from
-    /// the table, files deleted from storage).
-    pub async fn expire(&self) -> Result<(usize, usize), Error> {
-        let Some(max_age) = self.retention.max_age else {
-            return Ok((0, 0));
+    /// Replaces files by rewritten ones holding the same rows (compaction),
+    /// between flushes; `false` when one of `removed` has left the table.
+    pub async fn replace_files(
+        &self,
+        removed: &[String],
+        adds: Vec<deltalake::kernel::Add>,
+    ) -> Result<bool, crate::table::Error> {
+        let _guard = self.running.lock().await;
+        let Some(version) = self.table.replace(removed, adds).await? else {
+            return Ok(false);
         };
+        self.buffer.committed(version);
+        Ok(true)
+    }
+
+    /// Retention and clean-up: removes partitions older than the retention
+    /// from the table (one commit), then vacuums files no longer in the
+    /// table (expired, compacted away, or of failed flushes) that are older
+    /// than the grace period. Runs between flushes, so the buffer's table
+    /// version moves with it. Returns (files removed from the table, files
+    /// deleted from storage).
+    pub async fn expire(&self) -> Result<(usize, usize), Error> {
         let _guard = self.running.lock().await;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
-        let cutoff = now.saturating_sub(i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX));
         let mut removed = 0;
-        if let Some((version, files)) = self.table.expire(cutoff).await? {
+        if let Some(max_age) = self.retention.max_age
+            && let Some((version, files)) = self
+                .table
+                .expire(now.saturating_sub(i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX)))
+                .await?
+        {
             self.buffer.committed(version);
             self.metrics.files_expired.inc_by(files as u64);
             tracing::info!(
@@ -212,7 +229,7 @@ impl Flusher {
                 tracing::error!(%error, "flush failed; rows stay buffered and will be retried");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            if self.retention.max_age.is_some() && Instant::now() >= next_retention {
+            if Instant::now() >= next_retention {
                 if let Err(error) = self.expire().await {
                     tracing::error!(%error, "retention failed; it runs again at the next check");
                 }

@@ -10,12 +10,14 @@
 
 mod body;
 pub mod buffer;
+pub mod compact;
 pub mod flush;
 pub mod ingest;
 pub mod jaeger;
 pub mod metrics;
 pub mod otlp;
 mod plain;
+pub mod storage;
 pub mod table;
 pub mod wal;
 pub mod writer;
@@ -29,6 +31,7 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 use crate::buffer::Buffer;
+use crate::compact::Compactor;
 use crate::flush::{FlushConfig, Flusher};
 use crate::ingest::{Ingest, IngestConfig};
 use crate::metrics::Metrics;
@@ -55,6 +58,7 @@ pub struct CollectorConfig {
     pub wal_segment_bytes: u64,
     pub flush: FlushConfig,
     pub retention: flush::RetentionConfig,
+    pub compaction: compact::CompactionConfig,
     pub ingest: IngestConfig,
     /// Largest accepted request body, after decompression.
     pub max_request_bytes: usize,
@@ -68,8 +72,10 @@ pub struct Collector {
     pub metrics: Arc<Metrics>,
     flusher: Arc<Flusher>,
     wal: Arc<Wal>,
+    compactor: Arc<Compactor>,
     shutdown: watch::Sender<bool>,
     flush_task: JoinHandle<()>,
+    compaction_thread: Option<std::thread::JoinHandle<()>>,
     max_request_bytes: usize,
 }
 
@@ -117,7 +123,22 @@ impl Collector {
             )
             .await,
         );
+        let compactor = Arc::new(
+            Compactor::new(
+                Arc::clone(&table),
+                Arc::clone(&flusher),
+                Arc::clone(&buffer),
+                Arc::clone(&metrics),
+                config.compaction,
+                config.ingest.max_buffer_bytes,
+            )
+            .await,
+        );
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let compaction_thread = config
+            .compaction
+            .enabled
+            .then(|| Arc::clone(&compactor).spawn(shutdown_rx.clone()));
         let flush_task = tokio::spawn(Arc::clone(&flusher).run(wake, shutdown_rx));
         Ok(Self {
             ingest,
@@ -125,9 +146,11 @@ impl Collector {
             table,
             metrics,
             flusher,
+            compactor,
             wal,
             shutdown,
             flush_task,
+            compaction_thread,
             max_request_bytes: config.max_request_bytes,
         })
     }
@@ -162,16 +185,33 @@ impl Collector {
         zipkin::router(Arc::clone(&self.ingest), self.max_request_bytes)
     }
 
+    /// `GET /api/v1/storage` router.
+    pub fn storage_router(&self) -> axum::Router {
+        storage::router(Arc::clone(&self.table))
+    }
+
     /// Flushes everything buffered now (tests, admin).
     pub async fn flush(&self) -> Result<usize, flush::Error> {
         self.flusher.flush().await
     }
 
-    /// Stops the flush task, commits everything buffered and closes the WAL.
-    /// Call after the receivers have stopped accepting requests.
+    /// Compacts every due partition now (tests, benchmarks); returns what
+    /// each job did.
+    pub async fn compact(&self) -> Result<Vec<compact::JobReport>, compact::Error> {
+        let (_keep, running) = watch::channel(false);
+        self.compactor.compact_due(&running).await
+    }
+
+    /// Stops the flush task and compaction, commits everything buffered and
+    /// closes the WAL. Call after the receivers have stopped accepting
+    /// requests.
     pub async fn shutdown(self) {
         self.shutdown.send_replace(true);
         let _ = self.flush_task.await;
+        if let Some(thread) = self.compaction_thread {
+            // A running job stops at its next batch; its files are vacuumed.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
         self.flusher.drain().await;
         self.wal.close();
     }

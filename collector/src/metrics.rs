@@ -29,6 +29,16 @@ pub struct Metrics {
     pub bytes_written: Counter,
     pub buffer_rows: Gauge,
     pub buffer_bytes: Gauge,
+    pub compactions: Counter,
+    pub compactions_abandoned: Counter,
+    pub compactions_failed: Counter,
+    pub compaction_seconds: Histogram,
+    pub compaction_paused_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    pub compaction_files_in: Counter,
+    pub compaction_files_out: Counter,
+    pub compaction_rows: Counter,
+    pub compaction_bytes_read: Counter,
+    pub compaction_bytes_written: Counter,
 }
 
 impl Default for Metrics {
@@ -51,6 +61,16 @@ impl Default for Metrics {
             bytes_written: Counter::default(),
             buffer_rows: Gauge::default(),
             buffer_bytes: Gauge::default(),
+            compactions: Counter::default(),
+            compactions_abandoned: Counter::default(),
+            compactions_failed: Counter::default(),
+            compaction_seconds: seconds(),
+            compaction_paused_seconds: Counter::default(),
+            compaction_files_in: Counter::default(),
+            compaction_files_out: Counter::default(),
+            compaction_rows: Counter::default(),
+            compaction_bytes_read: Counter::default(),
+            compaction_bytes_written: Counter::default(),
         }
     }
 }
@@ -144,6 +164,60 @@ impl Metrics {
             "Arrow memory of buffered rows",
             Unit::Bytes,
             self.buffer_bytes.clone(),
+        );
+        r.register(
+            "compactions",
+            "Compaction jobs committed",
+            self.compactions.clone(),
+        );
+        r.register(
+            "compactions_abandoned",
+            "Compaction jobs dropped because an input left the table meanwhile",
+            self.compactions_abandoned.clone(),
+        );
+        r.register(
+            "compactions_failed",
+            "Compaction runs that failed (retried at the next check)",
+            self.compactions_failed.clone(),
+        );
+        r.register_with_unit(
+            "compaction",
+            "Duration of a compaction job",
+            Unit::Seconds,
+            self.compaction_seconds.clone(),
+        );
+        r.register_with_unit(
+            "compaction_paused",
+            "Time compaction waited for the ingest buffer to drain",
+            Unit::Seconds,
+            self.compaction_paused_seconds.clone(),
+        );
+        r.register(
+            "compaction_files_in",
+            "Files replaced by compaction",
+            self.compaction_files_in.clone(),
+        );
+        r.register(
+            "compaction_files_out",
+            "Files written by compaction",
+            self.compaction_files_out.clone(),
+        );
+        r.register(
+            "compaction_rows",
+            "Rows rewritten by compaction",
+            self.compaction_rows.clone(),
+        );
+        r.register_with_unit(
+            "compaction_read",
+            "Bytes of files replaced by compaction",
+            Unit::Bytes,
+            self.compaction_bytes_read.clone(),
+        );
+        r.register_with_unit(
+            "compaction_written",
+            "Bytes of files written by compaction",
+            Unit::Bytes,
+            self.compaction_bytes_written.clone(),
         );
     }
 }

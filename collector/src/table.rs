@@ -213,6 +213,65 @@ impl Table {
         Ok(Some((version, files)))
     }
 
+    /// Every data file of the table now.
+    pub async fn files(&self) -> Result<Vec<PartitionFile>> {
+        let table = self.table.lock().await;
+        let state = table.snapshot().map_err(|e| self.err(e))?;
+        Ok(state
+            .log_data()
+            .iter()
+            .filter_map(|f| {
+                let values = f.partition_values_map();
+                let end = partition_end_ns(&values)?;
+                let date = values.get(DATE)?.clone()?;
+                let hour: u32 = values.get(HOUR)?.as_deref()?.parse().ok()?;
+                Some(PartitionFile {
+                    path: f.path().to_string(),
+                    size: f.size().max(0) as u64,
+                    rows: f.num_records().map(|n| n as u64),
+                    partition: format!("{DATE}={date}/{HOUR}={hour:02}"),
+                    partition_end_ns: end,
+                })
+            })
+            .collect())
+    }
+
+    /// Replaces the files at `removed` by `adds` (the same rows, rewritten)
+    /// in one commit; `None`, and no commit, when any of `removed` is no
+    /// longer in the table.
+    pub async fn replace(&self, removed: &[String], adds: Vec<Add>) -> Result<Option<i64>> {
+        let started = Instant::now();
+        let mut table = self.table.lock().await;
+        let state = table.snapshot().map_err(|e| self.err(e))?;
+        let wanted: std::collections::HashSet<&str> = removed.iter().map(String::as_str).collect();
+        let mut actions: Vec<Action> = state
+            .log_data()
+            .iter()
+            .filter(|f| wanted.contains(f.path().as_ref()))
+            .map(|f| Action::Remove(f.remove_action(false)))
+            .collect();
+        if actions.len() != wanted.len() {
+            return Ok(None);
+        }
+        let target_size = adds.iter().map(|a| a.size).max().unwrap_or(0);
+        actions.extend(adds.into_iter().map(Action::Add));
+        let operation = DeltaOperation::Optimize {
+            predicate: None,
+            target_size,
+        };
+        let finalized = CommitBuilder::default()
+            .with_actions(actions)
+            .build(Some(state), table.log_store(), operation)
+            .await
+            .map_err(|e| self.err(e))?;
+        let version = finalized.version() as i64;
+        table.state = Some(finalized.snapshot());
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(Some(version))
+    }
+
     /// Deletes files that are no longer part of the table (expired
     /// partitions, files of failed flushes) once they are older than
     /// `grace`; returns the table version afterwards and the files deleted.
@@ -232,6 +291,20 @@ impl Table {
             metrics.files_deleted.len(),
         ))
     }
+}
+
+/// A data file of the table.
+#[derive(Debug, Clone)]
+pub struct PartitionFile {
+    /// Relative to the table root.
+    pub path: String,
+    pub size: u64,
+    /// From the Delta statistics.
+    pub rows: Option<u64>,
+    /// `date=YYYY-MM-DD/hour=HH`
+    pub partition: String,
+    /// End of the partition's hour, Unix ns.
+    pub partition_end_ns: i64,
 }
 
 /// End (Unix ns) of the hour a `date=YYYY-MM-DD/hour=HH` partition holds.

@@ -427,11 +427,14 @@ impl Tree {
     }
 }
 
-fn sorted<K>(mut v: Vec<(K, Totals)>) -> Vec<(K, Totals)> {
+/// By critical-path time, then total time, then name: the same trace
+/// always gives the same order.
+fn sorted<K: Ord>(mut v: Vec<(K, Totals)>) -> Vec<(K, Totals)> {
     v.sort_by(|a, b| {
         b.1.critical_ns
             .cmp(&a.1.critical_ns)
             .then(b.1.total_ns.cmp(&a.1.total_ns))
+            .then_with(|| a.0.cmp(&b.0))
     });
     v
 }

@@ -188,16 +188,21 @@ fn with_trace_keys(filters: &[Expr]) -> Vec<Expr> {
     for filter in filters {
         for conjunct in split_conjunction(filter) {
             if let Some(keys) = pinned_trace_ids(conjunct) {
-                let keys: Vec<Expr> = keys.into_iter().map(|k| lit(trace_key(k))).collect();
-                out.push(col(TRACE_KEY).in_list(keys, false));
+                // A disjunction of equalities: file pruning understands it
+                // where it does not understand `IN`.
+                let derived = keys
+                    .into_iter()
+                    .map(|k| col(TRACE_KEY).eq(lit(trace_key(k))))
+                    .reduce(Expr::or);
+                out.extend(derived);
             }
         }
     }
     out
 }
 
-/// The trace ids `expr` restricts `trace_id` to, if it is `trace_id = id`
-/// or `trace_id IN (ids)` with literal ids.
+/// The trace ids `expr` restricts `trace_id` to, if it is `trace_id = id`,
+/// `trace_id IN (ids)` or a disjunction of those, with literal ids.
 fn pinned_trace_ids(expr: &Expr) -> Option<Vec<&[u8]>> {
     let is_trace_id = |e: &Expr| matches!(e, Expr::Column(c) if c.name == TRACE_ID);
     fn id(e: &Expr) -> Option<&[u8]> {
@@ -225,6 +230,16 @@ fn pinned_trace_ids(expr: &Expr) -> Option<Vec<&[u8]>> {
             } else {
                 None
             }
+        }
+        // `IN` lists short enough are planned as disjunctions.
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Or,
+            right,
+        }) => {
+            let mut ids = pinned_trace_ids(left)?;
+            ids.extend(pinned_trace_ids(right)?);
+            Some(ids)
         }
         Expr::InList(InList {
             expr,

@@ -4,6 +4,7 @@
 mod analytics;
 mod bad_input;
 mod browser;
+mod compaction;
 mod crash;
 mod jaeger;
 mod load;

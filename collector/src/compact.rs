@@ -1,0 +1,840 @@
+//! Compaction: the many small files that flushes leave in an hour partition
+//! become a few large ones, sorted by [`SORT_COLUMNS`] with disjoint
+//! `trace_key` ranges, so a lookup by trace id opens one file per partition
+//! and reads one page per column of it.
+//!
+//! # How
+//! A partition is due once its hour ended [`CompactionConfig::delay`] ago
+//! and it holds files of more than one generation (a flushed file is its own
+//! generation; the files of one full compaction share one). Every data file
+//! is already sorted, so a job is a streaming k-way merge: each input is read
+//! a row group at a time, rows are interleaved in key order into batches and
+//! written to the output, which rolls over to a new file at
+//! [`CompactionConfig::target_file_bytes`], always between two traces. At
+//! most [`MAX_INPUTS`] files are merged at once: a partition with more is
+//! first merged in groups (whose outputs are again single generations), so
+//! memory stays bounded by the inputs' row groups, never by the partition.
+//!
+//! The outputs replace the inputs in one Delta commit (`Remove` + `Add` with
+//! `dataChange: false`, operation `OPTIMIZE`), taken between flushes, so a
+//! query reads either the old files or the new ones, never both or neither.
+//! If any input left the table meanwhile (retention), the job is dropped and
+//! its outputs, never committed, are vacuumed like the replaced inputs, after
+//! the vacuum grace period.
+//!
+//! # Cost
+//! Jobs run one at a time on one thread of their own, so compaction never
+//! takes more than one core from ingest and queries, and it pauses while the
+//! ingest buffer is more than half full. Everything it does is counted in
+//! `/metrics` (`tracelake_compaction_*`).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray, BinaryArray, Int64Array, RecordBatch};
+use arrow::compute::interleave_record_batch;
+use arrow::datatypes::Int64Type;
+use bytes::Bytes;
+use deltalake::kernel::Add;
+use deltalake::{ObjectStore, Path};
+use futures::StreamExt as _;
+use futures::future::{BoxFuture, FutureExt as _};
+use object_store::ObjectStoreExt as _;
+use object_store::buffered::BufWriter;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStream};
+use parquet::arrow::async_writer::AsyncArrowWriter;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use tokio::sync::watch;
+use tracelake_schema::spans::{START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY, file_schema};
+
+use crate::buffer::Buffer;
+use crate::flush::Flusher;
+use crate::metrics::Metrics;
+use crate::table::{PartitionFile, Table};
+use crate::writer::{Stats, add_action, writer_properties};
+
+/// Most files merged by one job.
+pub const MAX_INPUTS: usize = 32;
+/// Rows per row group of a compacted file.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Rows read from an input at a time.
+const READ_BATCH_ROWS: usize = 4096;
+/// Rows per batch handed to the writer.
+const WRITE_BATCH_ROWS: usize = 2048;
+/// File name prefix of compacted files; the job id follows.
+const COMPACTED_PREFIX: &str = "compacted-";
+
+/// When and how partitions are compacted.
+#[derive(Debug, Clone, Copy)]
+pub struct CompactionConfig {
+    /// `false` turns compaction off.
+    pub enabled: bool,
+    /// How often due partitions are looked for.
+    pub check_every: Duration,
+    /// A partition is compacted once its hour ended this long ago, so late
+    /// spans have settled.
+    pub delay: Duration,
+    /// Size at which a compacted file is closed and the next one started.
+    pub target_file_bytes: u64,
+}
+
+/// Error of a compaction job.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: parquet::errors::ParquetError,
+    },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: String,
+        source: parquet::errors::ParquetError,
+    },
+    #[error("reading the size of {path}: {source}")]
+    Stat {
+        path: String,
+        source: object_store::Error,
+    },
+    #[error("merging rows: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("{path}: unexpected columns")]
+    Columns { path: String },
+    #[error(transparent)]
+    Table(#[from] crate::table::Error),
+    #[error("stopped")]
+    Stopped,
+}
+
+/// What one job did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobReport {
+    pub partition: String,
+    pub files_in: usize,
+    pub files_out: usize,
+    pub rows: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// `false` when an input left the table before the commit.
+    pub committed: bool,
+}
+
+pub struct Compactor {
+    table: Arc<Table>,
+    flusher: Arc<Flusher>,
+    buffer: Arc<Buffer>,
+    store: Arc<dyn ObjectStore>,
+    metrics: Arc<Metrics>,
+    config: CompactionConfig,
+    /// Compaction pauses while the buffer holds more than this many bytes.
+    pause_above_bytes: usize,
+}
+
+impl Compactor {
+    pub async fn new(
+        table: Arc<Table>,
+        flusher: Arc<Flusher>,
+        buffer: Arc<Buffer>,
+        metrics: Arc<Metrics>,
+        config: CompactionConfig,
+        max_buffer_bytes: usize,
+    ) -> Self {
+        let store = table.object_store().await;
+        Self {
+            table,
+            flusher,
+            buffer,
+            store,
+            metrics,
+            config,
+            pause_above_bytes: max_buffer_bytes / 2,
+        }
+    }
+
+    /// Runs jobs until no partition is due; returns what each did.
+    pub async fn compact_due(&self, stop: &watch::Receiver<bool>) -> Result<Vec<JobReport>, Error> {
+        let mut reports = Vec::new();
+        while let Some(inputs) = self.next_job(now_ns()).await? {
+            if *stop.borrow() {
+                return Err(Error::Stopped);
+            }
+            let report = self.run_job(inputs, stop).await?;
+            let committed = report.committed;
+            reports.push(report);
+            if !committed {
+                // The table changed under the job; look again next time.
+                break;
+            }
+        }
+        Ok(reports)
+    }
+
+    /// The files of the next job, or `None` when nothing is due.
+    async fn next_job(&self, now_ns: i64) -> Result<Option<Vec<PartitionFile>>, Error> {
+        let delay = i64::try_from(self.config.delay.as_nanos()).unwrap_or(i64::MAX);
+        let mut partitions: BTreeMap<String, Vec<PartitionFile>> = BTreeMap::new();
+        for file in self.table.files().await? {
+            if file.partition_end_ns <= now_ns.saturating_sub(delay) {
+                partitions
+                    .entry(file.partition.clone())
+                    .or_default()
+                    .push(file);
+            }
+        }
+        // Oldest partition first.
+        for (_, mut files) in partitions {
+            if generations(&files) < 2 {
+                continue;
+            }
+            if files.len() > MAX_INPUTS {
+                // Merge the smallest first: they are the flushed files.
+                files.sort_by_key(|f| f.size);
+                files.truncate(MAX_INPUTS);
+            }
+            return Ok(Some(files));
+        }
+        Ok(None)
+    }
+
+    async fn run_job(
+        &self,
+        inputs: Vec<PartitionFile>,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<JobReport, Error> {
+        let started = Instant::now();
+        let partition = inputs[0].partition.clone();
+        let full = self
+            .table
+            .files()
+            .await?
+            .iter()
+            .filter(|f| f.partition == partition)
+            .count()
+            == inputs.len();
+        let job = uuid::Uuid::new_v4().simple().to_string();
+        let mut merge = Merge::open(&self.store, &inputs).await?;
+        let mut outputs: Vec<Add> = Vec::new();
+        let mut report = JobReport {
+            partition: partition.clone(),
+            files_in: inputs.len(),
+            bytes_in: inputs.iter().map(|f| f.size).sum(),
+            ..JobReport::default()
+        };
+        let mut out: Option<Output> = None;
+        loop {
+            if let Some(o) = out
+                .as_mut()
+                .filter(|o| o.size() >= self.config.target_file_bytes)
+            {
+                // Full: finish the trace key being written, then start anew.
+                if let Some(batch) = merge.take(true).await? {
+                    o.write(&batch).await?;
+                    report.rows += batch.num_rows() as u64;
+                    continue;
+                }
+                if let Some(done) = out.take() {
+                    outputs.push(done.close().await?);
+                }
+            }
+            let Some(batch) = merge.take(false).await? else {
+                break;
+            };
+            self.wait_for_ingest(stop).await?;
+            let o = match &mut out {
+                Some(o) => o,
+                None => out.insert(Output::create(
+                    &self.store,
+                    &partition,
+                    full.then_some(job.as_str()),
+                    outputs.len(),
+                )?),
+            };
+            o.write(&batch).await?;
+            report.rows += batch.num_rows() as u64;
+        }
+        if let Some(done) = out.take() {
+            outputs.push(done.close().await?);
+        }
+        report.files_out = outputs.len();
+        report.bytes_out = outputs.iter().map(|a| a.size as u64).sum();
+        let removed: Vec<String> = inputs.iter().map(|f| f.path.clone()).collect();
+        report.committed = self.flusher.replace_files(&removed, outputs).await?;
+        let m = &self.metrics;
+        m.compaction_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if report.committed {
+            m.compactions.inc();
+            m.compaction_files_in.inc_by(report.files_in as u64);
+            m.compaction_files_out.inc_by(report.files_out as u64);
+            m.compaction_rows.inc_by(report.rows);
+            m.compaction_bytes_read.inc_by(report.bytes_in);
+            m.compaction_bytes_written.inc_by(report.bytes_out);
+        } else {
+            m.compactions_abandoned.inc();
+        }
+        tracing::info!(
+            partition = %report.partition,
+            files_in = report.files_in,
+            files_out = report.files_out,
+            rows = report.rows,
+            bytes_in = report.bytes_in,
+            bytes_out = report.bytes_out,
+            committed = report.committed,
+            seconds = started.elapsed().as_secs_f64(),
+            "compaction job"
+        );
+        Ok(report)
+    }
+
+    /// Waits while ingest needs the machine more (the buffer is filling).
+    async fn wait_for_ingest(&self, stop: &watch::Receiver<bool>) -> Result<(), Error> {
+        let mut paused = None;
+        while self.buffer.bytes() > self.pause_above_bytes {
+            if *stop.borrow() {
+                return Err(Error::Stopped);
+            }
+            paused.get_or_insert_with(Instant::now);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some(since) = paused {
+            self.metrics
+                .compaction_paused_seconds
+                .inc_by(since.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    /// Compacts due partitions every `check_every` until `stop` turns true.
+    /// Runs on a thread of its own (one core at most).
+    pub fn spawn(self: Arc<Self>, stop: watch::Receiver<bool>) -> std::thread::JoinHandle<()> {
+        std::thread::Builder::new()
+            .name("tracelake-compaction".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("compaction runtime");
+                runtime.block_on(self.run(stop));
+            })
+            .expect("spawn compaction thread")
+    }
+
+    async fn run(&self, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.check_every) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            match self.compact_due(&stop).await {
+                Ok(_) | Err(Error::Stopped) => {}
+                Err(error) => {
+                    self.metrics.compactions_failed.inc();
+                    tracing::error!(%error, "compaction failed; it is retried at the next check");
+                }
+            }
+        }
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// The job id of a file written by a full compaction.
+fn compaction_job(path: &str) -> Option<&str> {
+    let name = path.rsplit('/').next()?;
+    let rest = name.strip_prefix(COMPACTED_PREFIX)?;
+    rest.split_once('-').map(|(job, _)| job)
+}
+
+/// Generations among a partition's files: each job's files count once,
+/// every other file once. One generation is a compacted partition.
+pub fn generations(files: &[PartitionFile]) -> usize {
+    let mut jobs: Vec<&str> = files
+        .iter()
+        .filter_map(|f| compaction_job(&f.path))
+        .collect();
+    let others = files.len() - jobs.len();
+    jobs.sort_unstable();
+    jobs.dedup();
+    jobs.len() + others
+}
+
+/// Reads a Parquet file from the table's object store.
+struct StoreReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+impl AsyncFileReader for StoreReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// One input being read in order.
+struct Input {
+    stream: ParquetRecordBatchStream<StoreReader>,
+    path: String,
+    batch: RecordBatch,
+    keys: Int64Array,
+    ids: BinaryArray,
+    starts: Int64Array,
+    row: usize,
+    /// Index of `batch` among the batches of the pending output rows.
+    slot: usize,
+}
+
+/// A row's position in [`crate::writer::SORT_COLUMNS`] order.
+type SortKey = (i64, [u8; 16], i64);
+
+impl Input {
+    fn key(&self) -> SortKey {
+        let id: [u8; 16] = self.ids.value(self.row).try_into().unwrap_or_default();
+        (self.keys.value(self.row), id, self.starts.value(self.row))
+    }
+
+    /// Reads the next non-empty batch; `false` at the end.
+    async fn advance(&mut self) -> Result<bool, Error> {
+        while let Some(batch) = self.stream.next().await {
+            let batch = batch.map_err(|source| Error::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let columns = |name: &str| batch.column_by_name(name).cloned();
+            let wrong = || Error::Columns {
+                path: self.path.clone(),
+            };
+            self.keys = columns(TRACE_KEY)
+                .and_then(|a| a.as_primitive_opt::<Int64Type>().cloned())
+                .ok_or_else(wrong)?;
+            self.ids = columns(TRACE_ID)
+                .and_then(|a| a.as_binary_opt::<i32>().cloned())
+                .ok_or_else(wrong)?;
+            self.starts = columns(START_TIME_UNIX_NANO)
+                .and_then(|a| a.as_primitive_opt::<Int64Type>().cloned())
+                .ok_or_else(wrong)?;
+            if self.keys.null_count() + self.starts.null_count() > 0 {
+                return Err(wrong());
+            }
+            self.batch = batch;
+            self.row = 0;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// The k-way merge of sorted inputs.
+struct Merge {
+    inputs: Vec<Input>,
+    /// Each input's next row: (sort key, input).
+    heap: BinaryHeap<Reverse<(SortKey, usize)>>,
+    /// Batches the pending rows point into.
+    batches: Vec<RecordBatch>,
+    /// Pending output rows: (batch, row).
+    pending: Vec<(usize, usize)>,
+    last_key: Option<i64>,
+}
+
+impl Merge {
+    async fn open(store: &Arc<dyn ObjectStore>, files: &[PartitionFile]) -> Result<Self, Error> {
+        let schema = file_schema();
+        let mut merge = Self {
+            inputs: Vec::with_capacity(files.len()),
+            heap: BinaryHeap::with_capacity(files.len()),
+            batches: Vec::new(),
+            pending: Vec::with_capacity(WRITE_BATCH_ROWS),
+            last_key: None,
+        };
+        for file in files {
+            let read = |source| Error::Read {
+                path: file.path.clone(),
+                source,
+            };
+            let reader = StoreReader {
+                store: Arc::clone(store),
+                path: Path::from(file.path.as_str()),
+                size: file.size,
+            };
+            let builder = ParquetRecordBatchStreamBuilder::new(reader)
+                .await
+                .map_err(read)?;
+            // Read the columns of today's schema, in its order.
+            let parquet_schema = builder.parquet_schema();
+            let mask = parquet::arrow::ProjectionMask::columns(
+                parquet_schema,
+                schema.fields().iter().map(|f| f.name().as_str()),
+            );
+            let stream = builder
+                .with_projection(mask)
+                .with_batch_size(READ_BATCH_ROWS)
+                .build()
+                .map_err(read)?;
+            let mut input = Input {
+                stream,
+                path: file.path.clone(),
+                batch: RecordBatch::new_empty(Arc::clone(&schema)),
+                keys: Int64Array::from(Vec::<i64>::new()),
+                ids: BinaryArray::from(Vec::<&[u8]>::new()),
+                starts: Int64Array::from(Vec::<i64>::new()),
+                row: 0,
+                slot: 0,
+            };
+            if input.advance().await? {
+                input.slot = merge.batches.len();
+                merge.batches.push(input.batch.clone());
+                merge.heap.push(Reverse((input.key(), merge.inputs.len())));
+                merge.inputs.push(input);
+            }
+        }
+        Ok(merge)
+    }
+
+    /// The next rows in order, at most [`WRITE_BATCH_ROWS`]; with
+    /// `same_key`, only rows with the trace key of the last row taken (so a
+    /// file can end between two traces).
+    async fn take(&mut self, same_key: bool) -> Result<Option<RecordBatch>, Error> {
+        while self.pending.len() < WRITE_BATCH_ROWS {
+            let Some(Reverse((key, i))) = self.heap.peek().copied() else {
+                break;
+            };
+            if same_key && self.last_key != Some(key.0) {
+                break;
+            }
+            self.heap.pop();
+            self.last_key = Some(key.0);
+            let input = &mut self.inputs[i];
+            self.pending.push((input.slot, input.row));
+            input.row += 1;
+            if input.row == input.batch.num_rows() {
+                if !input.advance().await? {
+                    continue;
+                }
+                input.slot = self.batches.len();
+                self.batches.push(input.batch.clone());
+            }
+            self.heap.push(Reverse((input.key(), i)));
+        }
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let refs: Vec<&RecordBatch> = self.batches.iter().collect();
+        let batch = interleave_record_batch(&refs, &self.pending)?;
+        self.pending.clear();
+        // Keep only the batches the inputs still read from.
+        self.batches.clear();
+        for input in &mut self.inputs {
+            input.slot = self.batches.len();
+            self.batches.push(input.batch.clone());
+        }
+        Ok(Some(batch))
+    }
+}
+
+/// A compacted file being written.
+struct Output {
+    store: Arc<dyn ObjectStore>,
+    path: String,
+    writer: AsyncArrowWriter<BufWriter>,
+    stats: Stats,
+}
+
+impl Output {
+    fn create(
+        store: &Arc<dyn ObjectStore>,
+        partition: &str,
+        job: Option<&str>,
+        index: usize,
+    ) -> Result<Self, Error> {
+        let name = match job {
+            Some(job) => format!("{COMPACTED_PREFIX}{job}-{index:05}.zstd.parquet"),
+            None => format!("part-{}.zstd.parquet", uuid::Uuid::new_v4()),
+        };
+        let path = format!("{partition}/{name}");
+        let sink = BufWriter::new(Arc::clone(store), Path::from(path.as_str()));
+        let props = writer_properties(ROW_GROUP_ROWS * 8, ROW_GROUP_ROWS);
+        let writer =
+            AsyncArrowWriter::try_new(sink, file_schema(), Some(props)).map_err(|source| {
+                Error::Write {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        Ok(Self {
+            store: Arc::clone(store),
+            path,
+            writer,
+            stats: Stats::default(),
+        })
+    }
+
+    fn size(&self) -> u64 {
+        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+    }
+
+    async fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
+        self.stats.update(batch);
+        self.writer
+            .write(batch)
+            .await
+            .map_err(|source| Error::Write {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    async fn close(self) -> Result<Add, Error> {
+        let Self {
+            store,
+            path,
+            writer,
+            stats,
+        } = self;
+        writer.close().await.map_err(|source| Error::Write {
+            path: path.clone(),
+            source,
+        })?;
+        let size = store
+            .head(&Path::from(path.as_str()))
+            .await
+            .map_err(|source| Error::Stat {
+                path: path.clone(),
+                source,
+            })?
+            .size;
+        let mut add = add_action(&path, size, &stats);
+        add.data_change = false;
+        Ok(add)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use arrow::array::AsArray;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use tracelake_schema::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use tracelake_schema::opentelemetry_proto::tonic::resource::v1::Resource;
+    use tracelake_schema::opentelemetry_proto::tonic::trace::v1::{
+        ResourceSpans, ScopeSpans, Span,
+    };
+
+    use super::*;
+    use crate::flush::{FlushConfig, RetentionConfig};
+    use crate::ingest::IngestConfig;
+    use crate::{Collector, CollectorConfig};
+
+    fn request(seed: u64, traces: u64, start: u64) -> ExportTraceServiceRequest {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let spans = (0..traces)
+            .flat_map(|_| {
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&next().to_be_bytes());
+                id[8..].copy_from_slice(&next().to_be_bytes());
+                (1..=3u64).map(move |s| Span {
+                    trace_id: id.to_vec(),
+                    span_id: s.to_be_bytes().to_vec(),
+                    name: "op".into(),
+                    kind: 2,
+                    start_time_unix_nano: start + s,
+                    end_time_unix_nano: start + s + 1000,
+                    ..Default::default()
+                })
+            })
+            .collect();
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue("svc".into())),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// (min, max) trace key of a local data file, checking it is sorted.
+    fn key_range(path: &std::path::Path) -> (i64, i64, usize) {
+        let file = std::fs::File::open(path).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut keys = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let k = batch.column_by_name(TRACE_KEY).unwrap();
+            keys.extend(k.as_primitive::<Int64Type>().values().iter().copied());
+        }
+        assert!(keys.is_sorted(), "{} is not sorted", path.display());
+        (keys[0], keys[keys.len() - 1], keys.len())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn more_files_than_one_job_merges_into_one_generation_of_disjoint_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let table_dir = dir.path().join("table");
+        let config = CollectorConfig {
+            table_url: url::Url::from_directory_path(&table_dir).unwrap(),
+            wal_dir: dir.path().join("wal"),
+            wal_segment_bytes: 1 << 20,
+            flush: FlushConfig {
+                max_age: Duration::from_secs(3600),
+                max_bytes: usize::MAX,
+            },
+            retention: RetentionConfig {
+                max_age: None,
+                check_every: Duration::from_secs(3600),
+                vacuum_grace: Duration::from_secs(3600),
+            },
+            compaction: CompactionConfig {
+                enabled: false,
+                check_every: Duration::from_secs(3600),
+                delay: Duration::ZERO,
+                // Small: the final merge rolls over to several files.
+                target_file_bytes: 20_000,
+            },
+            ingest: IngestConfig {
+                max_span_age: Duration::from_secs(86_400),
+                max_span_future: Duration::from_secs(3600),
+                max_buffer_bytes: 1 << 30,
+            },
+            max_request_bytes: 1 << 20,
+        };
+        let collector = Collector::start(config, Arc::new(Metrics::default()))
+            .await
+            .unwrap();
+        // Two hours ago: a closed partition.
+        let start = (now_ns() as u64) - 2 * 3_600_000_000_000;
+        let flushes = MAX_INPUTS as u64 + 8;
+        for f in 0..flushes {
+            collector
+                .ingest
+                .export("test", request(f + 1, 100, start))
+                .await
+                .unwrap();
+            collector.flush().await.unwrap();
+        }
+        assert_eq!(
+            collector.table.files().await.unwrap().len(),
+            flushes as usize
+        );
+
+        let reports = collector.compact().await.unwrap();
+        // A partial merge of the smallest MAX_INPUTS files, then the rest.
+        assert!(reports.len() >= 2, "{reports:?}");
+        assert_eq!(reports[0].files_in, MAX_INPUTS);
+        assert!(reports.iter().all(|r| r.committed));
+        let files = collector.table.files().await.unwrap();
+        assert_eq!(generations(&files), 1, "{files:?}");
+        assert!(files.len() >= 2, "{files:?}");
+        // Nothing left to do.
+        assert!(collector.compact().await.unwrap().is_empty());
+
+        let mut ranges: Vec<(i64, i64, usize)> = files
+            .iter()
+            .map(|f| key_range(&table_dir.join(&f.path)))
+            .collect();
+        ranges.sort();
+        assert!(
+            ranges.windows(2).all(|w| w[0].1 < w[1].0),
+            "ranges overlap: {ranges:?}"
+        );
+        let rows: usize = ranges.iter().map(|r| r.2).sum();
+        assert_eq!(rows as u64, flushes * 100 * 3);
+        let stats_rows: u64 = files.iter().filter_map(|f| f.rows).sum();
+        assert_eq!(stats_rows, rows as u64);
+
+        // Every span once.
+        let mut seen = HashSet::new();
+        for f in &files {
+            let file = std::fs::File::open(table_dir.join(&f.path)).unwrap();
+            for batch in ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap()
+            {
+                let batch = batch.unwrap();
+                let ids = batch.column_by_name(TRACE_ID).unwrap().as_binary::<i32>();
+                let spans = batch.column_by_name("span_id").unwrap().as_binary::<i32>();
+                for i in 0..batch.num_rows() {
+                    assert!(seen.insert((ids.value(i).to_vec(), spans.value(i).to_vec())));
+                }
+            }
+        }
+        assert_eq!(seen.len(), rows);
+        collector.shutdown().await;
+    }
+
+    #[test]
+    fn generations_count_jobs_once() {
+        let file = |path: &str| PartitionFile {
+            path: path.into(),
+            size: 1,
+            rows: None,
+            partition: "date=2026-11-21/hour=01".into(),
+            partition_end_ns: 0,
+        };
+        let p = "date=2026-11-21/hour=01/";
+        let a = file(&format!("{p}compacted-aaa-00000.zstd.parquet"));
+        let a2 = file(&format!("{p}compacted-aaa-00001.zstd.parquet"));
+        let b = file(&format!("{p}compacted-bbb-00000.zstd.parquet"));
+        let flushed = file(&format!("{p}part-1.zstd.parquet"));
+        assert_eq!(generations(&[a.clone(), a2.clone()]), 1);
+        assert_eq!(generations(&[a.clone(), a2, b]), 2);
+        assert_eq!(generations(&[a, flushed.clone()]), 2);
+        assert_eq!(generations(&[flushed]), 1);
+    }
+}

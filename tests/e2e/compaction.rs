@@ -1,0 +1,181 @@
+//! Compaction of closed hour partitions, and trace-by-id pruning: a lookup
+//! touches only the files whose trace-key range can hold the trace.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::server::TestServer;
+use crate::spans::{request, span};
+
+const HOUR_NS: u64 = 3_600_000_000_000;
+
+fn trace_id(i: u128) -> u128 {
+    // Spread over the key space (the low half), as real ids are.
+    (i << 64) | u128::from((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// Files of the plan's Parquet scans, from `EXPLAIN`.
+async fn files_scanned(server: &TestServer, sql: &str) -> usize {
+    let rows = server.sql(&format!("EXPLAIN {sql}")).await;
+    let plan = rows
+        .iter()
+        .find(|r| r["plan_type"] == "physical_plan")
+        .map(|r| r["plan"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_else(|| panic!("no physical plan in {rows:?}"));
+    plan.lines()
+        .filter(|l| l.contains("DataSourceExec") && l.contains("file_groups"))
+        .map(|l| l.matches(".parquet").count())
+        .sum()
+}
+
+async fn storage(server: &TestServer) -> Value {
+    let (status, body) = server.get("/api/v1/storage").await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_hours_are_compacted_into_disjoint_files_and_lookups_touch_one() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        data.path(),
+        &[
+            "--flush-max-age",
+            "50ms",
+            "--compaction-interval",
+            "200ms",
+            "--compaction-delay",
+            "0s",
+            // Every written batch (2,048 rows) closes a file.
+            "--compaction-target-bytes",
+            "1",
+            "--vacuum-grace",
+            "0s",
+            "--retention-check-interval",
+            "300ms",
+        ],
+    )
+    .await;
+    let two_hours_ago = |mut s: opentelemetry_proto::tonic::trace::v1::Span| {
+        s.start_time_unix_nano -= 2 * HOUR_NS;
+        s.end_time_unix_nano -= 2 * HOUR_NS;
+        s
+    };
+    // Six flushes' worth of traces in one closed hour, each its own file.
+    let (rounds, traces_per_round, spans_per_trace) = (6u128, 100u128, 10u64);
+    for round in 0..rounds {
+        let spans: Vec<_> = (0..traces_per_round)
+            .flat_map(|t| {
+                let trace = trace_id(round * traces_per_round + t + 1);
+                (1..=spans_per_trace).map(move |s| two_hours_ago(span(trace, s)))
+            })
+            .collect();
+        server
+            .export(&request(&format!("svc-{round}"), spans))
+            .await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let total = (rounds * traces_per_round) as u64 * spans_per_trace;
+    let probe = trace_id(7);
+    let before = server.get(&format!("/api/v1/traces/{probe:032x}")).await;
+    assert_eq!(before.0, 200);
+
+    // While compaction runs, every query sees each span exactly once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let partition = loop {
+        let counts = server
+            .sql(
+                "SELECT count(*) AS n, \
+                 count(DISTINCT concat(encode(trace_id, 'hex'), encode(span_id, 'hex'))) AS d \
+                 FROM spans",
+            )
+            .await;
+        assert_eq!(counts[0]["n"], total, "{counts:?}");
+        assert_eq!(counts[0]["d"], total, "{counts:?}");
+        let storage = storage(&server).await;
+        let partitions = storage["partitions"].as_array().unwrap().clone();
+        assert_eq!(partitions.len(), 1, "{storage}");
+        let p = partitions[0].clone();
+        let on_disk = parquet_files(&data.path().join("tenants/default/spans"));
+        if p["compacted"] == true && on_disk == p["files"].as_u64().unwrap() as usize {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not compacted and vacuumed in 60 s: {storage}, {on_disk} files on disk"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let files = partition["files"].as_u64().unwrap() as usize;
+    assert!(files >= 3, "the small target size rolls files: {partition}");
+    assert!(
+        partition["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p.as_str().unwrap().contains("/compacted-"))
+    );
+    assert_eq!(partition["rows"], total);
+
+    // The same trace, the same answer.
+    let after = server.get(&format!("/api/v1/traces/{probe:032x}")).await;
+    assert_eq!(after, before);
+
+    // A scan without a trace id reads every file; a lookup by trace id, with
+    // no time range, one file (the ranges are disjoint); an absent id none
+    // or one.
+    let all = files_scanned(&server, "SELECT count(*) FROM spans WHERE duration_ns > 0").await;
+    assert_eq!(all, files);
+    for i in [1u128, 57, 133, 240, 599] {
+        let id = trace_id(i);
+        let sql = format!("SELECT * FROM spans WHERE trace_id = X'{id:032x}'");
+        assert_eq!(files_scanned(&server, &sql).await, 1, "{sql}");
+        let rows = server.sql(&sql).await;
+        assert_eq!(rows.len() as u64, spans_per_trace, "{sql}");
+    }
+    let ids = [3u128, 500]
+        .map(|i| format!("X'{:032x}'", trace_id(i)))
+        .join(", ");
+    let sql = format!("SELECT count(*) AS n FROM spans WHERE trace_id IN ({ids})");
+    let n = files_scanned(&server, &sql).await;
+    assert!(n <= 2, "{sql}: {n} files of {files}");
+    assert_eq!(server.sql(&sql).await[0]["n"], 2 * spans_per_trace);
+    let absent = format!(
+        "SELECT * FROM spans WHERE trace_id = X'{:032x}'",
+        trace_id(10_000)
+    );
+    assert!(files_scanned(&server, &absent).await <= 1);
+
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics")) as u64
+    };
+    assert!(counter("tracelake_compactions_total") >= 1);
+    assert!(counter("tracelake_compaction_rows_total") >= total);
+    assert!(counter("tracelake_compaction_files_out_total") >= files as u64);
+}
+
+fn parquet_files(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                n += parquet_files(&p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                n += 1;
+            }
+        }
+    }
+    n
+}
