@@ -16,7 +16,7 @@ use crate::driver::{Config, pool};
 /// Decodes the pool `rounds` times over on `threads` threads; returns
 /// (spans decoded, seconds).
 pub fn run(config: &Config, threads: usize, rounds: usize) -> (u64, f64) {
-    let items = Arc::new(pool(config));
+    let items = Arc::new(pool(config).0);
     let next = Arc::new(AtomicUsize::new(0));
     let total = items.len() * rounds.max(1);
     let started = Instant::now();
@@ -57,15 +57,13 @@ mod tests {
     #[test]
     fn decodes_every_span_of_the_pool_each_round() {
         let config = Config {
-            endpoint: String::new(),
             streams: 1,
             spans: Some(3_000),
-            duration: None,
-            batch: 1_000,
             seed: 9,
             pool_bytes: usize::MAX,
+            ..Config::new("")
         };
-        let in_pool: u64 = pool(&config).iter().map(|i| i.spans).sum();
+        let in_pool: u64 = pool(&config).0.iter().map(|i| i.spans).sum();
         let (decoded, seconds) = run(&config, 2, 3);
         assert_eq!(decoded, in_pool * 3);
         assert!(seconds > 0.0);

@@ -30,8 +30,31 @@ pub struct Config {
     /// Spans per request (whole traces, so about this many).
     pub batch: usize,
     pub seed: u64,
-    /// Most bytes of pre-encoded requests kept; beyond, the pool repeats.
+    /// Most bytes of pre-encoded requests kept; beyond, the pool repeats,
+    /// each repetition with other trace ids and later times, so every span
+    /// sent is distinct.
     pub pool_bytes: usize,
+    /// Start of the first trace, Unix ns (default: ten minutes ago).
+    pub start_unix_ns: Option<u64>,
+    /// Mean time between traces, ns (default: 1.5 ms).
+    pub trace_interval_ns: Option<u64>,
+}
+
+impl Config {
+    /// Sends to `endpoint` with defaults for everything else.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            streams: 4,
+            spans: None,
+            duration: None,
+            batch: 1000,
+            seed: 1,
+            pool_bytes: 512 << 20,
+            start_unix_ns: None,
+            trace_interval_ns: None,
+        }
+    }
 }
 
 /// One pre-generated request.
@@ -39,6 +62,130 @@ pub(crate) struct Item {
     pub(crate) request: ExportTraceServiceRequest,
     pub(crate) body: Vec<u8>,
     pub(crate) spans: u64,
+    /// Offsets in `body` of every trace id (16 bytes).
+    trace_ids: Vec<usize>,
+    /// Offsets in `body` of every timestamp (fixed64, little-endian).
+    times: Vec<usize>,
+}
+
+/// How repetition `round` of the pool differs from the pool: the last 8
+/// bytes of every trace id are XORed with a value of the round, and every
+/// time moves `round * shift_ns` later.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Round {
+    mask: u64,
+    shift_ns: u64,
+}
+
+impl Round {
+    fn new(round: u64, shift_ns: u64) -> Self {
+        // splitmix64: distinct, well-spread masks; round 0 is the pool itself.
+        let mut z = round.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let mask = if round == 0 { 0 } else { (z ^ (z >> 31)) | 1 };
+        Self {
+            mask,
+            shift_ns: round * shift_ns,
+        }
+    }
+
+    fn id(&self, id: &mut [u8]) {
+        if id.len() == 16 {
+            let low = u64::from_be_bytes(id[8..].try_into().expect("8 bytes")) ^ self.mask;
+            id[8..].copy_from_slice(&low.to_be_bytes());
+        }
+    }
+}
+
+impl Item {
+    fn new(request: ExportTraceServiceRequest, spans: u64) -> Self {
+        let body = request.encode_to_vec();
+        let mut ids = std::collections::HashSet::new();
+        let mut times = std::collections::HashSet::new();
+        for rs in &request.resource_spans {
+            for ss in &rs.scope_spans {
+                for span in &ss.spans {
+                    ids.insert(span.trace_id.as_slice());
+                    times.insert(span.start_time_unix_nano);
+                    times.insert(span.end_time_unix_nano);
+                    times.extend(span.events.iter().map(|e| e.time_unix_nano));
+                    ids.extend(span.links.iter().map(|l| l.trace_id.as_slice()));
+                }
+            }
+        }
+        // Field keys: trace_id is field 1 (length-delimited, 16 bytes) of
+        // Span and Link; times are fixed64 fields 7 and 8 of Span and 1 of
+        // Event. A key followed by a value of this request is taken as the
+        // field (16 random bytes or a nanosecond time matching by chance is
+        // vanishingly unlikely).
+        let (mut trace_ids, mut time_offsets) = (Vec::new(), Vec::new());
+        let mut i = 0;
+        while i + 9 <= body.len() {
+            if body[i] == 0x0a && body[i + 1] == 16 && body.len() >= i + 18 {
+                if ids.contains(&body[i + 2..i + 18]) {
+                    trace_ids.push(i + 2);
+                    i += 18;
+                    continue;
+                }
+            } else if matches!(body[i], 0x39 | 0x41 | 0x09) {
+                let value = u64::from_le_bytes(body[i + 1..i + 9].try_into().expect("8 bytes"));
+                if times.contains(&value) {
+                    time_offsets.push(i + 1);
+                    i += 9;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        Self {
+            request,
+            body,
+            spans,
+            trace_ids,
+            times: time_offsets,
+        }
+    }
+
+    /// The body of repetition `round`.
+    fn body(&self, round: Round) -> std::borrow::Cow<'_, [u8]> {
+        if round.mask == 0 && round.shift_ns == 0 {
+            return std::borrow::Cow::Borrowed(&self.body);
+        }
+        let mut body = self.body.clone();
+        for &at in &self.trace_ids {
+            round.id(&mut body[at..at + 16]);
+        }
+        for &at in &self.times {
+            let t = u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+            body[at..at + 8].copy_from_slice(&(t + round.shift_ns).to_le_bytes());
+        }
+        std::borrow::Cow::Owned(body)
+    }
+
+    /// The request of repetition `round`.
+    fn request(&self, round: Round) -> ExportTraceServiceRequest {
+        let mut request = self.request.clone();
+        if round.mask == 0 && round.shift_ns == 0 {
+            return request;
+        }
+        for rs in &mut request.resource_spans {
+            for ss in &mut rs.scope_spans {
+                for span in &mut ss.spans {
+                    round.id(&mut span.trace_id);
+                    span.start_time_unix_nano += round.shift_ns;
+                    span.end_time_unix_nano += round.shift_ns;
+                    for e in &mut span.events {
+                        e.time_unix_nano += round.shift_ns;
+                    }
+                    for l in &mut span.links {
+                        round.id(&mut l.trace_id);
+                    }
+                }
+            }
+        }
+        request
+    }
 }
 
 /// The measured outcome.
@@ -109,29 +256,29 @@ fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
-/// The pre-generated requests of a run.
-pub(crate) fn pool(config: &Config) -> Vec<Item> {
+/// The pre-generated requests of a run, and the time one pass over them
+/// covers (the shift between repetitions).
+pub(crate) fn pool(config: &Config) -> (Vec<Item>, u64) {
     let needed = config.spans.unwrap_or(u64::MAX);
-    // Traces end within the last minutes: inside any server's accepted window.
-    let mut generator = Generator::new(
-        Topology::new(config.seed),
-        config.seed,
-        now_ns() - 600_000_000_000,
-    );
+    // By default traces end within the last minutes: inside any server's
+    // accepted window.
+    let start = config
+        .start_unix_ns
+        .unwrap_or_else(|| now_ns() - 600_000_000_000);
+    let mut generator = Generator::new(Topology::new(config.seed), config.seed, start);
+    if let Some(interval) = config.trace_interval_ns {
+        generator = generator.with_trace_interval(interval);
+    }
     let mut items = Vec::new();
     let (mut bytes, mut spans) = (0usize, 0u64);
     while spans < needed && bytes < config.pool_bytes {
         let (request, n) = generator.request(config.batch);
-        let body = request.encode_to_vec();
-        bytes += body.len();
+        let item = Item::new(request, n as u64);
+        bytes += item.body.len();
         spans += n as u64;
-        items.push(Item {
-            request,
-            body,
-            spans: n as u64,
-        });
+        items.push(item);
     }
-    items
+    (items, generator.clock() - start)
 }
 
 /// The outcome of one send.
@@ -146,9 +293,10 @@ async fn send(
     http: &reqwest::Client,
     url: &str,
     item: &Item,
+    round: Round,
 ) -> Attempt {
     match grpc {
-        Some(c) => match c.export(item.request.clone()).await {
+        Some(c) => match c.export(item.request(round)).await {
             Ok(r) => Attempt::Done(Ok(r.into_inner())),
             Err(s)
                 if matches!(
@@ -164,7 +312,7 @@ async fn send(
             let response = match http
                 .post(url)
                 .header("content-type", "application/x-protobuf")
-                .body(item.body.clone())
+                .body(item.body(round).into_owned())
                 .send()
                 .await
             {
@@ -205,7 +353,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     if config.spans.is_none() && config.duration.is_none() {
         bail!("give a span count or a duration");
     }
-    let items = Arc::new(pool(&config));
+    let (items, pool_ns) = pool(&config);
+    let items = Arc::new(items);
     let bytes_per_span = items.iter().map(|i| i.body.len() as f64).sum::<f64>()
         / items.iter().map(|i| i.spans as f64).sum::<f64>();
     let grpc = config
@@ -245,13 +394,14 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                 }
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 let item = &items[index % items.len()];
+                let round = Round::new((index / items.len()) as u64, pool_ns);
                 let before = sent_spans.fetch_add(item.spans, Ordering::Relaxed);
                 if config.spans.is_some_and(|limit| before >= limit) {
                     break;
                 }
                 let t = Instant::now();
                 let outcome = loop {
-                    let attempt = send(client.as_mut(), &http, http_url, item).await;
+                    let attempt = send(client.as_mut(), &http, http_url, item, round).await;
                     match attempt {
                         Attempt::Throttled(delay) => {
                             throttled += 1;
@@ -313,4 +463,48 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     report.ack_p50_ms = percentile(&latencies, 0.5);
     report.ack_p99_ms = percentile(&latencies, 0.99);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repetitions_are_other_traces_later_in_both_encodings() {
+        let config = Config {
+            spans: Some(2_000),
+            seed: 11,
+            ..Config::new("")
+        };
+        let (items, pool_ns) = pool(&config);
+        assert!(pool_ns > 0);
+        for item in &items {
+            assert!(item.trace_ids.len() as u64 >= item.spans);
+            assert!(item.times.len() as u64 >= 2 * item.spans);
+            assert_eq!(
+                ExportTraceServiceRequest::decode(&*item.body(Round::new(0, pool_ns))).unwrap(),
+                item.request
+            );
+            let round = Round::new(3, pool_ns);
+            let patched = ExportTraceServiceRequest::decode(&*item.body(round)).unwrap();
+            assert_eq!(patched, item.request(round));
+            let spans = |r: &ExportTraceServiceRequest| -> Vec<_> {
+                r.resource_spans
+                    .iter()
+                    .flat_map(|rs| &rs.scope_spans)
+                    .flat_map(|ss| ss.spans.clone())
+                    .collect()
+            };
+            for (a, b) in spans(&item.request).iter().zip(spans(&patched)) {
+                assert_ne!(a.trace_id[8..], b.trace_id[8..]);
+                assert_eq!(a.trace_id[..8], b.trace_id[..8]);
+                assert_eq!(a.span_id, b.span_id);
+                assert_eq!(b.start_time_unix_nano, a.start_time_unix_nano + 3 * pool_ns);
+                assert_eq!(
+                    b.end_time_unix_nano - b.start_time_unix_nano,
+                    a.end_time_unix_nano - a.start_time_unix_nano
+                );
+            }
+        }
+    }
 }

@@ -5,4 +5,5 @@
 
 pub mod ceiling;
 pub mod driver;
+pub mod runner;
 pub mod workload;

@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tracelake_bench::ceiling;
 use tracelake_bench::driver::{self, Config};
+use tracelake_bench::runner::{self, RunConfig};
 
 #[derive(Parser)]
 #[command(name = "tracelake-bench", about = "tracelake's load driver")]
@@ -44,6 +46,47 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Start the server, ingest, compact, run the query suite and DuckDB;
+    /// report (see BENCHMARKS.md)
+    Run {
+        /// Spans to ingest
+        #[arg(long, default_value_t = 1_000_000)]
+        spans: u64,
+        /// Spread the spans over this many closed hours
+        #[arg(long, default_value_t = 6)]
+        hours: u64,
+        /// http or grpc
+        #[arg(long, default_value = "http")]
+        protocol: String,
+        #[arg(long, default_value_t = 4)]
+        streams: usize,
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Memory for pre-encoded requests, MiB (beyond, the pool repeats
+        /// as other traces)
+        #[arg(long, default_value_t = 2048)]
+        pool_mib: usize,
+        /// Runs of each query
+        #[arg(long, default_value_t = 50)]
+        repeat: usize,
+        /// Skip the DuckDB baseline
+        #[arg(long)]
+        no_duckdb: bool,
+        /// The tracelake binary [default: next to this one]
+        #[arg(long)]
+        server: Option<std::path::PathBuf>,
+        /// Keep the store here (default: a temporary directory)
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Longest wait for flushes and compaction, seconds
+        #[arg(long, default_value_t = 3600)]
+        settle_timeout: u64,
+        /// Also write the JSON report here
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Decode the same workload into Arrow without sending or storing it
     Ceiling {
         /// Threads (the server's ingest uses every core)
@@ -76,13 +119,13 @@ async fn main() -> anyhow::Result<()> {
             json,
         } => {
             let report = driver::run(Config {
-                endpoint,
                 streams,
                 spans,
                 duration: seconds.map(Duration::from_secs_f64),
                 batch,
                 seed,
                 pool_bytes: pool_mib << 20,
+                ..Config::new(endpoint)
             })
             .await?;
             if json {
@@ -94,6 +137,49 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("{} requests failed", report.failed_requests);
             }
         }
+        Command::Run {
+            spans,
+            hours,
+            protocol,
+            streams,
+            batch,
+            seed,
+            pool_mib,
+            repeat,
+            no_duckdb,
+            server,
+            data_dir,
+            settle_timeout,
+            out,
+        } => {
+            let server = match server {
+                Some(s) => s,
+                None => std::env::current_exe()?
+                    .parent()
+                    .map(|d| d.join("tracelake"))
+                    .context("no directory for the tracelake binary")?,
+            };
+            let report = runner::run(&RunConfig {
+                server,
+                spans,
+                hours,
+                protocol,
+                streams,
+                batch,
+                seed,
+                pool_mib,
+                repeat,
+                duckdb: !no_duckdb,
+                data_dir,
+                settle_timeout: Duration::from_secs(settle_timeout),
+            })
+            .await?;
+            if let Some(out) = out {
+                std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+            }
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            eprint!("{}", runner::table(&report));
+        }
         Command::Ceiling {
             threads,
             spans,
@@ -102,13 +188,12 @@ async fn main() -> anyhow::Result<()> {
             seed,
         } => {
             let config = Config {
-                endpoint: String::new(),
                 streams: threads,
                 spans: Some(spans),
-                duration: None,
                 batch,
                 seed,
                 pool_bytes: usize::MAX,
+                ..Config::new("")
             };
             let (decoded, seconds) = ceiling::run(&config, threads, rounds);
             println!(

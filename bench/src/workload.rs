@@ -257,6 +257,8 @@ pub struct Generator {
     next_trace: u64,
     /// Start of the next trace, Unix ns.
     clock: u64,
+    /// Mean time between two traces' starts, ns.
+    interval: u64,
 }
 
 struct Built {
@@ -272,7 +274,24 @@ impl Generator {
             rng: StdRng::seed_from_u64(seed),
             next_trace: 0,
             clock: start_unix_ns,
+            interval: 1_500_000,
         }
+    }
+
+    /// Traces start `mean_ns` apart on average (uniformly 0.5x to 1.5x).
+    pub fn with_trace_interval(mut self, mean_ns: u64) -> Self {
+        self.interval = mean_ns.max(2);
+        self
+    }
+
+    /// Traces generated so far.
+    pub fn traces(&self) -> u64 {
+        self.next_trace
+    }
+
+    /// Start of the next trace, Unix ns.
+    pub fn clock(&self) -> u64 {
+        self.clock
     }
 
     /// One OTLP request holding whole traces, at least `spans` spans.
@@ -291,7 +310,7 @@ impl Generator {
         self.rng.fill(&mut trace_id[..]);
         let entry = self.topology.entry[self.rng.random_range(0..self.topology.entry.len())];
         let start = self.clock;
-        self.clock += 1_000_000 + self.rng.random_range(0..1_000_000);
+        self.clock += self.interval / 2 + self.rng.random_range(0..self.interval);
         // Fan-out grows with a per-trace factor: 5 to 500 spans.
         let budget = (5.0 * (self.rng.random::<f64>() * 4.6).exp()).min(460.0) as usize;
         let mut remaining = budget.max(5);

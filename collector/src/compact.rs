@@ -61,6 +61,9 @@ use crate::writer::{Stats, add_action, writer_properties};
 pub const MAX_INPUTS: usize = 32;
 /// Rows per row group of a compacted file.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// zstd level of compacted files (read many times, written once, in the
+/// background); see BENCHMARKS.md for the measured trade-off.
+const ZSTD_LEVEL: i32 = 9;
 /// Rows read from an input at a time.
 const READ_BATCH_ROWS: usize = 4096;
 /// Rows per batch handed to the writer.
@@ -586,7 +589,7 @@ impl Output {
         };
         let path = format!("{partition}/{name}");
         let sink = BufWriter::new(Arc::clone(store), Path::from(path.as_str()));
-        let props = writer_properties(ROW_GROUP_ROWS * 8, ROW_GROUP_ROWS);
+        let props = writer_properties(ROW_GROUP_ROWS * 8, ROW_GROUP_ROWS, ZSTD_LEVEL);
         let writer =
             AsyncArrowWriter::try_new(sink, file_schema(), Some(props)).map_err(|source| {
                 Error::Write {

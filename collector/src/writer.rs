@@ -59,8 +59,9 @@ pub struct DataFile {
     pub rows: usize,
 }
 
-/// Compression level: 3 is zstd's default, a good ratio at ingest speed.
-const ZSTD_LEVEL: i32 = 3;
+/// zstd level of flushed files: 3 is zstd's default, a good ratio at
+/// ingest speed.
+pub const FLUSH_ZSTD_LEVEL: i32 = 3;
 
 /// Rows per row group of a flushed file: small enough that the row-group
 /// statistics on `trace_key` narrow a lookup in files not yet compacted.
@@ -70,11 +71,11 @@ const FLUSH_ROW_GROUP_ROWS: usize = 64 * 1024;
 const PAGE_ROWS: usize = 8 * 1024;
 
 /// Writer settings of a data file of about `rows` rows with row groups of
-/// at most `row_group_rows`.
-pub fn writer_properties(rows: usize, row_group_rows: usize) -> WriterProperties {
+/// at most `row_group_rows`, compressed with zstd at `zstd_level`.
+pub fn writer_properties(rows: usize, row_group_rows: usize, zstd_level: i32) -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(ZSTD_LEVEL).expect("valid zstd level"),
+            ZstdLevel::try_new(zstd_level).expect("valid zstd level"),
         ))
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
@@ -113,7 +114,11 @@ pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<Dat
     let mut writer = ArrowWriter::try_new(
         &mut bytes,
         file_schema(),
-        Some(writer_properties(rows, FLUSH_ROW_GROUP_ROWS)),
+        Some(writer_properties(
+            rows,
+            FLUSH_ROW_GROUP_ROWS,
+            FLUSH_ZSTD_LEVEL,
+        )),
     )?;
     writer.write(&file_batch)?;
     writer.close()?;

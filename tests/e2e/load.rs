@@ -127,18 +127,18 @@ async fn bench_driver_delivers_every_acknowledged_span() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), &["--flush-max-age", "500ms"]).await;
     let mut total = 0;
-    for endpoint in [
-        format!("http://{}", server.otlp_http),
-        format!("grpc://{}", server.grpc),
+    for (seed, endpoint) in [
+        (3, format!("http://{}", server.otlp_http)),
+        (4, format!("grpc://{}", server.grpc)),
     ] {
         let report = run(Config {
-            endpoint: endpoint.clone(),
             streams: 2,
             spans: Some(10_000),
-            duration: None,
-            batch: 1_000,
-            seed: 3,
-            pool_bytes: 64 << 20,
+            seed,
+            // A small pool: sent about 20 times over, each time as other
+            // traces at later times.
+            pool_bytes: 256 << 10,
+            ..Config::new(endpoint.clone())
         })
         .await
         .unwrap();
@@ -157,10 +157,16 @@ async fn bench_driver_delivers_every_acknowledged_span() {
         assert!(report.json()["spans_per_second"].as_f64().unwrap() > 0.0);
         total += report.spans_acked;
     }
-    // The same seed twice: the second run re-sends the same traces, so the
-    // table holds each span twice; count rows, not distinct spans.
-    let rows = server.sql("SELECT count(*) AS n FROM spans").await;
+    // Every span acknowledged is stored, and every span sent is distinct.
+    let rows = server
+        .sql(
+            "SELECT count(*) AS n, \
+             count(DISTINCT concat(encode(trace_id, 'hex'), encode(span_id, 'hex'))) AS d \
+             FROM spans",
+        )
+        .await;
     assert_eq!(rows[0]["n"], total);
+    assert_eq!(rows[0]["d"], total);
 }
 
 /// Under overload the server pushes back (429 with Retry-After, gRPC
@@ -177,13 +183,12 @@ async fn overload_is_pushed_back_and_retried_without_loss() {
     )
     .await;
     let report = run(Config {
-        endpoint: format!("http://{}", server.otlp_http),
         streams: 4,
         spans: Some(4_000),
-        duration: None,
         batch: 500,
         seed: 5,
         pool_bytes: 16 << 20,
+        ..Config::new(format!("http://{}", server.otlp_http))
     })
     .await
     .unwrap();
@@ -195,4 +200,67 @@ async fn overload_is_pushed_back_and_retried_without_loss() {
     assert_eq!(report.failed_requests, 0, "{}", report.table());
     let rows = server.sql("SELECT count(*) AS n FROM spans").await;
     assert_eq!(rows[0]["n"], report.spans_acked);
+}
+
+/// The benchmark runner end to end on a small store: the real server, the
+/// ingest, flushes and compaction, every query kind, and DuckDB over the
+/// same files (which must return as many rows as tracelake).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn benchmark_runner_reports_every_figure() {
+    use tracelake_bench::runner::{RunConfig, SQL_SUITE, run, table};
+    let duckdb = crate::server::python_with("duckdb, pytz", "duckdb pytz").is_some();
+    if !duckdb {
+        eprintln!("SKIP the DuckDB part: python3 with duckdb and pytz is not installed");
+    }
+    let config = RunConfig {
+        server: env!("CARGO_BIN_EXE_tracelake").into(),
+        spans: 30_000,
+        hours: 2,
+        protocol: "http".into(),
+        streams: 2,
+        batch: 500,
+        seed: 7,
+        pool_mib: 64,
+        repeat: 3,
+        duckdb,
+        data_dir: None,
+        settle_timeout: std::time::Duration::from_secs(120),
+    };
+    let report = run(&config).await.unwrap();
+    eprintln!("{}", table(&report));
+    let acked = report["ingest"]["spans_acked"].as_u64().unwrap();
+    assert!(acked >= 30_000, "{report}");
+    assert_eq!(report["storage"]["rows"], acked);
+    assert!(report["storage"]["compacted_files"].as_u64().unwrap() >= 2);
+    let bytes_per_span = report["storage"]["bytes_per_span"].as_f64().unwrap();
+    assert!((1.0..200.0).contains(&bytes_per_span), "{bytes_per_span}");
+    assert!(report["ceiling"]["spans_per_second"].as_f64().unwrap() > 0.0);
+    assert!(report["ingest_fraction_of_ceiling"].as_f64().unwrap() > 0.0);
+    assert!(report["server_peak_rss_bytes"]["end"].as_u64().unwrap() > 0);
+    let queries = report["queries"].as_object().unwrap();
+    assert_eq!(queries.len(), 6, "{queries:?}");
+    for (name, q) in queries {
+        assert_eq!(q["runs"], 3, "{name}");
+        assert!(q["median_ms"].as_f64().unwrap() > 0.0, "{name}");
+    }
+    assert!(queries["trace by id"]["spans_per_trace"].as_f64().unwrap() >= 5.0);
+    for name in [
+        "search attribute only, last hour",
+        "search minDuration only, whole store",
+        "cross-trace breakdown, last hour",
+    ] {
+        assert!(
+            queries[name]["results_per_query"].as_f64().unwrap() > 0.0,
+            "{name} found nothing: {report}"
+        );
+    }
+    let sql = report["sql"].as_object().unwrap();
+    assert_eq!(sql.len(), SQL_SUITE.len());
+    for (name, q) in sql {
+        assert!(q["rows"].as_u64().unwrap() > 0, "{name}");
+        if duckdb {
+            assert_eq!(q["duckdb_rows"], q["rows"], "{name}");
+            assert!(q["ratio_to_duckdb"].as_f64().unwrap() > 0.0, "{name}");
+        }
+    }
 }

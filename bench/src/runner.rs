@@ -1,0 +1,766 @@
+//! The benchmark runner (`tracelake-bench run`): starts the real server on
+//! loopback with a fresh data directory, measures the decode-only ceiling,
+//! ingests a workload of the given size spread over closed hours, waits for
+//! the flushes and the compaction, runs the query suite through the HTTP API
+//! and the same SQL through DuckDB over the same Parquet files, and reports
+//! medians and p99s, bytes per span on disk and the server's peak RSS.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::ceiling;
+use crate::driver::{self, Config};
+use crate::workload::{Generator, Topology};
+
+const HOUR_NS: u64 = 3_600_000_000_000;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The `tracelake` binary.
+    pub server: PathBuf,
+    /// Spans to ingest.
+    pub spans: u64,
+    /// The spans are spread over this many closed hours before the current
+    /// one.
+    pub hours: u64,
+    /// `http` or `grpc`.
+    pub protocol: String,
+    pub streams: usize,
+    pub batch: usize,
+    pub seed: u64,
+    /// Pre-encoded request memory, MiB.
+    pub pool_mib: usize,
+    /// Runs of each query.
+    pub repeat: usize,
+    /// Also run the SQL suite in DuckDB.
+    pub duckdb: bool,
+    /// Keep the data here instead of a temporary directory.
+    pub data_dir: Option<PathBuf>,
+    /// Longest wait for flushes and compaction.
+    pub settle_timeout: Duration,
+}
+
+/// Latency samples of one query kind, ms.
+#[derive(Debug, Default, Clone)]
+struct Samples(Vec<f64>);
+
+impl Samples {
+    fn json(&self) -> Value {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        let at = |p: f64| {
+            if v.is_empty() {
+                0.0
+            } else {
+                v[((v.len() - 1) as f64 * p).round() as usize]
+            }
+        };
+        json!({ "runs": v.len(), "median_ms": at(0.5), "p99_ms": at(0.99), "max_ms": at(1.0) })
+    }
+
+    fn median(&self) -> f64 {
+        self.json()["median_ms"].as_f64().unwrap_or(0.0)
+    }
+}
+
+/// The running server.
+struct Server {
+    child: Child,
+    http: String,
+    otlp_http: SocketAddr,
+    otlp_grpc: SocketAddr,
+    client: reqwest::Client,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_tcp() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn free_udp() -> anyhow::Result<SocketAddr> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+impl Server {
+    async fn start(binary: &Path, data: &Path) -> anyhow::Result<Self> {
+        let (grpc, otlp_http, http) = (free_tcp()?, free_tcp()?, free_tcp()?);
+        let log = std::fs::File::create(data.join("server.log"))?;
+        let mut cmd = Command::new(binary);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data.join("store"))
+            .args(["--otlp-grpc-listen", &grpc.to_string()])
+            .args(["--otlp-http-listen", &otlp_http.to_string()])
+            .args(["--http-listen", &http.to_string()])
+            .args(["--zipkin-listen", &free_tcp()?.to_string()])
+            .args(["--jaeger-http-listen", &free_tcp()?.to_string()])
+            .args(["--flight-sql-listen", &free_tcp()?.to_string()])
+            .args(["--jaeger-compact-listen", &free_udp()?.to_string()])
+            .args(["--jaeger-binary-listen", &free_udp()?.to_string()])
+            // The workload lies in the past hours; keep all of it, compact
+            // every closed hour at once and delete replaced files at once.
+            .args(["--max-span-age", "30d", "--retention", "0s"])
+            .args(["--compaction-interval", "2s", "--compaction-delay", "0s"])
+            .args(["--vacuum-grace", "0s", "--retention-check-interval", "10s"])
+            .args(["--flush-max-age", "5s"])
+            .args(["--query-timeout", "300s", "--query-max-rows", "1000000"])
+            .args(["--log-filter", "warn,tracelake_collector::compact=info"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let server = Self {
+            child,
+            http: format!("http://{http}"),
+            otlp_http,
+            otlp_grpc: grpc,
+            client: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = server.client.get(server.url("/ready")).send().await
+                && r.status().is_success()
+            {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the server did not become ready; see {}",
+                    data.join("server.log").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.http)
+    }
+
+    /// GET `path` with `query`; (status, body, ms).
+    async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<(u16, Value, f64)> {
+        let started = Instant::now();
+        let r = self.client.get(self.url(path)).query(query).send().await?;
+        let status = r.status().as_u16();
+        let body = r.bytes().await?;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        Ok((
+            status,
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
+            ms,
+        ))
+    }
+
+    /// Runs `sql`; (rows, ms).
+    async fn sql(&self, sql: &str) -> anyhow::Result<(Vec<Value>, f64)> {
+        let started = Instant::now();
+        let r = self
+            .client
+            .post(self.url("/api/v1/sql"))
+            .header("content-type", "application/json")
+            .body(json!({ "sql": sql }).to_string())
+            .send()
+            .await?;
+        let status = r.status();
+        let body: Value = serde_json::from_slice(&r.bytes().await?)?;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        if !status.is_success() {
+            bail!("{sql}: HTTP {status}: {body}");
+        }
+        Ok((body["rows"].as_array().cloned().unwrap_or_default(), ms))
+    }
+
+    async fn storage(&self) -> anyhow::Result<Value> {
+        let (status, body, _) = self.get("/api/v1/storage", &[]).await?;
+        if status != 200 {
+            bail!("storage: HTTP {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Peak resident memory so far, bytes (Linux `VmHWM`).
+    fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+}
+
+/// The SQL suite: run by tracelake and by DuckDB on the same files.
+/// `{start}`/`{end}` are the last hour of the store (RFC 3339).
+pub const SQL_SUITE: &[(&str, &str)] = &[
+    (
+        "p99 per operation",
+        "SELECT service_name, name, count(*) AS spans, \
+         percentile_cont(0.99) WITHIN GROUP (ORDER BY CAST(duration_ns AS DOUBLE)) AS p99_ns \
+         FROM spans GROUP BY service_name, name ORDER BY p99_ns DESC, service_name, name LIMIT 20",
+    ),
+    (
+        "error rate per service",
+        "SELECT service_name, count(*) AS spans, \
+         avg(CASE WHEN status_code = 'ERROR' THEN 1.0 ELSE 0.0 END) AS error_rate \
+         FROM spans GROUP BY service_name ORDER BY error_rate DESC, service_name",
+    ),
+    (
+        "spans per hour",
+        "SELECT date_trunc('hour', start_time) AS hour, count(*) AS spans \
+         FROM spans GROUP BY 1 ORDER BY 1",
+    ),
+    (
+        "slowest routes, last hour",
+        "SELECT http_route, count(*) AS spans, avg(duration_ns) AS avg_ns, max(duration_ns) AS max_ns \
+         FROM spans WHERE http_route IS NOT NULL \
+         AND start_time >= TIMESTAMP '{start}' AND start_time < TIMESTAMP '{end}' \
+         GROUP BY http_route ORDER BY avg_ns DESC, http_route LIMIT 10",
+    ),
+    (
+        "database calls per system and server",
+        "SELECT db_system, server_address, count(*) AS calls, sum(duration_ns) AS total_ns \
+         FROM spans WHERE db_system IS NOT NULL \
+         GROUP BY db_system, server_address ORDER BY calls DESC, server_address LIMIT 20",
+    ),
+];
+
+/// The DuckDB side, run by `python3`.
+const DUCKDB_SCRIPT: &str = include_str!("../duckdb_suite.py");
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as u64
+}
+
+fn rfc3339(unix_ns: u64) -> String {
+    let secs = (unix_ns / 1_000_000_000) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Mean trace interval that spreads `spans` over `span_ns`.
+fn trace_interval(seed: u64, spans: u64, span_ns: u64) -> u64 {
+    let mut g = Generator::new(Topology::new(seed), seed, 0);
+    let mut sample = 0;
+    while sample < 50_000 {
+        sample += g.request(1000).1 as u64;
+    }
+    let per_trace = sample as f64 / g.traces() as f64;
+    (span_ns as f64 * per_trace / spans.max(1) as f64) as u64
+}
+
+/// Runs the benchmark; returns the report as JSON.
+pub async fn run(config: &RunConfig) -> anyhow::Result<Value> {
+    let temp;
+    let data = match &config.data_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    eprintln!("[bench] decode-only ceiling on {threads} threads");
+    let ceiling_config = Config {
+        spans: Some(200_000.min(config.spans.max(20_000))),
+        batch: config.batch,
+        seed: config.seed,
+        pool_bytes: usize::MAX,
+        ..Config::new("")
+    };
+    let (decoded, seconds) = ceiling::run(&ceiling_config, threads, 3);
+    let ceiling_rate = decoded as f64 / seconds;
+
+    let server = Server::start(&config.server, &data).await?;
+    let hour_start = now_ns() / HOUR_NS * HOUR_NS;
+    let store_ns = config.hours.max(1) * HOUR_NS;
+    let store_start = hour_start - store_ns;
+    let endpoint = match config.protocol.as_str() {
+        "grpc" => format!("grpc://{}", server.otlp_grpc),
+        "http" => format!("http://{}", server.otlp_http),
+        other => bail!("protocol {other:?}: use http or grpc"),
+    };
+    eprintln!("[bench] ingesting {} spans over {endpoint}", config.spans);
+    let ingest = driver::run(Config {
+        streams: config.streams,
+        spans: Some(config.spans),
+        batch: config.batch,
+        seed: config.seed,
+        pool_bytes: config.pool_mib << 20,
+        start_unix_ns: Some(store_start),
+        // A little inside the window so the last traces end before the hour.
+        trace_interval_ns: Some(trace_interval(
+            config.seed,
+            config.spans,
+            store_ns - store_ns / 50,
+        )),
+        ..Config::new(endpoint)
+    })
+    .await?;
+    if ingest.failed_requests > 0 {
+        bail!("{} requests failed during ingest", ingest.failed_requests);
+    }
+    let rss_ingest = server.peak_rss();
+    let acked = ingest.spans_acked;
+
+    eprintln!("[bench] waiting for every span to be committed");
+    let settle = Instant::now();
+    let flushed = wait_for(&server, config.settle_timeout, |s| {
+        s["rows"].as_u64() == Some(acked)
+    })
+    .await?;
+    let flushed_bytes = flushed["bytes"].as_u64().unwrap_or(0);
+    let flushed_files = flushed["files"].as_u64().unwrap_or(0);
+    eprintln!("[bench] waiting for compaction");
+    let compacted = wait_for(&server, config.settle_timeout, |s| {
+        s["rows"].as_u64() == Some(acked)
+            && s["partitions"]
+                .as_array()
+                .is_some_and(|p| p.iter().all(|p| p["compacted"] == true))
+    })
+    .await?;
+    let settle_seconds = settle.elapsed().as_secs_f64();
+    let bytes = compacted["bytes"].as_u64().unwrap_or(0);
+    let files: Vec<String> = compacted["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["paths"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p.as_str().map(String::from))
+        .collect();
+    let table_dir = PathBuf::from(
+        compacted["tableUrl"]
+            .as_str()
+            .and_then(|u| u.strip_prefix("file://"))
+            .unwrap_or_default(),
+    );
+
+    eprintln!("[bench] query suite");
+    let queries = query_suite(&server, config, store_start, hour_start).await?;
+    let sql_window = (rfc3339(hour_start - HOUR_NS), rfc3339(hour_start));
+    let mut sql: BTreeMap<&str, Samples> = BTreeMap::new();
+    let mut sql_rows: BTreeMap<&str, usize> = BTreeMap::new();
+    for (name, text) in SQL_SUITE {
+        let text = text
+            .replace("{start}", &sql_window.0)
+            .replace("{end}", &sql_window.1);
+        sql_rows.insert(name, server.sql(&text).await?.0.len()); // warm
+        let s = sql.entry(name).or_default();
+        for _ in 0..config.repeat.max(3) {
+            s.0.push(server.sql(&text).await?.1);
+        }
+    }
+    let duckdb = if config.duckdb {
+        eprintln!("[bench] the SQL suite in DuckDB over the same files");
+        Some(duckdb_suite(
+            &data,
+            &table_dir,
+            &files,
+            &sql_window,
+            config.repeat.max(3),
+            threads,
+        )?)
+    } else {
+        None
+    };
+    let rss_peak = server.peak_rss();
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let counter = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+
+    let sql_json: serde_json::Map<String, Value> = sql
+        .iter()
+        .map(|(name, s)| {
+            let mut v = s.json();
+            v["rows"] = json!(sql_rows[name]);
+            if let Some(d) = duckdb.as_ref().and_then(|d| d.get(*name)) {
+                let duck_median = d["median_ms"].as_f64().unwrap_or(0.0);
+                v["duckdb_median_ms"] = json!(duck_median);
+                v["duckdb_rows"] = d["rows"].clone();
+                v["ratio_to_duckdb"] = json!(s.median() / duck_median.max(1e-9));
+            }
+            (name.to_string(), v)
+        })
+        .collect();
+    Ok(json!({
+        "workload": {
+            "spans": config.spans,
+            "seed": config.seed,
+            "hours": config.hours,
+            "protocol": config.protocol,
+            "streams": config.streams,
+            "batch": config.batch,
+        },
+        "machine": { "threads": threads },
+        "ceiling": { "spans_per_second": ceiling_rate, "threads": threads },
+        "ingest": ingest.json(),
+        "ingest_fraction_of_ceiling": ingest.spans_per_second() / ceiling_rate,
+        "storage": {
+            "rows": acked,
+            "flushed_files": flushed_files,
+            "flushed_bytes_per_span": flushed_bytes as f64 / acked.max(1) as f64,
+            "compacted_files": files.len(),
+            "bytes": bytes,
+            "bytes_per_span": bytes as f64 / acked.max(1) as f64,
+            "settle_seconds": settle_seconds,
+            "compaction_seconds_total": counter("tracelake_compaction_seconds_sum"),
+            "compaction_rows_total": counter("tracelake_compaction_rows_total"),
+        },
+        "server_peak_rss_bytes": { "after_ingest": rss_ingest, "end": rss_peak },
+        "queries": queries,
+        "sql": sql_json,
+    }))
+}
+
+/// Polls the storage description until `done`.
+async fn wait_for(
+    server: &Server,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let storage = server.storage().await?;
+        if done(&storage) {
+            return Ok(storage);
+        }
+        if Instant::now() > deadline {
+            bail!("not settled within {timeout:?}: {storage}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Query-string parameters.
+type Query = Vec<(&'static str, String)>;
+
+/// Trace by id, search and the cross-trace breakdown through the HTTP API.
+async fn query_suite(
+    server: &Server,
+    config: &RunConfig,
+    store_start: u64,
+    hour_start: u64,
+) -> anyhow::Result<Value> {
+    let n = config.repeat.max(3);
+    let mut out = serde_json::Map::new();
+    let secs = |ns: u64| (ns / 1_000_000_000).to_string();
+    let last_hour = [
+        ("start", secs(hour_start - HOUR_NS)),
+        ("end", secs(hour_start)),
+    ];
+    let whole = [("start", secs(store_start)), ("end", secs(hour_start))];
+
+    // Ids known to exist; ids that do not.
+    let (ids, _) = server
+        .sql(&format!(
+            // Root spans in span-id order: random traces of every hour.
+            "SELECT encode(trace_id, 'hex') AS id FROM spans \
+             WHERE parent_span_id IS NULL ORDER BY span_id LIMIT {n}"
+        ))
+        .await?;
+    let ids: Vec<String> = ids
+        .iter()
+        .filter_map(|r| r["id"].as_str().map(String::from))
+        .collect();
+    let mut found = Samples::default();
+    let mut spans_read = 0u64;
+    for id in &ids {
+        let (status, body, ms) = server.get(&format!("/api/v1/traces/{id}"), &[]).await?;
+        if status != 200 {
+            bail!("trace {id}: HTTP {status}");
+        }
+        spans_read += body["spanCount"].as_u64().unwrap_or(0);
+        found.0.push(ms);
+    }
+    let mut v = found.json();
+    v["spans_per_trace"] = json!(spans_read as f64 / ids.len().max(1) as f64);
+    out.insert("trace by id".into(), v);
+    let mut absent = Samples::default();
+    for i in 0..n as u64 {
+        let id = format!("{:016x}{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15), !i);
+        let (status, _, ms) = server.get(&format!("/api/v1/traces/{id}"), &[]).await?;
+        if status != 404 {
+            bail!("absent trace {id}: HTTP {status}");
+        }
+        absent.0.push(ms);
+    }
+    out.insert("trace by id, absent".into(), absent.json());
+
+    // Operations with many requests, and attribute values.
+    let (ops, _) = server
+        .sql(
+            "SELECT service_name AS s, name AS o, count(*) AS n, \
+             approx_percentile_cont(CAST(duration_ns AS DOUBLE), 0.9) AS p90 \
+             FROM spans WHERE kind = 'SERVER' GROUP BY 1, 2 ORDER BY n DESC LIMIT 10",
+        )
+        .await?;
+    let (tables, _) = server
+        .sql(
+            "SELECT span_attributes['db.collection.name'] AS v, count(*) AS n FROM spans \
+             WHERE db_system IS NOT NULL GROUP BY 1 ORDER BY n DESC LIMIT 10",
+        )
+        .await?;
+    let (p99, _) = server
+        .sql("SELECT approx_percentile_cont(CAST(duration_ns AS DOUBLE), 0.99) AS p FROM spans")
+        .await?;
+    let p99_ms = (p99[0]["p"].as_f64().unwrap_or(1e6) / 1e6).max(1.0) as u64;
+    let pick = |rows: &[Value], i: usize| rows[i % rows.len().max(1)].clone();
+    if ops.is_empty() || tables.is_empty() {
+        bail!("the store has no server spans or database spans");
+    }
+
+    let mut runs = BTreeMap::<&str, Samples>::new();
+    let mut hits = BTreeMap::<&str, u64>::new();
+    for i in 0..n {
+        let op = pick(&ops, i);
+        let service = op["s"].as_str().unwrap_or_default().to_string();
+        let operation = op["o"].as_str().unwrap_or_default().to_string();
+        let min_ms = (op["p90"].as_f64().unwrap_or(1e6) / 1e6).max(1.0) as u64;
+        let table = pick(&tables, i)["v"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let cases: [(&str, &str, Query); 4] = [
+            (
+                "search service+operation+minDuration, last hour",
+                "/api/v1/search",
+                vec![
+                    ("service", service.clone()),
+                    ("operation", operation.clone()),
+                    ("minDuration", format!("{min_ms}ms")),
+                    ("limit", "20".into()),
+                ],
+            ),
+            (
+                "search attribute only, last hour",
+                "/api/v1/search",
+                vec![
+                    ("attr", format!("db.collection.name={table}")),
+                    ("limit", "20".into()),
+                ],
+            ),
+            (
+                "search minDuration only, whole store",
+                "/api/v1/search",
+                vec![
+                    ("minDuration", format!("{p99_ms}ms")),
+                    ("limit", "20".into()),
+                ],
+            ),
+            (
+                "cross-trace breakdown, last hour",
+                "/api/v1/breakdown",
+                vec![
+                    ("service", service.clone()),
+                    ("operation", operation.clone()),
+                    ("limit", "2000".into()),
+                ],
+            ),
+        ];
+        for (name, path, mut query) in cases {
+            let range = if name.contains("whole store") {
+                &whole
+            } else {
+                &last_hour
+            };
+            query.extend(range.iter().map(|(k, v)| (*k, v.clone())));
+            let (status, body, ms) = server.get(path, &query).await?;
+            if status != 200 {
+                bail!("{name}: HTTP {status}: {body}");
+            }
+            let results = body["traces"]
+                .as_array()
+                .map(|t| t.len() as u64)
+                .or_else(|| body["requestCount"].as_u64())
+                .unwrap_or(0);
+            *hits.entry(name).or_default() += results;
+            runs.entry(name).or_default().0.push(ms);
+        }
+    }
+    for (name, samples) in runs {
+        let mut v = samples.json();
+        v["results_per_query"] = json!(hits[name] as f64 / n as f64);
+        out.insert(name.into(), v);
+    }
+    Ok(Value::Object(out))
+}
+
+/// Runs [`SQL_SUITE`] in DuckDB over `files` (relative to `table_dir`);
+/// name → latency summary.
+fn duckdb_suite(
+    data: &Path,
+    table_dir: &Path,
+    files: &[String],
+    window: &(String, String),
+    repeat: usize,
+    threads: usize,
+) -> anyhow::Result<serde_json::Map<String, Value>> {
+    ensure_duckdb()?;
+    let script = data.join("duckdb_suite.py");
+    std::fs::write(&script, DUCKDB_SCRIPT)?;
+    let input = data.join("duckdb_input.json");
+    let queries: Vec<Value> = SQL_SUITE
+        .iter()
+        .map(|(name, sql)| {
+            json!({
+                "name": name,
+                "sql": sql.replace("{start}", &window.0).replace("{end}", &window.1),
+            })
+        })
+        .collect();
+    let paths: Vec<String> = files
+        .iter()
+        .map(|f| table_dir.join(f).display().to_string())
+        .collect();
+    std::fs::write(
+        &input,
+        json!({ "files": paths, "queries": queries, "repeat": repeat, "threads": threads })
+            .to_string(),
+    )?;
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&input)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run python3")?;
+    if !out.status.success() {
+        bail!("the DuckDB suite failed ({})", out.status);
+    }
+    let result: Value = serde_json::from_slice(&out.stdout).context("DuckDB suite output")?;
+    result
+        .as_object()
+        .cloned()
+        .context("DuckDB suite output is not an object")
+}
+
+/// Installs the `duckdb` Python package (and `pytz`, which it needs for
+/// time zone-aware results) when missing.
+fn ensure_duckdb() -> anyhow::Result<()> {
+    let present = |_: ()| {
+        Command::new("python3")
+            .args(["-c", "import duckdb, pytz"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if present(()) {
+        return Ok(());
+    }
+    eprintln!("[bench] installing the duckdb Python package");
+    for extra in [&[][..], &["--break-system-packages"][..]] {
+        let _ = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            // DuckDB returns time zone-aware timestamps through pytz.
+            .args(["duckdb", "pytz"])
+            .args(extra)
+            .status();
+        if present(()) {
+            return Ok(());
+        }
+    }
+    bail!("the duckdb Python package is not installed and pip could not install it")
+}
+
+/// A human summary of a report.
+pub fn table(report: &Value) -> String {
+    let mut s = String::new();
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let w = &report["workload"];
+    s += &format!(
+        "workload: {} spans, seed {}, {} h, {} x{} streams\n",
+        w["spans"], w["seed"], w["hours"], w["protocol"], w["streams"]
+    );
+    s += &format!(
+        "ingest: {:.0} spans/s ({:.0}% of the decode-only ceiling {:.0} spans/s), ack p50 {:.1} ms p99 {:.1} ms\n",
+        f(&report["ingest"]["spans_per_second"]),
+        100.0 * f(&report["ingest_fraction_of_ceiling"]),
+        f(&report["ceiling"]["spans_per_second"]),
+        f(&report["ingest"]["ack_latency_ms"]["p50"]),
+        f(&report["ingest"]["ack_latency_ms"]["p99"]),
+    );
+    let st = &report["storage"];
+    s += &format!(
+        "storage: {:.1} bytes/span compacted ({} files), {:.1} bytes/span as flushed ({} files); settled in {:.0} s\n",
+        f(&st["bytes_per_span"]),
+        st["compacted_files"],
+        f(&st["flushed_bytes_per_span"]),
+        st["flushed_files"],
+        f(&st["settle_seconds"]),
+    );
+    s += &format!(
+        "server peak RSS: {:.0} MiB\n",
+        f(&report["server_peak_rss_bytes"]["end"]) / 1048576.0
+    );
+    s += &format!(
+        "{:<52} {:>10} {:>10} {:>10}\n",
+        "query", "median ms", "p99 ms", "x DuckDB"
+    );
+    for section in ["queries", "sql"] {
+        if let Some(map) = report[section].as_object() {
+            for (name, v) in map {
+                let ratio = v["ratio_to_duckdb"]
+                    .as_f64()
+                    .map_or(String::from("-"), |r| format!("{r:.2}"));
+                s += &format!(
+                    "{:<52} {:>10.1} {:>10.1} {:>10}\n",
+                    name,
+                    f(&v["median_ms"]),
+                    f(&v["p99_ms"]),
+                    ratio
+                );
+            }
+        }
+    }
+    s
+}
