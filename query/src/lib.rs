@@ -22,6 +22,7 @@ pub mod search;
 pub mod table;
 pub mod tempo;
 pub mod trace;
+pub mod trace_index;
 pub mod traceql;
 pub mod udf;
 pub mod zipkin;

@@ -33,6 +33,8 @@ use tokio::sync::Mutex;
 use tracelake_schema::spans::{TRACE_ID, TRACE_KEY, spans_schema, trace_key};
 use url::Url;
 
+use crate::trace_index::TraceIndex;
+
 /// Rows accepted but not yet in the table, and the table version they are
 /// not part of (`None`: read the latest version).
 #[derive(Debug, Clone, Default)]
@@ -50,6 +52,7 @@ pub struct SpansTable {
     url: Url,
     delta: Mutex<Option<DeltaTable>>,
     live: Option<Arc<dyn LiveSpans>>,
+    index: TraceIndex,
 }
 
 impl fmt::Debug for SpansTable {
@@ -66,16 +69,20 @@ impl SpansTable {
             url,
             delta: Mutex::new(None),
             live,
+            index: TraceIndex::default(),
         }
     }
 
     /// The Delta table's provider at `version` (latest when `None`), or
-    /// `None` while no table exists.
+    /// `None` while no table exists; with `trace_keys`, also the condition
+    /// on the partition columns that keeps only the partitions holding one
+    /// of them ([`TraceIndex`]).
     async fn delta_provider(
         &self,
         session: &dyn Session,
         version: Option<i64>,
-    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        trace_keys: Option<&[i64]>,
+    ) -> Result<Option<(Arc<dyn TableProvider>, Option<Expr>)>> {
         let mut guard = self.delta.lock().await;
         if guard.is_none() {
             *guard = Some(
@@ -106,7 +113,18 @@ impl SpansTable {
         }
         table.update_datafusion_session(session).map_err(external)?;
         let provider = table.table_provider().await?;
-        Ok(Some(provider))
+        let partitions = match trace_keys {
+            Some(keys) => match self.index.partition_filter(table, keys).await {
+                Ok(filter) => Some(filter),
+                Err(error) => {
+                    // Correct without it, only slower.
+                    tracing::warn!(%error, "trace index unavailable; reading every partition");
+                    None
+                }
+            },
+            None => None,
+        };
+        Ok(Some((provider, partitions)))
     }
 }
 
@@ -139,7 +157,12 @@ impl TableProvider for SpansTable {
         let projected = project_schema(&schema, projection)?;
         let live = self.live.as_ref().map(|l| l.snapshot()).unwrap_or_default();
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if let Some(delta) = self.delta_provider(state, live.table_version).await? {
+        let (mut filters, trace_keys) = with_trace_keys(filters);
+        if let Some((delta, partitions)) = self
+            .delta_provider(state, live.table_version, trace_keys.as_deref())
+            .await?
+        {
+            filters.extend(partitions);
             // The Delta provider orders columns by its own schema: map ours.
             let delta_schema = delta.schema();
             let delta_projection = projection
@@ -155,7 +178,6 @@ impl TableProvider for SpansTable {
                         .map(|f| delta_schema.index_of(f.name()))
                         .collect()
                 })?;
-            let filters = with_trace_keys(filters);
             let plan = delta
                 .scan(state, Some(&delta_projection), &filters, limit)
                 .await?;
@@ -182,23 +204,28 @@ impl TableProvider for SpansTable {
 /// the Delta log holds and whose row-group and page statistics Parquet
 /// holds: so every lookup by trace id, from any API or SQL, skips the files,
 /// row groups and pages that cannot hold the trace. The derived conditions
-/// are implied by the originals, which DataFusion still applies.
-fn with_trace_keys(filters: &[Expr]) -> Vec<Expr> {
+/// are implied by the originals, which DataFusion still applies. Also
+/// returns the keys of the first such condition (every matching row has
+/// one of them), for the [`TraceIndex`].
+fn with_trace_keys(filters: &[Expr]) -> (Vec<Expr>, Option<Vec<i64>>) {
     let mut out = filters.to_vec();
+    let mut first = None;
     for filter in filters {
         for conjunct in split_conjunction(filter) {
-            if let Some(keys) = pinned_trace_ids(conjunct) {
+            if let Some(ids) = pinned_trace_ids(conjunct) {
+                let keys: Vec<i64> = ids.into_iter().map(trace_key).collect();
                 // A disjunction of equalities: file pruning understands it
                 // where it does not understand `IN`.
                 let derived = keys
-                    .into_iter()
-                    .map(|k| col(TRACE_KEY).eq(lit(trace_key(k))))
+                    .iter()
+                    .map(|k| col(TRACE_KEY).eq(lit(*k)))
                     .reduce(Expr::or);
                 out.extend(derived);
+                first.get_or_insert(keys);
             }
         }
     }
-    out
+    (out, first)
 }
 
 /// The trace ids `expr` restricts `trace_id` to, if it is `trace_id = id`,
