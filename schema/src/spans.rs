@@ -1,4 +1,4 @@
-//! Spans schema v1: one row per span, in Delta Lake's type system.
+//! Spans schema v2: one row per span, in Delta Lake's type system.
 //!
 //! Delta has no unsigned integers, no fixed-size binary and stores timestamps
 //! in microseconds, so ids are `Binary`, OTLP `uint32`/`fixed32` fields are
