@@ -524,13 +524,15 @@ impl Generator {
             }
         };
         let mut attributes = attributes;
+        // The callee's pod: each service runs three replicas behind its
+        // cluster address, and a call lands on one of them.
         attributes.push(kv(
             "network.peer.address",
             format!(
                 "10.{}.{}.{}",
-                self.rng.random_range(0..4),
-                self.rng.random_range(0..255),
-                self.rng.random_range(1..255)
+                self.topology.services[callee_service].tier,
+                callee_service,
+                10 + self.rng.random_range(0..3)
             ),
         ));
         attributes.push(int("network.peer.port", self.rng.random_range(1024..65535)));

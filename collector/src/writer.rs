@@ -19,10 +19,9 @@
 //! being opened.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::compute::{SortColumn, lexsort_to_indices};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use chrono::{DateTime, NaiveDate};
 use deltalake::kernel::Add;
@@ -59,9 +58,9 @@ pub struct DataFile {
     pub rows: usize,
 }
 
-/// zstd level of flushed files: 3 is zstd's default, a good ratio at
-/// ingest speed.
-pub const FLUSH_ZSTD_LEVEL: i32 = 3;
+/// zstd level of flushed files: the fastest, as encoding is most of the
+/// ingest path's CPU and compaction recompresses closed hours.
+pub const FLUSH_ZSTD_LEVEL: i32 = 1;
 
 /// Rows per row group of a flushed file: small enough that the row-group
 /// statistics on `trace_key` narrow a lookup in files not yet compacted.
@@ -78,7 +77,10 @@ pub fn writer_properties(rows: usize, row_group_rows: usize, zstd_level: i32) ->
             ZstdLevel::try_new(zstd_level).expect("valid zstd level"),
         ))
         .set_dictionary_enabled(true)
-        .set_statistics_enabled(EnabledStatistics::Page)
+        // Statistics (with the page index) on every scalar column; none on
+        // the attribute maps, events and links, which no query can prune
+        // by and whose per-value min/max cost ingest time.
+        .set_statistics_enabled(EnabledStatistics::None)
         .set_max_row_group_row_count(Some(row_group_rows))
         .set_data_page_row_count_limit(PAGE_ROWS)
         .set_key_value_metadata(Some(vec![KeyValue::new(
@@ -101,15 +103,21 @@ pub fn writer_properties(rows: usize, row_group_rows: usize, zstd_level: i32) ->
     ] {
         props = props.set_column_dictionary_enabled(ColumnPath::from(unique), false);
     }
+    for field in file_schema().fields() {
+        if !field.data_type().is_nested() {
+            props = props.set_column_statistics_enabled(
+                ColumnPath::from(field.name().as_str()),
+                EnabledStatistics::Page,
+            );
+        }
+    }
     props.build()
 }
 
 /// Encodes the rows of one partition as a Parquet file and describes it.
 pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<DataFile> {
-    let batch = concat_batches(&spans_schema(), batches)?;
-    let rows = batch.num_rows();
-    let sorted = sort_for_lookup(&batch)?;
-    let file_batch = sorted.project(&file_columns())?;
+    let rows = batches.iter().map(RecordBatch::num_rows).sum();
+    let file_batch = sort_for_lookup(batches)?.project(&file_columns())?;
     let mut bytes = Vec::with_capacity(rows * 64);
     let mut writer = ArrowWriter::try_new(
         &mut bytes,
@@ -197,16 +205,41 @@ fn file_columns() -> Vec<usize> {
 /// (keys of different traces may collide), then start time.
 pub const SORT_COLUMNS: [&str; 3] = [TRACE_KEY, TRACE_ID, START_TIME_UNIX_NANO];
 
-fn sort_for_lookup(batch: &RecordBatch) -> Result<RecordBatch> {
+/// The rows of `batches` in [`SORT_COLUMNS`] order, copied once: only the
+/// sort columns are concatenated.
+fn sort_for_lookup(batches: &[RecordBatch]) -> Result<RecordBatch> {
     let columns: Vec<SortColumn> = SORT_COLUMNS
         .iter()
-        .map(|name| SortColumn {
-            values: Arc::clone(batch.column_by_name(name).expect("spans column")),
-            options: None,
+        .map(|name| -> Result<SortColumn> {
+            let parts: Vec<&dyn Array> = batches
+                .iter()
+                .map(|b| b.column_by_name(name).expect("spans column").as_ref())
+                .collect();
+            Ok(SortColumn {
+                values: arrow::compute::concat(&parts)?,
+                options: None,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let order = lexsort_to_indices(&columns, None)?;
+    // Global row number -> (batch, row).
+    let mut starts = Vec::with_capacity(batches.len());
+    let mut offset = 0;
+    for b in batches {
+        starts.push(offset);
+        offset += b.num_rows();
+    }
+    let positions: Vec<(usize, usize)> = order
+        .values()
+        .iter()
+        .map(|&i| {
+            let i = i as usize;
+            let b = starts.partition_point(|&s| s <= i) - 1;
+            (b, i - starts[b])
         })
         .collect();
-    let indices = lexsort_to_indices(&columns, None)?;
-    Ok(take_record_batch(batch, &indices)?)
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    Ok(arrow::compute::interleave_record_batch(&refs, &positions)?)
 }
 
 /// `YYYY-MM-DD` of a day number.
