@@ -115,9 +115,13 @@ pub fn writer_properties(rows: usize, row_group_rows: usize, zstd_level: i32) ->
 }
 
 /// Encodes the rows of one partition as a Parquet file and describes it.
+/// The sorted rows are materialised one row group at a time, so a flush
+/// holds one row group's copy, not the partition's.
 pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<DataFile> {
     let rows = batches.iter().map(RecordBatch::num_rows).sum();
-    let file_batch = sort_for_lookup(batches)?.project(&file_columns())?;
+    let order = sort_order(batches)?;
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    let columns = file_columns();
     let mut bytes = Vec::with_capacity(rows * 64);
     let mut writer = ArrowWriter::try_new(
         &mut bytes,
@@ -128,13 +132,16 @@ pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<Dat
             FLUSH_ZSTD_LEVEL,
         )),
     )?;
-    writer.write(&file_batch)?;
+    let mut stats = Stats::default();
+    for chunk in order.chunks(FLUSH_ROW_GROUP_ROWS) {
+        let batch = arrow::compute::interleave_record_batch(&refs, chunk)?.project(&columns)?;
+        stats.update(&batch);
+        writer.write(&batch)?;
+    }
     writer.close()?;
 
     let (date, hour) = key;
     let path = data_file_path(&partition_date(date), hour);
-    let mut stats = Stats::default();
-    stats.update(&file_batch);
     let add = add_action(&path, bytes.len() as u64, &stats);
     Ok(DataFile {
         path,
@@ -205,9 +212,9 @@ fn file_columns() -> Vec<usize> {
 /// (keys of different traces may collide), then start time.
 pub const SORT_COLUMNS: [&str; 3] = [TRACE_KEY, TRACE_ID, START_TIME_UNIX_NANO];
 
-/// The rows of `batches` in [`SORT_COLUMNS`] order, copied once: only the
-/// sort columns are concatenated.
-fn sort_for_lookup(batches: &[RecordBatch]) -> Result<RecordBatch> {
+/// The positions (batch, row) of the rows of `batches` in [`SORT_COLUMNS`]
+/// order; only the sort columns are copied.
+fn sort_order(batches: &[RecordBatch]) -> Result<Vec<(usize, usize)>> {
     let columns: Vec<SortColumn> = SORT_COLUMNS
         .iter()
         .map(|name| -> Result<SortColumn> {
@@ -229,7 +236,7 @@ fn sort_for_lookup(batches: &[RecordBatch]) -> Result<RecordBatch> {
         starts.push(offset);
         offset += b.num_rows();
     }
-    let positions: Vec<(usize, usize)> = order
+    Ok(order
         .values()
         .iter()
         .map(|&i| {
@@ -237,9 +244,7 @@ fn sort_for_lookup(batches: &[RecordBatch]) -> Result<RecordBatch> {
             let b = starts.partition_point(|&s| s <= i) - 1;
             (b, i - starts[b])
         })
-        .collect();
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
-    Ok(arrow::compute::interleave_record_batch(&refs, &positions)?)
+        .collect())
 }
 
 /// `YYYY-MM-DD` of a day number.
