@@ -60,6 +60,7 @@ pub struct QueryConfig {
 pub struct QueryEngine {
     ctx: SessionContext,
     config: QueryConfig,
+    spans: Arc<SpansTable>,
 }
 
 impl QueryEngine {
@@ -81,9 +82,10 @@ impl QueryEngine {
             .parquet
             .schema_force_view_types = false;
         let ctx = SessionContext::new_with_config_rt(session, runtime);
-        ctx.register_table(SPANS, Arc::new(SpansTable::new(table_url, live)))?;
+        let spans = Arc::new(SpansTable::new(table_url, live));
+        ctx.register_table(SPANS, Arc::clone(&spans) as _)?;
         ctx.register_udf(crate::udf::event_names());
-        Ok(Self { ctx, config })
+        Ok(Self { ctx, config, spans })
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -92,6 +94,11 @@ impl QueryEngine {
 
     pub fn config(&self) -> &QueryConfig {
         &self.config
+    }
+
+    /// The `spans` table itself (for reads that need no query plan).
+    pub fn spans(&self) -> &SpansTable {
+        &self.spans
     }
 
     /// Runs SQL the service wrote itself (values quoted with

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{BinaryArray, RecordBatch, Scalar};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -73,17 +73,13 @@ impl SpansTable {
         }
     }
 
-    /// The Delta table's provider at `version` (latest when `None`), or
-    /// `None` while no table exists; with `trace_keys`, also the condition
-    /// on the partition columns that keeps only the partitions holding one
-    /// of them ([`TraceIndex`]).
-    async fn delta_provider(
+    /// The Delta table at `version` (latest when `None`) in `guard`, or
+    /// `None` while no table exists.
+    async fn load<'a>(
         &self,
-        session: &dyn Session,
+        guard: &'a mut Option<DeltaTable>,
         version: Option<i64>,
-        trace_keys: Option<&[i64]>,
-    ) -> Result<Option<(Arc<dyn TableProvider>, Option<Expr>)>> {
-        let mut guard = self.delta.lock().await;
+    ) -> Result<Option<&'a mut DeltaTable>> {
         if guard.is_none() {
             *guard = Some(
                 DeltaTable::try_from_url(self.url.clone())
@@ -108,9 +104,23 @@ impl SpansTable {
                 }
             }
         }
-        if table.version().is_none() {
+        Ok(table.version().is_some().then_some(table))
+    }
+
+    /// The Delta table's provider at `version` (latest when `None`), or
+    /// `None` while no table exists; with `trace_keys`, also the condition
+    /// on the partition columns that keeps only the partitions holding one
+    /// of them ([`TraceIndex`]).
+    async fn delta_provider(
+        &self,
+        session: &dyn Session,
+        version: Option<i64>,
+        trace_keys: Option<&[i64]>,
+    ) -> Result<Option<(Arc<dyn TableProvider>, Option<Expr>)>> {
+        let mut guard = self.delta.lock().await;
+        let Some(table) = self.load(&mut guard, version).await? else {
             return Ok(None);
-        }
+        };
         table.update_datafusion_session(session).map_err(external)?;
         let provider = table.table_provider().await?;
         let partitions = match trace_keys {
@@ -125,6 +135,36 @@ impl SpansTable {
             None => None,
         };
         Ok(Some((provider, partitions)))
+    }
+
+    /// Every span of `trace_id`, in the spans schema, without a query plan:
+    /// the committed rows straight from the files the trace index names
+    /// (the table read at the version the buffered rows are not part of, as
+    /// every scan is), then the buffered rows.
+    pub async fn trace_spans(&self, trace_id: &[u8; 16]) -> Result<Vec<RecordBatch>> {
+        let live = self.live.as_ref().map(|l| l.snapshot()).unwrap_or_default();
+        let mut out = Vec::new();
+        {
+            let mut guard = self.delta.lock().await;
+            if let Some(table) = self.load(&mut guard, live.table_version).await? {
+                let holders = self.index.holders(table, trace_key(trace_id)).await?;
+                let store = table.log_store().object_store(None);
+                for holder in &holders {
+                    out.extend(self.index.read_trace(&store, holder, trace_id).await?);
+                }
+            }
+        }
+        let wanted = Scalar::new(BinaryArray::from(vec![trace_id.as_slice()]));
+        for batch in &live.batches {
+            let ids = batch.column_by_name(TRACE_ID).ok_or_else(|| {
+                DataFusionError::Internal("buffered rows without trace_id".into())
+            })?;
+            let mask = arrow::compute::kernels::cmp::eq(ids, &wanted)?;
+            if mask.true_count() > 0 {
+                out.push(arrow::compute::filter_record_batch(batch, &mask)?);
+            }
+        }
+        Ok(out)
     }
 }
 

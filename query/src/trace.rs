@@ -41,11 +41,33 @@ pub fn parse_trace_id(hex_id: &str) -> Result<[u8; 16], InvalidTraceId> {
     Ok(out)
 }
 
-/// All spans of a trace, in the canonical spans schema.
+/// All spans of a trace, in the canonical spans schema: read directly from
+/// the files the trace index names ([`crate::table::SpansTable::trace_spans`]),
+/// or, should that fail, through a query.
 pub async fn fetch(
     engine: &QueryEngine,
     trace_id: &[u8; 16],
 ) -> Result<Vec<RecordBatch>, QueryError> {
+    let timeout = engine.config().timeout;
+    match tokio::time::timeout(timeout, engine.spans().trace_spans(trace_id)).await {
+        Ok(Ok(batches)) => {
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            if rows > MAX_TRACE_SPANS {
+                return Err(QueryError::TooManyRows(MAX_TRACE_SPANS));
+            }
+            return Ok(batches);
+        }
+        Ok(Err(error)) => {
+            // A bug, not a condition: tests (debug builds) must see it.
+            if cfg!(debug_assertions) {
+                return Err(QueryError::Internal(format!(
+                    "direct trace read failed: {error}"
+                )));
+            }
+            tracing::warn!(%error, "direct trace read failed; querying instead");
+        }
+        Err(_) => return Err(QueryError::Timeout(timeout)),
+    }
     let df = engine
         .context()
         .table(SPANS)

@@ -3,17 +3,27 @@
 //! trace — one file, as compaction leaves each partition's files with
 //! disjoint `trace_key` ranges — however many hours the table keeps.
 //!
+//! Two uses: SQL and the APIs' queries get a partition condition
+//! ([`TraceIndex::partition_filter`]); trace by id skips query planning
+//! altogether ([`TraceIndex::holders`] names the files, and
+//! [`TraceIndex::read_trace`] reads from each only the row groups and pages
+//! whose key range holds the trace, decoding the other columns only for the
+//! rows whose `trace_id` matches).
+//!
 //! Data files never change, so the index is a cache: each file's distinct
 //! `trace_key`s (8 bytes per trace; the column is tiny, its values repeat
-//! span after span), read the first time a lookup meets the file and
-//! dropped when the file leaves the table. Nothing is persisted; after a
-//! restart the first lookup reads the key columns again.
+//! span after span), read the first time a lookup meets the file, and its
+//! footer and page index, read by the first lookup that reads the file;
+//! both are dropped when the file leaves the table. Nothing is persisted;
+//! after a restart the first lookup reads the key columns again.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::AsArray;
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, Date32Array, Int32Array, RecordBatch, Scalar,
+};
 use arrow::datatypes::Int64Type;
 use bytes::Bytes;
 use datafusion::common::Result;
@@ -24,10 +34,14 @@ use datafusion::datasource::physical_plan::parquet::{
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::Expr;
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
+use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderMetadata, RowFilter, RowSelection, RowSelector,
+};
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use datafusion::parquet::errors::Result as ParquetResult;
-use datafusion::parquet::file::metadata::ParquetMetaData;
+use datafusion::parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::prelude::{col, lit};
 use datafusion::scalar::ScalarValue;
@@ -35,12 +49,31 @@ use deltalake::{DeltaTable, ObjectStore};
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use tokio::sync::Mutex;
-use tracelake_schema::spans::{DATE, HOUR, TRACE_KEY};
+use tracelake_schema::spans::{DATE, HOUR, TRACE_ID, TRACE_KEY, spans_schema, trace_key};
 
 #[derive(Default)]
 pub struct TraceIndex {
-    /// Data file path → its sorted distinct trace keys.
-    files: Mutex<HashMap<String, Arc<[i64]>>>,
+    /// Data file path → what the index knows of it.
+    files: Mutex<HashMap<String, Arc<IndexedFile>>>,
+}
+
+/// `date` (days since the epoch) and `hour` of a partition.
+type Partition = (i32, i32);
+
+/// One data file of the table.
+struct IndexedFile {
+    size: u64,
+    partition: Partition,
+    /// Sorted distinct trace keys.
+    keys: Arc<[i64]>,
+    /// Footer and page index, loaded by the first lookup that reads it.
+    metadata: tokio::sync::OnceCell<ArrowReaderMetadata>,
+}
+
+/// A data file that holds a trace key.
+pub struct Holder {
+    path: String,
+    file: Arc<IndexedFile>,
 }
 
 impl std::fmt::Debug for TraceIndex {
@@ -50,47 +83,191 @@ impl std::fmt::Debug for TraceIndex {
 }
 
 impl TraceIndex {
-    /// A condition on the partition columns that keeps only the partitions
-    /// of `table` holding one of `keys` (`false` when none does).
-    pub async fn partition_filter(&self, table: &DeltaTable, keys: &[i64]) -> Result<Expr> {
+    /// Brings the index up to date with `table`'s files; returns them.
+    async fn refresh(&self, table: &DeltaTable) -> Result<Vec<(String, Arc<IndexedFile>)>> {
         let snapshot = table.snapshot().map_err(external)?;
-        let files: Vec<(String, u64, String, String)> = snapshot
+        // (path, size, (date, hour))
+        let files: Vec<(String, u64, Option<Partition>)> = snapshot
             .log_data()
             .iter()
-            .filter_map(|f| {
+            .map(|f| {
                 let values = f.partition_values_map();
-                let date = values.get(DATE)?.clone()?;
-                let hour = values.get(HOUR)?.clone()?;
-                Some((f.path().to_string(), f.size().max(0) as u64, date, hour))
+                let partition = values
+                    .get(DATE)
+                    .cloned()
+                    .flatten()
+                    .zip(values.get(HOUR).cloned().flatten())
+                    .and_then(|(d, h)| partition_values(&d, &h));
+                (f.path().to_string(), f.size().max(0) as u64, partition)
             })
             .collect();
         let mut index = self.files.lock().await;
         let live: HashSet<&str> = files.iter().map(|f| f.0.as_str()).collect();
         index.retain(|path, _| live.contains(path.as_str()));
         let store = table.log_store().object_store(None);
-        for (path, size, _, _) in &files {
-            if !index.contains_key(path) {
-                index.insert(path.clone(), read_keys(&store, path, *size).await?);
-            }
+        let mut out = Vec::with_capacity(files.len());
+        for (path, size, partition) in files {
+            let partition = partition.ok_or_else(|| {
+                DataFusionError::Internal(format!("{path}: no date/hour partition values"))
+            })?;
+            let entry = match index.get(&path) {
+                Some(entry) => Arc::clone(entry),
+                None => {
+                    let entry = Arc::new(IndexedFile {
+                        size,
+                        partition,
+                        keys: read_keys(&store, &path, size).await?,
+                        metadata: tokio::sync::OnceCell::new(),
+                    });
+                    index.insert(path.clone(), Arc::clone(&entry));
+                    entry
+                }
+            };
+            out.push((path, entry));
         }
-        let mut partitions = BTreeSet::new();
-        for (path, _, date, hour) in &files {
-            let held = &index[path.as_str()];
-            if keys.iter().any(|k| held.binary_search(k).is_ok()) {
-                partitions.insert((date.clone(), hour.clone()));
-            }
-        }
-        partitions
-            .into_iter()
-            .map(|(date, hour)| partition_is(&date, &hour))
-            .collect::<Result<Vec<_>>>()
-            .map(|conditions| {
-                conditions
-                    .into_iter()
-                    .reduce(Expr::or)
-                    .unwrap_or(lit(false))
-            })
+        Ok(out)
     }
+
+    /// A condition on the partition columns that keeps only the partitions
+    /// of `table` holding one of `keys` (`false` when none does).
+    pub async fn partition_filter(&self, table: &DeltaTable, keys: &[i64]) -> Result<Expr> {
+        let mut partitions = BTreeSet::new();
+        for (_, file) in self.refresh(table).await? {
+            if keys.iter().any(|k| file.keys.binary_search(k).is_ok()) {
+                partitions.insert(file.partition);
+            }
+        }
+        Ok(partitions
+            .into_iter()
+            .map(|(date, hour)| {
+                col(DATE)
+                    .eq(lit(ScalarValue::Date32(Some(date))))
+                    .and(col(HOUR).eq(lit(hour)))
+            })
+            .reduce(Expr::or)
+            .unwrap_or(lit(false)))
+    }
+
+    /// The files of `table` holding `key`.
+    pub async fn holders(&self, table: &DeltaTable, key: i64) -> Result<Vec<Holder>> {
+        Ok(self
+            .refresh(table)
+            .await?
+            .into_iter()
+            .filter(|(_, f)| f.keys.binary_search(&key).is_ok())
+            .map(|(path, file)| Holder { path, file })
+            .collect())
+    }
+
+    /// The rows of `trace_id` in `holder`, in the spans schema: only the row
+    /// groups and pages whose `trace_key` range holds the key are read, and
+    /// of those only the rows whose `trace_id` matches are decoded beyond
+    /// that column.
+    pub async fn read_trace(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        holder: &Holder,
+        trace_id: &[u8],
+    ) -> Result<Vec<RecordBatch>> {
+        let key = trace_key(trace_id);
+        let open = || -> Result<SendReader> {
+            Ok(SendReader(
+                DefaultParquetFileReaderFactory::new(Arc::clone(store)).create_reader(
+                    0,
+                    PartitionedFile::new(holder.path.as_str(), holder.file.size),
+                    None,
+                    &ExecutionPlanMetricsSet::new(),
+                )?,
+            ))
+        };
+        let metadata = holder
+            .file
+            .metadata
+            .get_or_try_init(|| async {
+                let mut reader = open()?;
+                ArrowReaderMetadata::load_async(
+                    &mut reader,
+                    ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
+                )
+                .await
+                .map_err(DataFusionError::from)
+            })
+            .await?
+            .clone();
+        let parquet = metadata.metadata();
+        let stats = StatisticsConverter::try_new(
+            TRACE_KEY,
+            metadata.schema(),
+            parquet.file_metadata().schema_descr(),
+        )?;
+        let holds = |min: &ArrayRef, max: &ArrayRef, i: usize| {
+            let (min, max) = (
+                min.as_primitive::<Int64Type>(),
+                max.as_primitive::<Int64Type>(),
+            );
+            (min.is_null(i) || min.value(i) <= key) && (max.is_null(i) || key <= max.value(i))
+        };
+        let (mins, maxes) = (
+            stats.row_group_mins(parquet.row_groups())?,
+            stats.row_group_maxes(parquet.row_groups())?,
+        );
+        let row_groups: Vec<usize> = (0..parquet.num_row_groups())
+            .filter(|&i| holds(&mins, &maxes, i))
+            .collect();
+        if row_groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut builder =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(open()?, metadata.clone())
+                .with_row_groups(row_groups.clone());
+        if let (Some(columns), Some(offsets)) = (parquet.column_index(), parquet.offset_index())
+            && let Some(counts) =
+                stats.data_page_row_counts(offsets, parquet.row_groups(), &row_groups)?
+        {
+            let mins = stats.data_page_mins(columns, offsets, &row_groups)?;
+            let maxes = stats.data_page_maxes(columns, offsets, &row_groups)?;
+            let selectors: Vec<RowSelector> = (0..counts.len())
+                .map(|page| {
+                    let rows = counts.value(page) as usize;
+                    if holds(&mins, &maxes, page) {
+                        RowSelector::select(rows)
+                    } else {
+                        RowSelector::skip(rows)
+                    }
+                })
+                .collect();
+            builder = builder.with_row_selection(RowSelection::from(selectors));
+        }
+        let wanted = Scalar::new(BinaryArray::from(vec![trace_id]));
+        let id_column = ProjectionMask::columns(builder.parquet_schema(), [TRACE_ID]);
+        let filter = ArrowPredicateFn::new(id_column, move |batch: RecordBatch| {
+            arrow::compute::kernels::cmp::eq(batch.column(0), &wanted)
+        });
+        let mut stream = builder
+            .with_row_filter(RowFilter::new(vec![Box::new(filter)]))
+            .build()?;
+        let (date, hour) = holder.file.partition;
+        let mut out = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let rows = batch.num_rows();
+            let mut columns = batch.columns().to_vec();
+            columns.push(Arc::new(Date32Array::from(vec![date; rows])));
+            columns.push(Arc::new(Int32Array::from(vec![hour; rows])));
+            out.push(RecordBatch::try_new(spans_schema(), columns)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Days since the epoch and the hour of partition values.
+fn partition_values(date: &str, hour: &str) -> Option<Partition> {
+    let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+    Some((
+        i32::try_from((day - epoch).num_days()).ok()?,
+        hour.parse().ok()?,
+    ))
 }
 
 /// The sorted distinct trace keys of the data file at `path`.
@@ -140,18 +317,6 @@ impl AsyncFileReader for SendReader {
     ) -> BoxFuture<'a, ParquetResult<Arc<ParquetMetaData>>> {
         self.0.get_metadata(options)
     }
-}
-
-/// `date = <date> AND hour = <hour>` with the partition columns' types.
-fn partition_is(date: &str, hour: &str) -> Result<Expr> {
-    let bad = || DataFusionError::Internal(format!("partition date={date}/hour={hour}"));
-    let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").map_err(|_| bad())?;
-    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
-    let days = i32::try_from((day - epoch).num_days()).map_err(|_| bad())?;
-    let hour: i32 = hour.parse().map_err(|_| bad())?;
-    Ok(col(DATE)
-        .eq(lit(ScalarValue::Date32(Some(days))))
-        .and(col(HOUR).eq(lit(hour))))
 }
 
 fn external(e: deltalake::DeltaTableError) -> DataFusionError {
