@@ -161,11 +161,11 @@ impl Compactor {
     /// Runs jobs until no partition is due; returns what each did.
     pub async fn compact_due(&self, stop: &watch::Receiver<bool>) -> Result<Vec<JobReport>, Error> {
         let mut reports = Vec::new();
-        while let Some(inputs) = self.next_job(now_ns()).await? {
+        while let Some((inputs, full)) = self.next_job(now_ns()).await? {
             if *stop.borrow() {
                 return Err(Error::Stopped);
             }
-            let report = self.run_job(inputs, stop).await?;
+            let report = self.run_job(inputs, full, stop).await?;
             let committed = report.committed;
             reports.push(report);
             if !committed {
@@ -176,8 +176,9 @@ impl Compactor {
         Ok(reports)
     }
 
-    /// The files of the next job, or `None` when nothing is due.
-    async fn next_job(&self, now_ns: i64) -> Result<Option<Vec<PartitionFile>>, Error> {
+    /// The files of the next job and whether they are all of their
+    /// partition, or `None` when nothing is due.
+    async fn next_job(&self, now_ns: i64) -> Result<Option<(Vec<PartitionFile>, bool)>, Error> {
         let delay = i64::try_from(self.config.delay.as_nanos()).unwrap_or(i64::MAX);
         let mut partitions: BTreeMap<String, Vec<PartitionFile>> = BTreeMap::new();
         for file in self.table.files().await? {
@@ -193,12 +194,13 @@ impl Compactor {
             if generations(&files) < 2 {
                 continue;
             }
-            if files.len() > MAX_INPUTS {
+            let full = files.len() <= MAX_INPUTS;
+            if !full {
                 // Merge the smallest first: they are the flushed files.
                 files.sort_by_key(|f| f.size);
                 files.truncate(MAX_INPUTS);
             }
-            return Ok(Some(files));
+            return Ok(Some((files, full)));
         }
         Ok(None)
     }
@@ -206,18 +208,11 @@ impl Compactor {
     async fn run_job(
         &self,
         inputs: Vec<PartitionFile>,
+        full: bool,
         stop: &watch::Receiver<bool>,
     ) -> Result<JobReport, Error> {
         let started = Instant::now();
         let partition = inputs[0].partition.clone();
-        let full = self
-            .table
-            .files()
-            .await?
-            .iter()
-            .filter(|f| f.partition == partition)
-            .count()
-            == inputs.len();
         let job = uuid::Uuid::new_v4().simple().to_string();
         let mut merge = Merge::open(&self.store, &inputs).await?;
         let mut outputs: Vec<Add> = Vec::new();
