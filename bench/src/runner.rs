@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -70,9 +71,16 @@ impl Samples {
     }
 }
 
-/// The running server.
+/// The running server, in a process group of its own with a watchdog: `sh`
+/// blocked reading a pipe only this process holds, which kills the group
+/// when the pipe closes, on drop or however this process ends. It carries
+/// `TRACELAKE_OWNER=<pid>:<start time>:bench-server` naming this process,
+/// as every process the end-to-end tests start does, so that the tests
+/// can kill it, and `tests/leaked-processes.sh` name it, once this process
+/// is gone.
 struct Server {
     child: Child,
+    watchdog: Option<Child>,
     http: String,
     otlp_http: SocketAddr,
     otlp_grpc: SocketAddr,
@@ -82,8 +90,22 @@ struct Server {
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
+        if let Some(mut watchdog) = self.watchdog.take() {
+            drop(watchdog.stdin.take());
+            let _ = watchdog.wait();
+        }
         let _ = self.child.wait();
     }
+}
+
+/// `<pid>:<start time>:bench-server`: the start time (field 22 of
+/// `/proc/self/stat`) tells this process from a later one with its pid.
+fn owner_marker() -> String {
+    let start = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().nth(19)?.to_owned()))
+        .unwrap_or_default();
+    format!("{}:{start}:bench-server", std::process::id())
 }
 
 fn free_tcp() -> anyhow::Result<SocketAddr> {
@@ -120,12 +142,27 @@ impl Server {
             .args(["--log-filter", "warn,tracelake_collector::compact=info"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log);
+            .stderr(log)
+            .process_group(0)
+            .env("TRACELAKE_OWNER", owner_marker());
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
+        let watchdog = i32::try_from(child.id()).ok().and_then(|group| {
+            Command::new("sh")
+                .args(["-c", "read -r _; kill -9 0"])
+                .process_group(group)
+                .env("TRACELAKE_OWNER", owner_marker())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .inspect_err(|e| eprintln!("[bench] no watchdog for the server: {e}"))
+                .ok()
+        });
         let server = Self {
             child,
+            watchdog,
             http: format!("http://{http}"),
             otlp_http,
             otlp_grpc: grpc,

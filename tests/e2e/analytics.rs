@@ -752,9 +752,7 @@ async fn flight_sql_answers_an_adbc_client() {
         "/tests/python/flight_sql_client.py"
     );
     let uri = format!("grpc://{}", server.flight_sql);
-    let output = tokio::process::Command::new(&python)
-        .args([script, &uri])
-        .output()
+    let output = crate::procs::output(tokio::process::Command::new(&python).args([script, &uri]))
         .await
         .unwrap();
     assert!(

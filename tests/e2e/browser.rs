@@ -4,16 +4,23 @@
 //!
 //! Outside CI the tests are skipped when `chromium` or `chromedriver` is
 //! missing (Debian packages of those names; `.ci/run` installs them).
+//!
+//! A browser is closed when its test ends, passed or failed: dropping
+//! [`Browser`] deletes the WebDriver session, which closes Chromium, then
+//! kills chromedriver's process group and whatever else carries its marker
+//! (see `procs`).
 
-use std::net::TcpListener;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{Value, json};
 
+use crate::procs;
 use crate::server::TestServer;
 use crate::spans::{kv, now_nanos, request};
 
@@ -22,8 +29,13 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// A WebDriver session on a headless Chromium.
 struct Browser {
     client: reqwest::Client,
+    /// The session's URL once there is one.
     base: String,
-    driver: Child,
+    /// chromedriver's address and the session's id, to delete it on drop.
+    driver_addr: SocketAddr,
+    session: Option<String>,
+    /// chromedriver, in a process group with the Chromium it starts.
+    driver: procs::Guard,
     _profile: tempfile::TempDir,
 }
 
@@ -50,21 +62,25 @@ impl Browser {
             eprintln!("skipped: chromium or chromedriver is not installed");
             return None;
         };
-        let port = TcpListener::bind("127.0.0.1:0")
+        let driver_addr = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
-            .unwrap()
-            .port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts");
+            .unwrap();
+        let driver = procs::Guard::spawn(
+            Command::new("chromedriver")
+                .arg(format!("--port={}", driver_addr.port()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            "chromedriver",
+        )
+        .expect("chromedriver starts");
         let profile = tempfile::tempdir().unwrap();
         let mut browser = Self {
             client: reqwest::Client::new(),
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("http://{driver_addr}"),
+            driver_addr,
+            session: None,
             driver,
             _profile: profile,
         };
@@ -103,6 +119,7 @@ impl Browser {
             .unwrap_or_else(|| panic!("no session: {r}"))
             .to_string();
         browser.base = format!("{}/session/{session}", browser.base);
+        browser.session = Some(session);
         Some(browser)
     }
 
@@ -195,8 +212,44 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        if let Some(session) = self.session.take()
+            && let Err(e) = delete_session(self.driver_addr, &session)
+        {
+            eprintln!("could not delete WebDriver session {session} (killing the browser): {e}");
+        }
+        // What is left: chromedriver, and Chromium if the session was not
+        // deleted (or is still starting).
+        self.driver.kill();
+    }
+}
+
+/// `DELETE /session/{id}`: chromedriver closes Chromium, then answers.
+/// Blocking, with timeouts, for `Drop` (also while a panic unwinds, inside
+/// or outside the runtime). chromedriver keeps the connection open after
+/// the answer, so this reads the status line and headers only.
+fn delete_session(driver: SocketAddr, session: &str) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&driver, Duration::from_secs(2))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        stream,
+        "DELETE /session/{session} HTTP/1.1\r\nHost: {driver}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    let mut buf = [0; 1024];
+    while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&response);
+    let status = head.lines().next().unwrap_or_default();
+    if status.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("answer {status:?}")))
     }
 }
 

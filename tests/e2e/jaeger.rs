@@ -389,17 +389,15 @@ async fn jaeger_clients_arrive_intact() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/python/jaeger_clients.py"
     );
-    let output = tokio::process::Command::new(&python)
-        .args([
-            script,
-            "127.0.0.1",
-            &server.jaeger_compact.port().to_string(),
-            &server.jaeger_binary.port().to_string(),
-            &server.jaeger_http.port().to_string(),
-        ])
-        .output()
-        .await
-        .unwrap();
+    let output = crate::procs::output(tokio::process::Command::new(&python).args([
+        script,
+        "127.0.0.1",
+        &server.jaeger_compact.port().to_string(),
+        &server.jaeger_binary.port().to_string(),
+        &server.jaeger_http.port().to_string(),
+    ]))
+    .await
+    .unwrap();
     assert!(
         output.status.success(),
         "{}",

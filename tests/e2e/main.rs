@@ -9,6 +9,7 @@ mod crash;
 mod jaeger;
 mod load;
 mod otlp_clients;
+mod procs;
 mod retention;
 mod server;
 mod spans;

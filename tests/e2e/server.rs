@@ -2,12 +2,14 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
 use serde_json::Value;
+
+use crate::procs;
 
 /// The public conformance fixtures in the workplace's shared folder, or
 /// `None` (with a message) where that folder is absent.
@@ -45,7 +47,9 @@ pub(crate) fn python_with(imports: &str, packages: &str) -> Option<String> {
 }
 
 pub(crate) struct TestServer {
-    child: Option<Child>,
+    /// The server in a process group of its own; killed with the group
+    /// when dropped (the test ends, passed or failed).
+    child: Option<procs::Guard>,
     pub(crate) grpc: SocketAddr,
     pub(crate) otlp_http: SocketAddr,
     pub(crate) http: SocketAddr,
@@ -95,24 +99,27 @@ impl TestServer {
             free_port(),
         );
         let (jaeger_compact, jaeger_binary) = (free_udp_port(), free_udp_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_tracelake"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--otlp-grpc-listen", &grpc.to_string()])
-            .args(["--otlp-http-listen", &otlp_http.to_string()])
-            .args(["--http-listen", &http.to_string()])
-            .args(["--flight-sql-listen", &flight_sql.to_string()])
-            .args(["--zipkin-listen", &zipkin.to_string()])
-            .args(["--jaeger-http-listen", &jaeger_http.to_string()])
-            .args(["--jaeger-compact-listen", &jaeger_compact.to_string()])
-            .args(["--jaeger-binary-listen", &jaeger_binary.to_string()])
-            .args(args)
-            .env("TRACELAKE_LOG", "warn,tracelake_collector=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("tracelake binary starts");
+        let child = procs::Guard::spawn(
+            Command::new(env!("CARGO_BIN_EXE_tracelake"))
+                .arg("serve")
+                .arg("--data-dir")
+                .arg(data_dir)
+                .args(["--otlp-grpc-listen", &grpc.to_string()])
+                .args(["--otlp-http-listen", &otlp_http.to_string()])
+                .args(["--http-listen", &http.to_string()])
+                .args(["--flight-sql-listen", &flight_sql.to_string()])
+                .args(["--zipkin-listen", &zipkin.to_string()])
+                .args(["--jaeger-http-listen", &jaeger_http.to_string()])
+                .args(["--jaeger-compact-listen", &jaeger_compact.to_string()])
+                .args(["--jaeger-binary-listen", &jaeger_binary.to_string()])
+                .args(args)
+                .env("TRACELAKE_LOG", "warn,tracelake_collector=info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+            "server",
+        )
+        .expect("tracelake binary starts");
         Self {
             child: Some(child),
             grpc,
@@ -202,8 +209,7 @@ impl TestServer {
     /// SIGKILL: no chance to flush.
     pub(crate) fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
+            child.kill();
         }
     }
 
@@ -223,15 +229,6 @@ impl TestServer {
             }
             assert!(Instant::now() < deadline, "server did not stop within 60 s");
             std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }

@@ -148,11 +148,11 @@ async fn real_zipkin_clients_arrive_intact() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/python/zipkin_clients.py"
     );
-    let output = tokio::process::Command::new(&python)
-        .args([script, &format!("http://{}", server.zipkin)])
-        .output()
-        .await
-        .unwrap();
+    let output = crate::procs::output(
+        tokio::process::Command::new(&python).args([script, &format!("http://{}", server.zipkin)]),
+    )
+    .await
+    .unwrap();
     assert!(
         output.status.success(),
         "{}",
