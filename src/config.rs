@@ -88,8 +88,23 @@ settings! {
     flush_max_bytes: usize, env = "TRACELAKE_FLUSH_MAX_BYTES";
     /// Size at which a WAL segment is closed [default: 67108864]
     wal_segment_bytes: u64, env = "TRACELAKE_WAL_SEGMENT_BYTES";
-    /// Time limit of one query [default: 30s]
+    /// Time limit of one query request, over all the statements it runs
+    /// [default: 30s]
     query_timeout: String, env = "TRACELAKE_QUERY_TIMEOUT";
+    /// Threads that run queries, apart from those that receive spans
+    /// [default: the number of CPUs]
+    query_threads: usize, env = "TRACELAKE_QUERY_THREADS";
+    /// Nice value of the query threads, so that ingest wins the CPU when
+    /// both want it; 0 keeps the server's priority [default: 10]
+    query_nice: i32, env = "TRACELAKE_QUERY_NICE";
+    /// Query requests that run at once [default: 4]
+    query_max_concurrent: usize, env = "TRACELAKE_QUERY_MAX_CONCURRENT";
+    /// Of those, slots kept for interactive reads (trace by id, service and
+    /// operation lists) [default: 1]
+    query_reserved_interactive: usize, env = "TRACELAKE_QUERY_RESERVED_INTERACTIVE";
+    /// Query requests that may wait for a slot; more are refused with 429
+    /// [default: 32]
+    query_max_queued: usize, env = "TRACELAKE_QUERY_MAX_QUEUED";
     /// Memory limit of query execution [default: 2147483648]
     query_memory_limit_bytes: usize, env = "TRACELAKE_QUERY_MEMORY_LIMIT_BYTES";
     /// Most rows a SQL result may have [default: 100000]
@@ -127,7 +142,7 @@ pub(crate) struct Config {
     pub(crate) flush_max_age: Duration,
     pub(crate) flush_max_bytes: usize,
     pub(crate) wal_segment_bytes: u64,
-    pub(crate) query_timeout: Duration,
+    pub(crate) query: tracelake_query::ExecutorConfig,
     pub(crate) query_memory_limit_bytes: usize,
     pub(crate) query_max_rows: usize,
     pub(crate) log_filter: String,
@@ -172,6 +187,12 @@ impl Settings {
             let text = value.unwrap_or_else(|| default.to_string());
             parse_duration(&text).with_context(|| format!("invalid {name} {text:?}"))
         };
+        if self.query_max_concurrent == Some(0) {
+            bail!("query max concurrent must be at least 1");
+        }
+        if !(-20..=19).contains(&self.query_nice.unwrap_or(10)) {
+            bail!("query nice must be between -20 and 19");
+        }
         let log_format = self.log_format.unwrap_or_else(|| "text".into());
         let log_json = match log_format.as_str() {
             "text" => false,
@@ -219,7 +240,16 @@ impl Settings {
             flush_max_age: duration(self.flush_max_age, "60s", "flush max age")?,
             flush_max_bytes: self.flush_max_bytes.unwrap_or(128 << 20),
             wal_segment_bytes: self.wal_segment_bytes.unwrap_or(64 << 20),
-            query_timeout: duration(self.query_timeout, "30s", "query timeout")?,
+            query: tracelake_query::ExecutorConfig {
+                timeout: duration(self.query_timeout, "30s", "query timeout")?,
+                threads: self
+                    .query_threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                nice: self.query_nice.unwrap_or(10),
+                max_concurrent: self.query_max_concurrent.unwrap_or(4),
+                reserved_interactive: self.query_reserved_interactive.unwrap_or(1),
+                max_queued: self.query_max_queued.unwrap_or(32),
+            },
             query_memory_limit_bytes: self.query_memory_limit_bytes.unwrap_or(2 << 30),
             query_max_rows: self.query_max_rows.unwrap_or(100_000),
             log_filter: self

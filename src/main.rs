@@ -3,6 +3,7 @@
 //! shuts down gracefully.
 
 mod config;
+mod fallback;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -91,8 +92,10 @@ fn limit_malloc_arenas() {
 fn init_logging(config: &Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
         .with_context(|| format!("invalid log filter {:?}", config.log_filter))?;
+    // Colours only for a person at a terminal, never into a file or pipe.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if config.log_json {
         builder.json().init();
@@ -161,7 +164,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.table_url.clone(),
             Some(Arc::new(BufferSource(Arc::clone(&collector.buffer)))),
             QueryConfig {
-                timeout: config.query_timeout,
+                executor: config.query.clone(),
                 memory_limit_bytes: config.query_memory_limit_bytes,
                 max_result_rows: config.query_max_rows,
             },
@@ -171,6 +174,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    engine.executor().register_metrics(&mut registry);
     let health = Arc::new(Health {
         ready: AtomicBool::new(false),
         registry,
@@ -204,23 +208,32 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "otlp-grpc",
             config.otlp_grpc_listen,
             collector.otlp_grpc_router(),
+            fallback::OTLP_GRPC,
         ),
         (
             "otlp-http",
             config.otlp_http_listen,
             collector.otlp_http_router(),
+            fallback::OTLP_HTTP,
         ),
-        ("http", config.http_listen, http),
-        ("zipkin", config.zipkin_listen, zipkin),
+        ("http", config.http_listen, http, fallback::HTTP),
+        ("zipkin", config.zipkin_listen, zipkin, fallback::ZIPKIN),
         (
             "jaeger-http",
             config.jaeger_http_listen,
             collector.jaeger_http_router(),
+            fallback::JAEGER_HTTP,
         ),
-        ("flight-sql", config.flight_sql_listen, flight_sql),
+        (
+            "flight-sql",
+            config.flight_sql_listen,
+            flight_sql,
+            fallback::FLIGHT_SQL,
+        ),
     ];
     let mut tasks = Vec::new();
-    for (name, addr, router) in servers {
+    for (name, addr, router, port) in servers {
+        let router = fallback::with_fallbacks(router, port);
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} ({name})"))?;

@@ -372,6 +372,7 @@ pub async fn cross_trace(
     }
     let mut acc = CrossTrace::default();
     for (_, spans) in traces {
+        crate::executor::checkpoint()?;
         acc.add_trace(&Tree::new(spans), service, operation);
     }
     let report = acc.finish();

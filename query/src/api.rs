@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 
 use crate::analytics;
 use crate::engine::{QueryEngine, QueryError};
+use crate::executor::{Class, Render, on_executor};
 use crate::params::{ParamError, Params};
 use crate::search::{self, Cursor, SearchError};
 use crate::trace;
@@ -58,12 +59,16 @@ impl ApiError {
 }
 
 /// The HTTP status every API answers a query error with: 400 invalid or
-/// too large, 408 time limit, 422 memory limit, 500 otherwise (logged).
+/// too large, 408 time limit, 422 memory limit, 429 overloaded (with
+/// `Retry-After`), 500 otherwise (logged).
 pub fn query_status(e: &QueryError) -> StatusCode {
     match e {
         QueryError::Invalid(_) | QueryError::TooManyRows(_) => StatusCode::BAD_REQUEST,
         QueryError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
         QueryError::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        QueryError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+        // Nobody reads it (nginx's "client closed request").
+        QueryError::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         QueryError::Internal(_) => {
             tracing::error!(error = %e, "query failed");
             StatusCode::INTERNAL_SERVER_ERROR
@@ -127,19 +132,28 @@ impl From<SearchError> for ApiError {
     }
 }
 
-/// The `/api/v1` routes.
+/// The `/api/v1` routes, run on the query executor.
 pub fn router(engine: Arc<QueryEngine>) -> Router {
-    Router::new()
-        .route("/api/v1/sql", post(sql))
+    let interactive = Router::new()
         .route("/api/v1/traces/{trace_id}", get(trace_by_id))
         .route("/api/v1/traces/{trace_id}/breakdown", get(trace_breakdown))
         .route("/api/v1/services", get(services))
         .route("/api/v1/services/{service}/operations", get(operations))
+        .with_state(Arc::clone(&engine));
+    let heavy = Router::new()
+        .route("/api/v1/sql", post(sql))
         .route("/api/v1/search", get(search))
         .route("/api/v1/breakdown", get(cross_trace))
         .route("/api/v1/metrics/red", get(red))
         .route("/api/v1/dependencies", get(dependencies))
-        .with_state(engine)
+        .with_state(Arc::clone(&engine));
+    let render: Render = |e| ApiError::from(e).into_response();
+    on_executor(interactive, &engine, Class::Interactive, render).merge(on_executor(
+        heavy,
+        &engine,
+        Class::Heavy,
+        render,
+    ))
 }
 
 const HOUR_NS: i64 = 3_600_000_000_000;

@@ -1,5 +1,6 @@
 //! The DataFusion session every API queries through: one `spans` table,
-//! read-only SQL, a memory limit and a timeout per query.
+//! read-only SQL, a memory limit, a row cap, and the request's deadline
+//! (from [`crate::executor`], which runs every query).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +10,12 @@ use arrow::datatypes::SchemaRef;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt as _;
 use url::Url;
 
+use crate::executor::{Executor, ExecutorConfig, Scope, interruptible};
 use crate::table::{LiveSpans, SpansTable};
 
 /// Name of the spans table in SQL.
@@ -26,6 +29,12 @@ pub enum QueryError {
     Invalid(String),
     #[error("query exceeded its time limit of {0:?}")]
     Timeout(Duration),
+    /// The client went away; nobody reads this answer.
+    #[error("query cancelled: the client went away")]
+    Cancelled,
+    /// Every query slot and the queue were taken.
+    #[error("too many queries: {0}; retry later")]
+    Overloaded(String),
     #[error("query exceeded its memory limit: {0}")]
     ResourcesExhausted(String),
     #[error("query result has more than {0} rows; add a LIMIT or aggregate")]
@@ -36,6 +45,9 @@ pub enum QueryError {
 
 impl From<DataFusionError> for QueryError {
     fn from(e: DataFusionError) -> Self {
+        if let Some(stopped) = crate::executor::stopped(&e) {
+            return stopped;
+        }
         match e.find_root() {
             DataFusionError::SQL(..)
             | DataFusionError::Plan(_)
@@ -50,7 +62,8 @@ impl From<DataFusionError> for QueryError {
 /// Limits applied to every query.
 #[derive(Debug, Clone)]
 pub struct QueryConfig {
-    pub timeout: Duration,
+    /// Threads, admission and the time limit of a request.
+    pub executor: ExecutorConfig,
     /// Memory pool size for query execution.
     pub memory_limit_bytes: usize,
     /// Most rows a result may have.
@@ -61,6 +74,7 @@ pub struct QueryEngine {
     ctx: SessionContext,
     config: QueryConfig,
     spans: Arc<SpansTable>,
+    executor: Executor,
 }
 
 impl QueryEngine {
@@ -85,7 +99,14 @@ impl QueryEngine {
         let spans = Arc::new(SpansTable::new(table_url, live));
         ctx.register_table(SPANS, Arc::clone(&spans) as _)?;
         ctx.register_udf(crate::udf::event_names());
-        Ok(Self { ctx, config, spans })
+        let executor = Executor::new(config.executor.clone())
+            .map_err(|e| QueryError::Internal(format!("cannot start the query threads: {e}")))?;
+        Ok(Self {
+            ctx,
+            config,
+            spans,
+            executor,
+        })
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -94,6 +115,16 @@ impl QueryEngine {
 
     pub fn config(&self) -> &QueryConfig {
         &self.config
+    }
+
+    /// The executor every request's query work runs on.
+    pub fn executor(&self) -> &Executor {
+        &self.executor
+    }
+
+    /// The current request's scope (deadline and cancel flag).
+    pub fn scope(&self) -> Arc<Scope> {
+        Scope::current_or(self.config.executor.timeout)
     }
 
     /// The `spans` table itself (for reads that need no query plan).
@@ -130,32 +161,39 @@ impl QueryEngine {
         self.collect_at_most(df, self.config.max_result_rows).await
     }
 
-    /// Runs `df` under the time limit and a row limit of its own (the APIs'
-    /// internal queries read more rows than they return).
+    /// Runs `df` under the request's deadline and a row limit of its own
+    /// (the APIs' internal queries read more rows than they return). Every
+    /// node of the plan is [`interruptible`], so the query stops at its next
+    /// batch once the deadline passes or the client goes away, whichever
+    /// operator it is in.
     pub async fn collect_at_most(
         &self,
         df: DataFrame,
         max_rows: usize,
     ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
-        let run = async {
-            let stream: SendableRecordBatchStream = df.execute_stream().await?;
-            let schema = stream.schema();
-            let mut batches = Vec::new();
-            let mut rows = 0;
-            let mut stream = stream;
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                rows += batch.num_rows();
-                if rows > max_rows {
-                    return Err(QueryError::TooManyRows(max_rows));
+        let scope = self.scope();
+        // The interruptible nodes stop a running plan; the bound covers the
+        // waits between batches (I/O, planning).
+        scope
+            .bound(async {
+                let task_ctx = Arc::new(df.task_ctx());
+                let plan = df.create_physical_plan().await?;
+                let plan = interruptible(plan, &scope)?;
+                let mut stream: SendableRecordBatchStream = execute_stream(plan, task_ctx)?;
+                let schema = stream.schema();
+                let mut batches = Vec::new();
+                let mut rows = 0;
+                while let Some(batch) = stream.next().await {
+                    let batch = batch?;
+                    rows += batch.num_rows();
+                    if rows > max_rows {
+                        return Err(QueryError::TooManyRows(max_rows));
+                    }
+                    batches.push(batch);
                 }
-                batches.push(batch);
-            }
-            Ok((schema, batches))
-        };
-        tokio::time::timeout(self.config.timeout, run)
+                Ok((schema, batches))
+            })
             .await
-            .map_err(|_| QueryError::Timeout(self.config.timeout))?
     }
 
     /// Plans and runs read-only `sql`.
@@ -169,11 +207,18 @@ impl QueryEngine {
 mod tests {
     use super::*;
 
-    fn engine(timeout: Duration, memory_limit_bytes: usize) -> (tempfile::TempDir, QueryEngine) {
+    pub(crate) fn engine(
+        timeout: Duration,
+        memory_limit_bytes: usize,
+    ) -> (tempfile::TempDir, QueryEngine) {
         let dir = tempfile::tempdir().unwrap();
         let url = Url::from_directory_path(dir.path()).unwrap();
         let config = QueryConfig {
-            timeout,
+            executor: ExecutorConfig {
+                timeout,
+                threads: 2,
+                ..ExecutorConfig::default()
+            },
             memory_limit_bytes,
             max_result_rows: 10,
         };

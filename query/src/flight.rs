@@ -32,6 +32,7 @@ use tonic::{Request, Response, Status};
 use tracelake_schema::spans::spans_schema;
 
 use crate::engine::{QueryEngine, QueryError, SPANS};
+use crate::executor::Class;
 
 const CATALOG: &str = "tracelake";
 const DB_SCHEMA: &str = "public";
@@ -56,7 +57,10 @@ fn status(e: QueryError) -> Status {
             Status::invalid_argument(e.to_string())
         }
         QueryError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
-        QueryError::ResourcesExhausted(_) => Status::resource_exhausted(e.to_string()),
+        QueryError::Cancelled => Status::cancelled(e.to_string()),
+        QueryError::ResourcesExhausted(_) | QueryError::Overloaded(_) => {
+            Status::resource_exhausted(e.to_string())
+        }
         QueryError::Internal(_) => {
             tracing::error!(error = %e, "flight sql query failed");
             Status::internal(e.to_string())
@@ -84,8 +88,18 @@ static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
 impl FlightSql {
     /// Plans `sql` (read-only) and returns its result schema.
     async fn schema_of(&self, sql: &str) -> Result<Schema, Status> {
-        let df = self.engine.plan_sql(sql).await.map_err(status)?;
-        Ok(df.schema().as_arrow().clone())
+        let engine = Arc::clone(&self.engine);
+        let sql = sql.to_string();
+        let plan = async move {
+            let df = engine.plan_sql(&sql).await?;
+            Ok(df.schema().as_arrow().clone())
+        };
+        self.engine
+            .executor()
+            .run(Class::Interactive, plan)
+            .await
+            .and_then(|r| r)
+            .map_err(status)
     }
 
     fn info(
@@ -102,14 +116,30 @@ impl FlightSql {
         Ok(Response::new(info))
     }
 
-    /// Runs `sql` under the query limits and streams the result.
+    /// Runs `sql` on the query executor under the query limits, encodes
+    /// the result there too, and streams it.
     async fn run(&self, sql: &str) -> Result<Response<DoGetStream>, Status> {
-        let (schema, batches) = self.engine.sql(sql).await.map_err(status)?;
-        let stream = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(futures::stream::iter(batches.into_iter().map(Ok)))
-            .map_err(Status::from);
-        Ok(Response::new(Box::pin(stream)))
+        let engine = Arc::clone(&self.engine);
+        let sql = sql.to_string();
+        let work = async move {
+            let (schema, batches) = engine.sql(&sql).await?;
+            FlightDataEncoderBuilder::new()
+                .with_schema(schema)
+                .build(futures::stream::iter(batches.into_iter().map(Ok)))
+                .try_collect::<Vec<FlightData>>()
+                .await
+                .map_err(|e| QueryError::Internal(format!("cannot encode the result: {e}")))
+        };
+        let data = self
+            .engine
+            .executor()
+            .run(Class::Heavy, work)
+            .await
+            .and_then(|r| r)
+            .map_err(status)?;
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            data.into_iter().map(Ok),
+        ))))
     }
 
     fn one_batch(

@@ -37,6 +37,7 @@ use tracelake_schema::spans::{SPAN_KINDS, STATUS_CODES};
 use crate::analysis::{Span, Tree};
 use crate::analytics;
 use crate::engine::{QueryEngine, QueryError};
+use crate::executor::{Class, Render, on_executor};
 use crate::fetch::{self, Strings, TRACE_MARGIN_NS, TraceId};
 use crate::params::{Params, SpanFilter, TimeRange, parse_duration, quote};
 use crate::search::{self, DISCOVERY_LOOKBACK_NS};
@@ -48,22 +49,34 @@ const DAY_NS: i64 = 86_400_000_000_000;
 
 /// The `/api/...` routes (mounted under `/jaeger`).
 pub fn router(engine: Arc<QueryEngine>) -> Router {
-    Router::new()
+    let v1_interactive = Router::new()
         .route("/api/services", get(services))
         .route(
             "/api/services/{service}/operations",
             get(service_operations),
         )
         .route("/api/operations", get(operations))
-        .route("/api/traces", get(find_traces))
         .route("/api/traces/{trace_id}", get(trace_by_id))
+        .with_state(Arc::clone(&engine));
+    let v1_heavy = Router::new()
+        .route("/api/traces", get(find_traces))
         .route("/api/dependencies", get(dependencies))
+        .with_state(Arc::clone(&engine));
+    let v3_interactive = Router::new()
         .route("/api/v3/services", get(v3_services))
         .route("/api/v3/operations", get(v3_operations))
-        .route("/api/v3/traces", get(v3_find_traces))
         .route("/api/v3/traces/{trace_id}", get(v3_trace))
+        .with_state(Arc::clone(&engine));
+    let v3_heavy = Router::new()
+        .route("/api/v3/traces", get(v3_find_traces))
         .route("/api/v3/trace-summaries", get(v3_summaries))
-        .with_state(engine)
+        .with_state(Arc::clone(&engine));
+    let v1: Render = |e| v1_query(e).into_response();
+    let v3: Render = |e| v3_query(e).into_response();
+    on_executor(v1_interactive, &engine, Class::Interactive, v1)
+        .merge(on_executor(v1_heavy, &engine, Class::Heavy, v1))
+        .merge(on_executor(v3_interactive, &engine, Class::Interactive, v3))
+        .merge(on_executor(v3_heavy, &engine, Class::Heavy, v3))
 }
 
 /// A v1 or v3 error.

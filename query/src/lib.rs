@@ -2,6 +2,8 @@
 //! (the Delta table unioned with the collector's unflushed buffer) and the
 //! HTTP APIs built on it.
 //!
+//! [`executor`] runs every query's CPU work on threads of its own, with
+//! admission control and one deadline per request;
 //! [`engine::QueryEngine`] owns the session and the limits; [`table`] the
 //! `spans` provider; [`analysis`] the span tree, clock skew, self time and
 //! critical path (pure); [`trace`] trace by id; [`search`] services,
@@ -14,6 +16,7 @@ pub mod analysis;
 pub mod analytics;
 pub mod api;
 pub mod engine;
+pub mod executor;
 pub mod fetch;
 pub mod flight;
 pub mod jaeger;
@@ -28,4 +31,5 @@ pub mod udf;
 pub mod zipkin;
 
 pub use engine::{QueryConfig, QueryEngine, QueryError};
+pub use executor::{Class, ExecutorConfig};
 pub use table::{LiveSnapshot, LiveSpans};

@@ -29,6 +29,7 @@ use tracelake_schema::otlp_json::{self, Style};
 use crate::analysis::{Span, Tree};
 use crate::api::TextError as Error;
 use crate::engine::{QueryEngine, QueryError};
+use crate::executor::{Class, Render, on_executor};
 use crate::fetch::{self, COLUMNS, MAX_SPANS, TRACE_MARGIN_NS, TraceId};
 use crate::params::{Params, SpanFilter, TimeRange, binary, parse_duration, quote};
 use crate::search::{self, Cursor};
@@ -56,18 +57,29 @@ pub struct TraceByIdResponse {
 
 /// The `/api/...` routes (mounted under `/tempo`).
 pub fn router(engine: Arc<QueryEngine>) -> Router {
+    let interactive = Router::new()
+        .route("/api/traces/{trace_id}", get(trace_v1))
+        .route("/api/v2/traces/{trace_id}", get(trace_v2))
+        .route("/api/search/tags", get(tags_v1))
+        .route("/api/v2/search/tags", get(tags_v2))
+        .with_state(Arc::clone(&engine));
+    let heavy = Router::new()
+        .route("/api/search", get(search))
+        .route("/api/search/tag/{tag}/values", get(tag_values_v1))
+        .route("/api/v2/search/tag/{tag}/values", get(tag_values_v2))
+        .with_state(Arc::clone(&engine));
+    let render: Render = |e| Error::from(e).into_response();
     Router::new()
         .route("/api/echo", get(|| async { "echo" }))
         .route("/ready", get(|| async { "ready" }))
         .route("/api/status/buildinfo", get(buildinfo))
-        .route("/api/traces/{trace_id}", get(trace_v1))
-        .route("/api/v2/traces/{trace_id}", get(trace_v2))
-        .route("/api/search", get(search))
-        .route("/api/search/tags", get(tags_v1))
-        .route("/api/v2/search/tags", get(tags_v2))
-        .route("/api/search/tag/{tag}/values", get(tag_values_v1))
-        .route("/api/v2/search/tag/{tag}/values", get(tag_values_v2))
-        .with_state(engine)
+        .merge(on_executor(
+            interactive,
+            &engine,
+            Class::Interactive,
+            render,
+        ))
+        .merge(on_executor(heavy, &engine, Class::Heavy, render))
 }
 
 fn bad(message: impl Into<String>) -> Error {
@@ -374,6 +386,7 @@ async fn run_search(
         let batches = engine.internal_sql(&sql, MAX_SPANS).await?;
         let mut traces = load_with_atoms(&batches, comparisons.len())?;
         for m in &found {
+            crate::executor::checkpoint()?;
             let Some((spans, atoms)) = traces.remove(&m.trace_id) else {
                 continue;
             };

@@ -48,25 +48,29 @@ pub async fn fetch(
     engine: &QueryEngine,
     trace_id: &[u8; 16],
 ) -> Result<Vec<RecordBatch>, QueryError> {
-    let timeout = engine.config().timeout;
-    match tokio::time::timeout(timeout, engine.spans().trace_spans(trace_id)).await {
-        Ok(Ok(batches)) => {
+    let direct = async {
+        engine
+            .spans()
+            .trace_spans(trace_id)
+            .await
+            .map_err(|e| QueryError::Internal(format!("direct trace read failed: {e}")))
+    };
+    match engine.scope().bound(direct).await {
+        Ok(batches) => {
             let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
             if rows > MAX_TRACE_SPANS {
                 return Err(QueryError::TooManyRows(MAX_TRACE_SPANS));
             }
             return Ok(batches);
         }
-        Ok(Err(error)) => {
+        Err(error @ (QueryError::Timeout(_) | QueryError::Cancelled)) => return Err(error),
+        Err(error) => {
             // A bug, not a condition: tests (debug builds) must see it.
             if cfg!(debug_assertions) {
-                return Err(QueryError::Internal(format!(
-                    "direct trace read failed: {error}"
-                )));
+                return Err(error);
             }
-            tracing::warn!(%error, "direct trace read failed; querying instead");
+            tracing::warn!(%error, "querying instead");
         }
-        Err(_) => return Err(QueryError::Timeout(timeout)),
     }
     let df = engine
         .context()

@@ -25,6 +25,7 @@ use tracelake_schema::zipkin;
 use crate::analytics;
 use crate::api::TextError as Error;
 use crate::engine::QueryEngine;
+use crate::executor::{Class, Render, on_executor};
 use crate::fetch::{TRACE_MARGIN_NS, TraceId};
 use crate::params::{Params, SpanFilter, TimeRange, quote};
 use crate::search;
@@ -50,17 +51,26 @@ fn bad(message: impl Into<String>) -> Error {
 
 /// The `/api/v2` query routes (mount under `/zipkin` on the query port).
 pub fn router(engine: Arc<QueryEngine>) -> Router {
-    Router::new()
+    let interactive = Router::new()
         .route("/api/v2/services", get(services))
         .route("/api/v2/spans", get(span_names))
         .route("/api/v2/remoteServices", get(remote_services))
-        .route("/api/v2/traces", get(traces))
         .route("/api/v2/trace/{trace_id}", get(trace_by_id))
+        .route("/api/v2/autocompleteKeys", get(autocomplete_keys))
+        .with_state(Arc::clone(&engine));
+    let heavy = Router::new()
+        .route("/api/v2/traces", get(traces))
         .route("/api/v2/traceMany", get(trace_many))
         .route("/api/v2/dependencies", get(dependencies))
-        .route("/api/v2/autocompleteKeys", get(autocomplete_keys))
         .route("/api/v2/autocompleteValues", get(autocomplete_values))
-        .with_state(engine)
+        .with_state(Arc::clone(&engine));
+    let render: Render = |e| Error::from(e).into_response();
+    on_executor(interactive, &engine, Class::Interactive, render).merge(on_executor(
+        heavy,
+        &engine,
+        Class::Heavy,
+        render,
+    ))
 }
 
 fn now_ms() -> i64 {

@@ -6,6 +6,7 @@ mod bad_input;
 mod browser;
 mod compaction;
 mod crash;
+mod isolation;
 mod jaeger;
 mod load;
 mod otlp_clients;

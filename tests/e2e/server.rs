@@ -202,8 +202,9 @@ impl TestServer {
         )
     }
 
-    fn pid(&self) -> String {
-        self.child.as_ref().unwrap().id().to_string()
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
     }
 
     /// SIGKILL: no chance to flush.
@@ -216,7 +217,7 @@ impl TestServer {
     /// SIGTERM and wait for a clean exit.
     pub(crate) fn terminate(&mut self) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.pid()])
+            .args(["-TERM", &self.pid().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
