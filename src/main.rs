@@ -48,13 +48,24 @@ enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         settings: Settings,
+        /// Test builds only: fault points to arm (see collector::faults)
+        #[arg(long, hide = true, env = "TRACELAKE_FAULTS")]
+        fault_points: Option<String>,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, settings } => {
+        Command::Serve {
+            config,
+            settings,
+            fault_points,
+        } => {
+            if let Some(spec) = fault_points {
+                tracelake_collector::faults::configure(&spec)
+                    .map_err(|e| anyhow::anyhow!("--fault-points: {e}"))?;
+            }
             let config = settings.resolve(config.as_deref())?;
             limit_malloc_arenas();
             init_logging(&config)?;

@@ -62,6 +62,8 @@ pub enum Error {
     Wal(#[from] crate::wal::Error),
     #[error("flush task failed: {0}")]
     Task(String),
+    #[error("committing: {0}")]
+    Commit(std::io::Error),
 }
 
 pub struct Flusher {
@@ -164,7 +166,10 @@ impl Flusher {
         match self.write_and_commit(set.partitions, set.upto_seq).await {
             Ok(version) => {
                 self.buffer.committed(version);
-                if let Err(error) = self.wal.release(set.upto_seq) {
+                if let Err(error) = crate::faults::hit("flush.release")
+                    .map_err(crate::wal::Error::from_fault)
+                    .and_then(|()| self.wal.release(set.upto_seq))
+                {
                     // The rows are committed; the segments go at the next release.
                     tracing::error!(%error, "releasing wal segments failed");
                 }
@@ -197,18 +202,26 @@ impl Flusher {
         let mut adds = Vec::with_capacity(files.len());
         for file in files {
             let size = file.bytes.len() as u64;
+            let upload_failed = |source| Error::Upload {
+                path: file.path.clone(),
+                source,
+            };
+            crate::faults::hit("flush.put").map_err(|e| {
+                upload_failed(object_store::Error::Generic {
+                    store: "fault point",
+                    source: Box::new(e),
+                })
+            })?;
             self.store
                 .put(&Path::from(file.path.as_str()), file.bytes.into())
                 .await
-                .map_err(|source| Error::Upload {
-                    path: file.path.clone(),
-                    source,
-                })?;
+                .map_err(upload_failed)?;
             self.metrics.files_written.inc();
             self.metrics.rows_written.inc_by(file.rows as u64);
             self.metrics.bytes_written.inc_by(size);
             adds.push(file.add);
         }
+        crate::faults::hit("flush.commit").map_err(Error::Commit)?;
         Ok(self.table.commit(adds, upto_seq).await?)
     }
 

@@ -11,6 +11,7 @@
 mod body;
 pub mod buffer;
 pub mod compact;
+pub mod faults;
 pub mod flush;
 pub mod ingest;
 pub mod jaeger;

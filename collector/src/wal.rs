@@ -18,6 +18,17 @@
 //! sequence number, so one fsync covers all requests that arrived meanwhile.
 //! Callers wait for `synced >= their seq` before acknowledging.
 //!
+//! # Failures (a full disk)
+//! A write that fails (ENOSPC) is cut off again (the segment is truncated
+//! back to its last whole record) and the append fails: nothing of it is
+//! buffered or acknowledged. An fsync that fails leaves the file's state
+//! unknown, so every record written since the last good fsync is reported
+//! as failed to its waiters (never acknowledged; it may still reach the
+//! table through the buffer, which at-least-once delivery allows) and the
+//! next append starts a fresh segment, so that no later, acknowledged record
+//! sits behind a region that replay could not read. Appends fail while no
+//! segment can be created; once space returns they succeed again.
+//!
 //! # Recovery
 //! Replay reads segments in order and yields `(seq, batch)`. A record that is
 //! truncated or fails its checksum ends its segment: at the tail of the last
@@ -57,9 +68,21 @@ pub enum Error {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("wal is closed")]
     Closed,
+    #[error("wal record {0} could not be made durable (fsync failed)")]
+    NotDurable(u64),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An error from a [`crate::faults`] point.
+    pub(crate) fn from_fault(source: io::Error) -> Self {
+        Self::Io {
+            path: PathBuf::from("<fault point>"),
+            source,
+        }
+    }
+}
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
     move |source| Error::Io {
@@ -81,7 +104,26 @@ struct Writer {
     next_seq: u64,
     /// Highest sequence number written (not necessarily synced).
     written: u64,
+    /// Highest sequence number known synced or failed.
+    settled: u64,
+    /// The open segment may hold a region replay cannot read: the next
+    /// append starts a new one.
+    broken: bool,
     closed: bool,
+}
+
+/// What waiters learn: everything up to `synced` is durable, except the
+/// ranges whose fsync failed.
+#[derive(Debug, Default)]
+struct Durability {
+    synced: u64,
+    failed: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl Durability {
+    fn failed(&self, seq: u64) -> bool {
+        self.failed.iter().any(|&(lo, hi)| (lo..=hi).contains(&seq))
+    }
 }
 
 /// The write-ahead log. Cheap to share behind an `Arc`.
@@ -91,7 +133,7 @@ pub struct Wal {
     writer: Mutex<Writer>,
     /// Wakes the sync thread when something was written.
     dirty: Condvar,
-    synced_tx: watch::Sender<u64>,
+    durability: watch::Sender<Durability>,
     metrics: Arc<Metrics>,
 }
 
@@ -131,7 +173,10 @@ impl Wal {
             first_seq: next_seq,
             path,
         });
-        let (synced_tx, _) = watch::channel(last_seq);
+        let (durability, _) = watch::channel(Durability {
+            synced: last_seq,
+            failed: Default::default(),
+        });
         let wal = Arc::new(Self {
             dir: dir.to_path_buf(),
             segment_bytes,
@@ -141,10 +186,12 @@ impl Wal {
                 segments,
                 next_seq,
                 written: last_seq,
+                settled: last_seq,
+                broken: false,
                 closed: false,
             }),
             dirty: Condvar::new(),
-            synced_tx,
+            durability,
             metrics,
         });
         let sync = Arc::clone(&wal);
@@ -164,7 +211,9 @@ impl Wal {
         if w.closed {
             return Err(Error::Closed);
         }
-        if w.size >= self.segment_bytes && w.size > MAGIC.len() as u64 {
+        if w.broken {
+            self.start_segment(&mut w)?;
+        } else if w.size >= self.segment_bytes && w.size > MAGIC.len() as u64 {
             self.rotate(&mut w)?;
         }
         let seq = w.next_seq;
@@ -173,8 +222,14 @@ impl Wal {
         record.extend_from_slice(&checksum(seq, &payload).to_le_bytes());
         record.extend_from_slice(&seq.to_le_bytes());
         record.extend_from_slice(&payload);
-        let path = &w.segments.last().expect("an open segment").path;
-        (&*w.file).write_all(&record).map_err(io_err(path))?;
+        if let Err(error) = write_record(&w.file, &record) {
+            let path = w.segments.last().expect("an open segment").path.clone();
+            self.undo_write(&mut w, &path);
+            return Err(Error::Io {
+                path,
+                source: error,
+            });
+        }
         w.size += record.len() as u64;
         w.next_seq += 1;
         w.written = seq;
@@ -185,43 +240,90 @@ impl Wal {
         Ok((seq, out))
     }
 
-    /// Waits until record `seq` is on disk.
+    /// Waits until record `seq` is on disk; fails if its fsync failed.
     pub async fn synced(&self, seq: u64) -> Result<()> {
-        let mut rx = self.synced_tx.subscribe();
-        rx.wait_for(|synced| *synced >= seq)
+        let mut rx = self.durability.subscribe();
+        let state = rx
+            .wait_for(|d| d.synced >= seq || d.failed(seq))
             .await
-            .map(|_| ())
-            .map_err(|_| Error::Closed)
+            .map_err(|_| Error::Closed)?;
+        if state.failed(seq) {
+            return Err(Error::NotDurable(seq));
+        }
+        Ok(())
     }
 
     fn sync_loop(&self) {
         loop {
             let (target, file, path) = {
                 let mut w = self.writer.lock();
-                while w.written <= *self.synced_tx.borrow() && !w.closed {
+                while w.written <= w.settled && !w.closed {
                     self.dirty.wait_for(&mut w, Duration::from_millis(100));
                 }
-                if w.closed && w.written <= *self.synced_tx.borrow() {
+                if w.closed && w.written <= w.settled {
                     return;
                 }
                 let path = w.segments.last().expect("an open segment").path.clone();
                 (w.written, Arc::clone(&w.file), path)
             };
             let started = Instant::now();
-            match file.sync_data() {
+            let synced = crate::faults::hit("wal.fsync").and_then(|()| file.sync_data());
+            let mut w = self.writer.lock();
+            match synced {
                 Ok(()) => {
                     self.metrics
                         .wal_fsync_seconds
                         .observe(started.elapsed().as_secs_f64());
-                    self.synced_tx.send_replace(target);
+                    if target > w.settled {
+                        w.settled = target;
+                    }
+                    self.durability
+                        .send_modify(|d| d.synced = d.synced.max(target));
                 }
                 Err(error) => {
-                    // Nothing written since the last good fsync can be
-                    // acknowledged; keep retrying rather than lie.
                     tracing::error!(%error, path = %path.display(), "wal fsync failed");
+                    self.fail_unsynced(&mut w);
+                    drop(w);
+                    // Do not spin on a failing disk.
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
+        }
+    }
+
+    /// Every record written but not yet synced fails, and the next append
+    /// starts a new segment (see the module docs).
+    fn fail_unsynced(&self, w: &mut Writer) {
+        w.broken = true;
+        if w.written > w.settled {
+            let range = (w.settled + 1, w.written);
+            w.settled = w.written;
+            tracing::error!(
+                first = range.0,
+                last = range.1,
+                "wal records could not be made durable; their requests are refused"
+            );
+            self.durability.send_modify(|d| {
+                if d.failed.len() >= 1024 {
+                    d.failed.pop_front();
+                }
+                d.failed.push_back(range);
+            });
+        }
+    }
+
+    /// After a failed write: cut the segment back to its last whole record,
+    /// or, if that fails too, give it up.
+    fn undo_write(&self, w: &mut Writer, path: &Path) {
+        use std::io::{Seek as _, SeekFrom};
+        let size = w.size;
+        let undone = w
+            .file
+            .set_len(size)
+            .and_then(|()| (&*w.file).seek(SeekFrom::Start(size)).map(|_| ()));
+        if let Err(error) = undone {
+            tracing::error!(%error, path = %path.display(), "cannot cut a failed wal write; starting a new segment");
+            self.fail_unsynced(w);
         }
     }
 
@@ -229,10 +331,25 @@ impl Wal {
         let old = w.segments.last().expect("an open segment").path.clone();
         // Records in the old segment must be durable before newer ones are
         // reported synced through the new file.
-        w.file.sync_data().map_err(io_err(&old))?;
+        if let Err(error) = crate::faults::hit("wal.fsync").and_then(|()| w.file.sync_data()) {
+            self.fail_unsynced(w);
+            return Err(io_err(&old)(error));
+        }
+        self.start_segment(w)
+    }
+
+    /// Opens a new segment for the next record (the old one is kept until
+    /// its records are committed).
+    fn start_segment(&self, w: &mut Writer) -> Result<()> {
         let path = segment_path(&self.dir, w.next_seq);
         w.file = Arc::new(create_segment(&self.dir, &path)?);
         w.size = MAGIC.len() as u64;
+        w.broken = false;
+        // A segment of this name holds no record yet (it was created for
+        // the record that failed): it is the same file, listed once.
+        if w.segments.last().is_some_and(|s| s.first_seq == w.next_seq) {
+            w.segments.pop();
+        }
         w.segments.push(Segment {
             first_seq: w.next_seq,
             path,
@@ -288,7 +405,19 @@ fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.wal"))
 }
 
+/// Writes one record; the `wal.write` fault point writes half of it and
+/// fails, as a disk filling up mid-record does.
+fn write_record(file: &File, record: &[u8]) -> io::Result<()> {
+    let mut file = file;
+    if let Err(error) = crate::faults::hit("wal.write") {
+        file.write_all(&record[..record.len() / 2])?;
+        return Err(error);
+    }
+    file.write_all(record)
+}
+
 fn create_segment(dir: &Path, path: &Path) -> Result<File> {
+    crate::faults::hit("wal.create").map_err(io_err(path))?;
     // A file of this name can only be an empty segment left by a crash: any
     // record in it would have a sequence number at or above its name.
     let mut file = OpenOptions::new()
