@@ -1,7 +1,16 @@
-//! Fault points for tests: named places on the write path (WAL write and
-//! fsync, Parquet upload, Delta commit, WAL release, compaction, retention)
-//! where a test can make the operation fail as a full disk would, or abort
-//! the whole process, to prove what happens at exactly that point.
+//! Fault points for tests: named places on the write path where a test can
+//! make the operation fail as a full disk would, or abort the whole process,
+//! to prove what happens at exactly that point:
+//!
+//! | point | where |
+//! | --- | --- |
+//! | `wal.write`, `wal.fsync`, `wal.create` | appending a record, syncing it, starting a segment |
+//! | `flush.put` | uploading a flushed Parquet file |
+//! | `flush.commit` | files uploaded, before the Delta commit |
+//! | `flush.release` | committed, before the WAL segments are released |
+//! | `compact.commit`, `compact.committed` | before and after a compaction's commit |
+//! | `retention.commit`, `retention.committed` | before and after retention's commit |
+//! | `vacuum` | before deleting files no longer in the table |
 //!
 //! Only debug builds (what the test suite runs) have them: the hidden
 //! `serve --fault-points` setting (or `TRACELAKE_FAULTS`) hands its value to

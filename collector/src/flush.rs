@@ -108,9 +108,14 @@ impl Flusher {
         adds: Vec<deltalake::kernel::Add>,
     ) -> Result<bool, crate::table::Error> {
         let _guard = self.running.lock().await;
+        let fault = |point| {
+            crate::faults::hit(point).map_err(|source| crate::table::Error::Fault { point, source })
+        };
+        fault("compact.commit")?;
         let Some(version) = self.table.replace(removed, adds).await? else {
             return Ok(false);
         };
+        fault("compact.committed")?;
         self.buffer.committed(version);
         Ok(true)
     }

@@ -40,6 +40,16 @@ pub enum Error {
     },
     #[error("table schema: {0}")]
     Schema(String),
+    #[error("{point}: {source}")]
+    Fault {
+        point: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// Passes the [`crate::faults`] point `point`.
+fn fault(point: &'static str) -> Result<()> {
+    crate::faults::hit(point).map_err(|source| Error::Fault { point, source })
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -198,6 +208,7 @@ impl Table {
             return Ok(None);
         }
         let files = removes.len();
+        fault("retention.commit")?;
         let operation = DeltaOperation::Delete {
             predicate: Some(format!(
                 "partitions ending before {cutoff_ns} ns (retention)"
@@ -210,6 +221,7 @@ impl Table {
             .map_err(|e| self.err(e))?;
         let version = finalized.version() as i64;
         table.state = Some(finalized.snapshot());
+        fault("retention.committed")?;
         Ok(Some((version, files)))
     }
 
@@ -277,6 +289,7 @@ impl Table {
     /// `grace`; returns the table version afterwards and the files deleted.
     pub async fn vacuum(&self, grace: Duration) -> Result<(Option<i64>, usize)> {
         let mut table = self.table.lock().await;
+        fault("vacuum")?;
         let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
         let (vacuumed, metrics) = table
             .clone()

@@ -6,6 +6,7 @@ mod bad_input;
 mod browser;
 mod compaction;
 mod crash;
+mod crash_points;
 mod disk_full;
 mod isolation;
 mod jaeger;

@@ -207,6 +207,31 @@ impl TestServer {
         self.child.as_ref().unwrap().id()
     }
 
+    /// The server's exit status if it has exited by itself.
+    pub(crate) fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().unwrap()?;
+        self.child.take().unwrap().kill();
+        Some(status)
+    }
+
+    /// Waits up to `limit` for the server to exit by itself (a fault point
+    /// aborted it); its exit status.
+    pub(crate) async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            let child = self.child.as_mut().expect("the server is running");
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child.take().unwrap().kill();
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGKILL: no chance to flush.
     pub(crate) fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
