@@ -274,12 +274,14 @@ mod tests {
     fn failed_flush_restores_rows_in_order() {
         let buffer = Buffer::new(None, Arc::new(Metrics::default()));
         buffer.insert(1, &spans_at(&[HOUR_NS]));
+        std::thread::sleep(Duration::from_millis(200));
         let _ = buffer.take().unwrap();
+        // Fresh rows arrive while the flush runs, then the flush fails.
         buffer.insert(2, &spans_at(&[HOUR_NS + 1, HOUR_NS + 2]));
-        std::thread::sleep(Duration::from_millis(20));
         buffer.restore();
-        // Restored rows keep the age they had when the flush took them.
-        assert!(buffer.due(Duration::from_millis(20), usize::MAX));
+        // Restored rows keep the age they had when the flush took them: the
+        // buffer is due by their age, not by the fresh rows' (~0 ms).
+        assert!(buffer.due(Duration::from_millis(150), usize::MAX));
         let flush = buffer.take().unwrap();
         assert_eq!(flush.rows, 3);
         assert_eq!(flush.upto_seq, 2);

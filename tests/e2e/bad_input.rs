@@ -260,6 +260,14 @@ async fn grpc_rejects_bad_spans_individually_and_oversize_messages() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    // Too large is not overload: exporters retry RESOURCE_EXHAUSTED only
+    // with RetryInfo, and sending the same message again cannot succeed.
+    assert!(
+        tonic_types::StatusExt::get_error_details(&err)
+            .retry_info()
+            .is_none(),
+        "an oversize message must not invite a retry"
+    );
     assert!(
         client
             .export(request("grpc", vec![span(5, 4)]))

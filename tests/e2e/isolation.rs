@@ -12,7 +12,7 @@ use arrow_flight::{FlightDescriptor, Ticket};
 use futures::StreamExt as _;
 use prost::Message as _;
 
-use crate::server::TestServer;
+use crate::server::{TestServer, metric};
 use crate::spans::{request, span};
 
 /// Queries whose operators never return `Pending`: a cross join feeding
@@ -167,7 +167,7 @@ async fn runaway_queries_are_stopped_while_ingest_and_reads_keep_answering() {
         .sql("SELECT count(*) AS n FROM spans WHERE service_name = 'isolated'")
         .await;
     assert_eq!(rows[0]["n"], 1 + (next_span - 100), "{rows:?}");
-    let metrics = metrics_text(&server).await;
+    let metrics = server.metrics().await;
     assert!(
         metric(
             &metrics,
@@ -175,19 +175,6 @@ async fn runaway_queries_are_stopped_while_ingest_and_reads_keep_answering() {
         ) >= 4.0,
         "{metrics}"
     );
-}
-
-async fn metrics_text(server: &TestServer) -> String {
-    let (status, body) = server.get("/metrics").await;
-    assert_eq!(status, 200);
-    body.as_str().unwrap().to_string()
-}
-
-/// The value of the sample named exactly `name` (with its labels).
-pub(crate) fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,7 +239,7 @@ async fn admission_refuses_beyond_the_queue_and_keeps_a_slot_for_trace_reads() {
         let (status, body) = h.await.unwrap();
         assert!(status == 408 || status == 429, "{status} {body}");
     }
-    let metrics = metrics_text(&server).await;
+    let metrics = server.metrics().await;
     assert!(
         metric(
             &metrics,
@@ -285,7 +272,7 @@ async fn a_client_that_disconnects_stops_its_query() {
     assert!(cpu_seconds(pid) - before > 0.3, "the query never ran");
     let quiet = wait_quiet(pid, Duration::from_secs(6)).await;
     eprintln!("server CPU quiet {quiet:?} after the client left");
-    let metrics = metrics_text(&server).await;
+    let metrics = server.metrics().await;
     assert_eq!(
         metric(
             &metrics,

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::server::{TestServer, fixtures, python_with};
+use crate::server::{TestServer, fixtures, metric, python_with};
 use crate::spans::{kv, now_nanos, request, span};
 
 async fn post_otlp_json(server: &TestServer, body: Vec<u8>) {
@@ -536,8 +536,14 @@ async fn jaeger_thrift_bad_input_is_refused() {
             .text()
             .await
             .unwrap();
-        counted = metrics.contains("tracelake_request_errors_total{protocol=\"jaeger_thrift_compact\",reason=\"bad_thrift\"} 1")
-            && metrics.contains("tracelake_request_errors_total{protocol=\"jaeger_thrift_binary\",reason=\"bad_thrift\"} 1");
+        counted = metric(
+            &metrics,
+            "tracelake_request_errors_total{protocol=\"jaeger_thrift_compact\",reason=\"bad_thrift\"}",
+        ) == 1.0
+            && metric(
+                &metrics,
+                "tracelake_request_errors_total{protocol=\"jaeger_thrift_binary\",reason=\"bad_thrift\"}",
+            ) == 1.0;
         if counted {
             break;
         }

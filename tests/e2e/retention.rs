@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::server::TestServer;
+use crate::server::{TestServer, metric};
 use crate::spans::{now_nanos, request, span};
 
 fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -72,8 +72,8 @@ async fn expired_partitions_leave_the_table_and_storage() {
             .unwrap();
         if rows == vec![serde_json::json!({"service_name": "kept", "n": 5})]
             && old_files.is_empty()
-            && metrics.contains("tracelake_files_expired_total 1")
-            && metrics.contains("tracelake_files_vacuumed_total 1")
+            && metric(&metrics, "tracelake_files_expired_total") == 1.0
+            && metric(&metrics, "tracelake_files_vacuumed_total") == 1.0
         {
             break;
         }

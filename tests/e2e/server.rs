@@ -46,6 +46,14 @@ pub(crate) fn python_with(imports: &str, packages: &str) -> Option<String> {
     None
 }
 
+/// The value of the sample named exactly `name` (labels included) in a
+/// Prometheus text exposition; 0 when absent.
+pub(crate) fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub(crate) struct TestServer {
     /// The server in a process group of its own; killed with the group
     /// when dropped (the test ends, passed or failed).
@@ -230,6 +238,13 @@ impl TestServer {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// `/metrics` as text.
+    pub(crate) async fn metrics(&self) -> String {
+        let (status, body) = self.get("/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        body.as_str().unwrap().to_string()
     }
 
     /// SIGKILL: no chance to flush.

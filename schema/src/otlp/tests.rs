@@ -307,12 +307,21 @@ fn top_level_nan_round_trips() {
 #[test]
 fn promoted_columns_and_partition_are_filled() {
     let mut builder = SpansBuilder::default();
+    // A second span at 13:55 of the same day, in another hour partition.
+    let mut later = simple_span(vec![1; 16], vec![3; 8]);
+    later.start_time_unix_nano += (13 * 60 + 55) * 60_000_000_000;
+    later.end_time_unix_nano += (13 * 60 + 55) * 60_000_000_000;
     builder.append_request(
-        &request_of(vec![simple_span(vec![1; 16], vec![2; 8])]),
+        &request_of(vec![simple_span(vec![1; 16], vec![2; 8]), later]),
         &Acceptance::ANY_TIME,
     );
     let batch = builder.finish();
     let col = |name| batch.column_by_name(name).unwrap();
+    let day = (DAY_START / 86_400_000_000_000) as i32;
+    let dates = col(spans::DATE).as_primitive::<arrow_array::types::Date32Type>();
+    let hours = col(spans::HOUR).as_primitive::<arrow_array::types::Int32Type>();
+    assert_eq!((dates.value(0), hours.value(0)), (day, 0));
+    assert_eq!((dates.value(1), hours.value(1)), (day, 13));
     // The current semantic-convention key wins over the old one.
     assert_eq!(
         col("http_request_method").as_string::<i32>().value(0),
