@@ -95,7 +95,8 @@ settings! {
     /// [default: the number of CPUs]
     query_threads: usize, env = "TRACELAKE_QUERY_THREADS";
     /// Nice value of the query threads, so that ingest wins the CPU when
-    /// both want it; 0 keeps the server's priority [default: 10]
+    /// both want it (interactive reads run at half of it); 0 keeps the
+    /// server's priority [default: 10]
     query_nice: i32, env = "TRACELAKE_QUERY_NICE";
     /// Query requests that run at once [default: 4]
     query_max_concurrent: usize, env = "TRACELAKE_QUERY_MAX_CONCURRENT";

@@ -55,8 +55,9 @@ use crate::engine::QueryError;
 pub struct ExecutorConfig {
     /// Worker threads of the query runtime.
     pub threads: usize,
-    /// Nice value of those threads (0 = the server's; 19 = lowest), so that
-    /// ingest wins the CPU when both want it.
+    /// Nice value of the heavy queries' threads (0 = the server's; 19 =
+    /// lowest), so that ingest wins the CPU when both want it; interactive
+    /// reads run at half of it.
     pub nice: i32,
     /// Requests running at once.
     pub max_concurrent: usize,
@@ -255,13 +256,14 @@ impl Executor {
         let thread_name = format!("tl-query{suffix}");
         let threads = config.threads.max(1);
         let heavy = runtime(&thread_name, threads, config.nice)?;
-        // Interactive reads get threads of their own: the OS shares the CPU
-        // between them and the heavy queries' threads, so a trace lookup
-        // never waits behind a saturated heavy runtime's task queue.
+        // Interactive reads get threads of their own, at half the nice
+        // value: the OS gives them a larger share of the CPU than the heavy
+        // queries' threads, and a trace lookup never waits behind a
+        // saturated heavy runtime's task queue.
         let interactive = runtime(
             &format!("tl-qint{suffix}"),
             threads.div_ceil(2),
-            config.nice,
+            config.nice / 2,
         )?;
         let reserved = config
             .reserved_interactive

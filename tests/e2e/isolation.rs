@@ -118,8 +118,10 @@ async fn runaway_queries_are_stopped_while_ingest_and_reads_keep_answering() {
     let mut next_span = 100;
     while started.elapsed() < Duration::from_millis(2700) {
         let t = Instant::now();
-        let ready = client.get(server.url("/ready")).send().await.unwrap();
-        assert_eq!(ready.status(), 200);
+        for path in ["/ready", "/health", "/metrics"] {
+            let r = client.get(server.url(path)).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+        }
         let (status, body) = server
             .get(&format!(
                 "/api/v1/traces/{}",
@@ -136,7 +138,7 @@ async fn runaway_queries_are_stopped_while_ingest_and_reads_keep_answering() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!(
-        "{probes} rounds of /ready + trace by id + ingest during the runaways; slowest {worst:?}"
+        "{probes} rounds of /ready, /health, /metrics, trace by id and ingest during the runaways; slowest {worst:?}"
     );
     assert!(probes >= 3, "only {probes} probe rounds");
     assert!(
