@@ -57,9 +57,14 @@ async fn closed_hours_are_compacted_into_disjoint_files_and_lookups_touch_one() 
         ],
     )
     .await;
-    let hours_ago = |hours: u64, mut s: opentelemetry_proto::tonic::trace::v1::Span| {
-        s.start_time_unix_nano -= hours * HOUR_NS;
-        s.end_time_unix_nano -= hours * HOUR_NS;
+    // Half past the hour, `hours` hours before the start of the hour the
+    // test began in: fixed for the whole test, so a clock hour turning
+    // during the setup cannot split a round over two partitions.
+    let anchor = crate::spans::now_nanos() / HOUR_NS * HOUR_NS + HOUR_NS / 2;
+    let hours_ago = move |hours: u64, mut s: opentelemetry_proto::tonic::trace::v1::Span| {
+        let duration = s.end_time_unix_nano - s.start_time_unix_nano;
+        s.start_time_unix_nano = anchor - hours * HOUR_NS;
+        s.end_time_unix_nano = s.start_time_unix_nano + duration;
         s
     };
     // Six flushes' worth of traces in two closed hours, each its own file.

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message as _;
-use rand::Rng as _;
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
 
 use crate::server::TestServer;
 use crate::spans::{request, span};
@@ -68,12 +69,20 @@ async fn acknowledged_spans_survive_sigkill_exactly_once() {
     ];
     let mut all_acked: HashSet<u64> = HashSet::new();
     let mut next_id = 1;
-    let mut rng = rand::rng();
+    // Seeded (TRACELAKE_TEST_SEED repeats a run); the seed and every kill
+    // delay are printed, so a failure says where its kills landed.
+    let seed = std::env::var("TRACELAKE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("crash test seed {seed} (TRACELAKE_TEST_SEED={seed} repeats it)");
+    let mut rng = StdRng::seed_from_u64(seed);
     for round in 0..5 {
         let mut server = TestServer::start(dir.path(), &args).await;
         let acked = Arc::new(AckLog::default());
         let client = tokio::spawn(stream(server.otlp_url(), next_id, Arc::clone(&acked)));
         let delay = rng.random_range(300..2500);
+        eprintln!("round {round}: kill -9 after {delay} ms");
         tokio::time::sleep(Duration::from_millis(delay)).await;
         server.kill9();
         next_id = client.await.unwrap();
