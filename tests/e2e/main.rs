@@ -8,6 +8,7 @@ mod compaction;
 mod crash;
 mod crash_points;
 mod disk_full;
+mod encodings;
 mod isolation;
 mod jaeger;
 mod load;

@@ -65,22 +65,30 @@ pub fn router(ingest: Arc<Ingest>, max_message_bytes: usize) -> axum::Router {
         ))
 }
 
-/// tonic reports a message over the decoding limit as `OUT_OF_RANGE`, which
-/// OTLP exporters retry forever; OTLP wants a non-retryable
-/// `RESOURCE_EXHAUSTED`. Our service never returns `OUT_OF_RANGE` itself, so
-/// every such status comes from that limit.
+/// tonic's codec answers in ways OTLP exporters misread, fixed here:
+/// a message over the decoding limit is `OUT_OF_RANGE`, which exporters
+/// retry forever, and OTLP wants a non-retryable `RESOURCE_EXHAUSTED` (our
+/// service never returns `OUT_OF_RANGE` itself, so every such status comes
+/// from that limit); a message that does not decode is `INTERNAL`, a server
+/// fault, where it is the client's bad input: `INVALID_ARGUMENT`.
 async fn oversize_is_resource_exhausted(
     mut response: axum::response::Response,
 ) -> axum::response::Response {
     let headers = response.headers_mut();
-    if headers
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == b"11")
-    {
-        headers.insert(
-            "grpc-status",
-            axum::http::HeaderValue::from(Code::ResourceExhausted as i32),
-        );
+    let status = headers.get("grpc-status").map(|v| v.as_bytes().to_vec());
+    let undecodable = || {
+        headers.get("grpc-message").is_some_and(|m| {
+            let m = m.as_bytes();
+            m.starts_with(b"failed to decode") || m.starts_with(b"failed%20to%20decode")
+        })
+    };
+    let code = match status.as_deref() {
+        Some(b"11") => Some(Code::ResourceExhausted),
+        Some(b"13") if undecodable() => Some(Code::InvalidArgument),
+        _ => None,
+    };
+    if let Some(code) = code {
+        headers.insert("grpc-status", axum::http::HeaderValue::from(code as i32));
     }
     response
 }
