@@ -14,6 +14,7 @@ mod jaeger;
 mod load;
 mod otlp_clients;
 mod procs;
+mod refusals;
 mod retention;
 mod server;
 mod spans;
