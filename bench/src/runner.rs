@@ -274,7 +274,7 @@ pub const SQL_SUITE: &[(&str, &str)] = &[
     ),
 ];
 
-/// The DuckDB side, run by `python3`.
+/// The DuckDB side, run by `python3` (or `TRACELAKE_PYTHON`).
 const DUCKDB_SCRIPT: &str = include_str!("../duckdb_suite.py");
 
 fn now_ns() -> u64 {
@@ -699,12 +699,12 @@ fn duckdb_suite(
         json!({ "files": paths, "queries": queries, "repeat": repeat, "threads": threads })
             .to_string(),
     )?;
-    let out = Command::new("python3")
+    let out = Command::new(python())
         .arg(&script)
         .arg(&input)
         .stderr(Stdio::inherit())
         .output()
-        .context("cannot run python3")?;
+        .with_context(|| format!("cannot run {}", python()))?;
     if !out.status.success() {
         bail!("the DuckDB suite failed ({})", out.status);
     }
@@ -715,38 +715,29 @@ fn duckdb_suite(
         .context("DuckDB suite output is not an object")
 }
 
-/// Installs the `duckdb` Python package (and `pytz`, which it needs for
-/// time zone-aware results) when missing.
+/// The Python interpreter that runs the DuckDB side: `TRACELAKE_PYTHON`,
+/// else `python3`.
+fn python() -> String {
+    std::env::var("TRACELAKE_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Checks that the interpreter has the `duckdb` package (and `pytz`, which
+/// it needs for time zone-aware results). Nothing is installed from here:
+/// a benchmark run changes no environment.
 fn ensure_duckdb() -> anyhow::Result<()> {
-    let present = |_: ()| {
-        Command::new("python3")
-            .args(["-c", "import duckdb, pytz"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if present(()) {
+    let python = python();
+    let present = Command::new(&python)
+        .args(["-c", "import duckdb, pytz"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if present {
         return Ok(());
     }
-    eprintln!("[bench] installing the duckdb Python package");
-    for extra in [&[][..], &["--break-system-packages"][..]] {
-        let _ = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            // DuckDB returns time zone-aware timestamps through pytz.
-            .args(["duckdb", "pytz"])
-            .args(extra)
-            .status();
-        if present(()) {
-            return Ok(());
-        }
-    }
-    bail!("the duckdb Python package is not installed and pip could not install it")
+    bail!(
+        "{python} cannot import duckdb and pytz, the SQL baseline: install them \
+         (python3 -m pip install duckdb pytz) or name another interpreter in TRACELAKE_PYTHON"
+    )
 }
 
 /// A human summary of a report.
