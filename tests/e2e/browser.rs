@@ -39,8 +39,14 @@ struct Browser {
     _profile: tempfile::TempDir,
 }
 
+/// The screenshot folder, emptied once per test run so that pictures of an
+/// earlier run never stand in for a browser test that did not run.
 fn screenshots() -> PathBuf {
+    static CLEARED: std::sync::Once = std::sync::Once::new();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    CLEARED.call_once(|| {
+        let _ = std::fs::remove_dir_all(&dir);
+    });
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
