@@ -743,7 +743,11 @@ async fn flight_sql_answers_an_adbc_client() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), &["--query-max-rows", "1000"]).await;
+    let server = TestServer::start(
+        dir.path(),
+        &["--query-max-rows", "1000", "--query-timeout", "3s"],
+    )
+    .await;
     for r in workload(20) {
         server.export(&r).await;
     }
@@ -774,6 +778,14 @@ async fn flight_sql_answers_an_adbc_client() {
         .sql("SELECT count(*) AS n FROM spans WHERE status_code = 'ERROR'")
         .await;
     assert_eq!(out["errors"], errors[0]["n"]);
+    // The prepared-statement path stops a runaway at the limit, too.
+    let runaway = &out["runaway"];
+    let error = runaway["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("DeadlineExceeded") && error.contains("time limit of 3s"),
+        "{runaway}"
+    );
+    assert!(runaway["seconds"].as_f64().unwrap() < 8.0, "{runaway}");
     let refused = out["refused"].as_str().unwrap_or_default();
     assert!(
         refused.contains("INVALID_ARGUMENT") && refused.contains("DDL"),

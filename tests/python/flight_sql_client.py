@@ -6,6 +6,7 @@ Prints one JSON object with what the test checks; exits non-zero on failure.
 
 import json
 import sys
+import time
 
 import adbc_driver_flightsql.dbapi as flight_sql
 
@@ -25,6 +26,19 @@ with flight_sql.connect(uri) as conn:
         cur.adbc_prepare("SELECT count(*) AS n FROM spans WHERE status_code = 'ERROR'")
         cur.execute("SELECT count(*) AS n FROM spans WHERE status_code = 'ERROR'")
         out["errors"] = cur.fetchone()[0]
+
+        # A query whose operators never yield, through ADBC (which prepares
+        # every statement): stopped at the server's time limit.
+        started = time.monotonic()
+        try:
+            cur.execute(
+                "SELECT count(*) FROM generate_series(1, 100000000) a, "
+                "generate_series(1, 100000000) b"
+            )
+            cur.fetchall()
+            out["runaway"] = None
+        except Exception as e:
+            out["runaway"] = {"error": str(e), "seconds": time.monotonic() - started}
 
         try:
             cur.execute("DROP TABLE spans")
