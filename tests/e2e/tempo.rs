@@ -122,15 +122,34 @@ fn spans_of(resource_spans: &[ResourceSpans]) -> Vec<Span> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_reads_back_identically_through_every_api() {
     let data = tempfile::tempdir().unwrap();
-    let server = TestServer::start(data.path(), &[]).await;
+    let mut server = TestServer::start(data.path(), &[]).await;
     let sent = sample();
     server.export(&request("cart", sent.clone())).await;
-    let id = format!("{TRACE:032x}");
+    // From the buffer (nothing is committed yet)...
+    assert_eq!(committed_rows(&server).await, 0);
+    read_back_everywhere(&server, &sent).await;
+    // ...and from Parquet: SIGTERM commits the buffer before exit (the rows
+    // are in the table, not left for the WAL to replay), and after a
+    // restart every API reads the files.
+    server.terminate();
+    let server = TestServer::start(data.path(), &[]).await;
+    assert_eq!(committed_rows(&server).await, sent.len() as u64);
+    read_back_everywhere(&server, &sent).await;
+}
 
+async fn committed_rows(server: &TestServer) -> u64 {
+    let (status, body) = server.get("/api/v1/storage").await;
+    assert_eq!(status, 200, "{body}");
+    body["rows"].as_u64().unwrap()
+}
+
+/// The trace `sent` through the Tempo, native, Jaeger and Zipkin APIs.
+async fn read_back_everywhere(server: &TestServer, sent: &[Span]) {
+    let id = format!("{TRACE:032x}");
     // Tempo, as Grafana asks: protobuf TraceByIDResponse, decoded with the
     // tempopb definitions, holds exactly the spans sent.
     let (status, body) = get_raw(
-        &server,
+        server,
         &format!("/tempo/api/v2/traces/{id}"),
         "application/protobuf",
     )
@@ -142,7 +161,7 @@ async fn one_trace_reads_back_identically_through_every_api() {
     assert_eq!(spans_of(&trace.resource_spans), sent);
     // Grafana's fallback: v1, `tempopb.Trace`; short (zero-trimmed) ids.
     let (status, body) = get_raw(
-        &server,
+        server,
         &format!("/tempo/api/traces/{}", id.trim_start_matches('0')),
         "application/protobuf",
     )
@@ -153,7 +172,7 @@ async fn one_trace_reads_back_identically_through_every_api() {
         sent
     );
     let (status, _) = get_raw(
-        &server,
+        server,
         "/tempo/api/v2/traces/0000000000000000000000000000abcd",
         "application/protobuf",
     )
