@@ -69,6 +69,39 @@ pub(crate) struct TestServer {
     client: reqwest::Client,
 }
 
+/// Whether process `pid` holds the TCP socket listening on `port`: its
+/// inode in `/proc/<pid>/net/tcp` is one of the process's descriptors.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let sockets: std::collections::HashSet<String> = fds
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            Some(
+                link.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    ["tcp", "tcp6"].iter().any(|table| {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{table}"))
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                f.len() > 9
+                    && f[3] == "0A"
+                    && f[1].rsplit(':').next() == Some(&format!("{port:04X}"))
+                    && sockets.contains(f[9])
+            })
+    })
+}
+
 fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
@@ -143,18 +176,21 @@ impl TestServer {
     }
 
     /// True once the server answers `/ready`; false if it exited first.
+    /// A `/ready` from another process that took the port first does not
+    /// count: the answer must come from a socket our child holds.
     async fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = self.client.get(self.url("/ready")).send().await
-                && r.status().is_success()
-            {
-                return true;
-            }
             if let Some(child) = self.child.as_mut()
                 && child.try_wait().unwrap().is_some()
             {
                 return false;
+            }
+            if let Ok(r) = self.client.get(self.url("/ready")).send().await
+                && r.status().is_success()
+                && listens_on(self.pid(), self.http.port())
+            {
+                return true;
             }
             assert!(Instant::now() < deadline, "server not ready within 60 s");
             tokio::time::sleep(Duration::from_millis(50)).await;
