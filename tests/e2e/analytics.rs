@@ -258,6 +258,52 @@ async fn search_all(server: &TestServer, query: &str, limit: usize) -> Vec<Value
     }
 }
 
+/// A span as the test sent it: the oracle for RED and dependencies, taken
+/// from the generated requests rather than from our own SQL.
+struct SentSpan {
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+    parent_span_id: Vec<u8>,
+    service: String,
+    name: String,
+    kind: i32,
+    duration_ns: u64,
+    error: bool,
+    peer_service: Option<String>,
+}
+
+fn sent_spans(requests: &[ExportTraceServiceRequest]) -> Vec<SentSpan> {
+    let text = |attrs: &[KeyValue], key: &str| {
+        attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
+            match kv.value.as_ref()?.value.as_ref()? {
+                Any::StringValue(s) => Some(s.clone()),
+                _ => None,
+            }
+        })
+    };
+    let mut out = Vec::new();
+    for r in requests {
+        for rs in &r.resource_spans {
+            let attrs = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+            let service = text(attrs, "service.name").unwrap();
+            for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                out.push(SentSpan {
+                    trace_id: span.trace_id.clone(),
+                    span_id: span.span_id.clone(),
+                    parent_span_id: span.parent_span_id.clone(),
+                    service: service.clone(),
+                    name: span.name.clone(),
+                    kind: span.kind,
+                    duration_ns: span.end_time_unix_nano - span.start_time_unix_nano,
+                    error: span.status.as_ref().is_some_and(|s| s.code == 2),
+                    peer_service: text(&span.attributes, "peer.service"),
+                });
+            }
+        }
+    }
+    out
+}
+
 async fn sql_set(server: &TestServer, where_: &str) -> BTreeSet<String> {
     let rows = server
         .sql(&format!(
@@ -386,27 +432,25 @@ async fn analytics_match_sql_over_a_generated_workload() {
     let (status, body) = server.get("/api/v1/dependencies").await;
     assert_eq!(status, 200, "{body}");
     let edges = body["edges"].as_array().unwrap();
-    let calls = server
-        .sql(
-            "SELECT p.service_name AS parent, c.service_name AS child, c.duration_ns AS d, \
-               c.status_code = 'ERROR' AS e \
-             FROM spans c JOIN spans p ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id \
-             WHERE c.service_name <> p.service_name \
-             UNION ALL \
-             SELECT service_name, span_attributes['peer.service'], duration_ns, status_code = 'ERROR' \
-             FROM spans WHERE span_attributes['peer.service'] = 'postgres'",
-        )
-        .await;
+    // The expected edges come from the spans as sent, not from our SQL.
+    let sent = sent_spans(&requests);
+    let by_id: std::collections::HashMap<(&[u8], &[u8]), &SentSpan> = sent
+        .iter()
+        .map(|s| ((s.trace_id.as_slice(), s.span_id.as_slice()), s))
+        .collect();
     let mut expected: BTreeMap<(String, String), (Vec<f64>, i64)> = BTreeMap::new();
-    for r in &calls {
-        let e = expected
-            .entry((
-                r["parent"].as_str().unwrap().into(),
-                r["child"].as_str().unwrap().into(),
-            ))
-            .or_default();
-        e.0.push(r["d"].as_f64().unwrap());
-        e.1 += i64::from(r["e"].as_bool().unwrap());
+    for c in &sent {
+        let edge = match by_id.get(&(c.trace_id.as_slice(), c.parent_span_id.as_slice())) {
+            Some(p) if p.service != c.service => Some((p.service.clone(), c.service.clone())),
+            _ => None,
+        };
+        let uninstrumented = (c.peer_service.as_deref() == Some("postgres"))
+            .then(|| (c.service.clone(), "postgres".to_string()));
+        for key in edge.into_iter().chain(uninstrumented) {
+            let e = expected.entry(key).or_default();
+            e.0.push(c.duration_ns as f64);
+            e.1 += i64::from(c.error);
+        }
     }
     assert_eq!(edges.len(), expected.len(), "{edges:?}");
     for edge in edges {
@@ -432,19 +476,15 @@ async fn analytics_match_sql_over_a_generated_workload() {
     // operation, against the raw rows.
     let (status, red) = server.get("/api/v1/metrics/red?step=5m").await;
     assert_eq!(status, 200, "{red}");
-    let rows = server
-        .sql(
-            "SELECT service_name AS s, name AS n, duration_ns AS d, status_code = 'ERROR' AS e \
-             FROM spans WHERE kind IN ('SERVER', 'CONSUMER')",
-        )
-        .await;
+    // Server (2) and consumer (5) spans as sent.
+    let rows: Vec<&SentSpan> = sent.iter().filter(|s| s.kind == 2 || s.kind == 5).collect();
     for svc in red["services"].as_array().unwrap() {
         let name = svc["name"].as_str().unwrap();
-        let mine: Vec<_> = rows.iter().filter(|r| r["s"] == name).collect();
+        let mine: Vec<_> = rows.iter().filter(|r| r.service == name).collect();
         assert_eq!(svc["requests"], mine.len(), "{name}");
-        let errors = mine.iter().filter(|r| r["e"] == true).count();
+        let errors = mine.iter().filter(|r| r.error).count();
         assert_eq!(svc["errors"], errors, "{name}");
-        let durations: Vec<f64> = mine.iter().map(|r| r["d"].as_f64().unwrap()).collect();
+        let durations: Vec<f64> = mine.iter().map(|r| r.duration_ns as f64).collect();
         assert!(close(
             svc["p99Ns"].as_f64().unwrap(),
             percentile(durations.clone(), 0.99)
@@ -462,7 +502,7 @@ async fn analytics_match_sql_over_a_generated_workload() {
         assert_eq!(in_buckets as usize, mine.len());
         for op in svc["operations"].as_array().unwrap() {
             let op_name = op["name"].as_str().unwrap();
-            let n = mine.iter().filter(|r| r["n"] == op_name).count();
+            let n = mine.iter().filter(|r| r.name == op_name).count();
             assert_eq!(op["requests"], n, "{name} {op_name}");
         }
     }
