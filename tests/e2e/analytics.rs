@@ -500,6 +500,32 @@ async fn analytics_match_sql_over_a_generated_workload() {
         assert_eq!(edge["uninstrumented"], key.1 == "postgres", "{key:?}");
     }
 
+    // Jaeger's /api/dependencies (what Jaeger UI's system architecture view
+    // and Grafana's node graph read): the same edges and call counts.
+    let (status, jaeger) = server
+        .get("/jaeger/api/dependencies?lookback=86400000")
+        .await;
+    assert_eq!(status, 200, "{jaeger}");
+    let links: BTreeMap<(String, String), u64> = jaeger["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                (
+                    l["parent"].as_str().unwrap().to_string(),
+                    l["child"].as_str().unwrap().to_string(),
+                ),
+                l["callCount"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want: BTreeMap<(String, String), u64> = expected
+        .iter()
+        .map(|(k, (d, _))| (k.clone(), d.len() as u64))
+        .collect();
+    assert_eq!(links, want);
+
     // RED metrics for the server and consumer spans, per service and
     // operation, against the raw rows.
     let (status, red) = server.get("/api/v1/metrics/red?step=5m").await;
