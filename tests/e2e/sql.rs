@@ -122,3 +122,53 @@ fn arrow_ipc_rows(bytes: &[u8]) -> usize {
     let reader = arrow_ipc::reader::StreamReader::try_new(bytes, None).unwrap();
     reader.map(|b| b.unwrap().num_rows()).sum()
 }
+
+/// A trace of 30,200 spans (a root, 299 children, 100 grandchildren each)
+/// through the native and Jaeger APIs, without a browser: every span once,
+/// in tree order, from the buffer and from Parquet after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thirty_thousand_span_trace_reads_back_whole_through_the_apis() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start(dir.path(), &[]).await;
+    let trace: u128 = 0x3000_0000_0000_0000_0000_0000_0000_0001;
+    let mut spans = vec![span(trace, 1)];
+    for child in 0..299u64 {
+        let child_id = 2 + child * 101;
+        let mut c = span(trace, child_id);
+        c.parent_span_id = 1u64.to_be_bytes().to_vec();
+        spans.push(c);
+        for g in 1..=100u64 {
+            let mut s = span(trace, child_id + g);
+            s.parent_span_id = child_id.to_be_bytes().to_vec();
+            spans.push(s);
+        }
+    }
+    let n = spans.len();
+    assert_eq!(n, 30_200);
+    server.export(&request("big", spans)).await;
+    let id = format!("{trace:032x}");
+    for phase in ["buffer", "parquet"] {
+        let (status, body) = server.get(&format!("/api/v1/traces/{id}")).await;
+        assert_eq!(status, 200, "{phase}");
+        let spans = body["spans"].as_array().unwrap();
+        assert_eq!(spans.len(), n, "{phase}");
+        assert_eq!(
+            spans[0]["spanId"], "0000000000000001",
+            "{phase}: root first"
+        );
+        assert_eq!(spans[0]["depth"], 0);
+        assert_eq!(spans[1]["depth"], 1);
+        assert_eq!(spans[2]["depth"], 2);
+        let distinct: std::collections::HashSet<_> = spans
+            .iter()
+            .map(|s| s["spanId"].as_str().unwrap())
+            .collect();
+        assert_eq!(distinct.len(), n, "{phase}");
+        let (status, jaeger) = server.get(&format!("/jaeger/api/traces/{id}")).await;
+        assert_eq!(status, 200, "{phase}");
+        assert_eq!(jaeger["data"][0]["spans"].as_array().unwrap().len(), n);
+        // From Parquet next: SIGTERM commits, the restart reads the files.
+        server.terminate();
+        server = TestServer::start(dir.path(), &[]).await;
+    }
+}
