@@ -118,8 +118,17 @@ impl TestServer {
     /// process can take one first, so a server that exits while starting is
     /// started again on new ports.
     pub(crate) async fn start(data_dir: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(data_dir, args, &[]).await
+    }
+
+    /// [`TestServer::start`] with environment variables set for the server.
+    pub(crate) async fn start_with_env(
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
         for attempt in 1..=5 {
-            let mut server = Self::spawn(data_dir, args);
+            let mut server = Self::spawn(data_dir, args, envs);
             if server.wait_ready().await {
                 return server;
             }
@@ -130,7 +139,7 @@ impl TestServer {
         panic!("tracelake did not start in 5 attempts");
     }
 
-    fn spawn(data_dir: &Path, args: &[&str]) -> Self {
+    fn spawn(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let (grpc, otlp_http, http, flight_sql, zipkin, jaeger_http) = (
             free_port(),
             free_port(),
@@ -155,6 +164,7 @@ impl TestServer {
                 .args(["--jaeger-binary-listen", &jaeger_binary.to_string()])
                 .args(args)
                 .env("TRACELAKE_LOG", "warn,tracelake_collector=info")
+                .envs(envs.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit()),

@@ -172,3 +172,33 @@ async fn a_thirty_thousand_span_trace_reads_back_whole_through_the_apis() {
         server = TestServer::start(dir.path(), &[]).await;
     }
 }
+
+/// Settings: a flag beats the environment, the environment beats the file,
+/// the file beats the default (here, the SQL row cap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_beat_environment_beats_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tracelake.toml");
+    std::fs::write(&config, "query_max_rows = 7\n").unwrap();
+    let config = config.to_str().unwrap();
+    let cap = |server: TestServer| async move {
+        let (status, body) = server
+            .sql_response("SELECT value FROM generate_series(1, 100)")
+            .await;
+        assert_eq!(status, 400, "{body}");
+        let message = body["error"].as_str().unwrap().to_string();
+        message
+            .split_whitespace()
+            .find_map(|w| w.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no row cap in {message:?}"))
+    };
+    let data = dir.path().join("data");
+    let file_only = TestServer::start(&data, &["--config", config]).await;
+    assert_eq!(cap(file_only).await, 7);
+    let env = [("TRACELAKE_QUERY_MAX_ROWS", "5")];
+    let env_over_file = TestServer::start_with_env(&data, &["--config", config], &env).await;
+    assert_eq!(cap(env_over_file).await, 5);
+    let args = ["--config", config, "--query-max-rows", "3"];
+    let flag_over_env = TestServer::start_with_env(&data, &args, &env).await;
+    assert_eq!(cap(flag_over_env).await, 3);
+}
