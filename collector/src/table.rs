@@ -119,7 +119,7 @@ impl Table {
             if found.as_deref() != Some(SCHEMA_VERSION.to_string().as_str()) {
                 return Err(Error::Schema(format!(
                     "{url} holds spans schema version {}, this build writes version \
-                     {SCHEMA_VERSION}; use a new data directory (or --table-url)",
+                     {SCHEMA_VERSION}; use a new data directory (or --storage-url)",
                     found.as_deref().unwrap_or("(none)")
                 )));
             }
@@ -327,4 +327,47 @@ fn partition_end_ns(values: &HashMap<String, Option<String>>) -> Option<i64> {
     let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
     let start = day.and_hms_opt(hour, 0, 0)?.and_utc();
     (start + chrono::Duration::hours(1)).timestamp_nanos_opt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_table_of_another_schema_version_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap();
+        // A table as an older build would have made it: schema version 1.
+        let schema: StructType = spans_schema().as_ref().try_into_kernel().unwrap();
+        deltalake::DeltaTableBuilder::from_url(url.clone())
+            .unwrap()
+            .build()
+            .unwrap()
+            .create()
+            .with_columns(schema.fields().cloned())
+            .with_partition_columns(PARTITION_COLUMNS)
+            .with_configuration([(SCHEMA_VERSION_KEY, Some("1".to_string()))])
+            .with_raise_if_key_not_exists(false)
+            .await
+            .unwrap();
+        let err = Table::open_or_create(&url, Arc::new(Metrics::default()))
+            .await
+            .err()
+            .expect("a version-1 table must be refused");
+        let message = err.to_string();
+        assert!(
+            message.contains("schema version 1")
+                && message.contains(&format!("writes version {SCHEMA_VERSION}")),
+            "{message}"
+        );
+        // A table this build made opens.
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap();
+        Table::open_or_create(&url, Arc::new(Metrics::default()))
+            .await
+            .unwrap();
+        Table::open_or_create(&url, Arc::new(Metrics::default()))
+            .await
+            .unwrap();
+    }
 }
