@@ -192,6 +192,21 @@ async fn read_back_everywhere(server: &TestServer, sent: &[Span]) {
         json!({"code": "STATUS_CODE_ERROR", "message": "backend down"})
     );
 
+    // Tempo v1 JSON (older Grafana and tempo-cli): the same spans under
+    // `batches`.
+    let (status, v1) = server.get(&format!("/tempo/api/traces/{id}")).await;
+    assert_eq!(status, 200, "{v1}");
+    assert_eq!(
+        v1["batches"], json_trace["trace"]["resourceSpans"],
+        "v1 JSON holds what v2 JSON holds"
+    );
+    assert_eq!(
+        v1["batches"][0]["scopeSpans"][0]["spans"]
+            .as_array()
+            .map(Vec::len),
+        Some(sent.len())
+    );
+
     // Native.
     let (_, native) = server.get(&format!("/api/v1/traces/{id}")).await;
     let root = &native["spans"][0];
