@@ -28,7 +28,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -113,13 +113,13 @@ enum End {
     Cancelled = 2,
 }
 
-/// One request's deadline and cancel flag, shared by everything it runs.
+/// One request's deadline and how it ended, shared by everything it runs.
 #[derive(Debug)]
 pub struct Scope {
     deadline: Instant,
     timeout: Duration,
-    end: AtomicUsize,
-    cancelled: AtomicBool,
+    /// An [`End`]: running until the deadline passes or the client leaves.
+    end: AtomicU8,
 }
 
 tokio::task_local! {
@@ -131,8 +131,7 @@ impl Scope {
         Arc::new(Self {
             deadline: Instant::now() + timeout,
             timeout,
-            end: AtomicUsize::new(End::Running as usize),
-            cancelled: AtomicBool::new(false),
+            end: AtomicU8::new(End::Running as u8),
         })
     }
 
@@ -144,19 +143,19 @@ impl Scope {
             .unwrap_or_else(|_| Scope::new(timeout))
     }
 
+    /// Ends the scope, unless it has ended already (the first reason stays).
     fn end(&self, why: End) {
         let _ = self.end.compare_exchange(
-            End::Running as usize,
-            why as usize,
+            End::Running as u8,
+            why as u8,
             Ordering::SeqCst,
             Ordering::SeqCst,
         );
-        self.cancelled.store(true, Ordering::SeqCst);
     }
 
     /// `Ok` while the request may go on; the error to stop with otherwise.
     pub fn check(&self) -> Result<(), QueryError> {
-        if !self.cancelled.load(Ordering::Relaxed) {
+        if self.end.load(Ordering::Relaxed) == End::Running as u8 {
             if Instant::now() < self.deadline {
                 return Ok(());
             }
@@ -402,8 +401,8 @@ impl Executor {
                 self.config.max_concurrent, self.config.max_queued
             )));
         }
-        let queued = self.metrics.queued.get_or_create(label).clone();
-        queued.inc();
+        // Counted while waiting, also when the client leaves meanwhile.
+        let _waiting = Waiting::new(self.metrics.queued.get_or_create(label).clone());
         let wait = async {
             match class {
                 Class::Heavy => Arc::clone(&self.shared).acquire_owned().await,
@@ -414,7 +413,6 @@ impl Executor {
             }
         };
         let got = tokio::time::timeout_at(deadline.into(), wait).await;
-        queued.dec();
         match got {
             Ok(Ok(permit)) => Ok(Permit(permit)),
             Ok(Err(_closed)) => Err(QueryError::Internal("the query executor stopped".into())),
@@ -451,6 +449,22 @@ impl Drop for Executor {
 }
 
 struct Permit(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// A gauge raised for as long as it lives.
+struct Waiting(Gauge);
+
+impl Waiting {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 struct Leave<'a>(&'a AtomicUsize);
 
