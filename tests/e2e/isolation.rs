@@ -357,3 +357,51 @@ async fn every_port_names_what_it_does_not_serve() {
         assert!(body.contains(expected), "{method} {url}: {body}");
     }
 }
+
+/// The time limit holds on every query API, each answering in its own
+/// envelope: with a 1 ms limit every request is over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_query_api_answers_its_time_limit_in_its_own_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--query-timeout", "1ms"]).await;
+    server
+        .export(&request("limited", vec![span(0x77, 1), span(0x77, 2)]))
+        .await;
+    let id = format!("{:032x}", 0x77);
+    let paths = [
+        format!("/api/v1/traces/{id}"),
+        "/api/v1/services".to_string(),
+        "/api/v1/search?service=limited".to_string(),
+        "/api/v1/metrics/red".to_string(),
+        "/api/v1/dependencies".to_string(),
+        "/api/v1/breakdown?service=limited".to_string(),
+        format!("/jaeger/api/traces/{id}"),
+        "/jaeger/api/traces?service=limited".to_string(),
+        "/jaeger/api/v3/traces?query.service_name=limited&query.start_time_min=2020-01-01T00:00:00Z&query.start_time_max=2040-01-01T00:00:00Z".to_string(),
+        format!("/zipkin/api/v2/trace/{id}"),
+        "/zipkin/api/v2/traces?serviceName=limited".to_string(),
+        format!("/tempo/api/v2/traces/{id}"),
+        "/tempo/api/search?q=%7B%7D".to_string(),
+    ];
+    for path in paths {
+        let t = Instant::now();
+        let (status, body) = server.get(&path).await;
+        assert_eq!(status, 408, "{path}: {body}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{path}: {:?}",
+            t.elapsed()
+        );
+        let message = if path.starts_with("/jaeger/api/v3") {
+            body["error"]["message"].as_str()
+        } else if path.starts_with("/jaeger") {
+            body["errors"][0]["msg"].as_str()
+        } else if path.starts_with("/api/v1") {
+            body["error"].as_str()
+        } else {
+            body.as_str()
+        };
+        let message = message.unwrap_or_else(|| panic!("{path}: not its envelope: {body}"));
+        assert!(message.contains("time limit of 1ms"), "{path}: {message}");
+    }
+}
