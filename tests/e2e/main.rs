@@ -7,6 +7,7 @@ mod browser;
 mod compaction;
 mod crash;
 mod crash_points;
+mod delta_readers;
 mod disk_full;
 mod encodings;
 mod isolation;
