@@ -362,13 +362,35 @@ async fn every_port_names_what_it_does_not_serve() {
 /// envelope: with a 1 ms limit every request is over it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_query_api_answers_its_time_limit_in_its_own_envelope() {
+    limits_on_every_api(&["--query-timeout", "1ms"], 408, "time limit of 1ms", true).await;
+}
+
+/// The memory limit, likewise: with a pool of 1 KiB every query that
+/// aggregates or sorts is over it (trace by id reads its pages directly and
+/// needs no pool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_query_api_answers_its_memory_limit_in_its_own_envelope() {
+    limits_on_every_api(
+        &["--query-memory-limit-bytes", "1024"],
+        422,
+        "memory limit",
+        false,
+    )
+    .await;
+}
+
+async fn limits_on_every_api(args: &[&str], status_wanted: u16, says: &str, by_id_too: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), &["--query-timeout", "1ms"]).await;
+    let server = TestServer::start(dir.path(), args).await;
     server
         .export(&request("limited", vec![span(0x77, 1), span(0x77, 2)]))
         .await;
+    // A call into another service, so that dependencies join something.
+    let mut child = span(0x77, 3);
+    child.parent_span_id = 1u64.to_be_bytes().to_vec();
+    server.export(&request("limited-db", vec![child])).await;
     let id = format!("{:032x}", 0x77);
-    let paths = [
+    let mut paths = vec![
         format!("/api/v1/traces/{id}"),
         "/api/v1/services".to_string(),
         "/api/v1/search?service=limited".to_string(),
@@ -383,10 +405,13 @@ async fn every_query_api_answers_its_time_limit_in_its_own_envelope() {
         format!("/tempo/api/v2/traces/{id}"),
         "/tempo/api/search?q=%7B%7D".to_string(),
     ];
+    if !by_id_too {
+        paths.retain(|p| !p.contains(&id));
+    }
     for path in paths {
         let t = Instant::now();
         let (status, body) = server.get(&path).await;
-        assert_eq!(status, 408, "{path}: {body}");
+        assert_eq!(status, status_wanted, "{path}: {body}");
         assert!(
             t.elapsed() < Duration::from_secs(2),
             "{path}: {:?}",
@@ -402,6 +427,6 @@ async fn every_query_api_answers_its_time_limit_in_its_own_envelope() {
             body.as_str()
         };
         let message = message.unwrap_or_else(|| panic!("{path}: not its envelope: {body}"));
-        assert!(message.contains("time limit of 1ms"), "{path}: {message}");
+        assert!(message.contains(says), "{path}: {message}");
     }
 }
