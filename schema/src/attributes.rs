@@ -10,9 +10,11 @@
 //!   whose value is *not* a string, so the common all-string set costs an empty
 //!   map.
 //!
-//! Keys are expected to be unique within a set (the OTLP data model requires
-//! it); with duplicate keys all values are kept, but a non-string duplicate
-//! decodes with the type of the first occurrence.
+//! Keys are unique within a set, as the OTLP data model requires. A set that
+//! repeats a key (Jaeger tags may; fuzzing found such sets stored but then
+//! unreadable, each value decoded with the first one's type) keeps the last
+//! value of the key, where it first appeared — what the OpenTelemetry
+//! Collector's attribute maps do with a repeated `Put`.
 
 use std::fmt::Write as _;
 
@@ -99,8 +101,33 @@ impl AttributesBuilder {
         }
     }
 
-    /// Appends one row holding `attrs`.
+    /// Appends one row holding `attrs`, each key once.
     pub(crate) fn append(&mut self, attrs: &[KeyValue]) {
+        if has_repeated_key(attrs) {
+            return self.append_deduplicated(attrs);
+        }
+        self.append_unique(attrs.iter());
+    }
+
+    /// The slow path: the last value of each key, in the order keys first
+    /// appeared.
+    #[cold]
+    fn append_deduplicated(&mut self, attrs: &[KeyValue]) {
+        let mut last: std::collections::HashMap<&str, &KeyValue> =
+            std::collections::HashMap::with_capacity(attrs.len());
+        for kv in attrs {
+            last.insert(kv.key.as_str(), kv);
+        }
+        let mut seen = std::collections::HashSet::with_capacity(attrs.len());
+        let unique: Vec<&KeyValue> = attrs
+            .iter()
+            .filter(|kv| seen.insert(kv.key.as_str()))
+            .map(|kv| last[kv.key.as_str()])
+            .collect();
+        self.append_unique(unique.into_iter());
+    }
+
+    fn append_unique<'a>(&mut self, attrs: impl Iterator<Item = &'a KeyValue>) {
         for kv in attrs {
             self.values.keys().append_value(&kv.key);
             let code = write_value(self.values.values(), kv.value.as_ref());
@@ -121,6 +148,18 @@ impl AttributesBuilder {
     pub(crate) fn finish(&mut self) -> (MapArray, MapArray) {
         (self.values.finish(), self.types.finish())
     }
+}
+
+/// Whether a key appears twice; without allocating for the usual few keys.
+fn has_repeated_key(attrs: &[KeyValue]) -> bool {
+    if attrs.len() <= 32 {
+        return attrs
+            .iter()
+            .enumerate()
+            .any(|(i, a)| attrs[i + 1..].iter().any(|b| a.key == b.key));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(attrs.len());
+    !attrs.iter().all(|kv| seen.insert(kv.key.as_str()))
 }
 
 /// Writes the text of `value` and returns its type code, `None` for strings.

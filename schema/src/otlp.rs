@@ -357,13 +357,14 @@ impl SpansBuilder {
     }
 
     fn append_promoted(&mut self, attrs: &[KeyValue]) {
-        // (priority, value) of the best key seen so far for each column.
+        // (priority, value) of the best key seen so far for each column; a
+        // repeated key's last value, as the attribute map keeps it.
         let mut found: [Option<(usize, &AnyValue)>; PROMOTED.len()] = [None; PROMOTED.len()];
         for kv in attrs {
             let Some(value) = &kv.value else { continue };
             for (slot, p) in found.iter_mut().zip(PROMOTED) {
                 if let Some(rank) = p.keys.iter().position(|k| *k == kv.key)
-                    && slot.is_none_or(|(best, _)| rank < best)
+                    && slot.is_none_or(|(best, _)| rank <= best)
                 {
                     *slot = Some((rank, value));
                 }

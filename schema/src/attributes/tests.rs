@@ -84,3 +84,31 @@ fn all_string_sets_store_no_types() {
     let (_, types) = builder.finish();
     assert_eq!(types.value(0).len(), 0);
 }
+
+/// Found by fuzzing (docs/fuzzing.md): `k = 1` then `k = "x"` in one span
+/// was stored with one type for both and could not be read back. A repeated
+/// key keeps its last value, where it first appeared.
+#[test]
+fn a_repeated_key_keeps_its_last_value_and_reads_back() {
+    let attrs = [
+        kv("k", Some(Value::IntValue(1))),
+        kv("other", Some(Value::BoolValue(true))),
+        kv("k", Some(Value::StringValue("x".into()))),
+    ];
+    let (back, _) = roundtrip(&attrs);
+    assert_eq!(
+        back,
+        vec![
+            kv("k", Some(Value::StringValue("x".into()))),
+            kv("other", Some(Value::BoolValue(true))),
+        ]
+    );
+    // Past the small-set fast path too.
+    let mut many: Vec<KeyValue> = (0..40)
+        .map(|i| kv(&format!("k{i}"), Some(Value::IntValue(i))))
+        .collect();
+    many.push(kv("k7", Some(Value::StringValue("last".into()))));
+    let (back, _) = roundtrip(&many);
+    assert_eq!(back.len(), 40);
+    assert_eq!(back[7], kv("k7", Some(Value::StringValue("last".into()))));
+}
