@@ -839,6 +839,14 @@ mod tests {
         }
     }
 
+    /// The caller's side: one thread, like a busy listener's runtime.
+    fn caller_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     /// CPU seconds used so far by the threads of `executor`'s runtime.
     fn query_cpu_seconds(executor: &Executor) -> f64 {
         let name = executor.thread_name();
@@ -881,10 +889,7 @@ mod tests {
 
     #[test]
     fn a_nested_loop_join_stops_at_the_deadline_and_frees_its_cpu() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = caller_runtime();
         let (_dir, engine) = engine(Duration::from_millis(500), ExecutorConfig::default());
         let started = Instant::now();
         let err = rt
@@ -906,11 +911,7 @@ mod tests {
 
     #[test]
     fn a_query_that_never_yields_stops_at_the_deadline_and_frees_its_cpu() {
-        // The caller's runtime has one thread, like a busy listener.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = caller_runtime();
         let (_dir, engine) = engine(Duration::from_millis(500), ExecutorConfig::default());
         let started = Instant::now();
         let (err, lateness) = rt.block_on(async {
@@ -949,10 +950,7 @@ mod tests {
 
     #[test]
     fn a_client_that_goes_away_stops_its_query() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = caller_runtime();
         let (_dir, engine) = engine(Duration::from_secs(600), ExecutorConfig::default());
         rt.block_on(async {
             let run = engine.executor().run(Class::Heavy, sql(&engine, RUNAWAY));
@@ -982,10 +980,7 @@ mod tests {
 
     #[test]
     fn admission_queues_then_refuses_and_keeps_a_slot_for_interactive_reads() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = caller_runtime();
         let config = ExecutorConfig {
             max_concurrent: 2,
             reserved_interactive: 1,
