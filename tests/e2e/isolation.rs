@@ -409,6 +409,19 @@ async fn limits_on_every_api(args: &[&str], status_wanted: u16, says: &str, by_i
     let mut child = span(0x77, 3);
     child.parent_span_id = 1u64.to_be_bytes().to_vec();
     server.export(&request("limited-db", vec![child])).await;
+    // Work enough that no answer can be ready within a 1 ms limit, however
+    // fast the machine: a small trace read from the buffer once came back
+    // whole in under a millisecond.
+    for first in (4..4004u64).step_by(1000) {
+        let spans = (first..first + 1000)
+            .map(|i| {
+                let mut s = span(0x77, i);
+                s.parent_span_id = 1u64.to_be_bytes().to_vec();
+                s
+            })
+            .collect();
+        server.export(&request("limited-db", spans)).await;
+    }
     let id = format!("{:032x}", 0x77);
     let mut paths = vec![
         format!("/api/v1/traces/{id}"),
