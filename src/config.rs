@@ -270,25 +270,10 @@ pub(crate) fn tenant_table_url(root: &Url, tenant: &str) -> anyhow::Result<Url> 
     Ok(root.join(&format!("tenants/{tenant}/spans/"))?)
 }
 
-/// Parses `500ms`, `30s`, `15m`, `1h`, `7d` (a number and a unit).
+/// Parses a duration in the grammar every setting and query parameter
+/// shares (`500ms`, `1h30m`, `7d`: `tracelake_protocols::duration`).
 pub(crate) fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .with_context(|| format!("expected a number and a unit (ms, s, m, h, d) in {text:?}"))?;
-    let seconds = match unit.trim() {
-        "ms" => number / 1000.0,
-        "s" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        "d" => number * 86400.0,
-        other => bail!("unknown duration unit {other:?}: use ms, s, m, h or d"),
-    };
-    Ok(Duration::from_secs_f64(seconds))
+    Ok(tracelake_protocols::duration::parse(text)?)
 }
 
 #[cfg(test)]
@@ -303,6 +288,7 @@ mod tests {
             Duration::from_secs(7 * 86400)
         );
         assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("fast").is_err());
     }

@@ -191,17 +191,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         registry,
     });
     let flight_sql = tracelake_query::flight::router(Arc::clone(&engine));
-    let zipkin_query = tracelake_query::zipkin::router(Arc::clone(&engine));
+    let zipkin_query = tracelake_query::http::zipkin::router(Arc::clone(&engine));
     let zipkin = collector.zipkin_router().merge(zipkin_query.clone());
-    let http = tracelake_query::api::router(Arc::clone(&engine))
+    let http = tracelake_query::http::v1::router(Arc::clone(&engine))
         .nest("/zipkin", zipkin_query)
         .nest(
             "/jaeger",
-            tracelake_query::jaeger::router(Arc::clone(&engine)),
+            tracelake_query::http::jaeger::router(Arc::clone(&engine)),
         )
         .nest(
             "/tempo",
-            tracelake_query::tempo::router(Arc::clone(&engine)),
+            tracelake_query::http::tempo::router(Arc::clone(&engine)),
         )
         .merge(collector.storage_router())
         .merge(tracelake_ui::router())
@@ -260,12 +260,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         (
             "jaeger-compact",
             config.jaeger_compact_listen,
-            tracelake_schema::jaeger::Protocol::Compact,
+            tracelake_protocols::jaeger::Protocol::Compact,
         ),
         (
             "jaeger-binary",
             config.jaeger_binary_listen,
-            tracelake_schema::jaeger::Protocol::Binary,
+            tracelake_protocols::jaeger::Protocol::Binary,
         ),
     ] {
         let socket = tokio::net::UdpSocket::bind(addr)

@@ -11,7 +11,7 @@
 //!   has no answer: bad datagrams and datagrams refused under backpressure
 //!   are logged and counted in `tracelake_request_errors_total`.
 //!
-//! Decoding and the mapping to OTLP are in [`tracelake_schema::jaeger`].
+//! Decoding and the mapping to OTLP are in [`tracelake_protocols::jaeger`].
 
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ use axum::response::Response;
 use axum::routing::post;
 use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, watch};
-use tracelake_schema::jaeger::{self, Protocol};
+use tracelake_protocols::jaeger::{self, Protocol};
 
 use crate::body;
 use crate::ingest::Ingest;

@@ -175,7 +175,7 @@ impl Collector {
     pub fn jaeger_udp(
         &self,
         socket: tokio::net::UdpSocket,
-        protocol: tracelake_schema::jaeger::Protocol,
+        protocol: tracelake_protocols::jaeger::Protocol,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         jaeger::serve_udp(Arc::clone(&self.ingest), socket, protocol, stop)

@@ -10,7 +10,6 @@
 
 pub mod grpc;
 pub mod http;
-pub mod json;
 
 use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,

@@ -19,7 +19,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
-use tracelake_schema::zipkin;
+use tracelake_protocols::zipkin;
 
 use crate::body;
 use crate::ingest::Ingest;

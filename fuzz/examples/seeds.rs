@@ -1,6 +1,6 @@
 //! Writes the seed corpora in `fuzz/seeds/<target>/`: small valid requests
 //! of every protocol, built here from the same shapes as the project's own
-//! tests (schema/src/zipkin.rs, schema/src/jaeger.rs, schema/src/otlp/tests.rs,
+//! tests (protocols/src/zipkin, protocols/src/jaeger, schema/src/otlp/tests.rs,
 //! tests/e2e), so the fuzzer starts from inputs the decoders accept.
 //!
 //! ```sh
@@ -23,7 +23,7 @@ use tracelake_schema::opentelemetry_proto::tonic::trace::v1::span::{Event, Link}
 use tracelake_schema::opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans, ScopeSpans, Span, Status,
 };
-use tracelake_schema::zipkin::proto;
+use tracelake_protocols::zipkin::proto;
 
 fn main() {
     let out = std::env::args().nth(1).unwrap_or_else(|| "seeds".into());
@@ -53,6 +53,15 @@ fn main() {
     }
     for (name, request) in otlp() {
         write("otlp_proto", name, &request.encode_to_vec());
+        let json = tracelake_protocols::otlp_json::traces_data(&request);
+        write("otlp_json", name, json.to_string().as_bytes());
+    }
+    write("otlp_json", "snake_case_and_enum_names", OTLP_JSON_LENIENT.as_bytes());
+    for (i, query) in TRACEQL.iter().enumerate() {
+        write("traceql", &format!("q{i:02}"), query.as_bytes());
+    }
+    for (i, query) in QUERY_STRINGS.iter().enumerate() {
+        write("query_params", &format!("q{i:02}"), query.as_bytes());
     }
     println!("wrote {written} seeds under {}", out.display());
 }
@@ -60,9 +69,28 @@ fn main() {
 /// Fails unless the target's decoder accepts the seed and the writer takes
 /// every span of it (the seed `rejected` is all rejections).
 fn check(target: &str, name: &str, body: &[u8]) {
-    use tracelake_schema::jaeger::{self, Protocol};
+    use tracelake_protocols::jaeger::{self, Protocol};
+    use tracelake_protocols::params::Params;
+    let text = || std::str::from_utf8(body).unwrap();
+    match target {
+        "traceql" => {
+            if let Err(e) = tracelake_protocols::traceql::parse(text()) {
+                panic!("{target}/{name} is refused: {e}");
+            }
+            return;
+        }
+        "query_params" => {
+            let mut p = Params::from_query(Some(text().to_string()));
+            p.time_range(3_600_000_000_000)
+                .and_then(|_| p.span_filter())
+                .and_then(|_| p.limit("limit", 20, 1000))
+                .unwrap_or_else(|e| panic!("{target}/{name} is refused: {e}"));
+            return;
+        }
+        _ => {}
+    }
     use tracelake_schema::otlp::{Acceptance, SpansBuilder};
-    use tracelake_schema::zipkin;
+    use tracelake_protocols::zipkin;
     let agent = name.starts_with("agent");
     let request = match target {
         "zipkin_json" => zipkin::from_json(body).map_err(|e| e.to_string()),
@@ -82,6 +110,9 @@ fn check(target: &str, name: &str, body: &[u8]) {
             .map_err(|e| e.to_string())
         }
         "otlp_proto" => ExportTraceServiceRequest::decode(body).map_err(|e| e.to_string()),
+        "otlp_json" => {
+            tracelake_protocols::otlp_json::decode_request(body).map_err(|e| e.to_string())
+        }
         other => panic!("unknown target {other}"),
     }
     .unwrap_or_else(|e| panic!("{target}/{name} is refused: {e}"));
@@ -95,7 +126,28 @@ fn check(target: &str, name: &str, body: &[u8]) {
     tracelake_fuzz::store(&request);
 }
 
-// Zipkin v2 JSON: the bodies of schema/src/zipkin.rs's tests and the
+// OTLP/JSON as exporters send it when they stray from the spec: snake_case
+// keys, enum names, 32-bit integers as strings (collector's leniency).
+const OTLP_JSON_LENIENT: &str = r#"{"resource_spans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"api"}}]},"scope_spans":[{"scope":{"name":"lib"},"spans":[{"trace_id":"5b8efff798038103d269b633813fc60c","span_id":"eee19b7ec3c1b174","name":"GET /","kind":"SPAN_KIND_SERVER","start_time_unix_nano":"1544712660000000000","end_time_unix_nano":"1544712661000000000","status":{"code":"STATUS_CODE_ERROR","message":"boom"},"dropped_attributes_count":"1"}]}]}]}"#;
+
+// TraceQL as Grafana's search builder and people write it.
+const TRACEQL: &[&str] = &[
+    "{}",
+    r#"{resource.service.name="frontend" && name="GET /" && duration>100ms}"#,
+    r#"{ (span.http.status_code >= 500 || status = error) && .region =~ "eu-.*" && kind = server }"#,
+    r#"{ span."a b" != "x" && event:name = "exception" } >> { traceDuration > 1.5s && rootServiceName = "api" }"#,
+    r#"{name="a"} && {name="b"} || {name="c"} > {name="d"}"#,
+    r#"{ trace:id = "abc" && span:duration <= 2s && instrumentation:name != "x" && .ok = true && .n = 1.5 }"#,
+];
+
+// Query strings of the read APIs.
+const QUERY_STRINGS: &[&str] = &[
+    "service=api&operation=GET%20%2F&kind=server,client&status=error&minDuration=10ms&maxDuration=2s&attr=http.route%3D%2Fa&attr=span.n%3E%3D5&limit=20&lookback=1h",
+    "start=2026-11-21T10:00:00Z&end=1795258800.5&attr=resource.k8s.pod.name%3D~%5Eapi-.*",
+    "start=now-2h&end=now-1h&status=ok&limit=1000",
+];
+
+// Zipkin v2 JSON: the bodies of protocols/src/zipkin's tests and the
 // end-to-end tests' exporters.
 const ZIPKIN_V2: &[(&str, &str)] = &[
     (
@@ -142,7 +194,7 @@ const ZIPKIN_V2: &[(&str, &str)] = &[
     ("empty_list", "[]"),
 ];
 
-// Zipkin v1 JSON: the test of schema/src/zipkin.rs, and a messaging span.
+// Zipkin v1 JSON: the test of protocols/src/zipkin, and a messaging span.
 const ZIPKIN_V1: &[(&str, &str)] = &[
     (
         "client_server_halves",
@@ -429,7 +481,7 @@ enum TagValue<'a> {
 
 /// A `Batch` of a server span and its client child, with every tag type, a
 /// reference, a log, and the optional seqNo: the shape of
-/// schema/src/jaeger.rs's tests.
+/// protocols/src/jaeger tests.
 fn batch_body(p: P) -> Thrift {
     use TagValue::*;
     let mut w = Thrift::new(p);

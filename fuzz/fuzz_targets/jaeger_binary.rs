@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-use tracelake_schema::jaeger::{Protocol, from_agent_message, from_batch};
+use tracelake_protocols::jaeger::{Protocol, from_agent_message, from_batch};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(request) = from_batch(data, Protocol::Binary) {

@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(request) = tracelake_schema::zipkin::from_json(data) {
+    if let Ok(request) = tracelake_protocols::zipkin::from_json(data) {
         tracelake_fuzz::store(&request);
     }
 });

@@ -6,7 +6,9 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use tracelake_schema::spans::SPAN_KINDS;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+
+use crate::duration::parse_nanos;
 
 /// A parameter error: the message is returned with status 400.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +36,7 @@ impl Params {
     /// The parameters of a raw query string (`a=1&b=2`).
     pub fn from_query(query: Option<String>) -> Self {
         Self::new(
-            url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            form_urlencoded::parse(query.unwrap_or_default().as_bytes())
                 .into_owned()
                 .collect(),
         )
@@ -62,7 +64,7 @@ impl Params {
 
     pub fn duration(&mut self, name: &'static str) -> Result<Option<i64>, ParamError> {
         self.one(name)?
-            .map(|v| parse_duration(&v).map_err(|e| ParamError(format!("{name}: {e}"))))
+            .map(|v| parse_nanos(&v).map_err(|e| ParamError(format!("{name}: {e}"))))
             .transpose()
     }
 
@@ -157,10 +159,8 @@ impl Params {
             .map(|k| {
                 let k = k.trim().to_ascii_uppercase();
                 let k = k.strip_prefix("SPAN_KIND_").unwrap_or(&k);
-                SPAN_KINDS
-                    .iter()
-                    .copied()
-                    .find(|known| *known == k)
+                SpanKind::from_str_name(&format!("SPAN_KIND_{k}"))
+                    .map(|kind| kind.as_str_name().trim_start_matches("SPAN_KIND_"))
                     .ok_or_else(|| {
                         ParamError(format!(
                             "{name}: unknown span kind {k:?} (one of server, client, producer, consumer, internal, unspecified)"
@@ -202,14 +202,6 @@ pub struct TimeRange {
 }
 
 impl TimeRange {
-    /// SQL condition on `start_time_unix_nano`.
-    pub fn sql(&self) -> String {
-        format!(
-            "start_time_unix_nano >= {} AND start_time_unix_nano < {}",
-            self.start, self.end
-        )
-    }
-
     /// The range widened by `margin` on both sides.
     pub fn widened(&self, margin: i64) -> Self {
         Self {
@@ -229,7 +221,7 @@ fn parse_time(v: &str, now: i64) -> Result<i64, String> {
         return Ok(now);
     }
     if let Some(ago) = v.strip_prefix("now-") {
-        return Ok(now.saturating_sub(parse_duration(ago)?));
+        return Ok(now.saturating_sub(parse_nanos(ago).map_err(|e| e.to_string())?));
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(v) {
         return t
@@ -244,45 +236,6 @@ fn parse_time(v: &str, now: i64) -> Result<i64, String> {
             "{v:?} is not a time: use RFC 3339 (2026-11-21T15:00:00Z), Unix seconds, now or now-1h"
         )),
     }
-}
-
-/// Parses `250ms`, `1.5s`, `1h30m`: units ns, us (µs), ms, s, m, h.
-pub fn parse_duration(v: &str) -> Result<i64, String> {
-    let bad = || {
-        format!(
-            "{v:?} is not a duration: use a number with a unit (ns, us, ms, s, m, h), e.g. 250ms or 1m30s"
-        )
-    };
-    let mut rest = v.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total: f64 = 0.0;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(bad()),
-        };
-        total += number * scale;
-        rest = &rest[unit_len..];
-    }
-    if total > i64::MAX as f64 {
-        return Err(format!("{v:?} is too long"));
-    }
-    Ok(total.round() as i64)
 }
 
 /// `error`: status ERROR; `ok`: anything else (OK or UNSET).
@@ -303,46 +256,9 @@ pub struct SpanFilter {
     pub attributes: Vec<AttributeCondition>,
     pub min_duration: Option<i64>,
     pub max_duration: Option<i64>,
-    /// Further SQL conditions written by a compatibility API (values quoted
-    /// with [`quote`]), for semantics the fields above do not express.
+    /// Further SQL conditions written by a compatibility API, for semantics
+    /// the fields above do not express.
     pub sql_conditions: Vec<String>,
-}
-
-impl SpanFilter {
-    /// SQL conditions joined with AND (`TRUE` when there are none).
-    pub fn sql(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(s) = &self.service {
-            parts.push(format!("service_name = {}", quote(s)));
-        }
-        if let Some(o) = &self.operation {
-            parts.push(format!("name = {}", quote(o)));
-        }
-        if !self.kinds.is_empty() {
-            let list: Vec<_> = self.kinds.iter().map(|k| quote(k)).collect();
-            parts.push(format!("kind IN ({})", list.join(", ")));
-        }
-        match self.status {
-            Some(StatusFilter::Error) => parts.push("status_code = 'ERROR'".into()),
-            Some(StatusFilter::Ok) => {
-                parts.push("coalesce(status_code, 'UNSET') <> 'ERROR'".into());
-            }
-            None => {}
-        }
-        parts.extend(self.attributes.iter().map(AttributeCondition::sql));
-        if let Some(d) = self.min_duration {
-            parts.push(format!("duration_ns >= {d}"));
-        }
-        if let Some(d) = self.max_duration {
-            parts.push(format!("duration_ns <= {d}"));
-        }
-        parts.extend(self.sql_conditions.iter().cloned());
-        if parts.is_empty() {
-            "TRUE".into()
-        } else {
-            parts.join(" AND ")
-        }
-    }
 }
 
 /// Which attributes a condition looks at.
@@ -430,37 +346,6 @@ impl AttributeCondition {
             value,
         })
     }
-
-    fn sql(&self) -> String {
-        let key = quote(&self.key);
-        let value = match self.scope {
-            Scope::Span => format!("span_attributes[{key}]"),
-            Scope::Resource => format!("resource_attributes[{key}]"),
-            Scope::Any => format!("coalesce(span_attributes[{key}], resource_attributes[{key}])"),
-        };
-        let number = || self.value.trim().parse::<f64>().unwrap_or(f64::NAN);
-        let numeric = |op: &str| format!("try_cast({value} AS DOUBLE) {op} {:?}", number());
-        match self.op {
-            Op::Eq => format!("{value} = {}", quote(&self.value)),
-            Op::Ne => format!("{value} <> {}", quote(&self.value)),
-            Op::Gt => numeric(">"),
-            Op::Ge => numeric(">="),
-            Op::Lt => numeric("<"),
-            Op::Le => numeric("<="),
-            Op::Match => format!("{value} ~ {}", quote(&self.value)),
-            Op::NotMatch => format!("{value} !~ {}", quote(&self.value)),
-        }
-    }
-}
-
-/// A SQL string literal.
-pub fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// A SQL binary literal.
-pub fn binary(bytes: &[u8]) -> String {
-    format!("X'{}'", hex::encode(bytes))
 }
 
 #[cfg(test)]
@@ -473,18 +358,6 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(250_000_000));
-        assert_eq!(parse_duration("1.5s"), Ok(1_500_000_000));
-        assert_eq!(parse_duration("1h30m"), Ok(5_400_000_000_000));
-        assert_eq!(parse_duration("10us"), Ok(10_000));
-        assert_eq!(parse_duration("7ns"), Ok(7));
-        for bad in ["", "10", "ms", "5 parsecs", "1..2s", "-1s"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]
@@ -514,22 +387,21 @@ mod tests {
     fn attribute_conditions() {
         let c = AttributeCondition::parse("span.http.route=/users/{id}").unwrap();
         assert_eq!(
-            (c.scope, c.op, c.key.as_str()),
-            (Scope::Span, Op::Eq, "http.route")
+            (c.scope, c.op, c.key.as_str(), c.value.as_str()),
+            (Scope::Span, Op::Eq, "http.route", "/users/{id}")
         );
-        assert_eq!(c.sql(), "span_attributes['http.route'] = '/users/{id}'");
         let c = AttributeCondition::parse("http.response.status_code>=500").unwrap();
         assert_eq!(
-            c.sql(),
-            "try_cast(coalesce(span_attributes['http.response.status_code'], resource_attributes['http.response.status_code']) AS DOUBLE) >= 500.0"
+            (c.scope, c.op, c.key.as_str(), c.value.as_str()),
+            (Scope::Any, Op::Ge, "http.response.status_code", "500")
         );
         let c = AttributeCondition::parse("resource.k8s.pod.name=~^api-.*").unwrap();
-        assert_eq!(c.sql(), "resource_attributes['k8s.pod.name'] ~ '^api-.*'");
-        let c = AttributeCondition::parse("user!=o'brien").unwrap();
         assert_eq!(
-            c.sql(),
-            "coalesce(span_attributes['user'], resource_attributes['user']) <> 'o''brien'"
+            (c.scope, c.op, c.key.as_str(), c.value.as_str()),
+            (Scope::Resource, Op::Match, "k8s.pod.name", "^api-.*")
         );
+        let c = AttributeCondition::parse("user!=o'brien").unwrap();
+        assert_eq!((c.op, c.value.as_str()), (Op::Ne, "o'brien"));
         for bad in ["novalue", "=x", "a>fast", "a=~(unclosed", "span.=1"] {
             assert!(AttributeCondition::parse(bad).is_err(), "{bad}");
         }

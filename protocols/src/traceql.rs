@@ -17,13 +17,14 @@
 //! - literals: strings, integers, floats, durations (`150ms`), `true` /
 //!   `false`, statuses (`error`, `ok`, `unset`), kinds (`server`, ...).
 //!
-//! Span-level comparisons compile to SQL; trace-level ones (`traceDuration`,
-//! `rootName`, `rootServiceName`, `trace:id`) and the spanset operators are
-//! evaluated over each candidate trace's tree.
+//! The query crate compiles span-level comparisons to SQL and evaluates
+//! trace-level ones (`traceDuration`, `rootName`, `rootServiceName`,
+//! `trace:id`) and the spanset operators over each candidate trace's tree
+//! (`query/src/traceql/`).
 
 use std::fmt;
 
-use crate::params::{parse_duration, quote};
+use crate::duration::parse_nanos;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Query {
@@ -90,21 +91,6 @@ pub enum Op {
     Ge,
     Lt,
     Le,
-}
-
-impl Op {
-    fn sql(self) -> &'static str {
-        match self {
-            Self::Eq => "=",
-            Self::Ne => "<>",
-            Self::Gt => ">",
-            Self::Ge => ">=",
-            Self::Lt => "<",
-            Self::Le => "<=",
-            Self::Match => "~",
-            Self::NotMatch => "!~",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -468,7 +454,7 @@ fn literal(word: &str) -> Option<Literal> {
     if let Ok(f) = word.parse::<f64>() {
         return Some(Literal::Float(f));
     }
-    parse_duration(word).ok().map(Literal::Duration)
+    parse_nanos(word).ok().map(Literal::Duration)
 }
 
 /// Parses a TraceQL query.
@@ -513,142 +499,91 @@ impl Cond {
             Cond::Cmp(_) => {}
         }
     }
-
-    /// SQL that every span matching this condition meets (trace-level
-    /// comparisons count as true): a superset, for finding candidates.
-    pub fn prefilter_sql(&self) -> String {
-        match self {
-            Cond::True => "TRUE".into(),
-            Cond::And(a, b) => format!("({} AND {})", a.prefilter_sql(), b.prefilter_sql()),
-            Cond::Or(a, b) => format!("({} OR {})", a.prefilter_sql(), b.prefilter_sql()),
-            Cond::Cmp(c) if c.field.is_trace_level() => "TRUE".into(),
-            Cond::Cmp(c) => c.sql(),
-        }
-    }
 }
 
-fn status_name(k: &str) -> String {
-    k.to_ascii_uppercase()
-}
+/// Why legacy search tags could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tags: {0}")]
+pub struct TagsError(String);
 
-impl Cmp {
-    /// SQL for a span-level comparison (`FALSE` where the types cannot
-    /// compare, as TraceQL matches nothing then).
-    pub fn sql(&self) -> String {
-        let op = self.op.sql();
-        let text = |column: &str| -> String {
-            match (&self.value, self.op) {
-                (Literal::Str(s), Op::Match | Op::NotMatch) => {
-                    format!("{column} {op} {}", quote(&format!("^(?:{s})$")))
-                }
-                (Literal::Str(s), _) => format!("{column} {op} {}", quote(s)),
-                (Literal::Int(i), _) => format!("try_cast({column} AS DOUBLE) {op} {i}"),
-                (Literal::Float(f), _) => format!("try_cast({column} AS DOUBLE) {op} {f:?}"),
-                (Literal::Duration(d), _) => format!("try_cast({column} AS DOUBLE) {op} {d}"),
-                (Literal::Bool(b), _) => format!("{column} {op} '{b}'"),
-                (Literal::Keyword(k), _) => format!("{column} {op} {}", quote(k)),
-            }
+/// Tempo's legacy search `tags` (logfmt `k=v k2="v 2"`) as the TraceQL
+/// spanset they mean: case-insensitive substring matches on one span;
+/// `name` and `status` are the intrinsics.
+pub fn legacy_tags(text: &str) -> Result<Query, TagsError> {
+    let mut cond = Cond::True;
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest
+            .split_once('=')
+            .ok_or_else(|| TagsError(format!("{rest:?} is not key=value")))?;
+        let (value, tail) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted
+                .find('"')
+                .ok_or_else(|| TagsError("unterminated quoted value".into()))?;
+            (&quoted[..end], &quoted[end + 1..])
+        } else {
+            after.split_once(' ').unwrap_or((after, ""))
         };
-        let keyword = |column: &str| match &self.value {
-            Literal::Keyword(k) => format!(
-                "coalesce({column}, 'UNSET') {op} {}",
-                quote(&status_name(k))
-            ),
-            _ => "FALSE".into(),
+        let key = key.trim();
+        let cmp = match key {
+            "name" => Cmp {
+                field: Field::Name,
+                op: Op::Match,
+                value: Literal::Str(format!("(?i).*{}.*", regex::escape(value))),
+            },
+            "status" | "status.code" => Cmp {
+                field: Field::Status,
+                op: Op::Eq,
+                value: Literal::Keyword(
+                    value
+                        .trim_start_matches("STATUS_CODE_")
+                        .to_ascii_lowercase(),
+                ),
+            },
+            _ => Cmp {
+                field: Field::AnyAttr(key.to_string()),
+                op: Op::Match,
+                value: Literal::Str(format!("(?i).*{}.*", regex::escape(value))),
+            },
         };
-        match &self.field {
-            Field::SpanAttr(k) => text(&format!("span_attributes[{}]", quote(k))),
-            Field::ResourceAttr(k) => text(&format!("resource_attributes[{}]", quote(k))),
-            Field::AnyAttr(k) => text(&format!(
-                "coalesce(span_attributes[{k}], resource_attributes[{k}])",
-                k = quote(k)
-            )),
-            Field::Name => text("name"),
-            Field::StatusMessage => text("status_message"),
-            Field::ScopeName => text("scope_name"),
-            Field::ScopeVersion => text("scope_version"),
-            Field::Status | Field::Kind => keyword(if self.field == Field::Status {
-                "status_code"
-            } else {
-                "kind"
-            }),
-            Field::Duration => match self.value {
-                Literal::Duration(d) | Literal::Int(d) => format!("duration_ns {op} {d}"),
-                _ => "FALSE".into(),
-            },
-            Field::EventName => match (&self.value, self.op) {
-                (Literal::Str(s), Op::Eq) => {
-                    format!("array_has(event_names(events), {})", quote(s))
-                }
-                (Literal::Str(s), Op::Ne) => {
-                    format!("NOT array_has(event_names(events), {})", quote(s))
-                }
-                _ => "FALSE".into(),
-            },
-            Field::TraceDuration | Field::RootName | Field::RootService | Field::TraceId => {
-                "TRUE".into()
-            }
-        }
-    }
-
-    /// Evaluates a trace-level comparison.
-    pub fn eval_trace(
-        &self,
-        duration_ns: i64,
-        root_name: &str,
-        root_service: &str,
-        trace_id: &str,
-    ) -> bool {
-        let text = |v: &str| match (&self.value, self.op) {
-            (Literal::Str(s), Op::Eq) => v == s,
-            (Literal::Str(s), Op::Ne) => v != s,
-            (Literal::Str(s), Op::Match | Op::NotMatch) => {
-                let hit = regex::Regex::new(&format!("^(?:{s})$")).is_ok_and(|r| r.is_match(v));
-                hit == (self.op == Op::Match)
-            }
-            (Literal::Str(s), op) => compare(v.cmp(s.as_str()), op),
-            _ => false,
+        cond = match cond {
+            Cond::True => Cond::Cmp(cmp),
+            c => Cond::And(Box::new(c), Box::new(Cond::Cmp(cmp))),
         };
-        match &self.field {
-            Field::TraceDuration => match self.value {
-                Literal::Duration(d) | Literal::Int(d) => compare(duration_ns.cmp(&d), self.op),
-                _ => false,
-            },
-            Field::RootName => text(root_name),
-            Field::RootService => text(root_service),
-            Field::TraceId => text(trace_id.trim_start_matches('0')) || text(trace_id),
-            _ => true,
-        }
+        rest = tail.trim();
     }
-}
-
-fn compare(ord: std::cmp::Ordering, op: Op) -> bool {
-    use std::cmp::Ordering::*;
-    match op {
-        Op::Eq => ord == Equal,
-        Op::Ne => ord != Equal,
-        Op::Gt => ord == Greater,
-        Op::Ge => ord != Less,
-        Op::Lt => ord == Less,
-        Op::Le => ord != Greater,
-        Op::Match | Op::NotMatch => false,
-    }
+    Ok(Query::Spanset(cond))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn cmp(field: Field, op: Op, value: Literal) -> Cond {
+        Cond::Cmp(Cmp { field, op, value })
+    }
+
+    fn and(a: Cond, b: Cond) -> Cond {
+        Cond::And(Box::new(a), Box::new(b))
+    }
+
     #[test]
     fn parses_what_grafana_builds() {
         let q = parse(r#"{resource.service.name="frontend" && name="GET /" && duration>100ms}"#)
             .unwrap();
-        let Query::Spanset(c) = &q else {
-            panic!("{q:?}")
-        };
         assert_eq!(
-            c.prefilter_sql(),
-            "((resource_attributes['service.name'] = 'frontend' AND name = 'GET /') AND duration_ns > 100000000)"
+            q,
+            Query::Spanset(and(
+                and(
+                    cmp(
+                        Field::ResourceAttr("service.name".into()),
+                        Op::Eq,
+                        Literal::Str("frontend".into())
+                    ),
+                    cmp(Field::Name, Op::Eq, Literal::Str("GET /".into())),
+                ),
+                cmp(Field::Duration, Op::Gt, Literal::Duration(100_000_000)),
+            ))
         );
         assert_eq!(parse("{}").unwrap(), Query::Spanset(Cond::True));
         assert_eq!(parse("{ }").unwrap(), Query::Spanset(Cond::True));
@@ -666,34 +601,57 @@ mod tests {
         let Query::Spanset(a) = a.as_ref() else {
             panic!()
         };
+        let mut span_level = Vec::new();
+        a.span_comparisons(&mut span_level);
+        let fields: Vec<(&Field, Op, &Literal)> = span_level
+            .iter()
+            .map(|c| (&c.field, c.op, &c.value))
+            .collect();
         assert_eq!(
-            a.prefilter_sql(),
-            "(((((try_cast(span_attributes['http.status_code'] AS DOUBLE) >= 500 OR coalesce(status_code, 'UNSET') = 'ERROR') AND coalesce(span_attributes['region'], resource_attributes['region']) ~ '^(?:eu-.*)$') AND coalesce(kind, 'UNSET') = 'SERVER') AND span_attributes['a b'] <> 'x') AND array_has(event_names(events), 'exception'))"
+            fields,
+            vec![
+                (
+                    &Field::SpanAttr("http.status_code".into()),
+                    Op::Ge,
+                    &Literal::Int(500)
+                ),
+                (&Field::Status, Op::Eq, &Literal::Keyword("error".into())),
+                (
+                    &Field::AnyAttr("region".into()),
+                    Op::Match,
+                    &Literal::Str("eu-.*".into())
+                ),
+                (&Field::Kind, Op::Eq, &Literal::Keyword("server".into())),
+                (
+                    &Field::SpanAttr("a b".into()),
+                    Op::Ne,
+                    &Literal::Str("x".into())
+                ),
+                (&Field::EventName, Op::Eq, &Literal::Str("exception".into())),
+            ]
         );
         let Query::Spanset(b) = b.as_ref() else {
             panic!()
         };
-        assert_eq!(b.prefilter_sql(), "(TRUE AND TRUE)");
+        let mut span_level = Vec::new();
+        b.span_comparisons(&mut span_level);
+        assert!(span_level.is_empty(), "{span_level:?}");
+        assert_eq!(
+            *b,
+            and(
+                cmp(
+                    Field::TraceDuration,
+                    Op::Gt,
+                    Literal::Duration(1_500_000_000)
+                ),
+                cmp(Field::RootService, Op::Eq, Literal::Str("api".into())),
+            )
+        );
         assert_eq!(q.spansets().len(), 2);
         let q = parse(r#"{name="a"} && {name="b"} || {name="c"} > {name="d"}"#).unwrap();
         assert!(
             matches!(q, Query::Or(ref l, ref r) if matches!(**l, Query::And(..)) && matches!(**r, Query::Child(..)))
         );
-    }
-
-    #[test]
-    fn trace_level_comparisons() {
-        let c = |q: &str| {
-            let Query::Spanset(Cond::Cmp(c)) = parse(q).unwrap() else {
-                panic!()
-            };
-            c
-        };
-        assert!(c("{traceDuration > 1s}").eval_trace(2_000_000_000, "", "", ""));
-        assert!(!c("{traceDuration > 1s}").eval_trace(1_000_000_000, "", "", ""));
-        assert!(c(r#"{rootName =~ "GET .*"}"#).eval_trace(0, "GET /", "", ""));
-        assert!(c(r#"{trace:rootService != "x"}"#).eval_trace(0, "", "api", ""));
-        assert!(c(r#"{trace:id = "abc"}"#).eval_trace(0, "", "", "00000abc"));
     }
 
     #[test]

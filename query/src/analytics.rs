@@ -11,8 +11,9 @@ use serde::Serialize;
 use crate::analysis::{CrossTrace, Stats, Tree};
 use crate::engine::{QueryEngine, QueryError};
 use crate::fetch::{self, COLUMNS, MAX_SPANS, TRACE_MARGIN_NS};
-use crate::params::{TimeRange, quote};
 use crate::search::{SearchError, require_service};
+use crate::sql::{Sql, quote};
+use tracelake_protocols::params::TimeRange;
 
 const PERCENTILES: &str = "percentile_cont(0.5) WITHIN GROUP (ORDER BY CAST(duration_ns AS DOUBLE)) AS p50, \
     percentile_cont(0.95) WITHIN GROUP (ORDER BY CAST(duration_ns AS DOUBLE)) AS p95, \

@@ -133,7 +133,7 @@ impl QueryEngine {
     }
 
     /// Runs SQL the service wrote itself (values quoted with
-    /// [`crate::params::quote`]), reading at most `max_rows` rows.
+    /// [`crate::sql::quote`]), reading at most `max_rows` rows.
     pub async fn internal_sql(
         &self,
         sql: &str,

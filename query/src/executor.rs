@@ -785,17 +785,8 @@ async fn placed(
 ) -> axum::response::Response {
     match p.engine.executor().run(p.class, next.run(request)).await {
         Ok(response) => response,
-        Err(e) => {
-            let retry = matches!(e, QueryError::Overloaded(_));
-            let mut response = (p.render)(e);
-            if retry {
-                response.headers_mut().insert(
-                    axum::http::header::RETRY_AFTER,
-                    axum::http::HeaderValue::from_static("1"),
-                );
-            }
-            response
-        }
+        // The envelope's rendering adds `Retry-After` where it applies.
+        Err(e) => (p.render)(e),
     }
 }
 

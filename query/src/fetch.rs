@@ -9,7 +9,8 @@ use arrow::datatypes::Int64Type;
 
 use crate::analysis::Span;
 use crate::engine::{QueryEngine, QueryError};
-use crate::params::{TimeRange, binary};
+use crate::sql::{Sql, binary};
+use tracelake_protocols::params::TimeRange;
 
 /// Columns [`group_by_trace`] reads, in order.
 pub const COLUMNS: &str = "trace_id, span_id, parent_span_id, service_name, name, kind, \

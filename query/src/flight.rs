@@ -51,21 +51,16 @@ pub struct FlightSql {
     engine: Arc<QueryEngine>,
 }
 
+/// An internal failure as a gRPC status: logged with an id, which is all
+/// the client learns.
+fn internal(e: impl std::fmt::Display) -> Status {
+    crate::error::ApiError::internal(&e).into()
+}
+
+/// A query error as a gRPC status: the code every API maps it to
+/// (`crate::error`), internal details logged, not sent.
 fn status(e: QueryError) -> Status {
-    match e {
-        QueryError::Invalid(_) | QueryError::TooManyRows(_) => {
-            Status::invalid_argument(e.to_string())
-        }
-        QueryError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
-        QueryError::Cancelled => Status::cancelled(e.to_string()),
-        QueryError::ResourcesExhausted(_) | QueryError::Overloaded(_) => {
-            Status::resource_exhausted(e.to_string())
-        }
-        QueryError::Internal(_) => {
-            tracing::error!(error = %e, "flight sql query failed");
-            Status::internal(e.to_string())
-        }
-    }
+    crate::error::ApiError::from(e).into()
 }
 
 fn sql_text(bytes: &[u8]) -> Result<&str, Status> {
@@ -109,7 +104,7 @@ impl FlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let info = FlightInfo::new()
             .try_with_schema(schema)
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(internal)?
             .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
             .with_descriptor(descriptor)
             .with_ordered(true);
@@ -145,7 +140,7 @@ impl FlightSql {
     fn one_batch(
         batch: Result<arrow::array::RecordBatch, arrow_flight::error::FlightError>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let batch = batch.map_err(|e| Status::internal(e.to_string()))?;
+        let batch = batch.map_err(internal)?;
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(batch.schema())
             .build(futures::stream::once(async { Ok(batch) }))
@@ -190,7 +185,7 @@ impl FlightSqlService for FlightSql {
         let schema = self.schema_of(&query.query).await?;
         let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
             .try_into()
-            .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+            .map_err(|e: arrow::error::ArrowError| internal(e))?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: query.query.into_bytes().into(),
             dataset_schema,
@@ -295,7 +290,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<DoGetStream>, Status> {
         let mut b = query.into_builder();
         b.append(CATALOG, DB_SCHEMA, SPANS, "TABLE", &spans_schema())
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(internal)?;
         Self::one_batch(b.build())
     }
 

@@ -8,27 +8,27 @@
 //! `spans` provider; [`analysis`] the span tree, clock skew, self time and
 //! critical path (pure); [`trace`] trace by id; [`search`] services,
 //! operations and search; [`analytics`] RED metrics, dependencies and the
-//! cross-trace breakdown; [`params`] the query-string parameters; [`api`]
-//! the `/api/v1` routes; [`flight`] Arrow Flight SQL; [`zipkin`], [`jaeger`],
-//! [`tempo`] (with [`traceql`]) the compatibility APIs.
+//! cross-trace breakdown; [`sql`] the parsed parameters (from
+//! `tracelake_protocols::params`) as SQL conditions; [`traceql`] TraceQL
+//! compiled to SQL and evaluated per trace. Over them the API surfaces:
+//! [`http`] (the native `/api/v1` routes and the Zipkin, Jaeger and Tempo
+//! compatibility APIs) and [`flight`] (Arrow Flight SQL).
 
 pub mod analysis;
 pub mod analytics;
-pub mod api;
 pub mod engine;
+pub mod error;
 pub mod executor;
 pub mod fetch;
 pub mod flight;
-pub mod jaeger;
-pub mod params;
+pub mod http;
 pub mod search;
+pub mod sql;
 pub mod table;
-pub mod tempo;
 pub mod trace;
 pub mod trace_index;
 pub mod traceql;
 pub mod udf;
-pub mod zipkin;
 
 pub use engine::{QueryConfig, QueryEngine, QueryError};
 pub use executor::{Class, ExecutorConfig};

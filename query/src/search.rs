@@ -16,7 +16,8 @@ use serde::Serialize;
 use crate::analysis::Tree;
 use crate::engine::{QueryEngine, QueryError};
 use crate::fetch::{self, TRACE_MARGIN_NS, TraceId};
-use crate::params::{ParamError, SpanFilter, TimeRange, binary, quote};
+use crate::sql::{Sql, binary, quote};
+use tracelake_protocols::params::{ParamError, SpanFilter, TimeRange, format_ns};
 
 /// How far back the compatibility APIs look for services and operations
 /// when the request gives no time range (their viewers fill drop-downs).
@@ -60,8 +61,8 @@ pub async fn require_service(
     if batches.iter().all(|b| b.num_rows() == 0) {
         return Err(SearchError::Param(ParamError(format!(
             "unknown service {service:?}: it has no spans between {} and {}",
-            crate::params::format_ns(range.start),
-            crate::params::format_ns(range.end)
+            format_ns(range.start),
+            format_ns(range.end)
         ))));
     }
     Ok(())

@@ -21,7 +21,7 @@ use tracelake_schema::spans::{SPAN_KINDS, START_TIME_UNIX_NANO, STATUS_CODES, TR
 use crate::analysis::{Breakdown, Span, Totals, Tree};
 use crate::engine::{QueryEngine, QueryError, SPANS};
 use crate::fetch::{self, Strings};
-use crate::params::TimeRange;
+use tracelake_protocols::params::TimeRange;
 
 /// Error parsing a trace id.
 #[derive(Debug, thiserror::Error)]

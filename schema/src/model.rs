@@ -326,16 +326,6 @@ fn list_row(list: &ListArray, row: usize) -> Option<StructArray> {
     Some(values.as_struct().clone())
 }
 
-/// Lowercase hex trace id, 16 digits when the high half is zero (the form
-/// Zipkin and Jaeger use for 64-bit ids).
-pub fn trace_id_hex(id: &[u8]) -> String {
-    if id.len() == 16 && id[..8].iter().all(|&b| b == 0) {
-        hex::encode(&id[8..])
-    } else {
-        hex::encode(id)
-    }
-}
-
 /// Rebuilds an OTLP request from rows in the spans schema. Consecutive rows
 /// with the same resource (and scope) share one `ResourceSpans`
 /// (`ScopeSpans`), so a request converted to Arrow converts back to itself.

@@ -415,15 +415,15 @@ async fn zipkin_bad_input_is_refused_with_a_reason() {
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("1 spans stored, 1 rejected"), "{text}");
     // proto3, gzip-compressed.
-    let list = tracelake_schema::zipkin::proto::ListOfSpans {
-        spans: vec![tracelake_schema::zipkin::proto::Span {
+    let list = tracelake_protocols::zipkin::proto::ListOfSpans {
+        spans: vec![tracelake_protocols::zipkin::proto::Span {
             trace_id: vec![0xa1],
             id: vec![5],
             name: "from proto".into(),
             kind: 2,
             timestamp: now_us,
             duration: 7,
-            local_endpoint: Some(tracelake_schema::zipkin::proto::Endpoint {
+            local_endpoint: Some(tracelake_protocols::zipkin::proto::Endpoint {
                 service_name: "svc".into(),
                 ..Default::default()
             }),

@@ -16,9 +16,9 @@ use axum::routing::post;
 use prost::Message as _;
 use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use super::json;
 use crate::body::{self, BodyError};
 use crate::ingest::{Ingest, IngestError};
+use tracelake_protocols::otlp_json;
 
 const PROTOCOL: &str = "otlp_http";
 const PROTOBUF: &str = "application/x-protobuf";
@@ -202,7 +202,7 @@ async fn handle(
     let response = super::response(&accepted);
     let body = match encoding {
         Encoding::Protobuf => response.encode_to_vec(),
-        Encoding::Json => json::encode_response(&response),
+        Encoding::Json => otlp_json::encode_response(&response),
     };
     Ok((
         StatusCode::OK,
@@ -243,7 +243,7 @@ fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, 
                 format!("body is not a valid ExportTraceServiceRequest protobuf: {e}"),
             )
         }),
-        Encoding::Json => json::decode_request(body).map_err(|e| {
+        Encoding::Json => otlp_json::decode_request(body).map_err(|e| {
             Failure::bad_request(
                 "bad_json",
                 format!("body is not a valid OTLP/JSON ExportTraceServiceRequest: {e}"),

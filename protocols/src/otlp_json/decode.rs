@@ -9,10 +9,10 @@
 //! fields we do not know (a typo in `resourceSpans`, `scopeSpans` or
 //! `spans`) is a 400 naming them, not a silent success.
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use serde_json::{Map, Value};
-use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
 
 /// Error decoding an OTLP/JSON body.
 #[derive(Debug, thiserror::Error)]
@@ -139,34 +139,11 @@ fn enum_or_number(key: &str, s: &str) -> Option<i64> {
     if let Ok(n) = s.trim().parse::<i64>() {
         return Some(n);
     }
-    let names: &[&str] = match key {
-        "kind" => &[
-            "SPAN_KIND_UNSPECIFIED",
-            "SPAN_KIND_INTERNAL",
-            "SPAN_KIND_SERVER",
-            "SPAN_KIND_CLIENT",
-            "SPAN_KIND_PRODUCER",
-            "SPAN_KIND_CONSUMER",
-        ],
-        "code" => &["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"],
-        _ => return None,
-    };
-    names.iter().position(|n| n == &s).map(|i| i as i64)
-}
-
-/// `{}` for full success, else `{"partialSuccess":{...}}` with
-/// `rejectedSpans` as a string (proto3 JSON for int64).
-pub fn encode_response(response: &ExportTraceServiceResponse) -> Vec<u8> {
-    let value = match &response.partial_success {
-        None => serde_json::json!({}),
-        Some(p) => serde_json::json!({
-            "partialSuccess": {
-                "rejectedSpans": p.rejected_spans.to_string(),
-                "errorMessage": p.error_message,
-            }
-        }),
-    };
-    serde_json::to_vec(&value).expect("response serializes")
+    match key {
+        "kind" => SpanKind::from_str_name(s).map(|k| k as i64),
+        "code" => StatusCode::from_str_name(s).map(|c| c as i64),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -217,24 +194,5 @@ mod tests {
         assert!(decode_request(br#"{"resourceSpans":[]}"#).is_ok());
         assert!(matches!(decode_request(b"[1]"), Err(Error::NotAnObject)));
         assert!(matches!(decode_request(b"{"), Err(Error::Syntax(_))));
-    }
-
-    #[test]
-    fn partial_success_counts_are_strings() {
-        use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
-        let body = encode_response(&ExportTraceServiceResponse {
-            partial_success: Some(ExportTracePartialSuccess {
-                rejected_spans: 3,
-                error_message: "x".into(),
-            }),
-        });
-        assert_eq!(
-            String::from_utf8(body).unwrap(),
-            r#"{"partialSuccess":{"errorMessage":"x","rejectedSpans":"3"}}"#
-        );
-        let empty = encode_response(&ExportTraceServiceResponse {
-            partial_success: None,
-        });
-        assert_eq!(empty, b"{}");
     }
 }

@@ -6,11 +6,15 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use serde_json::{Map, Value, json};
 
 /// The JSON dialect.
@@ -21,16 +25,6 @@ pub enum Style {
     /// Base64 ids, enums as names (`SPAN_KIND_SERVER`, `STATUS_CODE_ERROR`).
     Tempo,
 }
-
-const KIND_NAMES: [&str; 6] = [
-    "SPAN_KIND_UNSPECIFIED",
-    "SPAN_KIND_INTERNAL",
-    "SPAN_KIND_SERVER",
-    "SPAN_KIND_CLIENT",
-    "SPAN_KIND_PRODUCER",
-    "SPAN_KIND_CONSUMER",
-];
-const STATUS_NAMES: [&str; 3] = ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"];
 
 /// `TracesData` (`{"resourceSpans": [...]}`) of `request`, OTLP style.
 pub fn traces_data(request: &ExportTraceServiceRequest) -> Value {
@@ -106,11 +100,17 @@ fn id(o: &mut Map<String, Value>, key: &str, id: &[u8], style: Style) {
     }
 }
 
-fn enumeration(o: &mut Map<String, Value>, key: &str, value: i32, names: &[&str], style: Style) {
+fn enumeration(
+    o: &mut Map<String, Value>,
+    key: &str,
+    value: i32,
+    name: Option<&'static str>,
+    style: Style,
+) {
     if value == 0 {
         return;
     }
-    let v = match (style, names.get(value as usize)) {
+    let v = match (style, name) {
         (Style::Tempo, Some(name)) => json!(name),
         _ => json!(value),
     };
@@ -192,7 +192,8 @@ fn span_in(s: &Span, style: Style) -> Value {
     id(&mut o, "parentSpanId", &s.parent_span_id, style);
     number(&mut o, "flags", s.flags.into());
     text(&mut o, "name", &s.name);
-    enumeration(&mut o, "kind", s.kind, &KIND_NAMES, style);
+    let kind = SpanKind::try_from(s.kind).ok().map(|k| k.as_str_name());
+    enumeration(&mut o, "kind", s.kind, kind, style);
     wide(&mut o, "startTimeUnixNano", s.start_time_unix_nano);
     wide(&mut o, "endTimeUnixNano", s.end_time_unix_nano);
     attributes(&mut o, &s.attributes);
@@ -246,10 +247,29 @@ fn span_in(s: &Span, style: Style) -> Value {
     if let Some(status) = &s.status {
         let mut so = Map::new();
         text(&mut so, "message", &status.message);
-        enumeration(&mut so, "code", status.code, &STATUS_NAMES, style);
+        let code = StatusCode::try_from(status.code)
+            .ok()
+            .map(|c| c.as_str_name());
+        enumeration(&mut so, "code", status.code, code, style);
         o.insert("status".into(), Value::Object(so));
     }
     Value::Object(o)
+}
+
+/// The OTLP/HTTP response body: `{}` for full success, else
+/// `{"partialSuccess":{...}}` with `rejectedSpans` as a string (proto3 JSON
+/// for int64).
+pub fn encode_response(response: &ExportTraceServiceResponse) -> Vec<u8> {
+    let value = match &response.partial_success {
+        None => json!({}),
+        Some(p) => json!({
+            "partialSuccess": {
+                "rejectedSpans": p.rejected_spans.to_string(),
+                "errorMessage": p.error_message,
+            }
+        }),
+    };
+    serde_json::to_vec(&value).expect("response serializes")
 }
 
 #[cfg(test)]
@@ -301,5 +321,24 @@ mod tests {
         assert_eq!(span["traceId"], "AAAAAAAAAAAAAAAAAAAAAQ==");
         assert_eq!(span["kind"], "SPAN_KIND_SERVER");
         assert_eq!(span["status"], json!({"code": "STATUS_CODE_ERROR"}));
+    }
+
+    #[test]
+    fn partial_success_counts_are_strings() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
+        let body = encode_response(&ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: 3,
+                error_message: "x".into(),
+            }),
+        });
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            r#"{"partialSuccess":{"errorMessage":"x","rejectedSpans":"3"}}"#
+        );
+        let empty = encode_response(&ExportTraceServiceResponse {
+            partial_success: None,
+        });
+        assert_eq!(empty, b"{}");
     }
 }

@@ -17,31 +17,31 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::DateTime;
 use serde_json::{Map, Value, json};
-use tracelake_schema::model::{SpanRows, to_otlp, trace_id_hex};
-use tracelake_schema::opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
-use tracelake_schema::opentelemetry_proto::tonic::common::v1::{
-    AnyValue, InstrumentationScope, KeyValue,
-};
+use tracelake_protocols::otlp_json;
+use tracelake_schema::model::{SpanRows, to_otlp};
+use tracelake_schema::opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use tracelake_schema::opentelemetry_proto::tonic::resource::v1::Resource;
 use tracelake_schema::opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
-use tracelake_schema::otlp_json;
-use tracelake_schema::spans::{SPAN_KINDS, STATUS_CODES};
+use tracelake_schema::spans::SPAN_KINDS;
 
+use super::error::{HttpError, JaegerV1, JaegerV3, render};
 use crate::analysis::{Span, Tree};
 use crate::analytics;
 use crate::engine::{QueryEngine, QueryError};
+use crate::error::ApiError;
 use crate::executor::{Class, Render, on_executor};
 use crate::fetch::{self, Strings, TRACE_MARGIN_NS, TraceId};
-use crate::params::{Params, SpanFilter, TimeRange, parse_duration, quote};
 use crate::search::{self, DISCOVERY_LOOKBACK_NS};
+use crate::sql::quote;
 use crate::trace;
+use tracelake_protocols::duration::parse_nanos;
+use tracelake_protocols::jaeger::{self, UiSpan};
+use tracelake_protocols::otlp::trace_id_hex;
+use tracelake_protocols::params::{Params, SpanFilter, TimeRange};
 
 const US: i64 = 1_000;
 const MS: i64 = 1_000_000;
@@ -71,69 +71,19 @@ pub fn router(engine: Arc<QueryEngine>) -> Router {
         .route("/api/v3/traces", get(v3_find_traces))
         .route("/api/v3/trace-summaries", get(v3_summaries))
         .with_state(Arc::clone(&engine));
-    let v1: Render = |e| v1_query(e).into_response();
-    let v3: Render = |e| v3_query(e).into_response();
+    let v1: Render = render::<JaegerV1>;
+    let v3: Render = render::<JaegerV3>;
     on_executor(v1_interactive, &engine, Class::Interactive, v1)
         .merge(on_executor(v1_heavy, &engine, Class::Heavy, v1))
         .merge(on_executor(v3_interactive, &engine, Class::Interactive, v3))
         .merge(on_executor(v3_heavy, &engine, Class::Heavy, v3))
 }
 
-/// A v1 or v3 error.
-struct Error {
-    status: StatusCode,
-    message: String,
-    v3: bool,
-}
+/// Jaeger query v1's errors (in its structured response).
+type Error = HttpError<JaegerV1>;
+/// Jaeger api_v3's errors.
+type V3Error = HttpError<JaegerV3>;
 
-impl Error {
-    fn v1(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            v3: false,
-        }
-    }
-
-    fn v3(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            v3: true,
-        }
-    }
-
-    fn query(e: QueryError, v3: bool) -> Self {
-        Self {
-            status: crate::api::query_status(&e),
-            message: e.to_string(),
-            v3,
-        }
-    }
-}
-
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        let code = self.status.as_u16();
-        let body = if self.v3 {
-            json!({ "error": { "httpCode": code, "message": self.message } })
-        } else {
-            json!({ "data": null, "total": 0, "limit": 0, "offset": 0,
-                    "errors": [{ "code": code, "msg": self.message }] })
-        };
-        (self.status, axum::Json(body)).into_response()
-    }
-}
-
-fn v1_query(e: QueryError) -> Error {
-    Error::query(e, false)
-}
-
-fn v3_query(e: QueryError) -> Error {
-    Error::query(e, true)
-}
-
-/// The v1 envelope.
 fn envelope(data: Value, total: usize, errors: Option<Value>) -> Response {
     axum::Json(json!({
         "data": data, "total": total, "limit": 0, "offset": 0, "errors": errors,
@@ -156,36 +106,6 @@ fn discovery_range() -> TimeRange {
 }
 
 // ---- conversion -------------------------------------------------------
-
-/// A typed Jaeger tag.
-fn tag(key: &str, value: Option<&AnyValue>) -> Value {
-    const MAX_SAFE: i64 = (1 << 53) - 1;
-    let (kind, value) = match value.and_then(|v| v.value.as_ref()) {
-        None | Some(Any::StringValueStrindex(_)) => ("string", json!("")),
-        Some(Any::StringValue(s)) => ("string", json!(s)),
-        Some(Any::BoolValue(b)) => ("bool", json!(b)),
-        Some(Any::IntValue(i)) if (-MAX_SAFE..=MAX_SAFE).contains(i) => ("int64", json!(i)),
-        Some(Any::IntValue(i)) => ("int64", json!(i.to_string())),
-        Some(Any::DoubleValue(d)) if d.is_finite() => ("float64", json!(d)),
-        Some(Any::DoubleValue(d)) => ("float64", json!(d.to_string())),
-        Some(Any::BytesValue(b)) => ("binary", json!(BASE64.encode(b))),
-        Some(Any::ArrayValue(_) | Any::KvlistValue(_)) => {
-            ("string", json!(tracelake_schema::zipkin::value_text(value)))
-        }
-    };
-    json!({ "key": key, "type": kind, "value": value })
-}
-
-fn string_tag(key: &str, value: &str) -> Value {
-    json!({ "key": key, "type": "string", "value": value })
-}
-
-fn tags(attrs: &[KeyValue]) -> Vec<Value> {
-    attrs
-        .iter()
-        .map(|kv| tag(&kv.key, kv.value.as_ref()))
-        .collect()
-}
 
 struct Row {
     span: OtlpSpan,
@@ -224,7 +144,6 @@ fn by_trace(rows: Vec<Row>) -> BTreeMap<TraceId, Vec<Row>> {
 
 /// One trace in Jaeger UI's JSON (`uimodel.Trace`).
 fn ui_trace(trace_id: &TraceId, rows: &[Row]) -> Value {
-    let trace_hex = trace_id_hex(trace_id);
     let mut strings = Strings::default();
     let tree = Tree::new(
         rows.iter()
@@ -258,126 +177,32 @@ fn ui_trace(trace_id: &TraceId, rows: &[Row]) -> Value {
             *id = fresh;
         }
     }
-    let mut processes: Vec<(String, Vec<Value>)> = Vec::new();
-    let mut spans = Vec::with_capacity(rows.len());
-    for (i, node) in tree.spans.iter().enumerate() {
-        let row = &rows[node.key];
-        let s = &row.span;
-        let process_tags: Vec<Value> = row
-            .resource
-            .attributes
-            .iter()
-            .filter(|kv| kv.key != "service.name")
-            .map(|kv| tag(&kv.key, kv.value.as_ref()))
-            .collect();
-        let process = match processes
-            .iter()
-            .position(|(svc, t)| *svc == row.service && *t == process_tags)
-        {
-            Some(p) => p,
-            None => {
-                processes.push((row.service.clone(), process_tags));
-                processes.len() - 1
-            }
-        };
-        let mut references = Vec::new();
-        match tree.parent[i] {
-            Some(p) => references.push(json!({
-                "refType": "CHILD_OF", "traceID": trace_hex, "spanID": format!("{:016x}", ids[p]),
-            })),
-            None if !s.parent_span_id.is_empty() => references.push(json!({
-                "refType": "CHILD_OF", "traceID": trace_hex, "spanID": hex::encode(&s.parent_span_id),
-            })),
-            None => {}
-        }
-        for l in &s.links {
-            let child_of = l.attributes.iter().any(|kv| {
-                kv.key == "opentracing.ref_type"
-                    && tracelake_schema::zipkin::value_text(kv.value.as_ref()) == "child_of"
-            });
-            references.push(json!({
-                "refType": if child_of { "CHILD_OF" } else { "FOLLOWS_FROM" },
-                "traceID": trace_id_hex(&l.trace_id),
-                "spanID": hex::encode(&l.span_id),
-            }));
-        }
-        let mut span_tags = Vec::new();
-        if !row.scope.name.is_empty() {
-            span_tags.push(string_tag("otel.scope.name", &row.scope.name));
-        }
-        if !row.scope.version.is_empty() {
-            span_tags.push(string_tag("otel.scope.version", &row.scope.version));
-        }
-        span_tags.extend(tags(&s.attributes));
-        let kind = SPAN_KINDS
-            .get(s.kind as usize)
-            .copied()
-            .unwrap_or("UNSPECIFIED");
-        if kind != "UNSPECIFIED" {
-            span_tags.push(string_tag("span.kind", &kind.to_ascii_lowercase()));
-        }
-        let status = s.status.clone().unwrap_or_default();
-        match STATUS_CODES.get(status.code as usize).copied() {
-            Some("OK") => span_tags.push(string_tag("otel.status_code", "OK")),
-            Some("ERROR") => {
-                span_tags.push(string_tag("otel.status_code", "ERROR"));
-                span_tags.push(json!({ "key": "error", "type": "bool", "value": true }));
-            }
-            _ => {}
-        }
-        if !status.message.is_empty() {
-            span_tags.push(string_tag("otel.status_description", &status.message));
-        }
-        if !s.trace_state.is_empty() {
-            span_tags.push(string_tag("w3c.tracestate", &s.trace_state));
-        }
-        let logs: Vec<Value> = s
-            .events
-            .iter()
-            .map(|e| {
-                let mut fields = Vec::new();
-                if !e.attributes.iter().any(|kv| kv.key == "event") {
-                    fields.push(string_tag("event", &e.name));
-                }
-                fields.extend(tags(&e.attributes));
-                json!({ "timestamp": e.time_unix_nano / 1000, "fields": fields })
-            })
-            .collect();
-        let mut span = Map::new();
-        span.insert("traceID".into(), json!(trace_hex));
-        span.insert("spanID".into(), json!(format!("{:016x}", ids[i])));
-        if s.flags != 0 {
-            span.insert("flags".into(), json!(s.flags));
-        }
-        span.insert("operationName".into(), json!(s.name));
-        span.insert("references".into(), Value::Array(references));
-        span.insert("startTime".into(), json!(s.start_time_unix_nano / 1000));
-        span.insert(
-            "duration".into(),
-            json!(s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) / 1000),
-        );
-        span.insert("tags".into(), Value::Array(span_tags));
-        span.insert("logs".into(), Value::Array(logs));
-        span.insert("processID".into(), json!(format!("p{}", process + 1)));
-        span.insert("warnings".into(), Value::Null);
-        spans.push(Value::Object(span));
-    }
-    let processes: Map<String, Value> = processes
-        .into_iter()
+    let parents: Vec<Option<String>> = tree
+        .spans
+        .iter()
         .enumerate()
-        .map(|(i, (service, tags))| {
-            (
-                format!("p{}", i + 1),
-                json!({ "serviceName": service, "tags": tags }),
-            )
+        .map(|(i, node)| match tree.parent[i] {
+            Some(p) => Some(format!("{:016x}", ids[p])),
+            None => {
+                let raw = &rows[node.key].span.parent_span_id;
+                (!raw.is_empty()).then(|| hex::encode(raw))
+            }
         })
         .collect();
-    json!({
-        "traceID": trace_hex,
-        "spans": spans,
-        "processes": processes,
-        "warnings": null,
-    })
+    jaeger::ui_trace(
+        trace_id,
+        tree.spans.iter().enumerate().map(|(i, node)| {
+            let row = &rows[node.key];
+            UiSpan {
+                span: &row.span,
+                resource: &row.resource,
+                scope: &row.scope,
+                service: &row.service,
+                span_id: ids[i],
+                parent: parents[i].as_deref(),
+            }
+        }),
+    )
 }
 
 // ---- conditions ---------------------------------------------------------
@@ -435,7 +260,7 @@ fn json_tags(text: &str, name: &str) -> Result<BTreeMap<String, String>, String>
 async fn services(State(engine): State<Arc<QueryEngine>>) -> Result<Response, Error> {
     let names: Vec<String> = search::services(&engine, discovery_range())
         .await
-        .map_err(v1_query)?
+        .map_err(Error::from)?
         .into_iter()
         .map(|(n, _)| n)
         .collect();
@@ -449,7 +274,7 @@ async fn service_operations(
 ) -> Result<Response, Error> {
     let ops = search::operations(&engine, &service, discovery_range())
         .await
-        .map_err(v1_query)?;
+        .map_err(Error::from)?;
     let names: BTreeSet<String> = ops.into_iter().map(|o| o.name).collect();
     let total = names.len();
     Ok(envelope(json!(names), total, None))
@@ -471,18 +296,15 @@ async fn operations(
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
     let mut p = Params::from_query(q);
-    let one = |p: &mut Params, n| {
-        p.one(n)
-            .map_err(|e| Error::v1(StatusCode::BAD_REQUEST, e.0))
-    };
+    let one = |p: &mut Params, n| p.one(n).map_err(|e| Error::bad_request(e.0));
     let service = one(&mut p, "service")?
-        .ok_or_else(|| Error::v1(StatusCode::BAD_REQUEST, "parameter 'service' is required"))?;
+        .ok_or_else(|| Error::bad_request("parameter 'service' is required"))?;
     let kind = one(&mut p, "spanKind")?
         .unwrap_or_default()
         .to_ascii_lowercase();
     let ops: Vec<Value> = search::operations(&engine, &service, discovery_range())
         .await
-        .map_err(v1_query)?
+        .map_err(Error::from)?
         .into_iter()
         .map(|o| (o.name, jaeger_kind(&o.span_kind)))
         .filter(|(_, k)| kind.is_empty() || *k == kind)
@@ -512,33 +334,20 @@ async fn ui_traces(
 }
 
 fn micros_param(p: &mut Params, name: &'static str) -> Result<Option<i64>, Error> {
-    match p
-        .one(name)
-        .map_err(|e| Error::v1(StatusCode::BAD_REQUEST, e.0))?
-    {
+    match p.one(name).map_err(|e| Error::bad_request(e.0))? {
         None => Ok(None),
         Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
-            Error::v1(
-                StatusCode::BAD_REQUEST,
-                format!("{name} must be Unix microseconds, got {v:?}"),
-            )
+            Error::bad_request(format!("{name} must be Unix microseconds, got {v:?}"))
         }),
     }
 }
 
-fn duration_param(p: &mut Params, name: &'static str, v3: bool) -> Result<Option<i64>, Error> {
-    let bad = |m: String| {
-        if v3 {
-            Error::v3(StatusCode::BAD_REQUEST, m)
-        } else {
-            Error::v1(StatusCode::BAD_REQUEST, m)
-        }
-    };
-    match p.one(name).map_err(|e| bad(e.0))? {
+fn duration_param(p: &mut Params, name: &'static str) -> Result<Option<i64>, Error> {
+    match p.one(name)? {
         None => Ok(None),
-        Some(v) => parse_duration(&v)
+        Some(v) => parse_nanos(&v)
             .map(Some)
-            .map_err(|e| bad(format!("{name}: {e}"))),
+            .map_err(|e| Error::bad_request(format!("{name}: {e}"))),
     }
 }
 
@@ -547,14 +356,14 @@ async fn find_traces(
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
     let mut p = Params::from_query(q);
-    let bad = |m: String| Error::v1(StatusCode::BAD_REQUEST, m);
+    let bad = |m: String| Error::bad_request(m);
     let trace_ids = p.all("traceID");
     if !trace_ids.is_empty() {
         let ids: Vec<TraceId> = trace_ids
             .iter()
             .map(|t| trace::parse_trace_id(t).map_err(|e| bad(e.to_string())))
             .collect::<Result<_, _>>()?;
-        let (found, missing) = ui_traces(&engine, &ids, None).await.map_err(v1_query)?;
+        let (found, missing) = ui_traces(&engine, &ids, None).await.map_err(Error::from)?;
         let errors = (!missing.is_empty()).then(|| {
             Value::Array(
                 missing
@@ -585,8 +394,8 @@ async fn find_traces(
         tags.insert(k.to_string(), v.to_string());
     }
     filter.sql_conditions = tag_conditions(&tags);
-    filter.min_duration = duration_param(&mut p, "minDuration", false)?;
-    filter.max_duration = duration_param(&mut p, "maxDuration", false)?;
+    filter.min_duration = duration_param(&mut p, "minDuration")?;
+    filter.max_duration = duration_param(&mut p, "maxDuration")?;
     if let (Some(min), Some(max)) = (filter.min_duration, filter.max_duration)
         && max < min
     {
@@ -612,11 +421,11 @@ async fn find_traces(
     };
     let (found, _) = search::find(&engine, &filter, range, limit, None)
         .await
-        .map_err(v1_query)?;
+        .map_err(Error::from)?;
     let ids: Vec<TraceId> = found.iter().map(|m| m.trace_id).collect();
     let (traces, _) = ui_traces(&engine, &ids, Some(range.widened(TRACE_MARGIN_NS)))
         .await
-        .map_err(v1_query)?;
+        .map_err(Error::from)?;
     Ok(envelope(Value::Array(traces), 0, None))
 }
 
@@ -624,11 +433,10 @@ async fn trace_by_id(
     State(engine): State<Arc<QueryEngine>>,
     Path(trace_id): Path<String>,
 ) -> Result<Response, Error> {
-    let id = trace::parse_trace_id(&trace_id)
-        .map_err(|e| Error::v1(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let (found, _) = ui_traces(&engine, &[id], None).await.map_err(v1_query)?;
+    let id = trace::parse_trace_id(&trace_id).map_err(|e| Error::bad_request(e.to_string()))?;
+    let (found, _) = ui_traces(&engine, &[id], None).await.map_err(Error::from)?;
     if found.is_empty() {
-        return Err(Error::v1(StatusCode::NOT_FOUND, "trace not found"));
+        return Err(Error::not_found("trace not found"));
     }
     Ok(envelope(Value::Array(found), 0, None))
 }
@@ -638,7 +446,7 @@ async fn dependencies(
     RawQuery(q): RawQuery,
 ) -> Result<Response, Error> {
     let mut p = Params::from_query(q);
-    let bad = |m: String| Error::v1(StatusCode::BAD_REQUEST, m);
+    let bad = |m: String| Error::bad_request(m);
     let ms = |p: &mut Params, name: &'static str| -> Result<Option<i64>, Error> {
         match p.one(name).map_err(|e| bad(e.0))? {
             None => Ok(None),
@@ -663,7 +471,7 @@ async fn dependencies(
     let mut links: BTreeMap<(String, String), i64> = BTreeMap::new();
     for e in analytics::dependencies(&engine, range)
         .await
-        .map_err(v1_query)?
+        .map_err(Error::from)?
     {
         *links.entry((e.parent, e.child)).or_default() += e.call_count;
     }
@@ -681,20 +489,16 @@ fn v3_param(
     p: &mut Params,
     camel: &'static str,
     snake: &'static str,
-) -> Result<Option<String>, Error> {
-    let a = p
-        .one(camel)
-        .map_err(|e| Error::v3(StatusCode::BAD_REQUEST, e.0))?;
-    let b = p
-        .one(snake)
-        .map_err(|e| Error::v3(StatusCode::BAD_REQUEST, e.0))?;
+) -> Result<Option<String>, V3Error> {
+    let a = p.one(camel).map_err(|e| V3Error::bad_request(e.0))?;
+    let b = p.one(snake).map_err(|e| V3Error::bad_request(e.0))?;
     Ok(a.or(b))
 }
 
-async fn v3_services(State(engine): State<Arc<QueryEngine>>) -> Result<Response, Error> {
+async fn v3_services(State(engine): State<Arc<QueryEngine>>) -> Result<Response, V3Error> {
     let names: Vec<String> = search::services(&engine, discovery_range())
         .await
-        .map_err(v3_query)?
+        .map_err(V3Error::from)?
         .into_iter()
         .map(|(n, _)| n)
         .collect();
@@ -704,16 +508,16 @@ async fn v3_services(State(engine): State<Arc<QueryEngine>>) -> Result<Response,
 async fn v3_operations(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
-) -> Result<Response, Error> {
+) -> Result<Response, V3Error> {
     let mut p = Params::from_query(q);
     let service = v3_param(&mut p, "service", "service")?
-        .ok_or_else(|| Error::v3(StatusCode::BAD_REQUEST, "service is required"))?;
+        .ok_or_else(|| V3Error::bad_request("service is required"))?;
     let kind = v3_param(&mut p, "spanKind", "span_kind")?
         .unwrap_or_default()
         .to_ascii_lowercase();
     let ops: Vec<Value> = search::operations(&engine, &service, discovery_range())
         .await
-        .map_err(v3_query)?
+        .map_err(V3Error::from)?
         .into_iter()
         .map(|o| {
             let k = match jaeger_kind(&o.span_kind) {
@@ -728,21 +532,16 @@ async fn v3_operations(
     Ok(axum::Json(json!({ "operations": ops })).into_response())
 }
 
-fn rfc3339(name: &str, v: &str) -> Result<i64, Error> {
+fn rfc3339(name: &str, v: &str) -> Result<i64, V3Error> {
     DateTime::parse_from_rfc3339(v)
         .ok()
         .and_then(|t| t.timestamp_nanos_opt())
-        .ok_or_else(|| {
-            Error::v3(
-                StatusCode::BAD_REQUEST,
-                format!("{name} must be an RFC 3339 time, got {v:?}"),
-            )
-        })
+        .ok_or_else(|| V3Error::bad_request(format!("{name} must be an RFC 3339 time, got {v:?}")))
 }
 
 /// The `query.*` parameters of `/api/v3/traces` and `/trace-summaries`.
-fn v3_query_params(p: &mut Params) -> Result<(SpanFilter, TimeRange, usize), Error> {
-    let bad = |m: String| Error::v3(StatusCode::BAD_REQUEST, m);
+fn v3_query_params(p: &mut Params) -> Result<(SpanFilter, TimeRange, usize), V3Error> {
+    let bad = |m: String| V3Error::bad_request(m);
     let mut filter = SpanFilter {
         service: v3_param(p, "query.serviceName", "query.service_name")?,
         operation: v3_param(p, "query.operationName", "query.operation_name")?,
@@ -774,7 +573,7 @@ fn v3_query_params(p: &mut Params) -> Result<(SpanFilter, TimeRange, usize), Err
         ),
     ] {
         if let Some(v) = v3_param(p, camel, snake)? {
-            *slot = Some(parse_duration(&v).map_err(|e| bad(format!("{snake}: {e}")))?);
+            *slot = Some(parse_nanos(&v).map_err(|e| bad(format!("{snake}: {e}")))?);
         }
     }
     if let Some(a) = v3_param(p, "query.attributes", "query.attributes")? {
@@ -798,37 +597,35 @@ fn v3_query_params(p: &mut Params) -> Result<(SpanFilter, TimeRange, usize), Err
 async fn v3_find_traces(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
-) -> Result<Response, Error> {
+) -> Result<Response, V3Error> {
     let mut p = Params::from_query(q);
     let (filter, range, depth) = v3_query_params(&mut p)?;
     let (found, _) = search::find(&engine, &filter, range, depth, None)
         .await
-        .map_err(v3_query)?;
+        .map_err(V3Error::from)?;
     if found.is_empty() {
-        return Err(Error::v3(StatusCode::NOT_FOUND, "No traces found"));
+        return Err(V3Error::not_found("No traces found"));
     }
     let ids: Vec<TraceId> = found.iter().map(|m| m.trace_id).collect();
     let batches = trace::fetch_many(&engine, &ids, Some(range.widened(TRACE_MARGIN_NS)))
         .await
-        .map_err(v3_query)?;
+        .map_err(V3Error::from)?;
     otlp_result(&batches)
 }
 
-fn otlp_result(batches: &[RecordBatch]) -> Result<Response, Error> {
-    let request = to_otlp(batches)
-        .map_err(|e| Error::v3(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+fn otlp_result(batches: &[RecordBatch]) -> Result<Response, V3Error> {
+    let request = to_otlp(batches).map_err(|e| V3Error::from(ApiError::internal(&e)))?;
     Ok(axum::Json(json!({ "result": otlp_json::traces_data(&request) })).into_response())
 }
 
 async fn v3_trace(
     State(engine): State<Arc<QueryEngine>>,
     Path(trace_id): Path<String>,
-) -> Result<Response, Error> {
-    let id = trace::parse_trace_id(&trace_id)
-        .map_err(|e| Error::v3(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let batches = trace::fetch(&engine, &id).await.map_err(v3_query)?;
+) -> Result<Response, V3Error> {
+    let id = trace::parse_trace_id(&trace_id).map_err(|e| V3Error::bad_request(e.to_string()))?;
+    let batches = trace::fetch(&engine, &id).await.map_err(V3Error::from)?;
     if batches.iter().all(|b| b.num_rows() == 0) {
-        return Err(Error::v3(StatusCode::NOT_FOUND, "trace not found"));
+        return Err(V3Error::not_found("trace not found"));
     }
     otlp_result(&batches)
 }
@@ -836,17 +633,17 @@ async fn v3_trace(
 async fn v3_summaries(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
-) -> Result<Response, Error> {
+) -> Result<Response, V3Error> {
     let mut p = Params::from_query(q);
     let (filter, range, depth) = v3_query_params(&mut p)?;
     let (found, _) = search::find(&engine, &filter, range, depth, None)
         .await
-        .map_err(v3_query)?;
+        .map_err(V3Error::from)?;
     let ids: Vec<TraceId> = found.iter().map(|m| m.trace_id).collect();
     let mut traces: HashMap<TraceId, Vec<Span>> =
         fetch::traces(&engine, &ids, range.widened(TRACE_MARGIN_NS))
             .await
-            .map_err(v3_query)?
+            .map_err(V3Error::from)?
             .into_iter()
             .collect();
     let summaries: Vec<Value> = ids

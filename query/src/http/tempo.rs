@@ -11,30 +11,30 @@
 //! resource spans), so the stored spans encode directly;
 //! `tempopb.TraceByIDResponse` wraps it in field 1.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prost::Message as _;
 use serde_json::{Map, Value, json};
+use tracelake_protocols::otlp_json::{self, Style};
 use tracelake_schema::model::to_otlp;
 use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use tracelake_schema::otlp_json::{self, Style};
 
-use crate::analysis::{Span, Tree};
-use crate::api::TextError as Error;
-use crate::engine::{QueryEngine, QueryError};
+use super::error::{HttpError, Text, render};
+use crate::engine::QueryEngine;
+use crate::error::ApiError;
 use crate::executor::{Class, Render, on_executor};
-use crate::fetch::{self, COLUMNS, MAX_SPANS, TRACE_MARGIN_NS, TraceId};
-use crate::params::{Params, SpanFilter, TimeRange, binary, parse_duration, quote};
-use crate::search::{self, Cursor};
+use crate::sql::{Sql, quote};
 use crate::trace;
-use crate::traceql::{self, Cmp, Cond, Field, Literal, Op, Query};
+use crate::traceql::search::TraceMatch;
+use crate::traceql::{self, Cond, Query};
+use tracelake_protocols::duration::parse_nanos;
+use tracelake_protocols::params::{Params, TimeRange};
 
 /// The Tempo version reported to Grafana (it gates features on it).
 pub const TEMPO_VERSION: &str = "2.9.0";
@@ -68,7 +68,7 @@ pub fn router(engine: Arc<QueryEngine>) -> Router {
         .route("/api/search/tag/{tag}/values", get(tag_values_v1))
         .route("/api/v2/search/tag/{tag}/values", get(tag_values_v2))
         .with_state(Arc::clone(&engine));
-    let render: Render = |e| Error::from(e).into_response();
+    let render: Render = render::<Text>;
     Router::new()
         .route("/api/echo", get(|| async { "echo" }))
         .route("/ready", get(|| async { "ready" }))
@@ -81,6 +81,9 @@ pub fn router(engine: Arc<QueryEngine>) -> Router {
         ))
         .merge(on_executor(heavy, &engine, Class::Heavy, render))
 }
+
+/// Plain-text errors, as Zipkin and Tempo answer.
+type Error = HttpError<Text>;
 
 fn bad(message: impl Into<String>) -> Error {
     Error::bad_request(message)
@@ -142,12 +145,12 @@ async fn load(
     seconds_range(&mut p)?;
     let batches = trace::fetch(engine, &id).await?;
     if batches.iter().all(|b| b.num_rows() == 0) {
-        return Err(Error(
-            StatusCode::NOT_FOUND,
-            format!("trace {} not found", hex::encode(id)),
-        ));
+        return Err(Error::not_found(format!(
+            "trace {} not found",
+            hex::encode(id)
+        )));
     }
-    to_otlp(&batches).map_err(|e| Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    to_otlp(&batches).map_err(|e| ApiError::internal(&e).into())
 }
 
 async fn trace_v1(
@@ -187,365 +190,6 @@ async fn trace_v2(
 
 // ---- search --------------------------------------------------------------
 
-/// Legacy `tags` (logfmt `k=v k2="v 2"`): case-insensitive substring
-/// matches on one span; `name` and `status` are the intrinsics.
-fn legacy_tags(text: &str) -> Result<Query, Error> {
-    let mut cond = Cond::True;
-    let mut rest = text.trim();
-    while !rest.is_empty() {
-        let (key, after) = rest
-            .split_once('=')
-            .ok_or_else(|| bad(format!("tags: {rest:?} is not key=value")))?;
-        let (value, tail) = if let Some(quoted) = after.strip_prefix('"') {
-            let end = quoted
-                .find('"')
-                .ok_or_else(|| bad("tags: unterminated quoted value"))?;
-            (&quoted[..end], &quoted[end + 1..])
-        } else {
-            after.split_once(' ').unwrap_or((after, ""))
-        };
-        let key = key.trim();
-        let cmp = match key {
-            "name" => Cmp {
-                field: Field::Name,
-                op: Op::Match,
-                value: Literal::Str(format!("(?i).*{}.*", regex::escape(value))),
-            },
-            "status" | "status.code" => Cmp {
-                field: Field::Status,
-                op: Op::Eq,
-                value: Literal::Keyword(
-                    value
-                        .trim_start_matches("STATUS_CODE_")
-                        .to_ascii_lowercase(),
-                ),
-            },
-            _ => Cmp {
-                field: Field::AnyAttr(key.to_string()),
-                op: Op::Match,
-                value: Literal::Str(format!("(?i).*{}.*", regex::escape(value))),
-            },
-        };
-        cond = match cond {
-            Cond::True => Cond::Cmp(cmp),
-            c => Cond::And(Box::new(c), Box::new(Cond::Cmp(cmp))),
-        };
-        rest = tail.trim();
-    }
-    Ok(Query::Spanset(cond))
-}
-
-/// Evaluates a spanset condition for one span; `atoms` are the span-level
-/// comparisons' results in [`Cond::span_comparisons`] order, consumed as
-/// they are met (no short-circuit, so the order holds).
-fn eval(cond: &Cond, atoms: &[bool], next: &mut usize, trace: &TraceFacts) -> bool {
-    match cond {
-        Cond::True => true,
-        Cond::And(a, b) => {
-            let x = eval(a, atoms, next, trace);
-            let y = eval(b, atoms, next, trace);
-            x && y
-        }
-        Cond::Or(a, b) => {
-            let x = eval(a, atoms, next, trace);
-            let y = eval(b, atoms, next, trace);
-            x || y
-        }
-        Cond::Cmp(c) if c.field.is_trace_level() => c.eval_trace(
-            trace.duration,
-            &trace.root_name,
-            &trace.root_service,
-            &trace.id,
-        ),
-        Cond::Cmp(_) => {
-            let v = atoms.get(*next).copied().unwrap_or(false);
-            *next += 1;
-            v
-        }
-    }
-}
-
-struct TraceFacts {
-    duration: i64,
-    root_name: String,
-    root_service: String,
-    id: String,
-}
-
-/// Spans (tree indices) matched by `query`; `leaf` counts spansets left to
-/// right, `offsets` gives each spanset's first atom column.
-fn matches(
-    query: &Query,
-    tree: &Tree,
-    atoms: &[Vec<bool>],
-    offsets: &[usize],
-    leaf: &mut usize,
-    facts: &TraceFacts,
-) -> Vec<bool> {
-    let n = tree.spans.len();
-    match query {
-        Query::Spanset(cond) => {
-            let first = offsets[*leaf];
-            *leaf += 1;
-            (0..n)
-                .map(|i| {
-                    let mut next = 0;
-                    let row = &atoms[tree.spans[i].key];
-                    eval(cond, &row[first..], &mut next, facts)
-                })
-                .collect()
-        }
-        Query::And(a, b) | Query::Or(a, b) => {
-            let x = matches(a, tree, atoms, offsets, leaf, facts);
-            let y = matches(b, tree, atoms, offsets, leaf, facts);
-            let both = x.iter().any(|&v| v) && y.iter().any(|&v| v);
-            if matches!(query, Query::And(..)) && !both {
-                return vec![false; n];
-            }
-            x.iter().zip(&y).map(|(a, b)| *a || *b).collect()
-        }
-        Query::Child(a, b) => {
-            let x = matches(a, tree, atoms, offsets, leaf, facts);
-            let y = matches(b, tree, atoms, offsets, leaf, facts);
-            (0..n)
-                .map(|i| y[i] && tree.parent[i].is_some_and(|p| x[p]))
-                .collect()
-        }
-        Query::Descendant(a, b) => {
-            let x = matches(a, tree, atoms, offsets, leaf, facts);
-            let y = matches(b, tree, atoms, offsets, leaf, facts);
-            (0..n)
-                .map(|i| {
-                    if !y[i] {
-                        return false;
-                    }
-                    let mut p = tree.parent[i];
-                    let mut steps = 0;
-                    while let Some(q) = p {
-                        if x[q] {
-                            return true;
-                        }
-                        steps += 1;
-                        if steps > n {
-                            break;
-                        }
-                        p = tree.parent[q];
-                    }
-                    false
-                })
-                .collect()
-        }
-    }
-}
-
-const NO_ROOT: &str = "<root span not yet received>";
-
-#[allow(clippy::too_many_arguments)]
-async fn run_search(
-    engine: &QueryEngine,
-    query: &Query,
-    range: TimeRange,
-    limit: usize,
-    spss: usize,
-    min_duration: Option<i64>,
-    max_duration: Option<i64>,
-) -> Result<(Vec<Value>, usize), QueryError> {
-    let spansets = query.spansets();
-    let prefilter: Vec<String> = spansets.iter().map(|c| c.prefilter_sql()).collect();
-    let filter = SpanFilter {
-        sql_conditions: vec![format!("({})", prefilter.join(" OR "))],
-        ..SpanFilter::default()
-    };
-    let mut comparisons = Vec::new();
-    let mut offsets = Vec::new();
-    for c in &spansets {
-        offsets.push(comparisons.len());
-        c.span_comparisons(&mut comparisons);
-    }
-    let atom_sql: String = comparisons
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!(", coalesce({}, FALSE) AS a{i}", c.sql()))
-        .collect();
-    let page = (limit * 2).max(20);
-    let mut out = Vec::new();
-    let mut inspected = 0;
-    let mut cursor: Option<Cursor> = None;
-    // Candidates may fail the whole query: page until `limit` traces match.
-    for _ in 0..50 {
-        let (found, next) = search::find(engine, &filter, range, page, cursor).await?;
-        if found.is_empty() {
-            break;
-        }
-        let ids: Vec<String> = found.iter().map(|m| binary(&m.trace_id)).collect();
-        let sql = format!(
-            "SELECT {COLUMNS}{atom_sql} FROM spans WHERE {} AND trace_id IN ({})",
-            range.widened(TRACE_MARGIN_NS).sql(),
-            ids.join(", ")
-        );
-        let batches = engine.internal_sql(&sql, MAX_SPANS).await?;
-        let mut traces = load_with_atoms(&batches, comparisons.len())?;
-        for m in &found {
-            crate::executor::checkpoint()?;
-            let Some((spans, atoms)) = traces.remove(&m.trace_id) else {
-                continue;
-            };
-            inspected += 1;
-            if let Some(result) = evaluate(
-                query,
-                &offsets,
-                m.trace_id,
-                spans,
-                &atoms,
-                spss,
-                min_duration,
-                max_duration,
-            ) {
-                out.push(result);
-                if out.len() == limit {
-                    return Ok((out, inspected));
-                }
-            }
-        }
-        match next {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-    Ok((out, inspected))
-}
-
-type WithAtoms = HashMap<TraceId, (Vec<Span>, Vec<Vec<bool>>)>;
-
-fn load_with_atoms(batches: &[RecordBatch], atoms: usize) -> Result<WithAtoms, QueryError> {
-    let mut out: WithAtoms = HashMap::new();
-    for batch in batches {
-        let spans = batch
-            .project(&(0..9).collect::<Vec<_>>())
-            .map_err(|e| QueryError::Internal(e.to_string()))?;
-        let grouped = fetch::group_by_trace(std::slice::from_ref(&spans))?;
-        let ids = batch.column(0).as_binary::<i32>();
-        let flags: Vec<_> = (0..atoms)
-            .map(|a| batch.column(9 + a).as_boolean())
-            .collect();
-        // group_by_trace keeps row order within a trace: walk rows again to
-        // attach each row's atoms to its trace.
-        let mut rows_of: HashMap<TraceId, Vec<Vec<bool>>> = HashMap::new();
-        for row in 0..batch.num_rows() {
-            rows_of
-                .entry(fetch::trace_id(ids.value(row)))
-                .or_default()
-                .push(
-                    flags
-                        .iter()
-                        .map(|f| !f.is_null(row) && f.value(row))
-                        .collect(),
-                );
-        }
-        for (id, spans) in grouped {
-            let entry = out.entry(id).or_default();
-            entry.0.extend(spans);
-            entry.1.extend(rows_of.remove(&id).unwrap_or_default());
-        }
-    }
-    Ok(out)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn evaluate(
-    query: &Query,
-    offsets: &[usize],
-    id: TraceId,
-    mut spans: Vec<Span>,
-    atoms: &[Vec<bool>],
-    spss: usize,
-    min_duration: Option<i64>,
-    max_duration: Option<i64>,
-) -> Option<Value> {
-    for (i, s) in spans.iter_mut().enumerate() {
-        s.key = i;
-    }
-    let tree = Tree::new(spans);
-    let (start, end) = tree.bounds()?;
-    let duration = end - start;
-    if min_duration.is_some_and(|m| duration < m) || max_duration.is_some_and(|m| duration > m) {
-        return None;
-    }
-    let root = tree.main_root()?;
-    let has_root = !tree.orphan[root];
-    let facts = TraceFacts {
-        duration,
-        root_name: if has_root {
-            tree.spans[root].name.to_string()
-        } else {
-            String::new()
-        },
-        root_service: if has_root {
-            tree.spans[root].service.to_string()
-        } else {
-            String::new()
-        },
-        id: hex::encode(id),
-    };
-    let mut leaf = 0;
-    let matched = matches(query, &tree, atoms, offsets, &mut leaf, &facts);
-    let mut hits: Vec<usize> = (0..tree.spans.len()).filter(|&i| matched[i]).collect();
-    if hits.is_empty() {
-        return None;
-    }
-    hits.sort_by_key(|&i| tree.spans[i].start);
-    let shown: Vec<Value> = hits
-        .iter()
-        .take(spss)
-        .map(|&i| {
-            let s = &tree.spans[i];
-            json!({
-                "spanID": s.id_hex(),
-                "name": s.name.to_string(),
-                "startTimeUnixNano": s.start.to_string(),
-                "durationNanos": s.duration.to_string(),
-            })
-        })
-        .collect();
-    let stats = tree.service_counts();
-    let service_stats: Map<String, Value> = stats
-        .into_iter()
-        .map(|(name, (spans, errors))| {
-            let mut o = Map::new();
-            o.insert("spanCount".into(), json!(spans));
-            if errors > 0 {
-                o.insert("errorCount".into(), json!(errors));
-            }
-            (name.to_string(), Value::Object(o))
-        })
-        .collect();
-    let hex_id = hex::encode(id);
-    let mut o = Map::new();
-    o.insert("traceID".into(), json!(hex_id.trim_start_matches('0')));
-    o.insert(
-        "rootServiceName".into(),
-        json!(if has_root {
-            facts.root_service.as_str()
-        } else {
-            NO_ROOT
-        }),
-    );
-    if has_root {
-        o.insert("rootTraceName".into(), json!(facts.root_name));
-    }
-    o.insert("startTimeUnixNano".into(), json!(start.to_string()));
-    let ms = duration / 1_000_000;
-    if ms > 0 {
-        o.insert("durationMs".into(), json!(ms));
-    }
-    o.insert(
-        "spanSets".into(),
-        json!([{ "spans": shown, "matched": hits.len() }]),
-    );
-    o.insert("serviceStats".into(), Value::Object(service_stats));
-    Some(Value::Object(o))
-}
-
 async fn search(
     State(engine): State<Arc<QueryEngine>>,
     RawQuery(q): RawQuery,
@@ -556,13 +200,13 @@ async fn search(
     let query = match (text, tags) {
         (Some(_), Some(_)) => return Err(bad("give q (TraceQL) or tags, not both")),
         (Some(q), None) => traceql::parse(&q).map_err(|e| bad(e.to_string()))?,
-        (None, Some(t)) => legacy_tags(&t)?,
+        (None, Some(t)) => traceql::legacy_tags(&t).map_err(|e| bad(e.to_string()))?,
         (None, None) => Query::Spanset(Cond::True),
     };
     let duration = |p: &mut Params, name: &'static str| -> Result<Option<i64>, Error> {
         match p.one(name).map_err(|e| bad(e.0))? {
             None => Ok(None),
-            Some(v) => parse_duration(&v)
+            Some(v) => parse_nanos(&v)
                 .map(Some)
                 .map_err(|e| bad(format!("{name}: {e}"))),
         }
@@ -596,11 +240,77 @@ async fn search(
             }
         }
     };
-    let (traces, inspected) = run_search(&engine, &query, range, limit, spss, min, max).await?;
+    let found = traceql::search::run(
+        &engine,
+        &traceql::search::Search {
+            query: &query,
+            range,
+            limit,
+            spans_per_set: spss,
+            min_duration: min,
+            max_duration: max,
+        },
+    )
+    .await?;
+    let traces: Vec<Value> = found.traces.iter().map(search_result).collect();
     Ok(
-        axum::Json(json!({ "traces": traces, "metrics": { "inspectedTraces": inspected } }))
+        axum::Json(json!({ "traces": traces, "metrics": { "inspectedTraces": found.inspected } }))
             .into_response(),
     )
+}
+
+/// Tempo's name for a trace whose root span has not arrived.
+const NO_ROOT: &str = "<root span not yet received>";
+
+/// A found trace as Tempo's `TraceSearchMetadata`.
+fn search_result(t: &TraceMatch) -> Value {
+    let shown: Vec<Value> = t
+        .spans
+        .iter()
+        .map(|s| {
+            json!({
+                "spanID": s.id_hex(),
+                "name": s.name.to_string(),
+                "startTimeUnixNano": s.start.to_string(),
+                "durationNanos": s.duration.to_string(),
+            })
+        })
+        .collect();
+    let service_stats: Map<String, Value> = t
+        .services
+        .iter()
+        .map(|(name, spans, errors)| {
+            let mut o = Map::new();
+            o.insert("spanCount".into(), json!(spans));
+            if *errors > 0 {
+                o.insert("errorCount".into(), json!(errors));
+            }
+            (name.clone(), Value::Object(o))
+        })
+        .collect();
+    let hex_id = hex::encode(t.id);
+    let mut o = Map::new();
+    o.insert("traceID".into(), json!(hex_id.trim_start_matches('0')));
+    match &t.root {
+        Some((service, name)) => {
+            o.insert("rootServiceName".into(), json!(service));
+            o.insert("rootTraceName".into(), json!(name));
+        }
+        None => {
+            o.insert("rootServiceName".into(), json!(NO_ROOT));
+        }
+    }
+    o.insert("startTimeUnixNano".into(), json!(t.start.to_string()));
+    let ms = t.duration / 1_000_000;
+    if ms > 0 {
+        o.insert("durationMs".into(), json!(ms));
+    }
+    o.insert(
+        "spanSets".into(),
+        json!([{ "spans": shown, "matched": t.matched }]),
+    );
+    o.insert("serviceStats".into(), Value::Object(service_stats));
+    Value::Object(o)
 }
 
 // ---- tags ------------------------------------------------------------------

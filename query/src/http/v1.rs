@@ -21,116 +21,25 @@ use arrow::ipc::writer::StreamWriter;
 use arrow::json::ArrayWriter;
 use axum::Router;
 use axum::extract::{Path, RawQuery, State, rejection::JsonRejection};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::analytics;
-use crate::engine::{QueryEngine, QueryError};
+use crate::engine::QueryEngine;
 use crate::executor::{Class, Render, on_executor};
-use crate::params::{ParamError, Params};
-use crate::search::{self, Cursor, SearchError};
+use tracelake_protocols::params::Params;
+
+use super::error::{HttpError, Json, render};
+use crate::search::{self, Cursor};
 use crate::trace;
 
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
-/// An API error: status and message.
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-        }
-    }
-
-    fn not_found(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            message: message.into(),
-        }
-    }
-}
-
-/// The HTTP status every API answers a query error with: 400 invalid or
-/// too large, 408 time limit, 422 memory limit, 429 overloaded (with
-/// `Retry-After`), 500 otherwise (logged).
-pub fn query_status(e: &QueryError) -> StatusCode {
-    match e {
-        QueryError::Invalid(_) | QueryError::TooManyRows(_) => StatusCode::BAD_REQUEST,
-        QueryError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-        QueryError::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        QueryError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
-        // Nobody reads it (nginx's "client closed request").
-        QueryError::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-        QueryError::Internal(_) => {
-            tracing::error!(error = %e, "query failed");
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
-    }
-}
-
-impl From<QueryError> for ApiError {
-    fn from(e: QueryError) -> Self {
-        Self {
-            status: query_status(&e),
-            message: e.to_string(),
-        }
-    }
-}
-
-/// A plain-text error, as the Zipkin and Tempo APIs answer.
-pub struct TextError(pub StatusCode, pub String);
-
-impl TextError {
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self(StatusCode::BAD_REQUEST, message.into())
-    }
-}
-
-impl IntoResponse for TextError {
-    fn into_response(self) -> Response {
-        (
-            self.0,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            self.1,
-        )
-            .into_response()
-    }
-}
-
-impl From<QueryError> for TextError {
-    fn from(e: QueryError) -> Self {
-        Self(query_status(&e), e.to_string())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
-    }
-}
-
-impl From<ParamError> for ApiError {
-    fn from(e: ParamError) -> Self {
-        Self::bad_request(e.0)
-    }
-}
-
-impl From<SearchError> for ApiError {
-    fn from(e: SearchError) -> Self {
-        match e {
-            SearchError::Param(p) => p.into(),
-            SearchError::Query(q) => q.into(),
-        }
-    }
-}
+/// The native API's errors: `{"error": "..."}`.
+type ApiError = HttpError<Json>;
 
 /// The `/api/v1` routes, run on the query executor.
 pub fn router(engine: Arc<QueryEngine>) -> Router {
@@ -147,7 +56,7 @@ pub fn router(engine: Arc<QueryEngine>) -> Router {
         .route("/api/v1/metrics/red", get(red))
         .route("/api/v1/dependencies", get(dependencies))
         .with_state(Arc::clone(&engine));
-    let render: Render = |e| ApiError::from(e).into_response();
+    let render: Render = render::<Json>;
     on_executor(interactive, &engine, Class::Interactive, render).merge(on_executor(
         heavy,
         &engine,
@@ -303,7 +212,7 @@ async fn sql(
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::from(QueryError::Internal(e.to_string()))
+    crate::error::ApiError::internal(&e).into()
 }
 
 fn arrow_stream(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, ApiError> {

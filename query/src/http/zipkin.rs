@@ -15,21 +15,23 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, RecordBatch};
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
+use tracelake_protocols::otlp::trace_id_hex;
+use tracelake_protocols::zipkin;
 use tracelake_schema::model::SpanRows;
-use tracelake_schema::zipkin;
 
+use super::error::{HttpError, Text, render};
 use crate::analytics;
-use crate::api::TextError as Error;
 use crate::engine::QueryEngine;
+use crate::error::ApiError;
 use crate::executor::{Class, Render, on_executor};
 use crate::fetch::{TRACE_MARGIN_NS, TraceId};
-use crate::params::{Params, SpanFilter, TimeRange, quote};
 use crate::search;
+use crate::sql::{Sql, quote};
 use crate::trace;
+use tracelake_protocols::params::{Params, SpanFilter, TimeRange};
 
 const DAY_MS: i64 = 86_400_000;
 const MS: i64 = 1_000_000;
@@ -44,6 +46,9 @@ pub const AUTOCOMPLETE_KEYS: &[&str] = &[
     "db.system",
     "error.type",
 ];
+
+/// Plain-text errors, as Zipkin and Tempo answer.
+type Error = HttpError<Text>;
 
 fn bad(message: impl Into<String>) -> Error {
     Error::bad_request(message)
@@ -64,7 +69,7 @@ pub fn router(engine: Arc<QueryEngine>) -> Router {
         .route("/api/v2/dependencies", get(dependencies))
         .route("/api/v2/autocompleteValues", get(autocomplete_values))
         .with_state(Arc::clone(&engine));
-    let render: Render = |e| Error::from(e).into_response();
+    let render: Render = render::<Text>;
     on_executor(interactive, &engine, Class::Interactive, render).merge(on_executor(
         heavy,
         &engine,
@@ -266,8 +271,7 @@ async fn traces(
 
 /// Zipkin JSON spans of `batches`, grouped by trace id.
 fn spans_by_trace(batches: &[RecordBatch]) -> Result<BTreeMap<TraceId, Vec<Value>>, Error> {
-    let internal =
-        |e: tracelake_schema::model::Error| Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    let internal = |e: tracelake_schema::model::Error| Error::from(ApiError::internal(&e));
     let mut out: BTreeMap<TraceId, Vec<(i64, Value)>> = BTreeMap::new();
     for batch in batches {
         let rows = SpanRows::try_new(batch).map_err(internal)?;
@@ -303,10 +307,7 @@ async fn trace_by_id(
     let batches = trace::fetch(&engine, &id).await?;
     match spans_by_trace(&batches)?.remove(&id) {
         Some(spans) => Ok(axum::Json(spans).into_response()),
-        None => Err(Error(
-            StatusCode::NOT_FOUND,
-            format!("{} not found", zipkin::trace_id_hex(&id)),
-        )),
+        None => Err(Error::not_found(format!("{} not found", trace_id_hex(&id)))),
     }
 }
 

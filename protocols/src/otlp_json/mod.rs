@@ -1,0 +1,9 @@
+//! OTLP/JSON both ways: request bodies in ([`decode_request`]), and spans
+//! out in the protobuf JSON mapping, in OTLP's and Tempo's dialects
+//! ([`traces_data_in`]).
+
+mod decode;
+mod encode;
+
+pub use decode::{Error, decode_request};
+pub use encode::{Style, encode_response, span, traces_data, traces_data_in};
