@@ -14,9 +14,13 @@ use serde::Deserialize;
 use url::Url;
 
 /// Declares the settings once: clap flags (with env vars) and TOML keys share
-/// the field, and [`Settings::or`] merges two sources field by field.
+/// the field, [`Settings::or`] merges two sources field by field, and a
+/// setting's `default` (in the form a user would write it) is both what
+/// [`Settings::with_defaults`] fills in and what `--help` shows
+/// ([`Settings::document_defaults`]). Settings without one are computed
+/// where they are resolved.
 macro_rules! settings {
-    ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty, env = $env:literal; )*) => {
+    ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty, env = $env:literal $(, default = $default:literal)?; )*) => {
         #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
         #[serde(deny_unknown_fields)]
         pub(crate) struct Settings {
@@ -32,89 +36,112 @@ macro_rules! settings {
             fn or(self, other: Settings) -> Settings {
                 Settings { $( $name: self.$name.or(other.$name), )* }
             }
+
+            /// The declared defaults, as a user would write them.
+            pub(crate) const DEFAULTS: &[(&str, &str)] = &[
+                $( $( (stringify!($name), $default), )? )*
+            ];
+
+            /// `self`, with unset fields that have a default set to it.
+            fn with_defaults(self) -> anyhow::Result<Settings> {
+                Ok(Settings { $( $name: match self.$name {
+                    Some(v) => Some(v),
+                    None => default_of::<$ty>(stringify!($name), &[$($default)?])?,
+                }, )* })
+            }
         }
     };
 }
 
+/// The default `texts` (none or one) of setting `name`, parsed.
+fn default_of<T: std::str::FromStr>(name: &str, texts: &[&str]) -> anyhow::Result<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    texts
+        .first()
+        .map(|t| {
+            t.parse()
+                .map_err(|e| anyhow::anyhow!("the default of {name} ({t:?}) does not parse: {e}"))
+        })
+        .transpose()
+}
+
 settings! {
     /// Local directory for the write-ahead log and, unless --storage-url is
-    /// set, the table [default: ./data]
-    data_dir: PathBuf, env = "TRACELAKE_DATA_DIR";
+    /// set, the table
+    data_dir: PathBuf, env = "TRACELAKE_DATA_DIR", default = "./data";
     /// Root URL of the table storage (file:///path; object stores later)
     /// [default: the data directory]
     storage_url: String, env = "TRACELAKE_STORAGE_URL";
-    /// OTLP/gRPC listen address [default: 0.0.0.0:4317]
-    otlp_grpc_listen: SocketAddr, env = "TRACELAKE_OTLP_GRPC_LISTEN";
-    /// OTLP/HTTP listen address [default: 0.0.0.0:4318]
-    otlp_http_listen: SocketAddr, env = "TRACELAKE_OTLP_HTTP_LISTEN";
-    /// Query API, health and metrics listen address [default: 0.0.0.0:3200]
-    http_listen: SocketAddr, env = "TRACELAKE_HTTP_LISTEN";
-    /// Zipkin ingest and query API listen address [default: 0.0.0.0:9411]
-    zipkin_listen: SocketAddr, env = "TRACELAKE_ZIPKIN_LISTEN";
-    /// Jaeger thrift over HTTP (`POST /api/traces`) listen address [default: 0.0.0.0:14268]
-    jaeger_http_listen: SocketAddr, env = "TRACELAKE_JAEGER_HTTP_LISTEN";
-    /// Jaeger agent UDP, thrift compact [default: 0.0.0.0:6831]
-    jaeger_compact_listen: SocketAddr, env = "TRACELAKE_JAEGER_COMPACT_LISTEN";
-    /// Jaeger agent UDP, thrift binary [default: 0.0.0.0:6832]
-    jaeger_binary_listen: SocketAddr, env = "TRACELAKE_JAEGER_BINARY_LISTEN";
-    /// Arrow Flight SQL listen address [default: 0.0.0.0:4319]
-    flight_sql_listen: SocketAddr, env = "TRACELAKE_FLIGHT_SQL_LISTEN";
-    /// Reject spans that started longer ago than this [default: 7d]
-    max_span_age: String, env = "TRACELAKE_MAX_SPAN_AGE";
-    /// Remove hour partitions older than this from the table; 0s keeps everything [default: 7d]
-    retention: String, env = "TRACELAKE_RETENTION";
-    /// How often retention runs [default: 5m]
-    retention_check_interval: String, env = "TRACELAKE_RETENTION_CHECK_INTERVAL";
-    /// Delete files no longer in the table once they are this old [default: 1h]
-    vacuum_grace: String, env = "TRACELAKE_VACUUM_GRACE";
-    /// How often closed hour partitions are looked at for compaction; 0s
-    /// turns compaction off [default: 1m]
-    compaction_interval: String, env = "TRACELAKE_COMPACTION_INTERVAL";
-    /// Compact an hour partition once its hour ended this long ago [default: 10m]
-    compaction_delay: String, env = "TRACELAKE_COMPACTION_DELAY";
-    /// Size of a compacted file [default: 268435456]
-    compaction_target_bytes: u64, env = "TRACELAKE_COMPACTION_TARGET_BYTES";
-    /// Reject spans that start further in the future than this [default: 1h]
-    max_span_future: String, env = "TRACELAKE_MAX_SPAN_FUTURE";
-    /// Largest request body, after decompression [default: 67108864]
-    max_request_bytes: usize, env = "TRACELAKE_MAX_REQUEST_BYTES";
-    /// Buffered bytes above which ingest pushes back with 429 /
-    /// UNAVAILABLE [default: 1073741824]
-    max_buffer_bytes: usize, env = "TRACELAKE_MAX_BUFFER_BYTES";
+    /// OTLP/gRPC listen address
+    otlp_grpc_listen: SocketAddr, env = "TRACELAKE_OTLP_GRPC_LISTEN", default = "0.0.0.0:4317";
+    /// OTLP/HTTP listen address
+    otlp_http_listen: SocketAddr, env = "TRACELAKE_OTLP_HTTP_LISTEN", default = "0.0.0.0:4318";
+    /// Query API, health and metrics listen address
+    http_listen: SocketAddr, env = "TRACELAKE_HTTP_LISTEN", default = "0.0.0.0:3200";
+    /// Zipkin ingest and query API listen address
+    zipkin_listen: SocketAddr, env = "TRACELAKE_ZIPKIN_LISTEN", default = "0.0.0.0:9411";
+    /// Jaeger thrift over HTTP (`POST /api/traces`) listen address
+    jaeger_http_listen: SocketAddr, env = "TRACELAKE_JAEGER_HTTP_LISTEN", default = "0.0.0.0:14268";
+    /// Jaeger agent UDP, thrift compact
+    jaeger_compact_listen: SocketAddr, env = "TRACELAKE_JAEGER_COMPACT_LISTEN", default = "0.0.0.0:6831";
+    /// Jaeger agent UDP, thrift binary
+    jaeger_binary_listen: SocketAddr, env = "TRACELAKE_JAEGER_BINARY_LISTEN", default = "0.0.0.0:6832";
+    /// Arrow Flight SQL listen address
+    flight_sql_listen: SocketAddr, env = "TRACELAKE_FLIGHT_SQL_LISTEN", default = "0.0.0.0:4319";
+    /// Reject spans that started longer ago than this
+    max_span_age: String, env = "TRACELAKE_MAX_SPAN_AGE", default = "7d";
+    /// Remove hour partitions older than this from the table; 0s keeps
+    /// everything
+    retention: String, env = "TRACELAKE_RETENTION", default = "7d";
+    /// How often retention runs
+    retention_check_interval: String, env = "TRACELAKE_RETENTION_CHECK_INTERVAL", default = "5m";
+    /// Delete files no longer in the table once they are this old
+    vacuum_grace: String, env = "TRACELAKE_VACUUM_GRACE", default = "1h";
+    /// How often closed hour partitions are looked at for compaction; 0s turns
+    /// compaction off
+    compaction_interval: String, env = "TRACELAKE_COMPACTION_INTERVAL", default = "1m";
+    /// Compact an hour partition once its hour ended this long ago
+    compaction_delay: String, env = "TRACELAKE_COMPACTION_DELAY", default = "10m";
+    /// Size of a compacted file
+    compaction_target_bytes: u64, env = "TRACELAKE_COMPACTION_TARGET_BYTES", default = "268435456";
+    /// Reject spans that start further in the future than this
+    max_span_future: String, env = "TRACELAKE_MAX_SPAN_FUTURE", default = "1h";
+    /// Largest request body, after decompression
+    max_request_bytes: usize, env = "TRACELAKE_MAX_REQUEST_BYTES", default = "67108864";
+    /// Buffered bytes above which ingest pushes back with 429 / UNAVAILABLE
+    max_buffer_bytes: usize, env = "TRACELAKE_MAX_BUFFER_BYTES", default = "1073741824";
     /// Write buffered spans to the table once the oldest is this old
-    /// [default: 60s]
-    flush_max_age: String, env = "TRACELAKE_FLUSH_MAX_AGE";
-    /// Write buffered spans once they hold this many bytes [default: 134217728]
-    flush_max_bytes: usize, env = "TRACELAKE_FLUSH_MAX_BYTES";
-    /// Size at which a WAL segment is closed [default: 67108864]
-    wal_segment_bytes: u64, env = "TRACELAKE_WAL_SEGMENT_BYTES";
+    flush_max_age: String, env = "TRACELAKE_FLUSH_MAX_AGE", default = "60s";
+    /// Write buffered spans once they hold this many bytes
+    flush_max_bytes: usize, env = "TRACELAKE_FLUSH_MAX_BYTES", default = "134217728";
+    /// Size at which a WAL segment is closed
+    wal_segment_bytes: u64, env = "TRACELAKE_WAL_SEGMENT_BYTES", default = "67108864";
     /// Time limit of one query request, over all the statements it runs
-    /// [default: 30s]
-    query_timeout: String, env = "TRACELAKE_QUERY_TIMEOUT";
-    /// Threads that run queries, apart from those that receive spans
-    /// [default: the number of CPUs]
+    query_timeout: String, env = "TRACELAKE_QUERY_TIMEOUT", default = "30s";
+    /// Threads that run queries, apart from those that receive spans [default:
+    /// the number of CPUs]
     query_threads: usize, env = "TRACELAKE_QUERY_THREADS";
-    /// Nice value of the query threads, so that ingest wins the CPU when
-    /// both want it (interactive reads run at half of it); 0 keeps the
-    /// server's priority [default: 10]
-    query_nice: i32, env = "TRACELAKE_QUERY_NICE";
-    /// Query requests that run at once [default: 4]
-    query_max_concurrent: usize, env = "TRACELAKE_QUERY_MAX_CONCURRENT";
+    /// Nice value of the query threads, so that ingest wins the CPU when both
+    /// want it (interactive reads run at half of it); 0 keeps the server's
+    /// priority
+    query_nice: i32, env = "TRACELAKE_QUERY_NICE", default = "10";
+    /// Query requests that run at once
+    query_max_concurrent: usize, env = "TRACELAKE_QUERY_MAX_CONCURRENT", default = "4";
     /// Of those, slots kept for interactive reads (trace by id, service and
-    /// operation lists) [default: 1]
-    query_reserved_interactive: usize, env = "TRACELAKE_QUERY_RESERVED_INTERACTIVE";
+    /// operation lists)
+    query_reserved_interactive: usize, env = "TRACELAKE_QUERY_RESERVED_INTERACTIVE", default = "1";
     /// Query requests that may wait for a slot; more are refused with 429
-    /// [default: 32]
-    query_max_queued: usize, env = "TRACELAKE_QUERY_MAX_QUEUED";
-    /// Memory limit of query execution [default: 2147483648]
-    query_memory_limit_bytes: usize, env = "TRACELAKE_QUERY_MEMORY_LIMIT_BYTES";
-    /// Most rows a SQL result may have [default: 100000]
-    query_max_rows: usize, env = "TRACELAKE_QUERY_MAX_ROWS";
-    /// Log filter, tracing-subscriber syntax [default:
-    /// info,buoyant_kernel=warn,deltalake=warn]
-    log_filter: String, env = "TRACELAKE_LOG";
-    /// Log format: text or json [default: text]
-    log_format: String, env = "TRACELAKE_LOG_FORMAT";
+    query_max_queued: usize, env = "TRACELAKE_QUERY_MAX_QUEUED", default = "32";
+    /// Memory limit of query execution
+    query_memory_limit_bytes: usize, env = "TRACELAKE_QUERY_MEMORY_LIMIT_BYTES", default = "2147483648";
+    /// Most rows a SQL result may have
+    query_max_rows: usize, env = "TRACELAKE_QUERY_MAX_ROWS", default = "100000";
+    /// Log filter, tracing-subscriber syntax
+    log_filter: String, env = "TRACELAKE_LOG", default = "info,buoyant_kernel=warn,deltalake=warn";
+    /// Log format: text or json
+    log_format: String, env = "TRACELAKE_LOG_FORMAT", default = "text";
 }
 
 /// Settings with defaults applied and values parsed.
@@ -168,14 +195,28 @@ impl Settings {
         self.or(from_file).into_config()
     }
 
+    /// Appends each declared default to its flag's help.
+    pub(crate) fn document_defaults(mut cmd: clap::Command) -> clap::Command {
+        for (name, default) in Self::DEFAULTS {
+            cmd = cmd.mut_arg(*name, |arg| {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                arg.help(format!("{help} [default: {default}]"))
+            });
+        }
+        cmd
+    }
+
+    /// Parses and checks every value; touches nothing on disk.
     fn into_config(self) -> anyhow::Result<Config> {
-        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-        let data_dir = data_dir
-            .canonicalize()
+        let s = self.with_defaults()?;
+        // Declared with a default, so set by `with_defaults`.
+        fn set<T>(value: Option<T>) -> T {
+            value.expect("a setting with a declared default")
+        }
+        let data_dir = set(s.data_dir);
+        let data_dir = std::path::absolute(&data_dir)
             .with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;
-        let root = match self.storage_url {
+        let root = match s.storage_url {
             Some(url) => {
                 Url::parse(&url).with_context(|| format!("invalid --storage-url {url:?}"))?
             }
@@ -184,18 +225,19 @@ impl Settings {
             })?,
         };
         let table_url = tenant_table_url(&root, DEFAULT_TENANT)?;
-        let duration = |value: Option<String>, default: &str, name: &str| {
-            let text = value.unwrap_or_else(|| default.to_string());
+        let duration = |value: Option<String>, name: &str| {
+            let text = set(value);
             parse_duration(&text).with_context(|| format!("invalid {name} {text:?}"))
         };
-        if self.query_max_concurrent == Some(0) {
+        let max_concurrent = set(s.query_max_concurrent);
+        if max_concurrent == 0 {
             bail!("query max concurrent must be at least 1");
         }
-        if !(-20..=19).contains(&self.query_nice.unwrap_or(10)) {
+        let nice = set(s.query_nice);
+        if !(-20..=19).contains(&nice) {
             bail!("query nice must be between -20 and 19");
         }
-        let log_format = self.log_format.unwrap_or_else(|| "text".into());
-        let log_json = match log_format.as_str() {
+        let log_json = match set(s.log_format).as_str() {
             "text" => false,
             "json" => true,
             other => bail!("invalid log format {other:?}: use text or json"),
@@ -203,59 +245,44 @@ impl Settings {
         Ok(Config {
             wal_dir: data_dir.join("wal").join(DEFAULT_TENANT),
             table_url,
-            otlp_grpc_listen: self.otlp_grpc_listen.unwrap_or(([0, 0, 0, 0], 4317).into()),
-            otlp_http_listen: self.otlp_http_listen.unwrap_or(([0, 0, 0, 0], 4318).into()),
-            http_listen: self.http_listen.unwrap_or(([0, 0, 0, 0], 3200).into()),
-            zipkin_listen: self.zipkin_listen.unwrap_or(([0, 0, 0, 0], 9411).into()),
-            jaeger_http_listen: self
-                .jaeger_http_listen
-                .unwrap_or(([0, 0, 0, 0], 14268).into()),
-            jaeger_compact_listen: self
-                .jaeger_compact_listen
-                .unwrap_or(([0, 0, 0, 0], 6831).into()),
-            jaeger_binary_listen: self
-                .jaeger_binary_listen
-                .unwrap_or(([0, 0, 0, 0], 6832).into()),
-            flight_sql_listen: self
-                .flight_sql_listen
-                .unwrap_or(([0, 0, 0, 0], 4319).into()),
-            max_span_age: duration(self.max_span_age, "7d", "max span age")?,
-            retention: Some(duration(self.retention, "7d", "retention")?).filter(|d| !d.is_zero()),
+            otlp_grpc_listen: set(s.otlp_grpc_listen),
+            otlp_http_listen: set(s.otlp_http_listen),
+            http_listen: set(s.http_listen),
+            zipkin_listen: set(s.zipkin_listen),
+            jaeger_http_listen: set(s.jaeger_http_listen),
+            jaeger_compact_listen: set(s.jaeger_compact_listen),
+            jaeger_binary_listen: set(s.jaeger_binary_listen),
+            flight_sql_listen: set(s.flight_sql_listen),
+            max_span_age: duration(s.max_span_age, "max span age")?,
+            retention: Some(duration(s.retention, "retention")?).filter(|d| !d.is_zero()),
             retention_check_interval: duration(
-                self.retention_check_interval,
-                "5m",
+                s.retention_check_interval,
                 "retention check interval",
             )?,
-            vacuum_grace: duration(self.vacuum_grace, "1h", "vacuum grace")?,
-            compaction_interval: Some(duration(
-                self.compaction_interval,
-                "1m",
-                "compaction interval",
-            )?)
-            .filter(|d| !d.is_zero()),
-            compaction_delay: duration(self.compaction_delay, "10m", "compaction delay")?,
-            compaction_target_bytes: self.compaction_target_bytes.unwrap_or(256 << 20),
-            max_span_future: duration(self.max_span_future, "1h", "max span future")?,
-            max_request_bytes: self.max_request_bytes.unwrap_or(64 << 20),
-            max_buffer_bytes: self.max_buffer_bytes.unwrap_or(1 << 30),
-            flush_max_age: duration(self.flush_max_age, "60s", "flush max age")?,
-            flush_max_bytes: self.flush_max_bytes.unwrap_or(128 << 20),
-            wal_segment_bytes: self.wal_segment_bytes.unwrap_or(64 << 20),
+            vacuum_grace: duration(s.vacuum_grace, "vacuum grace")?,
+            compaction_interval: Some(duration(s.compaction_interval, "compaction interval")?)
+                .filter(|d| !d.is_zero()),
+            compaction_delay: duration(s.compaction_delay, "compaction delay")?,
+            compaction_target_bytes: set(s.compaction_target_bytes),
+            max_span_future: duration(s.max_span_future, "max span future")?,
+            max_request_bytes: set(s.max_request_bytes),
+            max_buffer_bytes: set(s.max_buffer_bytes),
+            flush_max_age: duration(s.flush_max_age, "flush max age")?,
+            flush_max_bytes: set(s.flush_max_bytes),
+            wal_segment_bytes: set(s.wal_segment_bytes),
             query: tracelake_query::ExecutorConfig {
-                timeout: duration(self.query_timeout, "30s", "query timeout")?,
-                threads: self
+                timeout: duration(s.query_timeout, "query timeout")?,
+                threads: s
                     .query_threads
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
-                nice: self.query_nice.unwrap_or(10),
-                max_concurrent: self.query_max_concurrent.unwrap_or(4),
-                reserved_interactive: self.query_reserved_interactive.unwrap_or(1),
-                max_queued: self.query_max_queued.unwrap_or(32),
+                nice,
+                max_concurrent,
+                reserved_interactive: set(s.query_reserved_interactive),
+                max_queued: set(s.query_max_queued),
             },
-            query_memory_limit_bytes: self.query_memory_limit_bytes.unwrap_or(2 << 30),
-            query_max_rows: self.query_max_rows.unwrap_or(100_000),
-            log_filter: self
-                .log_filter
-                .unwrap_or_else(|| "info,buoyant_kernel=warn,deltalake=warn".into()),
+            query_memory_limit_bytes: set(s.query_memory_limit_bytes),
+            query_max_rows: set(s.query_max_rows),
+            log_filter: set(s.log_filter),
             log_json,
         })
     }
@@ -279,6 +306,59 @@ pub(crate) fn parse_duration(text: &str) -> anyhow::Result<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_declared_default_parses_and_resolving_touches_no_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("not-yet");
+        let config = Settings {
+            data_dir: Some(data.clone()),
+            ..Settings::default()
+        }
+        .resolve(None)
+        .unwrap();
+        assert!(
+            !data.exists(),
+            "resolving settings created {}",
+            data.display()
+        );
+        assert_eq!(config.otlp_grpc_listen, ([0, 0, 0, 0], 4317).into());
+        assert_eq!(config.compaction_target_bytes, 256 << 20);
+        assert_eq!(config.query.timeout, Duration::from_secs(30));
+        assert_eq!(config.retention, Some(Duration::from_secs(7 * 86400)));
+        // The relative default resolves against the working directory.
+        let config = Settings::default().resolve(None).unwrap();
+        assert!(config.wal_dir.is_absolute(), "{}", config.wal_dir.display());
+        assert!(config.wal_dir.ends_with("data/wal/default"));
+    }
+
+    #[test]
+    fn help_shows_each_default_from_its_declaration() {
+        let cmd = Settings::document_defaults(<Settings as clap::Args>::augment_args(
+            clap::Command::new("serve"),
+        ));
+        let help = cmd.clone().render_help().to_string();
+        for (name, default) in Settings::DEFAULTS {
+            let flag = format!("--{}", name.replace('_', "-"));
+            let line = help
+                .lines()
+                .skip_while(|l| !l.contains(&flag))
+                .take_while(|l| !l.trim_start().starts_with("--") || l.contains(&flag))
+                .collect::<Vec<_>>()
+                .join(" ");
+            // Wrapping may split a default over lines.
+            let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                line.contains(&format!("[default: {default}]")),
+                "{flag}: {line}"
+            );
+        }
+        assert_eq!(
+            help.matches("[default:").count(),
+            Settings::DEFAULTS.len() + 2,
+            "each default once, plus the two computed ones written in their help"
+        );
+    }
 
     #[test]
     fn durations_parse() {
@@ -332,6 +412,21 @@ mod tests {
         let config = flags.or(example).into_config().unwrap();
         assert_eq!(config.flush_max_age, Duration::from_secs(60));
         assert_eq!(config.http_listen.port(), 3200);
+        // What the example shows is what the declarations say.
+        let shown: toml::Table = toml::from_str(include_str!("../tracelake.example.toml")).unwrap();
+        for (name, value) in &shown {
+            let default = Settings::DEFAULTS
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, d)| *d)
+                .unwrap_or_else(|| panic!("{name} has no declared default"));
+            let value = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                other => panic!("{name}: unexpected {other:?}"),
+            };
+            assert_eq!(value, default, "{name} in tracelake.example.toml");
+        }
     }
 
     #[test]
