@@ -15,6 +15,7 @@ mod jaeger;
 mod load;
 mod otlp_clients;
 mod procs;
+mod python_env;
 mod refusals;
 mod retention;
 mod server;

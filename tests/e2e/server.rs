@@ -28,9 +28,14 @@ pub(crate) fn fixtures() -> Option<std::path::PathBuf> {
 
 /// The Python interpreter (`TRACELAKE_PYTHON`, else `python3`) if it can
 /// `import` the given modules. Without them a test is skipped with a
-/// message, except in CI, where `.ci/run` installs `packages` and their
-/// absence fails the test.
+/// message, except in CI, where `.ci/run` installs `packages` (pinned, in a
+/// virtual environment named by `TRACELAKE_PYTHON`, which CI must set) and
+/// their absence fails the test.
 pub(crate) fn python_with(imports: &str, packages: &str) -> Option<String> {
+    assert!(
+        std::env::var_os("CI").is_none() || std::env::var_os("TRACELAKE_PYTHON").is_some(),
+        "CI runs the pinned virtual environment's python, named in TRACELAKE_PYTHON (see .ci/run)"
+    );
     let python = std::env::var("TRACELAKE_PYTHON").unwrap_or_else(|_| "python3".into());
     let probe = Command::new(&python)
         .args(["-c", &format!("import {imports}")])
