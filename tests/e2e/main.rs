@@ -19,6 +19,7 @@ mod python_env;
 mod refusals;
 mod retention;
 mod server;
+mod skip;
 mod spans;
 mod sql;
 mod tempo;

@@ -27,11 +27,9 @@ fn pins(text: &str) -> BTreeMap<String, String> {
 #[test]
 fn python_environment_is_exactly_the_pinned_requirements() {
     let Ok(python) = std::env::var("TRACELAKE_PYTHON") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must name the pinned virtual environment's python in TRACELAKE_PYTHON (see .ci/run)"
+        crate::skip::skip(
+            "TRACELAKE_PYTHON is not set: the tests run python3 as found, not the pinned environment of .ci/run",
         );
-        eprintln!("skipped: TRACELAKE_PYTHON is not set, so the tests use python3 as found");
         return;
     };
     let wanted = pins(

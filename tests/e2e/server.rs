@@ -12,25 +12,26 @@ use serde_json::Value;
 use crate::procs;
 
 /// The public conformance fixtures in the workplace's shared folder, or
-/// `None` (with a message) where that folder is absent.
+/// `None` where that folder is absent: the test skips ([`crate::skip`];
+/// in CI it fails).
 pub(crate) fn fixtures() -> Option<std::path::PathBuf> {
     let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"));
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!(
-            "skipped: {} is absent (fixtures live in the workplace's shared folder)",
+        crate::skip::skip(&format!(
+            "{} is absent (fixtures live in the workplace's shared folder)",
             dir.display()
-        );
+        ));
         None
     }
 }
 
 /// The Python interpreter (`TRACELAKE_PYTHON`, else `python3`) if it can
-/// `import` the given modules. Without them a test is skipped with a
-/// message, except in CI, where `.ci/run` installs `packages` (pinned, in a
-/// virtual environment named by `TRACELAKE_PYTHON`, which CI must set) and
-/// their absence fails the test.
+/// `import` the given modules. Without them the test skips
+/// ([`crate::skip`]), except in CI, where `.ci/run` installs `packages`
+/// (pinned, in a virtual environment named by `TRACELAKE_PYTHON`, which CI
+/// must set) and their absence fails the test.
 pub(crate) fn python_with(imports: &str, packages: &str) -> Option<String> {
     assert!(
         std::env::var_os("CI").is_none() || std::env::var_os("TRACELAKE_PYTHON").is_some(),
@@ -43,11 +44,17 @@ pub(crate) fn python_with(imports: &str, packages: &str) -> Option<String> {
     if probe.as_ref().is_ok_and(|o| o.status.success()) {
         return Some(python);
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must install {packages} (see .ci/run): {probe:?}"
-    );
-    eprintln!("skipped: {python} cannot import {imports} (pip install {packages})");
+    let why = match probe {
+        Ok(o) => String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string(),
+        Err(e) => e.to_string(),
+    };
+    crate::skip::skip(&format!(
+        "{python} cannot import {imports} ({why}; install {packages} from tests/python/requirements.txt)"
+    ));
     None
 }
 
