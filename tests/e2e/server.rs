@@ -66,6 +66,14 @@ pub(crate) fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `--flush-max-bytes` for a server that a test flushes with
+/// [`TestServer::flush_with_filler`]: far above what a test's own few spans
+/// take in the buffer, so they stay there until the filler comes.
+pub(crate) const FLUSH_BYTES: &str = "4000000";
+
+/// The partition of [`TestServer::flush_with_filler`]'s spans.
+pub(crate) const FILLER_PARTITION: &str = "date=2001-01-01/hour=00";
+
 pub(crate) struct TestServer {
     /// The server in a process group of its own; killed with the group
     /// when dropped (the test ends, passed or failed).
@@ -296,6 +304,69 @@ impl TestServer {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Rows committed to the table per partition (`/api/v1/storage`).
+    pub(crate) async fn committed(&self) -> std::collections::BTreeMap<String, u64> {
+        let (status, body) = self.get("/api/v1/storage").await;
+        assert_eq!(status, 200, "{body}");
+        body["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["partition"].as_str().unwrap().to_string(),
+                    p["rows"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// Makes the server flush everything it buffers now. It must run with
+    /// `--flush-max-bytes` [`FLUSH_BYTES`], no retention and a span age that
+    /// accepts 2001: filler spans (service `filler`, in
+    /// [`FILLER_PARTITION`]) fill the buffer past that size, and once they
+    /// are committed so is everything sent before them (a flush takes every
+    /// partition at once). The filler partition is left out of the answer:
+    /// the rows now committed in every other partition.
+    pub(crate) async fn flush_with_filler(&self) -> std::collections::BTreeMap<String, u64> {
+        use opentelemetry_proto::tonic::trace::v1::Span;
+        const START: u64 = 978_307_200_000_000_000; // 2001-01-01T00:00:00Z
+        let filler = |batch: u64| {
+            (0..5_000u64)
+                .map(|i| Span {
+                    trace_id: (0xf111_u128 << 64 | u128::from(batch))
+                        .to_be_bytes()
+                        .to_vec(),
+                    span_id: (batch << 32 | (i + 1)).to_be_bytes().to_vec(),
+                    name: format!("filler {i}"),
+                    kind: 1,
+                    start_time_unix_nano: START + i * 1000,
+                    end_time_unix_nano: START + i * 1000 + 500,
+                    ..Default::default()
+                })
+                .collect::<Vec<_>>()
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for batch in 0.. {
+            self.export(&crate::spans::request("filler", filler(batch)))
+                .await;
+            let wait = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < wait {
+                let mut committed = self.committed().await;
+                if committed.remove(FILLER_PARTITION).is_some() {
+                    return committed;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} filler batches and no flush: is the server running with --flush-max-bytes {FLUSH_BYTES}?",
+                batch + 1
+            );
+        }
+        unreachable!()
     }
 
     /// `/metrics` as text.

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::server::{TestServer, fixtures, python_with};
+use crate::server::{FILLER_PARTITION, FLUSH_BYTES, TestServer, fixtures, python_with};
 use crate::spans::{kv, now_nanos, request, span};
 
 async fn post(server: &TestServer, content_type: &str, body: Vec<u8>, gzip: bool) -> (u16, String) {
@@ -68,31 +68,72 @@ fn sorted(mut spans: Vec<Value>) -> Vec<Value> {
     spans
 }
 
+/// The Zipkin fixtures, whether each is sent gzip-compressed, the partition
+/// its spans fall in (by start time, UTC) and how many they are.
+const FIXTURES: [(&str, bool, &str, u64); 3] = [
+    ("zipkin_messaging.json", false, "date=2018-03-16/hour=07", 4),
+    ("zipkin_skew.json", true, "date=2016-08-02/hour=15", 4),
+    (
+        "opentelemetry-collector-contrib_sample3.json",
+        false,
+        "date=2016-08-29/hour=11",
+        1,
+    ),
+];
+
+/// What a Zipkin client reads back for each fixture.
+fn fixture_read_back(dir: &std::path::Path, name: &str) -> Value {
+    let sent: Vec<Value> = serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap();
+    Value::Array(sent.into_iter().map(expected).collect())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zipkin_fixtures_read_back_as_sent() {
     let Some(dir) = fixtures() else { return };
     let data = tempfile::tempdir().unwrap();
-    // The fixtures are from 2016-2018: widen the accepted window.
-    let server = TestServer::start(data.path(), &["--max-span-age", "36500d"]).await;
-    for name in [
-        "zipkin_messaging.json",
-        "zipkin_skew.json",
-        "opentelemetry-collector-contrib_sample3.json",
-    ] {
+    // The fixtures are from 2016-2018: widen the accepted window and keep
+    // their partitions; flush only when the test asks.
+    let args = [
+        "--max-span-age",
+        "36500d",
+        "--retention",
+        "0s",
+        "--flush-max-bytes",
+        FLUSH_BYTES,
+    ];
+    let mut server = TestServer::start(data.path(), &args).await;
+    for (name, gzip, _, _) in FIXTURES {
         let body = std::fs::read(dir.join(name)).unwrap();
-        let (status, text) = post(
-            &server,
-            "application/json",
-            body.clone(),
-            name.ends_with("skew.json"),
-        )
-        .await;
+        let (status, text) = post(&server, "application/json", body, gzip).await;
         assert_eq!((status, text.as_str()), (202, ""), "{name}");
-        let sent: Vec<Value> = serde_json::from_slice(&body).unwrap();
-        let trace_id = sent[0]["traceId"].as_str().unwrap();
-        let want = sorted(sent.iter().cloned().map(expected).collect());
-        // The same answer on the Zipkin port and under /zipkin on the query port.
-        let (status, got) = zipkin_get(&server, &format!("/api/v2/trace/{trace_id}")).await;
+    }
+    let committed: std::collections::BTreeMap<String, u64> = FIXTURES
+        .iter()
+        .map(|&(_, _, partition, rows)| (partition.to_string(), rows))
+        .collect();
+    // From the buffer: nothing is committed before or after reading.
+    assert_eq!(server.committed().await, Default::default());
+    read_back_fixtures(&server, &dir).await;
+    assert_eq!(server.committed().await, Default::default());
+    // From Parquet, on the running server after a flush...
+    assert_eq!(server.flush_with_filler().await, committed);
+    read_back_fixtures(&server, &dir).await;
+    // ...and after a restart on the same data.
+    server.terminate();
+    let server = TestServer::start(data.path(), &args).await;
+    let mut after_restart = server.committed().await;
+    after_restart.remove(FILLER_PARTITION);
+    assert_eq!(after_restart, committed);
+    read_back_fixtures(&server, &dir).await;
+}
+
+/// Every fixture through the Zipkin API (on its port and under /zipkin on
+/// the query port), and the skew fixture's tree through /api/v1/traces.
+async fn read_back_fixtures(server: &TestServer, dir: &std::path::Path) {
+    for (name, _, _, _) in FIXTURES {
+        let want = sorted(fixture_read_back(dir, name).as_array().unwrap().clone());
+        let trace_id = want[0]["traceId"].as_str().unwrap();
+        let (status, got) = zipkin_get(server, &format!("/api/v2/trace/{trace_id}")).await;
         assert_eq!(status, 200, "{name}: {got}");
         assert_eq!(sorted(got.as_array().unwrap().clone()), want, "{name}");
         let (status, got) = server
