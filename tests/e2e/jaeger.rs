@@ -127,9 +127,22 @@ async fn golden_read_back(server: &TestServer, dir: &std::path::Path) {
     // empty message.
     let mut expected = fixture(dir, "opentelemetry-proto_trace.json");
     let sent_span = &mut expected["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
-    for key in ["traceId", "spanId", "parentSpanId"] {
-        sent_span[key] = json!(sent_span[key].as_str().unwrap().to_lowercase());
-    }
+    assert_eq!(
+        (
+            &sent_span["traceId"],
+            &sent_span["spanId"],
+            &sent_span["parentSpanId"]
+        ),
+        (
+            &json!("5B8EFFF798038103D269B633813FC60C"),
+            &json!("EEE19B7EC3C1B174"),
+            &json!("EEE19B7EC3C1B173")
+        ),
+        "the fixture as sent"
+    );
+    sent_span["traceId"] = json!("5b8efff798038103d269b633813fc60c");
+    sent_span["spanId"] = json!("eee19b7ec3c1b174");
+    sent_span["parentSpanId"] = json!("eee19b7ec3c1b173");
     sent_span["status"] = json!({});
     let (status, body) = server
         .get("/jaeger/api/v3/traces/5b8efff798038103d269b633813fc60c")
