@@ -22,5 +22,6 @@ mod server;
 mod skip;
 mod spans;
 mod sql;
+mod stopping;
 mod tempo;
 mod zipkin;

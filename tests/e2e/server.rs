@@ -383,6 +383,15 @@ impl TestServer {
         }
     }
 
+    /// Sends SIGTERM and returns at once (see [`TestServer::wait_exit`]).
+    pub(crate) fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub(crate) fn terminate(&mut self) {
         let status = Command::new("kill")
