@@ -24,4 +24,5 @@ mod spans;
 mod sql;
 mod stopping;
 mod tempo;
+mod watch;
 mod zipkin;
