@@ -1,7 +1,10 @@
 //! SIGKILL at random moments while a client streams spans: after a restart
-//! every acknowledged span is in the table exactly once.
+//! every acknowledged span is in the table exactly once, and no query run
+//! while the spans streamed in, before the kill and after each restart, saw
+//! one twice or missed an acknowledged one (`watch`).
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,13 +15,16 @@ use rand::{Rng as _, SeedableRng as _};
 use crate::server::TestServer;
 use crate::spans::{request, span};
 
-/// Span ids whose request was acknowledged with 200.
+/// Span ids whose request was acknowledged with 200, and how many spans
+/// were acknowledged in all rounds so far (for the watching query).
 #[derive(Default)]
-struct AckLog(Mutex<Vec<u64>>);
+struct AckLog(Mutex<Vec<u64>>, Arc<AtomicU64>);
 
 impl AckLog {
-    fn extend(&self, ids: impl IntoIterator<Item = u64>) {
+    fn extend(&self, ids: Vec<u64>) {
+        let n = ids.len() as u64;
         self.0.lock().unwrap().extend(ids);
+        self.1.fetch_add(n, Ordering::SeqCst);
     }
 
     fn take(&self) -> Vec<u64> {
@@ -77,19 +83,36 @@ async fn acknowledged_spans_survive_sigkill_exactly_once() {
         .unwrap_or_else(rand::random::<u64>);
     eprintln!("crash test seed {seed} (TRACELAKE_TEST_SEED={seed} repeats it)");
     let mut rng = StdRng::seed_from_u64(seed);
+    let acked_total = Arc::new(AtomicU64::new(0));
+    let mut answers = 0;
     for round in 0..5 {
         let mut server = TestServer::start(dir.path(), &args).await;
-        let acked = Arc::new(AckLog::default());
+        let watch = crate::watch::Watch::start(
+            server.url("/api/v1/sql"),
+            "true",
+            "span_id",
+            Arc::clone(&acked_total),
+        );
+        let acked = Arc::new(AckLog(Mutex::default(), Arc::clone(&acked_total)));
         let client = tokio::spawn(stream(server.otlp_url(), next_id, Arc::clone(&acked)));
         let delay = rng.random_range(300..2500);
         eprintln!("round {round}: kill -9 after {delay} ms");
         tokio::time::sleep(Duration::from_millis(delay)).await;
         server.kill9();
         next_id = client.await.unwrap();
+        let seen = watch.finish().await;
+        eprintln!("round {round}: the watching query saw {seen:?}");
+        assert!(
+            seen.violations.is_empty(),
+            "round {round}: a query saw a duplicate or missed a row: {:?}",
+            seen.violations
+        );
+        answers += seen.answers;
         let ids = acked.take();
         assert!(!ids.is_empty(), "round {round}: nothing was acknowledged");
         all_acked.extend(ids);
     }
+    assert!(answers > 0, "the watching query was never answered");
 
     let server = TestServer::start(dir.path(), &args).await;
     let rows = server

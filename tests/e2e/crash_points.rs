@@ -4,10 +4,13 @@
 //! the middle of a compaction's commit, of retention's commit, and before
 //! vacuum. After each crash and a restart every acknowledged span is stored
 //! exactly once (spans of the expired partition at most once: retention may
-//! have removed them).
+//! have removed them), and no query run before the crash saw a span twice or
+//! missed an acknowledged one (`watch`, over the spans retention keeps).
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
@@ -71,6 +74,7 @@ async fn a_crash_at_each_commit_point_loses_and_duplicates_nothing() {
         "retention.committed",
         "vacuum",
     ];
+    let mut answers = 0;
     for point in points {
         eprintln!("crash point {point}");
         let dir = tempfile::tempdir().unwrap();
@@ -94,6 +98,14 @@ async fn a_crash_at_each_commit_point_loses_and_duplicates_nothing() {
         let mut args = vec!["--fault-points", fault.as_str()];
         args.extend(settings);
         let mut server = TestServer::start(dir.path(), &args).await;
+        // Acknowledged spans that retention keeps, for the watching query.
+        let kept = Arc::new(AtomicU64::new(0));
+        let watch = crate::watch::Watch::start(
+            server.url("/api/v1/sql"),
+            "service_name = 'crash-points' AND trace_id <> X'000000000000000000000000000000e1'",
+            "encode(trace_id, 'hex') || encode(span_id, 'hex')",
+            Arc::clone(&kept),
+        );
         // trace -> (span ids acknowledged, may retention remove them)
         let mut acked: BTreeMap<u128, (Vec<u64>, bool)> = BTreeMap::new();
         let batches = [
@@ -104,6 +116,9 @@ async fn a_crash_at_each_commit_point_loses_and_duplicates_nothing() {
         for (trace, spans, expires) in batches {
             let ids: Vec<u64> = (1..=20).collect();
             if send(&server, spans).await {
+                if !expires {
+                    kept.fetch_add(ids.len() as u64, Ordering::SeqCst);
+                }
                 acked.insert(trace, (ids, expires));
             }
         }
@@ -122,12 +137,21 @@ async fn a_crash_at_each_commit_point_loses_and_duplicates_nothing() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if exited.is_none() && send(&server, spans_ago(0xc2, 1, 20, 2 * HOUR_NS)).await {
+            kept.fetch_add(20, Ordering::SeqCst);
             acked.insert(0xc2, ((1..=20).collect(), false));
         }
         let status = match exited {
             Some(status) => status,
             None => server.wait_exit(Duration::from_secs(60)).await,
         };
+        let seen = watch.finish().await;
+        eprintln!("crash point {point}: the watching query saw {seen:?}");
+        assert!(
+            seen.violations.is_empty(),
+            "{point}: a query saw a duplicate or missed a row: {:?}",
+            seen.violations
+        );
+        answers += seen.answers;
         assert_eq!(
             status.signal(),
             Some(6),
@@ -135,6 +159,14 @@ async fn a_crash_at_each_commit_point_loses_and_duplicates_nothing() {
         );
 
         let server = TestServer::start(dir.path(), &settings).await;
+        // Watched again after the restart, while the restarted server
+        // compacts and expires what the crash left.
+        let watch = crate::watch::Watch::start(
+            server.url("/api/v1/sql"),
+            "service_name = 'crash-points' AND trace_id <> X'000000000000000000000000000000e1'",
+            "encode(trace_id, 'hex') || encode(span_id, 'hex')",
+            Arc::clone(&kept),
+        );
         let rows = server
             .sql("SELECT trace_id, span_id FROM spans WHERE service_name = 'crash-points'")
             .await;
@@ -166,9 +198,17 @@ async fn a_crash_at_each_commit_point_loses_and_duplicates_nothing() {
                 );
             }
         }
+        let seen = watch.finish().await;
+        assert!(
+            seen.violations.is_empty(),
+            "{point}, after the restart: a query saw a duplicate or missed a row: {:?}",
+            seen.violations
+        );
+        answers += seen.answers;
         eprintln!(
             "crash point {point}: {} rows after the restart, none lost or doubled",
             rows.len()
         );
     }
+    assert!(answers > 0, "the watching query was never answered");
 }

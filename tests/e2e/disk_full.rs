@@ -167,7 +167,9 @@ impl Tmpfs {
         match out {
             Ok(o) if o.status.success() => Some(Self(path.to_path_buf())),
             other => {
-                eprintln!("skipped: cannot mount a tmpfs here (needs root): {other:?}");
+                crate::skip::skip(&format!(
+                    "cannot mount a tmpfs here (needs root): {other:?}"
+                ));
                 None
             }
         }

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::server::{TestServer, fixtures, metric, python_with};
+use crate::server::{FILLER_PARTITION, FLUSH_BYTES, TestServer, fixtures, metric, python_with};
 use crate::spans::{kv, now_nanos, request, span};
 
 async fn post_otlp_json(server: &TestServer, body: Vec<u8>) {
@@ -24,45 +24,125 @@ fn fixture(dir: &std::path::Path, name: &str) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap()
 }
 
+/// The settings of a server whose historical spans (2024, 2018, and 1970
+/// for the api_v3 snapshots) are accepted and kept, and that flushes when
+/// the test asks ([`TestServer::flush_with_filler`]).
+const HISTORICAL: [&str; 6] = [
+    "--max-span-age",
+    "36500d",
+    "--retention",
+    "0s",
+    "--flush-max-bytes",
+    FLUSH_BYTES,
+];
+
+/// Reads back from the buffer (nothing committed), then from Parquet after a
+/// flush on the running server, then after a restart on the same data: the
+/// same `check` each time, and the rows committed per partition as
+/// `committed` says.
+async fn from_buffer_then_parquet<F, Fut>(
+    data: &std::path::Path,
+    mut server: TestServer,
+    committed: std::collections::BTreeMap<String, u64>,
+    check: F,
+) where
+    F: Fn(TestServer) -> Fut,
+    Fut: std::future::Future<Output = TestServer>,
+{
+    assert_eq!(server.committed().await, Default::default());
+    server = check(server).await;
+    assert_eq!(
+        server.committed().await,
+        Default::default(),
+        "read from the buffer"
+    );
+    assert_eq!(server.flush_with_filler().await, committed);
+    let mut server = check(server).await;
+    server.terminate();
+    let server = TestServer::start(data, &HISTORICAL).await;
+    let mut after_restart = server.committed().await;
+    after_restart.remove(FILLER_PARTITION);
+    assert_eq!(after_restart, committed);
+    check(server).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jaeger_golden_files() {
     let Some(dir) = fixtures() else { return };
     let data = tempfile::tempdir().unwrap();
-    // Historical timestamps (2024, and 1970 for the api_v3 snapshots).
-    let server = TestServer::start(data.path(), &["--max-span-age", "36500d"]).await;
-
+    let server = TestServer::start(data.path(), &HISTORICAL).await;
     // OTLP/JSON in, Jaeger UI trace JSON out (with its duplicate span).
     post_otlp_json(
         &server,
         std::fs::read(dir.join("jaeger_otlp2jaeger-in.json")).unwrap(),
     )
     .await;
+    // api_v3 GetTrace: the snapshot's own result, sent as OTLP/JSON.
+    let get_trace = fixture(&dir, "jaeger_apiv3_GetTrace.json");
+    post_otlp_json(&server, serde_json::to_vec(&get_trace["result"]).unwrap()).await;
+    // OpenTelemetry's OTLP/JSON example (upper-case hex ids).
+    let example = fixture(&dir, "opentelemetry-proto_trace.json");
+    post_otlp_json(&server, serde_json::to_vec(&example).unwrap()).await;
+    // One recent service for the services and operations snapshots; the
+    // historical spans above are outside the discovery window.
+    let mut recent = span(0x77, 0x78);
+    recent.name = "get_users".into();
+    let recent_hour = chrono::DateTime::from_timestamp_nanos(recent.start_time_unix_nano as i64)
+        .format("date=%Y-%m-%d/hour=%H")
+        .to_string();
+    server.export(&request("foo", vec![recent])).await;
+    let committed = [
+        ("date=1970-01-01/hour=00".to_string(), 1),
+        ("date=2018-12-13/hour=14".to_string(), 1),
+        ("date=2024-01-31/hour=05".to_string(), 2),
+        (recent_hour, 1),
+    ]
+    .into_iter()
+    .collect();
+    let dir = &dir;
+    from_buffer_then_parquet(data.path(), server, committed, |server| async move {
+        golden_read_back(&server, dir).await;
+        server
+    })
+    .await;
+}
+
+async fn golden_read_back(server: &TestServer, dir: &std::path::Path) {
     let (status, body) = server
         .get("/jaeger/api/traces/83a9efd15c1c98a977e0711cc93ee28b")
         .await;
     assert_eq!(status, 200);
-    assert_eq!(body, fixture(&dir, "jaeger_otlp2jaeger-out.json"));
+    assert_eq!(body, fixture(dir, "jaeger_otlp2jaeger-out.json"));
 
-    // api_v3 GetTrace: the snapshot's own result, sent as OTLP/JSON, comes
-    // back as the snapshot (defaults omitted, enums as numbers).
-    let get_trace = fixture(&dir, "jaeger_apiv3_GetTrace.json");
-    post_otlp_json(&server, serde_json::to_vec(&get_trace["result"]).unwrap()).await;
+    // api_v3 GetTrace comes back as the snapshot (defaults omitted, enums as
+    // numbers).
     let (status, body) = server
         .get("/jaeger/api/v3/traces/00000000000000000000000000000001")
         .await;
     assert_eq!(status, 200);
-    assert_eq!(body, get_trace);
+    assert_eq!(body, fixture(dir, "jaeger_apiv3_GetTrace.json"));
 
-    // OpenTelemetry's OTLP/JSON example (upper-case hex ids) comes back from
-    // api_v3 as sent, in canonical form: lower-case ids, and the stored
-    // span's (unset) status as an empty message.
-    let example = fixture(&dir, "opentelemetry-proto_trace.json");
-    post_otlp_json(&server, serde_json::to_vec(&example).unwrap()).await;
-    let mut expected = example.clone();
+    // The OpenTelemetry example comes back from api_v3 as sent, in canonical
+    // form: lower-case ids, and the stored span's (unset) status as an
+    // empty message.
+    let mut expected = fixture(dir, "opentelemetry-proto_trace.json");
     let sent_span = &mut expected["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
-    for key in ["traceId", "spanId", "parentSpanId"] {
-        sent_span[key] = json!(sent_span[key].as_str().unwrap().to_lowercase());
-    }
+    assert_eq!(
+        (
+            &sent_span["traceId"],
+            &sent_span["spanId"],
+            &sent_span["parentSpanId"]
+        ),
+        (
+            &json!("5B8EFFF798038103D269B633813FC60C"),
+            &json!("EEE19B7EC3C1B174"),
+            &json!("EEE19B7EC3C1B173")
+        ),
+        "the fixture as sent"
+    );
+    sent_span["traceId"] = json!("5b8efff798038103d269b633813fc60c");
+    sent_span["spanId"] = json!("eee19b7ec3c1b174");
+    sent_span["parentSpanId"] = json!("eee19b7ec3c1b173");
     sent_span["status"] = json!({});
     let (status, body) = server
         .get("/jaeger/api/v3/traces/5b8efff798038103d269b633813fc60c")
@@ -70,15 +150,11 @@ async fn jaeger_golden_files() {
     assert_eq!(status, 200);
     assert_eq!(body, json!({ "result": expected }));
 
-    // Services and operations: one recent service; the historical spans
-    // above are outside the discovery window.
-    let mut recent = span(0x77, 0x78);
-    recent.name = "get_users".into();
-    server.export(&request("foo", vec![recent])).await;
+    // Services and operations: the one recent service.
     let (_, body) = server.get("/jaeger/api/v3/services").await;
-    assert_eq!(body, fixture(&dir, "jaeger_apiv3_GetServices.json"));
+    assert_eq!(body, fixture(dir, "jaeger_apiv3_GetServices.json"));
     let (_, body) = server.get("/jaeger/api/v3/operations?service=foo").await;
-    assert_eq!(body, fixture(&dir, "jaeger_apiv3_GetOperations.json"));
+    assert_eq!(body, fixture(dir, "jaeger_apiv3_GetOperations.json"));
     // Grafana's Jaeger health check.
     let (status, body) = server.get("/jaeger/api/services").await;
     assert_eq!(status, 200);
@@ -92,7 +168,7 @@ async fn jaeger_golden_files() {
 async fn jaeger_trace_summaries_snapshot() {
     let Some(dir) = fixtures() else { return };
     let data = tempfile::tempdir().unwrap();
-    let server = TestServer::start(data.path(), &["--max-span-age", "36500d"]).await;
+    let server = TestServer::start(data.path(), &HISTORICAL).await;
     // The snapshot's trace: two frontend spans from t = 1000 s, one an
     // error, ending at 1001 s.
     let body = json!({"resourceSpans": [{
@@ -105,11 +181,17 @@ async fn jaeger_trace_summaries_snapshot() {
          "startTimeUnixNano": "1000100000000", "endTimeUnixNano": "1000200000000", "status": {"code": 2}}
     ]}]}]});
     post_otlp_json(&server, serde_json::to_vec(&body).unwrap()).await;
-    let (status, body) = server
-        .get("/jaeger/api/v3/trace-summaries?query.service_name=frontend&query.start_time_min=1970-01-01T00:00:00Z&query.start_time_max=1970-01-02T00:00:00Z")
-        .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body, fixture(&dir, "jaeger_apiv3_FindTraceSummaries.json"));
+    let committed = [("date=1970-01-01/hour=00".to_string(), 2)].into();
+    let dir = &dir;
+    from_buffer_then_parquet(data.path(), server, committed, |server| async move {
+        let (status, body) = server
+            .get("/jaeger/api/v3/trace-summaries?query.service_name=frontend&query.start_time_min=1970-01-01T00:00:00Z&query.start_time_max=1970-01-02T00:00:00Z")
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body, fixture(dir, "jaeger_apiv3_FindTraceSummaries.json"));
+        server
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

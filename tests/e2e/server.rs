@@ -12,25 +12,31 @@ use serde_json::Value;
 use crate::procs;
 
 /// The public conformance fixtures in the workplace's shared folder, or
-/// `None` (with a message) where that folder is absent.
+/// `None` where that folder is absent: the test skips ([`crate::skip`];
+/// in CI it fails).
 pub(crate) fn fixtures() -> Option<std::path::PathBuf> {
     let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"));
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!(
-            "skipped: {} is absent (fixtures live in the workplace's shared folder)",
+        crate::skip::skip(&format!(
+            "{} is absent (fixtures live in the workplace's shared folder)",
             dir.display()
-        );
+        ));
         None
     }
 }
 
 /// The Python interpreter (`TRACELAKE_PYTHON`, else `python3`) if it can
-/// `import` the given modules. Without them a test is skipped with a
-/// message, except in CI, where `.ci/run` installs `packages` and their
-/// absence fails the test.
+/// `import` the given modules. Without them the test skips
+/// ([`crate::skip`]), except in CI, where `.ci/run` installs `packages`
+/// (pinned, in a virtual environment named by `TRACELAKE_PYTHON`, which CI
+/// must set) and their absence fails the test.
 pub(crate) fn python_with(imports: &str, packages: &str) -> Option<String> {
+    assert!(
+        std::env::var_os("CI").is_none() || std::env::var_os("TRACELAKE_PYTHON").is_some(),
+        "CI runs the pinned virtual environment's python, named in TRACELAKE_PYTHON (see .ci/run)"
+    );
     let python = std::env::var("TRACELAKE_PYTHON").unwrap_or_else(|_| "python3".into());
     let probe = Command::new(&python)
         .args(["-c", &format!("import {imports}")])
@@ -38,11 +44,17 @@ pub(crate) fn python_with(imports: &str, packages: &str) -> Option<String> {
     if probe.as_ref().is_ok_and(|o| o.status.success()) {
         return Some(python);
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must install {packages} (see .ci/run): {probe:?}"
-    );
-    eprintln!("skipped: {python} cannot import {imports} (pip install {packages})");
+    let why = match probe {
+        Ok(o) => String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string(),
+        Err(e) => e.to_string(),
+    };
+    crate::skip::skip(&format!(
+        "{python} cannot import {imports} ({why}; install {packages} from tests/python/requirements.txt)"
+    ));
     None
 }
 
@@ -53,6 +65,14 @@ pub(crate) fn metric(text: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// `--flush-max-bytes` for a server that a test flushes with
+/// [`TestServer::flush_with_filler`]: far above what a test's own few spans
+/// take in the buffer, so they stay there until the filler comes.
+pub(crate) const FLUSH_BYTES: &str = "4000000";
+
+/// The partition of [`TestServer::flush_with_filler`]'s spans.
+pub(crate) const FILLER_PARTITION: &str = "date=2001-01-01/hour=00";
 
 pub(crate) struct TestServer {
     /// The server in a process group of its own; killed with the group
@@ -286,6 +306,69 @@ impl TestServer {
         }
     }
 
+    /// Rows committed to the table per partition (`/api/v1/storage`).
+    pub(crate) async fn committed(&self) -> std::collections::BTreeMap<String, u64> {
+        let (status, body) = self.get("/api/v1/storage").await;
+        assert_eq!(status, 200, "{body}");
+        body["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["partition"].as_str().unwrap().to_string(),
+                    p["rows"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// Makes the server flush everything it buffers now. It must run with
+    /// `--flush-max-bytes` [`FLUSH_BYTES`], no retention and a span age that
+    /// accepts 2001: filler spans (service `filler`, in
+    /// [`FILLER_PARTITION`]) fill the buffer past that size, and once they
+    /// are committed so is everything sent before them (a flush takes every
+    /// partition at once). The filler partition is left out of the answer:
+    /// the rows now committed in every other partition.
+    pub(crate) async fn flush_with_filler(&self) -> std::collections::BTreeMap<String, u64> {
+        use opentelemetry_proto::tonic::trace::v1::Span;
+        const START: u64 = 978_307_200_000_000_000; // 2001-01-01T00:00:00Z
+        let filler = |batch: u64| {
+            (0..5_000u64)
+                .map(|i| Span {
+                    trace_id: (0xf111_u128 << 64 | u128::from(batch))
+                        .to_be_bytes()
+                        .to_vec(),
+                    span_id: (batch << 32 | (i + 1)).to_be_bytes().to_vec(),
+                    name: format!("filler {i}"),
+                    kind: 1,
+                    start_time_unix_nano: START + i * 1000,
+                    end_time_unix_nano: START + i * 1000 + 500,
+                    ..Default::default()
+                })
+                .collect::<Vec<_>>()
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for batch in 0.. {
+            self.export(&crate::spans::request("filler", filler(batch)))
+                .await;
+            let wait = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < wait {
+                let mut committed = self.committed().await;
+                if committed.remove(FILLER_PARTITION).is_some() {
+                    return committed;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} filler batches and no flush: is the server running with --flush-max-bytes {FLUSH_BYTES}?",
+                batch + 1
+            );
+        }
+        unreachable!()
+    }
+
     /// `/metrics` as text.
     pub(crate) async fn metrics(&self) -> String {
         let (status, body) = self.get("/metrics").await;
@@ -298,6 +381,15 @@ impl TestServer {
         if let Some(mut child) = self.child.take() {
             child.kill();
         }
+    }
+
+    /// Sends SIGTERM and returns at once (see [`TestServer::wait_exit`]).
+    pub(crate) fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// SIGTERM and wait for a clean exit.
