@@ -183,15 +183,17 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, ParseError> {
                         break;
                     }
                     if b == b'\\' && quote == b'"' {
-                        let Some(&e) = bytes.get(j + 1) else {
+                        // The escaped character whole (it may take several
+                        // bytes): `\n`, `\t`, else the character itself.
+                        let Some(e) = text[j + 1..].chars().next() else {
                             return Err(err(j, "unterminated escape"));
                         };
                         s.push(match e {
-                            b'n' => '\n',
-                            b't' => '\t',
-                            other => other as char,
+                            'n' => '\n',
+                            't' => '\t',
+                            other => other,
                         });
-                        j += 2;
+                        j += 1 + e.len_utf8();
                         continue;
                     }
                     let ch = text[j..].chars().next().expect("in bounds");
@@ -670,5 +672,23 @@ mod tests {
             let e = parse(q).unwrap_err().to_string();
             assert!(e.contains(needle), "{q}: {e}");
         }
+    }
+
+    /// Found by fuzzing: a backslash before a character of several bytes
+    /// made the tokenizer slice inside it and panic.
+    #[test]
+    fn an_escaped_multibyte_character_is_that_character() {
+        assert_eq!(
+            parse("{ .a = \"x\\ڛy\" }").unwrap(),
+            Query::Spanset(Cond::Cmp(Cmp {
+                field: Field::AnyAttr("a".into()),
+                op: Op::Eq,
+                value: Literal::Str("xڛy".into()),
+            }))
+        );
+        // The fuzzer's input: refused with a position, no panic.
+        let input = "{ ts\"exentakk_((( \\.\\n\\ڛ =rue &\\ \\n\\n\\&\\ = 0 \\.\\n\\&\\ =rue 0.5 }";
+        let e = parse(input).unwrap_err();
+        assert!(e.at <= input.len(), "{e}");
     }
 }
