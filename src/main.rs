@@ -218,48 +218,65 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 .with_state(Arc::clone(&health)),
         );
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    // Stopping goes in two steps: the ports that take spans close first;
+    // the query ports (the API with /ready, Flight SQL) keep answering
+    // while the buffer is flushed, /ready saying 503, and close last.
+    let (stop_ingest_tx, stop_ingest) = watch::channel(false);
+    let (stop_queries_tx, stop_queries) = watch::channel(false);
     let servers = [
         (
             "otlp-grpc",
             config.otlp_grpc_listen,
             collector.otlp_grpc_router(),
             fallback::OTLP_GRPC,
+            true,
         ),
         (
             "otlp-http",
             config.otlp_http_listen,
             collector.otlp_http_router(),
             fallback::OTLP_HTTP,
+            true,
         ),
-        ("http", config.http_listen, http, fallback::HTTP),
-        ("zipkin", config.zipkin_listen, zipkin, fallback::ZIPKIN),
+        ("http", config.http_listen, http, fallback::HTTP, false),
+        (
+            "zipkin",
+            config.zipkin_listen,
+            zipkin,
+            fallback::ZIPKIN,
+            true,
+        ),
         (
             "jaeger-http",
             config.jaeger_http_listen,
             collector.jaeger_http_router(),
             fallback::JAEGER_HTTP,
+            true,
         ),
         (
             "flight-sql",
             config.flight_sql_listen,
             flight_sql,
             fallback::FLIGHT_SQL,
+            false,
         ),
     ];
-    let mut tasks = Vec::new();
-    for (name, addr, router, port) in servers {
+    let mut ingest_tasks = Vec::new();
+    let mut query_tasks = Vec::new();
+    // (name, address, routes, fallbacks, whether it takes spans)
+    for (name, addr, router, port, takes_spans) in servers {
         let router = fallback::with_fallbacks(router, port);
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} ({name})"))?;
         tracing::info!(%addr, "{name} listening");
-        tasks.push(tokio::spawn(run_server(
-            name,
-            listener,
-            router,
-            stop_rx.clone(),
-        )));
+        if takes_spans {
+            let stop = stop_ingest.clone();
+            ingest_tasks.push(tokio::spawn(run_server(name, listener, router, stop)));
+        } else {
+            let stop = stop_queries.clone();
+            query_tasks.push(tokio::spawn(run_server(name, listener, router, stop)));
+        }
     }
     for (name, addr, protocol) in [
         (
@@ -277,10 +294,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on udp {addr} ({name})"))?;
         tracing::info!(%addr, "{name} listening (udp)");
-        tasks.push(tokio::spawn(collector.jaeger_udp(
+        ingest_tasks.push(tokio::spawn(collector.jaeger_udp(
             socket,
             protocol,
-            stop_rx.clone(),
+            stop_ingest.clone(),
         )));
     }
     health.ready.store(true, Ordering::SeqCst);
@@ -288,11 +305,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests, then flushing the buffer");
     health.ready.store(false, Ordering::SeqCst);
-    stop_tx.send_replace(true);
-    for task in tasks {
+    stop_ingest_tx.send_replace(true);
+    for task in ingest_tasks {
         let _ = task.await;
     }
     collector.shutdown().await;
+    stop_queries_tx.send_replace(true);
+    for task in query_tasks {
+        let _ = task.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
