@@ -364,7 +364,9 @@ pub fn generations(files: &[PartitionFile]) -> usize {
     jobs.len() + others
 }
 
-/// Reads a Parquet file from the table's object store.
+/// Reads a Parquet file from the table's object store. Our own
+/// `AsyncFileReader`, as parquet 59 asks: its `ParquetObjectReader` is
+/// deprecated in favour of exactly this (apache/arrow-rs#10308).
 struct StoreReader {
     store: Arc<dyn ObjectStore>,
     path: Path,

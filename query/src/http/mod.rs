@@ -9,3 +9,6 @@ pub mod jaeger;
 pub mod tempo;
 pub mod v1;
 pub mod zipkin;
+
+#[cfg(test)]
+mod tests;

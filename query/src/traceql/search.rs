@@ -141,13 +141,10 @@ type WithAtoms = HashMap<TraceId, (Vec<Span>, Vec<Vec<bool>>)>;
 fn load_with_atoms(batches: &[RecordBatch], atoms: usize) -> Result<WithAtoms, QueryError> {
     let mut out: WithAtoms = HashMap::new();
     for batch in batches {
-        let spans = batch
-            .project(&(0..9).collect::<Vec<_>>())
-            .map_err(|e| QueryError::Internal(e.to_string()))?;
-        let grouped = fetch::group_by_trace(std::slice::from_ref(&spans))?;
+        let grouped = fetch::group_by_trace(std::slice::from_ref(batch))?;
         let ids = batch.column(0).as_binary::<i32>();
         let flags: Vec<_> = (0..atoms)
-            .map(|a| batch.column(9 + a).as_boolean())
+            .map(|a| batch.column(fetch::COLUMN_COUNT + a).as_boolean())
             .collect();
         // group_by_trace keeps row order within a trace: walk rows again to
         // attach each row's atoms to its trace.
