@@ -322,19 +322,27 @@ mod tests {
             other => panic!("{other:?}"),
         };
         let rs = &r.resource_spans[0];
-        assert_eq!(double(&rs.resource.as_ref().unwrap().attributes[0].value), f64::INFINITY);
+        assert_eq!(
+            double(&rs.resource.as_ref().unwrap().attributes[0].value),
+            f64::INFINITY
+        );
         let span = &rs.scope_spans[0].spans[0];
         assert!(double(&span.attributes[0].value).is_nan());
         assert_eq!(double(&span.attributes[1].value), 1.5);
-        let Some(Any::ArrayValue(a)) = span.attributes[2].value.as_ref().unwrap().value.as_ref() else {
+        let Some(Any::ArrayValue(a)) = span.attributes[2].value.as_ref().unwrap().value.as_ref()
+        else {
             panic!()
         };
         assert_eq!(double(&Some(a.values[0].clone())), f64::NEG_INFINITY);
-        let Some(Any::KvlistValue(l)) = span.attributes[3].value.as_ref().unwrap().value.as_ref() else {
+        let Some(Any::KvlistValue(l)) = span.attributes[3].value.as_ref().unwrap().value.as_ref()
+        else {
             panic!()
         };
         assert!(double(&l.values[0].value).is_nan());
-        assert_eq!(double(&span.events[0].attributes[0].value), f64::NEG_INFINITY);
+        assert_eq!(
+            double(&span.events[0].attributes[0].value),
+            f64::NEG_INFINITY
+        );
         // Other strings stay what they were: an error naming the type.
         let bad = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"a","value":{"doubleValue":"lots"}}]}]}]}]}"#;
         assert!(matches!(decode_request(bad), Err(Error::Shape(_))));
