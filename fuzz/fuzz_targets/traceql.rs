@@ -1,6 +1,7 @@
-//! TraceQL (Tempo's `/api/search?q=`), parsed as the Tempo API does. The
-//! parser may refuse any text with a positioned error, but never panics;
-//! what it accepts walks without panicking too.
+//! TraceQL (Tempo's `/api/search?q=`) and Tempo's legacy search `tags`,
+//! parsed as the Tempo API does. The parsers may refuse any text with an
+//! error (TraceQL's with a position inside the text), but never panic; what
+//! they accept walks without panicking too.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,16 +11,20 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    match traceql::parse(text) {
-        Ok(query) => {
-            for cond in query.spansets() {
-                let mut comparisons = Vec::new();
-                cond.span_comparisons(&mut comparisons);
-            }
+    let walk = |query: traceql::Query| {
+        for cond in query.spansets() {
+            let mut comparisons = Vec::new();
+            cond.span_comparisons(&mut comparisons);
         }
+    };
+    match traceql::parse(text) {
+        Ok(query) => walk(query),
         Err(e) => {
             assert!(e.at <= text.len(), "error position {} past the end", e.at);
             let _ = e.to_string();
         }
+    }
+    if let Ok(query) = traceql::legacy_tags(text) {
+        walk(query);
     }
 });

@@ -30,6 +30,11 @@ pub mod trace_index;
 pub mod traceql;
 pub mod udf;
 
+#[cfg(test)]
+mod slt;
+#[cfg(test)]
+mod testing;
+
 pub use engine::{QueryConfig, QueryEngine, QueryError};
 pub use executor::{Class, ExecutorConfig};
 pub use table::{LiveSnapshot, LiveSpans};

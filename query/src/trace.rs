@@ -61,17 +61,28 @@ pub async fn fetch(
             if rows > MAX_TRACE_SPANS {
                 return Err(QueryError::TooManyRows(MAX_TRACE_SPANS));
             }
-            return Ok(batches);
+            Ok(batches)
         }
-        Err(error @ (QueryError::Timeout(_) | QueryError::Cancelled)) => return Err(error),
+        Err(error) if !falls_back(&error, cfg!(debug_assertions)) => Err(error),
         Err(error) => {
-            // A bug, not a condition: tests (debug builds) must see it.
-            if cfg!(debug_assertions) {
-                return Err(error);
-            }
             tracing::warn!(%error, "querying instead");
+            fetch_by_query(engine, trace_id).await
         }
     }
+}
+
+/// Whether a failed direct read is retried as a query: in release builds,
+/// unless the request's time ran out or its client left. In debug builds
+/// (the tests) never: a failed direct read is a bug the tests must see.
+fn falls_back(error: &QueryError, debug: bool) -> bool {
+    !debug && !matches!(error, QueryError::Timeout(_) | QueryError::Cancelled)
+}
+
+/// All spans of a trace through a query plan (the fallback of [`fetch`]).
+async fn fetch_by_query(
+    engine: &QueryEngine,
+    trace_id: &[u8; 16],
+) -> Result<Vec<RecordBatch>, QueryError> {
     let df = engine
         .context()
         .table(SPANS)
@@ -340,7 +351,49 @@ fn any_json(value: Option<&AnyValue>) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use arrow::array::AsArray;
+
     use super::*;
+
+    /// Span ids (hex) of `batches`, sorted.
+    fn span_ids(batches: &[RecordBatch]) -> Vec<String> {
+        let mut ids: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                let ids = b.column_by_name("span_id").unwrap().as_binary::<i32>();
+                (0..b.num_rows()).map(move |r| hex::encode(ids.value(r)))
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The release-only fallback: the query finds what the direct read
+    /// finds, with the same columns.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_fallback_query_reads_what_the_direct_read_reads() {
+        let f = crate::testing::fixture();
+        let id = parse_trace_id(crate::testing::TRACE).unwrap();
+        let direct = f.engine.spans().trace_spans(&id).await.unwrap();
+        let queried = fetch_by_query(&f.engine, &id).await.unwrap();
+        assert_eq!(span_ids(&direct), span_ids(&queried));
+        assert_eq!(span_ids(&queried).len(), 3);
+        assert_eq!(direct[0].schema(), queried[0].schema());
+        let none = fetch_by_query(&f.engine, &[9; 16]).await.unwrap();
+        assert!(span_ids(&none).is_empty());
+    }
+
+    #[test]
+    fn only_release_builds_fall_back_and_never_past_the_deadline() {
+        let failed = QueryError::Internal("bad page".into());
+        assert!(falls_back(&failed, false));
+        assert!(!falls_back(&failed, true));
+        let late = QueryError::Timeout(Duration::from_secs(1));
+        assert!(!falls_back(&late, false));
+        assert!(!falls_back(&QueryError::Cancelled, false));
+    }
 
     #[test]
     fn trace_ids_parse_and_pad() {

@@ -1,135 +1,15 @@
 //! The HTTP surfaces in process: each router called directly over an engine
-//! whose only rows are a live snapshot written here (no server, no table),
-//! with expectations written out by hand from the spans below.
+//! whose only rows are a live snapshot (`crate::testing`: no server, no
+//! table), with expectations written out by hand from those spans.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
-use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use tracelake_schema::opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
-use tracelake_schema::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
-use tracelake_schema::opentelemetry_proto::tonic::resource::v1::Resource;
-use tracelake_schema::opentelemetry_proto::tonic::trace::v1::{
-    ResourceSpans, ScopeSpans, Span, Status,
-};
-use tracelake_schema::otlp::{Acceptance, SpansBuilder};
 
-use crate::{ExecutorConfig, LiveSnapshot, LiveSpans, QueryConfig, QueryEngine};
-
-/// A minute ago, on a whole millisecond (Zipkin and Jaeger speak µs).
-fn base() -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    (now - 60_000_000_000) / 1_000_000 * 1_000_000
-}
-
-const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
-
-fn kv(key: &str, value: Any) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        key_strindex: 0,
-    }
-}
-
-/// `frontend` GET /checkout (SERVER, 100 ms) calls `payments` charge
-/// (CLIENT 40 ms, then its SERVER side 30 ms, which fails).
-fn request(t0: u64) -> ExportTraceServiceRequest {
-    let trace = hex::decode(TRACE).unwrap();
-    let span = |id: u64, parent: u64, name: &str, kind: i32, start: u64, ms: u64| Span {
-        trace_id: trace.clone(),
-        span_id: id.to_be_bytes().to_vec(),
-        parent_span_id: if parent == 0 {
-            Vec::new()
-        } else {
-            parent.to_be_bytes().to_vec()
-        },
-        name: name.into(),
-        kind,
-        start_time_unix_nano: t0 + start * 1_000_000,
-        end_time_unix_nano: t0 + (start + ms) * 1_000_000,
-        ..Default::default()
-    };
-    let mut root = span(1, 0, "GET /checkout", 2, 0, 100);
-    root.attributes = vec![kv("http.route", Any::StringValue("/checkout".into()))];
-    let client = span(2, 1, "charge", 3, 10, 40);
-    let mut server = span(3, 2, "charge", 2, 15, 30);
-    server.status = Some(Status {
-        code: 2,
-        message: "card declined".into(),
-    });
-    server.attributes = vec![kv("amount", Any::IntValue(42))];
-    let resource = |name: &str| Resource {
-        attributes: vec![kv("service.name", Any::StringValue(name.into()))],
-        ..Default::default()
-    };
-    let scope_spans = |spans| ScopeSpans {
-        spans,
-        ..Default::default()
-    };
-    ExportTraceServiceRequest {
-        resource_spans: vec![
-            ResourceSpans {
-                resource: Some(resource("frontend")),
-                scope_spans: vec![scope_spans(vec![root, client])],
-                ..Default::default()
-            },
-            ResourceSpans {
-                resource: Some(resource("payments")),
-                scope_spans: vec![scope_spans(vec![server])],
-                ..Default::default()
-            },
-        ],
-    }
-}
-
-struct Live(Vec<arrow::array::RecordBatch>);
-
-impl LiveSpans for Live {
-    fn snapshot(&self) -> LiveSnapshot {
-        LiveSnapshot {
-            table_version: None,
-            batches: self.0.clone(),
-        }
-    }
-}
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    engine: Arc<QueryEngine>,
-    t0: u64,
-}
-
-fn fixture() -> Fixture {
-    let t0 = base();
-    let mut builder = SpansBuilder::default();
-    let rejected = builder.append_request(&request(t0), &Acceptance::ANY_TIME);
-    assert_eq!(rejected.count, 0, "{}", rejected.message());
-    let dir = tempfile::tempdir().unwrap();
-    let url = url::Url::from_directory_path(dir.path()).unwrap();
-    let config = QueryConfig {
-        executor: ExecutorConfig {
-            timeout: Duration::from_secs(30),
-            ..ExecutorConfig::default()
-        },
-        memory_limit_bytes: 1 << 30,
-        max_result_rows: 1000,
-    };
-    let live: Arc<dyn LiveSpans> = Arc::new(Live(vec![builder.finish()]));
-    let engine = Arc::new(QueryEngine::new(url, Some(live), config).unwrap());
-    Fixture {
-        _dir: dir,
-        engine,
-        t0,
-    }
-}
+use crate::testing::{TRACE, fixture};
 
 /// Calls `router` with GET `uri`: status, content type, body.
 async fn get(router: &axum::Router, uri: &str) -> (StatusCode, String, Vec<u8>) {
