@@ -305,7 +305,7 @@ fn hostile_input_is_an_error() {
     assert!(
         from_batch(&huge, Protocol::Binary)
             .unwrap_err()
-            .0
+            .to_string()
             .contains("bytes")
     );
     let mut list = vec![T_LIST, 0, 2, T_STRUCT];
@@ -318,7 +318,7 @@ fn hostile_input_is_an_error() {
     assert!(
         from_batch(&deep, Protocol::Binary)
             .unwrap_err()
-            .0
+            .to_string()
             .contains("deep")
     );
     assert!(from_agent_message(b"\x82\x81\x00\x03abc", Protocol::Compact).is_err());

@@ -2,24 +2,15 @@
 //! structs it reads: `Batch` (with its process and spans) and the
 //! `Agent.emitBatch` envelope of UDP datagrams.
 
-use std::fmt;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 
 /// A thrift decoding error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ThriftError(pub String);
-
-impl fmt::Display for ThriftError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid Jaeger thrift: {}", self.0)
-    }
-}
-
-impl std::error::Error for ThriftError {}
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid Jaeger thrift: {0}")]
+pub struct ThriftError(String);
 
 type Result<T> = std::result::Result<T, ThriftError>;
 
