@@ -5,7 +5,7 @@
 //! flag > environment > file > built-in default. File keys are the flag names
 //! with `_` for `-` (see `tracelake.example.toml`); unknown keys are an error.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -74,22 +74,38 @@ settings! {
     /// Root URL of the table storage (file:///path; object stores later)
     /// [default: the data directory]
     storage_url: String, env = "TRACELAKE_STORAGE_URL";
-    /// OTLP/gRPC listen address
-    otlp_grpc_listen: SocketAddr, env = "TRACELAKE_OTLP_GRPC_LISTEN", default = "0.0.0.0:4317";
-    /// OTLP/HTTP listen address
-    otlp_http_listen: SocketAddr, env = "TRACELAKE_OTLP_HTTP_LISTEN", default = "0.0.0.0:4318";
-    /// Query API, health and metrics listen address
-    http_listen: SocketAddr, env = "TRACELAKE_HTTP_LISTEN", default = "0.0.0.0:3200";
-    /// Zipkin ingest and query API listen address
-    zipkin_listen: SocketAddr, env = "TRACELAKE_ZIPKIN_LISTEN", default = "0.0.0.0:9411";
-    /// Jaeger thrift over HTTP (`POST /api/traces`) listen address
-    jaeger_http_listen: SocketAddr, env = "TRACELAKE_JAEGER_HTTP_LISTEN", default = "0.0.0.0:14268";
-    /// Jaeger agent UDP, thrift compact
-    jaeger_compact_listen: SocketAddr, env = "TRACELAKE_JAEGER_COMPACT_LISTEN", default = "0.0.0.0:6831";
-    /// Jaeger agent UDP, thrift binary
-    jaeger_binary_listen: SocketAddr, env = "TRACELAKE_JAEGER_BINARY_LISTEN", default = "0.0.0.0:6832";
-    /// Arrow Flight SQL listen address
-    flight_sql_listen: SocketAddr, env = "TRACELAKE_FLIGHT_SQL_LISTEN", default = "0.0.0.0:4319";
+    /// The address every listener binds to unless its own address is set
+    /// (e.g. 127.0.0.1 to keep all ports on this machine)
+    listen_address: IpAddr, env = "TRACELAKE_LISTEN_ADDRESS", default = "0.0.0.0";
+    /// OTLP/gRPC listen address [default: <listen-address>:4317]
+    otlp_grpc_listen: SocketAddr, env = "TRACELAKE_OTLP_GRPC_LISTEN";
+    /// OTLP/HTTP listen address [default: <listen-address>:4318]
+    otlp_http_listen: SocketAddr, env = "TRACELAKE_OTLP_HTTP_LISTEN";
+    /// Query API, health and metrics listen address [default:
+    /// <listen-address>:3200]
+    http_listen: SocketAddr, env = "TRACELAKE_HTTP_LISTEN";
+    /// Zipkin ingest and query API listen address [default:
+    /// <listen-address>:9411]
+    zipkin_listen: SocketAddr, env = "TRACELAKE_ZIPKIN_LISTEN";
+    /// Jaeger thrift over HTTP (`POST /api/traces`) listen address [default:
+    /// <listen-address>:14268]
+    jaeger_http_listen: SocketAddr, env = "TRACELAKE_JAEGER_HTTP_LISTEN";
+    /// Jaeger agent UDP, thrift compact [default: <listen-address>:6831]
+    jaeger_compact_listen: SocketAddr, env = "TRACELAKE_JAEGER_COMPACT_LISTEN";
+    /// Jaeger agent UDP, thrift binary [default: <listen-address>:6832]
+    jaeger_binary_listen: SocketAddr, env = "TRACELAKE_JAEGER_BINARY_LISTEN";
+    /// Arrow Flight SQL listen address [default: <listen-address>:4319]
+    flight_sql_listen: SocketAddr, env = "TRACELAKE_FLIGHT_SQL_LISTEN";
+    /// TOML file of access tokens (`[[tokens]]` with name, token_sha256,
+    /// tenant, scopes); when set, every request on every TCP port but
+    /// /health and /ready needs a token. Reread when it changes and on
+    /// SIGHUP [default: none: anyone who reaches the ports may read and
+    /// write]
+    auth_tokens_file: PathBuf, env = "TRACELAKE_AUTH_TOKENS_FILE";
+    /// With --auth-tokens-file, still receive Jaeger agent UDP (6831, 6832),
+    /// which cannot carry a token: anyone who reaches those ports can then
+    /// write spans
+    jaeger_udp_without_auth: bool, env = "TRACELAKE_JAEGER_UDP_WITHOUT_AUTH", default = "false";
     /// Reject spans that started longer ago than this
     max_span_age: String, env = "TRACELAKE_MAX_SPAN_AGE", default = "7d";
     /// Remove hour partitions older than this from the table; 0s keeps
@@ -157,6 +173,8 @@ pub(crate) struct Config {
     pub(crate) jaeger_http_listen: SocketAddr,
     pub(crate) jaeger_compact_listen: SocketAddr,
     pub(crate) jaeger_binary_listen: SocketAddr,
+    pub(crate) auth_tokens_file: Option<PathBuf>,
+    pub(crate) jaeger_udp_without_auth: bool,
     pub(crate) max_span_age: Duration,
     pub(crate) retention: Option<Duration>,
     pub(crate) retention_check_interval: Duration,
@@ -237,6 +255,8 @@ impl Settings {
         if !(-20..=19).contains(&nice) {
             bail!("query nice must be between -20 and 19");
         }
+        let listen_address = set(s.listen_address);
+        let listen = |port: u16| SocketAddr::new(listen_address, port);
         let log_json = match set(s.log_format).as_str() {
             "text" => false,
             "json" => true,
@@ -245,14 +265,16 @@ impl Settings {
         Ok(Config {
             wal_dir: data_dir.join("wal").join(DEFAULT_TENANT),
             table_url,
-            otlp_grpc_listen: set(s.otlp_grpc_listen),
-            otlp_http_listen: set(s.otlp_http_listen),
-            http_listen: set(s.http_listen),
-            zipkin_listen: set(s.zipkin_listen),
-            jaeger_http_listen: set(s.jaeger_http_listen),
-            jaeger_compact_listen: set(s.jaeger_compact_listen),
-            jaeger_binary_listen: set(s.jaeger_binary_listen),
-            flight_sql_listen: set(s.flight_sql_listen),
+            otlp_grpc_listen: s.otlp_grpc_listen.unwrap_or(listen(4317)),
+            otlp_http_listen: s.otlp_http_listen.unwrap_or(listen(4318)),
+            http_listen: s.http_listen.unwrap_or(listen(3200)),
+            zipkin_listen: s.zipkin_listen.unwrap_or(listen(9411)),
+            jaeger_http_listen: s.jaeger_http_listen.unwrap_or(listen(14268)),
+            jaeger_compact_listen: s.jaeger_compact_listen.unwrap_or(listen(6831)),
+            jaeger_binary_listen: s.jaeger_binary_listen.unwrap_or(listen(6832)),
+            flight_sql_listen: s.flight_sql_listen.unwrap_or(listen(4319)),
+            auth_tokens_file: s.auth_tokens_file,
+            jaeger_udp_without_auth: set(s.jaeger_udp_without_auth),
             max_span_age: duration(s.max_span_age, "max span age")?,
             retention: Some(duration(s.retention, "retention")?).filter(|d| !d.is_zero()),
             retention_check_interval: duration(
@@ -355,9 +377,32 @@ mod tests {
         }
         assert_eq!(
             help.matches("[default:").count(),
-            Settings::DEFAULTS.len() + 2,
-            "each default once, plus the two computed ones written in their help"
+            Settings::DEFAULTS.len() + 11,
+            "each default once, plus the eleven computed ones written in their help (query \
+             threads, storage URL, eight listeners, the tokens file)"
         );
+    }
+
+    #[test]
+    fn listen_address_binds_every_listener_without_an_address_of_its_own() {
+        let config = Settings {
+            listen_address: Some([127, 0, 0, 1].into()),
+            zipkin_listen: Some(([0, 0, 0, 0], 19411).into()),
+            ..Settings::default()
+        }
+        .resolve(None)
+        .unwrap();
+        let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(config.otlp_grpc_listen, local(4317));
+        assert_eq!(config.otlp_http_listen, local(4318));
+        assert_eq!(config.http_listen, local(3200));
+        assert_eq!(config.flight_sql_listen, local(4319));
+        assert_eq!(config.jaeger_http_listen, local(14268));
+        assert_eq!(config.jaeger_compact_listen, local(6831));
+        assert_eq!(config.jaeger_binary_listen, local(6832));
+        assert_eq!(config.zipkin_listen, ([0, 0, 0, 0], 19411).into());
+        assert!(config.auth_tokens_file.is_none());
+        assert!(!config.jaeger_udp_without_auth);
     }
 
     #[test]
@@ -423,6 +468,7 @@ mod tests {
             let value = match value {
                 toml::Value::String(s) => s.clone(),
                 toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
                 other => panic!("{name}: unexpected {other:?}"),
             };
             assert_eq!(value, default, "{name} in tracelake.example.toml");

@@ -2,6 +2,7 @@
 //! wires the collector and the query service together, serves their ports and
 //! shuts down gracefully.
 
+mod auth;
 mod config;
 mod fallback;
 
@@ -141,6 +142,27 @@ struct Health {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(table = %config.table_url, wal = %config.wal_dir.display(), "starting tracelake");
+    // A tokens file that does not load stops the start: running open by
+    // mistake is worse than not running.
+    let tokens = match &config.auth_tokens_file {
+        Some(path) => {
+            let tokens = auth::Tokens::load(path)?;
+            tracing::info!(tokens = tokens.len(), file = %path.display(), "authentication on");
+            Some(auth::watch_tokens(
+                path.clone(),
+                tokens,
+                std::time::Duration::from_secs(1),
+            ))
+        }
+        None => {
+            tracing::warn!(
+                "authentication is OFF (no --auth-tokens-file): anyone who can reach these ports \
+                 can read and write all data; set --auth-tokens-file, or --listen-address \
+                 127.0.0.1 to keep the ports on this machine"
+            );
+            None
+        }
+    };
     let metrics = Arc::new(Metrics::default());
     let collector = Collector::start(
         CollectorConfig {
@@ -229,6 +251,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.otlp_grpc_listen,
             collector.otlp_grpc_router(),
             fallback::OTLP_GRPC,
+            auth::Listener::OtlpGrpc,
             true,
         ),
         (
@@ -236,14 +259,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.otlp_http_listen,
             collector.otlp_http_router(),
             fallback::OTLP_HTTP,
+            auth::Listener::OtlpHttp,
             true,
         ),
-        ("http", config.http_listen, http, fallback::HTTP, false),
+        (
+            "http",
+            config.http_listen,
+            http,
+            fallback::HTTP,
+            auth::Listener::Http,
+            false,
+        ),
         (
             "zipkin",
             config.zipkin_listen,
             zipkin,
             fallback::ZIPKIN,
+            auth::Listener::Zipkin,
             true,
         ),
         (
@@ -251,6 +283,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.jaeger_http_listen,
             collector.jaeger_http_router(),
             fallback::JAEGER_HTTP,
+            auth::Listener::JaegerHttp,
             true,
         ),
         (
@@ -258,14 +291,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.flight_sql_listen,
             flight_sql,
             fallback::FLIGHT_SQL,
+            auth::Listener::FlightSql,
             false,
         ),
     ];
     let mut ingest_tasks = Vec::new();
     let mut query_tasks = Vec::new();
-    // (name, address, routes, fallbacks, whether it takes spans)
-    for (name, addr, router, port, takes_spans) in servers {
-        let router = fallback::with_fallbacks(router, port);
+    // (name, address, routes, fallbacks, auth, whether it takes spans)
+    for (name, addr, router, port, listener, takes_spans) in servers {
+        // The guard goes over the fallbacks too: without a token even a
+        // wrong path is 401, so nothing about the port is learnt.
+        let mut router = fallback::with_fallbacks(router, port);
+        if let Some(tokens) = &tokens {
+            router = auth::Guard::new(tokens.clone(), listener).protect(router);
+        }
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} ({name})"))?;
@@ -278,18 +317,36 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             query_tasks.push(tokio::spawn(run_server(name, listener, router, stop)));
         }
     }
-    for (name, addr, protocol) in [
-        (
-            "jaeger-compact",
-            config.jaeger_compact_listen,
-            tracelake_protocols::jaeger::Protocol::Compact,
-        ),
-        (
-            "jaeger-binary",
-            config.jaeger_binary_listen,
-            tracelake_protocols::jaeger::Protocol::Binary,
-        ),
-    ] {
+    // Jaeger agents send UDP datagrams with no room for a token: with auth
+    // on, those ports would let anyone write, so they stay closed unless
+    // that is asked for.
+    let udp = if tokens.is_some() && !config.jaeger_udp_without_auth {
+        tracing::info!(
+            "Jaeger agent UDP receivers are off: UDP cannot carry a token (set \
+             --jaeger-udp-without-auth true to receive there without one)"
+        );
+        Vec::new()
+    } else {
+        if tokens.is_some() {
+            tracing::warn!(
+                "Jaeger agent UDP receivers take spans without a token \
+                 (--jaeger-udp-without-auth): anyone who reaches them can write"
+            );
+        }
+        vec![
+            (
+                "jaeger-compact",
+                config.jaeger_compact_listen,
+                tracelake_protocols::jaeger::Protocol::Compact,
+            ),
+            (
+                "jaeger-binary",
+                config.jaeger_binary_listen,
+                tracelake_protocols::jaeger::Protocol::Binary,
+            ),
+        ]
+    };
+    for (name, addr, protocol) in udp {
         let socket = tokio::net::UdpSocket::bind(addr)
             .await
             .with_context(|| format!("cannot listen on udp {addr} ({name})"))?;

@@ -23,12 +23,12 @@ use arrow_flight::sql::{
     CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc,
-    Ticket,
+    Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
 use futures::{Stream, TryStreamExt as _};
 use prost::Message as _;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 use tracelake_schema::spans::spans_schema;
 
 use crate::engine::{QueryEngine, QueryError, SPANS};
@@ -152,6 +152,26 @@ impl FlightSql {
 #[tonic::async_trait]
 impl FlightSqlService for FlightSql {
     type FlightService = FlightSql;
+
+    /// Accepts every handshake. Credentials are checked before a call gets
+    /// here, by the binary's auth layer, which also answers a Basic
+    /// handshake with the `authorization: Bearer` header the client then
+    /// sends on every call; without auth there is nothing to check.
+    async fn do_handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let response = HandshakeResponse {
+            protocol_version: 0,
+            payload: Default::default(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::once(async {
+            Ok(response)
+        }))))
+    }
 
     async fn get_flight_info_statement(
         &self,

@@ -2,6 +2,7 @@
 //! sockets, SIGKILL, real files on disk.
 
 mod analytics;
+mod auth;
 mod bad_input;
 mod browser;
 mod compaction;

@@ -1,0 +1,753 @@
+//! Who may send and who may read: bearer tokens with scopes, checked by one
+//! layer over every TCP listener's router (HTTP and gRPC alike).
+//!
+//! `--auth-tokens-file` names a TOML file of `[[tokens]]` (see [`Tokens`]).
+//! A request presents a token as `Authorization: Bearer <token>` (HTTP
+//! header or gRPC metadata), as HTTP Basic with the token as the password
+//! and any user name, or once through Flight SQL's `Handshake` (Basic in,
+//! `authorization: Bearer <token>` out, which the client then sends on every
+//! call). Only SHA-256 hashes of the tokens are held, and the presented
+//! token's hash is compared with every entry in constant time.
+//!
+//! What a request needs is decided by [`required_scope`] from the listener,
+//! method and path alone: `ingest` for whatever takes spans, `query` for
+//! every read API, the UI and Flight SQL, `admin` for `/metrics` and
+//! `/api/v1/storage`; `/health` and `/ready` need nothing. No token or an
+//! unknown one is 401 (`WWW-Authenticate: Bearer` and `Basic`) or gRPC
+//! UNAUTHENTICATED, a token without the scope 403 or PERMISSION_DENIED,
+//! each with a reason. Logs name a token by its `name`, never the token.
+//!
+//! An accepted request carries its [`Identity`] as a request extension
+//! (tonic hands HTTP extensions on to `tonic::Request::extensions`), which
+//! is where tenant-aware handlers will read the token's tenants from.
+//!
+//! The file is read again when its content changes (polled every second)
+//! and on SIGHUP; a file that does not parse keeps the tokens in force and
+//! logs why.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+use tokio::sync::watch;
+
+/// What a token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Send spans (OTLP, Zipkin and Jaeger receivers).
+    Ingest,
+    /// Read: every query API, SQL, Flight SQL, the UI.
+    Query,
+    /// Operate: `/metrics`, `/api/v1/storage`.
+    Admin,
+}
+
+impl Scope {
+    const ALL: [Scope; 3] = [Scope::Ingest, Scope::Query, Scope::Admin];
+
+    fn name(self) -> &'static str {
+        match self {
+            Scope::Ingest => "ingest",
+            Scope::Query => "query",
+            Scope::Admin => "admin",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A set of scopes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Scopes(u8);
+
+impl Scopes {
+    pub(crate) fn contains(self, scope: Scope) -> bool {
+        self.0 & scope.bit() != 0
+    }
+
+    fn insert(&mut self, scope: Scope) {
+        self.0 |= scope.bit();
+    }
+}
+
+impl fmt::Display for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = Scope::ALL
+            .iter()
+            .filter(|s| self.contains(**s))
+            .map(|s| s.name())
+            .collect();
+        f.write_str(&names.join(", "))
+    }
+}
+
+/// Who made an accepted request: a request extension on every request the
+/// auth layer let through.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    /// The token's name from the file.
+    pub(crate) name: Arc<str>,
+    /// The tenants the token may act for (the first is its default).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "read by tenant-aware handlers (issue 14, tenants)"
+        )
+    )]
+    pub(crate) tenants: Arc<[String]>,
+    pub(crate) scopes: Scopes,
+}
+
+/// The tokens file: `[[tokens]]` entries.
+///
+/// ```toml
+/// [[tokens]]
+/// name = "checkout-exporter"   # in logs, never the token
+/// token_sha256 = "5e88…"       # hex SHA-256 of the token; or token = "…"
+/// tenant = "shop"              # or tenants = ["shop", "web"]; default "default"
+/// scopes = ["ingest"]          # of ingest, query, admin
+/// ```
+#[derive(Debug, Default)]
+pub(crate) struct Tokens {
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    hash: [u8; 32],
+    identity: Identity,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileText {
+    #[serde(default)]
+    tokens: Vec<EntryText>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryText {
+    name: String,
+    token: Option<String>,
+    token_sha256: Option<String>,
+    tenant: Option<String>,
+    tenants: Option<Vec<String>>,
+    scopes: Vec<String>,
+}
+
+/// The tenant of a token that names none.
+const DEFAULT_TENANT: &str = crate::config::DEFAULT_TENANT;
+
+impl Tokens {
+    /// Reads and checks the file at `path`.
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Tokens> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read tokens file {}", path.display()))?;
+        Tokens::parse(&text).with_context(|| format!("invalid tokens file {}", path.display()))
+    }
+
+    /// Parses and checks a tokens file's text; every error names the entry.
+    pub(crate) fn parse(text: &str) -> anyhow::Result<Tokens> {
+        let file: FileText = toml::from_str(text)?;
+        let mut names = HashSet::new();
+        let mut hashes = HashSet::new();
+        let mut entries = Vec::with_capacity(file.tokens.len());
+        for (i, e) in file.tokens.into_iter().enumerate() {
+            let at = format!("token #{} ({:?})", i + 1, e.name);
+            if e.name.trim().is_empty() {
+                bail!("token #{}: name is empty", i + 1);
+            }
+            if !names.insert(e.name.clone()) {
+                bail!("{at}: the name is used twice; names identify tokens in logs");
+            }
+            let hash = match (e.token, e.token_sha256) {
+                (Some(_), Some(_)) => bail!("{at}: give token or token_sha256, not both"),
+                (None, None) => bail!("{at}: neither token nor token_sha256 is given"),
+                (Some(token), None) => {
+                    if token.is_empty() {
+                        bail!("{at}: token is empty");
+                    }
+                    sha256(&token)
+                }
+                (None, Some(hex_text)) => parse_sha256(&hex_text)
+                    .with_context(|| format!("{at}: invalid token_sha256"))?,
+            };
+            if !hashes.insert(hash) {
+                bail!("{at}: the same token is listed twice");
+            }
+            let tenants = match (e.tenant, e.tenants) {
+                (Some(_), Some(_)) => bail!("{at}: give tenant or tenants, not both"),
+                (Some(t), None) => vec![t],
+                (None, Some(ts)) if ts.is_empty() => bail!("{at}: tenants is empty"),
+                (None, Some(ts)) => ts,
+                (None, None) => vec![DEFAULT_TENANT.to_string()],
+            };
+            for t in &tenants {
+                check_tenant(t).with_context(|| format!("{at}: invalid tenant {t:?}"))?;
+            }
+            if e.scopes.is_empty() {
+                bail!("{at}: no scopes; give at least one of ingest, query, admin");
+            }
+            let mut scopes = Scopes::default();
+            for s in &e.scopes {
+                let scope = Scope::ALL
+                    .into_iter()
+                    .find(|k| k.name() == s)
+                    .with_context(|| {
+                        format!("{at}: unknown scope {s:?}; scopes are ingest, query, admin")
+                    })?;
+                scopes.insert(scope);
+            }
+            entries.push(Entry {
+                hash,
+                identity: Identity {
+                    name: e.name.into(),
+                    tenants: tenants.into(),
+                    scopes,
+                },
+            });
+        }
+        Ok(Tokens { entries })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The entry whose token is `token`. Every entry's hash is compared,
+    /// each in constant time, so the time taken says nothing about how
+    /// close a guess came.
+    fn find(&self, token: &str) -> Option<&Identity> {
+        let hash = sha256(token);
+        let mut found = None;
+        for entry in &self.entries {
+            if bool::from(entry.hash.ct_eq(&hash)) {
+                found = Some(&entry.identity);
+            }
+        }
+        found
+    }
+}
+
+fn sha256(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn parse_sha256(text: &str) -> anyhow::Result<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 {
+        bail!(
+            "expected 64 hex digits (a SHA-256, e.g. from `printf %s TOKEN | sha256sum`), got {}",
+            text.len()
+        );
+    }
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).context("not hexadecimal")?;
+    Ok(out)
+}
+
+/// Tenant ids as Tempo takes them: at most 150 bytes of
+/// `[A-Za-z0-9!-_.*'()]`, and neither `.` nor `..` (the id becomes a
+/// storage path).
+pub(crate) fn check_tenant(tenant: &str) -> anyhow::Result<()> {
+    if tenant.is_empty() {
+        bail!("empty");
+    }
+    if tenant.len() > 150 {
+        bail!("longer than 150 bytes");
+    }
+    if tenant == "." || tenant == ".." {
+        bail!("`.` and `..` are not tenant ids");
+    }
+    if let Some(c) = tenant
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "!-_.*'()".contains(*c)))
+    {
+        bail!("{c:?} is not allowed; use letters, digits and !-_.*'()");
+    }
+    Ok(())
+}
+
+/// The TCP listeners, for [`required_scope`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    OtlpGrpc,
+    OtlpHttp,
+    /// Query API, UI, Jaeger/Tempo/Zipkin query APIs, health, metrics.
+    Http,
+    /// Zipkin ingest and its query API.
+    Zipkin,
+    JaegerHttp,
+    FlightSql,
+}
+
+/// The scope a request needs, or `None` when it is open to all.
+pub(crate) fn required_scope(listener: Listener, method: &Method, path: &str) -> Option<Scope> {
+    match listener {
+        Listener::OtlpGrpc | Listener::OtlpHttp | Listener::JaegerHttp => Some(Scope::Ingest),
+        Listener::FlightSql => Some(Scope::Query),
+        Listener::Zipkin => {
+            if method == Method::POST && matches!(path, "/api/v2/spans" | "/api/v1/spans") {
+                Some(Scope::Ingest)
+            } else {
+                Some(Scope::Query)
+            }
+        }
+        Listener::Http => match path {
+            "/health" | "/ready" => None,
+            "/metrics" | "/api/v1/storage" => Some(Scope::Admin),
+            _ => Some(Scope::Query),
+        },
+    }
+}
+
+/// Why a request's `Authorization` gives no usable token.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NoToken {
+    Missing,
+    Malformed(&'static str),
+}
+
+/// The token a request presents: a Bearer token, or the password of HTTP
+/// Basic credentials (any user name).
+pub(crate) fn presented_token(headers: &HeaderMap) -> Result<String, NoToken> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(NoToken::Missing)?
+        .to_str()
+        .map_err(|_| NoToken::Malformed("the Authorization header is not ASCII"))?
+        .trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        if rest.is_empty() {
+            return Err(NoToken::Malformed("the Bearer token is empty"));
+        }
+        Ok(rest.to_string())
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        // Padded or not: Go's Flight client sends it unpadded.
+        let engine = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        let bytes = engine
+            .decode(rest)
+            .map_err(|_| NoToken::Malformed("the Basic credentials are not base64"))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| NoToken::Malformed("the Basic credentials are not UTF-8"))?;
+        let (_user, password) = text.split_once(':').ok_or(NoToken::Malformed(
+            "the Basic credentials have no `user:password` colon",
+        ))?;
+        if password.is_empty() {
+            return Err(NoToken::Malformed(
+                "the Basic password is empty; send the token as the password",
+            ));
+        }
+        Ok(password.to_string())
+    } else {
+        Err(NoToken::Malformed(
+            "the Authorization scheme is neither Bearer nor Basic",
+        ))
+    }
+}
+
+/// The check for one listener: its tokens (kept current by
+/// [`watch_tokens`]) and which listener it guards.
+#[derive(Clone)]
+pub(crate) struct Guard {
+    tokens: watch::Receiver<Arc<Tokens>>,
+    listener: Listener,
+}
+
+impl Guard {
+    pub(crate) fn new(tokens: watch::Receiver<Arc<Tokens>>, listener: Listener) -> Guard {
+        Guard { tokens, listener }
+    }
+
+    /// `router` answering only requests with a token that has the scope.
+    pub(crate) fn protect(self, router: Router) -> Router {
+        router.layer(axum::middleware::from_fn_with_state(self, check))
+    }
+}
+
+/// The Flight SQL handshake's gRPC path.
+const FLIGHT_HANDSHAKE: &str = "/arrow.flight.protocol.FlightService/Handshake";
+
+async fn check(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let Some(scope) = required_scope(guard.listener, &method, &path) else {
+        return next.run(request).await;
+    };
+    let grpc = is_grpc(request.headers());
+    let token = match presented_token(request.headers()) {
+        Ok(token) => token,
+        Err(NoToken::Missing) => {
+            return refuse(
+                grpc,
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "no token: {method} {path} needs a token with the {scope} scope, sent as \
+                     `Authorization: Bearer <token>` or as the password of HTTP Basic credentials"
+                ),
+            );
+        }
+        Err(NoToken::Malformed(why)) => {
+            return refuse(
+                grpc,
+                StatusCode::UNAUTHORIZED,
+                format!("{why}: send `Authorization: Bearer <token>` or HTTP Basic credentials"),
+            );
+        }
+    };
+    let identity = guard.tokens.borrow().find(&token).cloned();
+    let Some(identity) = identity else {
+        tracing::debug!(%method, %path, "refused an unknown token");
+        return refuse(
+            grpc,
+            StatusCode::UNAUTHORIZED,
+            "unknown token: it is not in the tokens file (or was removed from it)".to_string(),
+        );
+    };
+    if !identity.scopes.contains(scope) {
+        tracing::info!(token = %identity.name, %method, %path, "refused: no {scope} scope");
+        return refuse(
+            grpc,
+            StatusCode::FORBIDDEN,
+            format!(
+                "token {:?} lacks the {scope} scope that {method} {path} needs (it has: {})",
+                identity.name, identity.scopes
+            ),
+        );
+    }
+    let handshake = guard.listener == Listener::FlightSql && path == FLIGHT_HANDSHAKE;
+    request.extensions_mut().insert(identity);
+    let mut response = next.run(request).await;
+    if handshake {
+        // Basic in, bearer out: the client sends this on every later call.
+        if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
+            response.headers_mut().insert(header::AUTHORIZATION, value);
+        }
+    }
+    response
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// A refusal: gRPC status (in a trailers-only answer) for gRPC requests,
+/// otherwise the HTTP status with the reason as text.
+fn refuse(grpc: bool, status: StatusCode, reason: String) -> Response {
+    if grpc {
+        let status = if status == StatusCode::FORBIDDEN {
+            tonic::Status::permission_denied(reason)
+        } else {
+            tonic::Status::unauthenticated(reason)
+        };
+        return status.into_http::<Body>();
+    }
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        reason + "\n",
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        let headers = response.headers_mut();
+        headers.append(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"tracelake\""),
+        );
+        headers.append(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"tracelake\", charset=\"UTF-8\""),
+        );
+    }
+    response
+}
+
+/// Keeps the tokens of the file at `path` current: read again when its
+/// content changes (checked every `every`) and on SIGHUP. A file that
+/// cannot be read or does not parse leaves the tokens in force; the error
+/// is logged once per content.
+pub(crate) fn watch_tokens(
+    path: PathBuf,
+    initial: Tokens,
+    every: Duration,
+) -> watch::Receiver<Arc<Tokens>> {
+    let (tx, rx) = watch::channel(Arc::new(initial));
+    let mut last = std::fs::read(&path).ok();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            #[cfg(unix)]
+            let forced = tokio::select! {
+                _ = tick.tick() => false,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            };
+            #[cfg(not(unix))]
+            let forced = {
+                tick.tick().await;
+                false
+            };
+            if tx.is_closed() {
+                return;
+            }
+            let content = tokio::fs::read(&path).await.ok();
+            if !forced && content == last {
+                continue;
+            }
+            last = content.clone();
+            let parsed = match content {
+                None => Err(anyhow::anyhow!(
+                    "cannot read tokens file {}",
+                    path.display()
+                )),
+                Some(bytes) => std::str::from_utf8(&bytes)
+                    .map_err(anyhow::Error::from)
+                    .and_then(Tokens::parse)
+                    .with_context(|| format!("invalid tokens file {}", path.display())),
+            };
+            match parsed {
+                Ok(tokens) => {
+                    tracing::info!(tokens = tokens.len(), file = %path.display(), "tokens reloaded");
+                    tx.send_replace(Arc::new(tokens));
+                }
+                Err(error) => {
+                    tracing::error!(
+                        "{error:#}; keeping the {} tokens in force",
+                        tx.borrow().len()
+                    );
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user_pass: &str, padded: bool) -> String {
+        let b64 = if padded {
+            base64::engine::general_purpose::STANDARD.encode(user_pass)
+        } else {
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(user_pass)
+        };
+        format!("Basic {b64}")
+    }
+
+    fn headers(authorization: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, authorization.parse().unwrap());
+        h
+    }
+
+    const FILE: &str = r#"
+        [[tokens]]
+        name = "exporter"
+        token = "s3cret-ingest"
+        tenant = "shop"
+        scopes = ["ingest"]
+
+        [[tokens]]
+        name = "grafana"
+        # sha256("password")
+        token_sha256 = "5E884898DA28047151D0E56F8DC6292773603D0D6AABBDD62A11EF721D1542D8"
+        tenants = ["shop", "web"]
+        scopes = ["query", "admin"]
+    "#;
+
+    #[test]
+    fn a_valid_file_parses_into_names_tenants_and_scopes() {
+        let tokens = Tokens::parse(FILE).unwrap();
+        assert_eq!(tokens.len(), 2);
+        let exporter = tokens.find("s3cret-ingest").unwrap();
+        assert_eq!(&*exporter.name, "exporter");
+        assert_eq!(&*exporter.tenants, ["shop".to_string()]);
+        assert!(exporter.scopes.contains(Scope::Ingest));
+        assert!(!exporter.scopes.contains(Scope::Query));
+        let grafana = tokens.find("password").unwrap();
+        assert_eq!(&*grafana.name, "grafana");
+        assert_eq!(&*grafana.tenants, ["shop".to_string(), "web".to_string()]);
+        assert_eq!(grafana.scopes.to_string(), "query, admin");
+        assert!(tokens.find("passwore").is_none());
+        assert!(tokens.find("").is_none());
+        assert!(tokens.find("s3cret-ingest ").is_none());
+        // No tenant: the default tenant.
+        let t = Tokens::parse("[[tokens]]\nname='a'\ntoken='x'\nscopes=['query']").unwrap();
+        assert_eq!(&*t.find("x").unwrap().tenants, ["default".to_string()]);
+        // An empty file is no tokens (everything refused), not an error.
+        assert_eq!(Tokens::parse("").unwrap().len(), 0);
+    }
+
+    #[test]
+    fn invalid_files_are_refused_with_a_reason_naming_the_entry() {
+        let entry = |body: &str| format!("[[tokens]]\nname = \"t1\"\n{body}\n");
+        let cases = [
+            (entry("token='x'\nscopes=['ingest', 'write']"), "unknown scope \"write\""),
+            (entry("token='x'\ntoken_sha256='00'\nscopes=['query']"), "not both"),
+            (entry("scopes=['query']"), "neither token nor token_sha256"),
+            (entry("token_sha256='zz'\nscopes=['query']"), "64 hex digits"),
+            (entry(&format!("token_sha256='{}'\nscopes=['query']", "g".repeat(64))), "not hexadecimal"),
+            (entry("token='x'\nscopes=[]"), "no scopes"),
+            (entry("token=''\nscopes=['query']"), "token is empty"),
+            (entry("token='x'\ntenant='a'\ntenants=['b']\nscopes=['query']"), "tenant or tenants"),
+            (entry("token='x'\ntenant='..'\nscopes=['query']"), "invalid tenant"),
+            (entry("token='x'\ntenant='a/b'\nscopes=['query']"), "invalid tenant"),
+            (entry("token='x'\nscope=['query']"), "unknown field"),
+            (format!("{}{}", entry("token='x'\nscopes=['query']"), entry("token='y'\nscopes=['query']")), "used twice"),
+            (
+                "[[tokens]]\nname='a'\ntoken='x'\nscopes=['query']\n[[tokens]]\nname='b'\ntoken='x'\nscopes=['ingest']\n".to_string(),
+                "listed twice",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = format!("{:#}", Tokens::parse(&text).unwrap_err());
+            assert!(
+                error.contains(expected),
+                "{text}\n=> {error}\n(expected {expected:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn tenant_ids_follow_tempo() {
+        for ok in ["shop", "a.b", "A-Z_0*9!'()", &"x".repeat(150)] {
+            check_tenant(ok).unwrap();
+        }
+        for bad in ["", ".", "..", "a b", "a/b", "é", &"x".repeat(151)] {
+            assert!(check_tenant(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bearer_and_basic_carry_the_token() {
+        assert_eq!(presented_token(&headers("Bearer abc")).unwrap(), "abc");
+        assert_eq!(presented_token(&headers("bearer  abc ")).unwrap(), "abc");
+        // Basic: any user, the token is the password (which may hold ':').
+        assert_eq!(
+            presented_token(&headers(&basic("grafana:to:ken", true))).unwrap(),
+            "to:ken"
+        );
+        assert_eq!(
+            presented_token(&headers(&basic(":tok", true))).unwrap(),
+            "tok"
+        );
+        // Unpadded base64, as Go's Flight client sends it.
+        assert_eq!(
+            presented_token(&headers(&basic("u:ab", false))).unwrap(),
+            "ab"
+        );
+        assert_eq!(presented_token(&HeaderMap::new()), Err(NoToken::Missing));
+        for bad in ["Bearer", "Bearer   ", "Basic !!!", "Token abc", "abc"] {
+            assert!(
+                matches!(presented_token(&headers(bad)), Err(NoToken::Malformed(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            presented_token(&headers(&basic("user-only", true))),
+            Err(NoToken::Malformed(m)) if m.contains("colon")
+        ));
+        assert!(matches!(
+            presented_token(&headers(&basic("user:", true))),
+            Err(NoToken::Malformed(m)) if m.contains("empty")
+        ));
+    }
+
+    #[test]
+    fn scopes_follow_listener_method_and_path() {
+        use Listener::*;
+        let get = Method::GET;
+        let post = Method::POST;
+        let cases: &[(Listener, &Method, &str, Option<Scope>)] = &[
+            (
+                OtlpGrpc,
+                &post,
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                Some(Scope::Ingest),
+            ),
+            (OtlpHttp, &post, "/v1/traces", Some(Scope::Ingest)),
+            (JaegerHttp, &post, "/api/traces", Some(Scope::Ingest)),
+            (Zipkin, &post, "/api/v2/spans", Some(Scope::Ingest)),
+            (Zipkin, &post, "/api/v1/spans", Some(Scope::Ingest)),
+            (Zipkin, &get, "/api/v2/spans", Some(Scope::Query)),
+            (Zipkin, &get, "/api/v2/services", Some(Scope::Query)),
+            (Zipkin, &get, "/api/v2/trace/abc", Some(Scope::Query)),
+            (FlightSql, &post, FLIGHT_HANDSHAKE, Some(Scope::Query)),
+            (
+                FlightSql,
+                &post,
+                "/arrow.flight.protocol.FlightService/DoGet",
+                Some(Scope::Query),
+            ),
+            (Http, &get, "/health", None),
+            (Http, &get, "/ready", None),
+            (Http, &get, "/metrics", Some(Scope::Admin)),
+            (Http, &get, "/api/v1/storage", Some(Scope::Admin)),
+            (Http, &get, "/", Some(Scope::Query)),
+            (Http, &get, "/ui/app.js", Some(Scope::Query)),
+            (Http, &post, "/api/v1/sql", Some(Scope::Query)),
+            (Http, &get, "/jaeger/api/services", Some(Scope::Query)),
+            (Http, &get, "/tempo/api/search", Some(Scope::Query)),
+            (Http, &get, "/zipkin/api/v2/services", Some(Scope::Query)),
+            (Http, &post, "/zipkin/api/v2/spans", Some(Scope::Query)),
+            (Http, &get, "/health/", Some(Scope::Query)),
+            (Http, &get, "/metrics/x", Some(Scope::Query)),
+        ];
+        for (listener, method, path, expected) in cases {
+            assert_eq!(
+                required_scope(*listener, method, path),
+                *expected,
+                "{listener:?} {method} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_hash_compare_is_over_the_whole_digest() {
+        // Equal prefixes do not match: ct_eq compares all 32 bytes.
+        let a = sha256("a");
+        let mut b = a;
+        b[31] ^= 1;
+        assert!(!bool::from(a.ct_eq(&b)));
+        assert!(bool::from(a.ct_eq(&a)));
+        assert_eq!(
+            hex::encode(sha256("password")),
+            "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
+        );
+    }
+}
