@@ -39,6 +39,9 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
@@ -375,17 +378,65 @@ pub(crate) fn presented_token(headers: &HeaderMap) -> Result<String, NoToken> {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct Accepted {
+    /// The token's name from the tokens file (never the token).
+    token: String,
+    scope: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct Refused {
+    /// `no_token`, `malformed`, `unknown_token` or `scope`.
+    reason: &'static str,
+}
+
+/// Requests let through per token and scope, and refusals per reason.
+#[derive(Debug, Default)]
+pub(crate) struct AuthMetrics {
+    accepted: Family<Accepted, Counter>,
+    refused: Family<Refused, Counter>,
+}
+
+impl AuthMetrics {
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "tracelake_auth_requests",
+            "Requests let through, by the token's name and the scope they needed",
+            self.accepted.clone(),
+        );
+        registry.register(
+            "tracelake_auth_refusals",
+            "Requests refused for want of a token (no_token, malformed, unknown_token) or of a scope",
+            self.refused.clone(),
+        );
+    }
+
+    fn refuse(&self, reason: &'static str) {
+        self.refused.get_or_create(&Refused { reason }).inc();
+    }
+}
+
 /// The check for one listener: its tokens (kept current by
-/// [`watch_tokens`]) and which listener it guards.
+/// [`watch_tokens`]), which listener it guards, and the counters.
 #[derive(Clone)]
 pub(crate) struct Guard {
     tokens: watch::Receiver<Arc<Tokens>>,
     listener: Listener,
+    metrics: Arc<AuthMetrics>,
 }
 
 impl Guard {
-    pub(crate) fn new(tokens: watch::Receiver<Arc<Tokens>>, listener: Listener) -> Guard {
-        Guard { tokens, listener }
+    pub(crate) fn new(
+        tokens: watch::Receiver<Arc<Tokens>>,
+        listener: Listener,
+        metrics: Arc<AuthMetrics>,
+    ) -> Guard {
+        Guard {
+            tokens,
+            listener,
+            metrics,
+        }
     }
 
     /// `router` answering only requests with a token that has the scope.
@@ -407,6 +458,7 @@ async fn check(State(guard): State<Guard>, mut request: Request, next: Next) -> 
     let token = match presented_token(request.headers()) {
         Ok(token) => token,
         Err(NoToken::Missing) => {
+            guard.metrics.refuse("no_token");
             return refuse(
                 grpc,
                 StatusCode::UNAUTHORIZED,
@@ -417,6 +469,7 @@ async fn check(State(guard): State<Guard>, mut request: Request, next: Next) -> 
             );
         }
         Err(NoToken::Malformed(why)) => {
+            guard.metrics.refuse("malformed");
             return refuse(
                 grpc,
                 StatusCode::UNAUTHORIZED,
@@ -427,6 +480,7 @@ async fn check(State(guard): State<Guard>, mut request: Request, next: Next) -> 
     let identity = guard.tokens.borrow().find(&token).cloned();
     let Some(identity) = identity else {
         tracing::debug!(%method, %path, "refused an unknown token");
+        guard.metrics.refuse("unknown_token");
         return refuse(
             grpc,
             StatusCode::UNAUTHORIZED,
@@ -435,6 +489,7 @@ async fn check(State(guard): State<Guard>, mut request: Request, next: Next) -> 
     };
     if !identity.scopes.contains(scope) {
         tracing::info!(token = %identity.name, %method, %path, "refused: no {scope} scope");
+        guard.metrics.refuse("scope");
         return refuse(
             grpc,
             StatusCode::FORBIDDEN,
@@ -444,6 +499,14 @@ async fn check(State(guard): State<Guard>, mut request: Request, next: Next) -> 
             ),
         );
     }
+    guard
+        .metrics
+        .accepted
+        .get_or_create(&Accepted {
+            token: identity.name.to_string(),
+            scope: scope.name(),
+        })
+        .inc();
     let handshake = guard.listener == Listener::FlightSql && path == FLIGHT_HANDSHAKE;
     request.extensions_mut().insert(identity);
     let mut response = next.run(request).await;

@@ -213,6 +213,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     engine.executor().register_metrics(&mut registry);
+    let auth_metrics = Arc::new(auth::AuthMetrics::default());
+    if tokens.is_some() {
+        auth_metrics.register(&mut registry);
+    }
     let health = Arc::new(Health {
         ready: AtomicBool::new(false),
         registry,
@@ -303,7 +307,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         // wrong path is 401, so nothing about the port is learnt.
         let mut router = fallback::with_fallbacks(router, port);
         if let Some(tokens) = &tokens {
-            router = auth::Guard::new(tokens.clone(), listener).protect(router);
+            router = auth::Guard::new(tokens.clone(), listener, Arc::clone(&auth_metrics))
+                .protect(router);
         }
         let listener = TcpListener::bind(addr)
             .await

@@ -11,7 +11,7 @@ use prost::Message as _;
 use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
 
-use crate::server::{TestServer, python_with};
+use crate::server::{TestServer, metric, python_with};
 
 const INGEST: &str = "tok-ingest-1";
 const QUERY: &str = "tok-query-2";
@@ -306,6 +306,37 @@ async fn every_http_listener_needs_a_token_with_the_right_scope() {
         let status = r.status().as_u16();
         assert_eq!(status, case.ok, "{what}: {}", r.text().await.unwrap());
     }
+
+    // Counted per token name and per refusal reason, for the operator.
+    let text = client
+        .get(http("/metrics"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let n = cases.len() as f64;
+    for (sample, want) in [
+        (r#"tracelake_auth_refusals_total{reason="no_token"}"#, n),
+        (
+            r#"tracelake_auth_refusals_total{reason="unknown_token"}"#,
+            2.0 * n,
+        ),
+        (r#"tracelake_auth_refusals_total{reason="scope"}"#, n),
+        (
+            r#"tracelake_auth_requests_total{token="exporter",scope="ingest"}"#,
+            3.0,
+        ),
+        (
+            r#"tracelake_auth_requests_total{token="operator",scope="admin"}"#,
+            3.0,
+        ),
+    ] {
+        assert_eq!(metric(&text, sample), want, "{sample} in\n{text}");
+    }
+    assert!(!text.contains("tok-"), "a token in /metrics:\n{text}");
 
     // Health and readiness stay open.
     for path in ["/health", "/ready"] {
