@@ -7,7 +7,7 @@
 //!   latency breakdown; `.../breakdown` the breakdown alone.
 //! - `GET /api/v1/services`, `/api/v1/services/{service}/operations`,
 //!   `/api/v1/search`, `/api/v1/breakdown`, `/api/v1/metrics/red`,
-//!   `/api/v1/dependencies`: see [`crate::params`] for their parameters.
+//!   `/api/v1/dependencies`: see [`tracelake_protocols::params`] for their parameters.
 //!
 //! Errors are `{"error": "..."}` with 400 (bad SQL, bad parameter, bad id,
 //! result too large), 404 (no such trace), 408 (time limit), 422 (memory

@@ -7,7 +7,7 @@
 //! milliseconds (default lookback one day); `/spans` answers span *names*;
 //! trace ids are 16 hex digits when the high half is zero; a missing trace is
 //! a 404 with a text body. Spans are converted by
-//! [`tracelake_schema::zipkin::to_json`].
+//! [`tracelake_protocols::zipkin::to_json`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -184,7 +184,7 @@ fn annotation_conditions(query: &str) -> Vec<String> {
         .filter(|t| !t.is_empty())
         .map(|term| match term.split_once('=') {
             // The `error` tag is stored as the status (see
-            // `tracelake_schema::zipkin`): match it there too.
+            // `tracelake_protocols::zipkin`): match it there too.
             Some((k, v)) if k.trim() == "error" => format!(
                 "(span_attributes['error'] = {v} OR (status_code = 'ERROR' AND status_message = {v}))",
                 v = quote(v.trim())
