@@ -850,15 +850,8 @@ async fn flight_sql_answers_an_adbc_client() {
         "/tests/python/flight_sql_client.py"
     );
     let uri = format!("grpc://{}", server.flight_sql);
-    let output = crate::procs::output(tokio::process::Command::new(&python).args([script, &uri]))
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let out =
+        crate::procs::json_output(tokio::process::Command::new(&python).args([script, &uri])).await;
     assert_eq!(
         out["schema"],
         serde_json::json!(["service_name:string", "spans:int64", "total_ns:int64"])

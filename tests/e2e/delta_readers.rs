@@ -42,19 +42,12 @@ async fn another_delta_reader_reads_every_committed_span() {
     server.terminate();
     let table = dir.path().join("tenants/default/spans");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/delta_reader.py");
-    let output = crate::procs::output(
+    let out = crate::procs::json_output(
         tokio::process::Command::new(&python)
             .arg(script)
             .arg(&table),
     )
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let out: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    .await;
     assert_eq!(
         out["partition_columns"],
         serde_json::json!(["date", "hour"])

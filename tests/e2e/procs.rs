@@ -85,6 +85,24 @@ impl Drop for Guard {
     }
 }
 
+/// Runs a client program with [`output`] that prints one JSON document:
+/// fails the test (with the program's stderr) unless it succeeds, and
+/// returns what it printed.
+pub(crate) async fn json_output(cmd: &mut tokio::process::Command) -> serde_json::Value {
+    let output = output(cmd).await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the output is not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
 /// Runs `cmd` to its end like `tokio::process::Command::output`, in a
 /// group of its own with a watchdog, marked; if the future is dropped first
 /// (or the test panics) the process and its children are killed.
