@@ -133,6 +133,15 @@ fn hex_id(field: &str, text: &str, len: usize) -> Result<Vec<u8>, String> {
 /// (trace id, span id, parent id or empty).
 type Ids = (Vec<u8>, Vec<u8>, Vec<u8>);
 
+/// [`ids`] of the hex ids of a JSON span (v1 and v2 alike).
+fn hex_ids(trace_id: Option<&str>, id: Option<&str>, parent: Option<&str>) -> Result<Ids, String> {
+    ids(
+        trace_id.map(|t| hex_id("traceId", t, 16)).transpose()?,
+        id.map(|t| hex_id("id", t, 8)).transpose()?,
+        parent.map(|t| hex_id("parentId", t, 8)).transpose()?,
+    )
+}
+
 fn ids(
     trace_id: Option<Vec<u8>>,
     id: Option<Vec<u8>>,
@@ -178,16 +187,10 @@ fn normal_json(s: JsonSpan) -> Result<Normal, String> {
             "binaryAnnotations is a Zipkin v1 field: POST v1 spans to /api/v1/spans".into(),
         );
     }
-    let (trace_id, id, parent_id) = ids(
-        s.trace_id
-            .as_deref()
-            .map(|t| hex_id("traceId", t, 16))
-            .transpose()?,
-        s.id.as_deref().map(|t| hex_id("id", t, 8)).transpose()?,
-        s.parent_id
-            .as_deref()
-            .map(|t| hex_id("parentId", t, 8))
-            .transpose()?,
+    let (trace_id, id, parent_id) = hex_ids(
+        s.trace_id.as_deref(),
+        s.id.as_deref(),
+        s.parent_id.as_deref(),
     )?;
     let mut tags = Vec::new();
     for (k, v) in s.tags.unwrap_or_default() {
@@ -276,16 +279,10 @@ pub fn from_v1_json(body: &[u8]) -> Result<ExportTraceServiceRequest, ZipkinErro
 }
 
 fn normal_v1(s: V1Span) -> Result<Vec<Normal>, String> {
-    let (trace_id, id, parent_id) = ids(
-        s.trace_id
-            .as_deref()
-            .map(|t| hex_id("traceId", t, 16))
-            .transpose()?,
-        s.id.as_deref().map(|t| hex_id("id", t, 8)).transpose()?,
-        s.parent_id
-            .as_deref()
-            .map(|t| hex_id("parentId", t, 8))
-            .transpose()?,
+    let (trace_id, id, parent_id) = hex_ids(
+        s.trace_id.as_deref(),
+        s.id.as_deref(),
+        s.parent_id.as_deref(),
     )?;
     let mut core: BTreeMap<&str, (u64, Option<JsonEndpoint>)> = BTreeMap::new();
     let mut others = Vec::new();
