@@ -25,6 +25,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList};
 
+use crate::otlp::view::{AttributeView, ValueRef};
 use crate::spans::{MAP_ENTRIES, MAP_KEY, MAP_VALUE};
 
 /// Type code of a non-string attribute value in `*_attribute_types`.
@@ -102,7 +103,7 @@ impl AttributesBuilder {
     }
 
     /// Appends one row holding `attrs`, each key once.
-    pub(crate) fn append(&mut self, attrs: &[KeyValue]) {
+    pub(crate) fn append<A: AttributeView>(&mut self, attrs: &[A]) {
         if has_repeated_key(attrs) {
             return self.append_deduplicated(attrs);
         }
@@ -112,27 +113,28 @@ impl AttributesBuilder {
     /// The slow path: the last value of each key, in the order keys first
     /// appeared.
     #[cold]
-    fn append_deduplicated(&mut self, attrs: &[KeyValue]) {
-        let mut last: std::collections::HashMap<&str, &KeyValue> =
+    fn append_deduplicated<A: AttributeView>(&mut self, attrs: &[A]) {
+        let mut last: std::collections::HashMap<&str, &A> =
             std::collections::HashMap::with_capacity(attrs.len());
         for kv in attrs {
-            last.insert(kv.key.as_str(), kv);
+            last.insert(kv.key(), kv);
         }
         let mut seen = std::collections::HashSet::with_capacity(attrs.len());
-        let unique: Vec<&KeyValue> = attrs
+        let unique: Vec<&A> = attrs
             .iter()
-            .filter(|kv| seen.insert(kv.key.as_str()))
-            .map(|kv| last[kv.key.as_str()])
+            .filter(|kv| seen.insert(kv.key()))
+            .map(|kv| last[kv.key()])
             .collect();
         self.append_unique(unique.into_iter());
     }
 
-    fn append_unique<'a>(&mut self, attrs: impl Iterator<Item = &'a KeyValue>) {
+    fn append_unique<'a, A: AttributeView + 'a>(&mut self, attrs: impl Iterator<Item = &'a A>) {
         for kv in attrs {
-            self.values.keys().append_value(&kv.key);
-            let code = write_value(self.values.values(), kv.value.as_ref());
+            let key = kv.key();
+            self.values.keys().append_value(key);
+            let code = write_value(self.values.values(), kv.value());
             if let Some(code) = code {
-                self.types.keys().append_value(&kv.key);
+                self.types.keys().append_value(key);
                 self.types.values().append_value(code as i8);
             }
         }
@@ -151,57 +153,55 @@ impl AttributesBuilder {
 }
 
 /// Whether a key appears twice; without allocating for the usual few keys.
-fn has_repeated_key(attrs: &[KeyValue]) -> bool {
+fn has_repeated_key<A: AttributeView>(attrs: &[A]) -> bool {
     if attrs.len() <= 32 {
         return attrs
             .iter()
             .enumerate()
-            .any(|(i, a)| attrs[i + 1..].iter().any(|b| a.key == b.key));
+            .any(|(i, a)| attrs[i + 1..].iter().any(|b| a.key() == b.key()));
     }
     let mut seen = std::collections::HashSet::with_capacity(attrs.len());
-    !attrs.iter().all(|kv| seen.insert(kv.key.as_str()))
+    !attrs.iter().all(|kv| seen.insert(kv.key()))
 }
 
 /// Writes the text of `value` and returns its type code, `None` for strings.
-fn write_value(out: &mut StringBuilder, value: Option<&AnyValue>) -> Option<TypeCode> {
-    let Some(value) = value else {
-        out.append_null();
-        return Some(TypeCode::Absent);
-    };
-    let code = match &value.value {
-        Some(Value::StringValue(s)) => {
+fn write_value(out: &mut StringBuilder, value: ValueRef<'_>) -> Option<TypeCode> {
+    let code = match value {
+        ValueRef::Absent => {
+            out.append_null();
+            return Some(TypeCode::Absent);
+        }
+        ValueRef::Empty => {
+            out.append_null();
+            return Some(TypeCode::Empty);
+        }
+        ValueRef::Str(s) => {
             out.append_value(s);
             return None;
         }
-        Some(Value::BoolValue(b)) => {
-            out.append_value(if *b { "true" } else { "false" });
+        ValueRef::Bool(b) => {
+            out.append_value(if b { "true" } else { "false" });
             return Some(TypeCode::Bool);
         }
-        Some(Value::IntValue(i)) => {
+        ValueRef::Int(i) => {
             let _ = write!(out, "{i}");
             TypeCode::Int
         }
-        Some(Value::DoubleValue(d)) => {
+        ValueRef::Double(d) => {
             let _ = write!(out, "{d}");
             TypeCode::Double
         }
-        Some(Value::BytesValue(b)) => {
+        ValueRef::Bytes(b) => {
             out.append_value(BASE64.encode(b));
             return Some(TypeCode::Bytes);
         }
-        Some(Value::ArrayValue(a)) => {
+        ValueRef::Array(a) => {
             out.append_value(serde_json::to_string(a).expect("array value serializes"));
             return Some(TypeCode::Array);
         }
-        Some(Value::KvlistValue(kv)) => {
+        ValueRef::KvList(kv) => {
             out.append_value(serde_json::to_string(kv).expect("kvlist value serializes"));
             return Some(TypeCode::KvList);
-        }
-        // Profiles-only string-table reference: the spec says to treat it as
-        // absent for other signals.
-        Some(Value::StringValueStrindex(_)) | None => {
-            out.append_null();
-            return Some(TypeCode::Empty);
         }
     };
     out.append_value("");

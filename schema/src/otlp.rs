@@ -13,11 +13,13 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, ListArray, RecordBatch, StructArray};
 use arrow_buffer::{NullBuffer, OffsetBuffer};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::Span;
-use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+
+pub mod view;
+
+pub use view::service_name;
+use view::{AttributeView, Context, EventView, LinkView, SpanView, ValueRef};
 
 use crate::attributes::AttributesBuilder;
 use crate::spans::{
@@ -120,35 +122,35 @@ fn valid_id(id: &[u8], len: usize) -> bool {
 }
 
 /// Checks one span; `Ok` carries its start time and duration in ns.
-pub fn validate(span: &Span, acceptance: &Acceptance) -> Result<(i64, i64), Rejection> {
-    if !valid_id(&span.trace_id, 16) {
+pub fn validate<S: SpanView>(span: &S, acceptance: &Acceptance) -> Result<(i64, i64), Rejection> {
+    if !valid_id(span.trace_id(), 16) {
         return Err(Rejection::InvalidTraceId);
     }
-    if !valid_id(&span.span_id, 8) {
+    if !valid_id(span.span_id(), 8) {
         return Err(Rejection::InvalidSpanId);
     }
-    if !(span.parent_span_id.is_empty() || span.parent_span_id.len() == 8) {
+    let parent = span.parent_span_id();
+    if !(parent.is_empty() || parent.len() == 8) {
         return Err(Rejection::InvalidParentSpanId);
     }
-    if !(0..SPAN_KINDS.len() as i32).contains(&span.kind) {
+    if !(0..SPAN_KINDS.len() as i32).contains(&span.kind()) {
         return Err(Rejection::InvalidKind);
     }
-    if let Some(status) = &span.status
-        && !(0..STATUS_CODES.len() as i32).contains(&status.code)
+    if let Some((code, _)) = span.status()
+        && !(0..STATUS_CODES.len() as i32).contains(&code)
     {
         return Err(Rejection::InvalidStatusCode);
     }
-    let start =
-        i64::try_from(span.start_time_unix_nano).map_err(|_| Rejection::StartOutsideWindow)?;
-    if start < acceptance.min_start_unix_nano || start > acceptance.max_start_unix_nano {
+    let (start, end) = (span.start_time_unix_nano(), span.end_time_unix_nano());
+    let start_ns = i64::try_from(start).map_err(|_| Rejection::StartOutsideWindow)?;
+    if start_ns < acceptance.min_start_unix_nano || start_ns > acceptance.max_start_unix_nano {
         return Err(Rejection::StartOutsideWindow);
     }
-    if span.end_time_unix_nano < span.start_time_unix_nano {
+    if end < start {
         return Err(Rejection::EndBeforeStart);
     }
-    let duration = i64::try_from(span.end_time_unix_nano - span.start_time_unix_nano)
-        .map_err(|_| Rejection::EndBeforeStart)?;
-    Ok((start, duration))
+    let duration = i64::try_from(end - start).map_err(|_| Rejection::EndBeforeStart)?;
+    Ok((start_ns, duration))
 }
 
 enum PromotedBuilder {
@@ -279,22 +281,21 @@ impl SpansBuilder {
         let empty_scope = InstrumentationScope::default();
         for rs in &request.resource_spans {
             let resource = rs.resource.as_ref().unwrap_or(&empty_resource);
-            let service = service_name(&resource.attributes).unwrap_or(UNKNOWN_SERVICE);
             for ss in &rs.scope_spans {
                 let scope = ss.scope.as_ref().unwrap_or(&empty_scope);
+                let context = Context {
+                    resource_attributes: &resource.attributes,
+                    resource_dropped_attributes_count: resource.dropped_attributes_count,
+                    resource_schema_url: &rs.schema_url,
+                    scope_name: &scope.name,
+                    scope_version: &scope.version,
+                    scope_attributes: &scope.attributes,
+                    scope_dropped_attributes_count: scope.dropped_attributes_count,
+                    scope_schema_url: &ss.schema_url,
+                };
                 for span in &ss.spans {
-                    match validate(span, acceptance) {
-                        Ok((start, duration)) => {
-                            let context = SpanContext {
-                                resource,
-                                service,
-                                resource_schema_url: &rs.schema_url,
-                                scope,
-                                scope_schema_url: &ss.schema_url,
-                            };
-                            self.append(span, start, duration, &context);
-                        }
-                        Err(r) => rejections.add(r),
+                    if let Err(r) = self.append_span(span, &context, acceptance) {
+                        rejections.add(r);
                     }
                 }
             }
@@ -302,68 +303,86 @@ impl SpansBuilder {
         rejections
     }
 
-    fn append(&mut self, span: &Span, start: i64, duration: i64, cx: &SpanContext<'_>) {
+    /// Validates `span` and appends it as one row with its resource and
+    /// scope, or leaves the builder as it was and says why not. The one
+    /// writer of rows: [`append_request`](Self::append_request) and the
+    /// decoders that write straight from request bodies
+    /// (`tracelake_protocols`) end here.
+    pub fn append_span<S: SpanView>(
+        &mut self,
+        span: &S,
+        cx: &Context<'_, S::Attribute>,
+        acceptance: &Acceptance,
+    ) -> Result<(), Rejection> {
+        let (start, duration) = validate(span, acceptance)?;
         self.rows += 1;
-        self.trace_id.append_value(&span.trace_id);
-        self.trace_key.append_value(trace_key(&span.trace_id));
-        self.span_id.append_value(&span.span_id);
-        if span.parent_span_id.is_empty() {
+        let trace_id = span.trace_id();
+        self.trace_id.append_value(trace_id);
+        self.trace_key.append_value(trace_key(trace_id));
+        self.span_id.append_value(span.span_id());
+        let parent = span.parent_span_id();
+        if parent.is_empty() {
             self.parent_span_id.append_null();
         } else {
-            self.parent_span_id.append_value(&span.parent_span_id);
+            self.parent_span_id.append_value(parent);
         }
-        append_opt_str(&mut self.trace_state, &span.trace_state);
-        self.flags.append_value(i64::from(span.flags));
-        self.name.append_value(&span.name);
-        self.kind.append_value(SPAN_KINDS[span.kind as usize]);
-        self.service_name.append_value(cx.service);
+        append_opt_str(&mut self.trace_state, span.trace_state());
+        self.flags.append_value(i64::from(span.flags()));
+        self.name.append_value(span.name());
+        self.kind.append_value(SPAN_KINDS[span.kind() as usize]);
+        self.service_name
+            .append_value(service_name(cx.resource_attributes).unwrap_or(UNKNOWN_SERVICE));
         self.start_time.append_value(start.div_euclid(1000));
         self.start_time_unix_nano.append_value(start);
         self.duration_ns.append_value(duration);
-        match &span.status {
-            Some(status) => {
-                self.status_code
-                    .append_value(STATUS_CODES[status.code as usize]);
-                append_opt_str(&mut self.status_message, &status.message);
+        match span.status() {
+            Some((code, message)) => {
+                self.status_code.append_value(STATUS_CODES[code as usize]);
+                append_opt_str(&mut self.status_message, message);
             }
             None => {
                 self.status_code.append_value(STATUS_CODES[0]);
                 self.status_message.append_null();
             }
         }
-        self.append_promoted(&span.attributes);
-        self.attributes.append(&span.attributes);
+        self.append_promoted(span.attributes());
+        self.attributes.append(span.attributes());
         self.dropped_attributes_count
-            .append_value(i64::from(span.dropped_attributes_count));
-        self.events.append(&span.events);
+            .append_value(i64::from(span.dropped_attributes_count()));
+        self.events.append(span.events());
         self.dropped_events_count
-            .append_value(i64::from(span.dropped_events_count));
-        self.links.append(&span.links);
+            .append_value(i64::from(span.dropped_events_count()));
+        self.links.append(span.links());
         self.dropped_links_count
-            .append_value(i64::from(span.dropped_links_count));
-        self.resource_attributes.append(&cx.resource.attributes);
+            .append_value(i64::from(span.dropped_links_count()));
+        self.resource_attributes.append(cx.resource_attributes);
         self.resource_dropped_attributes_count
-            .append_value(i64::from(cx.resource.dropped_attributes_count));
+            .append_value(i64::from(cx.resource_dropped_attributes_count));
         append_opt_str(&mut self.resource_schema_url, cx.resource_schema_url);
-        append_opt_str(&mut self.scope_name, &cx.scope.name);
-        append_opt_str(&mut self.scope_version, &cx.scope.version);
-        self.scope_attributes.append(&cx.scope.attributes);
+        append_opt_str(&mut self.scope_name, cx.scope_name);
+        append_opt_str(&mut self.scope_version, cx.scope_version);
+        self.scope_attributes.append(cx.scope_attributes);
         self.scope_dropped_attributes_count
-            .append_value(i64::from(cx.scope.dropped_attributes_count));
+            .append_value(i64::from(cx.scope_dropped_attributes_count));
         append_opt_str(&mut self.scope_schema_url, cx.scope_schema_url);
         let (date, hour) = partition_of(start);
         self.date.append_value(date);
         self.hour.append_value(hour);
+        Ok(())
     }
 
-    fn append_promoted(&mut self, attrs: &[KeyValue]) {
+    fn append_promoted<A: AttributeView>(&mut self, attrs: &[A]) {
         // (priority, value) of the best key seen so far for each column; a
         // repeated key's last value, as the attribute map keeps it.
-        let mut found: [Option<(usize, &AnyValue)>; PROMOTED.len()] = [None; PROMOTED.len()];
+        let mut found: [Option<(usize, ValueRef<'_>)>; PROMOTED.len()] = [None; PROMOTED.len()];
         for kv in attrs {
-            let Some(value) = &kv.value else { continue };
+            let value = kv.value();
+            if value == ValueRef::Absent {
+                continue;
+            }
+            let key = kv.key();
             for (slot, p) in found.iter_mut().zip(PROMOTED) {
-                if let Some(rank) = p.keys.iter().position(|k| *k == kv.key)
+                if let Some(rank) = p.keys.iter().position(|k| *k == key)
                     && slot.is_none_or(|(best, _)| rank <= best)
                 {
                     *slot = Some((rank, value));
@@ -371,22 +390,22 @@ impl SpansBuilder {
             }
         }
         for (builder, slot) in self.promoted.iter_mut().zip(found) {
-            let value = slot.and_then(|(_, v)| v.value.as_ref());
+            let value = slot.map(|(_, v)| v);
             match builder {
                 PromotedBuilder::Int(b) => match value {
-                    Some(Value::IntValue(i)) => b.append_value(*i),
-                    Some(Value::StringValue(s)) => b.append_option(s.trim().parse().ok()),
-                    Some(Value::DoubleValue(d)) if d.fract() == 0.0 => b.append_value(*d as i64),
+                    Some(ValueRef::Int(i)) => b.append_value(i),
+                    Some(ValueRef::Str(s)) => b.append_option(s.trim().parse().ok()),
+                    Some(ValueRef::Double(d)) if d.fract() == 0.0 => b.append_value(d as i64),
                     _ => b.append_null(),
                 },
                 PromotedBuilder::Text(b) => match value {
-                    Some(Value::StringValue(s)) => b.append_value(s),
-                    Some(Value::IntValue(i)) => {
+                    Some(ValueRef::Str(s)) => b.append_value(s),
+                    Some(ValueRef::Int(i)) => {
                         let _ = write!(b, "{i}");
                         b.append_value("");
                     }
-                    Some(Value::BoolValue(v)) => b.append_value(if *v { "true" } else { "false" }),
-                    Some(Value::DoubleValue(d)) => {
+                    Some(ValueRef::Bool(v)) => b.append_value(if v { "true" } else { "false" }),
+                    Some(ValueRef::Double(d)) => {
                         let _ = write!(b, "{d}");
                         b.append_value("");
                     }
@@ -450,27 +469,6 @@ impl SpansBuilder {
     }
 }
 
-/// What a span shares with the other spans of its resource and scope.
-struct SpanContext<'a> {
-    resource: &'a Resource,
-    /// `service.name` of the resource, or [`UNKNOWN_SERVICE`].
-    service: &'a str,
-    resource_schema_url: &'a str,
-    scope: &'a InstrumentationScope,
-    scope_schema_url: &'a str,
-}
-
-/// The `service.name` resource attribute, if it is a string.
-pub fn service_name(resource_attributes: &[KeyValue]) -> Option<&str> {
-    resource_attributes
-        .iter()
-        .find(|kv| kv.key == "service.name")
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            Value::StringValue(s) => Some(s.as_str()),
-            _ => None,
-        })
-}
-
 /// `events: List<Struct>` built column by column.
 struct EventsBuilder {
     offsets: Vec<i32>,
@@ -493,13 +491,13 @@ impl Default for EventsBuilder {
 }
 
 impl EventsBuilder {
-    fn append(&mut self, events: &[Event]) {
+    fn append<E: EventView>(&mut self, events: &[E]) {
         for e in events {
-            self.time.append_value(e.time_unix_nano as i64);
-            self.name.append_value(&e.name);
-            self.attributes.append(&e.attributes);
+            self.time.append_value(e.time_unix_nano() as i64);
+            self.name.append_value(e.name());
+            self.attributes.append(e.attributes());
             self.dropped
-                .append_value(i64::from(e.dropped_attributes_count));
+                .append_value(i64::from(e.dropped_attributes_count()));
         }
         let last = *self.offsets.last().expect("offsets start at 0");
         self.offsets.push(last + events.len() as i32);
@@ -548,15 +546,15 @@ impl Default for LinksBuilder {
 }
 
 impl LinksBuilder {
-    fn append(&mut self, links: &[Link]) {
+    fn append<L: LinkView>(&mut self, links: &[L]) {
         for l in links {
-            self.trace_id.append_value(&l.trace_id);
-            self.span_id.append_value(&l.span_id);
-            append_opt_str(&mut self.trace_state, &l.trace_state);
-            self.flags.append_value(i64::from(l.flags));
-            self.attributes.append(&l.attributes);
+            self.trace_id.append_value(l.trace_id());
+            self.span_id.append_value(l.span_id());
+            append_opt_str(&mut self.trace_state, l.trace_state());
+            self.flags.append_value(i64::from(l.flags()));
+            self.attributes.append(l.attributes());
             self.dropped
-                .append_value(i64::from(l.dropped_attributes_count));
+                .append_value(i64::from(l.dropped_attributes_count()));
         }
         let last = *self.offsets.last().expect("offsets start at 0");
         self.offsets.push(last + links.len() as i32);
