@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use tracelake_protocols::Sink;
 use tracelake_schema::otlp::{Acceptance, Rejections, SpansBuilder};
 
 use crate::buffer::Buffer;
@@ -29,6 +30,12 @@ pub enum IngestError {
     /// The write-ahead log failed or is closed (shutting down).
     #[error("write-ahead log unavailable: {0}")]
     Unavailable(String),
+    /// The request body did not decode: `message` names what was wrong.
+    #[error("{message}")]
+    Invalid {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 impl IngestError {
@@ -37,6 +44,7 @@ impl IngestError {
         match self {
             Self::Overloaded { .. } => "overloaded",
             Self::Unavailable(_) => "unavailable",
+            Self::Invalid { reason, .. } => reason,
         }
     }
 }
@@ -131,9 +139,36 @@ impl Ingest {
         protocol: &'static str,
         request: ExportTraceServiceRequest,
     ) -> Result<Accepted, IngestError> {
+        let spans: usize = request
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum();
+        self.export_with(protocol, spans, move |sink| {
+            sink.rejections = sink.builder.append_request(&request, &sink.acceptance);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Makes the spans that `fill` writes durable (a decoder writing
+    /// straight from a request body, or [`export`](Self::export)'s
+    /// request); returns once they are fsynced. `fill` runs on the blocking
+    /// pool, with the WAL append, never on the runtime; `capacity` is the
+    /// expected number of spans, to size the builders.
+    pub async fn export_with<F>(
+        self: &Arc<Self>,
+        protocol: &'static str,
+        capacity: usize,
+        fill: F,
+    ) -> Result<Accepted, IngestError>
+    where
+        F: FnOnce(&mut Sink<'_>) -> Result<(), IngestError> + Send + 'static,
+    {
         self.check_capacity(protocol)?;
         let this = Arc::clone(self);
-        let (seq, accepted) = tokio::task::spawn_blocking(move || this.write(&request))
+        let (seq, accepted) = tokio::task::spawn_blocking(move || this.write(capacity, fill))
             .await
             .map_err(|e| IngestError::Unavailable(format!("ingest task failed: {e}")))
             .and_then(|r| r)
@@ -166,18 +201,18 @@ impl Ingest {
     }
 
     /// Converts and appends; returns the WAL sequence number to wait for.
-    fn write(
+    fn write<F>(
         &self,
-        request: &ExportTraceServiceRequest,
-    ) -> Result<(Option<u64>, Accepted), IngestError> {
-        let spans: usize = request
-            .resource_spans
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .map(|ss| ss.spans.len())
-            .sum();
-        let mut builder = SpansBuilder::with_capacity(spans);
-        let rejections = builder.append_request(request, &self.acceptance());
+        capacity: usize,
+        fill: F,
+    ) -> Result<(Option<u64>, Accepted), IngestError>
+    where
+        F: FnOnce(&mut Sink<'_>) -> Result<(), IngestError>,
+    {
+        let mut builder = SpansBuilder::with_capacity(capacity);
+        let mut sink = Sink::new(&mut builder, self.acceptance());
+        fill(&mut sink)?;
+        let rejections = sink.rejections;
         let accepted = builder.len() as u64;
         if accepted == 0 {
             return Ok((

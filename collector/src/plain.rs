@@ -36,11 +36,16 @@ impl Failure {
 
 impl From<IngestError> for Failure {
     fn from(e: IngestError) -> Self {
+        if let IngestError::Invalid { reason, message } = e {
+            return Self::bad_request(reason, message);
+        }
         let (status, retry_after) = match &e {
             IngestError::Overloaded { retry_after, .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, retry_after.as_secs().max(1))
             }
-            IngestError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, 1),
+            IngestError::Unavailable(_) | IngestError::Invalid { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, 1)
+            }
         };
         Self {
             status,

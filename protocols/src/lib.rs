@@ -11,12 +11,15 @@
 //! protocol's JSON. Pure: no I/O, no async, so every decoder is a plain
 //! function that the fuzz targets in `fuzz/` call directly.
 
+mod direct;
 pub mod duration;
 pub mod jaeger;
 pub mod otlp;
 pub mod otlp_json;
+pub mod otlp_proto;
 pub mod params;
 pub mod traceql;
 pub mod zipkin;
 
+pub use direct::Sink;
 pub use opentelemetry_proto;

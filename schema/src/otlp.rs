@@ -16,6 +16,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
+#[cfg(any(test, feature = "arbitrary"))]
+pub mod arbitrary;
 pub mod view;
 
 pub use view::service_name;
@@ -88,7 +90,7 @@ impl Rejection {
 }
 
 /// Spans rejected while converting one request.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Rejections {
     pub count: u64,
     /// Count per reason, in [`Rejection`] order of first appearance.
@@ -96,7 +98,7 @@ pub struct Rejections {
 }
 
 impl Rejections {
-    fn add(&mut self, r: Rejection) {
+    pub fn add(&mut self, r: Rejection) {
         self.count += 1;
         match self.reasons.iter_mut().find(|(k, _)| *k == r) {
             Some((_, n)) => *n += 1,

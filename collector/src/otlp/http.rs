@@ -14,11 +14,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use prost::Message as _;
-use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use crate::body::{self, BodyError};
 use crate::ingest::{Ingest, IngestError};
-use tracelake_protocols::otlp_json;
+use tracelake_protocols::{Sink, otlp_json, otlp_proto};
 
 const PROTOCOL: &str = "otlp_http";
 const PROTOBUF: &str = "application/x-protobuf";
@@ -127,11 +126,19 @@ impl From<BodyError> for Failure {
 
 impl From<IngestError> for Failure {
     fn from(err: IngestError) -> Self {
+        if let IngestError::Invalid { reason, message } = err {
+            return Self {
+                counted: true,
+                ..Self::bad_request(reason, message)
+            };
+        }
         let (status, retry_after) = match &err {
             IngestError::Overloaded { retry_after, .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, retry_after.as_secs().max(1))
             }
-            IngestError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, 1),
+            IngestError::Unavailable(_) | IngestError::Invalid { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, 1)
+            }
         };
         Self {
             status,
@@ -195,10 +202,12 @@ async fn handle(
     // body that would be refused anyway.
     receiver.ingest.check_capacity(PROTOCOL)?;
     let body = body::read(body, headers, receiver.max_body_bytes).await?;
-    let request = tokio::task::spawn_blocking(move || decode(encoding, &body))
-        .await
-        .map_err(|e| Failure::bad_request("internal", format!("decoding failed: {e}")))??;
-    let accepted = receiver.ingest.export(PROTOCOL, request).await?;
+    // Decoded on the blocking pool, straight into the Arrow builders.
+    let capacity = body.len() / BODY_BYTES_PER_SPAN + 1;
+    let accepted = receiver
+        .ingest
+        .export_with(PROTOCOL, capacity, move |sink| decode(encoding, &body, sink))
+        .await?;
     let response = super::response(&accepted);
     let body = match encoding {
         Encoding::Protobuf => response.encode_to_vec(),
@@ -235,19 +244,23 @@ fn content_type(headers: &HeaderMap) -> Result<Encoding, Failure> {
     }
 }
 
-fn decode(encoding: Encoding, body: &[u8]) -> Result<ExportTraceServiceRequest, Failure> {
+/// Roughly the encoded size of a span (OTLP protobuf of instrumented
+/// services: 300-500 bytes), to size the builders before decoding.
+pub(super) const BODY_BYTES_PER_SPAN: usize = 400;
+
+fn decode(encoding: Encoding, body: &[u8], sink: &mut Sink<'_>) -> Result<(), IngestError> {
     match encoding {
-        Encoding::Protobuf => ExportTraceServiceRequest::decode(body).map_err(|e| {
-            Failure::bad_request(
-                "bad_protobuf",
-                format!("body is not a valid ExportTraceServiceRequest protobuf: {e}"),
-            )
+        Encoding::Protobuf => otlp_proto::decode_into(body, sink).map_err(|e| IngestError::Invalid {
+            reason: "bad_protobuf",
+            message: format!("body is not a valid ExportTraceServiceRequest protobuf: {e}"),
         }),
-        Encoding::Json => otlp_json::decode_request(body).map_err(|e| {
-            Failure::bad_request(
-                "bad_json",
-                format!("body is not a valid OTLP/JSON ExportTraceServiceRequest: {e}"),
-            )
-        }),
+        Encoding::Json => {
+            let request = otlp_json::decode_request(body).map_err(|e| IngestError::Invalid {
+                reason: "bad_json",
+                message: format!("body is not a valid OTLP/JSON ExportTraceServiceRequest: {e}"),
+            })?;
+            sink.rejections = sink.builder.append_request(&request, &sink.acceptance);
+            Ok(())
+        }
     }
 }

@@ -1,0 +1,248 @@
+//! The span the direct decoders ([`otlp_proto`](crate::otlp_proto),
+//! [`otlp_json`](crate::otlp_json)) fill as they read a request body, then
+//! hand to [`SpansBuilder::append_span`]: strings and bytes borrowed from
+//! the body where the wire format allows it, one scratch reused for every
+//! span of a request, so no tree of owned OTLP structs is built.
+
+use std::borrow::Cow;
+
+use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+use tracelake_schema::otlp::view::{
+    AttributeView, Context, EventView, LinkView, SpanView, ValueRef,
+};
+use tracelake_schema::otlp::{Acceptance, Rejections, SpansBuilder};
+
+/// An attribute value as decoded. Arrays and key-value lists (rare, nested
+/// to any depth) are the OTLP structs.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value<'a> {
+    Absent,
+    Empty,
+    Str(Cow<'a, str>),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Bytes(Cow<'a, [u8]>),
+    Array(ArrayValue),
+    KvList(KeyValueList),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Attribute<'a> {
+    pub key: Cow<'a, str>,
+    pub value: Value<'a>,
+}
+
+impl AttributeView for Attribute<'_> {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn value(&self) -> ValueRef<'_> {
+        match &self.value {
+            Value::Absent => ValueRef::Absent,
+            Value::Empty => ValueRef::Empty,
+            Value::Str(s) => ValueRef::Str(s),
+            Value::Bool(b) => ValueRef::Bool(*b),
+            Value::Int(i) => ValueRef::Int(*i),
+            Value::Double(d) => ValueRef::Double(*d),
+            Value::Bytes(b) => ValueRef::Bytes(b),
+            Value::Array(a) => ValueRef::Array(a),
+            Value::KvList(l) => ValueRef::KvList(l),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Event<'a> {
+    pub time_unix_nano: u64,
+    pub name: Cow<'a, str>,
+    pub attributes: Vec<Attribute<'a>>,
+    pub dropped_attributes_count: u32,
+}
+
+impl<'a> EventView for Event<'a> {
+    type Attribute = Attribute<'a>;
+    fn time_unix_nano(&self) -> u64 {
+        self.time_unix_nano
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn attributes(&self) -> &[Attribute<'a>] {
+        &self.attributes
+    }
+    fn dropped_attributes_count(&self) -> u32 {
+        self.dropped_attributes_count
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Link<'a> {
+    pub trace_id: Cow<'a, [u8]>,
+    pub span_id: Cow<'a, [u8]>,
+    pub trace_state: Cow<'a, str>,
+    pub flags: u32,
+    pub attributes: Vec<Attribute<'a>>,
+    pub dropped_attributes_count: u32,
+}
+
+impl<'a> LinkView for Link<'a> {
+    type Attribute = Attribute<'a>;
+    fn trace_id(&self) -> &[u8] {
+        &self.trace_id
+    }
+    fn span_id(&self) -> &[u8] {
+        &self.span_id
+    }
+    fn trace_state(&self) -> &str {
+        &self.trace_state
+    }
+    fn flags(&self) -> u32 {
+        self.flags
+    }
+    fn attributes(&self) -> &[Attribute<'a>] {
+        &self.attributes
+    }
+    fn dropped_attributes_count(&self) -> u32 {
+        self.dropped_attributes_count
+    }
+}
+
+/// One span; [`clear`](Span::clear) keeps the attribute vector's capacity
+/// for the next span.
+#[derive(Debug, Default)]
+pub(crate) struct Span<'a> {
+    pub trace_id: Cow<'a, [u8]>,
+    pub span_id: Cow<'a, [u8]>,
+    pub parent_span_id: Cow<'a, [u8]>,
+    pub trace_state: Cow<'a, str>,
+    pub flags: u32,
+    pub name: Cow<'a, str>,
+    pub kind: i32,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    pub attributes: Vec<Attribute<'a>>,
+    pub dropped_attributes_count: u32,
+    pub events: Vec<Event<'a>>,
+    pub dropped_events_count: u32,
+    pub links: Vec<Link<'a>>,
+    pub dropped_links_count: u32,
+    pub status: Option<(i32, Cow<'a, str>)>,
+}
+
+impl Span<'_> {
+    pub(crate) fn clear(&mut self) {
+        let mut attributes = std::mem::take(&mut self.attributes);
+        attributes.clear();
+        *self = Self {
+            attributes,
+            ..Self::default()
+        };
+    }
+}
+
+impl<'a> SpanView for Span<'a> {
+    type Attribute = Attribute<'a>;
+    type Event = Event<'a>;
+    type Link = Link<'a>;
+    fn trace_id(&self) -> &[u8] {
+        &self.trace_id
+    }
+    fn span_id(&self) -> &[u8] {
+        &self.span_id
+    }
+    fn parent_span_id(&self) -> &[u8] {
+        &self.parent_span_id
+    }
+    fn trace_state(&self) -> &str {
+        &self.trace_state
+    }
+    fn flags(&self) -> u32 {
+        self.flags
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> i32 {
+        self.kind
+    }
+    fn start_time_unix_nano(&self) -> u64 {
+        self.start_time_unix_nano
+    }
+    fn end_time_unix_nano(&self) -> u64 {
+        self.end_time_unix_nano
+    }
+    fn attributes(&self) -> &[Attribute<'a>] {
+        &self.attributes
+    }
+    fn dropped_attributes_count(&self) -> u32 {
+        self.dropped_attributes_count
+    }
+    fn events(&self) -> &[Event<'a>] {
+        &self.events
+    }
+    fn dropped_events_count(&self) -> u32 {
+        self.dropped_events_count
+    }
+    fn links(&self) -> &[Link<'a>] {
+        &self.links
+    }
+    fn dropped_links_count(&self) -> u32 {
+        self.dropped_links_count
+    }
+    fn status(&self) -> Option<(i32, &str)> {
+        self.status.as_ref().map(|(c, m)| (*c, m.as_ref()))
+    }
+}
+
+/// A resource or an instrumentation scope, as decoded.
+#[derive(Debug, Default)]
+pub(crate) struct Owner<'a> {
+    pub name: Cow<'a, str>,
+    pub version: Cow<'a, str>,
+    pub attributes: Vec<Attribute<'a>>,
+    pub dropped_attributes_count: u32,
+    pub schema_url: Cow<'a, str>,
+}
+
+/// The context of the spans of `resource` and `scope`.
+pub(crate) fn context<'s, 'a>(
+    resource: &'s Owner<'a>,
+    scope: &'s Owner<'a>,
+) -> Context<'s, Attribute<'a>> {
+    Context {
+        resource_attributes: &resource.attributes,
+        resource_dropped_attributes_count: resource.dropped_attributes_count,
+        resource_schema_url: &resource.schema_url,
+        scope_name: &scope.name,
+        scope_version: &scope.version,
+        scope_attributes: &scope.attributes,
+        scope_dropped_attributes_count: scope.dropped_attributes_count,
+        scope_schema_url: &scope.schema_url,
+    }
+}
+
+/// Where a direct decoder writes: the builder, the acceptance window and
+/// the count of what was rejected.
+pub struct Sink<'b> {
+    pub builder: &'b mut SpansBuilder,
+    pub acceptance: Acceptance,
+    pub rejections: Rejections,
+}
+
+impl<'b> Sink<'b> {
+    pub fn new(builder: &'b mut SpansBuilder, acceptance: Acceptance) -> Self {
+        Self {
+            builder,
+            acceptance,
+            rejections: Rejections::default(),
+        }
+    }
+
+    pub(crate) fn span<'a>(&mut self, span: &Span<'a>, cx: &Context<'_, Attribute<'a>>) {
+        if let Err(r) = self.builder.append_span(span, cx, &self.acceptance) {
+            self.rejections.add(r);
+        }
+    }
+}
