@@ -37,7 +37,7 @@ pub fn store(request: &ExportTraceServiceRequest) {
     let back = model::to_otlp(&[batch]).expect("a written batch reads back");
     let accepted = spans
         .iter()
-        .filter(|s| otlp::validate(s, &Acceptance::ANY_TIME).is_ok());
+        .filter(|s| otlp::validate(**s, &Acceptance::ANY_TIME).is_ok());
     let read = back
         .resource_spans
         .iter()

@@ -42,10 +42,10 @@ pub fn decode_into(body: &[u8], sink: &mut Sink<'_>) -> Result<()> {
     let mut r = Reader::new(body, 0);
     let mut span = Span::default();
     while let Some((field, wire)) = r.key()? {
-        match (field, wire) {
-            (1, LEN) => {
-                let rs = r.message()?;
-                resource_spans(rs, sink, &mut span)?;
+        match field {
+            1 => {
+                r.expect(wire, LEN)?;
+                resource_spans(r.message()?, sink, &mut span)?;
             }
             _ => r.skip(field, wire)?,
         }
