@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
-use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tracelake_protocols::Sink;
+use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tracelake_schema::otlp::{Acceptance, Rejections, SpansBuilder};
 
 use crate::buffer::Buffer;
@@ -201,11 +201,7 @@ impl Ingest {
     }
 
     /// Converts and appends; returns the WAL sequence number to wait for.
-    fn write<F>(
-        &self,
-        capacity: usize,
-        fill: F,
-    ) -> Result<(Option<u64>, Accepted), IngestError>
+    fn write<F>(&self, capacity: usize, fill: F) -> Result<(Option<u64>, Accepted), IngestError>
     where
         F: FnOnce(&mut Sink<'_>) -> Result<(), IngestError>,
     {

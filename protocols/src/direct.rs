@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
 use tracelake_schema::otlp::view::{
-    AttributeView, Context, EventView, LinkView, SpanView, ValueRef,
+    AttributeView, Context, EventView, LinkView, ResourceRef, ScopeRef, SpanView, ValueRef,
 };
 use tracelake_schema::otlp::{Acceptance, Rejections, SpansBuilder};
 
@@ -206,20 +206,34 @@ pub(crate) struct Owner<'a> {
     pub schema_url: Cow<'a, str>,
 }
 
+impl<'a> Owner<'a> {
+    pub(crate) fn as_resource(&self) -> ResourceRef<'_, Attribute<'a>> {
+        ResourceRef {
+            attributes: &self.attributes,
+            dropped_attributes_count: self.dropped_attributes_count,
+            schema_url: &self.schema_url,
+        }
+    }
+
+    pub(crate) fn as_scope(&self) -> ScopeRef<'_, Attribute<'a>> {
+        ScopeRef {
+            name: &self.name,
+            version: &self.version,
+            attributes: &self.attributes,
+            dropped_attributes_count: self.dropped_attributes_count,
+            schema_url: &self.schema_url,
+        }
+    }
+}
+
 /// The context of the spans of `resource` and `scope`.
 pub(crate) fn context<'s, 'a>(
     resource: &'s Owner<'a>,
     scope: &'s Owner<'a>,
 ) -> Context<'s, Attribute<'a>> {
     Context {
-        resource_attributes: &resource.attributes,
-        resource_dropped_attributes_count: resource.dropped_attributes_count,
-        resource_schema_url: &resource.schema_url,
-        scope_name: &scope.name,
-        scope_version: &scope.version,
-        scope_attributes: &scope.attributes,
-        scope_dropped_attributes_count: scope.dropped_attributes_count,
-        scope_schema_url: &scope.schema_url,
+        resource: resource.as_resource(),
+        scope: scope.as_scope(),
     }
 }
 

@@ -21,8 +21,8 @@
 
 use std::borrow::Cow;
 
-use prost::Message as _;
 use opentelemetry_proto::tonic::common::v1::{ArrayValue, EntityRef, KeyValueList};
+use prost::Message as _;
 
 use crate::direct::{Attribute, Event, Link, Owner, Sink, Span, Value, context};
 
@@ -212,11 +212,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn resource_spans<'a>(
-    mut rs: Reader<'a>,
-    sink: &mut Sink<'_>,
-    span: &mut Span<'a>,
-) -> Result<()> {
+fn resource_spans<'a>(mut rs: Reader<'a>, sink: &mut Sink<'_>, span: &mut Span<'a>) -> Result<()> {
     // The resource first, wherever it is: every span row carries it.
     let mut resource = Owner::default();
     let mut pass = rs;

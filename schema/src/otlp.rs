@@ -21,7 +21,9 @@ pub mod arbitrary;
 pub mod view;
 
 pub use view::service_name;
-use view::{AttributeView, Context, EventView, LinkView, SpanView, ValueRef};
+use view::{
+    AttributeView, Context, EventView, LinkView, ResourceRef, ScopeRef, SpanView, ValueRef,
+};
 
 use crate::attributes::AttributesBuilder;
 use crate::spans::{
@@ -286,14 +288,18 @@ impl SpansBuilder {
             for ss in &rs.scope_spans {
                 let scope = ss.scope.as_ref().unwrap_or(&empty_scope);
                 let context = Context {
-                    resource_attributes: &resource.attributes,
-                    resource_dropped_attributes_count: resource.dropped_attributes_count,
-                    resource_schema_url: &rs.schema_url,
-                    scope_name: &scope.name,
-                    scope_version: &scope.version,
-                    scope_attributes: &scope.attributes,
-                    scope_dropped_attributes_count: scope.dropped_attributes_count,
-                    scope_schema_url: &ss.schema_url,
+                    resource: ResourceRef {
+                        attributes: &resource.attributes,
+                        dropped_attributes_count: resource.dropped_attributes_count,
+                        schema_url: &rs.schema_url,
+                    },
+                    scope: ScopeRef {
+                        name: &scope.name,
+                        version: &scope.version,
+                        attributes: &scope.attributes,
+                        dropped_attributes_count: scope.dropped_attributes_count,
+                        schema_url: &ss.schema_url,
+                    },
                 };
                 for span in &ss.spans {
                     if let Err(r) = self.append_span(span, &context, acceptance) {
@@ -316,6 +322,25 @@ impl SpansBuilder {
         cx: &Context<'_, S::Attribute>,
         acceptance: &Acceptance,
     ) -> Result<(), Rejection> {
+        self.append_span_columns(span, acceptance)?;
+        self.append_scope_columns(&cx.scope, 1);
+        self.append_resource_columns(&cx.resource, 1);
+        Ok(())
+    }
+
+    /// The span's own columns of a new row, for decoders that learn the
+    /// resource or scope of a group of spans only after its spans (JSON
+    /// objects have no field order): they then write the group's scope and
+    /// resource columns for all its rows at once with
+    /// [`append_scope_columns`](Self::append_scope_columns) and
+    /// [`append_resource_columns`](Self::append_resource_columns), before
+    /// the next group's rows. Until they have, the builder must not be
+    /// finished.
+    pub fn append_span_columns<S: SpanView>(
+        &mut self,
+        span: &S,
+        acceptance: &Acceptance,
+    ) -> Result<(), Rejection> {
         let (start, duration) = validate(span, acceptance)?;
         self.rows += 1;
         let trace_id = span.trace_id();
@@ -332,8 +357,6 @@ impl SpansBuilder {
         self.flags.append_value(i64::from(span.flags()));
         self.name.append_value(span.name());
         self.kind.append_value(SPAN_KINDS[span.kind() as usize]);
-        self.service_name
-            .append_value(service_name(cx.resource_attributes).unwrap_or(UNKNOWN_SERVICE));
         self.start_time.append_value(start.div_euclid(1000));
         self.start_time_unix_nano.append_value(start);
         self.duration_ns.append_value(duration);
@@ -357,20 +380,38 @@ impl SpansBuilder {
         self.links.append(span.links());
         self.dropped_links_count
             .append_value(i64::from(span.dropped_links_count()));
-        self.resource_attributes.append(cx.resource_attributes);
-        self.resource_dropped_attributes_count
-            .append_value(i64::from(cx.resource_dropped_attributes_count));
-        append_opt_str(&mut self.resource_schema_url, cx.resource_schema_url);
-        append_opt_str(&mut self.scope_name, cx.scope_name);
-        append_opt_str(&mut self.scope_version, cx.scope_version);
-        self.scope_attributes.append(cx.scope_attributes);
-        self.scope_dropped_attributes_count
-            .append_value(i64::from(cx.scope_dropped_attributes_count));
-        append_opt_str(&mut self.scope_schema_url, cx.scope_schema_url);
         let (date, hour) = partition_of(start);
         self.date.append_value(date);
         self.hour.append_value(hour);
         Ok(())
+    }
+
+    /// The scope columns of the last `rows` rows.
+    pub fn append_scope_columns<A: AttributeView>(&mut self, scope: &ScopeRef<'_, A>, rows: usize) {
+        for _ in 0..rows {
+            append_opt_str(&mut self.scope_name, scope.name);
+            append_opt_str(&mut self.scope_version, scope.version);
+            self.scope_attributes.append(scope.attributes);
+            self.scope_dropped_attributes_count
+                .append_value(i64::from(scope.dropped_attributes_count));
+            append_opt_str(&mut self.scope_schema_url, scope.schema_url);
+        }
+    }
+
+    /// The resource columns (and the service name) of the last `rows` rows.
+    pub fn append_resource_columns<A: AttributeView>(
+        &mut self,
+        resource: &ResourceRef<'_, A>,
+        rows: usize,
+    ) {
+        let service = service_name(resource.attributes).unwrap_or(UNKNOWN_SERVICE);
+        for _ in 0..rows {
+            self.service_name.append_value(service);
+            self.resource_attributes.append(resource.attributes);
+            self.resource_dropped_attributes_count
+                .append_value(i64::from(resource.dropped_attributes_count));
+            append_opt_str(&mut self.resource_schema_url, resource.schema_url);
+        }
     }
 
     fn append_promoted<A: AttributeView>(&mut self, attrs: &[A]) {

@@ -206,7 +206,9 @@ async fn handle(
     let capacity = body.len() / BODY_BYTES_PER_SPAN + 1;
     let accepted = receiver
         .ingest
-        .export_with(PROTOCOL, capacity, move |sink| decode(encoding, &body, sink))
+        .export_with(PROTOCOL, capacity, move |sink| {
+            decode(encoding, &body, sink)
+        })
         .await?;
     let response = super::response(&accepted);
     let body = match encoding {
@@ -250,17 +252,15 @@ pub(super) const BODY_BYTES_PER_SPAN: usize = 400;
 
 fn decode(encoding: Encoding, body: &[u8], sink: &mut Sink<'_>) -> Result<(), IngestError> {
     match encoding {
-        Encoding::Protobuf => otlp_proto::decode_into(body, sink).map_err(|e| IngestError::Invalid {
-            reason: "bad_protobuf",
-            message: format!("body is not a valid ExportTraceServiceRequest protobuf: {e}"),
-        }),
-        Encoding::Json => {
-            let request = otlp_json::decode_request(body).map_err(|e| IngestError::Invalid {
-                reason: "bad_json",
-                message: format!("body is not a valid OTLP/JSON ExportTraceServiceRequest: {e}"),
-            })?;
-            sink.rejections = sink.builder.append_request(&request, &sink.acceptance);
-            Ok(())
+        Encoding::Protobuf => {
+            otlp_proto::decode_into(body, sink).map_err(|e| IngestError::Invalid {
+                reason: "bad_protobuf",
+                message: format!("body is not a valid ExportTraceServiceRequest protobuf: {e}"),
+            })
         }
+        Encoding::Json => otlp_json::decode_into(body, sink).map_err(|e| IngestError::Invalid {
+            reason: "bad_json",
+            message: format!("body is not a valid OTLP/JSON ExportTraceServiceRequest: {e}"),
+        }),
     }
 }

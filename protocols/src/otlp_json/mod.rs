@@ -4,6 +4,8 @@
 
 mod decode;
 mod encode;
+mod into_arrow;
 
 pub use decode::{Error, decode_request};
 pub use encode::{Style, encode_response, span, traces_data, traces_data_in};
+pub use into_arrow::decode_into;

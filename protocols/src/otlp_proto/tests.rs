@@ -40,7 +40,9 @@ fn roughen(mut request: ExportTraceServiceRequest, seed: u64) -> ExportTraceServ
         .flat_map(|rs| &mut rs.scope_spans)
         .flat_map(|ss| &mut ss.spans)
     {
-        n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        n = n
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         match (n >> 33) % 9 {
             0 => span.trace_id.truncate(5),
             1 => span.kind = 9,
@@ -134,10 +136,19 @@ fn repeated_singular_messages_merge_as_protobuf_requires() {
 
 #[test]
 fn errors_name_the_offset() {
-    let err = decode_into(&[0x0a, 0x05, 0x01], &mut Sink::new(&mut SpansBuilder::default(), WINDOW))
-        .unwrap_err();
-    assert_eq!(err.to_string(), "invalid protobuf: length past the end of the message at byte 2");
-    let err = decode_into(&[0x0a, 0x02, 0x12, 0x00, 0x00], &mut Sink::new(&mut SpansBuilder::default(), WINDOW));
+    let err = decode_into(
+        &[0x0a, 0x05, 0x01],
+        &mut Sink::new(&mut SpansBuilder::default(), WINDOW),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid protobuf: length past the end of the message at byte 2"
+    );
+    let err = decode_into(
+        &[0x0a, 0x02, 0x12, 0x00, 0x00],
+        &mut Sink::new(&mut SpansBuilder::default(), WINDOW),
+    );
     assert!(err.is_err());
     // A string that is not UTF-8 (a span name).
     let span = [0x2a, 0x01, 0xff];

@@ -1,8 +1,8 @@
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use proptest::prelude::*;
@@ -53,7 +53,6 @@ proptest! {
         assert_identity(request);
     }
 }
-
 
 fn simple_span(trace_id: Vec<u8>, span_id: Vec<u8>) -> Span {
     Span {

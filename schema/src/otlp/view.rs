@@ -74,26 +74,30 @@ pub trait SpanView {
     fn status(&self) -> Option<(i32, &str)>;
 }
 
+/// The resource of a group of spans.
+#[derive(Debug)]
+pub struct ResourceRef<'a, A> {
+    pub attributes: &'a [A],
+    pub dropped_attributes_count: u32,
+    pub schema_url: &'a str,
+}
+
+/// The instrumentation scope of a group of spans.
+#[derive(Debug)]
+pub struct ScopeRef<'a, A> {
+    pub name: &'a str,
+    pub version: &'a str,
+    pub attributes: &'a [A],
+    pub dropped_attributes_count: u32,
+    pub schema_url: &'a str,
+}
+
 /// What the spans of one resource and scope share.
 #[derive(Debug)]
 pub struct Context<'a, A> {
-    pub resource_attributes: &'a [A],
-    pub resource_dropped_attributes_count: u32,
-    pub resource_schema_url: &'a str,
-    pub scope_name: &'a str,
-    pub scope_version: &'a str,
-    pub scope_attributes: &'a [A],
-    pub scope_dropped_attributes_count: u32,
-    pub scope_schema_url: &'a str,
+    pub resource: ResourceRef<'a, A>,
+    pub scope: ScopeRef<'a, A>,
 }
-
-impl<A> Clone for Context<'_, A> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<A> Copy for Context<'_, A> {}
 
 /// The `service.name` resource attribute, if it is a string.
 pub fn service_name<A: AttributeView>(resource_attributes: &[A]) -> Option<&str> {

@@ -1,0 +1,231 @@
+use arrow_array::RecordBatch;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use proptest::prelude::*;
+use serde_json::{Map, Value as Json};
+use tracelake_schema::otlp::arbitrary::{DAY_NS, DAY_START, kv, request};
+use tracelake_schema::otlp::{Acceptance, Rejections, SpansBuilder};
+
+use super::*;
+use crate::otlp_json::{decode_request, traces_data};
+
+/// Half the generated day: spans in the other half are rejected.
+const WINDOW: Acceptance = Acceptance {
+    min_start_unix_nano: DAY_START as i64,
+    max_start_unix_nano: (DAY_START + DAY_NS / 2) as i64,
+};
+
+/// The reference: the normalising serde path, then `append_request`.
+fn reference(body: &[u8]) -> Result<(RecordBatch, Rejections), String> {
+    let request = decode_request(body).map_err(|e| e.to_string())?;
+    let mut builder = SpansBuilder::default();
+    let rejections = builder.append_request(&request, &WINDOW);
+    Ok((builder.finish(), rejections))
+}
+
+fn direct(body: &[u8]) -> Result<(RecordBatch, Rejections), String> {
+    let mut builder = SpansBuilder::default();
+    let mut sink = Sink::new(&mut builder, WINDOW);
+    decode_into(body, &mut sink).map_err(|e| e.to_string())?;
+    let rejections = sink.rejections;
+    Ok((builder.finish(), rejections))
+}
+
+/// Makes some spans invalid and some attribute sets repeat a key.
+fn roughen(mut request: ExportTraceServiceRequest, seed: u64) -> ExportTraceServiceRequest {
+    let mut n = seed;
+    for span in request
+        .resource_spans
+        .iter_mut()
+        .flat_map(|rs| &mut rs.scope_spans)
+        .flat_map(|ss| &mut ss.spans)
+    {
+        n = n
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        match (n >> 33) % 8 {
+            0 => span.trace_id.truncate(5),
+            1 => span.kind = 9,
+            2 => span.end_time_unix_nano = span.start_time_unix_nano.saturating_sub(1),
+            3 => {
+                span.attributes.push(kv("k", Any::IntValue(7)));
+                span.attributes.push(kv("k", Any::StringValue("x".into())));
+            }
+            _ => {}
+        }
+    }
+    request
+}
+
+/// Rewrites the proto3 JSON of a request the ways exporters and the
+/// Collector's leniency allow: snake_case keys, enum names, numbers for
+/// 64-bit integers and strings for 32-bit ones, `null` fields, and the
+/// fields of every object in reverse order (resource and scope after the
+/// spans).
+fn dialect(value: Json, seed: u64) -> Json {
+    fn walk(value: Json, key: &str, seed: u64, depth: u64) -> Json {
+        let flip = |salt: u64| (seed >> ((depth + salt) % 60)) & 1 == 1;
+        match value {
+            Json::Object(map) => {
+                let mut entries: Vec<(String, Json)> = map
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let v = walk(v, &k, seed, depth + 1);
+                        (k, v)
+                    })
+                    .collect();
+                if flip(1) {
+                    entries.reverse();
+                }
+                let mut out = Map::new();
+                for (k, v) in entries {
+                    let k = if flip(2) { snake_case(&k) } else { k };
+                    out.insert(k, v);
+                }
+                if flip(3) {
+                    out.insert("droppedLinksCount".into(), Json::Null);
+                }
+                Json::Object(out)
+            }
+            Json::Array(items) => Json::Array(
+                items
+                    .into_iter()
+                    .map(|v| walk(v, key, seed, depth + 1))
+                    .collect(),
+            ),
+            Json::Number(n) if key == "kind" && flip(4) => {
+                Json::String(kind_name(n.as_i64().unwrap_or(0)))
+            }
+            Json::Number(n) if key.starts_with("dropped") && flip(5) => Json::String(n.to_string()),
+            Json::String(s) if key.ends_with("UnixNano") && flip(6) => {
+                Json::Number(s.parse::<u64>().unwrap().into())
+            }
+            other => other,
+        }
+    }
+    walk(value, "", seed, 0)
+}
+
+fn snake_case(key: &str) -> String {
+    let mut out = String::new();
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn kind_name(kind: i64) -> String {
+    SpanKind::try_from(kind as i32)
+        .map(|k| k.as_str_name().to_string())
+        .unwrap_or_else(|_| kind.to_string())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn writes_what_the_serde_path_writes(
+        request in request(),
+        seed in any::<u64>(),
+        style in any::<u64>(),
+    ) {
+        let json = dialect(traces_data(&roughen(request, seed)), style);
+        let body = serde_json::to_vec(&json).unwrap();
+        let expected = reference(&body);
+        prop_assert!(expected.is_ok(), "{expected:?}");
+        prop_assert_eq!(direct(&body), expected);
+    }
+
+    /// Cut bodies: both refuse, or both write the same rows.
+    #[test]
+    fn cut_bodies(request in request(), cut in any::<prop::sample::Index>()) {
+        let mut body = serde_json::to_vec(&traces_data(&request)).unwrap();
+        body.truncate(cut.index(body.len()));
+        prop_assert_eq!(direct(&body).ok(), reference(&body).ok());
+    }
+}
+
+#[test]
+fn snake_case_enum_names_and_nulls_are_accepted() {
+    let body = br#"{"resource_spans":[{"resource":null,"scope_spans":[{"spans":[{
+        "trace_id":"5B8EFFF798038103D269B633813FC60C","span_id":"EEE19B7EC3C1B174",
+        "parent_span_id":null,"name":"n","kind":"SPAN_KIND_SERVER",
+        "start_time_unix_nano":1795219200000000001,"end_time_unix_nano":"1795219201000000000",
+        "dropped_attributes_count":"2","status":{"code":"STATUS_CODE_ERROR"}}]}]}]}"#;
+    let (batch, rejections) = direct(body).unwrap();
+    assert_eq!(rejections.count, 0);
+    assert_eq!(batch.num_rows(), 1);
+    assert_eq!(Ok((batch, rejections)), reference(body));
+}
+
+#[test]
+fn unknown_fields_are_an_error_when_no_span_decodes() {
+    let err = direct(br#"{"resourceSpanz":[{}]}"#).unwrap_err();
+    assert!(err.contains("resourceSpanz"), "{err}");
+    let err =
+        direct(br#"{"resourceSpans":[{"scopeSpans":[{"spanz":[{"name":"x"}]}]}]}"#).unwrap_err();
+    assert!(
+        err.contains("resourceSpans[0].scopeSpans[0].spanz"),
+        "{err}"
+    );
+    let err = direct(br#"{"resourceSpans":[{"scope_spanz":[]}]}"#).unwrap_err();
+    assert!(err.contains("resourceSpans[0].scopeSpanz"), "{err}");
+    assert!(direct(b"{}").is_ok());
+    assert!(direct(br#"{"resourceSpans":[]}"#).is_ok());
+    assert!(direct(br#"{"resourceSpans":null}"#).is_ok());
+    let mut builder = SpansBuilder::default();
+    let mut sink = Sink::new(&mut builder, WINDOW);
+    assert!(matches!(
+        decode_into(b"[1]", &mut sink),
+        Err(Error::NotAnObject)
+    ));
+    assert!(matches!(
+        decode_into(b"{", &mut sink),
+        Err(Error::Syntax(_))
+    ));
+    assert!(matches!(
+        decode_into(br#"{"resourceSpans":5}"#, &mut sink),
+        Err(Error::Shape(_))
+    ));
+}
+
+#[test]
+fn doubles_in_strings_and_nested_values() {
+    let body = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"r","value":{"doubleValue":"Infinity"}}]},
+        "scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"x",
+          "startTimeUnixNano":"1795219200000000001","endTimeUnixNano":"1795219200000000002",
+          "attributes":[{"key":"a","value":{"doubleValue":"NaN"}},{"key":"b","value":{"doubleValue":"1.5"}},
+            {"key":"c","value":{"arrayValue":{"values":[{"intValue":"3"},{"bytesValue":"AQI="}]}}},
+            {"key":"d","value":{"kvlistValue":{"values":[{"key":"e","value":{"boolValue":true}},{"key":"f"}]}}},
+            {"key":"g","value":{}},{"key":"h"},{"key":"i","value":{"intValue":5}}],
+          "events":[{"name":"e","timeUnixNano":"1795219200000000001","attributes":[{"key":"f","value":{"doubleValue":"-Infinity"}}]}],
+          "links":[{"traceId":"5b8efff798038103d269b633813fc60d","spanId":"eee19b7ec3c1b175","flags":"1"}]}]}]}]}"#;
+    let got = direct(body).unwrap();
+    assert_eq!(got.0.num_rows(), 1);
+    assert_eq!(Ok(got), reference(body));
+    // Other strings are an error naming the value.
+    let bad = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"a","value":{"doubleValue":"lots"}}]}]}]}]}"#;
+    let err = direct(bad).unwrap_err();
+    assert!(err.contains("lots"), "{err}");
+    assert!(reference(bad).is_err());
+    // A KeyValue needs its key, an arrayValue its values.
+    assert!(
+        direct(
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"value":{}}]}]}]}]}"#
+        )
+        .is_err()
+    );
+    assert!(direct(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"k","value":{"arrayValue":{}}}]}]}]}]}"#).is_err());
+}
+
+#[test]
+fn a_repeated_span_list_is_an_error() {
+    let err =
+        direct(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[],"spans":[]}]}]}"#).unwrap_err();
+    assert!(err.contains("duplicate field `spans`"), "{err}");
+}
