@@ -38,6 +38,29 @@ pub struct Config {
     pub start_unix_ns: Option<u64>,
     /// Mean time between traces, ns (default: 1.5 ms).
     pub trace_interval_ns: Option<u64>,
+    /// Body encoding over OTLP/HTTP.
+    pub encoding: Encoding,
+}
+
+/// The body encoding of OTLP/HTTP requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Protobuf,
+    /// OTLP/JSON as SDK exporters write it (proto3 JSON: hex ids, 64-bit
+    /// integers as strings).
+    Json,
+}
+
+impl std::str::FromStr for Encoding {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "protobuf" => Ok(Self::Protobuf),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("unknown encoding {s:?} (protobuf or json)")),
+        }
+    }
 }
 
 impl Config {
@@ -53,6 +76,7 @@ impl Config {
             pool_bytes: 512 << 20,
             start_unix_ns: None,
             trace_interval_ns: None,
+            encoding: Encoding::Protobuf,
         }
     }
 }
@@ -66,6 +90,70 @@ pub(crate) struct Item {
     trace_ids: Vec<usize>,
     /// Offsets in `body` of every timestamp (fixed64, little-endian).
     times: Vec<usize>,
+    /// The OTLP/JSON body, when the run sends JSON.
+    pub(crate) json: Option<JsonBody>,
+}
+
+/// An OTLP/JSON body with the offsets of what a repetition changes: the
+/// 32 hex digits of every trace id and the 19 digits of every time.
+pub(crate) struct JsonBody {
+    pub(crate) body: Vec<u8>,
+    trace_ids: Vec<usize>,
+    times: Vec<usize>,
+}
+
+impl JsonBody {
+    pub(crate) fn new(request: &ExportTraceServiceRequest) -> Self {
+        let body = serde_json::to_vec(&tracelake_protocols::otlp_json::traces_data(request))
+            .expect("a request encodes");
+        let find = |prefix: &[u8], len: usize| -> Vec<usize> {
+            let mut out = Vec::new();
+            let mut i = 0;
+            while let Some(at) = body[i..].windows(prefix.len()).position(|w| w == prefix) {
+                let start = i + at + prefix.len();
+                if body.get(start + len) == Some(&b'"') {
+                    out.push(start);
+                }
+                i = start;
+            }
+            out
+        };
+        let trace_ids = find(b"\"traceId\":\"", 32);
+        // "startTimeUnixNano", "endTimeUnixNano" and events' "timeUnixNano".
+        let times = find(b"imeUnixNano\":\"", 19);
+        Self {
+            body,
+            trace_ids,
+            times,
+        }
+    }
+
+    /// The body of repetition `round`.
+    fn body(&self, round: Round) -> std::borrow::Cow<'_, [u8]> {
+        if round.mask == 0 && round.shift_ns == 0 {
+            return std::borrow::Cow::Borrowed(&self.body);
+        }
+        let mut body = self.body.clone();
+        for &at in &self.trace_ids {
+            let digits = &mut body[at + 16..at + 32];
+            let low = std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| u64::from_str_radix(d, 16).ok())
+                .expect("hex trace id");
+            digits.copy_from_slice(format!("{:016x}", low ^ round.mask).as_bytes());
+        }
+        for &at in &self.times {
+            let digits = &mut body[at..at + 19];
+            let t: u64 = std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| d.parse().ok())
+                .expect("decimal time");
+            let shifted = format!("{:019}", t + round.shift_ns);
+            assert_eq!(shifted.len(), 19, "times stay 19 digits");
+            digits.copy_from_slice(shifted.as_bytes());
+        }
+        std::borrow::Cow::Owned(body)
+    }
 }
 
 /// How repetition `round` of the pool differs from the pool: the last 8
@@ -99,8 +187,9 @@ impl Round {
 }
 
 impl Item {
-    fn new(request: ExportTraceServiceRequest, spans: u64) -> Self {
+    fn new(request: ExportTraceServiceRequest, spans: u64, encoding: Encoding) -> Self {
         let body = request.encode_to_vec();
+        let json = (encoding == Encoding::Json).then(|| JsonBody::new(&request));
         let mut ids = std::collections::HashSet::new();
         let mut times = std::collections::HashSet::new();
         for rs in &request.resource_spans {
@@ -144,7 +233,13 @@ impl Item {
             spans,
             trace_ids,
             times: time_offsets,
+            json,
         }
+    }
+
+    /// Bytes sent per request.
+    fn sent_len(&self) -> usize {
+        self.json.as_ref().map_or(self.body.len(), |j| j.body.len())
     }
 
     /// The body of repetition `round`.
@@ -233,7 +328,7 @@ impl Report {
 
     pub fn table(&self) -> String {
         format!(
-            "spans acknowledged   {}\nspans rejected       {}\nrequests (failed)    {} ({})\nthrottled, retried   {}\nseconds              {:.2}\nspans/s              {:.0}\nMB/s (protobuf)      {:.1}\nack latency p50/p99  {:.1} ms / {:.1} ms\nOTLP bytes/span      {:.0}\n",
+            "spans acknowledged   {}\nspans rejected       {}\nrequests (failed)    {} ({})\nthrottled, retried   {}\nseconds              {:.2}\nspans/s              {:.0}\nMB/s (bodies)        {:.1}\nack latency p50/p99  {:.1} ms / {:.1} ms\nOTLP bytes/span      {:.0}\n",
             self.spans_acked,
             self.spans_rejected,
             self.requests,
@@ -273,8 +368,8 @@ pub(crate) fn pool(config: &Config) -> (Vec<Item>, u64) {
     let (mut bytes, mut spans) = (0usize, 0u64);
     while spans < needed && bytes < config.pool_bytes {
         let (request, n) = generator.request(config.batch);
-        let item = Item::new(request, n as u64);
-        bytes += item.body.len();
+        let item = Item::new(request, n as u64, config.encoding);
+        bytes += item.sent_len();
         spans += n as u64;
         items.push(item);
     }
@@ -309,10 +404,14 @@ async fn send(
             Err(s) => Attempt::Done(Err(anyhow::anyhow!("{:?}: {}", s.code(), s.message()))),
         },
         None => {
+            let (content_type, body) = match &item.json {
+                Some(json) => ("application/json", json.body(round).into_owned()),
+                None => ("application/x-protobuf", item.body(round).into_owned()),
+            };
             let response = match http
                 .post(url)
-                .header("content-type", "application/x-protobuf")
-                .body(item.body(round).into_owned())
+                .header("content-type", content_type)
+                .body(body)
                 .send()
                 .await
             {
@@ -336,9 +435,31 @@ async fn send(
             if !status.is_success() {
                 return Attempt::Done(Err(anyhow::anyhow!("HTTP {status}")));
             }
+            if item.json.is_some() {
+                return Attempt::Done(json_response(&body));
+            }
             Attempt::Done(ExportTraceServiceResponse::decode(body).map_err(Into::into))
         }
     }
+}
+
+/// An OTLP/JSON `ExportTraceServiceResponse` (only the rejected count is
+/// read).
+fn json_response(body: &[u8]) -> anyhow::Result<ExportTraceServiceResponse> {
+    let value: Value = serde_json::from_slice(body)?;
+    let rejected = &value["partialSuccess"]["rejectedSpans"];
+    let rejected = rejected
+        .as_i64()
+        .or_else(|| rejected.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0);
+    Ok(ExportTraceServiceResponse {
+        partial_success: (rejected > 0).then(|| {
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess {
+                rejected_spans: rejected,
+                error_message: String::new(),
+            }
+        }),
+    })
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -355,7 +476,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     }
     let (items, pool_ns) = pool(&config);
     let items = Arc::new(items);
-    let bytes_per_span = items.iter().map(|i| i.body.len() as f64).sum::<f64>()
+    let bytes_per_span = items.iter().map(|i| i.sent_len() as f64).sum::<f64>()
         / items.iter().map(|i| i.spans as f64).sum::<f64>();
     let grpc = config
         .endpoint
@@ -424,7 +545,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                             .map_or(0, |p| p.rejected_spans as u64);
                         rejected += r;
                         acked += item.spans - r;
-                        bytes += item.body.len() as u64;
+                        bytes += item.sent_len() as u64;
                     }
                     Err(_) => failed += 1,
                 }
@@ -468,6 +589,26 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_repetitions_are_the_patched_requests() {
+        let config = Config {
+            spans: Some(1_000),
+            seed: 5,
+            encoding: Encoding::Json,
+            ..Config::new("")
+        };
+        let (items, pool_ns) = pool(&config);
+        for item in &items {
+            let json = item.json.as_ref().unwrap();
+            assert!(json.trace_ids.len() as u64 >= item.spans);
+            assert!(json.times.len() as u64 >= 2 * item.spans);
+            let round = Round::new(4, pool_ns);
+            let decoded =
+                tracelake_protocols::otlp_json::decode_request(&json.body(round)).unwrap();
+            assert_eq!(decoded, item.request(round));
+        }
+    }
 
     #[test]
     fn repetitions_are_other_traces_later_in_both_encodings() {

@@ -45,6 +45,9 @@ enum Command {
         /// Print the report as JSON
         #[arg(long)]
         json: bool,
+        /// OTLP/HTTP body encoding: protobuf or json
+        #[arg(long, default_value = "protobuf")]
+        encoding: driver::Encoding,
     },
     /// Start the server, ingest, compact, run the query suite and DuckDB;
     /// report (see BENCHMARKS.md)
@@ -102,6 +105,14 @@ enum Command {
         batch: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Decoders to measure, each in turn: protobuf, protobuf-prost,
+        /// json, json-serde (the reference paths through the OTLP structs)
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "protobuf,protobuf-prost,json,json-serde"
+        )]
+        paths: Vec<String>,
     },
 }
 
@@ -117,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
             seed,
             pool_mib,
             json,
+            encoding,
         } => {
             let report = driver::run(Config {
                 streams,
@@ -125,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
                 batch,
                 seed,
                 pool_bytes: pool_mib << 20,
+                encoding,
                 ..Config::new(endpoint)
             })
             .await?;
@@ -186,6 +199,7 @@ async fn main() -> anyhow::Result<()> {
             rounds,
             batch,
             seed,
+            paths,
         } => {
             let config = Config {
                 streams: threads,
@@ -195,16 +209,24 @@ async fn main() -> anyhow::Result<()> {
                 pool_bytes: usize::MAX,
                 ..Config::new("")
             };
-            let (decoded, seconds) = ceiling::run(&config, threads, rounds);
-            println!(
-                "{}",
-                serde_json::json!({
-                    "spans_decoded": decoded,
-                    "seconds": seconds,
-                    "spans_per_second": decoded as f64 / seconds,
-                    "threads": threads,
-                })
-            );
+            let mut out = serde_json::Map::new();
+            for name in paths {
+                let path = ceiling::Path::ALL
+                    .into_iter()
+                    .find(|p| p.name() == name)
+                    .with_context(|| format!("unknown decoder {name:?}"))?;
+                let (decoded, seconds) = ceiling::run(&config, threads, rounds, path);
+                out.insert(
+                    name,
+                    serde_json::json!({
+                        "spans_decoded": decoded,
+                        "seconds": seconds,
+                        "spans_per_second": decoded as f64 / seconds,
+                    }),
+                );
+            }
+            out.insert("threads".into(), threads.into());
+            println!("{}", serde_json::Value::Object(out));
         }
     }
     Ok(())

@@ -339,7 +339,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Value> {
         pool_bytes: usize::MAX,
         ..Config::new("")
     };
-    let (decoded, seconds) = ceiling::run(&ceiling_config, threads, 3);
+    let (decoded, seconds) = ceiling::run(&ceiling_config, threads, 3, ceiling::Path::Protobuf);
     let ceiling_rate = decoded as f64 / seconds;
 
     let server = Server::start(&config.server, &data).await?;
