@@ -172,8 +172,11 @@ pub fn router(ingest: Arc<Ingest>, max_message_bytes: usize) -> axum::Router {
 /// a message over the decoding limit is `OUT_OF_RANGE`, which exporters
 /// retry forever, and OTLP wants a non-retryable `RESOURCE_EXHAUSTED` (our
 /// service never returns `OUT_OF_RANGE` itself, so every such status comes
-/// from that limit); a message that does not decode is `INTERNAL`, a server
-/// fault, where it is the client's bad input: `INVALID_ARGUMENT`.
+/// from that limit); a frame tonic cannot decode is `INTERNAL`, a server
+/// fault, where it is the client's bad input: `INVALID_ARGUMENT` (our raw
+/// codec never fails, and a body that is not a request is refused by
+/// [`otlp_proto`] with `INVALID_ARGUMENT` already; this stays as the guard
+/// for tonic's own framing errors).
 async fn oversize_is_resource_exhausted(
     mut response: axum::response::Response,
 ) -> axum::response::Response {
