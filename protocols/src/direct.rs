@@ -77,10 +77,53 @@ impl<'a> EventView for Event<'a> {
     }
 }
 
+/// A trace or span id: borrowed from a protobuf body, or decoded from hex
+/// into the id itself (no allocation for ids of up to 16 bytes).
+#[derive(Debug, Clone)]
+pub(crate) enum Id<'a> {
+    Borrowed(&'a [u8]),
+    Inline { bytes: [u8; 16], len: u8 },
+    Owned(Vec<u8>),
+}
+
+impl Default for Id<'_> {
+    fn default() -> Self {
+        Self::Borrowed(&[])
+    }
+}
+
+impl std::ops::Deref for Id<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Borrowed(b) => b,
+            Self::Inline { bytes, len } => &bytes[..usize::from(*len)],
+            Self::Owned(v) => v,
+        }
+    }
+}
+
+impl Id<'_> {
+    /// The id written in `hex` (an even number of hex digits).
+    pub(crate) fn from_hex(hex: &str) -> Result<Self, hex::FromHexError> {
+        let len = hex.len() / 2;
+        if len <= 16 && hex.len().is_multiple_of(2) {
+            let mut bytes = [0; 16];
+            hex::decode_to_slice(hex, &mut bytes[..len])?;
+            return Ok(Self::Inline {
+                bytes,
+                len: len as u8,
+            });
+        }
+        hex::decode(hex).map(Self::Owned)
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Link<'a> {
-    pub trace_id: Cow<'a, [u8]>,
-    pub span_id: Cow<'a, [u8]>,
+    pub trace_id: Id<'a>,
+    pub span_id: Id<'a>,
     pub trace_state: Cow<'a, str>,
     pub flags: u32,
     pub attributes: Vec<Attribute<'a>>,
@@ -113,9 +156,9 @@ impl<'a> LinkView for Link<'a> {
 /// for the next span.
 #[derive(Debug, Default)]
 pub(crate) struct Span<'a> {
-    pub trace_id: Cow<'a, [u8]>,
-    pub span_id: Cow<'a, [u8]>,
-    pub parent_span_id: Cow<'a, [u8]>,
+    pub trace_id: Id<'a>,
+    pub span_id: Id<'a>,
+    pub parent_span_id: Id<'a>,
     pub trace_state: Cow<'a, str>,
     pub flags: u32,
     pub name: Cow<'a, str>,

@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use opentelemetry_proto::tonic::common::v1::{ArrayValue, EntityRef, KeyValueList};
 use prost::Message as _;
 
-use crate::direct::{Attribute, Event, Link, Owner, Sink, Span, Value, context};
+use crate::direct::{Attribute, Event, Id, Link, Owner, Sink, Span, Value, context};
 
 /// Why a body is not an `ExportTraceServiceRequest`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -315,11 +315,11 @@ fn read_span<'a>(mut m: Reader<'a>, s: &mut Span<'a>) -> Result<()> {
         match field {
             1 => {
                 m.expect(wire, LEN)?;
-                s.trace_id = Cow::Borrowed(m.bytes()?);
+                s.trace_id = Id::Borrowed(m.bytes()?);
             }
             2 => {
                 m.expect(wire, LEN)?;
-                s.span_id = Cow::Borrowed(m.bytes()?);
+                s.span_id = Id::Borrowed(m.bytes()?);
             }
             3 => {
                 m.expect(wire, LEN)?;
@@ -327,7 +327,7 @@ fn read_span<'a>(mut m: Reader<'a>, s: &mut Span<'a>) -> Result<()> {
             }
             4 => {
                 m.expect(wire, LEN)?;
-                s.parent_span_id = Cow::Borrowed(m.bytes()?);
+                s.parent_span_id = Id::Borrowed(m.bytes()?);
             }
             5 => {
                 m.expect(wire, LEN)?;
@@ -434,11 +434,11 @@ fn link<'a>(mut m: Reader<'a>) -> Result<Link<'a>> {
         match field {
             1 => {
                 m.expect(wire, LEN)?;
-                l.trace_id = Cow::Borrowed(m.bytes()?);
+                l.trace_id = Id::Borrowed(m.bytes()?);
             }
             2 => {
                 m.expect(wire, LEN)?;
-                l.span_id = Cow::Borrowed(m.bytes()?);
+                l.span_id = Id::Borrowed(m.bytes()?);
             }
             3 => {
                 m.expect(wire, LEN)?;

@@ -33,7 +33,7 @@ use serde::de::{
 };
 
 use super::Error;
-use crate::direct::{Attribute, Event, Link, Owner, Sink, Span, Value};
+use crate::direct::{Attribute, Event, Id, Link, Owner, Sink, Span, Value};
 
 /// Decodes `body` and appends its spans to `sink`. On error the builder may
 /// hold part of the request's rows: callers drop it.
@@ -178,12 +178,12 @@ impl<'de> DeserializeSeed<'de> for Str {
 struct Hex;
 
 impl<'de> DeserializeSeed<'de> for Hex {
-    type Value = Vec<u8>;
+    type Value = Id<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         let s = d.deserialize_str(StrVisitor)?;
         let digits = s.strip_prefix("0x").unwrap_or(&s);
-        hex::decode(digits).map_err(D::Error::custom)
+        Id::from_hex(digits).map_err(D::Error::custom)
     }
 }
 
@@ -883,10 +883,10 @@ impl<'de> Visitor<'de> for SpanSeed<'_, '_, '_, 'de> {
         s.clear();
         while let Some(Key(k)) = map.next_key()? {
             match k.as_ref() {
-                "traceId" => s.trace_id = Cow::Owned(opt(&mut map, Hex)?.unwrap_or_default()),
-                "spanId" => s.span_id = Cow::Owned(opt(&mut map, Hex)?.unwrap_or_default()),
+                "traceId" => s.trace_id = opt(&mut map, Hex)?.unwrap_or_default(),
+                "spanId" => s.span_id = opt(&mut map, Hex)?.unwrap_or_default(),
                 "parentSpanId" => {
-                    s.parent_span_id = Cow::Owned(opt(&mut map, Hex)?.unwrap_or_default());
+                    s.parent_span_id = opt(&mut map, Hex)?.unwrap_or_default();
                 }
                 "traceState" => s.trace_state = opt(&mut map, Str)?.unwrap_or_default(),
                 "flags" => s.flags = u32_field(&mut map)?.unwrap_or_default(),
@@ -1062,8 +1062,8 @@ impl<'de> Visitor<'de> for LinkSeed {
         let mut l = Link::default();
         while let Some(Key(k)) = map.next_key()? {
             match k.as_ref() {
-                "traceId" => l.trace_id = Cow::Owned(opt(&mut map, Hex)?.unwrap_or_default()),
-                "spanId" => l.span_id = Cow::Owned(opt(&mut map, Hex)?.unwrap_or_default()),
+                "traceId" => l.trace_id = opt(&mut map, Hex)?.unwrap_or_default(),
+                "spanId" => l.span_id = opt(&mut map, Hex)?.unwrap_or_default(),
                 "traceState" => l.trace_state = opt(&mut map, Str)?.unwrap_or_default(),
                 "attributes" => attributes(&mut map, &mut l.attributes)?,
                 "droppedAttributesCount" => {
