@@ -299,6 +299,8 @@ pub struct Report {
     pub ack_p99_ms: f64,
     pub pool_requests: usize,
     pub bytes_per_span: f64,
+    /// What the first failed request failed with.
+    pub first_error: Option<String>,
 }
 
 impl Report {
@@ -323,6 +325,7 @@ impl Report {
             "ack_latency_ms": { "p50": self.ack_p50_ms, "p99": self.ack_p99_ms },
             "otlp_bytes_per_span": self.bytes_per_span,
             "distinct_requests": self.pool_requests,
+            "first_error": self.first_error,
         })
     }
 
@@ -433,7 +436,8 @@ async fn send(
                 Err(e) => return Attempt::Done(Err(e.into())),
             };
             if !status.is_success() {
-                return Attempt::Done(Err(anyhow::anyhow!("HTTP {status}")));
+                let text = String::from_utf8_lossy(&body);
+                return Attempt::Done(Err(anyhow::anyhow!("HTTP {status}: {text:.300}")));
             }
             if item.json.is_some() {
                 return Attempt::Done(json_response(&body));
@@ -507,6 +511,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                 None => None,
             };
             let mut latencies = Vec::new();
+            let mut first_error: Option<String> = None;
             let (mut acked, mut rejected, mut requests, mut failed, mut bytes, mut throttled) =
                 (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
             loop {
@@ -547,11 +552,21 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                         acked += item.spans - r;
                         bytes += item.sent_len() as u64;
                     }
-                    Err(_) => failed += 1,
+                    Err(e) => {
+                        failed += 1;
+                        first_error.get_or_insert_with(|| format!("{e:#}"));
+                    }
                 }
             }
             anyhow::Ok((
-                latencies, acked, rejected, requests, failed, bytes, throttled,
+                latencies,
+                acked,
+                rejected,
+                requests,
+                failed,
+                bytes,
+                throttled,
+                first_error,
             ))
         }));
     }
@@ -568,9 +583,13 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         ack_p99_ms: 0.0,
         pool_requests: items.len(),
         bytes_per_span,
+        first_error: None,
     };
     for task in tasks {
-        let (l, acked, rejected, requests, failed, bytes, throttled) = task.await??;
+        let (l, acked, rejected, requests, failed, bytes, throttled, error) = task.await??;
+        if report.first_error.is_none() {
+            report.first_error = error;
+        }
         report.throttled += throttled;
         latencies.extend(l);
         report.spans_acked += acked;

@@ -369,7 +369,11 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Value> {
     })
     .await?;
     if ingest.failed_requests > 0 {
-        bail!("{} requests failed during ingest", ingest.failed_requests);
+        bail!(
+            "{} requests failed during ingest, the first with: {}",
+            ingest.failed_requests,
+            ingest.first_error.as_deref().unwrap_or("?")
+        );
     }
     let rss_ingest = server.peak_rss();
     let acked = ingest.spans_acked;

@@ -76,7 +76,7 @@ impl UnaryService<Bytes> for Export {
         let ingest = Arc::clone(&self.0);
         Box::pin(async move {
             let body = request.into_inner();
-            let capacity = body.len() / super::http::BODY_BYTES_PER_SPAN + 1;
+            let capacity = body.len() / super::http::PROTOBUF_BYTES_PER_SPAN + 1;
             let accepted = ingest
                 .export_with(PROTOCOL, capacity, move |sink| {
                     otlp_proto::decode_into(&body, sink).map_err(|e| IngestError::Invalid {

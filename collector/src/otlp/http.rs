@@ -37,6 +37,17 @@ enum Encoding {
 }
 
 impl Encoding {
+    /// Roughly the encoded size of a span, to size the builders before
+    /// decoding (too small a guess makes them grow and copy as they fill).
+    fn bytes_per_span(self) -> usize {
+        match self {
+            Self::Protobuf => PROTOBUF_BYTES_PER_SPAN,
+            // Hex ids, quoted keys and 64-bit integers as strings: about
+            // 2.5 times the protobuf.
+            Self::Json => 2 * PROTOBUF_BYTES_PER_SPAN + PROTOBUF_BYTES_PER_SPAN / 2,
+        }
+    }
+
     fn content_type(self) -> &'static str {
         match self {
             Self::Protobuf => PROTOBUF,
@@ -203,7 +214,7 @@ async fn handle(
     receiver.ingest.check_capacity(PROTOCOL)?;
     let body = body::read(body, headers, receiver.max_body_bytes).await?;
     // Decoded on the blocking pool, straight into the Arrow builders.
-    let capacity = body.len() / BODY_BYTES_PER_SPAN + 1;
+    let capacity = body.len() / encoding.bytes_per_span() + 1;
     let accepted = receiver
         .ingest
         .export_with(PROTOCOL, capacity, move |sink| {
@@ -246,9 +257,9 @@ fn content_type(headers: &HeaderMap) -> Result<Encoding, Failure> {
     }
 }
 
-/// Roughly the encoded size of a span (OTLP protobuf of instrumented
+/// Roughly the encoded size of a span in OTLP protobuf (instrumented
 /// services: 300-500 bytes), to size the builders before decoding.
-pub(super) const BODY_BYTES_PER_SPAN: usize = 400;
+pub(super) const PROTOBUF_BYTES_PER_SPAN: usize = 400;
 
 fn decode(encoding: Encoding, body: &[u8], sink: &mut Sink<'_>) -> Result<(), IngestError> {
     match encoding {

@@ -1,5 +1,7 @@
-//! OTLP/JSON: a normalising pass in front of the `opentelemetry-proto` serde
-//! types, and hand-written responses.
+//! OTLP/JSON into the `opentelemetry-proto` structs: a normalising pass in
+//! front of their serde derives. The receiver decodes with
+//! [`decode_into`](super::decode_into), straight into Arrow; this is the
+//! reference path its property tests and fuzz target compare with.
 //!
 //! The crate follows the spec strictly (lowerCamelCase keys, enums as
 //! integers) and silently ignores anything else, which would turn a
