@@ -11,7 +11,12 @@
 //! unknown fields (groups included) are skipped, a singular message field
 //! that occurs twice is merged into the first as protobuf requires, the
 //! last of a repeated scalar wins, strings must be UTF-8, and a length
-//! past the end of its message is an error.
+//! past the end of its message is an error. One difference, in bodies no
+//! exporter writes: prost counts one nesting budget of 100 for the whole
+//! request, this reader gives the groups it skips a budget of 100 of their
+//! own and hands nested attribute values to prost with a fresh one, so a
+//! request nested 95-100 levels deep that prost refuses can be taken here
+//! (depth stays bounded either way).
 //!
 //! PERFORMANCE-CRITICAL: every OTLP/HTTP protobuf and OTLP/gRPC span
 //! passes through here.

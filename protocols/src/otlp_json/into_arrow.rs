@@ -12,10 +12,16 @@
 //! keys, `null` for defaults, enum names, 32- and 64-bit integers as
 //! strings, doubles as strings (`"NaN"`, `"Infinity"`, `"-Infinity"`) —
 //! and writes the same rows (property test and fuzz target). Where they
-//! differ: a field that holds spans (`resourceSpans`, `scopeSpans`,
-//! `spans`) repeated in one object is an error here (the reference keeps
-//! the last), and `entityRefs` of a resource (not stored) is skipped
-//! without checking its shape.
+//! differ, in bodies no exporter writes: a field that holds spans
+//! (`resourceSpans`, `scopeSpans`, `spans`) repeated in one object is an
+//! error here (the reference keeps the last); where one object holds
+//! several values for one field (a key repeated, or spelled both in
+//! snake_case and camelCase, or several value kinds in one `AnyValue`) the
+//! last in the body wins here, the last in key order there (its
+//! `serde_json::Map` sorts keys), and a repeated key whose last value is
+//! `null` keeps the earlier value here; messages written as JSON arrays of
+//! their fields are refused here; `entityRefs` (not stored) and
+//! `keyStrindex` are skipped without checking their shape.
 //!
 //! PERFORMANCE-CRITICAL: every OTLP/HTTP JSON span passes through here.
 
@@ -61,13 +67,34 @@ pub fn decode_into(body: &[u8], sink: &mut Sink<'_>) -> Result<(), Error> {
     Ok(())
 }
 
+/// Unknown keys named in an error, at most: a body of a million unknown
+/// keys must not make a million strings.
+const MAX_UNKNOWN: usize = 16;
+
 struct State<'s, 'b> {
     sink: &'s mut Sink<'b>,
-    /// Unknown keys on the path to the spans, as paths.
+    /// Unknown keys on the path to the spans, as paths (the first
+    /// [`MAX_UNKNOWN`]).
     unknown: Vec<String>,
     /// Spans read, accepted or not.
     spans: u64,
     not_an_object: bool,
+}
+
+impl State<'_, '_> {
+    /// Skips the value of an unknown key and notes the key's `path` unless
+    /// the value is `null` (which means absent, as in the reference path).
+    fn unknown<'de, A: MapAccess<'de>>(
+        &mut self,
+        map: &mut A,
+        path: impl FnOnce() -> String,
+    ) -> Result<(), A::Error> {
+        let value: Option<IgnoredAny> = map.next_value()?;
+        if value.is_some() && self.unknown.len() < MAX_UNKNOWN {
+            self.unknown.push(path());
+        }
+        Ok(())
+    }
 }
 
 /// An object key, in the camelCase of the proto3 JSON mapping.
@@ -182,7 +209,10 @@ impl<'de> DeserializeSeed<'de> for Hex {
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         let s = d.deserialize_str(StrVisitor)?;
-        let digits = s.strip_prefix("0x").unwrap_or(&s);
+        let digits = s
+            .strip_prefix("0x")
+            .or_else(|| s.strip_prefix("0X"))
+            .unwrap_or(&s);
         Id::from_hex(digits).map_err(D::Error::custom)
     }
 }
@@ -313,8 +343,7 @@ impl<'de> Visitor<'de> for Top<'_, '_, '_> {
                 seen = true;
                 opt(&mut map, List(EachResource(&mut *self.0)))?;
             } else {
-                self.0.unknown.push(key.into_owned());
-                map.next_value::<IgnoredAny>()?;
+                self.0.unknown(&mut map, || key.into_owned())?;
             }
         }
         Ok(())
@@ -461,10 +490,7 @@ impl<'de> Visitor<'de> for ResourceSpans<'_, '_, '_> {
                     opt(&mut map, List(EachScope(&mut *state, index)))?;
                 }
                 "schemaUrl" => resource.schema_url = opt(&mut map, Str)?.unwrap_or_default(),
-                _ => {
-                    state.unknown.push(format!("resourceSpans[{index}].{key}"));
-                    map.next_value::<IgnoredAny>()?;
-                }
+                _ => state.unknown(&mut map, || format!("resourceSpans[{index}].{key}"))?,
             }
         }
         let rows = state.sink.builder.len() - first_row;
@@ -523,12 +549,9 @@ impl<'de> Visitor<'de> for ScopeSpans<'_, '_, '_> {
                     )?;
                 }
                 "schemaUrl" => scope.schema_url = opt(&mut map, Str)?.unwrap_or_default(),
-                _ => {
-                    state
-                        .unknown
-                        .push(format!("resourceSpans[{r}].scopeSpans[{index}].{key}"));
-                    map.next_value::<IgnoredAny>()?;
-                }
+                _ => state.unknown(&mut map, || {
+                    format!("resourceSpans[{r}].scopeSpans[{index}].{key}")
+                })?,
             }
         }
         let rows = state.sink.builder.len() - first_row;
