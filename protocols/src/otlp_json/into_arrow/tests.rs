@@ -67,7 +67,7 @@ fn dialect(value: Json, seed: u64) -> Json {
         let flip = |salt: u64| (seed >> ((depth + salt) % 60)) & 1 == 1;
         match value {
             Json::Object(map) => {
-                let mut entries: Vec<(String, Json)> = map
+                let entries: Vec<(String, Json)> = map
                     .into_iter()
                     .map(|(k, v)| {
                         let v = walk(v, &k, seed, depth + 1);
