@@ -13,6 +13,7 @@ use std::fs;
 use std::path::Path;
 
 use prost::Message as _;
+use tracelake_protocols::zipkin::proto;
 use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tracelake_schema::opentelemetry_proto::tonic::common::v1::any_value::Value;
 use tracelake_schema::opentelemetry_proto::tonic::common::v1::{
@@ -23,7 +24,6 @@ use tracelake_schema::opentelemetry_proto::tonic::trace::v1::span::{Event, Link}
 use tracelake_schema::opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans, ScopeSpans, Span, Status,
 };
-use tracelake_protocols::zipkin::proto;
 
 fn main() {
     let out = std::env::args().nth(1).unwrap_or_else(|| "seeds".into());
@@ -56,7 +56,11 @@ fn main() {
         let json = tracelake_protocols::otlp_json::traces_data(&request);
         write("otlp_json", name, json.to_string().as_bytes());
     }
-    write("otlp_json", "snake_case_and_enum_names", OTLP_JSON_LENIENT.as_bytes());
+    write(
+        "otlp_json",
+        "snake_case_and_enum_names",
+        OTLP_JSON_LENIENT.as_bytes(),
+    );
     for (i, query) in TRACEQL.iter().enumerate() {
         write("traceql", &format!("q{i:02}"), query.as_bytes());
     }
@@ -89,8 +93,8 @@ fn check(target: &str, name: &str, body: &[u8]) {
         }
         _ => {}
     }
-    use tracelake_schema::otlp::{Acceptance, SpansBuilder};
     use tracelake_protocols::zipkin;
+    use tracelake_schema::otlp::{Acceptance, SpansBuilder};
     let agent = name.starts_with("agent");
     let request = match target {
         "zipkin_json" => zipkin::from_json(body).map_err(|e| e.to_string()),

@@ -2,8 +2,9 @@
 //! application/json), decoded straight into Arrow as the HTTP receiver does
 //! (`otlp_json::decode_into`), against the reference: the normalising serde
 //! path (`decode_request`), then `SpansBuilder::append_request`. Where both
-//! take a body they must write the same rows (the direct decoder refuses a
-//! repeated span list, which the reference collapses; see its module docs).
+//! take a body they must write the same rows, unless the body gives a field
+//! several values in one object, where the two are documented to differ
+//! (`tracelake_fuzz::json_ambiguous`; see the direct decoder's module docs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,7 +25,12 @@ fuzz_target!(|data: &[u8]| {
         .ok()
         .map(|()| sink.rejections);
     let direct = direct.map(|rejections| (builder.finish(), rejections));
-    if let (Some(direct), Some(reference)) = (direct, reference) {
-        assert_eq!(direct, reference, "direct decoder wrote other rows than the serde path");
+    if let (Some(direct), Some(reference)) = (direct, reference)
+        && !tracelake_fuzz::json_ambiguous(data)
+    {
+        assert_eq!(
+            direct, reference,
+            "direct decoder wrote other rows than the serde path"
+        );
     }
 });

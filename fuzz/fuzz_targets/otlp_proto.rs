@@ -30,5 +30,8 @@ fuzz_target!(|data: &[u8]| {
         reference.is_some(),
         "direct decoder and prost disagree on whether the body decodes"
     );
-    assert_eq!(direct, reference, "direct decoder wrote other rows than prost");
+    assert_eq!(
+        direct, reference,
+        "direct decoder wrote other rows than prost"
+    );
 });

@@ -57,3 +57,107 @@ pub fn store(request: &ExportTraceServiceRequest) {
     }
     assert_eq!(n, rows, "every written span reads back");
 }
+
+/// Whether an OTLP/JSON body gives one field several values in one object:
+/// a key repeated, or spelled both in snake_case and camelCase, or several
+/// value kinds set in one `AnyValue`. The direct decoder and the reference
+/// path are documented to differ there (the last in the body against the
+/// last in key order), so the differential target compares only other
+/// bodies.
+pub fn json_ambiguous(data: &[u8]) -> bool {
+    let mut de = serde_json::Deserializer::from_slice(data);
+    serde::de::DeserializeSeed::deserialize(Ambiguity, &mut de)
+        .map(|(ambiguous, _)| ambiguous)
+        .unwrap_or(false)
+}
+
+/// Reads a JSON value; yields (ambiguous somewhere inside, is null).
+struct Ambiguity;
+
+const VALUE_KINDS: [&str; 7] = [
+    "stringValue",
+    "boolValue",
+    "intValue",
+    "doubleValue",
+    "arrayValue",
+    "kvlistValue",
+    "bytesValue",
+];
+
+fn camel_case(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut upper = false;
+    for c in key.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Ambiguity {
+    type Value = (bool, bool);
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(bool, bool), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Ambiguity {
+    type Value = (bool, bool);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(bool, bool), A::Error> {
+        let mut keys = std::collections::HashSet::new();
+        let (mut ambiguous, mut kinds) = (false, 0);
+        while let Some(key) = map.next_key::<String>()? {
+            let key = camel_case(&key);
+            let (inner, null) = map.next_value_seed(Ambiguity)?;
+            ambiguous |= inner || !keys.insert(key.clone());
+            if !null && VALUE_KINDS.contains(&key.as_str()) {
+                kinds += 1;
+            }
+        }
+        Ok((ambiguous || kinds > 1, false))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(bool, bool), A::Error> {
+        let mut ambiguous = false;
+        while let Some((inner, _)) = seq.next_element_seed(Ambiguity)? {
+            ambiguous |= inner;
+        }
+        Ok((ambiguous, false))
+    }
+
+    fn visit_unit<E>(self) -> Result<(bool, bool), E> {
+        Ok((false, true))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(bool, bool), E> {
+        Ok((false, false))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(bool, bool), E> {
+        Ok((false, false))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(bool, bool), E> {
+        Ok((false, false))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(bool, bool), E> {
+        Ok((false, false))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(bool, bool), E> {
+        Ok((false, false))
+    }
+}
