@@ -84,22 +84,6 @@ const VALUE_KINDS: [&str; 7] = [
     "bytesValue",
 ];
 
-fn camel_case(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    let mut upper = false;
-    for c in key.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 impl<'de> serde::de::DeserializeSeed<'de> for Ambiguity {
     type Value = (bool, bool);
 
@@ -119,7 +103,7 @@ impl<'de> serde::de::Visitor<'de> for Ambiguity {
         let mut keys = std::collections::HashSet::new();
         let (mut ambiguous, mut kinds) = (false, 0);
         while let Some(key) = map.next_key::<String>()? {
-            let key = camel_case(&key);
+            let key = tracelake_protocols::otlp_json::camel_case(&key);
             let (inner, null) = map.next_value_seed(Ambiguity)?;
             ambiguous |= inner || !keys.insert(key.clone());
             if !null && VALUE_KINDS.contains(&key.as_str()) {

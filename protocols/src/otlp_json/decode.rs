@@ -123,7 +123,11 @@ fn normalise(value: &mut Value, path: &mut Vec<Step>, non_finite: &mut Vec<(Vec<
                 if v.is_null() {
                     continue;
                 }
-                let key = camel_case(key);
+                let key = if key.contains('_') {
+                    super::camel_case(&key)
+                } else {
+                    key
+                };
                 path.push(Step::Key(key.clone()));
                 normalise(&mut v, path, non_finite);
                 if let Value::String(s) = &v {
@@ -228,25 +232,6 @@ fn any_double<'a>(value: &'a mut AnyValue, path: &[Step]) -> Option<&'a mut f64>
         }
         _ => None,
     }
-}
-
-fn camel_case(key: String) -> String {
-    if !key.contains('_') {
-        return key;
-    }
-    let mut out = String::with_capacity(key.len());
-    let mut upper = false;
-    for c in key.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn enum_or_number(key: &str, s: &str) -> Option<i64> {

@@ -104,27 +104,11 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let key = d.deserialize_str(StrVisitor)?;
         Ok(Key(if key.contains('_') {
-            Cow::Owned(camel_case(&key))
+            Cow::Owned(super::camel_case(&key))
         } else {
             key
         }))
     }
-}
-
-fn camel_case(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    let mut upper = false;
-    for c in key.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 struct StrVisitor;

@@ -3,7 +3,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use proptest::prelude::*;
 use prost::Message as _;
-use tracelake_schema::otlp::arbitrary::{DAY_NS, DAY_START, kv, request};
+use tracelake_schema::otlp::arbitrary::{DAY_NS, DAY_START, kv, request, roughen};
 use tracelake_schema::otlp::{Acceptance, Rejections, SpansBuilder};
 
 use super::*;
@@ -28,36 +28,6 @@ fn direct(body: &[u8]) -> Option<(RecordBatch, Rejections)> {
     decode_into(body, &mut sink).ok()?;
     let rejections = sink.rejections;
     Some((builder.finish(), rejections))
-}
-
-/// Makes some spans invalid and some attribute sets repeat a key, so that
-/// rejection and de-duplication are compared too.
-fn roughen(mut request: ExportTraceServiceRequest, seed: u64) -> ExportTraceServiceRequest {
-    let mut n = seed;
-    for span in request
-        .resource_spans
-        .iter_mut()
-        .flat_map(|rs| &mut rs.scope_spans)
-        .flat_map(|ss| &mut ss.spans)
-    {
-        n = n
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        match (n >> 33) % 9 {
-            0 => span.trace_id.truncate(5),
-            1 => span.kind = 9,
-            2 => span.end_time_unix_nano = span.start_time_unix_nano.saturating_sub(1),
-            3 => span.span_id = vec![0; 8],
-            4 => {
-                let first = span.attributes.first().cloned();
-                span.attributes.extend(first);
-                span.attributes.push(kv("k", Any::IntValue(7)));
-                span.attributes.push(kv("k", Any::StringValue("x".into())));
-            }
-            _ => {}
-        }
-    }
-    request
 }
 
 proptest! {

@@ -220,3 +220,35 @@ pub fn kv(key: &str, value: Value) -> KeyValue {
         key_strindex: 0,
     }
 }
+
+/// Makes some spans of `request` invalid and some attribute sets repeat a
+/// key (chosen by `seed`), so that decoders compared with the reference
+/// path are compared on rejection and de-duplication too.
+pub fn roughen(mut request: ExportTraceServiceRequest, seed: u64) -> ExportTraceServiceRequest {
+    let mut n = seed;
+    for span in request
+        .resource_spans
+        .iter_mut()
+        .flat_map(|rs| &mut rs.scope_spans)
+        .flat_map(|ss| &mut ss.spans)
+    {
+        n = n
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        match (n >> 33) % 9 {
+            0 => span.trace_id.truncate(5),
+            1 => span.kind = 9,
+            2 => span.end_time_unix_nano = span.start_time_unix_nano.saturating_sub(1),
+            3 => span.span_id = vec![0; 8],
+            4 => {
+                let first = span.attributes.first().cloned();
+                span.attributes.extend(first);
+                span.attributes.push(kv("k", Value::IntValue(7)));
+                span.attributes
+                    .push(kv("k", Value::StringValue("x".into())));
+            }
+            _ => {}
+        }
+    }
+    request
+}

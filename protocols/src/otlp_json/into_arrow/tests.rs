@@ -1,9 +1,7 @@
 use arrow_array::RecordBatch;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use proptest::prelude::*;
 use serde_json::{Map, Value as Json};
-use tracelake_schema::otlp::arbitrary::{DAY_NS, DAY_START, kv, request};
+use tracelake_schema::otlp::arbitrary::{DAY_NS, DAY_START, request, roughen};
 use tracelake_schema::otlp::{Acceptance, Rejections, SpansBuilder};
 
 use super::*;
@@ -29,32 +27,6 @@ fn direct(body: &[u8]) -> Result<(RecordBatch, Rejections), String> {
     decode_into(body, &mut sink).map_err(|e| e.to_string())?;
     let rejections = sink.rejections;
     Ok((builder.finish(), rejections))
-}
-
-/// Makes some spans invalid and some attribute sets repeat a key.
-fn roughen(mut request: ExportTraceServiceRequest, seed: u64) -> ExportTraceServiceRequest {
-    let mut n = seed;
-    for span in request
-        .resource_spans
-        .iter_mut()
-        .flat_map(|rs| &mut rs.scope_spans)
-        .flat_map(|ss| &mut ss.spans)
-    {
-        n = n
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        match (n >> 33) % 8 {
-            0 => span.trace_id.truncate(5),
-            1 => span.kind = 9,
-            2 => span.end_time_unix_nano = span.start_time_unix_nano.saturating_sub(1),
-            3 => {
-                span.attributes.push(kv("k", Any::IntValue(7)));
-                span.attributes.push(kv("k", Any::StringValue("x".into())));
-            }
-            _ => {}
-        }
-    }
-    request
 }
 
 /// Rewrites the proto3 JSON of a request the ways exporters and the
