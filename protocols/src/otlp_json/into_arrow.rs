@@ -905,11 +905,11 @@ impl<'de> Visitor<'de> for SpanSeed<'_, '_, '_, 'de> {
                 "droppedAttributesCount" => {
                     s.dropped_attributes_count = u32_field(&mut map)?.unwrap_or_default();
                 }
-                "events" => s.events = opt(&mut map, EventsSeed)?.unwrap_or_default(),
+                "events" => s.events = opt(&mut map, Many(EventSeed))?.unwrap_or_default(),
                 "droppedEventsCount" => {
                     s.dropped_events_count = u32_field(&mut map)?.unwrap_or_default();
                 }
-                "links" => s.links = opt(&mut map, LinksSeed)?.unwrap_or_default(),
+                "links" => s.links = opt(&mut map, Many(LinkSeed))?.unwrap_or_default(),
                 "droppedLinksCount" => {
                     s.dropped_links_count = u32_field(&mut map)?.unwrap_or_default();
                 }
@@ -960,32 +960,34 @@ impl<'de> Visitor<'de> for StatusSeed {
     }
 }
 
-struct EventsSeed;
+/// A JSON array read element by element with the seed `S` (events, links).
+struct Many<S>(S);
 
-impl<'de> DeserializeSeed<'de> for EventsSeed {
-    type Value = Vec<Event<'de>>;
+impl<'de, S: DeserializeSeed<'de> + Copy> DeserializeSeed<'de> for Many<S> {
+    type Value = Vec<S::Value>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-impl<'de> Visitor<'de> for EventsSeed {
-    type Value = Vec<Event<'de>>;
+impl<'de, S: DeserializeSeed<'de> + Copy> Visitor<'de> for Many<S> {
+    type Value = Vec<S::Value>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of Event objects")
+        f.write_str("an array of objects")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::new();
-        while let Some(e) = seq.next_element_seed(EventSeed)? {
-            out.push(e);
+        while let Some(item) = seq.next_element_seed(self.0)? {
+            out.push(item);
         }
         Ok(out)
     }
 }
 
+#[derive(Clone, Copy)]
 struct EventSeed;
 
 impl<'de> DeserializeSeed<'de> for EventSeed {
@@ -1022,32 +1024,7 @@ impl<'de> Visitor<'de> for EventSeed {
     }
 }
 
-struct LinksSeed;
-
-impl<'de> DeserializeSeed<'de> for LinksSeed {
-    type Value = Vec<Link<'de>>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for LinksSeed {
-    type Value = Vec<Link<'de>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of Link objects")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::new();
-        while let Some(l) = seq.next_element_seed(LinkSeed)? {
-            out.push(l);
-        }
-        Ok(out)
-    }
-}
-
+#[derive(Clone, Copy)]
 struct LinkSeed;
 
 impl<'de> DeserializeSeed<'de> for LinkSeed {
