@@ -566,57 +566,15 @@ pub(crate) fn watch_tokens(
     initial: Tokens,
     every: Duration,
 ) -> watch::Receiver<Arc<Tokens>> {
-    let (tx, rx) = watch::channel(Arc::new(initial));
-    let mut last = std::fs::read(&path).ok();
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            #[cfg(unix)]
-            let forced = tokio::select! {
-                _ = tick.tick() => false,
-                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
-            };
-            #[cfg(not(unix))]
-            let forced = {
-                tick.tick().await;
-                false
-            };
-            if tx.is_closed() {
-                return;
-            }
-            let content = tokio::fs::read(&path).await.ok();
-            if !forced && content == last {
-                continue;
-            }
-            last = content.clone();
-            let parsed = match content {
-                None => Err(anyhow::anyhow!(
-                    "cannot read tokens file {}",
-                    path.display()
-                )),
-                Some(bytes) => std::str::from_utf8(&bytes)
-                    .map_err(anyhow::Error::from)
-                    .and_then(Tokens::parse)
-                    .with_context(|| format!("invalid tokens file {}", path.display())),
-            };
-            match parsed {
-                Ok(tokens) => {
-                    tracing::info!(tokens = tokens.len(), file = %path.display(), "tokens reloaded");
-                    tx.send_replace(Arc::new(tokens));
-                }
-                Err(error) => {
-                    tracing::error!(
-                        "{error:#}; keeping the {} tokens in force",
-                        tx.borrow().len()
-                    );
-                }
-            }
-        }
-    });
-    rx
+    let file = path.clone();
+    crate::reload::watch_files("tokens", vec![path], initial, every, move |contents| {
+        let tokens = std::str::from_utf8(&contents[0])
+            .map_err(anyhow::Error::from)
+            .and_then(Tokens::parse)
+            .with_context(|| format!("invalid tokens file {}", file.display()))?;
+        tracing::info!(tokens = tokens.len(), "tokens file read");
+        Ok(tokens)
+    })
 }
 
 #[cfg(test)]

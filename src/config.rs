@@ -106,6 +106,17 @@ settings! {
     /// which cannot carry a token: anyone who reaches those ports can then
     /// write spans
     jaeger_udp_without_auth: bool, env = "TRACELAKE_JAEGER_UDP_WITHOUT_AUTH", default = "false";
+    /// PEM certificate chain (leaf first): with --tls-key-file, every TCP
+    /// listener speaks TLS only. Reread when it changes and on SIGHUP
+    /// [default: none: plain text]
+    tls_cert_file: PathBuf, env = "TRACELAKE_TLS_CERT_FILE";
+    /// PEM private key of --tls-cert-file (PKCS#8, PKCS#1 or SEC1)
+    tls_key_file: PathBuf, env = "TRACELAKE_TLS_KEY_FILE";
+    /// PEM CA certificates: with TLS on, every client must present a
+    /// certificate signed by one of them (mutual TLS) [default: none]
+    tls_client_ca_file: PathBuf, env = "TRACELAKE_TLS_CLIENT_CA_FILE";
+    /// Oldest TLS version accepted: 1.2 or 1.3
+    tls_min_version: String, env = "TRACELAKE_TLS_MIN_VERSION", default = "1.2";
     /// Reject spans that started longer ago than this
     max_span_age: String, env = "TRACELAKE_MAX_SPAN_AGE", default = "7d";
     /// Remove hour partitions older than this from the table; 0s keeps
@@ -175,6 +186,7 @@ pub(crate) struct Config {
     pub(crate) jaeger_binary_listen: SocketAddr,
     pub(crate) auth_tokens_file: Option<PathBuf>,
     pub(crate) jaeger_udp_without_auth: bool,
+    pub(crate) tls: Option<crate::tls::TlsSettings>,
     pub(crate) max_span_age: Duration,
     pub(crate) retention: Option<Duration>,
     pub(crate) retention_check_interval: Duration,
@@ -257,6 +269,24 @@ impl Settings {
         }
         let listen_address = set(s.listen_address);
         let listen = |port: u16| SocketAddr::new(listen_address, port);
+        let min_version = set(s.tls_min_version);
+        let min_version = min_version
+            .parse()
+            .with_context(|| format!("invalid tls min version {min_version:?}"))?;
+        let tls = match (s.tls_cert_file, s.tls_key_file) {
+            (Some(cert_file), Some(key_file)) => Some(crate::tls::TlsSettings {
+                cert_file,
+                key_file,
+                client_ca_file: s.tls_client_ca_file,
+                min_version,
+            }),
+            (None, None) if s.tls_client_ca_file.is_some() => {
+                bail!("--tls-client-ca-file needs TLS on: set --tls-cert-file and --tls-key-file")
+            }
+            (None, None) => None,
+            (Some(_), None) => bail!("--tls-cert-file needs --tls-key-file"),
+            (None, Some(_)) => bail!("--tls-key-file needs --tls-cert-file"),
+        };
         let log_json = match set(s.log_format).as_str() {
             "text" => false,
             "json" => true,
@@ -275,6 +305,7 @@ impl Settings {
             flight_sql_listen: s.flight_sql_listen.unwrap_or(listen(4319)),
             auth_tokens_file: s.auth_tokens_file,
             jaeger_udp_without_auth: set(s.jaeger_udp_without_auth),
+            tls,
             max_span_age: duration(s.max_span_age, "max span age")?,
             retention: Some(duration(s.retention, "retention")?).filter(|d| !d.is_zero()),
             retention_check_interval: duration(
@@ -377,9 +408,10 @@ mod tests {
         }
         assert_eq!(
             help.matches("[default:").count(),
-            Settings::DEFAULTS.len() + 11,
-            "each default once, plus the eleven computed ones written in their help (query \
-             threads, storage URL, eight listeners, the tokens file)"
+            Settings::DEFAULTS.len() + 13,
+            "each default once, plus the thirteen computed ones written in their help (query \
+             threads, storage URL, eight listeners, the tokens file, the TLS certificate and \
+             client CA files)"
         );
     }
 
@@ -403,6 +435,57 @@ mod tests {
         assert_eq!(config.zipkin_listen, ([0, 0, 0, 0], 19411).into());
         assert!(config.auth_tokens_file.is_none());
         assert!(!config.jaeger_udp_without_auth);
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_its_key() {
+        let with = |cert: bool, key: bool, ca: bool, min: Option<&str>| {
+            Settings {
+                tls_cert_file: cert.then(|| "c.pem".into()),
+                tls_key_file: key.then(|| "k.pem".into()),
+                tls_client_ca_file: ca.then(|| "ca.pem".into()),
+                tls_min_version: min.map(Into::into),
+                ..Settings::default()
+            }
+            .resolve(None)
+        };
+        assert!(with(false, false, false, None).unwrap().tls.is_none());
+        let tls = with(true, true, true, Some("1.3")).unwrap().tls.unwrap();
+        assert_eq!(tls.min_version, crate::tls::MinVersion::Tls13);
+        assert_eq!(tls.client_ca_file, Some("ca.pem".into()));
+        for (cert, key, ca, min, error) in [
+            (
+                true,
+                false,
+                false,
+                None,
+                "--tls-cert-file needs --tls-key-file",
+            ),
+            (
+                false,
+                true,
+                false,
+                None,
+                "--tls-key-file needs --tls-cert-file",
+            ),
+            (
+                false,
+                false,
+                true,
+                None,
+                "--tls-client-ca-file needs TLS on",
+            ),
+            (
+                true,
+                true,
+                false,
+                Some("1.1"),
+                "invalid tls min version \"1.1\"",
+            ),
+        ] {
+            let text = format!("{:#}", with(cert, key, ca, min).unwrap_err());
+            assert!(text.contains(error), "{text}");
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@
 mod auth;
 mod config;
 mod fallback;
+mod reload;
+mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -163,6 +165,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             None
         }
     };
+    // The same for TLS: files that do not load stop the start.
+    let tls = match &config.tls {
+        Some(settings) => {
+            let configs = settings.watch(std::time::Duration::from_secs(1))?;
+            tracing::info!(
+                cert = %settings.cert_file.display(),
+                client_ca = ?settings.client_ca_file,
+                min_version = ?settings.min_version,
+                "TLS on every TCP listener"
+            );
+            Some(configs)
+        }
+        None => None,
+    };
     let metrics = Arc::new(Metrics::default());
     let collector = Collector::start(
         CollectorConfig {
@@ -216,6 +232,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let auth_metrics = Arc::new(auth::AuthMetrics::default());
     if tokens.is_some() {
         auth_metrics.register(&mut registry);
+    }
+    let tls_metrics = Arc::new(tls::TlsMetrics::default());
+    if tls.is_some() {
+        tls_metrics.register(&mut registry);
     }
     let health = Arc::new(Health {
         ready: AtomicBool::new(false),
@@ -313,13 +333,32 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} ({name})"))?;
-        tracing::info!(%addr, "{name} listening");
-        if takes_spans {
-            let stop = stop_ingest.clone();
-            ingest_tasks.push(tokio::spawn(run_server(name, listener, router, stop)));
+        let stop = if takes_spans {
+            stop_ingest.clone()
         } else {
-            let stop = stop_queries.clone();
-            query_tasks.push(tokio::spawn(run_server(name, listener, router, stop)));
+            stop_queries.clone()
+        };
+        let task = match &tls {
+            Some(configs) => {
+                tracing::info!(%addr, "{name} listening (TLS)");
+                let listener = tls::TlsListener::new(
+                    name,
+                    listener,
+                    configs.clone(),
+                    Arc::clone(&tls_metrics),
+                )
+                .with_context(|| format!("cannot listen on {addr} ({name})"))?;
+                tokio::spawn(run_server(name, listener, router, stop))
+            }
+            None => {
+                tracing::info!(%addr, "{name} listening");
+                tokio::spawn(run_server(name, listener, router, stop))
+            }
+        };
+        if takes_spans {
+            ingest_tasks.push(task);
+        } else {
+            query_tasks.push(task);
         }
     }
     // Jaeger agents send UDP datagrams with no room for a token: with auth
@@ -380,12 +419,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_server(
+async fn run_server<L>(
     name: &'static str,
-    listener: TcpListener,
+    listener: L,
     router: Router,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let result = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -25,5 +25,6 @@ mod spans;
 mod sql;
 mod stopping;
 mod tempo;
+mod tls;
 mod watch;
 mod zipkin;

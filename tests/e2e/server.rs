@@ -86,6 +86,8 @@ pub(crate) struct TestServer {
     pub(crate) jaeger_http: SocketAddr,
     pub(crate) jaeger_compact: SocketAddr,
     pub(crate) jaeger_binary: SocketAddr,
+    /// `http`, or `https` for a server started with TLS.
+    scheme: &'static str,
     client: reqwest::Client,
 }
 
@@ -147,8 +149,28 @@ impl TestServer {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> Self {
+        Self::start_with_client(data_dir, args, envs, None).await
+    }
+
+    /// [`TestServer::start`] for a server with TLS on (`args` name its
+    /// files): `client` trusts its CA; [`TestServer::url`] and the helpers
+    /// speak `https` through it.
+    pub(crate) async fn start_tls(data_dir: &Path, args: &[&str], client: reqwest::Client) -> Self {
+        Self::start_with_client(data_dir, args, &[], Some(client)).await
+    }
+
+    async fn start_with_client(
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        tls_client: Option<reqwest::Client>,
+    ) -> Self {
         for attempt in 1..=5 {
             let mut server = Self::spawn(data_dir, args, envs);
+            if let Some(client) = &tls_client {
+                server.scheme = "https";
+                server.client = client.clone();
+            }
             if server.wait_ready().await {
                 return server;
             }
@@ -201,6 +223,7 @@ impl TestServer {
             jaeger_http,
             jaeger_compact,
             jaeger_binary,
+            scheme: "http",
             client: reqwest::Client::new(),
         }
     }
@@ -228,7 +251,7 @@ impl TestServer {
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
+        format!("{}://{}{path}", self.scheme, self.http)
     }
 
     /// Posts an OTLP/HTTP protobuf request and expects 200.
@@ -245,7 +268,7 @@ impl TestServer {
     }
 
     pub(crate) fn otlp_url(&self) -> String {
-        format!("http://{}/v1/traces", self.otlp_http)
+        format!("{}://{}/v1/traces", self.scheme, self.otlp_http)
     }
 
     /// Runs SQL and returns the JSON rows; panics on an error status.
