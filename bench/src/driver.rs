@@ -40,6 +40,12 @@ pub struct Config {
     pub trace_interval_ns: Option<u64>,
     /// Body encoding over OTLP/HTTP.
     pub encoding: Encoding,
+    /// Sent as `Authorization: Bearer <token>` (HTTP header or gRPC
+    /// metadata) when the server requires tokens.
+    pub token: Option<String>,
+    /// PEM CA certificates an `https://` endpoint's certificate must chain
+    /// to (OTLP/HTTP only: the gRPC client is built without TLS).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The body encoding of OTLP/HTTP requests.
@@ -77,6 +83,8 @@ impl Config {
             start_unix_ns: None,
             trace_interval_ns: None,
             encoding: Encoding::Protobuf,
+            token: None,
+            ca_file: None,
         }
     }
 }
@@ -390,61 +398,78 @@ async fn send(
     grpc: Option<&mut TraceServiceClient<tonic::transport::Channel>>,
     http: &reqwest::Client,
     url: &str,
+    authorization: Option<&reqwest::header::HeaderValue>,
     item: &Item,
     round: Round,
 ) -> Attempt {
     match grpc {
-        Some(c) => match c.export(item.request(round)).await {
-            Ok(r) => Attempt::Done(Ok(r.into_inner())),
-            Err(s)
-                if matches!(
-                    s.code(),
-                    tonic::Code::ResourceExhausted | tonic::Code::Unavailable
-                ) =>
-            {
-                Attempt::Throttled(Duration::from_secs(1))
+        Some(c) => {
+            let mut request = tonic::Request::new(item.request(round));
+            if let Some(value) = authorization {
+                let value = tonic::metadata::MetadataValue::try_from(value.as_bytes())
+                    .expect("a header value is a metadata value");
+                request.metadata_mut().insert("authorization", value);
             }
-            Err(s) => Attempt::Done(Err(anyhow::anyhow!("{:?}: {}", s.code(), s.message()))),
-        },
+            grpc_outcome(c.export(request).await)
+        }
         None => {
             let (content_type, body) = match &item.json {
                 Some(json) => ("application/json", json.body(round).into_owned()),
                 None => ("application/x-protobuf", item.body(round).into_owned()),
             };
-            let response = match http
-                .post(url)
-                .header("content-type", content_type)
-                .body(body)
-                .send()
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => return Attempt::Done(Err(e.into())),
-            };
-            let status = response.status();
-            if status.as_u16() == 429 || status.as_u16() == 503 {
-                let delay = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(1);
-                return Attempt::Throttled(Duration::from_secs(delay));
+            let mut request = http.post(url).header("content-type", content_type);
+            if let Some(value) = authorization {
+                request = request.header(reqwest::header::AUTHORIZATION, value.clone());
             }
-            let body = match response.bytes().await {
-                Ok(b) => b,
-                Err(e) => return Attempt::Done(Err(e.into())),
-            };
-            if !status.is_success() {
-                let text = String::from_utf8_lossy(&body);
-                return Attempt::Done(Err(anyhow::anyhow!("HTTP {status}: {text:.300}")));
-            }
-            if item.json.is_some() {
-                return Attempt::Done(json_response(&body));
-            }
-            Attempt::Done(ExportTraceServiceResponse::decode(body).map_err(Into::into))
+            http_outcome(request.body(body).send().await, item.json.is_some()).await
         }
     }
+}
+
+fn grpc_outcome(
+    result: Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status>,
+) -> Attempt {
+    match result {
+        Ok(r) => Attempt::Done(Ok(r.into_inner())),
+        Err(s)
+            if matches!(
+                s.code(),
+                tonic::Code::ResourceExhausted | tonic::Code::Unavailable
+            ) =>
+        {
+            Attempt::Throttled(Duration::from_secs(1))
+        }
+        Err(s) => Attempt::Done(Err(anyhow::anyhow!("{:?}: {}", s.code(), s.message()))),
+    }
+}
+
+async fn http_outcome(result: reqwest::Result<reqwest::Response>, json: bool) -> Attempt {
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => return Attempt::Done(Err(e.into())),
+    };
+    let status = response.status();
+    if status.as_u16() == 429 || status.as_u16() == 503 {
+        let delay = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(1);
+        return Attempt::Throttled(Duration::from_secs(delay));
+    }
+    let body = match response.bytes().await {
+        Ok(b) => b,
+        Err(e) => return Attempt::Done(Err(e.into())),
+    };
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&body);
+        return Attempt::Done(Err(anyhow::anyhow!("HTTP {status}: {text:.300}")));
+    }
+    if json {
+        return Attempt::Done(json_response(&body));
+    }
+    Attempt::Done(ExportTraceServiceResponse::decode(body).map_err(Into::into))
 }
 
 /// An OTLP/JSON `ExportTraceServiceResponse` (only the rejected count is
@@ -464,6 +489,31 @@ fn json_response(body: &[u8]) -> anyhow::Result<ExportTraceServiceResponse> {
             }
         }),
     })
+}
+
+/// The HTTP client: plain, or trusting the CA certificates of `ca_file`
+/// (rustls with aws-lc-rs, as the server).
+fn http_client(ca_file: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+    let Some(path) = ca_file else {
+        return Ok(reqwest::Client::new());
+    };
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+    {
+        roots.add(cert.with_context(|| format!("invalid PEM in {}", path.display()))?)?;
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()?)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -487,6 +537,15 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         .strip_prefix("grpc://")
         .map(|h| format!("http://{h}"));
     let http_url = format!("{}/v1/traces", config.endpoint.trim_end_matches('/'));
+    if grpc.is_some() && config.ca_file.is_some() {
+        bail!("TLS is for OTLP/HTTP endpoints (https://): the gRPC client has no TLS");
+    }
+    let authorization = config
+        .token
+        .as_ref()
+        .map(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")))
+        .transpose()
+        .context("the token is not a header value")?;
     let next = Arc::new(AtomicUsize::new(0));
     let sent_spans = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -498,8 +557,10 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         let config = config.clone();
         let grpc = grpc.clone();
         let http_url = http_url.clone();
+        // A client (and its connections) per stream, as separate exporters.
+        let http = http_client(config.ca_file.as_deref())?;
+        let authorization = authorization.clone();
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
             let http_url = http_url.as_str();
             let mut client = match &grpc {
                 Some(url) => Some(
@@ -527,7 +588,15 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                 }
                 let t = Instant::now();
                 let outcome = loop {
-                    let attempt = send(client.as_mut(), &http, http_url, item, round).await;
+                    let attempt = send(
+                        client.as_mut(),
+                        &http,
+                        http_url,
+                        authorization.as_ref(),
+                        item,
+                        round,
+                    )
+                    .await;
                     match attempt {
                         Attempt::Throttled(delay) => {
                             throttled += 1;

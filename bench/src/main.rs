@@ -48,6 +48,12 @@ enum Command {
         /// OTLP/HTTP body encoding: protobuf or json
         #[arg(long, default_value = "protobuf")]
         encoding: driver::Encoding,
+        /// Send this token (`Authorization: Bearer`)
+        #[arg(long, env = "TRACELAKE_BENCH_TOKEN")]
+        token: Option<String>,
+        /// PEM CA file for an https:// endpoint
+        #[arg(long)]
+        ca_file: Option<std::path::PathBuf>,
     },
     /// Start the server, ingest, compact, run the query suite and DuckDB;
     /// report (see BENCHMARKS.md)
@@ -129,6 +135,8 @@ async fn main() -> anyhow::Result<()> {
             pool_mib,
             json,
             encoding,
+            token,
+            ca_file,
         } => {
             let report = driver::run(Config {
                 streams,
@@ -138,6 +146,8 @@ async fn main() -> anyhow::Result<()> {
                 seed,
                 pool_bytes: pool_mib << 20,
                 encoding,
+                token,
+                ca_file,
                 ..Config::new(endpoint)
             })
             .await?;

@@ -424,7 +424,7 @@ async fn real_clients_over_tls_with_a_token() {
     args.extend(["--auth-tokens-file".into(), tokens.to_str().unwrap().into()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let client = https(client_config(&pki, "ca", None, BOTH));
-    let server = TestServer::start_tls(&dir.path().join("data"), &args, client).await;
+    let server = TestServer::start_tls(&dir.path().join("data"), &args, client.clone()).await;
 
     let out = python_clients(&server, &pki, None, TOKEN).await;
     assert_eq!(out["http"]["ok"], true, "{out}");
@@ -434,6 +434,33 @@ async fn real_clients_over_tls_with_a_token() {
         serde_json::json!(["otlp-grpc-tls", "otlp-http-tls"]),
         "{out}"
     );
+    // The benchmark driver (used for BENCHMARKS.md's TLS figure) over
+    // HTTPS with the token: every span acknowledged and stored.
+    use tracelake_bench::driver::{Config, run};
+    let report = run(Config {
+        spans: Some(2_000),
+        batch: 500,
+        streams: 2,
+        pool_bytes: 4 << 20,
+        token: Some(TOKEN.into()),
+        ca_file: Some(pki.path("ca.pem")),
+        ..Config::new(format!("https://{}", server.otlp_http))
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.failed_requests, 0, "{:?}", report.first_error);
+    assert!(report.spans_acked >= 2_000, "{}", report.spans_acked);
+    let body: Value = client
+        .post(server.url("/api/v1/sql"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"sql": "SELECT count(*) AS n FROM spans"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["rows"][0]["n"], 2 + report.spans_acked, "{body}");
     // The token still counts over TLS.
     let wrong = python_clients(&server, &pki, None, "not-a-token").await;
     assert_eq!(wrong["http"]["ok"], false, "{wrong}");
