@@ -112,13 +112,6 @@ pub(crate) struct Identity {
     /// The token's name from the file.
     pub(crate) name: Arc<str>,
     /// The tenants the token may act for (the first is its default).
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "read by tenant-aware handlers (issue 14, tenants)"
-        )
-    )]
     pub(crate) tenants: Arc<[String]>,
     pub(crate) scopes: Scopes,
 }
@@ -519,7 +512,7 @@ async fn check(State(guard): State<Guard>, mut request: Request, next: Next) -> 
     response
 }
 
-fn is_grpc(headers: &HeaderMap) -> bool {
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -528,12 +521,14 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// A refusal: gRPC status (in a trailers-only answer) for gRPC requests,
 /// otherwise the HTTP status with the reason as text.
-fn refuse(grpc: bool, status: StatusCode, reason: String) -> Response {
+pub(crate) fn refuse(grpc: bool, status: StatusCode, reason: String) -> Response {
     if grpc {
-        let status = if status == StatusCode::FORBIDDEN {
-            tonic::Status::permission_denied(reason)
-        } else {
-            tonic::Status::unauthenticated(reason)
+        let status = match status {
+            StatusCode::FORBIDDEN => tonic::Status::permission_denied(reason),
+            StatusCode::UNAUTHORIZED => tonic::Status::unauthenticated(reason),
+            StatusCode::BAD_REQUEST => tonic::Status::invalid_argument(reason),
+            StatusCode::TOO_MANY_REQUESTS => tonic::Status::resource_exhausted(reason),
+            _ => tonic::Status::unavailable(reason),
         };
         return status.into_http::<Body>();
     }

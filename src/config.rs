@@ -117,6 +117,9 @@ settings! {
     tls_client_ca_file: PathBuf, env = "TRACELAKE_TLS_CLIENT_CA_FILE";
     /// Oldest TLS version accepted: 1.2 or 1.3
     tls_min_version: String, env = "TRACELAKE_TLS_MIN_VERSION", default = "1.2";
+    /// Tenants open at once (each has its own WAL, buffer, table and
+    /// threads); a request for one more is refused with 429
+    max_tenants: usize, env = "TRACELAKE_MAX_TENANTS", default = "100";
     /// Reject spans that started longer ago than this
     max_span_age: String, env = "TRACELAKE_MAX_SPAN_AGE", default = "7d";
     /// Remove hour partitions older than this from the table; 0s keeps
@@ -174,8 +177,13 @@ settings! {
 /// Settings with defaults applied and values parsed.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
+    /// The default tenant's table and WAL directory.
     pub(crate) table_url: Url,
     pub(crate) wal_dir: PathBuf,
+    /// Where every tenant's table and WAL directory are.
+    pub(crate) storage_root: Url,
+    pub(crate) wal_root: PathBuf,
+    pub(crate) max_tenants: usize,
     pub(crate) otlp_grpc_listen: SocketAddr,
     pub(crate) otlp_http_listen: SocketAddr,
     pub(crate) http_listen: SocketAddr,
@@ -267,6 +275,10 @@ impl Settings {
         if !(-20..=19).contains(&nice) {
             bail!("query nice must be between -20 and 19");
         }
+        let max_tenants = set(s.max_tenants);
+        if max_tenants == 0 {
+            bail!("max tenants must be at least 1 (the default tenant)");
+        }
         let listen_address = set(s.listen_address);
         let listen = |port: u16| SocketAddr::new(listen_address, port);
         let min_version = set(s.tls_min_version);
@@ -294,7 +306,10 @@ impl Settings {
         };
         Ok(Config {
             wal_dir: data_dir.join("wal").join(DEFAULT_TENANT),
+            wal_root: data_dir.join("wal"),
             table_url,
+            storage_root: root,
+            max_tenants,
             otlp_grpc_listen: s.otlp_grpc_listen.unwrap_or(listen(4317)),
             otlp_http_listen: s.otlp_http_listen.unwrap_or(listen(4318)),
             http_listen: s.http_listen.unwrap_or(listen(3200)),

@@ -6,6 +6,7 @@ mod auth;
 mod config;
 mod fallback;
 mod reload;
+mod tenants;
 mod tls;
 
 use std::path::PathBuf;
@@ -22,15 +23,16 @@ use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tracelake_collector::CollectorConfig;
 use tracelake_collector::buffer::Buffer;
 use tracelake_collector::compact::CompactionConfig;
 use tracelake_collector::flush::{FlushConfig, RetentionConfig};
 use tracelake_collector::ingest::IngestConfig;
 use tracelake_collector::metrics::Metrics;
-use tracelake_collector::{Collector, CollectorConfig};
-use tracelake_query::{LiveSnapshot, LiveSpans, QueryConfig, QueryEngine};
+use tracelake_query::{LiveSnapshot, LiveSpans, QueryConfig};
 
 use crate::config::{Config, Settings};
+use crate::tenants::Tenants;
 
 #[derive(Parser)]
 #[command(
@@ -125,7 +127,7 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
 }
 
 /// The collector's buffer as the query service's live source.
-struct BufferSource(Arc<Buffer>);
+pub(crate) struct BufferSource(pub(crate) Arc<Buffer>);
 
 impl LiveSpans for BufferSource {
     fn snapshot(&self) -> LiveSnapshot {
@@ -180,7 +182,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let metrics = Arc::new(Metrics::default());
-    let collector = Collector::start(
+    let tenants = Tenants::start(
         CollectorConfig {
             table_url: config.table_url.clone(),
             wal_dir: config.wal_dir.clone(),
@@ -209,26 +211,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             },
             max_request_bytes: config.max_request_bytes,
         },
+        config.storage_root.clone(),
+        config.wal_root.clone(),
+        QueryConfig {
+            executor: config.query.clone(),
+            memory_limit_bytes: config.query_memory_limit_bytes,
+            max_result_rows: config.query_max_rows,
+        },
+        config.max_tenants,
         Arc::clone(&metrics),
     )
-    .await
-    .context("cannot start the collector")?;
-    let engine = Arc::new(
-        QueryEngine::new(
-            config.table_url.clone(),
-            Some(Arc::new(BufferSource(Arc::clone(&collector.buffer)))),
-            QueryConfig {
-                executor: config.query.clone(),
-                memory_limit_bytes: config.query_memory_limit_bytes,
-                max_result_rows: config.query_max_rows,
-            },
-        )
-        .context("cannot start the query engine")?,
-    );
+    .await?;
 
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    engine.executor().register_metrics(&mut registry);
+    tenants.engine().executor().register_metrics(&mut registry);
     let auth_metrics = Arc::new(auth::AuthMetrics::default());
     if tokens.is_some() {
         auth_metrics.register(&mut registry);
@@ -241,28 +238,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         registry,
     });
-    let flight_sql = tracelake_query::flight::router(Arc::clone(&engine));
-    let zipkin_query = tracelake_query::http::zipkin::router(Arc::clone(&engine));
-    let zipkin = collector.zipkin_router().merge(zipkin_query.clone());
-    let http = tracelake_query::http::v1::router(Arc::clone(&engine))
-        .nest("/zipkin", zipkin_query)
-        .nest(
-            "/jaeger",
-            tracelake_query::http::jaeger::router(Arc::clone(&engine)),
-        )
-        .nest(
-            "/tempo",
-            tracelake_query::http::tempo::router(Arc::clone(&engine)),
-        )
-        .merge(collector.storage_router())
-        .merge(tracelake_ui::router())
-        .merge(
-            Router::new()
-                .route("/health", get(|| async { "ok" }))
-                .route("/ready", get(ready))
-                .route("/metrics", get(prometheus))
-                .with_state(Arc::clone(&health)),
-        );
+    // What is not any tenant's: health, readiness and the server's metrics.
+    let http = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(prometheus))
+        .with_state(Arc::clone(&health))
+        .merge(tenants::dispatch(
+            Arc::clone(&tenants),
+            auth::Listener::Http,
+        ));
+    let dispatch = |listener| tenants::dispatch(Arc::clone(&tenants), listener);
 
     // Stopping goes in two steps: the ports that take spans close first;
     // the query ports (the API with /ready, Flight SQL) keep answering
@@ -273,16 +259,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         (
             "otlp-grpc",
             config.otlp_grpc_listen,
-            collector.otlp_grpc_router(),
-            fallback::OTLP_GRPC,
+            dispatch(auth::Listener::OtlpGrpc),
             auth::Listener::OtlpGrpc,
             true,
         ),
         (
             "otlp-http",
             config.otlp_http_listen,
-            collector.otlp_http_router(),
-            fallback::OTLP_HTTP,
+            dispatch(auth::Listener::OtlpHttp),
             auth::Listener::OtlpHttp,
             true,
         ),
@@ -290,42 +274,37 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "http",
             config.http_listen,
             http,
-            fallback::HTTP,
             auth::Listener::Http,
             false,
         ),
         (
             "zipkin",
             config.zipkin_listen,
-            zipkin,
-            fallback::ZIPKIN,
+            dispatch(auth::Listener::Zipkin),
             auth::Listener::Zipkin,
             true,
         ),
         (
             "jaeger-http",
             config.jaeger_http_listen,
-            collector.jaeger_http_router(),
-            fallback::JAEGER_HTTP,
+            dispatch(auth::Listener::JaegerHttp),
             auth::Listener::JaegerHttp,
             true,
         ),
         (
             "flight-sql",
             config.flight_sql_listen,
-            flight_sql,
-            fallback::FLIGHT_SQL,
+            dispatch(auth::Listener::FlightSql),
             auth::Listener::FlightSql,
             false,
         ),
     ];
     let mut ingest_tasks = Vec::new();
     let mut query_tasks = Vec::new();
-    // (name, address, routes, fallbacks, auth, whether it takes spans)
-    for (name, addr, router, port, listener, takes_spans) in servers {
-        // The guard goes over the fallbacks too: without a token even a
-        // wrong path is 401, so nothing about the port is learnt.
-        let mut router = fallback::with_fallbacks(router, port);
+    // (name, address, routes, auth, whether it takes spans)
+    for (name, addr, mut router, listener, takes_spans) in servers {
+        // The guard goes over the tenants' fallbacks too: without a token
+        // even a wrong path is 401, so nothing about the port is learnt.
         if let Some(tokens) = &tokens {
             router = auth::Guard::new(tokens.clone(), listener, Arc::clone(&auth_metrics))
                 .protect(router);
@@ -395,11 +374,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on udp {addr} ({name})"))?;
         tracing::info!(%addr, "{name} listening (udp)");
-        ingest_tasks.push(tokio::spawn(collector.jaeger_udp(
-            socket,
-            protocol,
-            stop_ingest.clone(),
-        )));
+        // Datagrams carry no tenant: they are the default tenant's.
+        let udp = tenants.default_tenant().with_collector(|c| {
+            c.expect("running")
+                .jaeger_udp(socket, protocol, stop_ingest.clone())
+        });
+        ingest_tasks.push(tokio::spawn(udp));
     }
     health.ready.store(true, Ordering::SeqCst);
 
@@ -410,7 +390,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for task in ingest_tasks {
         let _ = task.await;
     }
-    collector.shutdown().await;
+    tenants.shutdown().await;
     stop_queries_tx.send_replace(true);
     for task in query_tasks {
         let _ = task.await;

@@ -177,7 +177,7 @@ impl Collector {
         socket: tokio::net::UdpSocket,
         protocol: tracelake_protocols::jaeger::Protocol,
         stop: tokio::sync::watch::Receiver<bool>,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+    ) -> impl std::future::Future<Output = ()> + Send + use<> {
         jaeger::serve_udp(Arc::clone(&self.ingest), socket, protocol, stop)
     }
 

@@ -74,7 +74,10 @@ pub struct QueryEngine {
     ctx: SessionContext,
     config: QueryConfig,
     spans: Arc<SpansTable>,
-    executor: Executor,
+    /// Shared by the engines of every tenant ([`QueryEngine::for_table`]):
+    /// one set of query threads, one admission control, one memory pool.
+    executor: Arc<Executor>,
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
 }
 
 impl QueryEngine {
@@ -86,6 +89,36 @@ impl QueryEngine {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit_bytes, 1.0)
             .build_arc()?;
+        let executor = Executor::new(config.executor.clone())
+            .map_err(|e| QueryError::Internal(format!("cannot start the query threads: {e}")))?;
+        Self::with_shared(table_url, live, config, Arc::new(executor), runtime)
+    }
+
+    /// An engine over another table (another tenant's) sharing this one's
+    /// query threads, admission control and memory pool: what one tenant
+    /// runs counts against the same limits as every other's, and its
+    /// session knows no table but its own `spans`.
+    pub fn for_table(
+        &self,
+        table_url: Url,
+        live: Option<Arc<dyn LiveSpans>>,
+    ) -> Result<Self, QueryError> {
+        Self::with_shared(
+            table_url,
+            live,
+            self.config.clone(),
+            Arc::clone(&self.executor),
+            Arc::clone(&self.runtime),
+        )
+    }
+
+    fn with_shared(
+        table_url: Url,
+        live: Option<Arc<dyn LiveSpans>>,
+        config: QueryConfig,
+        executor: Arc<Executor>,
+        runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    ) -> Result<Self, QueryError> {
         let mut session = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("tracelake", "public");
@@ -95,17 +128,16 @@ impl QueryEngine {
             .execution
             .parquet
             .schema_force_view_types = false;
-        let ctx = SessionContext::new_with_config_rt(session, runtime);
+        let ctx = SessionContext::new_with_config_rt(session, Arc::clone(&runtime));
         let spans = Arc::new(SpansTable::new(table_url, live));
         ctx.register_table(SPANS, Arc::clone(&spans) as _)?;
         ctx.register_udf(crate::udf::event_names());
-        let executor = Executor::new(config.executor.clone())
-            .map_err(|e| QueryError::Internal(format!("cannot start the query threads: {e}")))?;
         Ok(Self {
             ctx,
             config,
             spans,
             executor,
+            runtime,
         })
     }
 

@@ -18,7 +18,7 @@ const QUERY: &str = "tok-query-2";
 const ADMIN: &str = "tok-admin-3";
 
 /// The tokens file: an exporter (ingest), Grafana (query, by hash) and an
-/// operator (admin).
+/// operator (admin), all of tenant `shop`.
 fn tokens_file(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("tokens.toml");
     std::fs::write(
@@ -35,11 +35,13 @@ scopes = ["ingest"]
 name = "grafana"
 # sha256 of "{QUERY}"
 token_sha256 = "{}"
+tenant = "shop"
 scopes = ["query"]
 
 [[tokens]]
 name = "operator"
 token = "{ADMIN}"
+tenant = "shop"
 scopes = ["admin"]
 "#,
             sha256_hex(QUERY)

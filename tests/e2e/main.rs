@@ -25,6 +25,7 @@ mod spans;
 mod sql;
 mod stopping;
 mod tempo;
+mod tenants;
 mod tls;
 mod watch;
 mod zipkin;

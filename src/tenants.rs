@@ -1,0 +1,408 @@
+//! Tenants: each has its own write-ahead log (`<data-dir>/wal/<tenant>`),
+//! its own Delta table (`<root>/tenants/<tenant>/spans`), its own collector
+//! (buffer, flush, compaction, retention) and its own query engine, whose
+//! session knows no table but that tenant's `spans`; the query threads,
+//! admission control and memory pool are shared ([`QueryEngine::for_table`]).
+//!
+//! Every TCP listener serves one router that picks the request's tenant
+//! and hands the request to that tenant's routers ([`dispatch`]): the
+//! token's tenant when tokens are on (one of the token's `tenants`, chosen
+//! with `X-Scope-OrgID`), otherwise `X-Scope-OrgID` (HTTP header or gRPC
+//! metadata) as Tempo reads it, or the default tenant when absent. So
+//! every API — ingest, the native, Jaeger, Zipkin and Tempo APIs, SQL over
+//! HTTP and Flight SQL, the UI — reads and writes one tenant's data, with
+//! no handler knowing about tenants.
+//!
+//! A tenant starts at its first request (or at start, when its WAL or
+//! table is on disk, so that unflushed spans are replayed and retention
+//! and compaction run); at most `--max-tenants` are open.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse as _, Response};
+use parking_lot::Mutex;
+use tokio::sync::OnceCell;
+use tower::ServiceExt as _;
+use tracelake_collector::metrics::Metrics;
+use tracelake_collector::{Collector, CollectorConfig};
+use tracelake_query::QueryEngine;
+use url::Url;
+
+use crate::auth::{self, Identity, Listener};
+use crate::config::{DEFAULT_TENANT, tenant_table_url};
+use crate::fallback;
+
+/// The header (and gRPC metadata key) naming the tenant, as Tempo's.
+pub(crate) const TENANT_HEADER: &str = "x-scope-orgid";
+
+/// One tenant's write and read sides and its routers.
+pub(crate) struct Tenant {
+    collector: Mutex<Option<Collector>>,
+    routers: Routers,
+}
+
+/// A router per TCP listener.
+struct Routers {
+    otlp_grpc: Router,
+    otlp_http: Router,
+    http: Router,
+    zipkin: Router,
+    jaeger_http: Router,
+    flight_sql: Router,
+}
+
+impl Tenant {
+    fn router(&self, listener: Listener) -> Router {
+        match listener {
+            Listener::OtlpGrpc => &self.routers.otlp_grpc,
+            Listener::OtlpHttp => &self.routers.otlp_http,
+            Listener::Http => &self.routers.http,
+            Listener::Zipkin => &self.routers.zipkin,
+            Listener::JaegerHttp => &self.routers.jaeger_http,
+            Listener::FlightSql => &self.routers.flight_sql,
+        }
+        .clone()
+    }
+
+    /// Runs `f` with the collector (`None` once shut down).
+    pub(crate) fn with_collector<T>(&self, f: impl FnOnce(Option<&Collector>) -> T) -> T {
+        f(self.collector.lock().as_ref())
+    }
+}
+
+/// Every open tenant, and how to open another.
+pub(crate) struct Tenants {
+    collector: CollectorConfig,
+    root: Url,
+    wal_root: PathBuf,
+    max_tenants: usize,
+    metrics: Arc<Metrics>,
+    /// The default tenant's engine, whose threads and memory pool every
+    /// other tenant's engine shares.
+    first_engine: Arc<QueryEngine>,
+    open: Mutex<HashMap<String, Arc<OnceCell<Arc<Tenant>>>>>,
+}
+
+impl Tenants {
+    /// Opens the default tenant and every tenant with a WAL or table on
+    /// disk (a `file://` root is listed; other stores open their tenants
+    /// at the first request).
+    pub(crate) async fn start(
+        collector: CollectorConfig,
+        root: Url,
+        wal_root: PathBuf,
+        query: tracelake_query::QueryConfig,
+        max_tenants: usize,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Arc<Tenants>> {
+        let default_table = tenant_table_url(&root, DEFAULT_TENANT)?;
+        let default = Self::start_collector(&collector, &wal_root, &root, DEFAULT_TENANT, &metrics)
+            .await
+            .with_context(|| format!("cannot start tenant {DEFAULT_TENANT}"))?;
+        let first_engine = Arc::new(
+            QueryEngine::new(default_table, Some(live(&default)), query)
+                .context("cannot start the query engine")?,
+        );
+        let tenants = Arc::new(Tenants {
+            collector,
+            root,
+            wal_root,
+            max_tenants,
+            metrics,
+            first_engine: Arc::clone(&first_engine),
+            open: Mutex::new(HashMap::new()),
+        });
+        let tenant = Arc::new(Tenant {
+            routers: routers(&default, &first_engine),
+            collector: Mutex::new(Some(default)),
+        });
+        tenants.open.lock().insert(
+            DEFAULT_TENANT.to_string(),
+            Arc::new(OnceCell::new_with(Some(tenant))),
+        );
+        for id in tenants.on_disk() {
+            if id != DEFAULT_TENANT {
+                tenants
+                    .get(&id)
+                    .await
+                    .map_err(|(_, message)| anyhow::anyhow!(message))?;
+            }
+        }
+        Ok(tenants)
+    }
+
+    async fn start_collector(
+        template: &CollectorConfig,
+        wal_root: &std::path::Path,
+        root: &Url,
+        id: &str,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<Collector> {
+        let config = CollectorConfig {
+            table_url: tenant_table_url(root, id)?,
+            wal_dir: wal_root.join(id),
+            ..template.clone()
+        };
+        Ok(Collector::start(config, Arc::clone(metrics)).await?)
+    }
+
+    /// Tenant ids with a WAL directory or (on a local root) a table.
+    fn on_disk(&self) -> Vec<String> {
+        let mut dirs = vec![self.wal_root.clone()];
+        if let Ok(root) = self.root.to_file_path() {
+            dirs.push(root.join("tenants"));
+        }
+        let mut ids: Vec<String> = dirs
+            .iter()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|id| auth::check_tenant(id).is_ok())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// The tenant `id` (already validated), started if need be. The error
+    /// is the status and message to answer with.
+    pub(crate) async fn get(&self, id: &str) -> Result<Arc<Tenant>, (StatusCode, String)> {
+        let cell = {
+            let mut open = self.open.lock();
+            match open.get(id) {
+                Some(cell) => Arc::clone(cell),
+                None => {
+                    if open.len() >= self.max_tenants {
+                        return Err((
+                            StatusCode::TOO_MANY_REQUESTS,
+                            format!(
+                                "tenant {id:?} cannot be opened: {} tenants are open, the most \
+                                 --max-tenants allows",
+                                open.len()
+                            ),
+                        ));
+                    }
+                    let cell = Arc::new(OnceCell::new());
+                    open.insert(id.to_string(), Arc::clone(&cell));
+                    cell
+                }
+            }
+        };
+        cell.get_or_try_init(|| self.start_tenant(id))
+            .await
+            .cloned()
+            .map_err(|error| {
+                let id_error = format!("{error:#}");
+                tracing::error!(tenant = id, "cannot start tenant: {id_error}");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("tenant {id:?} cannot be opened now; the server's log has the details"),
+                )
+            })
+    }
+
+    async fn start_tenant(&self, id: &str) -> anyhow::Result<Arc<Tenant>> {
+        let table_url = tenant_table_url(&self.root, id)?;
+        let collector = Self::start_collector(
+            &self.collector,
+            &self.wal_root,
+            &self.root,
+            id,
+            &self.metrics,
+        )
+        .await
+        .with_context(|| format!("cannot start tenant {id}"))?;
+        let engine = Arc::new(
+            self.first_engine
+                .for_table(table_url, Some(live(&collector)))
+                .with_context(|| format!("cannot start the query engine of tenant {id}"))?,
+        );
+        tracing::info!(tenant = id, "tenant opened");
+        Ok(Arc::new(Tenant {
+            routers: routers(&collector, &engine),
+            collector: Mutex::new(Some(collector)),
+        }))
+    }
+
+    /// The default tenant.
+    pub(crate) fn default_tenant(&self) -> Arc<Tenant> {
+        self.open.lock()[DEFAULT_TENANT]
+            .get()
+            .cloned()
+            .expect("the default tenant opens at start")
+    }
+
+    /// The query engine every tenant's shares threads and memory with.
+    pub(crate) fn engine(&self) -> &QueryEngine {
+        &self.first_engine
+    }
+
+    /// Flushes and closes every tenant's collector (after the listeners
+    /// that take spans have stopped).
+    pub(crate) async fn shutdown(&self) {
+        let tenants: Vec<Arc<Tenant>> = self
+            .open
+            .lock()
+            .values()
+            .filter_map(|cell| cell.get().cloned())
+            .collect();
+        let collectors = tenants
+            .iter()
+            .filter_map(|t| t.collector.lock().take())
+            .map(Collector::shutdown);
+        futures::future::join_all(collectors).await;
+    }
+}
+
+fn live(collector: &Collector) -> Arc<dyn tracelake_query::LiveSpans> {
+    Arc::new(crate::BufferSource(Arc::clone(&collector.buffer)))
+}
+
+fn routers(collector: &Collector, engine: &Arc<QueryEngine>) -> Routers {
+    use tracelake_query::http;
+    let zipkin_query = http::zipkin::router(Arc::clone(engine));
+    let main = http::v1::router(Arc::clone(engine))
+        .nest("/zipkin", zipkin_query.clone())
+        .nest("/jaeger", http::jaeger::router(Arc::clone(engine)))
+        .nest("/tempo", http::tempo::router(Arc::clone(engine)))
+        .merge(collector.storage_router())
+        .merge(tracelake_ui::router());
+    Routers {
+        otlp_grpc: fallback::with_fallbacks(collector.otlp_grpc_router(), fallback::OTLP_GRPC),
+        otlp_http: fallback::with_fallbacks(collector.otlp_http_router(), fallback::OTLP_HTTP),
+        http: fallback::with_fallbacks(main, fallback::HTTP),
+        zipkin: fallback::with_fallbacks(
+            collector.zipkin_router().merge(zipkin_query),
+            fallback::ZIPKIN,
+        ),
+        jaeger_http: fallback::with_fallbacks(
+            collector.jaeger_http_router(),
+            fallback::JAEGER_HTTP,
+        ),
+        flight_sql: fallback::with_fallbacks(
+            tracelake_query::flight::router(Arc::clone(engine)),
+            fallback::FLIGHT_SQL,
+        ),
+    }
+}
+
+/// The tenant a request acts for: with a token, the token's (the one
+/// `X-Scope-OrgID` names, which the token must allow, else its first);
+/// without, `X-Scope-OrgID` or the default tenant.
+pub(crate) fn tenant_of(
+    headers: &HeaderMap,
+    identity: Option<&Identity>,
+) -> Result<String, (StatusCode, String)> {
+    let asked = match headers.get(TENANT_HEADER) {
+        None => None,
+        Some(value) => {
+            let text = value.to_str().map_err(|_| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    "invalid X-Scope-OrgID: not visible ASCII".to_string(),
+                )
+            })?;
+            auth::check_tenant(text).map_err(|e| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid X-Scope-OrgID {text:?}: {e:#}"),
+                )
+            })?;
+            Some(text.to_string())
+        }
+    };
+    match (identity, asked) {
+        (None, asked) => Ok(asked.unwrap_or_else(|| DEFAULT_TENANT.to_string())),
+        (Some(identity), None) => Ok(identity.tenants[0].clone()),
+        (Some(identity), Some(asked)) => {
+            if identity.tenants.contains(&asked) {
+                Ok(asked)
+            } else {
+                Err((
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "token {:?} may not act for tenant {asked:?} (X-Scope-OrgID); it may for: {}",
+                        identity.name,
+                        identity.tenants.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// A listener's router: every request goes to its tenant's router for
+/// that listener.
+pub(crate) fn dispatch(tenants: Arc<Tenants>, listener: Listener) -> Router {
+    Router::new()
+        .fallback(route)
+        .with_state((tenants, listener))
+}
+
+async fn route(
+    State((tenants, listener)): State<(Arc<Tenants>, Listener)>,
+    request: Request,
+) -> Response {
+    let grpc = auth::is_grpc(request.headers());
+    let id = match tenant_of(request.headers(), request.extensions().get::<Identity>()) {
+        Ok(id) => id,
+        Err((status, message)) => return auth::refuse(grpc, status, message),
+    };
+    let tenant = match tenants.get(&id).await {
+        Ok(tenant) => tenant,
+        Err((status, message)) => return auth::refuse(grpc, status, message),
+    };
+    match tenant.router(listener).oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(tenant: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(t) = tenant {
+            h.insert(TENANT_HEADER, t.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_tenant_of_a_request() {
+        assert_eq!(tenant_of(&headers(None), None).unwrap(), DEFAULT_TENANT);
+        assert_eq!(tenant_of(&headers(Some("shop")), None).unwrap(), "shop");
+        for bad in ["..", "a/b", "a|b"] {
+            let (status, message) = tenant_of(&headers(Some(bad)), None).unwrap_err();
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(message.contains("invalid X-Scope-OrgID"), "{message}");
+        }
+        let identity = Identity {
+            name: "grafana".into(),
+            tenants: vec!["shop".to_string(), "web".to_string()].into(),
+            scopes: auth::Scopes::default(),
+        };
+        assert_eq!(tenant_of(&headers(None), Some(&identity)).unwrap(), "shop");
+        assert_eq!(
+            tenant_of(&headers(Some("web")), Some(&identity)).unwrap(),
+            "web"
+        );
+        let (status, message) = tenant_of(&headers(Some("ops")), Some(&identity)).unwrap_err();
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(
+            message.contains("may not act for tenant \"ops\""),
+            "{message}"
+        );
+    }
+}

@@ -1,0 +1,353 @@
+//! Tenants: `X-Scope-OrgID` (HTTP header, gRPC metadata) or the token's
+//! tenant picks a WAL and a table of its own; every read API of a tenant
+//! sees only its spans, also for the same trace ids; SQL cannot reach
+//! another tenant's files; tenants on disk come back after a crash.
+
+use std::path::Path;
+
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt as _};
+use arrow_flight::{FlightDescriptor, Ticket};
+use futures::StreamExt as _;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use prost::Message as _;
+use serde_json::Value;
+
+use crate::server::TestServer;
+use crate::spans::{request, span};
+
+/// The one trace id every tenant sends.
+const TRACE: u128 = 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef;
+const TRACE_HEX: &str = "0123456789abcdef0123456789abcdef";
+
+/// A request with `tenant` in `X-Scope-OrgID` (none: no header) and
+/// `token` as bearer (none: no token).
+fn with(
+    request: reqwest::RequestBuilder,
+    tenant: Option<&str>,
+    token: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let request = match tenant {
+        Some(t) => request.header("x-scope-orgid", t),
+        None => request,
+    };
+    match token {
+        Some(t) => request.bearer_auth(t),
+        None => request,
+    }
+}
+
+async fn otlp_http(
+    server: &TestServer,
+    tenant: Option<&str>,
+    token: Option<&str>,
+    service: &str,
+) -> u16 {
+    with(
+        reqwest::Client::new()
+            .post(server.otlp_url())
+            .header("content-type", "application/x-protobuf")
+            .body(request(service, vec![span(TRACE, 1), span(TRACE, 2)]).encode_to_vec()),
+        tenant,
+        token,
+    )
+    .send()
+    .await
+    .unwrap()
+    .status()
+    .as_u16()
+}
+
+async fn otlp_grpc(server: &TestServer, tenant: &str, service: &str) -> Result<(), tonic::Status> {
+    let mut client = TraceServiceClient::connect(format!("http://{}", server.grpc))
+        .await
+        .unwrap();
+    let mut r = tonic::Request::new(request(service, vec![span(TRACE, 1), span(TRACE, 2)]));
+    r.metadata_mut()
+        .insert("x-scope-orgid", tenant.parse().unwrap());
+    client.export(r).await.map(|_| ())
+}
+
+/// The body of GET `url` as `tenant`, and its status.
+async fn get(url: &str, tenant: Option<&str>, token: Option<&str>) -> (u16, String) {
+    let r = with(reqwest::Client::new().get(url), tenant, token)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn sql(server: &TestServer, tenant: Option<&str>, sql: &str) -> (u16, Value) {
+    let r = with(
+        reqwest::Client::new()
+            .post(server.url("/api/v1/sql"))
+            .json(&serde_json::json!({ "sql": sql })),
+        tenant,
+        None,
+    )
+    .send()
+    .await
+    .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// The service names a Flight SQL statement returns as `tenant`.
+async fn flight_services(server: &TestServer, tenant: &str) -> Vec<String> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.flight_sql))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightServiceClient::new(channel);
+    let command = CommandStatementQuery {
+        query: "SELECT DISTINCT service_name FROM spans ORDER BY 1".into(),
+        transaction_id: None,
+    };
+    let mut info = tonic::Request::new(FlightDescriptor::new_cmd(command.as_any().encode_to_vec()));
+    info.metadata_mut()
+        .insert("x-scope-orgid", tenant.parse().unwrap());
+    let info = client.get_flight_info(info).await.unwrap().into_inner();
+    let ticket: Ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut get = tonic::Request::new(ticket);
+    get.metadata_mut()
+        .insert("x-scope-orgid", tenant.parse().unwrap());
+    let stream = client.do_get(get).await.unwrap().into_inner();
+    let batches: Vec<_> = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+        stream.map(|r| r.map_err(arrow_flight::error::FlightError::from)),
+    )
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    batches
+        .iter()
+        .flat_map(|b| {
+            let column = arrow_array::cast::AsArray::as_string::<i32>(b.column(0));
+            column
+                .iter()
+                .map(|s| s.unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Every read API answers `tenant` (None: no header) with its own
+/// service and none of the others'.
+async fn reads_only_its_own(server: &TestServer, tenant: Option<&str>, own: &str, others: &[&str]) {
+    let urls = [
+        server.url(&format!("/api/v1/traces/{TRACE_HEX}")),
+        server.url("/api/v1/services"),
+        server.url(&format!("/jaeger/api/traces/{TRACE_HEX}")),
+        server.url("/jaeger/api/services"),
+        server.url(&format!("/jaeger/api/v3/traces/{TRACE_HEX}")),
+        server.url(&format!("/zipkin/api/v2/trace/{TRACE_HEX}")),
+        format!("http://{}/api/v2/trace/{TRACE_HEX}", server.zipkin),
+        format!("http://{}/api/v2/services", server.zipkin),
+        server.url(&format!("/tempo/api/traces/{TRACE_HEX}")),
+        server.url(&format!("/tempo/api/v2/traces/{TRACE_HEX}")),
+        server.url("/tempo/api/search?limit=20"),
+    ];
+    for url in urls {
+        let (status, body) = get(&url, tenant, None).await;
+        assert_eq!(status, 200, "{tenant:?} {url}: {body}");
+        assert!(body.contains(own), "{tenant:?} {url} lacks {own}: {body}");
+        for other in others {
+            assert!(
+                !body.contains(other),
+                "{tenant:?} {url} shows {other}: {body}"
+            );
+        }
+    }
+    let (status, body) = sql(
+        server,
+        tenant,
+        "SELECT DISTINCT service_name AS s FROM spans",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["rows"],
+        serde_json::json!([{ "s": own }]),
+        "{tenant:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_reads_only_its_own_spans_through_every_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = TestServer::start(&data, &[]).await;
+
+    // The same trace id from three tenants, over three receivers.
+    assert_eq!(
+        otlp_http(&server, Some("shop"), None, "shop-svc").await,
+        200
+    );
+    otlp_grpc(&server, "web", "web-svc").await.unwrap();
+    assert_eq!(otlp_http(&server, None, None, "default-svc").await, 200);
+    let zipkin = serde_json::json!([{
+        "traceId": TRACE_HEX, "id": "0000000000000003", "name": "get",
+        "timestamp": crate::spans::now_nanos() / 1000, "duration": 10,
+        "localEndpoint": {"serviceName": "web-svc"},
+    }]);
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/v2/spans", server.zipkin))
+        .header("x-scope-orgid", "web")
+        .json(&zipkin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+
+    reads_only_its_own(
+        &server,
+        Some("shop"),
+        "shop-svc",
+        &["web-svc", "default-svc"],
+    )
+    .await;
+    reads_only_its_own(
+        &server,
+        Some("web"),
+        "web-svc",
+        &["shop-svc", "default-svc"],
+    )
+    .await;
+    reads_only_its_own(&server, None, "default-svc", &["shop-svc", "web-svc"]).await;
+    reads_only_its_own(
+        &server,
+        Some("default"),
+        "default-svc",
+        &["shop-svc", "web-svc"],
+    )
+    .await;
+    assert_eq!(flight_services(&server, "shop").await, ["shop-svc"]);
+    assert_eq!(flight_services(&server, "web").await, ["web-svc"]);
+    let (_, web) = sql(&server, Some("web"), "SELECT count(*) AS n FROM spans").await;
+    assert_eq!(web["rows"][0]["n"], 3, "two OTLP spans and one Zipkin span");
+
+    // SQL knows one table, and no path reaches another tenant's files.
+    let (status, body) = sql(
+        &server,
+        Some("shop"),
+        "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables \
+         WHERE table_schema <> 'information_schema'",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"], serde_json::json!([{ "t": "public.spans" }]));
+    let web_table = data.join("tenants/web/spans");
+    for query in [
+        format!("SELECT count(*) FROM '{}'", web_table.display()),
+        format!("SELECT count(*) FROM delta_scan('{}')", web_table.display()),
+        "SELECT count(*) FROM tracelake.web.spans".to_string(),
+    ] {
+        let (status, body) = sql(&server, Some("shop"), &query).await;
+        assert_eq!(status, 400, "{query}: {body}");
+    }
+
+    // Bad tenant ids are refused with the reason, over HTTP and gRPC.
+    for bad in ["..", "a/b", &"x".repeat(151)] {
+        let status = otlp_http(&server, Some(bad), None, "bad").await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    let (status, body) = get(&server.url("/api/v1/services"), Some("a|b"), None).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("invalid X-Scope-OrgID"), "{body}");
+    let error = otlp_grpc(&server, "..", "bad").await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+
+    // Killed with every span only in the WALs: each tenant's come back
+    // into its own table, and only there.
+    server.kill9();
+    let server = TestServer::start(&data, &[]).await;
+    reads_only_its_own(
+        &server,
+        Some("shop"),
+        "shop-svc",
+        &["web-svc", "default-svc"],
+    )
+    .await;
+    reads_only_its_own(
+        &server,
+        Some("web"),
+        "web-svc",
+        &["shop-svc", "default-svc"],
+    )
+    .await;
+    reads_only_its_own(&server, None, "default-svc", &["shop-svc", "web-svc"]).await;
+    assert!(data.join("wal/shop").is_dir() && data.join("wal/web").is_dir());
+}
+
+fn tokens_file(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("tokens.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[tokens]]
+name = "shop-exporter"
+token = "shop-token"
+tenant = "shop"
+scopes = ["ingest", "query"]
+
+[[tokens]]
+name = "platform"
+token = "platform-token"
+tenants = ["web", "ops"]
+scopes = ["ingest", "query"]
+"#,
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_the_token_decides_the_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens_file(dir.path());
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--auth-tokens-file", tokens.to_str().unwrap()],
+    )
+    .await;
+    // The token's tenant, whatever else; a header may only pick among
+    // the token's tenants.
+    assert_eq!(
+        otlp_http(&server, None, Some("shop-token"), "shop-svc").await,
+        200
+    );
+    assert_eq!(
+        otlp_http(&server, Some("web"), Some("shop-token"), "x").await,
+        403
+    );
+    assert_eq!(
+        otlp_http(&server, None, Some("platform-token"), "web-svc").await,
+        200
+    );
+    assert_eq!(
+        otlp_http(&server, Some("ops"), Some("platform-token"), "ops-svc").await,
+        200
+    );
+    let services = server.url("/api/v1/services");
+    for (tenant, token, own) in [
+        (None, "shop-token", "shop-svc"),
+        (Some("shop"), "shop-token", "shop-svc"),
+        (None, "platform-token", "web-svc"),
+        (Some("web"), "platform-token", "web-svc"),
+        (Some("ops"), "platform-token", "ops-svc"),
+    ] {
+        let (status, body) = get(&services, tenant, Some(token)).await;
+        assert_eq!(status, 200, "{body}");
+        let names: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            names.to_string().matches("-svc").count(),
+            1,
+            "{tenant:?} {token}: {body}"
+        );
+        assert!(body.contains(own), "{tenant:?} {token}: {body}");
+    }
+    let (status, body) = get(&services, Some("shop"), Some("platform-token")).await;
+    assert_eq!(status, 403);
+    assert!(body.contains("may not act for tenant \"shop\""), "{body}");
+}
