@@ -89,6 +89,15 @@ impl Scopes {
         self.0 & scope.bit() != 0
     }
 
+    /// The names of the scopes held, in `Scope::ALL` order.
+    pub(crate) fn names(self) -> Vec<&'static str> {
+        Scope::ALL
+            .iter()
+            .filter(|s| self.contains(**s))
+            .map(|s| s.name())
+            .collect()
+    }
+
     fn insert(&mut self, scope: Scope) {
         self.0 |= scope.bit();
     }
@@ -96,12 +105,7 @@ impl Scopes {
 
 impl fmt::Display for Scopes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = Scope::ALL
-            .iter()
-            .filter(|s| self.contains(**s))
-            .map(|s| s.name())
-            .collect();
-        f.write_str(&names.join(", "))
+        f.write_str(&self.names().join(", "))
     }
 }
 
@@ -314,6 +318,10 @@ pub(crate) fn required_scope(listener: Listener, method: &Method, path: &str) ->
         }
         Listener::Http => match path {
             "/health" | "/ready" => None,
+            // The web UI's page and files: the same code for everyone,
+            // no data; it signs in and sends the token with its API calls.
+            "/" | "/search" | "/services" | "/map" | "/sql" => None,
+            p if p.starts_with("/ui/") || p.starts_with("/trace/") => None,
             "/metrics" | "/api/v1/storage" => Some(Scope::Admin),
             _ => Some(Scope::Query),
         },
@@ -448,6 +456,10 @@ async fn check(State(guard): State<Guard>, mut request: Request, next: Next) -> 
         return next.run(request).await;
     };
     let grpc = is_grpc(request.headers());
+    // The web UI's own calls: a Basic challenge would make the browser
+    // show its own password prompt over the UI's sign-in form.
+    let basic = !request.headers().contains_key("x-tracelake-ui");
+    let refuse = |grpc, status, reason| refuse_with(grpc, status, reason, basic);
     let token = match presented_token(request.headers()) {
         Ok(token) => token,
         Err(NoToken::Missing) => {
@@ -522,6 +534,11 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
 /// A refusal: gRPC status (in a trailers-only answer) for gRPC requests,
 /// otherwise the HTTP status with the reason as text.
 pub(crate) fn refuse(grpc: bool, status: StatusCode, reason: String) -> Response {
+    refuse_with(grpc, status, reason, true)
+}
+
+/// [`refuse`]; a 401 challenges with Bearer, and with Basic if `basic`.
+fn refuse_with(grpc: bool, status: StatusCode, reason: String, basic: bool) -> Response {
     if grpc {
         let status = match status {
             StatusCode::FORBIDDEN => tonic::Status::permission_denied(reason),
@@ -544,10 +561,12 @@ pub(crate) fn refuse(grpc: bool, status: StatusCode, reason: String) -> Response
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"tracelake\""),
         );
-        headers.append(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"tracelake\", charset=\"UTF-8\""),
-        );
+        if basic {
+            headers.append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"tracelake\", charset=\"UTF-8\""),
+            );
+        }
     }
     response
 }
@@ -734,8 +753,10 @@ mod tests {
             (Http, &get, "/ready", None),
             (Http, &get, "/metrics", Some(Scope::Admin)),
             (Http, &get, "/api/v1/storage", Some(Scope::Admin)),
-            (Http, &get, "/", Some(Scope::Query)),
-            (Http, &get, "/ui/app.js", Some(Scope::Query)),
+            (Http, &get, "/", None),
+            (Http, &get, "/ui/app.js", None),
+            (Http, &get, "/trace/abc", None),
+            (Http, &get, "/api/v1/whoami", Some(Scope::Query)),
             (Http, &post, "/api/v1/sql", Some(Scope::Query)),
             (Http, &get, "/jaeger/api/services", Some(Scope::Query)),
             (Http, &get, "/tempo/api/search", Some(Scope::Query)),

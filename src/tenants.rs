@@ -352,10 +352,14 @@ async fn route(
     request: Request,
 ) -> Response {
     let grpc = auth::is_grpc(request.headers());
-    let id = match tenant_of(request.headers(), request.extensions().get::<Identity>()) {
+    let identity = request.extensions().get::<Identity>();
+    let id = match tenant_of(request.headers(), identity) {
         Ok(id) => id,
         Err((status, message)) => return auth::refuse(grpc, status, message),
     };
+    if listener == Listener::Http && request.uri().path() == "/api/v1/whoami" {
+        return whoami(identity, id);
+    }
     let tenant = match tenants.get(&id).await {
         Ok(tenant) => tenant,
         Err((status, message)) => return auth::refuse(grpc, status, message),
@@ -365,6 +369,28 @@ async fn route(
         Err(never) => match never {},
     }
     .into_response()
+}
+
+/// `GET /api/v1/whoami`: the token (by name), the tenant the request acts
+/// for, the tenants and scopes the token has; what the web UI shows.
+fn whoami(identity: Option<&Identity>, tenant: String) -> Response {
+    let body = match identity {
+        Some(identity) => serde_json::json!({
+            "auth": true,
+            "token": &*identity.name,
+            "tenant": tenant,
+            "tenants": &*identity.tenants,
+            "scopes": identity.scopes.names(),
+        }),
+        None => serde_json::json!({
+            "auth": false,
+            "token": null,
+            "tenant": tenant,
+            "tenants": [&tenant],
+            "scopes": ["ingest", "query", "admin"],
+        }),
+    };
+    axum::Json(body).into_response()
 }
 
 #[cfg(test)]

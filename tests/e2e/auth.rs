@@ -234,9 +234,9 @@ async fn every_http_listener_needs_a_token_with_the_right_scope() {
             )
         },
         case(
-            "web UI",
+            "who am I (the web UI's sign-in)",
             Method::GET,
-            http("/"),
+            http("/api/v1/whoami"),
             Cred::Basic(QUERY),
             Cred::Basic(INGEST),
             200,
@@ -340,11 +340,23 @@ async fn every_http_listener_needs_a_token_with_the_right_scope() {
     }
     assert!(!text.contains("tok-"), "a token in /metrics:\n{text}");
 
-    // Health and readiness stay open.
-    for path in ["/health", "/ready"] {
+    // Health and readiness stay open, and the web UI's page and files
+    // (code, no data: it signs in with a token for its API calls).
+    for path in ["/health", "/ready", "/", "/trace/abc", "/ui/app.js"] {
         let r = client.get(http(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
+    // The UI's own calls are challenged with Bearer only: a Basic
+    // challenge would make the browser prompt over the sign-in form.
+    let r = client
+        .get(http("/api/v1/services"))
+        .header("x-tracelake-ui", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let challenges: Vec<_> = r.headers().get_all("www-authenticate").iter().collect();
+    assert_eq!(challenges, ["Bearer realm=\"tracelake\""]);
 
     // What the accepted requests sent arrived.
     let r = client

@@ -177,6 +177,32 @@ impl Browser {
         .await;
     }
 
+    /// Types `text` into the element matching `css`.
+    async fn type_into(&self, css: &str, text: &str) {
+        let id = self.wait(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/clear"),
+            Some(json!({})),
+        )
+        .await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    /// Waits up to 20 s until `script` returns true.
+    async fn until(&self, script: &str, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.exec(script).await != Value::Bool(true) {
+            assert!(Instant::now() < deadline, "{what}: not within 20 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn text(&self, css: &str) -> String {
         let id = self.wait(css).await;
         self.call(reqwest::Method::GET, &format!("/element/{id}/text"), None)
@@ -592,4 +618,105 @@ async fn a_hundred_thousand_span_trace_opens() {
     );
     assert!(rows < 200);
     browser.screenshot("trace-100000-spans").await;
+}
+
+/// With tokens on: the UI asks for a token once, keeps it in the browser
+/// session only (not in the URL), sends it on every call, shows the tenant
+/// (and lets a token with several choose), and signs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_signs_in_with_a_token() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        r#"
+[[tokens]]
+name = "shop-team"
+token = "shop-secret"
+tenant = "shop"
+scopes = ["ingest", "query"]
+
+[[tokens]]
+name = "platform"
+token = "platform-secret"
+tenants = ["web", "shop"]
+scopes = ["ingest", "query"]
+"#,
+    )
+    .unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--auth-tokens-file", tokens.to_str().unwrap()],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    for (token, service) in [("shop-secret", "shop-svc"), ("platform-secret", "web-svc")] {
+        let span = crate::spans::span(0xabc, 1);
+        let r = client
+            .post(server.otlp_url())
+            .bearer_auth(token)
+            .header("content-type", "application/x-protobuf")
+            .body(prost::Message::encode_to_vec(&request(service, vec![span])))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let ui = format!("http://{}", server.http);
+    let services = format!("{ui}/services?lookback=1h");
+
+    // The page loads without a token and asks for one.
+    browser.goto(&services).await;
+    browser.wait("#sign-in #token-input").await;
+    browser.type_into("#token-input", "not-a-token").await;
+    browser.click("#sign-in button[type=submit]").await;
+    browser
+        .until(
+            "return document.querySelector('#sign-in-error').textContent === 'Unknown token.'",
+            "a wrong token is refused",
+        )
+        .await;
+    browser.type_into("#token-input", "shop-secret").await;
+    browser.click("#sign-in button[type=submit]").await;
+    browser.wait("#red-table tbody tr.service").await;
+    assert_eq!(browser.text("#tenant").await, "shop");
+    assert_eq!(browser.count("#red-table tbody tr.service").await, 1);
+    assert!(browser.text("#red-table").await.contains("shop-svc"));
+    let kept = browser
+        .exec("return [location.href, sessionStorage.getItem('tracelake.token'), localStorage.length, document.cookie]")
+        .await;
+    assert_eq!(
+        kept,
+        json!([services, "shop-secret", 0, ""]),
+        "in the session only, not in the URL"
+    );
+    browser.screenshot("signed-in").await;
+
+    // A reload keeps the session; signing out forgets the token.
+    browser.goto(&services).await;
+    browser.wait("#red-table tbody tr.service").await;
+    assert_eq!(browser.text("#tenant").await, "shop");
+    browser.click("#sign-out").await;
+    browser.wait("#sign-in #token-input").await;
+    assert_eq!(browser.exec("return sessionStorage.length").await, json!(0));
+    browser.goto(&services).await;
+    browser.wait("#sign-in #token-input").await;
+
+    // A token with two tenants: its first, then the other from the menu.
+    browser.type_into("#token-input", "platform-secret").await;
+    browser.click("#sign-in button[type=submit]").await;
+    browser.wait("#red-table tbody tr.service").await;
+    assert!(browser.text("#red-table").await.contains("web-svc"));
+    browser
+        .exec("const s = document.querySelector('select#tenant'); s.value = 'shop'; s.dispatchEvent(new Event('change')); return true")
+        .await;
+    browser
+        .until(
+            "const t = document.querySelector('#red-table'); return !!t && t.textContent.includes('shop-svc') && !t.textContent.includes('web-svc')",
+            "the other tenant's services after choosing it",
+        )
+        .await;
 }

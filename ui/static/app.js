@@ -9,13 +9,30 @@ import { renderTrace } from "/ui/trace.js";
 
 const main = document.getElementById("main");
 
+// Signing in (servers with tokens): the token and the chosen tenant live in
+// sessionStorage only — gone when the browser session ends, never in a URL —
+// and go with every API call as `Authorization: Bearer` and `X-Scope-OrgID`.
+const TOKEN = "tracelake.token";
+const TENANT = "tracelake.tenant";
+
 /** GET an API path; resolves to JSON or throws an Error with the server's message. */
 export async function api(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  // Marks the UI's own calls: a 401 then challenges with Bearer only, so
+  // the browser shows no password prompt of its own.
+  headers.set("X-Tracelake-UI", "1");
+  const token = sessionStorage.getItem(TOKEN);
+  if (token) headers.set("Authorization", `Bearer ${token}`);
+  const tenant = sessionStorage.getItem(TENANT);
+  if (tenant) headers.set("X-Scope-OrgID", tenant);
   let response;
   try {
-    response = await fetch(path, options);
+    response = await fetch(path, { ...options, headers });
   } catch (e) {
     throw new Error(`cannot reach the server: ${e.message}`);
+  }
+  if (response.status === 401 && !options.signingIn) {
+    signIn(token ? "The token is no longer accepted; sign in again." : "");
   }
   const text = await response.text();
   let body = null;
@@ -90,6 +107,60 @@ export function navigate(url, { replace = false } = {}) {
   route();
 }
 
+/** Who the UI acts as: `/api/v1/whoami`, shown in the header. */
+async function whoami() {
+  const me = await api("/api/v1/whoami", { signingIn: true });
+  const account = document.getElementById("account");
+  account.replaceChildren();
+  if (!me.auth) return me;
+  const tenants = me.tenants || [me.tenant];
+  const tenant = tenants.length > 1
+    ? el("select", {
+        id: "tenant", "aria-label": "Tenant", title: "Tenant",
+        onchange: (e) => { sessionStorage.setItem(TENANT, e.target.value); route(); },
+      }, tenants.map((t) => el("option", { value: t, selected: t === me.tenant }, t)))
+    : el("span", { id: "tenant", title: "Tenant" }, me.tenant);
+  account.append(
+    el("span", { class: "who", title: `Signed in with token ${me.token}` }, me.token), " · ", tenant,
+    el("button", { id: "sign-out", type: "button", onclick: signOut }, "Sign out"),
+  );
+  return me;
+}
+
+/** Shows the sign-in form in place of the view. */
+function signIn(message = "") {
+  sessionStorage.removeItem(TOKEN);
+  sessionStorage.removeItem(TENANT);
+  document.getElementById("account").replaceChildren();
+  const input = el("input", {
+    id: "token-input", type: "password", name: "token", autocomplete: "off",
+    placeholder: "Token", "aria-label": "Token", required: true,
+  });
+  const error = el("div", { id: "sign-in-error", class: "error-box", role: "alert", hidden: !message }, message);
+  const form = el("form", { id: "sign-in", class: "sign-in" },
+    el("h2", {}, "Sign in"),
+    el("p", {}, "This server needs a token with the query scope."),
+    input, el("button", { type: "submit" }, "Sign in"), error);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN, input.value.trim());
+    try {
+      await whoami();
+      route();
+    } catch (e) {
+      sessionStorage.removeItem(TOKEN);
+      error.hidden = false;
+      error.textContent = e.status === 401 ? "Unknown token." : e.message;
+    }
+  });
+  main.replaceChildren(form);
+  input.focus();
+}
+
+function signOut() {
+  signIn();
+}
+
 function route() {
   const path = location.pathname;
   document.querySelectorAll(".top nav a").forEach((a) => {
@@ -138,4 +209,7 @@ document.addEventListener("keydown", (event) => {
 });
 
 window.addEventListener("popstate", route);
-route();
+whoami().then(route, (e) => {
+  if (e.status === 401) signIn();
+  else route();
+});
