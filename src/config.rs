@@ -117,6 +117,11 @@ settings! {
     tls_client_ca_file: PathBuf, env = "TRACELAKE_TLS_CLIENT_CA_FILE";
     /// Oldest TLS version accepted: 1.2 or 1.3
     tls_min_version: String, env = "TRACELAKE_TLS_MIN_VERSION", default = "1.2";
+    /// TOML file of per-tenant limits (`[defaults]` and `[tenants.<id>]`:
+    /// ingestion_rate_bytes, ingestion_burst_bytes, max_spans_per_request,
+    /// retention, max_search_window, max_concurrent_queries); reread when
+    /// it changes and on SIGHUP [default: none: no limits]
+    tenant_limits_file: PathBuf, env = "TRACELAKE_TENANT_LIMITS_FILE";
     /// Tenants open at once (each has its own WAL, buffer, table and
     /// threads); a request for one more is refused with 429
     max_tenants: usize, env = "TRACELAKE_MAX_TENANTS", default = "100";
@@ -184,6 +189,7 @@ pub(crate) struct Config {
     pub(crate) storage_root: Url,
     pub(crate) wal_root: PathBuf,
     pub(crate) max_tenants: usize,
+    pub(crate) tenant_limits_file: Option<PathBuf>,
     pub(crate) otlp_grpc_listen: SocketAddr,
     pub(crate) otlp_http_listen: SocketAddr,
     pub(crate) http_listen: SocketAddr,
@@ -310,6 +316,7 @@ impl Settings {
             table_url,
             storage_root: root,
             max_tenants,
+            tenant_limits_file: s.tenant_limits_file,
             otlp_grpc_listen: s.otlp_grpc_listen.unwrap_or(listen(4317)),
             otlp_http_listen: s.otlp_http_listen.unwrap_or(listen(4318)),
             http_listen: s.http_listen.unwrap_or(listen(3200)),
@@ -423,10 +430,10 @@ mod tests {
         }
         assert_eq!(
             help.matches("[default:").count(),
-            Settings::DEFAULTS.len() + 13,
-            "each default once, plus the thirteen computed ones written in their help (query \
+            Settings::DEFAULTS.len() + 14,
+            "each default once, plus the fourteen computed ones written in their help (query \
              threads, storage URL, eight listeners, the tokens file, the TLS certificate and \
-             client CA files)"
+             client CA files, the tenant limits file)"
         );
     }
 

@@ -5,6 +5,7 @@
 mod auth;
 mod config;
 mod fallback;
+mod limits;
 mod reload;
 mod tenants;
 mod tls;
@@ -181,8 +182,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Per-tenant limits: the file, kept current; without one, none.
+    let limits = match &config.tenant_limits_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read tenant limits file {}", path.display()))?;
+            let file = limits::LimitsFile::parse(&text)
+                .with_context(|| format!("invalid tenant limits file {}", path.display()))?;
+            let shown = path.clone();
+            reload::watch_files(
+                "tenant limits",
+                vec![path.clone()],
+                file,
+                std::time::Duration::from_secs(1),
+                move |contents| {
+                    limits::LimitsFile::parse(std::str::from_utf8(&contents[0])?)
+                        .with_context(|| format!("invalid tenant limits file {}", shown.display()))
+                },
+            )
+        }
+        None => watch::channel(Arc::new(limits::LimitsFile::default())).1,
+    };
     let metrics = Arc::new(Metrics::default());
     let tenants = Tenants::start(
+        limits,
         CollectorConfig {
             table_url: config.table_url.clone(),
             wal_dir: config.wal_dir.clone(),

@@ -27,8 +27,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use parking_lot::Mutex;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt as _;
+use tracelake_collector::ingest::IngestLimits;
 use tracelake_collector::metrics::Metrics;
 use tracelake_collector::{Collector, CollectorConfig};
 use tracelake_query::QueryEngine;
@@ -37,14 +38,19 @@ use url::Url;
 use crate::auth::{self, Identity, Listener};
 use crate::config::{DEFAULT_TENANT, tenant_table_url};
 use crate::fallback;
+use crate::limits::{LimitsFile, TenantLimits};
 
 /// The header (and gRPC metadata key) naming the tenant, as Tempo's.
 pub(crate) const TENANT_HEADER: &str = "x-scope-orgid";
 
 /// One tenant's write and read sides and its routers.
 pub(crate) struct Tenant {
+    id: String,
     collector: Mutex<Option<Collector>>,
+    engine: Arc<QueryEngine>,
     routers: Routers,
+    /// Query requests at once: `max_concurrent_queries` and its slots.
+    queries: Mutex<(Option<usize>, Option<Arc<Semaphore>>)>,
 }
 
 /// A router per TCP listener.
@@ -70,6 +76,40 @@ impl Tenant {
         .clone()
     }
 
+    /// Applies `limits` from the next request (and retention check) on.
+    fn apply(&self, limits: &TenantLimits) {
+        if let Some(collector) = self.collector.lock().as_ref() {
+            collector.set_limits(
+                IngestLimits {
+                    tenant: self.id.clone(),
+                    rate_bytes_per_second: limits.ingestion_rate_bytes,
+                    burst_bytes: limits.ingestion_burst_bytes,
+                    max_spans_per_request: limits.max_spans_per_request,
+                },
+                limits.retention,
+            );
+        }
+        self.engine.set_max_search_window(limits.max_search_window);
+        let mut queries = self.queries.lock();
+        if queries.0 != limits.max_concurrent_queries {
+            // Requests holding a slot of the old semaphore finish on it.
+            *queries = (
+                limits.max_concurrent_queries,
+                limits
+                    .max_concurrent_queries
+                    .map(|n| Arc::new(Semaphore::new(n))),
+            );
+        }
+    }
+
+    /// A query slot, when the tenant limits its concurrent queries: `None`
+    /// when there is no limit, `Some(Err(max))` when every slot is taken.
+    fn query_slot(&self) -> Option<Result<OwnedSemaphorePermit, usize>> {
+        let (max, semaphore) = self.queries.lock().clone();
+        let semaphore = semaphore?;
+        Some(semaphore.try_acquire_owned().map_err(|_| max.unwrap_or(0)))
+    }
+
     /// Runs `f` with the collector (`None` once shut down).
     pub(crate) fn with_collector<T>(&self, f: impl FnOnce(Option<&Collector>) -> T) -> T {
         f(self.collector.lock().as_ref())
@@ -78,6 +118,8 @@ impl Tenant {
 
 /// Every open tenant, and how to open another.
 pub(crate) struct Tenants {
+    /// The limits file (an empty one without `--tenant-limits-file`).
+    limits: watch::Receiver<Arc<LimitsFile>>,
     collector: CollectorConfig,
     root: Url,
     wal_root: PathBuf,
@@ -94,6 +136,7 @@ impl Tenants {
     /// disk (a `file://` root is listed; other stores open their tenants
     /// at the first request).
     pub(crate) async fn start(
+        limits: watch::Receiver<Arc<LimitsFile>>,
         collector: CollectorConfig,
         root: Url,
         wal_root: PathBuf,
@@ -110,6 +153,7 @@ impl Tenants {
                 .context("cannot start the query engine")?,
         );
         let tenants = Arc::new(Tenants {
+            limits,
             collector,
             root,
             wal_root,
@@ -119,13 +163,30 @@ impl Tenants {
             open: Mutex::new(HashMap::new()),
         });
         let tenant = Arc::new(Tenant {
+            id: DEFAULT_TENANT.to_string(),
             routers: routers(&default, &first_engine),
             collector: Mutex::new(Some(default)),
+            engine: first_engine,
+            queries: Mutex::new((None, None)),
         });
+        tenant.apply(&tenants.limits_of(DEFAULT_TENANT));
         tenants.open.lock().insert(
             DEFAULT_TENANT.to_string(),
             Arc::new(OnceCell::new_with(Some(tenant))),
         );
+        // The limits file changes: every open tenant takes its new limits.
+        let watcher = Arc::downgrade(&tenants);
+        let mut changes = tenants.limits.clone();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(tenants) = watcher.upgrade() else {
+                    return;
+                };
+                for tenant in tenants.open_tenants() {
+                    tenant.apply(&tenants.limits_of(&tenant.id));
+                }
+            }
+        });
         for id in tenants.on_disk() {
             if id != DEFAULT_TENANT {
                 tenants
@@ -226,10 +287,30 @@ impl Tenants {
                 .with_context(|| format!("cannot start the query engine of tenant {id}"))?,
         );
         tracing::info!(tenant = id, "tenant opened");
-        Ok(Arc::new(Tenant {
+        let tenant = Arc::new(Tenant {
+            id: id.to_string(),
             routers: routers(&collector, &engine),
             collector: Mutex::new(Some(collector)),
-        }))
+            engine,
+            queries: Mutex::new((None, None)),
+        });
+        tenant.apply(&self.limits_of(id));
+        Ok(tenant)
+    }
+
+    /// `id`'s limits as the file says now.
+    fn limits_of(&self, id: &str) -> TenantLimits {
+        self.limits
+            .borrow()
+            .for_tenant(id, self.collector.retention.max_age)
+    }
+
+    fn open_tenants(&self) -> Vec<Arc<Tenant>> {
+        self.open
+            .lock()
+            .values()
+            .filter_map(|cell| cell.get().cloned())
+            .collect()
     }
 
     /// The default tenant.
@@ -248,12 +329,7 @@ impl Tenants {
     /// Flushes and closes every tenant's collector (after the listeners
     /// that take spans have stopped).
     pub(crate) async fn shutdown(&self) {
-        let tenants: Vec<Arc<Tenant>> = self
-            .open
-            .lock()
-            .values()
-            .filter_map(|cell| cell.get().cloned())
-            .collect();
+        let tenants = self.open_tenants();
         let collectors = tenants
             .iter()
             .filter_map(|t| t.collector.lock().take())
@@ -364,11 +440,81 @@ async fn route(
         Ok(tenant) => tenant,
         Err((status, message)) => return auth::refuse(grpc, status, message),
     };
-    match tenant.router(listener).oneshot(request).await {
+    // A query of a tenant with `max_concurrent_queries` holds a slot until
+    // its answer's body has been sent (a Flight SQL stream included).
+    let slot = if auth::required_scope(listener, request.method(), request.uri().path())
+        == Some(auth::Scope::Query)
+    {
+        match tenant.query_slot() {
+            None => None,
+            Some(Ok(permit)) => Some(permit),
+            Some(Err(max)) => {
+                tenants
+                    .metrics
+                    .limited
+                    .get_or_create(&[
+                        ("tenant", id.clone()),
+                        ("limit", "max_concurrent_queries".to_string()),
+                    ])
+                    .inc();
+                let mut response = auth::refuse(
+                    grpc,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "tenant {id:?} has {max} queries running, its max_concurrent_queries; \
+                         retry later"
+                    ),
+                );
+                if !grpc {
+                    response
+                        .headers_mut()
+                        .insert(axum::http::header::RETRY_AFTER, 1.into());
+                }
+                return response;
+            }
+        }
+    } else {
+        None
+    };
+    let response = match tenant.router(listener).oneshot(request).await {
         Ok(response) => response,
         Err(never) => match never {},
+    };
+    match slot {
+        None => response,
+        Some(permit) => response.map(|body| {
+            axum::body::Body::new(Held {
+                body,
+                _permit: permit,
+            })
+        }),
     }
-    .into_response()
+}
+
+/// A response body that holds a query slot until it is dropped.
+struct Held {
+    body: axum::body::Body,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl axum::body::HttpBody for Held {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// `GET /api/v1/whoami`: the token (by name), the tenant the request acts

@@ -74,6 +74,8 @@ pub struct Flusher {
     metrics: Arc<Metrics>,
     config: FlushConfig,
     retention: RetentionConfig,
+    /// `retention.max_age`, changeable while running ([`Flusher::set_retention`]).
+    max_age: parking_lot::Mutex<Option<Duration>>,
     /// One table change (flush, retention) at a time.
     running: Mutex<()>,
 }
@@ -95,6 +97,7 @@ impl Flusher {
             store,
             metrics,
             config,
+            max_age: parking_lot::Mutex::new(retention.max_age),
             retention,
             running: Mutex::new(()),
         }
@@ -120,6 +123,17 @@ impl Flusher {
         Ok(true)
     }
 
+    /// Changes the retention (a tenant's limits changed); the next check
+    /// applies it.
+    pub fn set_retention(&self, max_age: Option<Duration>) {
+        *self.max_age.lock() = max_age;
+    }
+
+    /// The retention in force.
+    pub fn retention(&self) -> Option<Duration> {
+        *self.max_age.lock()
+    }
+
     /// Retention and clean-up: removes partitions older than the retention
     /// from the table (one commit), then vacuums files no longer in the
     /// table (expired, compacted away, or of failed flushes) that are older
@@ -132,7 +146,8 @@ impl Flusher {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
         let mut removed = 0;
-        if let Some(max_age) = self.retention.max_age
+        let max_age = *self.max_age.lock();
+        if let Some(max_age) = max_age
             && let Some((version, files)) = self
                 .table
                 .expire(now.saturating_sub(i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX)))

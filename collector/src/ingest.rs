@@ -36,6 +36,14 @@ pub enum IngestError {
         reason: &'static str,
         message: String,
     },
+    /// Over one of the tenant's limits ([`IngestLimits`]); `message` names
+    /// it and its value.
+    #[error("{message}")]
+    Limited {
+        limit: &'static str,
+        message: String,
+        retry_after: Duration,
+    },
 }
 
 impl IngestError {
@@ -45,6 +53,7 @@ impl IngestError {
             Self::Overloaded { .. } => "overloaded",
             Self::Unavailable(_) => "unavailable",
             Self::Invalid { reason, .. } => reason,
+            Self::Limited { limit, .. } => limit,
         }
     }
 }
@@ -67,7 +76,89 @@ pub struct IngestConfig {
     pub max_buffer_bytes: usize,
 }
 
+/// A tenant's ingest limits (`None`: no limit); changed while running with
+/// [`Ingest::set_limits`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IngestLimits {
+    /// The tenant, for the `limited_requests` metric.
+    pub tenant: String,
+    /// Bytes per second, as decoded spans (their Arrow size, the measure
+    /// of the buffer's limit), refilling a bucket of `burst_bytes`.
+    pub rate_bytes_per_second: Option<u64>,
+    /// The bucket's size [default: one second of the rate].
+    pub burst_bytes: Option<u64>,
+    /// Spans in one request, accepted or not.
+    pub max_spans_per_request: Option<usize>,
+}
+
+/// The token bucket of the rate limit.
+#[derive(Debug)]
+struct Bucket {
+    limits: IngestLimits,
+    tokens: f64,
+    refilled: std::time::Instant,
+}
+
+impl Bucket {
+    fn new(limits: IngestLimits) -> Bucket {
+        let tokens = limits.burst() as f64;
+        Bucket {
+            limits,
+            tokens,
+            refilled: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes `bytes`, or says how long until they would be there.
+    fn take(&mut self, bytes: usize) -> Result<(), IngestError> {
+        let Some(rate) = self.limits.rate_bytes_per_second else {
+            return Ok(());
+        };
+        let burst = self.limits.burst() as f64;
+        let now = std::time::Instant::now();
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + elapsed * rate as f64).min(burst);
+        let bytes = bytes as f64;
+        if bytes > burst {
+            return Err(IngestError::Limited {
+                limit: "ingestion_rate",
+                message: format!(
+                    "request of {bytes:.0} bytes (decoded) is larger than tenant {:?}'s \
+                     ingestion burst of {burst:.0} bytes: send smaller batches",
+                    self.limits.tenant
+                ),
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        if bytes > self.tokens {
+            let wait = ((bytes - self.tokens) / rate.max(1) as f64).ceil().max(1.0);
+            return Err(IngestError::Limited {
+                limit: "ingestion_rate",
+                message: format!(
+                    "tenant {:?} is over its ingestion rate of {rate} bytes/s (burst {burst:.0}); \
+                     retry after {wait:.0} s",
+                    self.limits.tenant
+                ),
+                retry_after: Duration::from_secs_f64(wait),
+            });
+        }
+        self.tokens -= bytes;
+        Ok(())
+    }
+}
+
+impl IngestLimits {
+    fn burst(&self) -> u64 {
+        self.burst_bytes
+            .or(self.rate_bytes_per_second)
+            .unwrap_or(u64::MAX)
+    }
+}
+
 pub struct Ingest {
+    /// The tenant's limits and rate bucket.
+    bucket: parking_lot::Mutex<Bucket>,
     wal: Arc<Wal>,
     buffer: Arc<Buffer>,
     metrics: Arc<Metrics>,
@@ -92,12 +183,26 @@ impl Ingest {
         flush: Arc<Notify>,
     ) -> Self {
         Self {
+            bucket: parking_lot::Mutex::new(Bucket::new(IngestLimits::default())),
             wal,
             buffer,
             metrics,
             config,
             flush,
         }
+    }
+
+    /// Replaces the limits (the bucket starts full when the rate changes).
+    pub fn set_limits(&self, limits: IngestLimits) {
+        let mut bucket = self.bucket.lock();
+        if bucket.limits != limits {
+            *bucket = Bucket::new(limits);
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> IngestLimits {
+        self.bucket.lock().limits.clone()
     }
 
     fn acceptance(&self) -> Acceptance {
@@ -172,7 +277,16 @@ impl Ingest {
             .await
             .map_err(|e| IngestError::Unavailable(format!("ingest task failed: {e}")))
             .and_then(|r| r)
-            .inspect_err(|e| self.count_error(protocol, e.reason()))?;
+            .inspect_err(|e| {
+                self.count_error(protocol, e.reason());
+                if let IngestError::Limited { limit, .. } = e {
+                    let tenant = self.bucket.lock().limits.tenant.clone();
+                    self.metrics
+                        .limited
+                        .get_or_create(&[("tenant", tenant), ("limit", (*limit).to_string())])
+                        .inc();
+                }
+            })?;
         if let Some(seq) = seq {
             self.wal
                 .synced(seq)
@@ -210,6 +324,20 @@ impl Ingest {
         fill(&mut sink)?;
         let rejections = sink.rejections;
         let accepted = builder.len() as u64;
+        let max_spans = self.bucket.lock().limits.max_spans_per_request;
+        if let Some(max) = max_spans
+            && (accepted + rejections.count) as usize > max
+        {
+            return Err(IngestError::Limited {
+                limit: "max_spans_per_request",
+                message: format!(
+                    "request of {} spans is over the tenant's limit of {max} spans per request: \
+                     send smaller batches",
+                    accepted + rejections.count
+                ),
+                retry_after: Duration::from_secs(1),
+            });
+        }
         if accepted == 0 {
             return Ok((
                 None,
@@ -220,6 +348,7 @@ impl Ingest {
             ));
         }
         let batch = builder.finish();
+        self.bucket.lock().take(batch.get_array_memory_size())?;
         let (seq, ()) = self
             .wal
             .append(&batch, |seq| self.buffer.insert(seq, &batch))
@@ -231,5 +360,44 @@ impl Ingest {
                 rejections,
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_refills_at_the_rate_and_refuses_what_it_cannot_hold() {
+        let mut bucket = Bucket::new(IngestLimits {
+            tenant: "t".into(),
+            rate_bytes_per_second: Some(1000),
+            burst_bytes: Some(2000),
+            max_spans_per_request: None,
+        });
+        bucket.take(1500).unwrap();
+        match bucket.take(1000) {
+            Err(IngestError::Limited {
+                limit,
+                retry_after,
+                message,
+            }) => {
+                assert_eq!(limit, "ingestion_rate");
+                assert!(retry_after >= Duration::from_secs(1), "{retry_after:?}");
+                assert!(message.contains("1000 bytes/s"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let Err(IngestError::Limited { message, .. }) = bucket.take(2001) else {
+            panic!("over the burst");
+        };
+        assert!(message.contains("larger than"), "{message}");
+        // Half a second refills 500 bytes: 1000 are there again.
+        bucket.refilled -= Duration::from_millis(500);
+        bucket.take(1000).unwrap();
+        // No rate: no limit.
+        Bucket::new(IngestLimits::default())
+            .take(usize::MAX)
+            .unwrap();
     }
 }

@@ -191,6 +191,18 @@ impl Collector {
         storage::router(Arc::clone(&self.table))
     }
 
+    /// Applies a tenant's limits: ingest limits and retention (`None`:
+    /// keep everything), from the next request and the next check on.
+    pub fn set_limits(&self, ingest: ingest::IngestLimits, retention: Option<std::time::Duration>) {
+        self.ingest.set_limits(ingest);
+        self.flusher.set_retention(retention);
+    }
+
+    /// The retention in force.
+    pub fn retention(&self) -> Option<std::time::Duration> {
+        self.flusher.retention()
+    }
+
     /// Flushes everything buffered now (tests, admin).
     pub async fn flush(&self) -> Result<usize, flush::Error> {
         self.flusher.flush().await

@@ -11,12 +11,16 @@ use prometheus_client::registry::{Registry, Unit};
 pub type ProtocolLabel = [(&'static str, &'static str); 1];
 /// `protocol` and `reason` labels.
 pub type ReasonLabels = [(&'static str, &'static str); 2];
+/// `tenant` and `limit` labels.
+pub type LimitLabels = [(&'static str, String); 2];
 
 pub struct Metrics {
     pub spans_received: Family<ProtocolLabel, Counter>,
     pub spans_accepted: Family<ProtocolLabel, Counter>,
     pub spans_rejected: Family<ReasonLabels, Counter>,
     pub request_errors: Family<ReasonLabels, Counter>,
+    /// Requests refused for a tenant's limit, by tenant and limit.
+    pub limited: Family<LimitLabels, Counter>,
     pub wal_bytes: Counter,
     pub wal_fsync_seconds: Histogram,
     pub wal_segments: Gauge,
@@ -49,6 +53,7 @@ impl Default for Metrics {
             spans_accepted: Family::default(),
             spans_rejected: Family::default(),
             request_errors: Family::default(),
+            limited: Family::default(),
             wal_bytes: Counter::default(),
             wal_fsync_seconds: seconds(),
             wal_segments: Gauge::default(),
@@ -98,6 +103,12 @@ impl Metrics {
             "request_errors",
             "Ingest requests that failed as a whole, by protocol and reason",
             self.request_errors.clone(),
+        );
+        r.register(
+            "limited_requests",
+            "Requests refused for a tenant's limit (ingestion_rate, max_spans_per_request, \
+             max_concurrent_queries, max_search_window), by tenant and limit",
+            self.limited.clone(),
         );
         r.register_with_unit(
             "wal_written",

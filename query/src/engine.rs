@@ -59,6 +59,17 @@ impl From<DataFusionError> for QueryError {
     }
 }
 
+/// `d` in the largest unit that divides it (`2h`, `90m`, `45s`, `1500ms`).
+fn whole_units(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
+}
+
 /// Limits applied to every query.
 #[derive(Debug, Clone)]
 pub struct QueryConfig {
@@ -78,6 +89,9 @@ pub struct QueryEngine {
     /// one set of query threads, one admission control, one memory pool.
     executor: Arc<Executor>,
     runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    /// The tenant's longest search time range (`None`: any), changeable
+    /// while running.
+    max_search_window: parking_lot::Mutex<Option<Duration>>,
 }
 
 impl QueryEngine {
@@ -138,7 +152,36 @@ impl QueryEngine {
             spans,
             executor,
             runtime,
+            max_search_window: parking_lot::Mutex::new(None),
         })
+    }
+
+    /// Sets the longest time range a trace search may cover (the
+    /// tenant's `max_search_window`; `None`: any).
+    pub fn set_max_search_window(&self, window: Option<Duration>) {
+        *self.max_search_window.lock() = window;
+    }
+
+    /// Refuses a search over a longer range than the tenant's
+    /// `max_search_window` (an invalid request, as Tempo's
+    /// `max_search_duration`: a retry would not help).
+    pub fn check_search_window(
+        &self,
+        range: &tracelake_protocols::params::TimeRange,
+    ) -> Result<(), QueryError> {
+        let Some(window) = *self.max_search_window.lock() else {
+            return Ok(());
+        };
+        let asked = Duration::from_nanos(range.end.saturating_sub(range.start).max(0) as u64);
+        if asked > window {
+            return Err(QueryError::Invalid(format!(
+                "the search covers {}, more than this tenant's max_search_window of {}: \
+                 narrow start and end",
+                whole_units(asked),
+                whole_units(window)
+            )));
+        }
+        Ok(())
     }
 
     pub fn context(&self) -> &SessionContext {

@@ -196,6 +196,7 @@ pub async fn find(
     limit: usize,
     cursor: Option<Cursor>,
 ) -> Result<(Vec<Match>, Option<Cursor>), QueryError> {
+    engine.check_search_window(&range)?;
     let having = cursor.map_or_else(String::new, |c| {
         format!(
             "HAVING min(start_time_unix_nano) < {0} OR (min(start_time_unix_nano) = {0} AND trace_id > {1})",

@@ -351,3 +351,251 @@ async fn with_tokens_the_token_decides_the_tenant() {
     assert_eq!(status, 403);
     assert!(body.contains("may not act for tenant \"shop\""), "{body}");
 }
+
+/// `n` spans of one trace starting `ago_s` seconds ago.
+fn spans_ago(trace: u128, n: u64, ago_s: u64) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+    (1..=n)
+        .map(|i| {
+            let mut s = span(trace, i);
+            s.start_time_unix_nano -= ago_s * 1_000_000_000;
+            s.end_time_unix_nano -= ago_s * 1_000_000_000;
+            s
+        })
+        .collect()
+}
+
+/// POSTs `spans` as `tenant` over OTLP/HTTP: the status and `Retry-After`.
+async fn send_as(
+    server: &TestServer,
+    tenant: &str,
+    spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>,
+) -> (u16, Option<String>, String) {
+    let r = reqwest::Client::new()
+        .post(server.otlp_url())
+        .header("x-scope-orgid", tenant)
+        .header("content-type", "application/x-protobuf")
+        .body(request(&format!("{tenant}-svc"), spans).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, retry, r.text().await.unwrap())
+}
+
+const LIMITS: &str = r#"
+[defaults]
+max_search_window = "12h"
+
+[tenants.small]
+ingestion_rate_bytes = 400000
+max_spans_per_request = 50
+max_search_window = "1h"
+max_concurrent_queries = 1
+retention = "1h"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_tenant_limits_hold_for_one_tenant_and_not_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = dir.path().join("limits.toml");
+    std::fs::write(&limits, LIMITS).unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            "--tenant-limits-file",
+            limits.to_str().unwrap(),
+            "--retention",
+            "0s",
+            "--retention-check-interval",
+            "300ms",
+            "--flush-max-age",
+            "200ms",
+            "--query-timeout",
+            "3s",
+        ],
+    )
+    .await;
+
+    // Spans per request: 60 is over small's 50, not big's (no limit).
+    let (status, retry, body) = send_as(&server, "small", spans_ago(1, 60, 0)).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(retry.is_some(), "Retry-After");
+    assert!(body.contains("50 spans per request"), "{body}");
+    assert_eq!(send_as(&server, "big", spans_ago(1, 60, 0)).await.0, 200);
+
+    // Retention: small keeps one hour, big (the server's 0s) everything.
+    for tenant in ["small", "big"] {
+        let (status, _, body) = send_as(&server, tenant, spans_ago(2, 20, 3 * 3600)).await;
+        assert_eq!(status, 200, "{tenant}: {body}");
+    }
+
+    // The ingestion rate: small runs out of its bucket, big never does.
+    let (mut small_refused, mut n) = (None, 0);
+    while small_refused.is_none() && n < 300 {
+        n += 1;
+        let (status, retry, body) = send_as(&server, "small", spans_ago(3 + n, 40, 0)).await;
+        match status {
+            200 => {}
+            429 => small_refused = Some((retry, body)),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    let (retry, body) = small_refused.expect("small is limited within 300 requests");
+    assert!(retry.is_some_and(|r| r.parse::<u64>().unwrap() >= 1));
+    assert!(body.contains("ingestion rate of 400000 bytes/s"), "{body}");
+    for i in 0..n {
+        let (status, _, body) = send_as(&server, "big", spans_ago(1000 + i, 40, 0)).await;
+        assert_eq!(status, 200, "big is not limited: {body}");
+    }
+    // gRPC: RESOURCE_EXHAUSTED (once small's bucket is empty again).
+    let mut client = TraceServiceClient::connect(format!("http://{}", server.grpc))
+        .await
+        .unwrap();
+    let mut code = tonic::Code::Ok;
+    for i in 0..300 {
+        let mut r = tonic::Request::new(request("small-svc", spans_ago(5000 + i, 40, 0)));
+        r.metadata_mut()
+            .insert("x-scope-orgid", "small".parse().unwrap());
+        if let Err(status) = client.export(r).await {
+            code = status.code();
+            break;
+        }
+    }
+    assert_eq!(code, tonic::Code::ResourceExhausted);
+
+    // The search window: small 1h, big the default 12h.
+    let search = |lookback: &str| server.url(&format!("/api/v1/search?lookback={lookback}"));
+    let (status, body) = get(&search("2h"), Some("small"), None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("max_search_window of 1h"), "{body}");
+    assert_eq!(get(&search("30m"), Some("small"), None).await.0, 200);
+    assert_eq!(get(&search("2h"), Some("big"), None).await.0, 200);
+    let (status, body) = get(&search("1d"), Some("big"), None).await;
+    assert_eq!(status, 400, "{body}");
+
+    // Concurrent queries: while a runaway query holds small's one slot,
+    // small's next query is refused and big's runs.
+    let runaway = {
+        let url = server.url("/api/v1/sql");
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("x-scope-orgid", "small")
+                .json(&serde_json::json!({"sql": "SELECT count(*) FROM generate_series(1, 100000000) a, generate_series(1, 100000000) b"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    let services = server.url("/api/v1/services");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut refused = None;
+    while std::time::Instant::now() < deadline {
+        let (status, body) = get(&services, Some("small"), None).await;
+        if status == 429 {
+            refused = Some(body);
+            break;
+        }
+    }
+    let refused = refused.expect("small's second query refused while its first runs");
+    assert!(refused.contains("max_concurrent_queries"), "{refused}");
+    assert_eq!(get(&services, Some("big"), None).await.0, 200);
+    assert_eq!(
+        runaway.await.unwrap(),
+        408,
+        "the runaway ends at its time limit"
+    );
+    assert_eq!(
+        get(&services, Some("small"), None).await.0,
+        200,
+        "the slot is free again"
+    );
+
+    // Small's three-hour-old partition is removed; big's stays.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = sql(
+            &server,
+            Some("small"),
+            &format!(
+                "SELECT count(*) AS n FROM spans WHERE trace_id = X'{:032x}'",
+                2u128
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        if body["rows"][0]["n"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "small's old spans not expired in 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, big) = sql(
+        &server,
+        Some("big"),
+        &format!(
+            "SELECT count(*) AS n FROM spans WHERE trace_id = X'{:032x}'",
+            2u128
+        ),
+    )
+    .await;
+    assert_eq!(big["rows"][0]["n"], 20, "{big}");
+
+    // Counted per tenant and limit.
+    let (_, metrics) = get(&server.url("/metrics"), None, None).await;
+    for limit in [
+        "max_spans_per_request",
+        "ingestion_rate",
+        "max_concurrent_queries",
+    ] {
+        let name =
+            format!("tracelake_limited_requests_total{{tenant=\"small\",limit=\"{limit}\"}}");
+        assert!(
+            crate::server::metric(&metrics, &name) >= 1.0,
+            "{name}:\n{metrics}"
+        );
+    }
+    assert!(!metrics.contains("tenant=\"big\""), "{metrics}");
+
+    // The file is reread: small may now send 60 spans per request.
+    std::fs::write(
+        &limits,
+        LIMITS.replace("max_spans_per_request = 50", "max_spans_per_request = 100"),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let (status, _, body) = send_as(&server, "small", spans_ago(9999, 60, 0)).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            body.contains("spans per request") || body.contains("ingestion rate"),
+            "{body}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new limit not in force in 30 s"
+        );
+    }
+    let (_, stored) = sql(
+        &server,
+        Some("small"),
+        &format!(
+            "SELECT count(*) AS n FROM spans WHERE trace_id = X'{:032x}'",
+            9999u128
+        ),
+    )
+    .await;
+    assert_eq!(stored["rows"][0]["n"], 60, "{stored}");
+}

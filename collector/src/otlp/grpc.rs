@@ -142,7 +142,9 @@ fn status(err: &IngestError) -> Status {
         return Status::invalid_argument(message.clone());
     }
     let (code, retry_after) = match err {
-        IngestError::Overloaded { retry_after, .. } => (Code::ResourceExhausted, *retry_after),
+        IngestError::Overloaded { retry_after, .. } | IngestError::Limited { retry_after, .. } => {
+            (Code::ResourceExhausted, *retry_after)
+        }
         IngestError::Unavailable(_) | IngestError::Invalid { .. } => {
             (Code::Unavailable, std::time::Duration::from_secs(1))
         }

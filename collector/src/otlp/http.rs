@@ -144,7 +144,8 @@ impl From<IngestError> for Failure {
             };
         }
         let (status, retry_after) = match &err {
-            IngestError::Overloaded { retry_after, .. } => {
+            IngestError::Overloaded { retry_after, .. }
+            | IngestError::Limited { retry_after, .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, retry_after.as_secs().max(1))
             }
             IngestError::Unavailable(_) | IngestError::Invalid { .. } => {
