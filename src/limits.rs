@@ -7,6 +7,7 @@
 //! ingestion_rate_bytes = 15000000   # decoded span bytes per second
 //! ingestion_burst_bytes = 20000000  # the bucket [default: one second of the rate]
 //! max_spans_per_request = 10000
+//! max_bytes_per_trace = 5000000     # decoded bytes while the trace grows
 //! retention = "7d"                  # [default: --retention]; "0s" keeps everything
 //! max_search_window = "24h"         # longest trace search time range
 //! max_concurrent_queries = 4        # query requests of the tenant at once
@@ -19,7 +20,10 @@
 //! the server's `--retention`). Over a limit: 429 with `Retry-After` /
 //! `RESOURCE_EXHAUSTED` with RetryInfo, counted in
 //! `tracelake_limited_requests_total{tenant, limit}`, except a search over
-//! `max_search_window`, which is 400 (no retry would help).
+//! `max_search_window`, which is 400 (no retry would help), and the spans
+//! that would take a trace over `max_bytes_per_trace`, which are rejected
+//! with the rest of the request accepted (OTLP partial success, as Tempo
+//! discards "trace too large" spans).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,6 +38,7 @@ pub(crate) struct LimitValues {
     ingestion_rate_bytes: Option<u64>,
     ingestion_burst_bytes: Option<u64>,
     max_spans_per_request: Option<usize>,
+    max_bytes_per_trace: Option<u64>,
     retention: Option<String>,
     max_search_window: Option<String>,
     max_concurrent_queries: Option<usize>,
@@ -46,6 +51,7 @@ impl LimitValues {
             ingestion_rate_bytes: self.ingestion_rate_bytes.or(other.ingestion_rate_bytes),
             ingestion_burst_bytes: self.ingestion_burst_bytes.or(other.ingestion_burst_bytes),
             max_spans_per_request: self.max_spans_per_request.or(other.max_spans_per_request),
+            max_bytes_per_trace: self.max_bytes_per_trace.or(other.max_bytes_per_trace),
             retention: self.retention.clone().or(other.retention.clone()),
             max_search_window: self
                 .max_search_window
@@ -75,6 +81,10 @@ impl LimitValues {
                 self.ingestion_burst_bytes.map(|v| v as usize),
             ),
             ("max_spans_per_request", self.max_spans_per_request),
+            (
+                "max_bytes_per_trace",
+                self.max_bytes_per_trace.map(|v| v as usize),
+            ),
             ("max_concurrent_queries", self.max_concurrent_queries),
         ] {
             if value == Some(0) {
@@ -101,6 +111,7 @@ pub(crate) struct TenantLimits {
     pub(crate) ingestion_rate_bytes: Option<u64>,
     pub(crate) ingestion_burst_bytes: Option<u64>,
     pub(crate) max_spans_per_request: Option<usize>,
+    pub(crate) max_bytes_per_trace: Option<u64>,
     /// `None`: keep everything.
     pub(crate) retention: Option<Duration>,
     pub(crate) max_search_window: Option<Duration>,
@@ -140,6 +151,7 @@ impl LimitsFile {
             ingestion_rate_bytes: values.ingestion_rate_bytes,
             ingestion_burst_bytes: values.ingestion_burst_bytes,
             max_spans_per_request: values.max_spans_per_request,
+            max_bytes_per_trace: values.max_bytes_per_trace,
             retention: match duration(&values.retention) {
                 Some(d) if d.is_zero() => None,
                 Some(d) => Some(d),

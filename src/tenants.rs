@@ -85,6 +85,7 @@ impl Tenant {
                     rate_bytes_per_second: limits.ingestion_rate_bytes,
                     burst_bytes: limits.ingestion_burst_bytes,
                     max_spans_per_request: limits.max_spans_per_request,
+                    max_bytes_per_trace: limits.max_bytes_per_trace,
                 },
                 limits.retention,
             );

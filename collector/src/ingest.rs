@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arrow::array::RecordBatch;
 use tokio::sync::Notify;
 use tracelake_protocols::Sink;
 use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -82,13 +83,100 @@ pub struct IngestConfig {
 pub struct IngestLimits {
     /// The tenant, for the `limited_requests` metric.
     pub tenant: String,
-    /// Bytes per second, as decoded spans (their Arrow size, the measure
-    /// of the buffer's limit), refilling a bucket of `burst_bytes`.
+    /// Bytes per second, as decoded spans (the bytes their Arrow columns
+    /// use), refilling a bucket of `burst_bytes`.
     pub rate_bytes_per_second: Option<u64>,
     /// The bucket's size [default: one second of the rate].
     pub burst_bytes: Option<u64>,
     /// Spans in one request, accepted or not.
     pub max_spans_per_request: Option<usize>,
+    /// Decoded bytes of one trace while it keeps receiving spans (it is
+    /// forgotten after [`TRACE_IDLE`] without one); the spans that would
+    /// take it over are rejected (OTLP partial success).
+    pub max_bytes_per_trace: Option<u64>,
+}
+
+/// The bytes `batch` holds (used, not allocated: builders over-allocate, and
+/// a small batch's allocations are mostly slack) — the measure of the
+/// ingestion rate and of trace sizes.
+fn used_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+        .sum()
+}
+
+/// How long a trace's size is remembered after its last span, for
+/// `max_bytes_per_trace` (a trace still growing after this starts again
+/// from zero).
+pub const TRACE_IDLE: Duration = Duration::from_secs(300);
+
+/// Most traces whose size is remembered; beyond, the least recently seen
+/// are forgotten first.
+const MAX_TRACKED_TRACES: usize = 1_000_000;
+
+/// The sizes of recently seen traces of a tenant.
+#[derive(Debug, Default)]
+struct TraceSizes {
+    sizes: std::collections::HashMap<[u8; 16], (u64, std::time::Instant)>,
+    swept: Option<std::time::Instant>,
+}
+
+impl TraceSizes {
+    /// Keeps the rows of `batch` whose traces stay within `max` bytes (each
+    /// row taking an equal share of the batch's size), counting them; the
+    /// number of rows left out.
+    fn admit(&mut self, batch: RecordBatch, max: u64) -> Result<(RecordBatch, u64), IngestError> {
+        use arrow::array::AsArray as _;
+        let now = std::time::Instant::now();
+        if self
+            .swept
+            .is_none_or(|t| now.duration_since(t) > Duration::from_secs(10))
+            || self.sizes.len() > MAX_TRACKED_TRACES
+        {
+            self.sizes
+                .retain(|_, (_, seen)| now.duration_since(*seen) < TRACE_IDLE);
+            if self.sizes.len() > MAX_TRACKED_TRACES {
+                let mut seen: Vec<std::time::Instant> = self.sizes.values().map(|v| v.1).collect();
+                seen.sort_unstable();
+                let cut = seen[seen.len() - MAX_TRACKED_TRACES / 2];
+                self.sizes.retain(|_, (_, t)| *t >= cut);
+            }
+            self.swept = Some(now);
+        }
+        let rows = batch.num_rows();
+        let per_row = (used_bytes(&batch) / rows.max(1)) as u64;
+        let Some(ids) = batch.column_by_name(tracelake_schema::spans::TRACE_ID) else {
+            return Ok((batch, 0));
+        };
+        let ids = ids.as_binary::<i32>();
+        let key = |row: usize| -> [u8; 16] { ids.value(row).try_into().unwrap_or([0; 16]) };
+        let mut in_batch: std::collections::HashMap<[u8; 16], u64> = Default::default();
+        for row in 0..rows {
+            *in_batch.entry(key(row)).or_default() += per_row;
+        }
+        let mut over = std::collections::HashSet::new();
+        for (id, bytes) in in_batch {
+            let (size, seen) = self.sizes.entry(id).or_insert((0, now));
+            *seen = now;
+            if *size + bytes > max {
+                over.insert(id);
+            } else {
+                *size += bytes;
+            }
+        }
+        if over.is_empty() {
+            return Ok((batch, 0));
+        }
+        let keep: arrow::array::BooleanArray = (0..rows)
+            .map(|row| Some(!over.contains(&key(row))))
+            .collect();
+        let kept = arrow::compute::filter_record_batch(&batch, &keep)
+            .map_err(|e| IngestError::Unavailable(format!("cannot filter the batch: {e}")))?;
+        let left_out = (rows - kept.num_rows()) as u64;
+        Ok((kept, left_out))
+    }
 }
 
 /// The token bucket of the rate limit.
@@ -159,6 +247,8 @@ impl IngestLimits {
 pub struct Ingest {
     /// The tenant's limits and rate bucket.
     bucket: parking_lot::Mutex<Bucket>,
+    /// For `max_bytes_per_trace`.
+    trace_sizes: parking_lot::Mutex<TraceSizes>,
     wal: Arc<Wal>,
     buffer: Arc<Buffer>,
     metrics: Arc<Metrics>,
@@ -184,6 +274,7 @@ impl Ingest {
     ) -> Self {
         Self {
             bucket: parking_lot::Mutex::new(Bucket::new(IngestLimits::default())),
+            trace_sizes: parking_lot::Mutex::new(TraceSizes::default()),
             wal,
             buffer,
             metrics,
@@ -322,9 +413,15 @@ impl Ingest {
         let mut builder = SpansBuilder::with_capacity(capacity);
         let mut sink = Sink::new(&mut builder, self.acceptance());
         fill(&mut sink)?;
-        let rejections = sink.rejections;
+        let mut rejections = sink.rejections;
         let accepted = builder.len() as u64;
-        let max_spans = self.bucket.lock().limits.max_spans_per_request;
+        let (max_spans, max_trace) = {
+            let bucket = self.bucket.lock();
+            (
+                bucket.limits.max_spans_per_request,
+                bucket.limits.max_bytes_per_trace,
+            )
+        };
         if let Some(max) = max_spans
             && (accepted + rejections.count) as usize > max
         {
@@ -347,8 +444,34 @@ impl Ingest {
                 },
             ));
         }
-        let batch = builder.finish();
-        self.bucket.lock().take(batch.get_array_memory_size())?;
+        let mut batch = builder.finish();
+        let mut accepted = accepted;
+        if let Some(max) = max_trace {
+            let (kept, left_out) = self.trace_sizes.lock().admit(batch, max)?;
+            if left_out > 0 {
+                rejections.add_n(tracelake_schema::otlp::Rejection::TraceTooLarge, left_out);
+                let tenant = self.bucket.lock().limits.tenant.clone();
+                self.metrics
+                    .limited
+                    .get_or_create(&[
+                        ("tenant", tenant),
+                        ("limit", "max_bytes_per_trace".to_string()),
+                    ])
+                    .inc();
+                accepted -= left_out;
+                if kept.num_rows() == 0 {
+                    return Ok((
+                        None,
+                        Accepted {
+                            spans: 0,
+                            rejections,
+                        },
+                    ));
+                }
+            }
+            batch = kept;
+        }
+        self.bucket.lock().take(used_bytes(&batch))?;
         let (seq, ()) = self
             .wal
             .append(&batch, |seq| self.buffer.insert(seq, &batch))
@@ -373,7 +496,7 @@ mod tests {
             tenant: "t".into(),
             rate_bytes_per_second: Some(1000),
             burst_bytes: Some(2000),
-            max_spans_per_request: None,
+            ..IngestLimits::default()
         });
         bucket.take(1500).unwrap();
         match bucket.take(1000) {

@@ -62,6 +62,9 @@ pub enum Rejection {
     InvalidStatusCode,
     EndBeforeStart,
     StartOutsideWindow,
+    /// The span's trace is over its tenant's `max_bytes_per_trace`
+    /// (decided by the collector, not by the conversion).
+    TraceTooLarge,
 }
 
 impl Rejection {
@@ -74,6 +77,7 @@ impl Rejection {
             Self::InvalidStatusCode => "status.code must be a StatusCode number from 0 to 2",
             Self::EndBeforeStart => "end_time_unix_nano is before start_time_unix_nano",
             Self::StartOutsideWindow => "start_time_unix_nano is outside the accepted time window",
+            Self::TraceTooLarge => "the trace is over its tenant's max_bytes_per_trace",
         }
     }
 
@@ -87,6 +91,7 @@ impl Rejection {
             Self::InvalidStatusCode => "invalid_status_code",
             Self::EndBeforeStart => "end_before_start",
             Self::StartOutsideWindow => "start_outside_window",
+            Self::TraceTooLarge => "trace_too_large",
         }
     }
 }
@@ -101,10 +106,18 @@ pub struct Rejections {
 
 impl Rejections {
     pub fn add(&mut self, r: Rejection) {
-        self.count += 1;
+        self.add_n(r, 1);
+    }
+
+    /// Counts `n` spans rejected for `r`.
+    pub fn add_n(&mut self, r: Rejection, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.count += n;
         match self.reasons.iter_mut().find(|(k, _)| *k == r) {
-            Some((_, n)) => *n += 1,
-            None => self.reasons.push((r, 1)),
+            Some((_, c)) => *c += n,
+            None => self.reasons.push((r, n)),
         }
     }
 

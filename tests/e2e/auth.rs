@@ -452,9 +452,9 @@ async fn grpc_listeners_answer_unauthenticated_and_permission_denied() {
 async fn real_clients_send_their_tokens() {
     let Some(python) = python_with(
         "adbc_driver_flightsql, opentelemetry.exporter.otlp.proto.grpc.trace_exporter, \
-         opentelemetry.exporter.otlp.proto.http.trace_exporter",
+         opentelemetry.exporter.otlp.proto.http.trace_exporter, opentelemetry.exporter.zipkin.json",
         "adbc-driver-flightsql opentelemetry-exporter-otlp-proto-grpc \
-         opentelemetry-exporter-otlp-proto-http",
+         opentelemetry-exporter-otlp-proto-http opentelemetry-exporter-zipkin-json",
     ) else {
         return;
     };
@@ -469,6 +469,7 @@ async fn real_clients_send_their_tokens() {
         &format!("grpc://{}", server.flight_sql),
         INGEST,
         QUERY,
+        &format!("http://{}/api/v2/spans", server.zipkin),
     ]))
     .await;
     for protocol in ["http", "grpc"] {
@@ -476,9 +477,11 @@ async fn real_clients_send_their_tokens() {
         assert_eq!(out[format!("{protocol}_wrong")]["ok"], false, "{out}");
         assert_eq!(out[format!("{protocol}_query")]["ok"], false, "{out}");
     }
-    // Both accepted exports and nothing else are stored; the ADBC client,
-    // signed in through the handshake, counted them.
-    assert_eq!(out["flight_right"]["rows"], 2, "{out}");
+    assert_eq!(out["zipkin_right"]["ok"], true, "{out}");
+    assert_eq!(out["zipkin_wrong"]["ok"], false, "{out}");
+    // The three accepted exports and nothing else are stored; the ADBC
+    // client, signed in through the handshake, counted them.
+    assert_eq!(out["flight_right"]["rows"], 3, "{out}");
     let wrong = out["flight_wrong"]["error"].as_str().unwrap_or_default();
     assert!(wrong.to_lowercase().contains("unauthenticated"), "{out}");
     let ingest = out["flight_ingest"]["error"].as_str().unwrap_or_default();
@@ -496,6 +499,7 @@ async fn real_clients_send_their_tokens() {
         serde_json::json!([
             {"t": out["grpc_right"]["trace_id"], "s": "otlp-grpc-right"},
             {"t": out["http_right"]["trace_id"], "s": "otlp-http-right"},
+            {"t": out["zipkin_right"]["trace_id"], "s": "zipkin-right"},
         ]),
         "{body}"
     );
@@ -589,4 +593,75 @@ async fn a_tokens_file_that_does_not_load_stops_the_start() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unknown scope \"write\""), "{stderr}");
+}
+
+/// The server's log while it starts with `args` on ephemeral loopback
+/// ports, once it holds `line` (or after 30 s).
+fn start_log(dir: &Path, args: &[&str], line: &str) -> String {
+    let log = dir.join("server.log");
+    let mut server = crate::procs::Guard::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tracelake"))
+            .args(["serve", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--listen-address", "127.0.0.1"])
+            .args([
+                "--otlp-grpc-listen",
+                "127.0.0.1:0",
+                "--otlp-http-listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--flight-sql-listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--zipkin-listen",
+                "127.0.0.1:0",
+                "--jaeger-http-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--jaeger-compact-listen", "127.0.0.1:0"])
+            .args(["--jaeger-binary-listen", "127.0.0.1:0"])
+            .args(args)
+            .env("TRACELAKE_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap()),
+        "server",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains(line) || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    server.kill();
+    text
+}
+
+#[test]
+fn without_tokens_the_server_warns_that_anyone_can_read_and_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = start_log(dir.path(), &[], "flight-sql listening");
+    assert!(
+        open.contains(
+            "authentication is OFF (no --auth-tokens-file): anyone who can reach these ports \
+             can read and write all data"
+        ),
+        "{open}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens_file(dir.path());
+    let closed = start_log(
+        dir.path(),
+        &["--auth-tokens-file", tokens.to_str().unwrap()],
+        "flight-sql listening",
+    );
+    assert!(closed.contains("authentication on"), "{closed}");
+    assert!(!closed.contains("authentication is OFF"), "{closed}");
 }

@@ -599,3 +599,79 @@ async fn per_tenant_limits_hold_for_one_tenant_and_not_the_other() {
     .await;
     assert_eq!(stored["rows"][0]["n"], 60, "{stored}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_that_take_a_trace_over_its_size_limit_are_rejected() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+    let dir = tempfile::tempdir().unwrap();
+    let limits = dir.path().join("limits.toml");
+    std::fs::write(&limits, "[tenants.shop]\nmax_bytes_per_trace = 60000\n").unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &["--tenant-limits-file", limits.to_str().unwrap()],
+    )
+    .await;
+    let big: u128 = 0xb16;
+    // The growing trace and, each time, a new small one in the same request.
+    let mut refused = None;
+    for round in 0..200u64 {
+        let mut spans = spans_ago(big, 20, 0);
+        for (i, s) in spans.iter_mut().enumerate() {
+            s.span_id = (round * 100 + i as u64 + 1).to_be_bytes().to_vec();
+        }
+        spans.extend(spans_ago(0x5000 + u128::from(round), 3, 0));
+        let r = reqwest::Client::new()
+            .post(server.otlp_url())
+            .header("x-scope-orgid", "shop")
+            .header("content-type", "application/x-protobuf")
+            .body(request("shop-svc", spans).encode_to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let response = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap();
+        if let Some(partial) = response.partial_success.filter(|p| p.rejected_spans > 0) {
+            refused = Some((round, partial));
+            break;
+        }
+    }
+    let (round, partial) = refused.expect("the trace reaches 60,000 bytes within 200 requests");
+    assert!(round >= 1, "the first 20 spans fit");
+    assert_eq!(
+        partial.rejected_spans, 20,
+        "only the growing trace's spans: {partial:?}"
+    );
+    assert!(
+        partial.error_message.contains("max_bytes_per_trace"),
+        "{}",
+        partial.error_message
+    );
+    let (_, body) = sql(
+        &server,
+        Some("shop"),
+        &format!(
+            "SELECT count(*) FILTER (WHERE trace_id = X'{big:032x}') AS big, \
+             count(DISTINCT trace_id) FILTER (WHERE trace_id <> X'{big:032x}') AS small FROM spans"
+        ),
+    )
+    .await;
+    assert_eq!(body["rows"][0]["big"], 20 * round, "{body}");
+    assert_eq!(
+        body["rows"][0]["small"],
+        round + 1,
+        "every small trace: {body}"
+    );
+    // Another tenant's trace of the same id is not limited.
+    for round in 0..=round {
+        let mut spans = spans_ago(big, 20, 0);
+        for (i, s) in spans.iter_mut().enumerate() {
+            s.span_id = (round * 100 + i as u64 + 1).to_be_bytes().to_vec();
+        }
+        assert_eq!(send_as(&server, "web", spans).await.0, 200);
+    }
+    let (_, web) = sql(&server, Some("web"), "SELECT count(*) AS n FROM spans").await;
+    assert_eq!(web["rows"][0]["n"], 20 * (round + 1), "{web}");
+    let (_, metrics) = get(&server.url("/metrics"), None, None).await;
+    let name = "tracelake_limited_requests_total{tenant=\"shop\",limit=\"max_bytes_per_trace\"}";
+    assert!(crate::server::metric(&metrics, name) >= 1.0, "{metrics}");
+}

@@ -1,10 +1,11 @@
 """Real clients against a tracelake that requires tokens: the OpenTelemetry
-SDK's OTLP exporters (HTTP and gRPC) with `headers`, and the ADBC Flight SQL
-driver with username/password (Flight SQL's handshake: Basic in, bearer
-token out).
+SDK's OTLP exporters (HTTP and gRPC) with `headers`, its Zipkin exporter
+with HTTP Basic credentials (a requests session's `auth`), and the ADBC
+Flight SQL driver with username/password (Flight SQL's handshake: Basic in,
+bearer token out).
 
 Usage: auth_clients.py <otlp-http-url> <otlp-grpc-endpoint> <grpc://flight>
-    <ingest-token> <query-token>
+    <ingest-token> <query-token> <zipkin-spans-url>
 Prints one JSON object with what the test checks; exits non-zero on an
 unexpected failure.
 """
@@ -14,12 +15,14 @@ import logging
 import sys
 
 import adbc_driver_flightsql.dbapi as flight_sql
+import requests
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
     OTLPSpanExporter as GrpcExporter,
 )
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpExporter,
 )
+from opentelemetry.exporter.zipkin.json import ZipkinExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExportResult
@@ -27,7 +30,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 # The exporters log refusals; the JSON on stdout is what counts.
 logging.disable(logging.CRITICAL)
 
-http_url, grpc_endpoint, flight_uri, ingest, query = sys.argv[1:6]
+http_url, grpc_endpoint, flight_uri, ingest, query, zipkin_url = sys.argv[1:7]
 out = {}
 
 
@@ -55,6 +58,14 @@ for name, token in [("right", ingest), ("wrong", "not-a-token"), ("query", query
     out[f"grpc_{name}"] = export(
         GrpcExporter(endpoint=grpc_endpoint, insecure=True, headers=headers, timeout=5),
         f"otlp-grpc-{name}",
+    )
+
+
+for name, token in [("right", ingest), ("wrong", "not-a-token")]:
+    session = requests.Session()
+    session.auth = ("zipkin-reporter", token)
+    out[f"zipkin_{name}"] = export(
+        ZipkinExporter(endpoint=zipkin_url, session=session, timeout=5), f"zipkin-{name}"
     )
 
 
