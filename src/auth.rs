@@ -27,7 +27,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,13 +162,6 @@ struct EntryText {
 const DEFAULT_TENANT: &str = crate::config::DEFAULT_TENANT;
 
 impl Tokens {
-    /// Reads and checks the file at `path`.
-    pub(crate) fn load(path: &Path) -> anyhow::Result<Tokens> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read tokens file {}", path.display()))?;
-        Tokens::parse(&text).with_context(|| format!("invalid tokens file {}", path.display()))
-    }
-
     /// Parses and checks a tokens file's text; every error names the entry.
     pub(crate) fn parse(text: &str) -> anyhow::Result<Tokens> {
         let file: FileText = toml::from_str(text)?;
@@ -321,11 +314,17 @@ pub(crate) fn required_scope(listener: Listener, method: &Method, path: &str) ->
             // The web UI's page and files: the same code for everyone,
             // no data; it signs in and sends the token with its API calls.
             "/" | "/search" | "/services" | "/map" | "/sql" => None,
-            p if p.starts_with("/ui/") || p.starts_with("/trace/") => None,
+            p if one_segment_under(p, "/ui/") || one_segment_under(p, "/trace/") => None,
             "/metrics" | "/api/v1/storage" => Some(Scope::Admin),
             _ => Some(Scope::Query),
         },
     }
+}
+
+/// Whether `path` is `prefix` and one non-empty segment (`/ui/app.js`).
+fn one_segment_under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
 }
 
 /// Why a request's `Authorization` gives no usable token.
@@ -571,17 +570,16 @@ fn refuse_with(grpc: bool, status: StatusCode, reason: String, basic: bool) -> R
     response
 }
 
-/// Keeps the tokens of the file at `path` current: read again when its
-/// content changes (checked every `every`) and on SIGHUP. A file that
-/// cannot be read or does not parse leaves the tokens in force; the error
-/// is logged once per content.
+/// The tokens of the file at `path`, loaded now (an error stops the start)
+/// and kept current: read again when its content changes (checked every
+/// `every`) and on SIGHUP. A file that cannot be read or does not parse
+/// then leaves the tokens in force; the error is logged once per content.
 pub(crate) fn watch_tokens(
     path: PathBuf,
-    initial: Tokens,
     every: Duration,
-) -> watch::Receiver<Arc<Tokens>> {
+) -> anyhow::Result<watch::Receiver<Arc<Tokens>>> {
     let file = path.clone();
-    crate::reload::watch_files("tokens", vec![path], initial, every, move |contents| {
+    crate::reload::watch_files("tokens", vec![path], every, move |contents| {
         let tokens = std::str::from_utf8(&contents[0])
             .map_err(anyhow::Error::from)
             .and_then(Tokens::parse)
@@ -756,6 +754,9 @@ mod tests {
             (Http, &get, "/", None),
             (Http, &get, "/ui/app.js", None),
             (Http, &get, "/trace/abc", None),
+            (Http, &get, "/trace/a/b", Some(Scope::Query)),
+            (Http, &get, "/ui/", Some(Scope::Query)),
+            (Http, &get, "/ui/x/y.js", Some(Scope::Query)),
             (Http, &get, "/api/v1/whoami", Some(Scope::Query)),
             (Http, &post, "/api/v1/sql", Some(Scope::Query)),
             (Http, &get, "/jaeger/api/services", Some(Scope::Query)),

@@ -17,9 +17,11 @@
 //! ```
 //!
 //! A tenant's value is its own, else the default's, else none (no limit;
-//! the server's `--retention`). Over a limit: 429 with `Retry-After` /
-//! `RESOURCE_EXHAUSTED` with RetryInfo, counted in
-//! `tracelake_limited_requests_total{tenant, limit}`, except a search over
+//! the server's `--retention`). Over the rate or the concurrent queries:
+//! 429 with `Retry-After` / `RESOURCE_EXHAUSTED` with RetryInfo; a request
+//! that can never pass (too many spans, larger than the burst): 413 /
+//! `RESOURCE_EXHAUSTED` without RetryInfo; each counted in
+//! `tracelake_limited_requests_total{tenant, limit}`; except a search over
 //! `max_search_window`, which is 400 (no retry would help), and the spans
 //! that would take a trace over `max_bytes_per_trace`, which are rejected
 //! with the rest of the request accepted (OTLP partial success, as Tempo

@@ -151,13 +151,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // mistake is worse than not running.
     let tokens = match &config.auth_tokens_file {
         Some(path) => {
-            let tokens = auth::Tokens::load(path)?;
-            tracing::info!(tokens = tokens.len(), file = %path.display(), "authentication on");
-            Some(auth::watch_tokens(
-                path.clone(),
-                tokens,
-                std::time::Duration::from_secs(1),
-            ))
+            let tokens = auth::watch_tokens(path.clone(), std::time::Duration::from_secs(1))?;
+            tracing::info!(tokens = tokens.borrow().len(), file = %path.display(), "authentication on");
+            Some(tokens)
         }
         None => {
             tracing::warn!(
@@ -185,28 +181,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Per-tenant limits: the file, kept current; without one, none.
     let limits = match &config.tenant_limits_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read tenant limits file {}", path.display()))?;
-            let file = limits::LimitsFile::parse(&text)
-                .with_context(|| format!("invalid tenant limits file {}", path.display()))?;
             let shown = path.clone();
             reload::watch_files(
                 "tenant limits",
                 vec![path.clone()],
-                file,
                 std::time::Duration::from_secs(1),
                 move |contents| {
                     limits::LimitsFile::parse(std::str::from_utf8(&contents[0])?)
                         .with_context(|| format!("invalid tenant limits file {}", shown.display()))
                 },
-            )
+            )?
         }
         None => watch::channel(Arc::new(limits::LimitsFile::default())).1,
     };
     let metrics = Arc::new(Metrics::default());
-    let tenants = Tenants::start(
-        limits,
-        CollectorConfig {
+    let setup = tenants::Setup {
+        auth: tokens.is_some(),
+        collector: CollectorConfig {
             table_url: config.table_url.clone(),
             wal_dir: config.wal_dir.clone(),
             wal_segment_bytes: config.wal_segment_bytes,
@@ -234,17 +225,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             },
             max_request_bytes: config.max_request_bytes,
         },
-        config.storage_root.clone(),
-        config.wal_root.clone(),
-        QueryConfig {
+        root: config.storage_root.clone(),
+        wal_root: config.wal_root.clone(),
+        query: QueryConfig {
             executor: config.query.clone(),
             memory_limit_bytes: config.query_memory_limit_bytes,
             max_result_rows: config.query_max_rows,
         },
-        config.max_tenants,
-        Arc::clone(&metrics),
-    )
-    .await?;
+        max_tenants: config.max_tenants,
+    };
+    let tenants = Tenants::start(setup, limits, Arc::clone(&metrics)).await?;
 
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -261,12 +251,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         registry,
     });
-    // What is not any tenant's: health, readiness and the server's metrics.
+    // What is not any tenant's: health, readiness, the server's metrics and
+    // the web UI's page and files (code, no data).
     let http = Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .route("/metrics", get(prometheus))
         .with_state(Arc::clone(&health))
+        .merge(tracelake_ui::router())
         .merge(tenants::dispatch(
             Arc::clone(&tenants),
             auth::Listener::Http,

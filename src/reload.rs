@@ -9,24 +9,24 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// Keeps `initial`, loaded from `paths`, current: every `every`, and at
-/// once on SIGHUP, the files are read; when any content differs from the
-/// last read (or on SIGHUP), `load` makes a new value from the contents, in
-/// the order of `paths`. A file that cannot be read or a value that does
-/// not load keeps the one in force and logs why (as `what`). The watcher
-/// ends when every receiver is gone.
+/// Loads a value from `paths` now — `load` makes it from the files'
+/// contents, in the order of `paths`; a file that cannot be read or a value
+/// that does not load is the error, which stops the start — and keeps it
+/// current: every `every`, and at once on SIGHUP, the files are read again;
+/// when any content differs from what the value was made from (or on
+/// SIGHUP), `load` makes a new one. Then a file that cannot be read or a
+/// value that does not load keeps the one in force and logs why (as
+/// `what`). The watcher ends when every receiver is gone.
 pub(crate) fn watch_files<T, F>(
     what: &'static str,
     paths: Vec<PathBuf>,
-    initial: T,
     every: Duration,
     load: F,
-) -> watch::Receiver<Arc<T>>
+) -> anyhow::Result<watch::Receiver<Arc<T>>>
 where
     T: Send + Sync + 'static,
     F: Fn(&[Vec<u8>]) -> anyhow::Result<T> + Send + 'static,
 {
-    let (tx, rx) = watch::channel(Arc::new(initial));
     let read_all = {
         let paths = paths.clone();
         move || -> Result<Vec<Vec<u8>>, String> {
@@ -36,7 +36,12 @@ where
                 .collect()
         }
     };
-    let mut last = read_all().ok();
+    // The value and the snapshot the watcher compares with come from the
+    // same read: a change right after it is seen at the first tick.
+    let contents = read_all().map_err(anyhow::Error::msg)?;
+    let initial = load(&contents)?;
+    let mut last = Some(contents);
+    let (tx, rx) = watch::channel(Arc::new(initial));
     tokio::spawn(async move {
         #[cfg(unix)]
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -91,7 +96,7 @@ where
             }
         }
     });
-    rx
+    Ok(rx)
 }
 
 #[cfg(test)]
@@ -109,10 +114,11 @@ mod tests {
         let mut rx = watch_files(
             "number",
             vec![path.clone()],
-            1,
             Duration::from_millis(10),
             parse,
-        );
+        )
+        .unwrap();
+        assert_eq!(**rx.borrow_and_update(), 1);
         std::fs::write(&path, "2").unwrap();
         rx.changed().await.unwrap();
         assert_eq!(**rx.borrow_and_update(), 2);
@@ -126,5 +132,16 @@ mod tests {
         std::fs::write(&path, "3").unwrap();
         rx.changed().await.unwrap();
         assert_eq!(**rx.borrow(), 3);
+        // What does not load at the start is the error.
+        std::fs::write(&path, "three").unwrap();
+        let error = watch_files("number", vec![path.clone()], Duration::from_secs(1), parse);
+        assert!(error.is_err());
+        let missing = watch_files(
+            "number",
+            vec![path.with_extension("x")],
+            Duration::from_secs(1),
+            parse,
+        );
+        assert!(format!("{:#}", missing.unwrap_err()).contains("cannot read"));
     }
 }

@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -46,6 +47,8 @@ pub(crate) const TENANT_HEADER: &str = "x-scope-orgid";
 /// One tenant's write and read sides and its routers.
 pub(crate) struct Tenant {
     id: String,
+    /// The generation of the limits file last applied.
+    limits_generation: std::sync::atomic::AtomicU64,
     collector: Mutex<Option<Collector>>,
     engine: Arc<QueryEngine>,
     routers: Routers,
@@ -119,6 +122,14 @@ impl Tenant {
 
 /// Every open tenant, and how to open another.
 pub(crate) struct Tenants {
+    /// Whether requests carry tokens: then a request without one (the
+    /// web UI's open files) never picks or opens a tenant.
+    auth: bool,
+    /// Set once shutting down: no tenant opens any more.
+    closing: std::sync::atomic::AtomicBool,
+    /// Bumped by every change of the limits file; a tenant that applied an
+    /// older one applies the current one at its next request.
+    limits_generation: std::sync::atomic::AtomicU64,
     /// The limits file (an empty one without `--tenant-limits-file`).
     limits: watch::Receiver<Arc<LimitsFile>>,
     collector: CollectorConfig,
@@ -132,19 +143,36 @@ pub(crate) struct Tenants {
     open: Mutex<HashMap<String, Arc<OnceCell<Arc<Tenant>>>>>,
 }
 
+/// What every tenant is made from.
+pub(crate) struct Setup {
+    /// Whether tokens are required.
+    pub(crate) auth: bool,
+    /// The collector's settings (its table and WAL are set per tenant).
+    pub(crate) collector: CollectorConfig,
+    /// Where the tenants' tables and WAL directories are.
+    pub(crate) root: Url,
+    pub(crate) wal_root: PathBuf,
+    pub(crate) query: tracelake_query::QueryConfig,
+    pub(crate) max_tenants: usize,
+}
+
 impl Tenants {
     /// Opens the default tenant and every tenant with a WAL or table on
     /// disk (a `file://` root is listed; other stores open their tenants
     /// at the first request).
     pub(crate) async fn start(
+        setup: Setup,
         limits: watch::Receiver<Arc<LimitsFile>>,
-        collector: CollectorConfig,
-        root: Url,
-        wal_root: PathBuf,
-        query: tracelake_query::QueryConfig,
-        max_tenants: usize,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Tenants>> {
+        let Setup {
+            auth,
+            collector,
+            root,
+            wal_root,
+            query,
+            max_tenants,
+        } = setup;
         let default_table = tenant_table_url(&root, DEFAULT_TENANT)?;
         let default = Self::start_collector(&collector, &wal_root, &root, DEFAULT_TENANT, &metrics)
             .await
@@ -154,6 +182,9 @@ impl Tenants {
                 .context("cannot start the query engine")?,
         );
         let tenants = Arc::new(Tenants {
+            auth,
+            closing: std::sync::atomic::AtomicBool::new(false),
+            limits_generation: std::sync::atomic::AtomicU64::new(0),
             limits,
             collector,
             root,
@@ -164,6 +195,7 @@ impl Tenants {
             open: Mutex::new(HashMap::new()),
         });
         let tenant = Arc::new(Tenant {
+            limits_generation: std::sync::atomic::AtomicU64::new(0),
             id: DEFAULT_TENANT.to_string(),
             routers: routers(&default, &first_engine),
             collector: Mutex::new(Some(default)),
@@ -183,17 +215,20 @@ impl Tenants {
                 let Some(tenants) = watcher.upgrade() else {
                     return;
                 };
+                // A tenant opening now may have read the old file: it sees
+                // the new generation at its first request.
+                let generation = tenants.limits_generation.fetch_add(1, Ordering::SeqCst) + 1;
                 for tenant in tenants.open_tenants() {
+                    tenant.limits_generation.store(generation, Ordering::SeqCst);
                     tenant.apply(&tenants.limits_of(&tenant.id));
                 }
             }
         });
+        // A tenant that does not open is logged and left closed (its
+        // requests get 503): one broken tenant does not stop the others.
         for id in tenants.on_disk() {
             if id != DEFAULT_TENANT {
-                tenants
-                    .get(&id)
-                    .await
-                    .map_err(|(_, message)| anyhow::anyhow!(message))?;
+                let _ = tenants.get(&id).await;
             }
         }
         Ok(tenants)
@@ -241,6 +276,12 @@ impl Tenants {
             let mut open = self.open.lock();
             match open.get(id) {
                 Some(cell) => Arc::clone(cell),
+                None if self.closing.load(Ordering::SeqCst) => {
+                    return Err((
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("tenant {id:?} cannot be opened: the server is stopping"),
+                    ));
+                }
                 None => {
                     if open.len() >= self.max_tenants {
                         return Err((
@@ -258,17 +299,29 @@ impl Tenants {
                 }
             }
         };
-        cell.get_or_try_init(|| self.start_tenant(id))
-            .await
-            .cloned()
-            .map_err(|error| {
-                let id_error = format!("{error:#}");
-                tracing::error!(tenant = id, "cannot start tenant: {id_error}");
-                (
+        let tenant = match cell.get_or_try_init(|| self.start_tenant(id)).await {
+            Ok(tenant) => Arc::clone(tenant),
+            Err(error) => {
+                tracing::error!(tenant = id, "cannot start tenant: {error:#}");
+                // The slot is not kept by a tenant that did not open.
+                let mut open = self.open.lock();
+                if open
+                    .get(id)
+                    .is_some_and(|c| Arc::ptr_eq(c, &cell) && !c.initialized())
+                {
+                    open.remove(id);
+                }
+                return Err((
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("tenant {id:?} cannot be opened now; the server's log has the details"),
-                )
-            })
+                ));
+            }
+        };
+        let generation = self.limits_generation.load(Ordering::SeqCst);
+        if tenant.limits_generation.swap(generation, Ordering::SeqCst) != generation {
+            tenant.apply(&self.limits_of(id));
+        }
+        Ok(tenant)
     }
 
     async fn start_tenant(&self, id: &str) -> anyhow::Result<Arc<Tenant>> {
@@ -288,7 +341,9 @@ impl Tenants {
                 .with_context(|| format!("cannot start the query engine of tenant {id}"))?,
         );
         tracing::info!(tenant = id, "tenant opened");
+        let generation = self.limits_generation.load(Ordering::SeqCst);
         let tenant = Arc::new(Tenant {
+            limits_generation: std::sync::atomic::AtomicU64::new(generation),
             id: id.to_string(),
             routers: routers(&collector, &engine),
             collector: Mutex::new(Some(collector)),
@@ -330,6 +385,7 @@ impl Tenants {
     /// Flushes and closes every tenant's collector (after the listeners
     /// that take spans have stopped).
     pub(crate) async fn shutdown(&self) {
+        self.closing.store(true, Ordering::SeqCst);
         let tenants = self.open_tenants();
         let collectors = tenants
             .iter()
@@ -350,8 +406,7 @@ fn routers(collector: &Collector, engine: &Arc<QueryEngine>) -> Routers {
         .nest("/zipkin", zipkin_query.clone())
         .nest("/jaeger", http::jaeger::router(Arc::clone(engine)))
         .nest("/tempo", http::tempo::router(Arc::clone(engine)))
-        .merge(collector.storage_router())
-        .merge(tracelake_ui::router());
+        .merge(collector.storage_router());
     Routers {
         otlp_grpc: fallback::with_fallbacks(collector.otlp_grpc_router(), fallback::OTLP_GRPC),
         otlp_http: fallback::with_fallbacks(collector.otlp_http_router(), fallback::OTLP_HTTP),
@@ -430,9 +485,16 @@ async fn route(
 ) -> Response {
     let grpc = auth::is_grpc(request.headers());
     let identity = request.extensions().get::<Identity>();
-    let id = match tenant_of(request.headers(), identity) {
-        Ok(id) => id,
-        Err((status, message)) => return auth::refuse(grpc, status, message),
+    // With tokens on, a request without one is for something open to all
+    // (see auth::required_scope): it is the default tenant's, whatever its
+    // headers say, so that no one without a token opens a tenant.
+    let id = if tenants.auth && identity.is_none() {
+        DEFAULT_TENANT.to_string()
+    } else {
+        match tenant_of(request.headers(), identity) {
+            Ok(id) => id,
+            Err((status, message)) => return auth::refuse(grpc, status, message),
+        }
     };
     if listener == Listener::Http && request.uri().path() == "/api/v1/whoami" {
         return whoami(identity, id);

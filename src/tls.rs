@@ -141,20 +141,10 @@ impl TlsSettings {
         &self,
         every: Duration,
     ) -> anyhow::Result<watch::Receiver<Arc<ServerConfig>>> {
-        let contents = self
-            .files()
-            .iter()
-            .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let initial = self.server_config(&contents)?;
         let settings = self.clone();
-        Ok(crate::reload::watch_files(
-            "TLS certificate",
-            self.files(),
-            initial,
-            every,
-            move |contents| settings.server_config(contents),
-        ))
+        crate::reload::watch_files("TLS certificate", self.files(), every, move |contents| {
+            settings.server_config(contents)
+        })
     }
 }
 
@@ -164,9 +154,12 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Handshakes that may be under way on one listener at once; more
-/// connections wait in the kernel's accept queue.
-const MAX_HANDSHAKES: usize = 256;
+/// Handshakes that may be under way on one listener at once; a connection
+/// beyond is closed at once (counted as `refused`). Accepting never waits
+/// for a handshake, so clients that connect and say nothing cannot keep
+/// others out: each has [`HANDSHAKE_TIMEOUT`], and it takes this many of
+/// them every ten seconds to fill the listener.
+const MAX_HANDSHAKES: usize = 4096;
 
 /// A client has this long to complete its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -187,7 +180,7 @@ impl TlsMetrics {
     pub(crate) fn register(&self, registry: &mut Registry) {
         registry.register(
             "tracelake_tls_handshakes",
-            "TLS handshakes by listener and outcome (ok, failed, timeout)",
+            "TLS handshakes by listener and outcome (ok, failed, timeout, refused)",
             self.handshakes.clone(),
         );
     }
@@ -202,7 +195,8 @@ impl TlsMetrics {
 /// A TCP listener whose connections come out with their TLS handshake
 /// done: a task accepts, each handshake runs in a task of its own (at most
 /// [`MAX_HANDSHAKES`] at once, each within [`HANDSHAKE_TIMEOUT`]), and
-/// [`axum::serve`] takes the finished ones. Dropping it stops the accepting.
+/// [`axum::serve`] takes the finished ones. Dropping it stops the
+/// accepting.
 pub(crate) struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
@@ -221,9 +215,6 @@ impl TlsListener {
         let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
         let accepting = tokio::spawn(async move {
             loop {
-                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                    return;
-                };
                 let (stream, peer) = match tcp.accept().await {
                     Ok(accepted) => accepted,
                     Err(error) => {
@@ -237,6 +228,12 @@ impl TlsListener {
                 if tx.is_closed() {
                     return;
                 }
+                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    metrics.count(name, "refused");
+                    tracing::debug!(%peer, "{name}: {MAX_HANDSHAKES} TLS handshakes under way; closed");
+                    drop(stream);
+                    continue;
+                };
                 let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&configs.borrow()));
                 let tx = tx.clone();
                 let metrics = Arc::clone(&metrics);

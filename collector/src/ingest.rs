@@ -38,12 +38,14 @@ pub enum IngestError {
         message: String,
     },
     /// Over one of the tenant's limits ([`IngestLimits`]); `message` names
-    /// it and its value.
+    /// it and its value. `retry_after` is `None` when the same request can
+    /// never pass (more spans than a request may hold, larger than the
+    /// burst): exporters must not retry it.
     #[error("{message}")]
     Limited {
         limit: &'static str,
         message: String,
-        retry_after: Duration,
+        retry_after: Option<Duration>,
     },
 }
 
@@ -126,8 +128,14 @@ struct TraceSizes {
 impl TraceSizes {
     /// Keeps the rows of `batch` whose traces stay within `max` bytes (each
     /// row taking an equal share of the batch's size), counting them; the
-    /// number of rows left out.
-    fn admit(&mut self, batch: RecordBatch, max: u64) -> Result<(RecordBatch, u64), IngestError> {
+    /// number of rows left out, and what was counted for which trace (to
+    /// [`forget`](Self::forget) when the batch is not stored after all).
+    #[allow(clippy::type_complexity)]
+    fn admit(
+        &mut self,
+        batch: RecordBatch,
+        max: u64,
+    ) -> Result<(RecordBatch, u64, Vec<([u8; 16], u64)>), IngestError> {
         use arrow::array::AsArray as _;
         let now = std::time::Instant::now();
         if self
@@ -148,7 +156,7 @@ impl TraceSizes {
         let rows = batch.num_rows();
         let per_row = (used_bytes(&batch) / rows.max(1)) as u64;
         let Some(ids) = batch.column_by_name(tracelake_schema::spans::TRACE_ID) else {
-            return Ok((batch, 0));
+            return Ok((batch, 0, Vec::new()));
         };
         let ids = ids.as_binary::<i32>();
         let key = |row: usize| -> [u8; 16] { ids.value(row).try_into().unwrap_or([0; 16]) };
@@ -157,6 +165,7 @@ impl TraceSizes {
             *in_batch.entry(key(row)).or_default() += per_row;
         }
         let mut over = std::collections::HashSet::new();
+        let mut added = Vec::with_capacity(in_batch.len());
         for (id, bytes) in in_batch {
             let (size, seen) = self.sizes.entry(id).or_insert((0, now));
             *seen = now;
@@ -164,10 +173,11 @@ impl TraceSizes {
                 over.insert(id);
             } else {
                 *size += bytes;
+                added.push((id, bytes));
             }
         }
         if over.is_empty() {
-            return Ok((batch, 0));
+            return Ok((batch, 0, added));
         }
         let keep: arrow::array::BooleanArray = (0..rows)
             .map(|row| Some(!over.contains(&key(row))))
@@ -175,7 +185,16 @@ impl TraceSizes {
         let kept = arrow::compute::filter_record_batch(&batch, &keep)
             .map_err(|e| IngestError::Unavailable(format!("cannot filter the batch: {e}")))?;
         let left_out = (rows - kept.num_rows()) as u64;
-        Ok((kept, left_out))
+        Ok((kept, left_out, added))
+    }
+
+    /// Takes back what [`admit`](Self::admit) counted.
+    fn forget(&mut self, counted: &[([u8; 16], u64)]) {
+        for (id, bytes) in counted {
+            if let Some((size, _)) = self.sizes.get_mut(id) {
+                *size = size.saturating_sub(*bytes);
+            }
+        }
     }
 }
 
@@ -216,7 +235,7 @@ impl Bucket {
                      ingestion burst of {burst:.0} bytes: send smaller batches",
                     self.limits.tenant
                 ),
-                retry_after: Duration::from_secs(1),
+                retry_after: None,
             });
         }
         if bytes > self.tokens {
@@ -228,7 +247,7 @@ impl Bucket {
                      retry after {wait:.0} s",
                     self.limits.tenant
                 ),
-                retry_after: Duration::from_secs_f64(wait),
+                retry_after: Some(Duration::from_secs_f64(wait)),
             });
         }
         self.tokens -= bytes;
@@ -432,7 +451,7 @@ impl Ingest {
                      send smaller batches",
                     accepted + rejections.count
                 ),
-                retry_after: Duration::from_secs(1),
+                retry_after: None,
             });
         }
         if accepted == 0 {
@@ -445,9 +464,14 @@ impl Ingest {
             ));
         }
         let mut batch = builder.finish();
+        // The rate first: a request refused for it (and retried) must not
+        // count towards its traces' sizes.
+        self.bucket.lock().take(used_bytes(&batch))?;
         let mut accepted = accepted;
+        let mut counted = Vec::new();
         if let Some(max) = max_trace {
-            let (kept, left_out) = self.trace_sizes.lock().admit(batch, max)?;
+            let (kept, left_out, added) = self.trace_sizes.lock().admit(batch, max)?;
+            counted = added;
             if left_out > 0 {
                 rejections.add_n(tracelake_schema::otlp::Rejection::TraceTooLarge, left_out);
                 let tenant = self.bucket.lock().limits.tenant.clone();
@@ -471,11 +495,14 @@ impl Ingest {
             }
             batch = kept;
         }
-        self.bucket.lock().take(used_bytes(&batch))?;
         let (seq, ()) = self
             .wal
             .append(&batch, |seq| self.buffer.insert(seq, &batch))
-            .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+            .map_err(|e| {
+                // Not stored: its traces did not grow.
+                self.trace_sizes.lock().forget(&counted);
+                IngestError::Unavailable(e.to_string())
+            })?;
         Ok((
             Some(seq),
             Accepted {
@@ -506,15 +533,24 @@ mod tests {
                 message,
             }) => {
                 assert_eq!(limit, "ingestion_rate");
-                assert!(retry_after >= Duration::from_secs(1), "{retry_after:?}");
+                assert!(
+                    retry_after >= Some(Duration::from_secs(1)),
+                    "{retry_after:?}"
+                );
                 assert!(message.contains("1000 bytes/s"), "{message}");
             }
             other => panic!("{other:?}"),
         }
-        let Err(IngestError::Limited { message, .. }) = bucket.take(2001) else {
+        let Err(IngestError::Limited {
+            message,
+            retry_after,
+            ..
+        }) = bucket.take(2001)
+        else {
             panic!("over the burst");
         };
         assert!(message.contains("larger than"), "{message}");
+        assert_eq!(retry_after, None, "never passes: not to be retried");
         // Half a second refills 500 bytes: 1000 are there again.
         bucket.refilled -= Duration::from_millis(500);
         bucket.take(1000).unwrap();

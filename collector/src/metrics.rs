@@ -106,8 +106,9 @@ impl Metrics {
         );
         r.register(
             "limited_requests",
-            "Requests refused for a tenant's limit (ingestion_rate, max_spans_per_request, \
-             max_concurrent_queries, max_search_window), by tenant and limit",
+            "Requests refused (or spans rejected) for a tenant's limit (ingestion_rate, \
+             max_spans_per_request, max_bytes_per_trace, max_concurrent_queries), by tenant \
+             and limit",
             self.limited.clone(),
         );
         r.register_with_unit(

@@ -41,18 +41,26 @@ impl From<IngestError> for Failure {
         }
         let (status, retry_after) = match &e {
             IngestError::Overloaded { retry_after, .. }
-            | IngestError::Limited { retry_after, .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, retry_after.as_secs().max(1))
-            }
+            | IngestError::Limited {
+                retry_after: Some(retry_after),
+                ..
+            } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(retry_after.as_secs().max(1)),
+            ),
+            // A request that can never pass: too large, not to be retried.
+            IngestError::Limited {
+                retry_after: None, ..
+            } => (StatusCode::PAYLOAD_TOO_LARGE, None),
             IngestError::Unavailable(_) | IngestError::Invalid { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, 1)
+                (StatusCode::SERVICE_UNAVAILABLE, Some(1))
             }
         };
         Self {
             status,
             reason: e.reason(),
             message: e.to_string(),
-            retry_after: Some(retry_after),
+            retry_after,
         }
     }
 }

@@ -342,10 +342,27 @@ async fn every_http_listener_needs_a_token_with_the_right_scope() {
 
     // Health and readiness stay open, and the web UI's page and files
     // (code, no data: it signs in with a token for its API calls).
+    // Whatever tenant such a request names, it opens none.
     for path in ["/health", "/ready", "/", "/trace/abc", "/ui/app.js"] {
-        let r = client.get(http(path)).send().await.unwrap();
+        let r = client
+            .get(http(path))
+            .header("x-scope-orgid", "junk")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
+    for path in ["/ui/x/y.js", "/trace/a/b", "/nothing"] {
+        let r = client
+            .get(http(path))
+            .header("x-scope-orgid", "junk")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path} needs a token");
+    }
+    let data = dir.path().join("data");
+    assert!(!data.join("wal/junk").exists() && !data.join("tenants/junk").exists());
     // The UI's own calls are challenged with Bearer only: a Basic
     // challenge would make the browser prompt over the sign-in form.
     let r = client

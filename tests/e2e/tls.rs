@@ -307,6 +307,31 @@ async fn every_tcp_listener_speaks_tls_and_only_tls() {
         );
     }
 
+    // Clients that connect and say nothing hold up no one: with 300 of
+    // them waiting (more than the old limit of handshakes at once), a
+    // real client is answered at once, not when they time out (10 s).
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(
+            tokio::net::TcpStream::connect(server.otlp_http)
+                .await
+                .unwrap(),
+        );
+    }
+    let started = Instant::now();
+    let answered = tokio::time::timeout(
+        Duration::from_secs(5),
+        handshake(server.otlp_http, client_config(&pki, "ca", None, BOTH)),
+    )
+    .await;
+    assert_eq!(
+        answered.as_ref().map(|r| r.as_deref()),
+        Ok(Ok("h2")),
+        "after {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+
     // Spans in over HTTPS (OTLP/HTTP and Zipkin), read back over HTTPS.
     server
         .export(&request("otlp-https", vec![span(0x7a5, 1)]))

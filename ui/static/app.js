@@ -211,5 +211,7 @@ document.addEventListener("keydown", (event) => {
 window.addEventListener("popstate", route);
 whoami().then(route, (e) => {
   if (e.status === 401) signIn();
+  // The tenant kept from before is no longer the token's.
+  else if (e.status === 403) signIn("This token may no longer read the tenant chosen; sign in again.");
   else route();
 });

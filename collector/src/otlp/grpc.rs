@@ -138,13 +138,23 @@ impl Decoder for RawCodec {
 /// `RESOURCE_EXHAUSTED` only when it carries one, which tells them the
 /// server will recover (unlike an oversize message).
 fn status(err: &IngestError) -> Status {
-    if let IngestError::Invalid { message, .. } = err {
-        return Status::invalid_argument(message.clone());
+    match err {
+        IngestError::Invalid { message, .. } => return Status::invalid_argument(message.clone()),
+        // A request that can never pass: no RetryInfo, so not retried.
+        IngestError::Limited {
+            retry_after: None,
+            message,
+            ..
+        } => return Status::resource_exhausted(message.clone()),
+        _ => {}
     }
     let (code, retry_after) = match err {
-        IngestError::Overloaded { retry_after, .. } | IngestError::Limited { retry_after, .. } => {
-            (Code::ResourceExhausted, *retry_after)
-        }
+        IngestError::Overloaded { retry_after, .. }
+        | IngestError::Limited {
+            retry_after: Some(retry_after),
+            ..
+        } => (Code::ResourceExhausted, *retry_after),
+        IngestError::Limited { .. } => unreachable!("answered above"),
         IngestError::Unavailable(_) | IngestError::Invalid { .. } => {
             (Code::Unavailable, std::time::Duration::from_secs(1))
         }

@@ -145,11 +145,19 @@ impl From<IngestError> for Failure {
         }
         let (status, retry_after) = match &err {
             IngestError::Overloaded { retry_after, .. }
-            | IngestError::Limited { retry_after, .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, retry_after.as_secs().max(1))
-            }
+            | IngestError::Limited {
+                retry_after: Some(retry_after),
+                ..
+            } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(retry_after.as_secs().max(1)),
+            ),
+            // A request that can never pass: too large, not to be retried.
+            IngestError::Limited {
+                retry_after: None, ..
+            } => (StatusCode::PAYLOAD_TOO_LARGE, None),
             IngestError::Unavailable(_) | IngestError::Invalid { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, 1)
+                (StatusCode::SERVICE_UNAVAILABLE, Some(1))
             }
         };
         Self {
@@ -157,7 +165,7 @@ impl From<IngestError> for Failure {
             code: tonic::Code::Unavailable,
             message: err.to_string(),
             reason: err.reason(),
-            retry_after: Some(retry_after),
+            retry_after,
             counted: true,
         }
     }
