@@ -141,6 +141,9 @@ settings! {
     compaction_delay: String, env = "TRACELAKE_COMPACTION_DELAY", default = "10m";
     /// Size of a compacted file
     compaction_target_bytes: u64, env = "TRACELAKE_COMPACTION_TARGET_BYTES", default = "268435456";
+    /// Nice value of the compaction thread, so that ingest wins the CPU
+    /// when both want it; 0 keeps the server's priority
+    compaction_nice: i32, env = "TRACELAKE_COMPACTION_NICE", default = "10";
     /// Reject spans that start further in the future than this
     max_span_future: String, env = "TRACELAKE_MAX_SPAN_FUTURE", default = "1h";
     /// Largest request body, after decompression
@@ -208,6 +211,7 @@ pub(crate) struct Config {
     pub(crate) compaction_interval: Option<Duration>,
     pub(crate) compaction_delay: Duration,
     pub(crate) compaction_target_bytes: u64,
+    pub(crate) compaction_nice: i32,
     pub(crate) max_span_future: Duration,
     pub(crate) max_request_bytes: usize,
     pub(crate) max_buffer_bytes: usize,
@@ -281,6 +285,10 @@ impl Settings {
         if !(-20..=19).contains(&nice) {
             bail!("query nice must be between -20 and 19");
         }
+        let compaction_nice = set(s.compaction_nice);
+        if !(0..=19).contains(&compaction_nice) {
+            bail!("compaction nice must be between 0 and 19 (it can only lower the priority)");
+        }
         let max_tenants = set(s.max_tenants);
         if max_tenants == 0 {
             bail!("max tenants must be at least 1 (the default tenant)");
@@ -339,6 +347,7 @@ impl Settings {
                 .filter(|d| !d.is_zero()),
             compaction_delay: duration(s.compaction_delay, "compaction delay")?,
             compaction_target_bytes: set(s.compaction_target_bytes),
+            compaction_nice,
             max_span_future: duration(s.max_span_future, "max span future")?,
             max_request_bytes: set(s.max_request_bytes),
             max_buffer_bytes: set(s.max_buffer_bytes),

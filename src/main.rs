@@ -217,6 +217,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                     .unwrap_or(std::time::Duration::from_secs(60)),
                 delay: config.compaction_delay,
                 target_file_bytes: config.compaction_target_bytes,
+                nice: config.compaction_nice,
+                lower_priority: tracelake_query::executor::lower_priority,
             },
             ingest: IngestConfig {
                 max_span_age: config.max_span_age,

@@ -83,6 +83,12 @@ pub struct CompactionConfig {
     pub delay: Duration,
     /// Size at which a compacted file is closed and the next one started.
     pub target_file_bytes: u64,
+    /// Nice value of the compaction thread (0 keeps the server's), so that
+    /// ingest wins the CPU when both want it, applied by `lower_priority`
+    /// on the thread when it starts (the binary passes the query
+    /// executor's; the collector makes no system calls of that kind).
+    pub nice: i32,
+    pub lower_priority: fn(i32),
 }
 
 /// Error of a compaction job.
@@ -312,6 +318,7 @@ impl Compactor {
         std::thread::Builder::new()
             .name("tracelake-compaction".into())
             .spawn(move || {
+                (self.config.lower_priority)(self.config.nice);
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -745,6 +752,8 @@ mod tests {
                 delay: Duration::ZERO,
                 // Small: the final merge rolls over to several files.
                 target_file_bytes: 20_000,
+                nice: 0,
+                lower_priority: |_| {},
             },
             ingest: IngestConfig {
                 max_span_age: Duration::from_secs(86_400),

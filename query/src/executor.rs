@@ -503,13 +503,14 @@ fn runtime(name: &str, threads: usize, nice: i32) -> std::io::Result<tokio::runt
         .build()
 }
 
-/// Lowers the calling thread's CPU priority (Linux: per-thread nice).
-fn lower_priority(nice: i32) {
+/// Lowers the calling thread's CPU priority (Linux: per-thread nice); the
+/// query threads' and the compaction thread's.
+pub fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     if nice != 0 {
         let tid = rustix::thread::gettid();
         if let Err(error) = rustix::process::setpriority_process(Some(tid), nice) {
-            tracing::warn!(%error, nice, "cannot lower the query threads' priority");
+            tracing::warn!(%error, nice, "cannot lower a thread's priority");
         }
     }
     #[cfg(not(target_os = "linux"))]

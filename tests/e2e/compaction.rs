@@ -29,6 +29,21 @@ async fn files_scanned(server: &TestServer, sql: &str) -> usize {
         .sum()
 }
 
+/// Each thread's nice value by its name (`comm`, 15 characters at most).
+fn thread_nices(pid: u32) -> std::collections::HashMap<String, i64> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            // Fields from the third on; nice is the 19th.
+            let nice = rest.split(' ').nth(16)?.parse().ok()?;
+            Some((comm.to_string(), nice))
+        })
+        .collect()
+}
+
 async fn storage(server: &TestServer) -> Value {
     let (status, body) = server.get("/api/v1/storage").await;
     assert_eq!(status, 200, "{body}");
@@ -61,6 +76,11 @@ async fn closed_hours_are_compacted_into_disjoint_files_and_lookups_touch_one() 
         ],
     )
     .await;
+    // The compaction thread runs below the server's priority (the default
+    // --compaction-nice 10); the threads that receive spans do not.
+    let nices = thread_nices(server.pid());
+    assert_eq!(nices.get("tracelake-compa"), Some(&10), "{nices:?}");
+    assert_eq!(nices.get("tracelake"), Some(&0), "{nices:?}");
     // Half past the hour, `hours` hours before the start of the hour the
     // test began in: fixed for the whole test, so a clock hour turning
     // during the setup cannot split a round over two partitions.
