@@ -5,5 +5,6 @@
 
 pub mod ceiling;
 pub mod driver;
+pub mod flush;
 pub mod runner;
 pub mod workload;

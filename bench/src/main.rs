@@ -120,6 +120,20 @@ enum Command {
         )]
         paths: Vec<String>,
     },
+    /// Encode the workload's spans as one flushed Parquet file, in memory,
+    /// with the server's writer: CPU per span and bytes per span
+    Flush {
+        /// Spans in the file
+        #[arg(long, default_value_t = 500_000)]
+        spans: u64,
+        /// Files written (the median is reported)
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[tokio::main]
@@ -237,6 +251,39 @@ async fn main() -> anyhow::Result<()> {
             }
             out.insert("threads".into(), threads.into());
             println!("{}", serde_json::Value::Object(out));
+        }
+        Command::Flush {
+            spans,
+            rounds,
+            batch,
+            seed,
+        } => {
+            let config = Config {
+                spans: Some(spans),
+                batch,
+                seed,
+                pool_bytes: usize::MAX,
+                ..Config::new("")
+            };
+            let batches = tracelake_bench::flush::batches(&config);
+            let rounds = tracelake_bench::flush::run(&batches, rounds);
+            let mut per_span: Vec<f64> = rounds
+                .iter()
+                .map(|r| r.seconds * 1e6 / r.spans as f64)
+                .collect();
+            per_span.sort_by(f64::total_cmp);
+            let median = per_span[per_span.len() / 2];
+            let r = rounds[0];
+            println!(
+                "{}",
+                serde_json::json!({
+                    "spans": r.spans,
+                    "rounds": rounds.len(),
+                    "flush_us_per_span_median": median,
+                    "flush_us_per_span": per_span,
+                    "bytes_per_span": r.bytes as f64 / r.spans as f64,
+                })
+            );
         }
     }
     Ok(())

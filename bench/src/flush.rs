@@ -1,0 +1,76 @@
+//! The flush's encoding cost: the workload's spans decoded into Arrow
+//! batches as the server's buffer holds them, then written as one
+//! partition's Parquet file by the server's own writer
+//! (`tracelake_collector::writer::write_partition`: sort, row groups,
+//! dictionaries, statistics, zstd), in memory — no storage, no commit. It
+//! reports the CPU time per span of the flush and the bytes per span of a
+//! flushed (not yet compacted) file.
+
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use tracelake_protocols::{Sink, otlp_proto};
+use tracelake_schema::otlp::{Acceptance, SpansBuilder};
+
+use crate::driver::{Config, pool};
+
+/// One round's figures.
+#[derive(Debug, Clone, Copy)]
+pub struct Round {
+    pub spans: usize,
+    pub seconds: f64,
+    pub bytes: usize,
+}
+
+/// The pool's spans as the buffer holds them: a batch per request.
+pub fn batches(config: &Config) -> Vec<RecordBatch> {
+    pool(config)
+        .0
+        .into_iter()
+        .map(|item| {
+            let mut builder = SpansBuilder::with_capacity(item.spans as usize);
+            let mut sink = Sink::new(&mut builder, Acceptance::ANY_TIME);
+            otlp_proto::decode_into(&item.body, &mut sink).expect("the workload decodes");
+            builder.finish()
+        })
+        .collect()
+}
+
+/// Writes `batches` as one file `rounds` times.
+pub fn run(batches: &[RecordBatch], rounds: usize) -> Vec<Round> {
+    (0..rounds.max(1))
+        .map(|_| {
+            let started = Instant::now();
+            let file = tracelake_collector::writer::write_partition((20_000, 0), batches)
+                .expect("the workload encodes");
+            Round {
+                spans: file.rows,
+                seconds: started.elapsed().as_secs_f64(),
+                bytes: file.bytes.len(),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_span_is_written_each_round() {
+        let config = Config {
+            spans: Some(2_000),
+            seed: 3,
+            pool_bytes: usize::MAX,
+            ..Config::new("")
+        };
+        let batches = batches(&config);
+        let spans: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let rounds = run(&batches, 2);
+        assert_eq!(rounds.len(), 2);
+        for r in rounds {
+            assert_eq!(r.spans, spans);
+            assert!(r.bytes > 0 && r.seconds > 0.0);
+        }
+    }
+}
