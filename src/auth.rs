@@ -295,12 +295,16 @@ pub(crate) enum Listener {
     Zipkin,
     JaegerHttp,
     FlightSql,
+    /// Jaeger remote sampling (5778): SDKs poll it without a token.
+    JaegerSampling,
 }
 
 /// The scope a request needs, or `None` when it is open to all.
 pub(crate) fn required_scope(listener: Listener, method: &Method, path: &str) -> Option<Scope> {
     match listener {
         Listener::OtlpGrpc | Listener::OtlpHttp | Listener::JaegerHttp => Some(Scope::Ingest),
+        // Strategies are not data, and the SDKs that poll send no token.
+        Listener::JaegerSampling => None,
         Listener::FlightSql => Some(Scope::Query),
         Listener::Zipkin => {
             if method == Method::POST && matches!(path, "/api/v2/spans" | "/api/v1/spans") {

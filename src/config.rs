@@ -94,6 +94,14 @@ settings! {
     jaeger_compact_listen: SocketAddr, env = "TRACELAKE_JAEGER_COMPACT_LISTEN";
     /// Jaeger agent UDP, thrift binary [default: <listen-address>:6832]
     jaeger_binary_listen: SocketAddr, env = "TRACELAKE_JAEGER_BINARY_LISTEN";
+    /// Jaeger remote sampling (`GET /sampling?service=`), served with
+    /// --sampling-strategies-file [default: <listen-address>:5778]
+    jaeger_sampling_listen: SocketAddr, env = "TRACELAKE_JAEGER_SAMPLING_LISTEN";
+    /// Jaeger's sampling strategies file (JSON: service_strategies,
+    /// default_strategy) answered to Jaeger SDKs on the sampling port and
+    /// at /jaeger/api/sampling; reread when it changes and on SIGHUP
+    /// [default: none: no sampling endpoint]
+    sampling_strategies_file: PathBuf, env = "TRACELAKE_SAMPLING_STRATEGIES_FILE";
     /// Arrow Flight SQL listen address [default: <listen-address>:4319]
     flight_sql_listen: SocketAddr, env = "TRACELAKE_FLIGHT_SQL_LISTEN";
     /// TOML file of access tokens (`[[tokens]]` with name, token_sha256,
@@ -197,6 +205,8 @@ pub(crate) struct Config {
     pub(crate) otlp_http_listen: SocketAddr,
     pub(crate) http_listen: SocketAddr,
     pub(crate) flight_sql_listen: SocketAddr,
+    pub(crate) jaeger_sampling_listen: SocketAddr,
+    pub(crate) sampling_strategies_file: Option<PathBuf>,
     pub(crate) zipkin_listen: SocketAddr,
     pub(crate) jaeger_http_listen: SocketAddr,
     pub(crate) jaeger_compact_listen: SocketAddr,
@@ -333,6 +343,8 @@ impl Settings {
             jaeger_compact_listen: s.jaeger_compact_listen.unwrap_or(listen(6831)),
             jaeger_binary_listen: s.jaeger_binary_listen.unwrap_or(listen(6832)),
             flight_sql_listen: s.flight_sql_listen.unwrap_or(listen(4319)),
+            jaeger_sampling_listen: s.jaeger_sampling_listen.unwrap_or(listen(5778)),
+            sampling_strategies_file: s.sampling_strategies_file,
             auth_tokens_file: s.auth_tokens_file,
             jaeger_udp_without_auth: set(s.jaeger_udp_without_auth),
             tls,
@@ -439,10 +451,10 @@ mod tests {
         }
         assert_eq!(
             help.matches("[default:").count(),
-            Settings::DEFAULTS.len() + 14,
-            "each default once, plus the fourteen computed ones written in their help (query \
-             threads, storage URL, eight listeners, the tokens file, the TLS certificate and \
-             client CA files, the tenant limits file)"
+            Settings::DEFAULTS.len() + 16,
+            "each default once, plus the sixteen computed ones written in their help (query \
+             threads, storage URL, nine listeners, the tokens file, the TLS certificate and \
+             client CA files, the tenant limits file, the sampling strategies file)"
         );
     }
 

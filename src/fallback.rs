@@ -46,6 +46,11 @@ pub(crate) const JAEGER_HTTP: Port = Port {
     serves: "Jaeger batches are POST /api/traces (application/x-thrift)",
     grpc: false,
 };
+pub(crate) const JAEGER_SAMPLING: Port = Port {
+    name: "Jaeger remote sampling",
+    serves: "sampling strategies are GET /sampling?service=<name>",
+    grpc: false,
+};
 pub(crate) const FLIGHT_SQL: Port = Port {
     name: "Arrow Flight SQL",
     serves: "Arrow Flight SQL is the gRPC service arrow.flight.protocol.FlightService",

@@ -7,6 +7,7 @@ mod config;
 mod fallback;
 mod limits;
 mod reload;
+mod sampling;
 mod tenants;
 mod tls;
 
@@ -255,16 +256,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
     // What is not any tenant's: health, readiness, the server's metrics and
     // the web UI's page and files (code, no data).
-    let http = Router::new()
+    let mut http = Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .route("/metrics", get(prometheus))
         .with_state(Arc::clone(&health))
-        .merge(tracelake_ui::router())
-        .merge(tenants::dispatch(
-            Arc::clone(&tenants),
-            auth::Listener::Http,
-        ));
+        .merge(tracelake_ui::router());
+    let strategies = match &config.sampling_strategies_file {
+        Some(path) => {
+            let strategies = sampling::watch_strategies(path.clone())?;
+            http = http.merge(sampling::router("/jaeger/api/sampling", strategies.clone()));
+            Some(strategies)
+        }
+        None => None,
+    };
+    let http = http.merge(tenants::dispatch(
+        Arc::clone(&tenants),
+        auth::Listener::Http,
+    ));
     let dispatch = |listener| tenants::dispatch(Arc::clone(&tenants), listener);
 
     // Stopping goes in two steps: the ports that take spans close first;
@@ -316,6 +325,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             false,
         ),
     ];
+    // Jaeger remote sampling, on a port of its own, when there are
+    // strategies to answer.
+    let sampling = strategies.map(|strategies| {
+        (
+            "jaeger-sampling",
+            config.jaeger_sampling_listen,
+            fallback::with_fallbacks(
+                sampling::router("/sampling", strategies),
+                fallback::JAEGER_SAMPLING,
+            ),
+            auth::Listener::JaegerSampling,
+            false,
+        )
+    });
+    let servers = servers.into_iter().chain(sampling);
     let mut ingest_tasks = Vec::new();
     let mut query_tasks = Vec::new();
     // (name, address, routes, auth, whether it takes spans)

@@ -75,6 +75,7 @@ impl Tenant {
             Listener::Zipkin => &self.routers.zipkin,
             Listener::JaegerHttp => &self.routers.jaeger_http,
             Listener::FlightSql => &self.routers.flight_sql,
+            Listener::JaegerSampling => unreachable!("the sampling port is no tenant's"),
         }
         .clone()
     }

@@ -628,3 +628,101 @@ async fn jaeger_thrift_bad_input_is_refused() {
     let (status, _) = server.get("/api/v1/services").await;
     assert_eq!(status, 200, "still serving");
 }
+
+/// Jaeger remote sampling from a strategies file: the HTTP answers, the
+/// jaeger-client tracer's remote sampler taking each service's strategy
+/// (`tests/python/sampling_client.py`), and the file reread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_sdks_take_their_sampling_strategy_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sampling.json");
+    let strategies = |probed: f64| {
+        serde_json::json!({
+            "service_strategies": [
+                {"service": "probed", "type": "probabilistic", "param": probed},
+                {"service": "limited", "type": "ratelimiting", "param": 5},
+                {"service": "per-op", "type": "probabilistic", "param": 0.5,
+                 "operation_strategies": [{"operation": "GET /cart", "type": "probabilistic", "param": 0.1}]},
+            ],
+            "default_strategy": {"type": "probabilistic", "param": 0.75},
+        })
+        .to_string()
+    };
+    std::fs::write(&file, strategies(0.25)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            "--sampling-strategies-file",
+            file.to_str().unwrap(),
+            "--jaeger-sampling-listen",
+            &port.to_string(),
+        ],
+    )
+    .await;
+    let get = |url: String| async move {
+        let r = reqwest::get(url).await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    };
+    let (status, body) = get(format!("http://{port}/sampling?service=limited")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        serde_json::json!({"strategyType": "RATE_LIMITING", "rateLimitingSampling": {"maxTracesPerSecond": 5.0}})
+    );
+    let (status, body) = get(format!("http://{port}/sampling")).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("service parameter is required"), "{body}");
+    let (status, body) = get(server.url("/jaeger/api/sampling?service=probed")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"samplingRate\":0.25"), "{body}");
+
+    let Some(python) = crate::server::python_with("jaeger_client", "jaeger-client") else {
+        return;
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/sampling_client.py"
+    );
+    let out = crate::procs::json_output(tokio::process::Command::new(&python).args([
+        script,
+        "127.0.0.1",
+        &port.port().to_string(),
+        "probed",
+        "limited",
+        "per-op",
+        "someone-else",
+    ]))
+    .await;
+    let near = |v: &Value, want: f64| (v.as_f64().unwrap() - want).abs() < 0.03;
+    assert_eq!(out["probed"]["sampler"], "ProbabilisticSampler", "{out}");
+    assert_eq!(out["probed"]["rate"], 0.25, "{out}");
+    assert!(near(&out["probed"]["sampled_fraction"], 0.25), "{out}");
+    assert_eq!(out["limited"]["sampler"], "RateLimitingSampler", "{out}");
+    assert_eq!(out["limited"]["max_traces_per_second"], 5.0, "{out}");
+    assert!(
+        out["limited"]["sampled_fraction"].as_f64().unwrap() < 0.01,
+        "5 traces per second of 20,000 at once: {out}"
+    );
+    assert_eq!(out["per-op"]["sampler"], "AdaptiveSampler", "{out}");
+    assert_eq!(out["per-op"]["default_rate"], 0.5, "{out}");
+    assert_eq!(out["per-op"]["operations"]["GET /cart"], 0.1, "{out}");
+    assert!(near(&out["per-op"]["sampled_fraction"], 0.1), "{out}");
+    assert_eq!(out["someone-else"]["rate"], 0.75, "the default: {out}");
+
+    // The file is reread.
+    std::fs::write(&file, strategies(0.5)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, body) = get(format!("http://{port}/sampling?service=probed")).await;
+        if body.contains("\"samplingRate\":0.5") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not reread: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

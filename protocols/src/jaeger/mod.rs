@@ -19,6 +19,7 @@
 
 mod decode;
 mod encode;
+pub mod sampling;
 mod thrift;
 
 pub use decode::{from_agent_message, from_batch};
