@@ -228,8 +228,10 @@ impl Tenants {
         // A tenant that does not open is logged and left closed (its
         // requests get 503): one broken tenant does not stop the others.
         for id in tenants.on_disk() {
-            if id != DEFAULT_TENANT {
-                let _ = tenants.get(&id).await;
+            if id != DEFAULT_TENANT
+                && let Err((_, message)) = tenants.get(&id).await
+            {
+                tracing::warn!(tenant = %id, "tenant on disk not opened: {message}");
             }
         }
         Ok(tenants)
