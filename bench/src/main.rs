@@ -54,6 +54,10 @@ enum Command {
         /// PEM CA file for an https:// endpoint
         #[arg(long)]
         ca_file: Option<std::path::PathBuf>,
+        /// Start the first trace this many seconds ago (default: ten
+        /// minutes): hours ago fills closed hours, which compaction takes
+        #[arg(long)]
+        start_seconds_ago: Option<u64>,
     },
     /// Start the server, ingest, compact, run the query suite and DuckDB;
     /// report (see BENCHMARKS.md)
@@ -151,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
             encoding,
             token,
             ca_file,
+            start_seconds_ago,
         } => {
             let report = driver::run(Config {
                 streams,
@@ -162,6 +167,12 @@ async fn main() -> anyhow::Result<()> {
                 encoding,
                 token,
                 ca_file,
+                start_unix_ns: start_seconds_ago.map(|s| {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64);
+                    now - s * 1_000_000_000
+                }),
                 ..Config::new(endpoint)
             })
             .await?;
