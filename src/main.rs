@@ -199,6 +199,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let setup = tenants::Setup {
         auth: tokens.is_some(),
         collector: CollectorConfig {
+            tenant: crate::config::DEFAULT_TENANT.to_string(),
             table_url: config.table_url.clone(),
             wal_dir: config.wal_dir.clone(),
             wal_segment_bytes: config.wal_segment_bytes,

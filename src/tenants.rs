@@ -245,6 +245,7 @@ impl Tenants {
         metrics: &Arc<Metrics>,
     ) -> anyhow::Result<Collector> {
         let config = CollectorConfig {
+            tenant: id.to_string(),
             table_url: tenant_table_url(root, id)?,
             wal_dir: wal_root.join(id),
             ..template.clone()

@@ -8,7 +8,6 @@
 //! one step, so a query never sees a row twice or not at all.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
@@ -16,8 +15,6 @@ use arrow::compute::take_record_batch;
 use arrow::datatypes::{Date32Type, Int32Type};
 use parking_lot::RwLock;
 use tracelake_schema::spans::{DATE, HOUR};
-
-use crate::metrics::Metrics;
 
 /// `(days since the epoch, hour)` of a partition.
 pub type PartitionKey = (i32, i32);
@@ -59,17 +56,18 @@ pub struct FlushSet {
 
 pub struct Buffer {
     state: RwLock<State>,
-    metrics: Arc<Metrics>,
+    /// This tenant's buffer gauges.
+    gauges: crate::metrics::TenantGauges,
 }
 
 impl Buffer {
-    pub fn new(table_version: Option<i64>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(table_version: Option<i64>, gauges: crate::metrics::TenantGauges) -> Self {
         Self {
             state: RwLock::new(State {
                 table_version,
                 ..State::default()
             }),
-            metrics,
+            gauges,
         }
     }
 
@@ -91,10 +89,10 @@ impl Buffer {
     }
 
     fn update_gauges(&self, s: &State) {
-        self.metrics
+        self.gauges
             .buffer_rows
             .set((s.active_rows + s.flushing_rows) as i64);
-        self.metrics
+        self.gauges
             .buffer_bytes
             .set((s.active_bytes + s.flushing_bytes) as i64);
     }
@@ -242,7 +240,7 @@ mod tests {
 
     #[test]
     fn rows_are_split_by_hour_and_stay_visible_while_flushing() {
-        let buffer = Buffer::new(Some(3), Arc::new(Metrics::default()));
+        let buffer = Buffer::new(Some(3), Default::default());
         buffer.insert(1, &spans_at(&[HOUR_NS, HOUR_NS + 5, 2 * HOUR_NS]));
         buffer.insert(2, &spans_at(&[HOUR_NS + 9]));
         let flush = buffer.take().unwrap();
@@ -272,7 +270,7 @@ mod tests {
 
     #[test]
     fn failed_flush_restores_rows_in_order() {
-        let buffer = Buffer::new(None, Arc::new(Metrics::default()));
+        let buffer = Buffer::new(None, Default::default());
         buffer.insert(1, &spans_at(&[HOUR_NS]));
         std::thread::sleep(Duration::from_millis(200));
         let _ = buffer.take().unwrap();

@@ -734,6 +734,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let table_dir = dir.path().join("table");
         let config = CollectorConfig {
+            tenant: "test".into(),
             table_url: url::Url::from_directory_path(&table_dir).unwrap(),
             wal_dir: dir.path().join("wal"),
             wal_segment_bytes: 1 << 20,

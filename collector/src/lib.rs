@@ -51,6 +51,8 @@ pub enum Error {
 /// Settings of the write side.
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
+    /// The tenant, for the metrics that are levels (buffer, WAL segments).
+    pub tenant: String,
     /// URL of the spans Delta table.
     pub table_url: Url,
     /// Local directory of the write-ahead log.
@@ -86,13 +88,15 @@ impl Collector {
     pub async fn start(config: CollectorConfig, metrics: Arc<Metrics>) -> Result<Self, Error> {
         let table = Arc::new(Table::open_or_create(&config.table_url, Arc::clone(&metrics)).await?);
         let committed = table.committed_seq().await?;
+        let gauges = metrics.tenant_gauges(&config.tenant);
         let (wal, replayed) = Wal::open(
             &config.wal_dir,
             committed,
             config.wal_segment_bytes,
             Arc::clone(&metrics),
+            gauges.clone(),
         )?;
-        let buffer = Arc::new(Buffer::new(table.version().await, Arc::clone(&metrics)));
+        let buffer = Arc::new(Buffer::new(table.version().await, gauges));
         let rows: usize = replayed.iter().map(|r| r.batch.num_rows()).sum();
         for record in &replayed {
             buffer.insert(record.seq, &record.batch);

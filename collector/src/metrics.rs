@@ -13,6 +13,18 @@ pub type ProtocolLabel = [(&'static str, &'static str); 1];
 pub type ReasonLabels = [(&'static str, &'static str); 2];
 /// `tenant` and `limit` labels.
 pub type LimitLabels = [(&'static str, String); 2];
+/// `tenant` label.
+pub type TenantLabel = [(&'static str, String); 1];
+
+/// One tenant's gauges (handles into the families of [`Metrics`]): the
+/// counters are summed over tenants, but a level such as the buffer's size
+/// means something only per tenant.
+#[derive(Clone, Default)]
+pub struct TenantGauges {
+    pub wal_segments: Gauge,
+    pub buffer_rows: Gauge,
+    pub buffer_bytes: Gauge,
+}
 
 pub struct Metrics {
     pub spans_received: Family<ProtocolLabel, Counter>,
@@ -23,7 +35,7 @@ pub struct Metrics {
     pub limited: Family<LimitLabels, Counter>,
     pub wal_bytes: Counter,
     pub wal_fsync_seconds: Histogram,
-    pub wal_segments: Gauge,
+    pub wal_segments: Family<TenantLabel, Gauge>,
     pub flush_seconds: Histogram,
     pub commit_seconds: Histogram,
     pub files_written: Counter,
@@ -31,8 +43,8 @@ pub struct Metrics {
     pub files_vacuumed: Counter,
     pub rows_written: Counter,
     pub bytes_written: Counter,
-    pub buffer_rows: Gauge,
-    pub buffer_bytes: Gauge,
+    pub buffer_rows: Family<TenantLabel, Gauge>,
+    pub buffer_bytes: Family<TenantLabel, Gauge>,
     pub compactions: Counter,
     pub compactions_abandoned: Counter,
     pub compactions_failed: Counter,
@@ -56,7 +68,7 @@ impl Default for Metrics {
             limited: Family::default(),
             wal_bytes: Counter::default(),
             wal_fsync_seconds: seconds(),
-            wal_segments: Gauge::default(),
+            wal_segments: Family::default(),
             flush_seconds: seconds(),
             commit_seconds: seconds(),
             files_expired: Counter::default(),
@@ -64,8 +76,8 @@ impl Default for Metrics {
             files_written: Counter::default(),
             rows_written: Counter::default(),
             bytes_written: Counter::default(),
-            buffer_rows: Gauge::default(),
-            buffer_bytes: Gauge::default(),
+            buffer_rows: Family::default(),
+            buffer_bytes: Family::default(),
             compactions: Counter::default(),
             compactions_abandoned: Counter::default(),
             compactions_failed: Counter::default(),
@@ -81,6 +93,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The gauges of `tenant`.
+    pub fn tenant_gauges(&self, tenant: &str) -> TenantGauges {
+        let label = [("tenant", tenant.to_string())];
+        TenantGauges {
+            wal_segments: self.wal_segments.get_or_create(&label).clone(),
+            buffer_rows: self.buffer_rows.get_or_create(&label).clone(),
+            buffer_bytes: self.buffer_bytes.get_or_create(&label).clone(),
+        }
+    }
+
     /// Registers every metric under the `tracelake_` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("tracelake");

@@ -135,6 +135,8 @@ pub struct Wal {
     dirty: Condvar,
     durability: watch::Sender<Durability>,
     metrics: Arc<Metrics>,
+    /// This tenant's WAL gauge.
+    gauges: crate::metrics::TenantGauges,
 }
 
 /// A replayed record.
@@ -152,6 +154,7 @@ impl Wal {
         committed: u64,
         segment_bytes: u64,
         metrics: Arc<Metrics>,
+        gauges: crate::metrics::TenantGauges,
     ) -> Result<(Arc<Self>, Vec<Replayed>)> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let mut segments = list_segments(dir)?;
@@ -193,6 +196,7 @@ impl Wal {
             dirty: Condvar::new(),
             durability,
             metrics,
+            gauges,
         });
         let sync = Arc::clone(&wal);
         std::thread::Builder::new()
@@ -374,7 +378,7 @@ impl Wal {
         if released > 0 {
             tracing::debug!(released, committed, "released wal segments");
         }
-        self.metrics.wal_segments.set(w.segments.len() as i64);
+        self.gauges.wal_segments.set(w.segments.len() as i64);
         Ok(())
     }
 

@@ -258,6 +258,17 @@ async fn each_tenant_reads_only_its_own_spans_through_every_api() {
     let error = otlp_grpc(&server, "..", "bad").await.unwrap_err();
     assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
 
+    // The buffer's level is each tenant's own.
+    let (_, metrics) = get(&server.url("/metrics"), None, None).await;
+    for (tenant, rows) in [("shop", 2.0), ("web", 3.0), ("default", 2.0)] {
+        let name = format!("tracelake_buffer_rows{{tenant=\"{tenant}\"}}");
+        assert_eq!(
+            crate::server::metric(&metrics, &name),
+            rows,
+            "{name}:\n{metrics}"
+        );
+    }
+
     // Killed with every span only in the WALs: each tenant's come back
     // into its own table, and only there.
     server.kill9();
@@ -495,15 +506,22 @@ async fn per_tenant_limits_hold_for_one_tenant_and_not_the_other() {
         })
     };
     let services = server.url("/api/v1/services");
+    // Once the runaway runs (a query of small's would otherwise race it
+    // for the one slot), small's next query is refused.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    let mut refused = None;
-    while std::time::Instant::now() < deadline {
-        let (status, body) = get(&services, Some("small"), None).await;
-        if status == 429 {
-            refused = Some(body);
+    loop {
+        let (_, metrics) = get(&server.url("/metrics"), None, None).await;
+        if crate::server::metric(&metrics, "tracelake_queries_running{class=\"heavy\"}") >= 1.0 {
             break;
         }
+        assert!(
+            std::time::Instant::now() < deadline && !runaway.is_finished(),
+            "the runaway query did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    let (status, body) = get(&services, Some("small"), None).await;
+    let refused = (status == 429).then_some(body);
     let refused = refused.expect("small's second query refused while its first runs");
     assert!(refused.contains("max_concurrent_queries"), "{refused}");
     assert_eq!(get(&services, Some("big"), None).await.0, 200);
@@ -565,7 +583,10 @@ async fn per_tenant_limits_hold_for_one_tenant_and_not_the_other() {
             "{name}:\n{metrics}"
         );
     }
-    assert!(!metrics.contains("tenant=\"big\""), "{metrics}");
+    assert!(
+        !metrics.contains("tracelake_limited_requests_total{tenant=\"big\""),
+        "{metrics}"
+    );
 
     // The file is reread: small may now send 60 spans per request.
     std::fs::write(

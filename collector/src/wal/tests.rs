@@ -28,7 +28,14 @@ fn values(replayed: &[Replayed]) -> Vec<(u64, Vec<i64>)> {
 }
 
 fn open(dir: &Path, committed: u64, segment_bytes: u64) -> (Arc<Wal>, Vec<Replayed>) {
-    Wal::open(dir, committed, segment_bytes, Arc::new(Metrics::default())).unwrap()
+    Wal::open(
+        dir,
+        committed,
+        segment_bytes,
+        Arc::new(Metrics::default()),
+        Default::default(),
+    )
+    .unwrap()
 }
 
 /// Appends one record per batch of `records` to a fresh log in `dir`, waits
