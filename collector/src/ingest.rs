@@ -50,6 +50,30 @@ pub enum IngestError {
 }
 
 impl IngestError {
+    /// The HTTP status of a failed request and its `Retry-After` in
+    /// seconds, for every HTTP receiver: 400 for a body that does not
+    /// decode, 429 to retry later (overloaded, over the rate), 413 for a
+    /// request that can never pass (not to be retried), 503 when the WAL
+    /// is unavailable.
+    pub fn http_status(&self) -> (axum::http::StatusCode, Option<u64>) {
+        use axum::http::StatusCode;
+        match self {
+            Self::Invalid { .. } => (StatusCode::BAD_REQUEST, None),
+            Self::Overloaded { retry_after, .. }
+            | Self::Limited {
+                retry_after: Some(retry_after),
+                ..
+            } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(retry_after.as_secs().max(1)),
+            ),
+            Self::Limited {
+                retry_after: None, ..
+            } => (StatusCode::PAYLOAD_TOO_LARGE, None),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, Some(1)),
+        }
+    }
+
     /// Metric label.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -39,23 +39,7 @@ impl From<IngestError> for Failure {
         if let IngestError::Invalid { reason, message } = e {
             return Self::bad_request(reason, message);
         }
-        let (status, retry_after) = match &e {
-            IngestError::Overloaded { retry_after, .. }
-            | IngestError::Limited {
-                retry_after: Some(retry_after),
-                ..
-            } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                Some(retry_after.as_secs().max(1)),
-            ),
-            // A request that can never pass: too large, not to be retried.
-            IngestError::Limited {
-                retry_after: None, ..
-            } => (StatusCode::PAYLOAD_TOO_LARGE, None),
-            IngestError::Unavailable(_) | IngestError::Invalid { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, Some(1))
-            }
-        };
+        let (status, retry_after) = e.http_status();
         Self {
             status,
             reason: e.reason(),
