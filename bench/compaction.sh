@@ -17,10 +17,9 @@ seconds=${2:-30}
 rounds=${3:-2}
 work=$(mktemp -d)
 base=27200
-server_pid=
+. "$(dirname "$0")/lib.sh"
 cleanup() {
-  [ -z "$server_pid" ] || kill "$server_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
+  stop
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -33,28 +32,15 @@ run() {
     nice0) extra=(--compaction-interval 1s --compaction-nice 0) ;;
     nice10) extra=(--compaction-interval 1s --compaction-nice 10) ;;
   esac
-  rm -rf "$work/d"
-  "$bin/tracelake" serve --data-dir "$work/d" \
-    --http-listen 127.0.0.1:$((base + 1)) --otlp-http-listen 127.0.0.1:$((base + 2)) \
-    --otlp-grpc-listen 127.0.0.1:$((base + 3)) --flight-sql-listen 127.0.0.1:$((base + 4)) \
-    --zipkin-listen 127.0.0.1:$((base + 5)) --jaeger-http-listen 127.0.0.1:$((base + 6)) \
-    --jaeger-compact-listen 127.0.0.1:$((base + 7)) --jaeger-binary-listen 127.0.0.1:$((base + 8)) \
-    --flush-max-age 2s --compaction-delay 0s --compaction-target-bytes 67108864 \
-    "${extra[@]}" 2>"$work/server-$mode.log" &
-  server_pid=$!
-  for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$((base + 1))/ready" >/dev/null && break
-    sleep 0.2
-  done
+  serve "$bin" "$work/d" "$work/server-$mode.log" \
+    --flush-max-age 2s --compaction-delay 0s --compaction-target-bytes 67108864 "${extra[@]}"
   "$bin/tracelake-bench" drive --endpoint "http://127.0.0.1:$((base + 2))" \
     --streams 4 --batch 500 --seconds "$seconds" --pool-mib 256 --start-seconds-ago 7200 \
     --json >"$work/drive.json"
   local compactions
   compactions=$(curl -sf "http://127.0.0.1:$((base + 1))/metrics" |
     sed -n 's/^tracelake_compactions_total \([0-9.]*\)$/\1/p')
-  kill "$server_pid"
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=
+  stop
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(round(r["spans_per_second"]), r["failed_requests"], sys.argv[2] or 0)' \
     "$work/drive.json" "$compactions"
 }

@@ -19,34 +19,12 @@ seconds=${3:-20}
 rounds=${4:-3}
 work=$(mktemp -d)
 base=27100
-server_pid=
+. "$(dirname "$0")/lib.sh"
 cleanup() {
-  [ -z "$server_pid" ] || kill "$server_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
+  stop
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-serve() {
-  rm -rf "$work/d"
-  "$1/tracelake" serve --data-dir "$work/d" \
-    --http-listen 127.0.0.1:$((base + 1)) --otlp-http-listen 127.0.0.1:$((base + 2)) \
-    --otlp-grpc-listen 127.0.0.1:$((base + 3)) --flight-sql-listen 127.0.0.1:$((base + 4)) \
-    --zipkin-listen 127.0.0.1:$((base + 5)) --jaeger-http-listen 127.0.0.1:$((base + 6)) \
-    --jaeger-compact-listen 127.0.0.1:$((base + 7)) --jaeger-binary-listen 127.0.0.1:$((base + 8)) \
-    2>"$work/server.log" &
-  server_pid=$!
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((base + 1))/ready" >/dev/null && return; sleep 0.2; done
-  echo "server did not start" >&2
-  cat "$work/server.log" >&2
-  exit 1
-}
-
-stop() {
-  kill "$server_pid"
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=
-}
 
 : >"$work/results"
 for round in $(seq "$rounds"); do
@@ -54,7 +32,7 @@ for round in $(seq "$rounds"); do
     bin=$baseline
     [ "$build" = new ] && bin=$new
     for encoding in protobuf json; do
-      serve "$bin"
+      serve "$bin" "$work/d" "$work/server.log"
       report=$("$new/tracelake-bench" drive --endpoint "http://127.0.0.1:$((base + 2))" \
         --seconds "$seconds" --streams 4 --batch 500 --encoding "$encoding" --json)
       stop

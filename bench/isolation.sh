@@ -14,25 +14,18 @@ bin=${1:-target/release}
 seconds=${2:-30}
 data=$(mktemp -d)
 base=27000
-server_pid=
+. "$(dirname "$0")/lib.sh"
 loops=()
 cleanup() {
   for p in "${loops[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -z "$server_pid" ] || kill "$server_pid" 2>/dev/null || true
+  stop
   wait 2>/dev/null || true
   rm -rf "$data"
 }
 trap cleanup EXIT
 
-"$bin/tracelake" serve --data-dir "$data/d" \
-  --http-listen 127.0.0.1:$((base + 1)) --otlp-http-listen 127.0.0.1:$((base + 2)) \
-  --otlp-grpc-listen 127.0.0.1:$((base + 3)) --flight-sql-listen 127.0.0.1:$((base + 4)) \
-  --zipkin-listen 127.0.0.1:$((base + 5)) --jaeger-http-listen 127.0.0.1:$((base + 6)) \
-  --jaeger-compact-listen 127.0.0.1:$((base + 7)) --jaeger-binary-listen 127.0.0.1:$((base + 8)) \
-  --query-timeout 60s 2>"$data/server.log" &
-server_pid=$!
+serve "$bin" "$data/d" "$data/server.log" --query-timeout 60s
 http=http://127.0.0.1:$((base + 1))
-for _ in $(seq 100); do curl -sf "$http/ready" >/dev/null && break; sleep 0.2; done
 
 # The trace every lookup reads: 20 spans.
 trace=5b8efff798038103d269b633813fc60c

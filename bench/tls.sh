@@ -16,10 +16,9 @@ seconds=${2:-20}
 rounds=${3:-3}
 work=$(mktemp -d)
 base=27100
-server_pid=
+. "$(dirname "$0")/lib.sh"
 cleanup() {
-  [ -z "$server_pid" ] || kill "$server_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
+  stop
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -56,31 +55,19 @@ printf '[[tokens]]\nname = "bench"\ntoken = "%s"\nscopes = ["ingest", "query"]\n
 
 # run MODE ROUND: one server, one drive; prints spans/s.
 run() {
-  local mode=$1 round=$2 extra=() scheme=http drive=()
+  local mode=$1 round=$2 extra=() drive=()
+  scheme=http
   if [ "$mode" = secure ]; then
     extra=(--tls-cert-file "$work/server.pem" --tls-key-file "$work/server.key"
       --auth-tokens-file "$work/tokens.toml")
     scheme=https
     drive=(--ca-file "$work/ca.pem" --token "$token")
   fi
-  rm -rf "$work/d"
-  "$bin/tracelake" serve --data-dir "$work/d" \
-    --http-listen 127.0.0.1:$((base + 1)) --otlp-http-listen 127.0.0.1:$((base + 2)) \
-    --otlp-grpc-listen 127.0.0.1:$((base + 3)) --flight-sql-listen 127.0.0.1:$((base + 4)) \
-    --zipkin-listen 127.0.0.1:$((base + 5)) --jaeger-http-listen 127.0.0.1:$((base + 6)) \
-    --jaeger-compact-listen 127.0.0.1:$((base + 7)) --jaeger-binary-listen 127.0.0.1:$((base + 8)) \
-    "${extra[@]}" 2>"$work/server-$mode-$round.log" &
-  server_pid=$!
-  for _ in $(seq 100); do
-    curl -sf --cacert "$work/ca.pem" "$scheme://127.0.0.1:$((base + 1))/ready" >/dev/null && break
-    sleep 0.2
-  done
+  serve "$bin" "$work/d" "$work/server-$mode-$round.log" "${extra[@]}"
   "$bin/tracelake-bench" drive --endpoint "$scheme://127.0.0.1:$((base + 2))" \
     --streams 4 --batch 500 --seconds "$seconds" --pool-mib 256 --json "${drive[@]}" \
     >"$work/drive-$mode-$round.json"
-  kill "$server_pid"
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=
+  stop
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(round(r["spans_per_second"]), r["failed_requests"])' \
     "$work/drive-$mode-$round.json"
 }

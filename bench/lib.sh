@@ -1,0 +1,36 @@
+# Shared by the benchmark scripts (sourced): one tracelake server on
+# loopback, its listeners on ports base+1 (query/UI), base+2 (OTLP/HTTP),
+# base+3 (OTLP/gRPC), base+4 (Flight SQL), base+5 (Zipkin), base+6 (Jaeger
+# HTTP), base+7 and base+8 (Jaeger UDP). The script sets `base`.
+
+server_pid=
+
+# serve BIN DATA_DIR LOG [SERVER_ARGS...]: starts BIN/tracelake on an empty
+# DATA_DIR, its log in LOG, and waits until /ready answers (over https when
+# `scheme` is https; the probe does not check the certificate). Sets
+# server_pid; exits with the log when the server does not come up.
+serve() {
+  local bin=$1 data=$2 log=$3
+  shift 3
+  rm -rf "$data"
+  "$bin/tracelake" serve --data-dir "$data" \
+    --http-listen 127.0.0.1:$((base + 1)) --otlp-http-listen 127.0.0.1:$((base + 2)) \
+    --otlp-grpc-listen 127.0.0.1:$((base + 3)) --flight-sql-listen 127.0.0.1:$((base + 4)) \
+    --zipkin-listen 127.0.0.1:$((base + 5)) --jaeger-http-listen 127.0.0.1:$((base + 6)) \
+    --jaeger-compact-listen 127.0.0.1:$((base + 7)) --jaeger-binary-listen 127.0.0.1:$((base + 8)) \
+    "$@" 2>"$log" &
+  server_pid=$!
+  for _ in $(seq 100); do
+    curl -sfk "${scheme:-http}://127.0.0.1:$((base + 1))/ready" >/dev/null && return
+    sleep 0.2
+  done
+  echo "server did not start" >&2
+  cat "$log" >&2
+  exit 1
+}
+
+# Stops the server that `serve` started.
+stop() {
+  [ -z "$server_pid" ] || { kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; }
+  server_pid=
+}
