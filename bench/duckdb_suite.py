@@ -17,9 +17,11 @@ def main() -> None:
     con = duckdb.connect()
     con.execute(f"SET threads TO {int(spec['threads'])}")
     files = ", ".join("'" + p.replace("'", "''") + "'" for p in spec["files"])
-    # date=/hour= directories become columns, as in the Delta table.
+    # date=/hour= directories become columns, as in the Delta table;
+    # `start_time` is computed from `start_time_unix_nano`, as tracelake does.
     con.execute(
-        f"CREATE VIEW spans AS SELECT * FROM read_parquet([{files}], hive_partitioning = true)"
+        "CREATE VIEW spans AS SELECT *, make_timestamp(start_time_unix_nano // 1000) AS start_time "
+        f"FROM read_parquet([{files}], hive_partitioning = true)"
     )
     out = {}
     for q in spec["queries"]:

@@ -113,6 +113,8 @@ pub enum Error {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("{path}: unexpected columns")]
     Columns { path: String },
+    #[error("upgrading {path}: {message}")]
+    Upgrade { path: String, message: String },
     #[error(transparent)]
     Table(#[from] crate::table::Error),
     #[error("stopped")]
@@ -374,10 +376,10 @@ pub fn generations(files: &[PartitionFile]) -> usize {
 /// Reads a Parquet file from the table's object store. Our own
 /// `AsyncFileReader`, as parquet 59 asks: its `ParquetObjectReader` is
 /// deprecated in favour of exactly this (apache/arrow-rs#10308).
-struct StoreReader {
-    store: Arc<dyn ObjectStore>,
-    path: Path,
-    size: u64,
+pub(crate) struct StoreReader {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) path: Path,
+    pub(crate) size: u64,
 }
 
 impl AsyncFileReader for StoreReader {
@@ -573,7 +575,7 @@ impl Merge {
 }
 
 /// A compacted file being written.
-struct Output {
+pub(crate) struct Output {
     store: Arc<dyn ObjectStore>,
     path: String,
     writer: AsyncArrowWriter<BufWriter>,
@@ -581,7 +583,7 @@ struct Output {
 }
 
 impl Output {
-    fn create(
+    pub(crate) fn create(
         store: &Arc<dyn ObjectStore>,
         partition: &str,
         job: Option<&str>,
@@ -613,7 +615,7 @@ impl Output {
         (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
     }
 
-    async fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
+    pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
         self.stats.update(batch);
         self.writer
             .write(batch)
@@ -624,7 +626,7 @@ impl Output {
             })
     }
 
-    async fn close(self) -> Result<Add, Error> {
+    pub(crate) async fn close(self) -> Result<Add, Error> {
         let Self {
             store,
             path,

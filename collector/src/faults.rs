@@ -11,6 +11,7 @@
 //! | `compact.commit`, `compact.committed` | before and after a compaction's commit |
 //! | `retention.commit`, `retention.committed` | before and after retention's commit |
 //! | `vacuum` | before deleting files no longer in the table |
+//! | `upgrade.commit`, `upgrade.committed` | before and after the commit of one partition rewritten into the current layout |
 //!
 //! Only debug builds (what the test suite runs) have them: the hidden
 //! `serve --fault-points` setting (or `TRACELAKE_FAULTS`) hands its value to

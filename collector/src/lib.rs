@@ -20,6 +20,7 @@ pub mod otlp;
 mod plain;
 pub mod storage;
 pub mod table;
+pub mod upgrade;
 pub mod wal;
 pub mod writer;
 pub mod zipkin;
@@ -46,6 +47,10 @@ pub enum Error {
     Table(#[from] table::Error),
     #[error(transparent)]
     Wal(#[from] wal::Error),
+    #[error("upgrading the table: {0}")]
+    UpgradeTable(#[from] compact::Error),
+    #[error("upgrading a write-ahead log record: {0}")]
+    Upgrade(String),
 }
 
 /// Settings of the write side.
@@ -87,6 +92,7 @@ impl Collector {
     /// starts the flush task.
     pub async fn start(config: CollectorConfig, metrics: Arc<Metrics>) -> Result<Self, Error> {
         let table = Arc::new(Table::open_or_create(&config.table_url, Arc::clone(&metrics)).await?);
+        upgrade::run(&table).await?;
         let committed = table.committed_seq().await?;
         let gauges = metrics.tenant_gauges(&config.tenant);
         let (wal, replayed) = Wal::open(
@@ -99,7 +105,14 @@ impl Collector {
         let buffer = Arc::new(Buffer::new(table.version().await, gauges));
         let rows: usize = replayed.iter().map(|r| r.batch.num_rows()).sum();
         for record in &replayed {
-            buffer.insert(record.seq, &record.batch);
+            // Records written before an upgrade are in the older layout.
+            if tracelake_schema::upgrade::layout_version(&record.batch.schema()) == 2 {
+                let batch = tracelake_schema::upgrade::from_v2(&record.batch)
+                    .map_err(|e| Error::Upgrade(e.to_string()))?;
+                buffer.insert(record.seq, &batch);
+            } else {
+                buffer.insert(record.seq, &record.batch);
+            }
         }
         if !replayed.is_empty() {
             tracing::info!(

@@ -58,7 +58,13 @@ pub struct Table {
     url: Url,
     table: Mutex<DeltaTable>,
     metrics: Arc<Metrics>,
+    /// The layout version the table holds (older than [`SCHEMA_VERSION`]
+    /// until [`crate::upgrade`] has rewritten it).
+    layout_version: std::sync::atomic::AtomicU32,
 }
+
+/// Layout versions that [`crate::upgrade`] rewrites into the current one.
+pub const UPGRADABLE_VERSIONS: [u32; 1] = [2];
 
 impl Table {
     /// Opens the table at `url`, creating it (and, for `file://`, its
@@ -109,26 +115,69 @@ impl Table {
                 .await
                 .map_err(err)?;
             tracing::info!(%url, "created spans table");
-        } else {
-            let snapshot = table.snapshot().map_err(err)?;
-            let found = snapshot
-                .metadata()
-                .configuration()
-                .get(SCHEMA_VERSION_KEY)
-                .cloned();
-            if found.as_deref() != Some(SCHEMA_VERSION.to_string().as_str()) {
+        }
+        let snapshot = table.snapshot().map_err(err)?;
+        let found = snapshot
+            .metadata()
+            .configuration()
+            .get(SCHEMA_VERSION_KEY)
+            .cloned();
+        let version = found.as_deref().and_then(|v| v.parse::<u32>().ok());
+        let layout_version = match version {
+            Some(SCHEMA_VERSION) => SCHEMA_VERSION,
+            Some(v) if UPGRADABLE_VERSIONS.contains(&v) => v,
+            _ => {
                 return Err(Error::Schema(format!(
                     "{url} holds spans schema version {}, this build writes version \
-                     {SCHEMA_VERSION}; use a new data directory (or --storage-url)",
+                     {SCHEMA_VERSION} and upgrades {UPGRADABLE_VERSIONS:?}; use a new data \
+                     directory (or --storage-url)",
                     found.as_deref().unwrap_or("(none)")
                 )));
             }
-        }
+        };
         Ok(Self {
             url: url.clone(),
             table: Mutex::new(table),
             metrics,
+            layout_version: layout_version.into(),
         })
+    }
+
+    /// The layout version the table's files are in (the table property).
+    pub fn layout_version(&self) -> u32 {
+        self.layout_version
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records that every file is in the current layout: the table's schema
+    /// becomes the current one and its version property [`SCHEMA_VERSION`],
+    /// in one commit. The last step of [`crate::upgrade`].
+    pub async fn set_current_layout(&self) -> Result<i64> {
+        use deltalake::kernel::MetadataExt as _;
+        let mut table = self.table.lock().await;
+        let state = table.snapshot().map_err(|e| self.err(e))?;
+        let schema: StructType = spans_schema()
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| Error::Schema(e.to_string()))?;
+        let metadata = state
+            .metadata()
+            .clone()
+            .with_schema(&schema)
+            .and_then(|m| m.add_config_key(SCHEMA_VERSION_KEY.into(), SCHEMA_VERSION.to_string()))
+            .map_err(|e| Error::Schema(e.to_string()))?;
+        let operation = DeltaOperation::SetTableProperties {
+            properties: [(SCHEMA_VERSION_KEY.to_string(), SCHEMA_VERSION.to_string())].into(),
+        };
+        let finalized = CommitBuilder::default()
+            .with_actions(vec![Action::Metadata(metadata)])
+            .build(Some(state), table.log_store(), operation)
+            .await
+            .map_err(|e| self.err(e))?;
+        table.state = Some(finalized.snapshot());
+        self.layout_version
+            .store(SCHEMA_VERSION, std::sync::atomic::Ordering::Release);
+        Ok(finalized.version() as i64)
     }
 
     fn err(&self, source: DeltaTableError) -> Error {

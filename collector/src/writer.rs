@@ -22,8 +22,8 @@ use std::collections::HashMap;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{SortColumn, lexsort_to_indices};
-use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
-use chrono::{DateTime, NaiveDate};
+use arrow::datatypes::Int64Type;
+use chrono::NaiveDate;
 use deltalake::kernel::Add;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -33,7 +33,7 @@ use parquet::schema::types::ColumnPath;
 use serde_json::{Map, Value, json};
 use tracelake_schema::spans::{
     DURATION_NS, HOUR, PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SERVICE_NAME,
-    SPAN_ID, START_TIME, START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY, file_schema, spans_schema,
+    SPAN_ID, START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY, file_schema, spans_schema,
 };
 
 use crate::buffer::PartitionKey;
@@ -97,7 +97,6 @@ pub fn writer_properties(rows: usize, row_group_rows: usize, zstd_level: i32) ->
         TRACE_ID,
         TRACE_KEY,
         SPAN_ID,
-        START_TIME,
         START_TIME_UNIX_NANO,
         DURATION_NS,
     ] {
@@ -255,8 +254,10 @@ pub fn partition_date(days: i32) -> String {
         .to_string()
 }
 
-/// Integer columns with Delta statistics (`start_time` is kept as µs).
-const INT_STATS: [&str; 4] = [TRACE_KEY, START_TIME, START_TIME_UNIX_NANO, DURATION_NS];
+/// Integer columns with Delta statistics. The query service derives a
+/// condition on `start_time_unix_nano` from one on the computed
+/// `start_time`, so files are pruned by time on these.
+const INT_STATS: [&str; 3] = [TRACE_KEY, START_TIME_UNIX_NANO, DURATION_NS];
 
 /// Delta file statistics (row count, min/max, null counts) for the columns
 /// queries filter on most, accumulated batch by batch.
@@ -278,13 +279,8 @@ impl Stats {
         for (name, (lo, hi, nulls)) in INT_STATS.iter().zip(&mut self.ints) {
             let array = batch.column_by_name(name).expect("spans column");
             *nulls += array.null_count();
-            let (min, max) = if *name == START_TIME {
-                let a = array.as_primitive::<TimestampMicrosecondType>();
-                (arrow::compute::min(a), arrow::compute::max(a))
-            } else {
-                let a = array.as_primitive::<Int64Type>();
-                (arrow::compute::min(a), arrow::compute::max(a))
-            };
+            let a = array.as_primitive::<Int64Type>();
+            let (min, max) = (arrow::compute::min(a), arrow::compute::max(a));
             *lo = lo.iter().copied().chain(min).min();
             *hi = hi.iter().copied().chain(max).max();
         }
@@ -310,17 +306,9 @@ impl Stats {
         let mut nulls = Map::new();
         for (name, (lo, hi, n)) in INT_STATS.iter().zip(&self.ints) {
             nulls.insert(name.to_string(), json!(n));
-            let value = |v: i64| {
-                if *name == START_TIME {
-                    DateTime::<chrono::Utc>::from_timestamp_micros(v)
-                        .map(|t| json!(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()))
-                } else {
-                    Some(json!(v))
-                }
-            };
-            if let (Some(lo), Some(hi)) = (lo.and_then(value), hi.and_then(value)) {
-                min.insert(name.to_string(), lo);
-                max.insert(name.to_string(), hi);
+            if let (Some(lo), Some(hi)) = (lo, hi) {
+                min.insert(name.to_string(), json!(lo));
+                max.insert(name.to_string(), json!(hi));
             }
         }
         let (lo, hi, n) = &self.service;

@@ -16,6 +16,7 @@
 
 pub mod analysis;
 pub mod analytics;
+pub mod dedicated;
 pub mod engine;
 pub mod error;
 pub mod executor;

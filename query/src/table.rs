@@ -5,6 +5,11 @@
 //! table version its buffered rows are not part of, and the Delta side is
 //! read at exactly that version. Each side is cast to the canonical spans
 //! schema, so the union (and every API reading it) sees one set of types.
+//!
+//! The table offers SQL's schema ([`sql_schema`]): the stored columns plus
+//! `start_time`, computed from `start_time_unix_nano`; a condition on
+//! `start_time` also becomes one on `start_time_unix_nano`, whose per-file
+//! and per-page statistics prune.
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,7 +25,9 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
-use datafusion::physical_expr::expressions::{CastExpr, Column};
+use datafusion::physical_expr::expressions::{
+    BinaryExpr as PhysicalBinaryExpr, CastExpr, Column, Literal,
+};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::physical_plan::empty::EmptyExec;
@@ -30,7 +37,10 @@ use datafusion::prelude::{col, lit};
 use datafusion::scalar::ScalarValue;
 use deltalake::DeltaTable;
 use tokio::sync::Mutex;
-use tracelake_schema::spans::{TRACE_ID, TRACE_KEY, spans_schema, trace_key};
+use tracelake_schema::spans::{
+    START_TIME, START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY, spans_schema, sql_schema,
+    timestamp_type, trace_key,
+};
 use url::Url;
 
 use crate::trace_index::TraceIndex;
@@ -171,7 +181,7 @@ impl SpansTable {
 #[async_trait]
 impl TableProvider for SpansTable {
     fn schema(&self) -> SchemaRef {
-        spans_schema()
+        sql_schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -193,11 +203,26 @@ impl TableProvider for SpansTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let sql = sql_schema();
         let schema = spans_schema();
+        // The stored columns the projection needs, each once.
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..sql.fields().len()).collect(),
+        };
+        let mut stored: Vec<usize> = Vec::with_capacity(wanted.len());
+        for &i in &wanted {
+            let j = schema.index_of(stored_name(sql.field(i).name()))?;
+            if !stored.contains(&j) {
+                stored.push(j);
+            }
+        }
+        let projection = Some(&stored);
         let projected = project_schema(&schema, projection)?;
         let live = self.live.as_ref().map(|l| l.snapshot()).unwrap_or_default();
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        let (mut filters, trace_keys) = with_trace_keys(filters);
+        let (filters, trace_keys) = with_trace_keys(filters);
+        let mut filters = stored_filters(filters);
         if let Some((delta, partitions)) = self
             .delta_provider(state, live.table_version, trace_keys.as_deref())
             .await?
@@ -232,11 +257,115 @@ impl TableProvider for SpansTable {
             )?;
             inputs.push(cast_to(plan, &projected)?);
         }
-        if inputs.is_empty() {
-            return Ok(Arc::new(EmptyExec::new(projected)));
-        }
-        UnionExec::try_new(inputs)
+        let plan = if inputs.is_empty() {
+            Arc::new(EmptyExec::new(Arc::clone(&projected)))
+        } else {
+            UnionExec::try_new(inputs)?
+        };
+        to_sql_columns(plan, &sql, &wanted)
     }
+}
+
+/// The stored column an SQL column is read from.
+fn stored_name(sql_column: &str) -> &str {
+    if sql_column == START_TIME {
+        START_TIME_UNIX_NANO
+    } else {
+        sql_column
+    }
+}
+
+/// `plan` (stored columns) as the SQL columns `wanted`: `start_time`
+/// computed, the others as they are.
+fn to_sql_columns(
+    plan: Arc<dyn ExecutionPlan>,
+    sql: &SchemaRef,
+    wanted: &[usize],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let input = plan.schema();
+    let same = wanted.len() == input.fields().len()
+        && wanted
+            .iter()
+            .zip(input.fields())
+            .all(|(&i, f)| sql.field(i).name() == f.name());
+    if same {
+        return Ok(plan);
+    }
+    let exprs = wanted
+        .iter()
+        .map(|&i| {
+            let name = sql.field(i).name();
+            let from = stored_name(name);
+            let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(from, input.index_of(from)?));
+            let expr: Arc<dyn PhysicalExpr> = if name == START_TIME {
+                let micros = Arc::new(PhysicalBinaryExpr::new(
+                    column,
+                    Operator::Divide,
+                    Arc::new(Literal::new(ScalarValue::Int64(Some(1000)))),
+                ));
+                Arc::new(CastExpr::new(micros, timestamp_type(), None))
+            } else {
+                column
+            };
+            Ok((expr, name.clone()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
+}
+
+/// `filters` for the stored columns: each condition that bounds
+/// `start_time` by a constant also as the bound it implies on
+/// `start_time_unix_nano` (which the files' statistics prune by), and
+/// every condition on `start_time` itself left out (the column is not
+/// stored; DataFusion applies those conditions above the scan).
+fn stored_filters(filters: Vec<Expr>) -> Vec<Expr> {
+    let mut out = Vec::with_capacity(filters.len());
+    for filter in filters {
+        for conjunct in split_conjunction(&filter) {
+            if let Some(derived) = nanos_bound(conjunct) {
+                out.push(derived);
+            }
+        }
+        if !filter.column_refs().iter().any(|c| c.name == START_TIME) {
+            out.push(filter);
+        }
+    }
+    out
+}
+
+/// For `start_time <op> t` (either side, `t` a timestamp constant), a
+/// condition on `start_time_unix_nano` that every row satisfying it
+/// satisfies (`start_time` is the start in whole microseconds).
+fn nanos_bound(expr: &Expr) -> Option<Expr> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = expr else {
+        return None;
+    };
+    let is_start = |e: &Expr| matches!(e, Expr::Column(c) if c.name == START_TIME);
+    let (op, value) = if is_start(left) {
+        (*op, right.as_ref())
+    } else if is_start(right) {
+        (op.swap()?, left.as_ref())
+    } else {
+        return None;
+    };
+    let micros = match value {
+        Expr::Literal(ScalarValue::TimestampMicrosecond(Some(v), _), _) => *v,
+        Expr::Literal(ScalarValue::TimestampMillisecond(Some(v), _), _) => v.checked_mul(1000)?,
+        Expr::Literal(ScalarValue::TimestampSecond(Some(v), _), _) => v.checked_mul(1_000_000)?,
+        _ => return None,
+    };
+    let ns = micros.checked_mul(1000)?;
+    let nanos = col(START_TIME_UNIX_NANO);
+    Some(match op {
+        Operator::Eq => nanos
+            .clone()
+            .gt_eq(lit(ns))
+            .and(nanos.lt(lit(ns.checked_add(1000)?))),
+        Operator::Gt | Operator::GtEq => nanos.gt_eq(lit(ns)),
+        Operator::Lt => nanos.lt(lit(ns)),
+        Operator::LtEq => nanos.lt(lit(ns.checked_add(1000)?)),
+        _ => return None,
+    })
 }
 
 /// `filters` plus, for every condition that pins `trace_id` to constants
@@ -356,4 +485,58 @@ fn cast_to(plan: Arc<dyn ExecutionPlan>, schema: &SchemaRef) -> Result<Arc<dyn E
         })
         .collect();
     Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::{col, lit};
+    use datafusion::scalar::ScalarValue;
+
+    use super::*;
+
+    fn at(micros: i64) -> Expr {
+        lit(ScalarValue::TimestampMicrosecond(
+            Some(micros),
+            Some("UTC".into()),
+        ))
+    }
+
+    #[test]
+    fn a_bound_on_start_time_is_one_on_the_stored_nanoseconds() {
+        let nanos = || col(START_TIME_UNIX_NANO);
+        let cases = [
+            (col(START_TIME).gt_eq(at(5)), nanos().gt_eq(lit(5000i64))),
+            // start_time > 5 µs: the start is 6 µs or later.
+            (col(START_TIME).gt(at(5)), nanos().gt_eq(lit(5000i64))),
+            (col(START_TIME).lt(at(5)), nanos().lt(lit(5000i64))),
+            (col(START_TIME).lt_eq(at(5)), nanos().lt(lit(6000i64))),
+            // The constant on the left.
+            (at(5).gt(col(START_TIME)), nanos().lt(lit(5000i64))),
+            (
+                col(START_TIME).eq(at(5)),
+                nanos().gt_eq(lit(5000i64)).and(nanos().lt(lit(6000i64))),
+            ),
+        ];
+        for (condition, bound) in cases {
+            assert_eq!(nanos_bound(&condition), Some(bound), "{condition}");
+        }
+        assert_eq!(nanos_bound(&col(START_TIME).not_eq(at(5))), None);
+        assert_eq!(nanos_bound(&col("duration_ns").gt(lit(5i64))), None);
+    }
+
+    #[test]
+    fn conditions_on_start_time_are_not_passed_to_the_stored_scan() {
+        let filters = vec![
+            col(START_TIME).gt_eq(at(1)).and(col("name").eq(lit("x"))),
+            col("name").eq(lit("y")),
+        ];
+        let out = stored_filters(filters);
+        assert_eq!(
+            out,
+            vec![
+                col(START_TIME_UNIX_NANO).gt_eq(lit(1000i64)),
+                col("name").eq(lit("y"))
+            ]
+        );
+    }
 }

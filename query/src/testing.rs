@@ -55,13 +55,22 @@ fn request(t0: u64) -> ExportTraceServiceRequest {
     };
     let mut root = span(1, 0, "GET /checkout", 2, 0, 100);
     root.attributes = vec![kv("http.route", Any::StringValue("/checkout".into()))];
-    let client = span(2, 1, "charge", 3, 10, 40);
+    let mut client = span(2, 1, "charge", 3, 10, 40);
+    // Two keys with dedicated columns (an integer and a text one).
+    client.attributes = vec![
+        kv("server.port", Any::IntValue(443)),
+        kv("peer.service", Any::StringValue("payments".into())),
+    ];
     let mut server = span(3, 2, "charge", 2, 15, 30);
     server.status = Some(Status {
         code: 2,
         message: "card declined".into(),
     });
-    server.attributes = vec![kv("amount", Any::IntValue(42))];
+    // A dedicated key whose value has another type than its column's.
+    server.attributes = vec![
+        kv("amount", Any::IntValue(42)),
+        kv("http.response.status_code", Any::StringValue("402".into())),
+    ];
     let resource = |name: &str| Resource {
         attributes: vec![kv("service.name", Any::StringValue(name.into()))],
         ..Default::default()

@@ -217,9 +217,30 @@ impl TraceIndex {
         if row_groups.is_empty() {
             return Ok(Vec::new());
         }
+        // Columns null in every row group read (most dedicated attribute
+        // columns, in a file of spans that never set their key) are not
+        // read: their nulls are made here.
+        let descr = parquet.file_metadata().schema_descr();
+        let all_null = |root: usize| {
+            (0..descr.num_columns())
+                .filter(|&leaf| descr.get_column_root_idx(leaf) == root)
+                .all(|leaf| {
+                    row_groups.iter().all(|&rg| {
+                        let rg = parquet.row_group(rg);
+                        rg.column(leaf)
+                            .statistics()
+                            .and_then(|s| s.null_count_opt())
+                            .is_some_and(|n| n as i64 == rg.num_rows())
+                    })
+                })
+        };
+        let read: Vec<usize> = (0..descr.root_schema().get_fields().len())
+            .filter(|&root| !all_null(root))
+            .collect();
         let mut builder =
             ParquetRecordBatchStreamBuilder::new_with_metadata(open()?, metadata.clone())
-                .with_row_groups(row_groups.clone());
+                .with_row_groups(row_groups.clone())
+                .with_projection(ProjectionMask::roots(descr, read));
         if let (Some(columns), Some(offsets)) = (parquet.column_index(), parquet.offset_index())
             && let Some(counts) =
                 stats.data_page_row_counts(offsets, parquet.row_groups(), &row_groups)?
@@ -251,10 +272,19 @@ impl TraceIndex {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             let rows = batch.num_rows();
-            let mut columns = batch.columns().to_vec();
+            let schema = spans_schema();
+            let mut columns: Vec<ArrayRef> = schema
+                .fields()
+                .iter()
+                .filter(|f| f.name() != DATE && f.name() != HOUR)
+                .map(|f| match batch.column_by_name(f.name()) {
+                    Some(c) => Arc::clone(c),
+                    None => arrow::array::new_null_array(f.data_type(), rows),
+                })
+                .collect();
             columns.push(Arc::new(Date32Array::from(vec![date; rows])));
             columns.push(Arc::new(Int32Array::from(vec![hour; rows])));
-            out.push(RecordBatch::try_new(spans_schema(), columns)?);
+            out.push(RecordBatch::try_new(schema, columns)?);
         }
         Ok(out)
     }

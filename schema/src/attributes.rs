@@ -104,16 +104,26 @@ impl AttributesBuilder {
 
     /// Appends one row holding `attrs`, each key once.
     pub(crate) fn append<A: AttributeView>(&mut self, attrs: &[A]) {
+        self.append_where(attrs, |_| true);
+    }
+
+    /// Appends one row holding the keys of `attrs` for which `keep` is true,
+    /// each key once.
+    pub(crate) fn append_where<A: AttributeView>(
+        &mut self,
+        attrs: &[A],
+        keep: impl Fn(&str) -> bool,
+    ) {
         if has_repeated_key(attrs) {
-            return self.append_deduplicated(attrs);
+            return self.append_deduplicated(attrs, keep);
         }
-        self.append_unique(attrs.iter());
+        self.append_unique(attrs.iter().filter(|kv| keep(kv.key())));
     }
 
     /// The slow path: the last value of each key, in the order keys first
     /// appeared.
     #[cold]
-    fn append_deduplicated<A: AttributeView>(&mut self, attrs: &[A]) {
+    fn append_deduplicated<A: AttributeView>(&mut self, attrs: &[A], keep: impl Fn(&str) -> bool) {
         let mut last: std::collections::HashMap<&str, &A> =
             std::collections::HashMap::with_capacity(attrs.len());
         for kv in attrs {
@@ -122,7 +132,7 @@ impl AttributesBuilder {
         let mut seen = std::collections::HashSet::with_capacity(attrs.len());
         let unique: Vec<&A> = attrs
             .iter()
-            .filter(|kv| seen.insert(kv.key()))
+            .filter(|kv| keep(kv.key()) && seen.insert(kv.key()))
             .map(|kv| last[kv.key()])
             .collect();
         self.append_unique(unique.into_iter());

@@ -9,5 +9,6 @@ pub mod attributes;
 pub mod model;
 pub mod otlp;
 pub mod spans;
+pub mod upgrade;
 
 pub use opentelemetry_proto;

@@ -1,23 +1,29 @@
 //! Arrow -> OTLP: reads rows of the spans schema back into the OTLP span model,
 //! for the query APIs and for the round-trip guarantee.
 //!
-//! Columns are found by name, so batches may carry extra columns or come from
-//! an older schema version; types must be the canonical ones of
-//! [`crate::spans`] (the query service casts view types back first).
+//! Columns are found by name, so batches may carry extra columns; types must
+//! be the canonical ones of [`crate::spans`] (the query service casts view
+//! types back first). A span's attributes are its map's entries followed by
+//! its [dedicated](crate::spans::DEDICATED) columns that hold a value. Rows
+//! of layout version 2 (whose map held every attribute, and whose
+//! same-named columns were copies) are read with [`SpanRows::try_new_v2`].
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{
-    Array, BinaryArray, Int64Array, ListArray, MapArray, RecordBatch, StringArray, StructArray,
+    Array, ArrayRef, BinaryArray, Int64Array, ListArray, MapArray, RecordBatch, StringArray,
+    StructArray,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
 use crate::attributes::{self, DecodeError};
 use crate::spans::*;
+use std::sync::Arc;
 
 /// Error reading spans back from Arrow.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +79,8 @@ pub struct SpanRows<'a> {
     scope_attribute_types: &'a MapArray,
     scope_dropped_attributes_count: &'a Int64Array,
     scope_schema_url: &'a StringArray,
+    /// The dedicated attribute columns the batch has, with their keys.
+    dedicated: Vec<(&'static str, ArrayRef)>,
     len: usize,
 }
 
@@ -119,7 +127,29 @@ fn uint(a: &Int64Array, row: usize) -> u32 {
 }
 
 impl<'a> SpanRows<'a> {
+    /// The rows of `batch`, in the current layout.
     pub fn try_new(batch: &'a RecordBatch) -> Result<Self> {
+        let mut rows = Self::try_new_v2(batch)?;
+        for d in DEDICATED {
+            if let Some(array) = batch.column_by_name(d.column) {
+                if array.data_type() != &d.data_type() {
+                    return Err(Error::WrongType {
+                        column: d.column,
+                        actual: array.data_type().to_string(),
+                        expected: if d.int { "Int64" } else { "Utf8" },
+                    });
+                }
+                if array.null_count() < array.len() {
+                    rows.dedicated.push((d.key, Arc::clone(array)));
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// The rows of `batch` in layout version 2: every span attribute in the
+    /// map, and the typed attribute columns (copies) ignored.
+    pub fn try_new_v2(batch: &'a RecordBatch) -> Result<Self> {
         Ok(Self {
             trace_id: column(batch, TRACE_ID, "Binary")?,
             span_id: column(batch, SPAN_ID, "Binary")?,
@@ -154,6 +184,7 @@ impl<'a> SpanRows<'a> {
             scope_attribute_types: column(batch, SCOPE_ATTRIBUTE_TYPES, "Map")?,
             scope_dropped_attributes_count: column(batch, SCOPE_DROPPED_ATTRIBUTES_COUNT, "Int64")?,
             scope_schema_url: column(batch, SCOPE_SCHEMA_URL, "Utf8")?,
+            dedicated: Vec::new(),
             len: batch.num_rows(),
         })
     }
@@ -227,7 +258,7 @@ impl<'a> SpanRows<'a> {
             kind,
             start_time_unix_nano: start,
             end_time_unix_nano: start.wrapping_add(self.duration_ns.value(row) as u64),
-            attributes: attributes::decode(self.attributes, Some(self.attribute_types), row)?,
+            attributes: self.span_attributes(row)?,
             dropped_attributes_count: uint(self.dropped_attributes_count, row),
             events: self.events(row)?,
             dropped_events_count: uint(self.dropped_events_count, row),
@@ -238,6 +269,28 @@ impl<'a> SpanRows<'a> {
                 code,
             }),
         })
+    }
+
+    /// The span attributes of `row`: the map's, then the dedicated columns'.
+    pub fn span_attributes(&self, row: usize) -> Result<Vec<KeyValue>> {
+        let mut out = attributes::decode(self.attributes, Some(self.attribute_types), row)?;
+        let from_map = out.len();
+        for (key, array) in &self.dedicated {
+            // A map that SQL already merged with the columns has the key.
+            if array.is_null(row) || out[..from_map].iter().any(|kv| kv.key == *key) {
+                continue;
+            }
+            let value = match array.as_string_opt::<i32>() {
+                Some(text) => Value::StringValue(text.value(row).to_string()),
+                None => Value::IntValue(array.as_primitive::<Int64Type>().value(row)),
+            };
+            out.push(KeyValue {
+                key: key.to_string(),
+                value: Some(AnyValue { value: Some(value) }),
+                key_strindex: 0,
+            });
+        }
+        Ok(out)
     }
 
     fn events(&self, row: usize) -> Result<Vec<Event>> {

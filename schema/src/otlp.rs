@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use arrow_array::builder::{
     BinaryBuilder, Date32Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, ListArray, RecordBatch, StructArray};
 use arrow_buffer::{NullBuffer, OffsetBuffer};
@@ -27,8 +26,8 @@ use view::{
 
 use crate::attributes::AttributesBuilder;
 use crate::spans::{
-    PROMOTED, SPAN_KINDS, STATUS_CODES, event_fields, link_fields, partition_of, spans_schema,
-    trace_key,
+    DEDICATED, SPAN_KINDS, STATUS_CODES, dedicated_index, event_fields, link_fields, partition_of,
+    spans_schema, trace_key,
 };
 
 /// Service name stored when the resource has no `service.name` (the value
@@ -170,7 +169,7 @@ pub fn validate<S: SpanView>(span: &S, acceptance: &Acceptance) -> Result<(i64, 
     Ok((start_ns, duration))
 }
 
-enum PromotedBuilder {
+enum DedicatedBuilder {
     Text(StringBuilder),
     Int(Int64Builder),
 }
@@ -186,12 +185,11 @@ pub struct SpansBuilder {
     name: StringBuilder,
     kind: StringBuilder,
     service_name: StringBuilder,
-    start_time: TimestampMicrosecondBuilder,
     start_time_unix_nano: Int64Builder,
     duration_ns: Int64Builder,
     status_code: StringBuilder,
     status_message: StringBuilder,
-    promoted: Vec<PromotedBuilder>,
+    dedicated: Vec<DedicatedBuilder>,
     attributes: AttributesBuilder,
     dropped_attributes_count: Int64Builder,
     events: EventsBuilder,
@@ -242,18 +240,17 @@ impl SpansBuilder {
             name: text(),
             kind: text(),
             service_name: text(),
-            start_time: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
             start_time_unix_nano: int(),
             duration_ns: int(),
             status_code: text(),
             status_message: text(),
-            promoted: PROMOTED
+            dedicated: DEDICATED
                 .iter()
-                .map(|p| {
-                    if p.int {
-                        PromotedBuilder::Int(int())
+                .map(|d| {
+                    if d.int {
+                        DedicatedBuilder::Int(int())
                     } else {
-                        PromotedBuilder::Text(text())
+                        DedicatedBuilder::Text(text())
                     }
                 })
                 .collect(),
@@ -370,7 +367,6 @@ impl SpansBuilder {
         self.flags.append_value(i64::from(span.flags()));
         self.name.append_value(span.name());
         self.kind.append_value(SPAN_KINDS[span.kind() as usize]);
-        self.start_time.append_value(start.div_euclid(1000));
         self.start_time_unix_nano.append_value(start);
         self.duration_ns.append_value(duration);
         match span.status() {
@@ -383,8 +379,7 @@ impl SpansBuilder {
                 self.status_message.append_null();
             }
         }
-        self.append_promoted(span.attributes());
-        self.attributes.append(span.attributes());
+        self.append_attributes(span.attributes());
         self.dropped_attributes_count
             .append_value(i64::from(span.dropped_attributes_count()));
         self.events.append(span.events());
@@ -427,47 +422,38 @@ impl SpansBuilder {
         }
     }
 
-    fn append_promoted<A: AttributeView>(&mut self, attrs: &[A]) {
-        // (priority, value) of the best key seen so far for each column; a
-        // repeated key's last value, as the attribute map keeps it.
-        let mut found: [Option<(usize, ValueRef<'_>)>; PROMOTED.len()] = [None; PROMOTED.len()];
+    /// The span attributes: each [dedicated](DEDICATED) key whose (last)
+    /// value has its column's type into that column, the rest into the map.
+    fn append_attributes<A: AttributeView>(&mut self, attrs: &[A]) {
+        let mut found: [Option<ValueRef<'_>>; DEDICATED.len()] = [None; DEDICATED.len()];
+        let mut any = false;
         for kv in attrs {
-            let value = kv.value();
-            if value == ValueRef::Absent {
-                continue;
-            }
-            let key = kv.key();
-            for (slot, p) in found.iter_mut().zip(PROMOTED) {
-                if let Some(rank) = p.keys.iter().position(|k| *k == key)
-                    && slot.is_none_or(|(best, _)| rank <= best)
-                {
-                    *slot = Some((rank, value));
-                }
+            if let Some(i) = dedicated_index(kv.key()) {
+                // A repeated key's last value, as the map keeps it.
+                found[i] = Some(kv.value());
+                any = true;
             }
         }
-        for (builder, slot) in self.promoted.iter_mut().zip(found) {
-            let value = slot.map(|(_, v)| v);
-            match builder {
-                PromotedBuilder::Int(b) => match value {
-                    Some(ValueRef::Int(i)) => b.append_value(i),
-                    Some(ValueRef::Str(s)) => b.append_option(s.trim().parse().ok()),
-                    Some(ValueRef::Double(d)) if d.fract() == 0.0 => b.append_value(d as i64),
-                    _ => b.append_null(),
-                },
-                PromotedBuilder::Text(b) => match value {
-                    Some(ValueRef::Str(s)) => b.append_value(s),
-                    Some(ValueRef::Int(i)) => {
-                        let _ = write!(b, "{i}");
-                        b.append_value("");
-                    }
-                    Some(ValueRef::Bool(v)) => b.append_value(if v { "true" } else { "false" }),
-                    Some(ValueRef::Double(d)) => {
-                        let _ = write!(b, "{d}");
-                        b.append_value("");
-                    }
-                    _ => b.append_null(),
-                },
+        let mut taken = [false; DEDICATED.len()];
+        for ((builder, value), taken) in self.dedicated.iter_mut().zip(found).zip(&mut taken) {
+            match (builder, value) {
+                (DedicatedBuilder::Text(b), Some(ValueRef::Str(s))) => {
+                    b.append_value(s);
+                    *taken = true;
+                }
+                (DedicatedBuilder::Int(b), Some(ValueRef::Int(i))) => {
+                    b.append_value(i);
+                    *taken = true;
+                }
+                (DedicatedBuilder::Text(b), _) => b.append_null(),
+                (DedicatedBuilder::Int(b), _) => b.append_null(),
             }
+        }
+        if any {
+            self.attributes
+                .append_where(attrs, |key| dedicated_index(key).is_none_or(|i| !taken[i]));
+        } else {
+            self.attributes.append(attrs);
         }
     }
 
@@ -487,16 +473,15 @@ impl SpansBuilder {
             Arc::new(self.name.finish()),
             Arc::new(self.kind.finish()),
             Arc::new(self.service_name.finish()),
-            Arc::new(self.start_time.finish()),
             Arc::new(self.start_time_unix_nano.finish()),
             Arc::new(self.duration_ns.finish()),
             Arc::new(self.status_code.finish()),
             Arc::new(self.status_message.finish()),
         ];
-        columns.extend(self.promoted.iter_mut().map(|b| -> ArrayRef {
+        columns.extend(self.dedicated.iter_mut().map(|b| -> ArrayRef {
             match b {
-                PromotedBuilder::Text(b) => Arc::new(b.finish()),
-                PromotedBuilder::Int(b) => Arc::new(b.finish()),
+                DedicatedBuilder::Text(b) => Arc::new(b.finish()),
+                DedicatedBuilder::Int(b) => Arc::new(b.finish()),
             }
         }));
         columns.extend([

@@ -1,17 +1,28 @@
-//! Spans schema v2: one row per span, in Delta Lake's type system.
+//! Spans schema v3: one row per span, in Delta Lake's type system.
 //!
 //! Delta has no unsigned integers, no fixed-size binary and stores timestamps
 //! in microseconds, so ids are `Binary`, OTLP `uint32`/`fixed32` fields are
-//! `Int64`, and the start time is kept twice: `start_time` (µs, for SQL and
-//! file pruning) and `start_time_unix_nano` (lossless). Every column after the
-//! ids is nullable so that later schema versions can add columns and still read
-//! files written by this one.
+//! `Int64`, and the start time is `start_time_unix_nano` (lossless); the
+//! microsecond `start_time` that SQL offers is computed from it on read
+//! ([`sql_schema`]), not stored. Every column after the ids is nullable so
+//! that later schema versions can add columns and still read files written
+//! by this one.
 //!
 //! Attribute sets (span, resource, scope, event, link) use two maps:
 //! `*_attributes` maps each key to its value rendered as text (so
 //! `span_attributes['http.route']` works in SQL) and `*_attribute_types` holds
 //! the type code of every key whose value is not a string (see
 //! [`crate::attributes`]); together they are lossless.
+//!
+//! The span attributes that instrumentation sets most ([`DEDICATED`]) have
+//! typed columns of their own instead: a value of the column's type is
+//! stored there and *not* in the map, so nothing is stored twice; a value of
+//! another type stays in the map. The query service rewrites
+//! `span_attributes['k']` of such a key to read its column.
+//!
+//! Version 2 (before 2026-12) stored `start_time` too, and copies of ten
+//! attributes in typed columns while keeping them in the map; tables of
+//! that version are rewritten in place at start ([`crate::upgrade`]).
 
 use std::sync::{Arc, LazyLock};
 
@@ -19,7 +30,7 @@ use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 /// Version of the layout described here; stored in the table properties and in
 /// every Parquet file's key-value metadata under [`SCHEMA_VERSION_KEY`].
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 /// Metadata key under which [`SCHEMA_VERSION`] is recorded.
 pub const SCHEMA_VERSION_KEY: &str = "tracelake.schema.version";
 
@@ -71,47 +82,152 @@ pub const TIME_UNIX_NANO: &str = "time_unix_nano";
 pub const ATTRIBUTES: &str = "attributes";
 pub const ATTRIBUTE_TYPES: &str = "attribute_types";
 
-/// Semantic-convention attributes copied into typed columns of their own
-/// (they also stay in `span_attributes`). Each column lists the attribute keys
-/// it is filled from, current semantic-convention name first; the first key
-/// present on the span wins.
-pub const PROMOTED: &[Promoted] = &[
-    Promoted::text(
-        "http_request_method",
-        &["http.request.method", "http.method"],
+/// Span attributes with a typed column of their own: the keys of the
+/// semantic conventions (current and still widely sent older ones) that
+/// instrumentation sets most, and that searches filter and group on. The
+/// column is named after the key with `.` replaced by `_`.
+pub const DEDICATED: &[Dedicated] = &[
+    Dedicated::text("http.request.method", "http_request_method"),
+    Dedicated::int("http.response.status_code", "http_response_status_code"),
+    Dedicated::text("http.route", "http_route"),
+    Dedicated::text("url.full", "url_full"),
+    Dedicated::text("url.path", "url_path"),
+    Dedicated::text("url.scheme", "url_scheme"),
+    Dedicated::text("server.address", "server_address"),
+    Dedicated::int("server.port", "server_port"),
+    Dedicated::text("client.address", "client_address"),
+    Dedicated::int("client.port", "client_port"),
+    Dedicated::text("network.peer.address", "network_peer_address"),
+    Dedicated::int("network.peer.port", "network_peer_port"),
+    Dedicated::text("network.protocol.version", "network_protocol_version"),
+    Dedicated::text("user_agent.original", "user_agent_original"),
+    Dedicated::text("rpc.system", "rpc_system"),
+    Dedicated::text("rpc.service", "rpc_service"),
+    Dedicated::text("rpc.method", "rpc_method"),
+    Dedicated::int("rpc.grpc.status_code", "rpc_grpc_status_code"),
+    Dedicated::text("db.system.name", "db_system_name"),
+    Dedicated::text("db.namespace", "db_namespace"),
+    Dedicated::text("db.operation.name", "db_operation_name"),
+    Dedicated::text("db.collection.name", "db_collection_name"),
+    Dedicated::text("db.query.text", "db_query_text"),
+    Dedicated::text("messaging.system", "messaging_system"),
+    Dedicated::text("messaging.operation.type", "messaging_operation_type"),
+    Dedicated::text("messaging.destination.name", "messaging_destination_name"),
+    Dedicated::text(
+        "messaging.consumer.group.name",
+        "messaging_consumer_group_name",
     ),
-    Promoted {
-        column: "http_response_status_code",
-        keys: &["http.response.status_code", "http.status_code"],
-        int: true,
-    },
-    Promoted::text("http_route", &["http.route"]),
-    Promoted::text("url_full", &["url.full", "http.url"]),
-    Promoted::text("db_system", &["db.system.name", "db.system"]),
-    Promoted::text("rpc_service", &["rpc.service"]),
-    Promoted::text("rpc_method", &["rpc.method"]),
-    Promoted::text("peer_service", &["peer.service"]),
-    Promoted::text("server_address", &["server.address", "net.peer.name"]),
-    Promoted::text("error_type", &["error.type"]),
+    Dedicated::int(
+        "messaging.kafka.message.offset",
+        "messaging_kafka_message_offset",
+    ),
+    Dedicated::text("peer.service", "peer_service"),
+    Dedicated::text("error.type", "error_type"),
+    Dedicated::text("thread.name", "thread_name"),
+    Dedicated::int("thread.id", "thread_id"),
+    Dedicated::text("code.function", "code_function"),
+    Dedicated::text("code.function.name", "code_function_name"),
+    // Older names, still sent by many SDKs and by Zipkin and Jaeger clients.
+    Dedicated::text("http.method", "http_method"),
+    Dedicated::int("http.status_code", "http_status_code"),
+    Dedicated::text("http.url", "http_url"),
+    Dedicated::text("http.target", "http_target"),
+    Dedicated::text("net.peer.name", "net_peer_name"),
+    Dedicated::int("net.peer.port", "net_peer_port"),
+    Dedicated::text("db.system", "db_system"),
+    Dedicated::text("db.statement", "db_statement"),
 ];
 
-/// A semantic-convention attribute promoted to a typed column.
+/// A span attribute stored in a typed column of its own.
 #[derive(Debug, Clone, Copy)]
-pub struct Promoted {
+pub struct Dedicated {
+    pub key: &'static str,
     pub column: &'static str,
-    pub keys: &'static [&'static str],
-    /// `Int64` column (else `Utf8`).
+    /// `Int64` column holding integer values (else `Utf8` holding strings).
     pub int: bool,
 }
 
-impl Promoted {
-    const fn text(column: &'static str, keys: &'static [&'static str]) -> Self {
+impl Dedicated {
+    const fn text(key: &'static str, column: &'static str) -> Self {
         Self {
+            key,
             column,
-            keys,
             int: false,
         }
     }
+
+    const fn int(key: &'static str, column: &'static str) -> Self {
+        Self {
+            key,
+            column,
+            int: true,
+        }
+    }
+
+    pub fn data_type(&self) -> DataType {
+        if self.int {
+            DataType::Int64
+        } else {
+            DataType::Utf8
+        }
+    }
+}
+
+/// Index in [`DEDICATED`] of span attribute `key`'s column; a `match`, which
+/// compiles to comparisons by length first, as this runs for every
+/// attribute of every span.
+#[inline]
+pub fn dedicated_index(key: &str) -> Option<usize> {
+    Some(match key {
+        "http.request.method" => 0,
+        "http.response.status_code" => 1,
+        "http.route" => 2,
+        "url.full" => 3,
+        "url.path" => 4,
+        "url.scheme" => 5,
+        "server.address" => 6,
+        "server.port" => 7,
+        "client.address" => 8,
+        "client.port" => 9,
+        "network.peer.address" => 10,
+        "network.peer.port" => 11,
+        "network.protocol.version" => 12,
+        "user_agent.original" => 13,
+        "rpc.system" => 14,
+        "rpc.service" => 15,
+        "rpc.method" => 16,
+        "rpc.grpc.status_code" => 17,
+        "db.system.name" => 18,
+        "db.namespace" => 19,
+        "db.operation.name" => 20,
+        "db.collection.name" => 21,
+        "db.query.text" => 22,
+        "messaging.system" => 23,
+        "messaging.operation.type" => 24,
+        "messaging.destination.name" => 25,
+        "messaging.consumer.group.name" => 26,
+        "messaging.kafka.message.offset" => 27,
+        "peer.service" => 28,
+        "error.type" => 29,
+        "thread.name" => 30,
+        "thread.id" => 31,
+        "code.function" => 32,
+        "code.function.name" => 33,
+        "http.method" => 34,
+        "http.status_code" => 35,
+        "http.url" => 36,
+        "http.target" => 37,
+        "net.peer.name" => 38,
+        "net.peer.port" => 39,
+        "db.system" => 40,
+        "db.statement" => 41,
+        _ => return None,
+    })
+}
+
+/// The dedicated column of span attribute `key`, if it has one.
+pub fn dedicated(key: &str) -> Option<&'static Dedicated> {
+    dedicated_index(key).map(|i| &DEDICATED[i])
 }
 
 /// Map from key to text value (`Map<Utf8, Utf8>`), with the entry/key/value
@@ -136,9 +252,10 @@ fn map_type(value: DataType) -> DataType {
     )
 }
 
-pub(crate) const MAP_ENTRIES: &str = "key_value";
-pub(crate) const MAP_KEY: &str = "key";
-pub(crate) const MAP_VALUE: &str = "value";
+/// Names of a map column's entries, key and value fields.
+pub const MAP_ENTRIES: &str = "key_value";
+pub const MAP_KEY: &str = "key";
+pub const MAP_VALUE: &str = "value";
 
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -187,20 +304,16 @@ static SPANS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(NAME, DataType::Utf8, true),
         Field::new(KIND, DataType::Utf8, true),
         Field::new(SERVICE_NAME, DataType::Utf8, true),
-        Field::new(START_TIME, timestamp_type(), true),
         Field::new(START_TIME_UNIX_NANO, DataType::Int64, true),
         Field::new(DURATION_NS, DataType::Int64, true),
         Field::new(STATUS_CODE, DataType::Utf8, true),
         Field::new(STATUS_MESSAGE, DataType::Utf8, true),
     ];
-    fields.extend(PROMOTED.iter().map(|p| {
-        let ty = if p.int {
-            DataType::Int64
-        } else {
-            DataType::Utf8
-        };
-        Field::new(p.column, ty, true)
-    }));
+    fields.extend(
+        DEDICATED
+            .iter()
+            .map(|d| Field::new(d.column, d.data_type(), true)),
+    );
     fields.extend([
         Field::new(SPAN_ATTRIBUTES, attributes_type(), true),
         Field::new(SPAN_ATTRIBUTE_TYPES, attribute_types_type(), true),
@@ -225,9 +338,29 @@ static SPANS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(fields))
 });
 
-/// The spans schema, partition columns (`date`, `hour`) last.
+/// The spans schema as stored (the Delta table's, and the rows the
+/// collector buffers), partition columns (`date`, `hour`) last.
 pub fn spans_schema() -> SchemaRef {
     Arc::clone(&SPANS_SCHEMA)
+}
+
+static SQL_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let stored = spans_schema();
+    let mut fields: Vec<Field> = Vec::with_capacity(stored.fields().len() + 1);
+    for field in stored.fields() {
+        if field.name() == START_TIME_UNIX_NANO {
+            fields.push(Field::new(START_TIME, timestamp_type(), true));
+        }
+        fields.push(field.as_ref().clone());
+    }
+    Arc::new(Schema::new(fields))
+});
+
+/// The `spans` table of SQL: the stored columns, plus `start_time` (the
+/// start in microseconds, as a UTC timestamp) before
+/// `start_time_unix_nano`, from which it is computed.
+pub fn sql_schema() -> SchemaRef {
+    Arc::clone(&SQL_SCHEMA)
 }
 
 /// The schema of the data files: the spans schema without the partition
@@ -308,6 +441,17 @@ mod tests {
         assert_eq!(trace_key(&id), 42);
         assert_eq!(trace_key(&[0xff; 16]), -1);
         assert_eq!(trace_key(&[1, 2]), 0x0102);
+    }
+
+    #[test]
+    fn dedicated_index_matches_the_list() {
+        for (i, d) in DEDICATED.iter().enumerate() {
+            assert_eq!(dedicated_index(d.key), Some(i), "{}", d.key);
+            assert_eq!(d.column, d.key.replace('.', "_"));
+        }
+        assert_eq!(dedicated_index("http.routes"), None);
+        let columns: std::collections::HashSet<_> = DEDICATED.iter().map(|d| d.column).collect();
+        assert_eq!(columns.len(), DEDICATED.len());
     }
 
     #[test]

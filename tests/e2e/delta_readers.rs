@@ -62,6 +62,7 @@ async fn another_delta_reader_reads_every_committed_span() {
         assert_eq!(row["service"], "delta-reader");
         assert_eq!(row["duration_ns"], *duration);
         assert_eq!(row["route"], *route);
+        assert!(row["map_route"].is_null(), "stored once: {row}");
         let secs = (*start / 1_000_000_000) as i64;
         let when = chrono::DateTime::from_timestamp(secs, 0).unwrap();
         assert_eq!(

@@ -27,5 +27,6 @@ mod stopping;
 mod tempo;
 mod tenants;
 mod tls;
+mod upgrade;
 mod watch;
 mod zipkin;

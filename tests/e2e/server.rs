@@ -181,6 +181,12 @@ impl TestServer {
         panic!("tracelake did not start in 5 attempts");
     }
 
+    /// Starts the binary without waiting for it to be ready: for a server
+    /// that a fault point ends while it starts ([`TestServer::wait_exit`]).
+    pub(crate) fn spawn_unready(data_dir: &Path, args: &[&str]) -> Self {
+        Self::spawn(data_dir, args, &[])
+    }
+
     fn spawn(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let (grpc, otlp_http, http, flight_sql, zipkin, jaeger_http) = (
             free_port(),

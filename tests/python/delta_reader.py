@@ -13,7 +13,7 @@ from deltalake import DeltaTable
 table = DeltaTable(sys.argv[1])
 data = table.to_pyarrow_table(
     columns=["trace_id", "span_id", "name", "service_name", "duration_ns",
-             "span_attributes", "date", "hour"]
+             "http_route", "span_attributes", "date", "hour"]
 ).to_pylist()
 rows = []
 for r in data:
@@ -24,7 +24,9 @@ for r in data:
         "name": r["name"],
         "service": r["service_name"],
         "duration_ns": r["duration_ns"],
-        "route": attrs.get("http.route"),
+        # `http.route` has a column of its own (and is then not in the map).
+        "route": r["http_route"],
+        "map_route": attrs.get("http.route"),
         "partition": f"{r['date']}/{r['hour']:02d}",
     })
 print(json.dumps({

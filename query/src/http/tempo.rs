@@ -24,6 +24,7 @@ use serde_json::{Map, Value, json};
 use tracelake_protocols::otlp_json::{self, Style};
 use tracelake_schema::model::to_otlp;
 use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use tracelake_schema::spans::SPAN_ATTRIBUTES;
 
 use super::error::{HttpError, Text, render};
 use crate::engine::QueryEngine;
@@ -382,10 +383,10 @@ async fn tags_v1(
     let range = tag_range(&mut p)?;
     let mut names = match scope.as_str() {
         "resource" => keys(&engine, "resource_attributes", range).await?,
-        "span" => keys(&engine, "span_attributes", range).await?,
+        "span" => keys(&engine, SPAN_ATTRIBUTES, range).await?,
         "intrinsic" => INTRINSICS.iter().map(|s| s.to_string()).collect(),
         "" | "all" => {
-            let mut all = keys(&engine, "span_attributes", range).await?;
+            let mut all = keys(&engine, SPAN_ATTRIBUTES, range).await?;
             all.extend(keys(&engine, "resource_attributes", range).await?);
             all
         }
@@ -408,9 +409,8 @@ async fn tags_v2(
         scopes.push(json!({ "name": "resource", "tags": keys(&engine, "resource_attributes", range).await? }));
     }
     if matches!(scope.as_str(), "" | "all" | "span") {
-        scopes.push(
-            json!({ "name": "span", "tags": keys(&engine, "span_attributes", range).await? }),
-        );
+        scopes
+            .push(json!({ "name": "span", "tags": keys(&engine, SPAN_ATTRIBUTES, range).await? }));
     }
     if matches!(scope.as_str(), "" | "all" | "intrinsic") {
         scopes.push(json!({ "name": "intrinsic", "tags": INTRINSICS }));

@@ -60,11 +60,15 @@ async fn zipkin_answers_in_its_model() {
                    "tags": {"http.route": "/checkout"}}),
             json!({"traceId": TRACE, "parentId": "0000000000000001", "id": "0000000000000002",
                    "kind": "CLIENT", "name": "charge", "timestamp": us + 10_000,
-                   "duration": 40_000, "localEndpoint": {"serviceName": "frontend"}}),
+                   "duration": 40_000, "localEndpoint": {"serviceName": "frontend"},
+                   // `peer.service` is Zipkin's remote service.
+                   "remoteEndpoint": {"serviceName": "payments"},
+                   "tags": {"server.port": "443"}}),
             json!({"traceId": TRACE, "parentId": "0000000000000002", "id": "0000000000000003",
                    "kind": "SERVER", "name": "charge", "timestamp": us + 15_000,
                    "duration": 30_000, "localEndpoint": {"serviceName": "payments"},
                    "tags": {"amount": "42", "error": "card declined",
+                            "http.response.status_code": "402",
                             "otel.status_code": "ERROR",
                             "otel.status_description": "card declined"}}),
         ]

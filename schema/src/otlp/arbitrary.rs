@@ -53,19 +53,24 @@ pub fn any_value() -> impl Strategy<Value = Option<Value>> {
 }
 
 pub fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
+    // Keys with a dedicated text or integer column (values of any type), and
+    // others.
     let special = prop_oneof![
         Just("http.route"),
         Just("http.response.status_code"),
         Just("http.method"),
         Just("db.system"),
+        Just("server.port"),
+        Just("thread.name"),
         Just("k"),
     ];
     vec((special, any_value(), any::<bool>()), 0..6).prop_map(|kvs| {
+        let mut used = std::collections::HashSet::new();
         kvs.into_iter()
             .enumerate()
             // Unique keys, as the OTLP data model requires.
             .map(|(i, (k, value, absent))| KeyValue {
-                key: if i == 0 {
+                key: if used.insert(k) {
                     k.to_string()
                 } else {
                     format!("{k}.{i}")

@@ -14,7 +14,10 @@ use crate::model::to_otlp;
 use crate::spans;
 
 /// Proto3 treats an absent message as its default: the canonical form of a
-/// request has every resource, scope and status present.
+/// request has every resource, scope and status present. Attributes are a
+/// map in OTLP (keys unique, order without meaning) and dedicated columns
+/// come back after the map's entries: the canonical form orders a span's
+/// attributes by key.
 fn canonical(mut request: ExportTraceServiceRequest) -> ExportTraceServiceRequest {
     for rs in &mut request.resource_spans {
         rs.resource.get_or_insert_with(Resource::default);
@@ -22,6 +25,7 @@ fn canonical(mut request: ExportTraceServiceRequest) -> ExportTraceServiceReques
             ss.scope.get_or_insert_with(InstrumentationScope::default);
             for span in &mut ss.spans {
                 span.status.get_or_insert_with(Status::default);
+                span.attributes.sort_by(|a, b| a.key.cmp(&b.key));
             }
         }
     }
@@ -37,7 +41,7 @@ fn roundtrip(request: &ExportTraceServiceRequest) -> ExportTraceServiceRequest {
 }
 
 fn assert_identity(request: ExportTraceServiceRequest) {
-    let back = roundtrip(&request);
+    let back = canonical(roundtrip(&request));
     let expected = canonical(request);
     // Compare encodings: byte-equal protobuf is identity, NaN included.
     if back.encode_to_vec() != expected.encode_to_vec() {
@@ -95,7 +99,7 @@ fn top_level_nan_round_trips() {
 }
 
 #[test]
-fn promoted_columns_and_partition_are_filled() {
+fn dedicated_columns_and_partition_are_filled() {
     let mut builder = SpansBuilder::default();
     // A second span at 13:55 of the same day, in another hour partition.
     let mut later = simple_span(vec![1; 16], vec![3; 8]);
@@ -112,11 +116,15 @@ fn promoted_columns_and_partition_are_filled() {
     let hours = col(spans::HOUR).as_primitive::<arrow_array::types::Int32Type>();
     assert_eq!((dates.value(0), hours.value(0)), (day, 0));
     assert_eq!((dates.value(1), hours.value(1)), (day, 13));
-    // The current semantic-convention key wins over the old one.
+    // Each key has its own column, and is then not in the map.
     assert_eq!(
         col("http_request_method").as_string::<i32>().value(0),
         "POST"
     );
+    assert_eq!(col("http_method").as_string::<i32>().value(0), "GET");
+    let map = col(spans::SPAN_ATTRIBUTES).as_map().value(0);
+    let keys: Vec<&str> = map.column(0).as_string::<i32>().iter().flatten().collect();
+    assert_eq!(keys, ["double"]);
     assert_eq!(
         col("http_response_status_code")
             .as_primitive::<Int64Type>()
@@ -181,4 +189,56 @@ fn invalid_spans_are_rejected_individually() {
     late.end_time_unix_nano = late.start_time_unix_nano;
     let rejected = builder.append_request(&request_of(vec![late]), &window);
     assert_eq!(rejected.reasons, vec![(Rejection::StartOutsideWindow, 1)]);
+}
+
+#[test]
+fn a_dedicated_key_of_another_type_stays_in_the_map() {
+    let mut span = simple_span(vec![1; 16], vec![2; 8]);
+    span.attributes = vec![
+        kv(
+            "http.response.status_code",
+            Value::StringValue("200".into()),
+        ),
+        kv("http.route", Value::StringValue("/old".into())),
+        kv("server.port", Value::IntValue(8080)),
+        // A repeated key: the last value counts, as in the map.
+        kv("http.route", Value::StringValue("/new".into())),
+        kv("thread.name", Value::IntValue(7)),
+    ];
+    let request = request_of(vec![span]);
+    let mut builder = SpansBuilder::default();
+    builder.append_request(&request, &Acceptance::ANY_TIME);
+    let batch = builder.finish();
+    let col = |name| batch.column_by_name(name).unwrap();
+    assert!(col("http_response_status_code").is_null(0));
+    assert_eq!(col("http_route").as_string::<i32>().value(0), "/new");
+    assert_eq!(
+        col("server_port").as_primitive::<Int64Type>().value(0),
+        8080
+    );
+    assert!(col("thread_name").is_null(0));
+    let map = col(spans::SPAN_ATTRIBUTES).as_map().value(0);
+    let keys: Vec<&str> = map.column(0).as_string::<i32>().iter().flatten().collect();
+    assert_eq!(keys, ["http.response.status_code", "thread.name"]);
+    let back = to_otlp(&[batch]).unwrap();
+    let mut attrs = back.resource_spans[0].scope_spans[0].spans[0]
+        .attributes
+        .clone();
+    attrs.sort_by(|a, b| a.key.cmp(&b.key));
+    let keys: Vec<(&str, &Option<Value>)> = attrs
+        .iter()
+        .map(|kv| (kv.key.as_str(), &kv.value.as_ref().unwrap().value))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (
+                "http.response.status_code",
+                &Some(Value::StringValue("200".into()))
+            ),
+            ("http.route", &Some(Value::StringValue("/new".into()))),
+            ("server.port", &Some(Value::IntValue(8080))),
+            ("thread.name", &Some(Value::IntValue(7))),
+        ]
+    );
 }

@@ -1,0 +1,358 @@
+//! `span_attributes` in SQL holds every span attribute, dedicated or not.
+//!
+//! A span attribute with a [dedicated column](tracelake_schema::spans::DEDICATED)
+//! is stored in that column when its value has the column's type, and only
+//! otherwise in the stored `span_attributes` map. This analyzer rule keeps
+//! SQL's view of the map whole, at the least cost:
+//! - `span_attributes['k']` of a dedicated key becomes
+//!   `coalesce(<column as text>, span_attributes['k'])`, and
+//!   `span_attribute_types['k']` of an integer one gives the integer type
+//!   code when the column has the value: a search on such a key reads one
+//!   narrow column (with its statistics), not the map;
+//! - any other use of the whole map (`SELECT span_attributes`,
+//!   `map_keys(span_attributes)`) reads it merged with the dedicated columns
+//!   ([`with_dedicated_attributes`], [`with_dedicated_attribute_types`]).
+//!
+//! Expressions whose input has no dedicated columns (a subquery that
+//! selected only the map) are left alone.
+
+use std::sync::Arc;
+
+use arrow::array::builder::{Int8Builder, MapBuilder, MapFieldNames, StringBuilder};
+use arrow::array::{Array, ArrayRef, AsArray, MapArray};
+use arrow::datatypes::{DataType, Int64Type};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode as _, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchemaRef, Result, ScalarValue, exec_err};
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility, cast, lit, when,
+};
+use datafusion::optimizer::AnalyzerRule;
+use datafusion::prelude::coalesce;
+use tracelake_schema::attributes::TypeCode;
+use tracelake_schema::spans::{
+    DEDICATED, MAP_ENTRIES, MAP_KEY, MAP_VALUE, SPAN_ATTRIBUTE_TYPES, SPAN_ATTRIBUTES,
+    attribute_types_type, attributes_type, dedicated,
+};
+
+#[derive(Debug, Default)]
+pub struct DedicatedAttributes;
+
+impl AnalyzerRule for DedicatedAttributes {
+    fn name(&self) -> &str {
+        "tracelake_dedicated_attributes"
+    }
+
+    fn analyze(&self, plan: LogicalPlan, _: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(|node| {
+            let inputs: Vec<DFSchemaRef> = node
+                .inputs()
+                .iter()
+                .map(|i| Arc::clone(i.schema()))
+                .collect();
+            if inputs.is_empty() {
+                return Ok(Transformed::no(node));
+            }
+            let preserver = NamePreserver::new(&node);
+            node.map_expressions(|expr| {
+                let name = preserver.save(&expr);
+                let rewritten = expr.transform_down(|e| rewrite(e, &inputs))?;
+                Ok(rewritten.update_data(|e| name.restore(e)))
+            })
+        })
+        .map(|t| t.data)
+    }
+}
+
+/// `name` (with `relation`) in one of `inputs`, as a column expression.
+fn input_column(
+    relation: &Option<datafusion::common::TableReference>,
+    name: &str,
+    inputs: &[DFSchemaRef],
+) -> Option<Expr> {
+    let column = Column::new(relation.clone(), name);
+    inputs
+        .iter()
+        .any(|s| s.has_column(&column))
+        .then_some(Expr::Column(column))
+}
+
+/// Every dedicated column, or `None` when the inputs lack one.
+fn dedicated_columns(
+    relation: &Option<datafusion::common::TableReference>,
+    inputs: &[DFSchemaRef],
+) -> Option<Vec<Expr>> {
+    DEDICATED
+        .iter()
+        .map(|d| input_column(relation, d.column, inputs))
+        .collect()
+}
+
+fn rewrite(expr: Expr, inputs: &[DFSchemaRef]) -> Result<Transformed<Expr>> {
+    match &expr {
+        Expr::ScalarFunction(ScalarFunction { func, args })
+            if func.name() == "get_field" && args.len() == 2 =>
+        {
+            let Expr::Column(map) = &args[0] else {
+                return Ok(Transformed::no(expr));
+            };
+            let is_values = map.name == SPAN_ATTRIBUTES;
+            if !is_values && map.name != SPAN_ATTRIBUTE_TYPES {
+                return Ok(Transformed::no(expr));
+            }
+            let key = match &args[1] {
+                Expr::Literal(
+                    ScalarValue::Utf8(Some(k))
+                    | ScalarValue::Utf8View(Some(k))
+                    | ScalarValue::LargeUtf8(Some(k)),
+                    _,
+                ) => k,
+                _ => return Ok(Transformed::no(expr)),
+            };
+            let column = dedicated(key)
+                .and_then(|d| Some((d, input_column(&map.relation, d.column, inputs)?)));
+            let Some((d, column)) = column else {
+                // A key of the map alone: the stored map, not the merged one.
+                return Ok(Transformed::new(expr, false, TreeNodeRecursion::Jump));
+            };
+            let new = match (is_values, d.int) {
+                (true, false) => coalesce(vec![column, expr.clone()]),
+                (true, true) => coalesce(vec![cast(column, DataType::Utf8), expr.clone()]),
+                (false, true) => coalesce(vec![
+                    when(column.is_not_null(), lit(TypeCode::Int as i8)).end()?,
+                    expr.clone(),
+                ]),
+                // A text value has no type code; in the map it may have one.
+                (false, false) => expr.clone(),
+            };
+            Ok(Transformed::new(new, true, TreeNodeRecursion::Jump))
+        }
+        Expr::Column(c) if c.name == SPAN_ATTRIBUTES || c.name == SPAN_ATTRIBUTE_TYPES => {
+            let Some(columns) = dedicated_columns(&c.relation, inputs) else {
+                return Ok(Transformed::no(expr));
+            };
+            let (udf, columns) = if c.name == SPAN_ATTRIBUTES {
+                (with_dedicated_attributes(), columns)
+            } else {
+                let ints = DEDICATED
+                    .iter()
+                    .zip(columns)
+                    .filter(|(d, _)| d.int)
+                    .map(|(_, c)| c)
+                    .collect();
+                (with_dedicated_attribute_types(), ints)
+            };
+            let mut args = vec![expr.clone()];
+            args.extend(columns);
+            Ok(Transformed::new(
+                Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(udf), args)),
+                true,
+                TreeNodeRecursion::Jump,
+            ))
+        }
+        _ => Ok(Transformed::no(expr)),
+    }
+}
+
+/// `with_dedicated_attributes(span_attributes, <every dedicated column>)`:
+/// the map with each dedicated column's value (integers as text) added.
+pub fn with_dedicated_attributes() -> ScalarUDF {
+    ScalarUDF::new_from_impl(Merge {
+        types: false,
+        signature: Signature::any(1 + DEDICATED.len(), Volatility::Immutable),
+    })
+}
+
+/// `with_dedicated_attribute_types(span_attribute_types, <every integer
+/// dedicated column>)`: the type codes with the integer code of each
+/// integer column that holds a value.
+pub fn with_dedicated_attribute_types() -> ScalarUDF {
+    let ints = DEDICATED.iter().filter(|d| d.int).count();
+    ScalarUDF::new_from_impl(Merge {
+        types: true,
+        signature: Signature::any(1 + ints, Volatility::Immutable),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Merge {
+    types: bool,
+    signature: Signature,
+}
+
+fn field_names() -> MapFieldNames {
+    MapFieldNames {
+        entry: MAP_ENTRIES.into(),
+        key: MAP_KEY.into(),
+        value: MAP_VALUE.into(),
+    }
+}
+
+impl ScalarUDFImpl for Merge {
+    fn name(&self) -> &str {
+        if self.types {
+            "with_dedicated_attribute_types"
+        } else {
+            "with_dedicated_attributes"
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        let want = if self.types {
+            attribute_types_type()
+        } else {
+            attributes_type()
+        };
+        if args.first() != Some(&want) {
+            return exec_err!("{} expects the map column first", self.name());
+        }
+        Ok(want)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let map = arrays[0].as_map();
+        let columns = &arrays[1..];
+        let keys: Vec<&str> = DEDICATED
+            .iter()
+            .filter(|d| !self.types || d.int)
+            .map(|d| d.key)
+            .collect();
+        if keys.len() != columns.len() {
+            return exec_err!("{} takes {} columns", self.name(), keys.len());
+        }
+        let out: ArrayRef = if self.types {
+            Arc::new(merge_types(map, &keys, columns)?)
+        } else {
+            Arc::new(merge_values(map, &keys, columns)?)
+        };
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+fn merge_values(map: &MapArray, keys: &[&str], columns: &[ArrayRef]) -> Result<MapArray> {
+    let mut out = MapBuilder::with_capacity(
+        Some(field_names()),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        map.len(),
+    );
+    let map_keys = map.keys().as_string::<i32>();
+    let map_values = map.values().as_string::<i32>();
+    for row in 0..map.len() {
+        if !map.is_null(row) {
+            let offsets = map.value_offsets();
+            for i in offsets[row] as usize..offsets[row + 1] as usize {
+                out.keys().append_value(map_keys.value(i));
+                out.values()
+                    .append_option(map_values.is_valid(i).then(|| map_values.value(i)));
+            }
+        }
+        for (key, column) in keys.iter().zip(columns) {
+            if column.is_null(row) {
+                continue;
+            }
+            out.keys().append_value(key);
+            match column.as_string_opt::<i32>() {
+                Some(text) => out.values().append_value(text.value(row)),
+                None => {
+                    let v = column.as_primitive::<Int64Type>().value(row);
+                    out.values().append_value(v.to_string());
+                }
+            }
+        }
+        out.append(true)?;
+    }
+    Ok(out.finish())
+}
+
+fn merge_types(map: &MapArray, keys: &[&str], columns: &[ArrayRef]) -> Result<MapArray> {
+    let mut out = MapBuilder::with_capacity(
+        Some(field_names()),
+        StringBuilder::new(),
+        Int8Builder::new(),
+        map.len(),
+    );
+    let map_keys = map.keys().as_string::<i32>();
+    let map_codes = map.values().as_primitive::<arrow::datatypes::Int8Type>();
+    for row in 0..map.len() {
+        if !map.is_null(row) {
+            let offsets = map.value_offsets();
+            for i in offsets[row] as usize..offsets[row + 1] as usize {
+                out.keys().append_value(map_keys.value(i));
+                out.values()
+                    .append_option(map_codes.is_valid(i).then(|| map_codes.value(i)));
+            }
+        }
+        for (key, column) in keys.iter().zip(columns) {
+            if !column.is_null(row) {
+                out.keys().append_value(key);
+                out.values().append_value(TypeCode::Int as i8);
+            }
+        }
+        out.append(true)?;
+    }
+    Ok(out.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::logical_expr::LogicalPlan;
+
+    /// The columns the `spans` scan of `sql`'s optimized plan reads.
+    async fn scanned(sql: &str) -> Vec<String> {
+        let f = crate::testing::fixture();
+        let plan = f
+            .engine
+            .context()
+            .sql(sql)
+            .await
+            .unwrap()
+            .into_optimized_plan()
+            .unwrap();
+        let mut columns = Vec::new();
+        plan.apply(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                columns.extend(
+                    scan.projected_schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone()),
+                );
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        columns
+    }
+
+    use datafusion::common::tree_node::TreeNode as _;
+
+    #[tokio::test]
+    async fn a_dedicated_key_reads_its_column_not_the_map() {
+        let columns =
+            scanned("SELECT count(*) FROM spans WHERE span_attributes['http.route'] = '/checkout'")
+                .await;
+        assert!(columns.contains(&"http_route".to_string()), "{columns:?}");
+        // The map is read only for a value of another type than the column's.
+        let columns = scanned("SELECT span_attributes['amount'] FROM spans").await;
+        assert_eq!(columns, ["span_attributes"]);
+        let columns = scanned("SELECT map_keys(span_attributes) FROM spans").await;
+        assert!(
+            columns.contains(&"thread_name".to_string()),
+            "merged: {columns:?}"
+        );
+    }
+}

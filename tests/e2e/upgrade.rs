@@ -1,0 +1,195 @@
+//! A store of spans layout v2, as the release before layout v3 left it
+//! (`tests/fixtures/v2-store`, written by `tests/fixtures/make-v2-store.sh`
+//! from the spans in `tests/fixtures/v2-spans`): two committed hour
+//! partitions, and one acknowledged request only in the write-ahead log.
+//! Today's server upgrades it in place at start, one partition per commit;
+//! a crash after one partition's commit, and one before the next, leave a
+//! store that the next start finishes upgrading. Afterwards every span
+//! reads back with every attribute, exactly once.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::server::TestServer;
+
+fn fixtures() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// An OTLP/JSON attribute list as the native API renders attributes.
+fn attributes(list: &Value) -> Value {
+    fn value(v: &Value) -> Value {
+        let (kind, inner) = v.as_object().unwrap().iter().next().unwrap();
+        match kind.as_str() {
+            "intValue" => json!(inner.as_str().unwrap().parse::<i64>().unwrap()),
+            "arrayValue" => Value::Array(
+                inner["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(value)
+                    .collect(),
+            ),
+            _ => inner.clone(),
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for kv in list.as_array().into_iter().flatten() {
+        out.insert(kv["key"].as_str().unwrap().to_string(), value(&kv["value"]));
+    }
+    Value::Object(out)
+}
+
+/// The spans of the fixture's requests: span id -> (trace id, service, span).
+fn sent() -> BTreeMap<String, (String, String, Value)> {
+    let mut out = BTreeMap::new();
+    for file in ["committed.json", "wal-only.json"] {
+        let text = std::fs::read_to_string(fixtures().join("v2-spans").join(file)).unwrap();
+        let request: Value = serde_json::from_str(&text).unwrap();
+        for rs in request["resourceSpans"].as_array().unwrap() {
+            let service = rs["resource"]["attributes"][0]["value"]["stringValue"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            for ss in rs["scopeSpans"].as_array().unwrap() {
+                for span in ss["spans"].as_array().unwrap() {
+                    let id = span["spanId"].as_str().unwrap().to_string();
+                    let trace = span["traceId"].as_str().unwrap().to_string();
+                    out.insert(id, (trace, service.clone(), span.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v2_store_is_upgraded_in_place_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("v2-store"), dir.path());
+    // The fixture's spans are from 2026-12-01: keep them.
+    let args = ["--retention", "0s", "--compaction-interval", "0s"];
+    for fault in ["upgrade.committed=abort", "upgrade.commit=abort"] {
+        let mut with_fault = args.to_vec();
+        with_fault.extend(["--fault-points", fault]);
+        let mut server = TestServer::spawn_unready(dir.path(), &with_fault);
+        let status = server.wait_exit(Duration::from_secs(60)).await;
+        assert!(
+            !status.success(),
+            "{fault}: the upgrade must have crashed: {status:?}"
+        );
+    }
+    let log = dir.path().join("tenants/default/spans/_delta_log");
+    let server = TestServer::start(dir.path(), &args).await;
+
+    // Every span once: the committed ones and the one replayed from the WAL.
+    let rows = server
+        .sql("SELECT encode(span_id, 'hex') AS id, count(*) AS n FROM spans GROUP BY 1 ORDER BY 1")
+        .await;
+    let sent = sent();
+    let stored: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["n"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, i64)> = sent.keys().map(|id| (id.clone(), 1)).collect();
+    assert_eq!(stored, expected);
+
+    // Each span as sent, through the trace API.
+    for (id, (trace, service, span)) in &sent {
+        let (status, body) = server.get(&format!("/api/v1/traces/{trace}")).await;
+        assert_eq!(status, 200, "{body}");
+        let got = body["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["spanId"] == *id)
+            .unwrap_or_else(|| panic!("{id} not in {body}"));
+        assert_eq!(got["name"], span["name"]);
+        assert_eq!(got["serviceName"], *service, "{got}");
+        assert_eq!(got["attributes"], attributes(&span["attributes"]), "{id}");
+        assert_eq!(
+            got["startTimeUnixNano"].as_str(),
+            span["startTimeUnixNano"].as_str(),
+        );
+        if let Some(events) = span["events"].as_array() {
+            assert_eq!(got["events"][0]["name"], events[0]["name"]);
+            assert_eq!(
+                got["events"][0]["attributes"],
+                attributes(&events[0]["attributes"])
+            );
+        }
+        if let Some(links) = span["links"].as_array() {
+            assert_eq!(got["links"][0]["traceId"], links[0]["traceId"], "{got}");
+        }
+    }
+
+    // SQL sees v3's columns: one per key, and the map reads them.
+    let rows = server
+        .sql(
+            "SELECT http_method, http_request_method, span_attributes['http.method'] AS m, \
+             span_attributes['http.status_code'] AS code, http_status_code, start_time \
+             FROM spans WHERE name = 'POST /checkout'",
+        )
+        .await;
+    assert_eq!(rows[0]["http_method"], "POST");
+    assert!(rows[0]["http_request_method"].is_null());
+    assert_eq!(rows[0]["m"], "POST");
+    assert_eq!(
+        (&rows[0]["code"], &rows[0]["http_status_code"]),
+        (&json!("500"), &json!(500))
+    );
+    assert_eq!(rows[0]["start_time"], "2026-12-01T11:20:00Z");
+    // A status code sent as a string stays a string, in the map.
+    let rows = server
+        .sql("SELECT span_attributes['http.status_code'] AS code, http_status_code FROM spans WHERE name = 'SELECT users'")
+        .await;
+    assert_eq!(
+        (&rows[0]["code"], &rows[0]["http_status_code"]),
+        (&json!("503"), &Value::Null)
+    );
+
+    // The table says version 3, with v3's schema.
+    let mut last_metadata = None;
+    let mut entries: Vec<_> = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            let action: Value = serde_json::from_str(line).unwrap();
+            if !action["metaData"].is_null() {
+                last_metadata = Some(action["metaData"].clone());
+            }
+        }
+    }
+    let metadata = last_metadata.unwrap();
+    assert_eq!(metadata["configuration"]["tracelake.schema.version"], "3");
+    let schema = metadata["schemaString"].as_str().unwrap();
+    assert!(
+        schema.contains("\"http_method\"") && !schema.contains("\"start_time\""),
+        "{schema}"
+    );
+}
