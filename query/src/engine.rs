@@ -146,6 +146,7 @@ impl QueryEngine {
         let spans = Arc::new(SpansTable::new(table_url, live));
         ctx.register_table(SPANS, Arc::clone(&spans) as _)?;
         ctx.register_udf(crate::udf::event_names());
+        ctx.register_udf(crate::udf::date_trunc());
         ctx.add_analyzer_rule(Arc::new(crate::dedicated::DedicatedAttributes));
         Ok(Self {
             ctx,
