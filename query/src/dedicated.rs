@@ -1,8 +1,9 @@
-//! `span_attributes` in SQL holds every span attribute, dedicated or not.
+//! `span_attributes` (`resource_attributes`) in SQL holds every span
+//! (resource) attribute, dedicated or not.
 //!
-//! A span attribute with a [dedicated column](tracelake_schema::spans::DEDICATED)
+//! An attribute with a [dedicated column](tracelake_schema::spans::DEDICATED_SCOPES)
 //! is stored in that column when its value has the column's type, and only
-//! otherwise in the stored `span_attributes` map. This analyzer rule keeps
+//! otherwise in the stored `span_attributes` (`resource_attributes`) map. This analyzer rule keeps
 //! SQL's view of the map whole, at the least cost:
 //! - `span_attributes['k']` of a dedicated key becomes
 //!   `coalesce(<column as text>, span_attributes['k'])`, and
@@ -11,7 +12,8 @@
 //!   narrow column (with its statistics), not the map;
 //! - any other use of the whole map (`SELECT span_attributes`,
 //!   `map_keys(span_attributes)`) reads it merged with the dedicated columns
-//!   ([`with_dedicated_attributes`], [`with_dedicated_attribute_types`]).
+//!   (`with_dedicated_attributes`, `with_dedicated_attribute_types`:
+//!   [`merge`]).
 //!
 //! Expressions whose input has no dedicated columns (a subquery that
 //! selected only the map) are left alone.
@@ -34,8 +36,7 @@ use datafusion::optimizer::AnalyzerRule;
 use datafusion::prelude::coalesce;
 use tracelake_schema::attributes::TypeCode;
 use tracelake_schema::spans::{
-    DEDICATED, MAP_ENTRIES, MAP_KEY, MAP_VALUE, SPAN_ATTRIBUTE_TYPES, SPAN_ATTRIBUTES,
-    attribute_types_type, attributes_type, dedicated,
+    DEDICATED_SCOPES, MAP_ENTRIES, MAP_KEY, MAP_VALUE, attribute_types_type, attributes_type,
 };
 
 #[derive(Debug, Default)]
@@ -80,15 +81,31 @@ fn input_column(
         .then_some(Expr::Column(column))
 }
 
-/// Every dedicated column, or `None` when the inputs lack one.
+/// Every dedicated column of scope `scope`, or `None` when the inputs
+/// lack one.
 fn dedicated_columns(
+    scope: usize,
     relation: &Option<datafusion::common::TableReference>,
     inputs: &[DFSchemaRef],
 ) -> Option<Vec<Expr>> {
-    DEDICATED
+    DEDICATED_SCOPES[scope]
+        .columns
         .iter()
         .map(|d| input_column(relation, d.column, inputs))
         .collect()
+}
+
+/// The scope whose map (or type-code map, `true`) is the column `name`.
+fn scope_of(name: &str) -> Option<(usize, bool)> {
+    DEDICATED_SCOPES.iter().enumerate().find_map(|(i, s)| {
+        if name == s.map {
+            Some((i, false))
+        } else if name == s.types {
+            Some((i, true))
+        } else {
+            None
+        }
+    })
 }
 
 fn rewrite(expr: Expr, inputs: &[DFSchemaRef]) -> Result<Transformed<Expr>> {
@@ -99,10 +116,9 @@ fn rewrite(expr: Expr, inputs: &[DFSchemaRef]) -> Result<Transformed<Expr>> {
             let Expr::Column(map) = &args[0] else {
                 return Ok(Transformed::no(expr));
             };
-            let is_values = map.name == SPAN_ATTRIBUTES;
-            if !is_values && map.name != SPAN_ATTRIBUTE_TYPES {
+            let Some((scope, types)) = scope_of(&map.name) else {
                 return Ok(Transformed::no(expr));
-            }
+            };
             let key = match &args[1] {
                 Expr::Literal(
                     ScalarValue::Utf8(Some(k))
@@ -112,43 +128,43 @@ fn rewrite(expr: Expr, inputs: &[DFSchemaRef]) -> Result<Transformed<Expr>> {
                 ) => k,
                 _ => return Ok(Transformed::no(expr)),
             };
-            let column = dedicated(key)
+            let column = DEDICATED_SCOPES[scope]
+                .get(key)
                 .and_then(|d| Some((d, input_column(&map.relation, d.column, inputs)?)));
             let Some((d, column)) = column else {
                 // A key of the map alone: the stored map, not the merged one.
                 return Ok(Transformed::new(expr, false, TreeNodeRecursion::Jump));
             };
-            let new = match (is_values, d.int) {
-                (true, false) => coalesce(vec![column, expr.clone()]),
-                (true, true) => coalesce(vec![cast(column, DataType::Utf8), expr.clone()]),
-                (false, true) => coalesce(vec![
+            let new = match (types, d.int) {
+                (false, false) => coalesce(vec![column, expr.clone()]),
+                (false, true) => coalesce(vec![cast(column, DataType::Utf8), expr.clone()]),
+                (true, true) => coalesce(vec![
                     when(column.is_not_null(), lit(TypeCode::Int as i8)).end()?,
                     expr.clone(),
                 ]),
                 // A text value has no type code; in the map it may have one.
-                (false, false) => expr.clone(),
+                (true, false) => expr.clone(),
             };
             Ok(Transformed::new(new, true, TreeNodeRecursion::Jump))
         }
-        Expr::Column(c) if c.name == SPAN_ATTRIBUTES || c.name == SPAN_ATTRIBUTE_TYPES => {
-            let Some(columns) = dedicated_columns(&c.relation, inputs) else {
+        Expr::Column(c) => {
+            let Some((scope, types)) = scope_of(&c.name) else {
                 return Ok(Transformed::no(expr));
             };
-            let (udf, columns) = if c.name == SPAN_ATTRIBUTES {
-                (with_dedicated_attributes(), columns)
-            } else {
-                let ints = DEDICATED
-                    .iter()
-                    .zip(columns)
-                    .filter(|(d, _)| d.int)
-                    .map(|(_, c)| c)
-                    .collect();
-                (with_dedicated_attribute_types(), ints)
+            let Some(columns) = dedicated_columns(scope, &c.relation, inputs) else {
+                return Ok(Transformed::no(expr));
             };
+            let columns: Vec<Expr> = DEDICATED_SCOPES[scope]
+                .columns
+                .iter()
+                .zip(columns)
+                .filter(|(d, _)| !types || d.int)
+                .map(|(_, c)| c)
+                .collect();
             let mut args = vec![expr.clone()];
             args.extend(columns);
             Ok(Transformed::new(
-                Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(udf), args)),
+                Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(merge(scope, types)), args)),
                 true,
                 TreeNodeRecursion::Jump,
             ))
@@ -157,28 +173,28 @@ fn rewrite(expr: Expr, inputs: &[DFSchemaRef]) -> Result<Transformed<Expr>> {
     }
 }
 
-/// `with_dedicated_attributes(span_attributes, <every dedicated column>)`:
-/// the map with each dedicated column's value (integers as text) added.
-pub fn with_dedicated_attributes() -> ScalarUDF {
+/// `with_dedicated_attributes(<map>, <every dedicated column of its
+/// scope>)`: the map with each column's value (integers as text) added;
+/// with `types`, `with_dedicated_attribute_types(<type-code map>, <every
+/// integer column>)`: the codes with the integer code added for each
+/// integer column that holds a value. `scope` indexes
+/// [`DEDICATED_SCOPES`].
+pub fn merge(scope: usize, types: bool) -> ScalarUDF {
+    let columns = DEDICATED_SCOPES[scope]
+        .columns
+        .iter()
+        .filter(|d| !types || d.int)
+        .count();
     ScalarUDF::new_from_impl(Merge {
-        types: false,
-        signature: Signature::any(1 + DEDICATED.len(), Volatility::Immutable),
-    })
-}
-
-/// `with_dedicated_attribute_types(span_attribute_types, <every integer
-/// dedicated column>)`: the type codes with the integer code of each
-/// integer column that holds a value.
-pub fn with_dedicated_attribute_types() -> ScalarUDF {
-    let ints = DEDICATED.iter().filter(|d| d.int).count();
-    ScalarUDF::new_from_impl(Merge {
-        types: true,
-        signature: Signature::any(1 + ints, Volatility::Immutable),
+        scope,
+        types,
+        signature: Signature::any(1 + columns, Volatility::Immutable),
     })
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Merge {
+    scope: usize,
     types: bool,
     signature: Signature,
 }
@@ -225,7 +241,8 @@ impl ScalarUDFImpl for Merge {
             .collect::<Result<Vec<ArrayRef>>>()?;
         let map = arrays[0].as_map();
         let columns = &arrays[1..];
-        let keys: Vec<&str> = DEDICATED
+        let keys: Vec<&str> = DEDICATED_SCOPES[self.scope]
+            .columns
             .iter()
             .filter(|d| !self.types || d.int)
             .map(|d| d.key)

@@ -71,8 +71,13 @@ fn request(t0: u64) -> ExportTraceServiceRequest {
         kv("amount", Any::IntValue(42)),
         kv("http.response.status_code", Any::StringValue("402".into())),
     ];
+    // A resource attribute with a column of its own, and one without.
     let resource = |name: &str| Resource {
-        attributes: vec![kv("service.name", Any::StringValue(name.into()))],
+        attributes: vec![
+            kv("service.name", Any::StringValue(name.into())),
+            kv("k8s.namespace.name", Any::StringValue("shop".into())),
+            kv("team", Any::StringValue(format!("{name}-team"))),
+        ],
         ..Default::default()
     };
     let scope_spans = |spans| ScopeSpans {

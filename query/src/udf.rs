@@ -199,7 +199,10 @@ mod tests {
                 ColumnarValue::Scalar(ScalarValue::Utf8(Some(granularity.into()))),
                 ColumnarValue::Array(Arc::clone(&array)),
             ],
-            arg_fields: vec![Arc::new(Field::new("g", DataType::Utf8, false)), Arc::clone(&field)],
+            arg_fields: vec![
+                Arc::new(Field::new("g", DataType::Utf8, false)),
+                Arc::clone(&field),
+            ],
             number_rows: array.len(),
             return_field: field,
             config_options: Arc::new(ConfigOptions::default()),

@@ -81,6 +81,7 @@ pub struct SpanRows<'a> {
     scope_schema_url: &'a StringArray,
     /// The dedicated attribute columns the batch has, with their keys.
     dedicated: Vec<(&'static str, ArrayRef)>,
+    resource_dedicated: Vec<(&'static str, ArrayRef)>,
     len: usize,
 }
 
@@ -130,20 +131,8 @@ impl<'a> SpanRows<'a> {
     /// The rows of `batch`, in the current layout.
     pub fn try_new(batch: &'a RecordBatch) -> Result<Self> {
         let mut rows = Self::try_new_v2(batch)?;
-        for d in DEDICATED {
-            if let Some(array) = batch.column_by_name(d.column) {
-                if array.data_type() != &d.data_type() {
-                    return Err(Error::WrongType {
-                        column: d.column,
-                        actual: array.data_type().to_string(),
-                        expected: if d.int { "Int64" } else { "Utf8" },
-                    });
-                }
-                if array.null_count() < array.len() {
-                    rows.dedicated.push((d.key, Arc::clone(array)));
-                }
-            }
-        }
+        rows.dedicated = dedicated_columns(batch, DEDICATED)?;
+        rows.resource_dedicated = dedicated_columns(batch, RESOURCE_DEDICATED)?;
         Ok(rows)
     }
 
@@ -185,6 +174,7 @@ impl<'a> SpanRows<'a> {
             scope_dropped_attributes_count: column(batch, SCOPE_DROPPED_ATTRIBUTES_COUNT, "Int64")?,
             scope_schema_url: column(batch, SCOPE_SCHEMA_URL, "Utf8")?,
             dedicated: Vec::new(),
+            resource_dedicated: Vec::new(),
             len: batch.num_rows(),
         })
     }
@@ -274,22 +264,7 @@ impl<'a> SpanRows<'a> {
     /// The span attributes of `row`: the map's, then the dedicated columns'.
     pub fn span_attributes(&self, row: usize) -> Result<Vec<KeyValue>> {
         let mut out = attributes::decode(self.attributes, Some(self.attribute_types), row)?;
-        let from_map = out.len();
-        for (key, array) in &self.dedicated {
-            // A map that SQL already merged with the columns has the key.
-            if array.is_null(row) || out[..from_map].iter().any(|kv| kv.key == *key) {
-                continue;
-            }
-            let value = match array.as_string_opt::<i32>() {
-                Some(text) => Value::StringValue(text.value(row).to_string()),
-                None => Value::IntValue(array.as_primitive::<Int64Type>().value(row)),
-            };
-            out.push(KeyValue {
-                key: key.to_string(),
-                value: Some(AnyValue { value: Some(value) }),
-                key_strindex: 0,
-            });
-        }
+        add_dedicated(&mut out, &self.dedicated, row);
         Ok(out)
     }
 
@@ -339,13 +314,15 @@ impl<'a> SpanRows<'a> {
 
     /// The resource of `row` and its schema URL.
     pub fn resource(&self, row: usize) -> Result<(Resource, String)> {
+        let mut attributes = attributes::decode(
+            self.resource_attributes,
+            Some(self.resource_attribute_types),
+            row,
+        )?;
+        add_dedicated(&mut attributes, &self.resource_dedicated, row);
         Ok((
             Resource {
-                attributes: attributes::decode(
-                    self.resource_attributes,
-                    Some(self.resource_attribute_types),
-                    row,
-                )?,
+                attributes,
                 dropped_attributes_count: uint(self.resource_dropped_attributes_count, row),
                 entity_refs: Vec::new(),
             },
@@ -368,6 +345,50 @@ impl<'a> SpanRows<'a> {
             },
             text(self.scope_schema_url, row),
         ))
+    }
+}
+
+/// The columns of `columns` that `batch` has and that hold a value.
+fn dedicated_columns(
+    batch: &RecordBatch,
+    columns: &'static [Dedicated],
+) -> Result<Vec<(&'static str, ArrayRef)>> {
+    let mut out = Vec::new();
+    for d in columns {
+        if let Some(array) = batch.column_by_name(d.column) {
+            if array.data_type() != &d.data_type() {
+                return Err(Error::WrongType {
+                    column: d.column,
+                    actual: array.data_type().to_string(),
+                    expected: if d.int { "Int64" } else { "Utf8" },
+                });
+            }
+            if array.null_count() < array.len() {
+                out.push((d.key, Arc::clone(array)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Appends to `out` (the map's attributes) the value of each dedicated
+/// column at `row`.
+fn add_dedicated(out: &mut Vec<KeyValue>, columns: &[(&'static str, ArrayRef)], row: usize) {
+    let from_map = out.len();
+    for (key, array) in columns {
+        // A map that SQL already merged with the columns has the key.
+        if array.is_null(row) || out[..from_map].iter().any(|kv| kv.key == *key) {
+            continue;
+        }
+        let value = match array.as_string_opt::<i32>() {
+            Some(text) => Value::StringValue(text.value(row).to_string()),
+            None => Value::IntValue(array.as_primitive::<Int64Type>().value(row)),
+        };
+        out.push(KeyValue {
+            key: key.to_string(),
+            value: Some(AnyValue { value: Some(value) }),
+            key_strindex: 0,
+        });
     }
 }
 

@@ -26,8 +26,8 @@ use view::{
 
 use crate::attributes::AttributesBuilder;
 use crate::spans::{
-    DEDICATED, SPAN_KINDS, STATUS_CODES, dedicated_index, event_fields, link_fields, partition_of,
-    spans_schema, trace_key,
+    DEDICATED, Dedicated, DedicatedScope, RESOURCE_DEDICATED, RESOURCE_SCOPE, SPAN_KINDS,
+    SPAN_SCOPE, STATUS_CODES, event_fields, link_fields, partition_of, spans_schema, trace_key,
 };
 
 /// Service name stored when the resource has no `service.name` (the value
@@ -174,6 +174,98 @@ enum DedicatedBuilder {
     Int(Int64Builder),
 }
 
+impl DedicatedBuilder {
+    fn for_columns(columns: &[Dedicated], rows: usize) -> Vec<Self> {
+        columns
+            .iter()
+            .map(|d| {
+                if d.int {
+                    Self::Int(Int64Builder::with_capacity(rows))
+                } else {
+                    Self::Text(StringBuilder::with_capacity(rows, rows * 16))
+                }
+            })
+            .collect()
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Self::Text(b) => Arc::new(b.finish()),
+            Self::Int(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Most dedicated columns of one scope.
+const MAX_DEDICATED: usize = 64;
+const _: () =
+    assert!(DEDICATED.len() <= MAX_DEDICATED && RESOURCE_DEDICATED.len() <= MAX_DEDICATED);
+
+/// The values of an attribute set that go to its scope's dedicated
+/// columns: for each column, its key's (last) value when that has the
+/// column's type.
+struct Picked<'a> {
+    scope: &'static DedicatedScope,
+    values: [Option<ValueRef<'a>>; MAX_DEDICATED],
+    any: bool,
+}
+
+impl<'a> Picked<'a> {
+    fn of<A: AttributeView>(attrs: &'a [A], scope: &'static DedicatedScope) -> Self {
+        let mut values = [None; MAX_DEDICATED];
+        let mut any = false;
+        for kv in attrs {
+            if let Some(i) = scope.index(kv.key()) {
+                // A repeated key's last value, as the map keeps it.
+                values[i] = Some(kv.value());
+                any = true;
+            }
+        }
+        if any {
+            any = false;
+            for (value, column) in values.iter_mut().zip(scope.columns) {
+                let fits = matches!(
+                    (column.int, &value),
+                    (false, Some(ValueRef::Str(_))) | (true, Some(ValueRef::Int(_)))
+                );
+                if fits {
+                    any = true;
+                } else {
+                    *value = None;
+                }
+            }
+        }
+        Self { scope, values, any }
+    }
+
+    /// One row: the picked values into `columns`, the rest of `attrs` into
+    /// `map`.
+    fn append<A: AttributeView>(
+        &self,
+        attrs: &[A],
+        columns: &mut [DedicatedBuilder],
+        map: &mut AttributesBuilder,
+    ) {
+        for (builder, value) in columns.iter_mut().zip(&self.values) {
+            match (builder, value) {
+                (DedicatedBuilder::Text(b), Some(ValueRef::Str(s))) => b.append_value(s),
+                (DedicatedBuilder::Int(b), Some(ValueRef::Int(i))) => b.append_value(*i),
+                (DedicatedBuilder::Text(b), _) => b.append_null(),
+                (DedicatedBuilder::Int(b), _) => b.append_null(),
+            }
+        }
+        if self.any {
+            map.append_where(attrs, |key| {
+                self.scope
+                    .index(key)
+                    .is_none_or(|i| self.values[i].is_none())
+            });
+        } else {
+            map.append(attrs);
+        }
+    }
+}
+
 /// Column builders for a batch of rows in the spans schema.
 pub struct SpansBuilder {
     trace_id: BinaryBuilder,
@@ -199,6 +291,7 @@ pub struct SpansBuilder {
     resource_attributes: AttributesBuilder,
     resource_dropped_attributes_count: Int64Builder,
     resource_schema_url: StringBuilder,
+    resource_dedicated: Vec<DedicatedBuilder>,
     scope_name: StringBuilder,
     scope_version: StringBuilder,
     scope_attributes: AttributesBuilder,
@@ -244,16 +337,7 @@ impl SpansBuilder {
             duration_ns: int(),
             status_code: text(),
             status_message: text(),
-            dedicated: DEDICATED
-                .iter()
-                .map(|d| {
-                    if d.int {
-                        DedicatedBuilder::Int(int())
-                    } else {
-                        DedicatedBuilder::Text(text())
-                    }
-                })
-                .collect(),
+            dedicated: DedicatedBuilder::for_columns(DEDICATED, rows),
             attributes: AttributesBuilder::with_capacity(rows),
             dropped_attributes_count: int(),
             events: EventsBuilder::default(),
@@ -263,6 +347,7 @@ impl SpansBuilder {
             resource_attributes: AttributesBuilder::with_capacity(rows),
             resource_dropped_attributes_count: int(),
             resource_schema_url: text(),
+            resource_dedicated: DedicatedBuilder::for_columns(RESOURCE_DEDICATED, rows),
             scope_name: text(),
             scope_version: text(),
             scope_attributes: AttributesBuilder::with_capacity(rows),
@@ -413,9 +498,14 @@ impl SpansBuilder {
         rows: usize,
     ) {
         let service = service_name(resource.attributes).unwrap_or(UNKNOWN_SERVICE);
+        let picked = Picked::of(resource.attributes, &RESOURCE_SCOPE);
         for _ in 0..rows {
             self.service_name.append_value(service);
-            self.resource_attributes.append(resource.attributes);
+            picked.append(
+                resource.attributes,
+                &mut self.resource_dedicated,
+                &mut self.resource_attributes,
+            );
             self.resource_dropped_attributes_count
                 .append_value(i64::from(resource.dropped_attributes_count));
             append_opt_str(&mut self.resource_schema_url, resource.schema_url);
@@ -425,36 +515,8 @@ impl SpansBuilder {
     /// The span attributes: each [dedicated](DEDICATED) key whose (last)
     /// value has its column's type into that column, the rest into the map.
     fn append_attributes<A: AttributeView>(&mut self, attrs: &[A]) {
-        let mut found: [Option<ValueRef<'_>>; DEDICATED.len()] = [None; DEDICATED.len()];
-        let mut any = false;
-        for kv in attrs {
-            if let Some(i) = dedicated_index(kv.key()) {
-                // A repeated key's last value, as the map keeps it.
-                found[i] = Some(kv.value());
-                any = true;
-            }
-        }
-        let mut taken = [false; DEDICATED.len()];
-        for ((builder, value), taken) in self.dedicated.iter_mut().zip(found).zip(&mut taken) {
-            match (builder, value) {
-                (DedicatedBuilder::Text(b), Some(ValueRef::Str(s))) => {
-                    b.append_value(s);
-                    *taken = true;
-                }
-                (DedicatedBuilder::Int(b), Some(ValueRef::Int(i))) => {
-                    b.append_value(i);
-                    *taken = true;
-                }
-                (DedicatedBuilder::Text(b), _) => b.append_null(),
-                (DedicatedBuilder::Int(b), _) => b.append_null(),
-            }
-        }
-        if any {
-            self.attributes
-                .append_where(attrs, |key| dedicated_index(key).is_none_or(|i| !taken[i]));
-        } else {
-            self.attributes.append(attrs);
-        }
+        let picked = Picked::of(attrs, &SPAN_SCOPE);
+        picked.append(attrs, &mut self.dedicated, &mut self.attributes);
     }
 
     /// Takes the appended rows as a batch in the spans schema and resets the
@@ -478,12 +540,7 @@ impl SpansBuilder {
             Arc::new(self.status_code.finish()),
             Arc::new(self.status_message.finish()),
         ];
-        columns.extend(self.dedicated.iter_mut().map(|b| -> ArrayRef {
-            match b {
-                DedicatedBuilder::Text(b) => Arc::new(b.finish()),
-                DedicatedBuilder::Int(b) => Arc::new(b.finish()),
-            }
-        }));
+        columns.extend(self.dedicated.iter_mut().map(DedicatedBuilder::finish));
         columns.extend([
             Arc::new(attributes) as ArrayRef,
             Arc::new(attribute_types),
@@ -496,7 +553,14 @@ impl SpansBuilder {
             Arc::new(resource_attribute_types),
             Arc::new(self.resource_dropped_attributes_count.finish()),
             Arc::new(self.resource_schema_url.finish()),
-            Arc::new(self.scope_name.finish()),
+        ]);
+        columns.extend(
+            self.resource_dedicated
+                .iter_mut()
+                .map(DedicatedBuilder::finish),
+        );
+        columns.extend([
+            Arc::new(self.scope_name.finish()) as ArrayRef,
             Arc::new(self.scope_version.finish()),
             Arc::new(scope_attributes),
             Arc::new(scope_attribute_types),

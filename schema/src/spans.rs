@@ -14,11 +14,13 @@
 //! the type code of every key whose value is not a string (see
 //! [`crate::attributes`]); together they are lossless.
 //!
-//! The span attributes that instrumentation sets most ([`DEDICATED`]) have
-//! typed columns of their own instead: a value of the column's type is
+//! The span and resource attributes that instrumentation sets most
+//! ([`DEDICATED`], [`RESOURCE_DEDICATED`]) have typed columns of their own
+//! instead: a value of the column's type is
 //! stored there and *not* in the map, so nothing is stored twice; a value of
 //! another type stays in the map. The query service rewrites
-//! `span_attributes['k']` of such a key to read its column.
+//! `span_attributes['k']` (`resource_attributes['k']`) of such a key to read
+//! its column.
 //!
 //! Version 2 (before 2026-12) stored `start_time` too, and copies of ten
 //! attributes in typed columns while keeping them in the map; tables of
@@ -138,6 +140,49 @@ pub const DEDICATED: &[Dedicated] = &[
     Dedicated::text("db.statement", "db_statement"),
 ];
 
+/// Resource attributes with a typed column of their own, named
+/// `resource_` and the key with `.` replaced by `_`: the resource semantic
+/// conventions that searches filter on (where the span ran).
+/// `service.name` is not among them: `service_name` is always set
+/// (`unknown_service` without it), so the map keeps the key itself.
+pub const RESOURCE_DEDICATED: &[Dedicated] = &[
+    Dedicated::text("service.namespace", "resource_service_namespace"),
+    Dedicated::text("service.version", "resource_service_version"),
+    Dedicated::text("service.instance.id", "resource_service_instance_id"),
+    Dedicated::text(
+        "deployment.environment.name",
+        "resource_deployment_environment_name",
+    ),
+    Dedicated::text("deployment.environment", "resource_deployment_environment"),
+    Dedicated::text("host.name", "resource_host_name"),
+    Dedicated::text("host.arch", "resource_host_arch"),
+    Dedicated::text("os.type", "resource_os_type"),
+    Dedicated::text("process.runtime.name", "resource_process_runtime_name"),
+    Dedicated::text(
+        "process.runtime.version",
+        "resource_process_runtime_version",
+    ),
+    Dedicated::int("process.pid", "resource_process_pid"),
+    Dedicated::text("k8s.cluster.name", "resource_k8s_cluster_name"),
+    Dedicated::text("k8s.namespace.name", "resource_k8s_namespace_name"),
+    Dedicated::text("k8s.deployment.name", "resource_k8s_deployment_name"),
+    Dedicated::text("k8s.pod.name", "resource_k8s_pod_name"),
+    Dedicated::text("k8s.node.name", "resource_k8s_node_name"),
+    Dedicated::text("k8s.container.name", "resource_k8s_container_name"),
+    Dedicated::text("container.name", "resource_container_name"),
+    Dedicated::text("container.id", "resource_container_id"),
+    Dedicated::text("cloud.provider", "resource_cloud_provider"),
+    Dedicated::text("cloud.platform", "resource_cloud_platform"),
+    Dedicated::text("cloud.region", "resource_cloud_region"),
+    Dedicated::text(
+        "cloud.availability_zone",
+        "resource_cloud_availability_zone",
+    ),
+    Dedicated::text("telemetry.sdk.name", "resource_telemetry_sdk_name"),
+    Dedicated::text("telemetry.sdk.language", "resource_telemetry_sdk_language"),
+    Dedicated::text("telemetry.sdk.version", "resource_telemetry_sdk_version"),
+];
+
 /// A span attribute stored in a typed column of its own.
 #[derive(Debug, Clone, Copy)]
 pub struct Dedicated {
@@ -224,6 +269,80 @@ pub fn dedicated_index(key: &str) -> Option<usize> {
         _ => return None,
     })
 }
+
+/// Index in [`RESOURCE_DEDICATED`] of resource attribute `key`'s column.
+#[inline]
+pub fn resource_dedicated_index(key: &str) -> Option<usize> {
+    Some(match key {
+        "service.namespace" => 0,
+        "service.version" => 1,
+        "service.instance.id" => 2,
+        "deployment.environment.name" => 3,
+        "deployment.environment" => 4,
+        "host.name" => 5,
+        "host.arch" => 6,
+        "os.type" => 7,
+        "process.runtime.name" => 8,
+        "process.runtime.version" => 9,
+        "process.pid" => 10,
+        "k8s.cluster.name" => 11,
+        "k8s.namespace.name" => 12,
+        "k8s.deployment.name" => 13,
+        "k8s.pod.name" => 14,
+        "k8s.node.name" => 15,
+        "k8s.container.name" => 16,
+        "container.name" => 17,
+        "container.id" => 18,
+        "cloud.provider" => 19,
+        "cloud.platform" => 20,
+        "cloud.region" => 21,
+        "cloud.availability_zone" => 22,
+        "telemetry.sdk.name" => 23,
+        "telemetry.sdk.language" => 24,
+        "telemetry.sdk.version" => 25,
+        _ => return None,
+    })
+}
+
+/// The attribute sets with dedicated columns: the span's and the
+/// resource's.
+#[derive(Debug)]
+pub struct DedicatedScope {
+    /// The map column of the other keys, and its type-code map.
+    pub map: &'static str,
+    pub types: &'static str,
+    pub columns: &'static [Dedicated],
+    index: fn(&str) -> Option<usize>,
+}
+
+impl DedicatedScope {
+    /// The position of `key`'s column in [`DedicatedScope::columns`].
+    #[inline]
+    pub fn index(&self, key: &str) -> Option<usize> {
+        (self.index)(key)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'static Dedicated> {
+        self.index(key).map(|i| &self.columns[i])
+    }
+}
+
+pub static SPAN_SCOPE: DedicatedScope = DedicatedScope {
+    map: SPAN_ATTRIBUTES,
+    types: SPAN_ATTRIBUTE_TYPES,
+    columns: DEDICATED,
+    index: dedicated_index,
+};
+
+pub static RESOURCE_SCOPE: DedicatedScope = DedicatedScope {
+    map: RESOURCE_ATTRIBUTES,
+    types: RESOURCE_ATTRIBUTE_TYPES,
+    columns: RESOURCE_DEDICATED,
+    index: resource_dedicated_index,
+};
+
+/// Both scopes with dedicated columns.
+pub static DEDICATED_SCOPES: [&DedicatedScope; 2] = [&SPAN_SCOPE, &RESOURCE_SCOPE];
 
 /// The dedicated column of span attribute `key`, if it has one.
 pub fn dedicated(key: &str) -> Option<&'static Dedicated> {
@@ -326,6 +445,13 @@ static SPANS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(RESOURCE_ATTRIBUTE_TYPES, attribute_types_type(), true),
         Field::new(RESOURCE_DROPPED_ATTRIBUTES_COUNT, DataType::Int64, true),
         Field::new(RESOURCE_SCHEMA_URL, DataType::Utf8, true),
+    ]);
+    fields.extend(
+        RESOURCE_DEDICATED
+            .iter()
+            .map(|d| Field::new(d.column, d.data_type(), true)),
+    );
+    fields.extend([
         Field::new(SCOPE_NAME, DataType::Utf8, true),
         Field::new(SCOPE_VERSION, DataType::Utf8, true),
         Field::new(SCOPE_ATTRIBUTES, attributes_type(), true),
@@ -450,6 +576,21 @@ mod tests {
             assert_eq!(d.column, d.key.replace('.', "_"));
         }
         assert_eq!(dedicated_index("http.routes"), None);
+        for (i, d) in RESOURCE_DEDICATED.iter().enumerate() {
+            assert_eq!(resource_dedicated_index(d.key), Some(i), "{}", d.key);
+            assert_eq!(d.column, format!("resource_{}", d.key.replace('.', "_")));
+        }
+        let schema = spans_schema();
+        assert_eq!(
+            schema.fields().len(),
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.name())
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
+            "column names are unique"
+        );
         let columns: std::collections::HashSet<_> = DEDICATED.iter().map(|d| d.column).collect();
         assert_eq!(columns.len(), DEDICATED.len());
     }

@@ -169,6 +169,26 @@ async fn a_v2_store_is_upgraded_in_place_and_loses_nothing() {
         (&json!("503"), &Value::Null)
     );
 
+    // Resource attributes, with and without a column of their own.
+    let rows = server
+        .sql(
+            "SELECT resource_deployment_environment_name AS env, resource_attributes['host.cores'] AS cores, \
+             resource_attribute_types['host.cores'] AS ty, resource_attributes['deployment.environment.name'] AS env2, \
+             resource_telemetry_sdk_language AS lang FROM spans ORDER BY service_name, name",
+        )
+        .await;
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    // Ordered: frontend "GET /health" (the request only in the WAL, whose
+    // resource has no host.cores), "GET /users/{id}", "SELECT users", then
+    // legacy.
+    assert!(rows[0]["cores"].is_null());
+    assert_eq!(
+        (&rows[1]["env"], &rows[1]["cores"], &rows[1]["ty"]),
+        (&json!("prod"), &json!("8"), &json!(2))
+    );
+    assert_eq!(rows[0]["env2"], "prod");
+    assert_eq!(rows[3]["lang"], "java", "{rows:?}");
+
     // The table says version 3, with v3's schema.
     let mut last_metadata = None;
     let mut entries: Vec<_> = std::fs::read_dir(&log)

@@ -17,10 +17,13 @@ use crate::spans;
 /// request has every resource, scope and status present. Attributes are a
 /// map in OTLP (keys unique, order without meaning) and dedicated columns
 /// come back after the map's entries: the canonical form orders a span's
-/// attributes by key.
+/// and a resource's attributes by key.
 fn canonical(mut request: ExportTraceServiceRequest) -> ExportTraceServiceRequest {
     for rs in &mut request.resource_spans {
-        rs.resource.get_or_insert_with(Resource::default);
+        rs.resource
+            .get_or_insert_with(Resource::default)
+            .attributes
+            .sort_by(|a, b| a.key.cmp(&b.key));
         for ss in &mut rs.scope_spans {
             ss.scope.get_or_insert_with(InstrumentationScope::default);
             for span in &mut ss.spans {
