@@ -142,45 +142,24 @@ pub const DEDICATED: &[Dedicated] = &[
 
 /// Resource attributes with a typed column of their own, named
 /// `resource_` and the key with `.` replaced by `_`: the resource semantic
-/// conventions that searches filter on (where the span ran).
-/// `service.name` is not among them: `service_name` is always set
-/// (`unknown_service` without it), so the map keeps the key itself.
+/// conventions that searches filter on and that few resources share
+/// (where, not which instance). Keys of one process (`service.instance.id`,
+/// `host.name`, `k8s.pod.name`, `service.version`) cost more as columns
+/// than in the map: about 0.4 bytes/span each against 0.75 for the whole
+/// map, whose entries zstd finds again as one run per resource
+/// (BENCHMARKS.md). `service.name` is not among them: `service_name` is
+/// always set (`unknown_service` without it), so the map keeps the key.
 pub const RESOURCE_DEDICATED: &[Dedicated] = &[
     Dedicated::text("service.namespace", "resource_service_namespace"),
-    Dedicated::text("service.version", "resource_service_version"),
-    Dedicated::text("service.instance.id", "resource_service_instance_id"),
     Dedicated::text(
         "deployment.environment.name",
         "resource_deployment_environment_name",
     ),
     Dedicated::text("deployment.environment", "resource_deployment_environment"),
-    Dedicated::text("host.name", "resource_host_name"),
-    Dedicated::text("host.arch", "resource_host_arch"),
-    Dedicated::text("os.type", "resource_os_type"),
-    Dedicated::text("process.runtime.name", "resource_process_runtime_name"),
-    Dedicated::text(
-        "process.runtime.version",
-        "resource_process_runtime_version",
-    ),
-    Dedicated::int("process.pid", "resource_process_pid"),
     Dedicated::text("k8s.cluster.name", "resource_k8s_cluster_name"),
     Dedicated::text("k8s.namespace.name", "resource_k8s_namespace_name"),
-    Dedicated::text("k8s.deployment.name", "resource_k8s_deployment_name"),
-    Dedicated::text("k8s.pod.name", "resource_k8s_pod_name"),
-    Dedicated::text("k8s.node.name", "resource_k8s_node_name"),
-    Dedicated::text("k8s.container.name", "resource_k8s_container_name"),
-    Dedicated::text("container.name", "resource_container_name"),
-    Dedicated::text("container.id", "resource_container_id"),
     Dedicated::text("cloud.provider", "resource_cloud_provider"),
-    Dedicated::text("cloud.platform", "resource_cloud_platform"),
     Dedicated::text("cloud.region", "resource_cloud_region"),
-    Dedicated::text(
-        "cloud.availability_zone",
-        "resource_cloud_availability_zone",
-    ),
-    Dedicated::text("telemetry.sdk.name", "resource_telemetry_sdk_name"),
-    Dedicated::text("telemetry.sdk.language", "resource_telemetry_sdk_language"),
-    Dedicated::text("telemetry.sdk.version", "resource_telemetry_sdk_version"),
 ];
 
 /// A span attribute stored in a typed column of its own.
@@ -275,31 +254,12 @@ pub fn dedicated_index(key: &str) -> Option<usize> {
 pub fn resource_dedicated_index(key: &str) -> Option<usize> {
     Some(match key {
         "service.namespace" => 0,
-        "service.version" => 1,
-        "service.instance.id" => 2,
-        "deployment.environment.name" => 3,
-        "deployment.environment" => 4,
-        "host.name" => 5,
-        "host.arch" => 6,
-        "os.type" => 7,
-        "process.runtime.name" => 8,
-        "process.runtime.version" => 9,
-        "process.pid" => 10,
-        "k8s.cluster.name" => 11,
-        "k8s.namespace.name" => 12,
-        "k8s.deployment.name" => 13,
-        "k8s.pod.name" => 14,
-        "k8s.node.name" => 15,
-        "k8s.container.name" => 16,
-        "container.name" => 17,
-        "container.id" => 18,
-        "cloud.provider" => 19,
-        "cloud.platform" => 20,
-        "cloud.region" => 21,
-        "cloud.availability_zone" => 22,
-        "telemetry.sdk.name" => 23,
-        "telemetry.sdk.language" => 24,
-        "telemetry.sdk.version" => 25,
+        "deployment.environment.name" => 1,
+        "deployment.environment" => 2,
+        "k8s.cluster.name" => 3,
+        "k8s.namespace.name" => 4,
+        "cloud.provider" => 5,
+        "cloud.region" => 6,
         _ => return None,
     })
 }

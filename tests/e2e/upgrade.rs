@@ -174,7 +174,7 @@ async fn a_v2_store_is_upgraded_in_place_and_loses_nothing() {
         .sql(
             "SELECT resource_deployment_environment_name AS env, resource_attributes['host.cores'] AS cores, \
              resource_attribute_types['host.cores'] AS ty, resource_attributes['deployment.environment.name'] AS env2, \
-             resource_telemetry_sdk_language AS lang FROM spans ORDER BY service_name, name",
+             resource_attributes['telemetry.sdk.language'] AS lang FROM spans ORDER BY service_name, name",
         )
         .await;
     assert_eq!(rows.len(), 4, "{rows:?}");

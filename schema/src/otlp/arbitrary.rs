@@ -63,8 +63,8 @@ pub fn attributes() -> impl Strategy<Value = Vec<KeyValue>> {
         Just("server.port"),
         Just("thread.name"),
         // Resource keys with columns (also used as span keys: in the map).
-        Just("k8s.pod.name"),
-        Just("process.pid"),
+        Just("k8s.namespace.name"),
+        Just("cloud.region"),
         Just("k"),
     ];
     vec((special, any_value(), any::<bool>()), 0..6).prop_map(|kvs| {
