@@ -71,9 +71,19 @@ settings! {
     /// Local directory for the write-ahead log and, unless --storage-url is
     /// set, the table
     data_dir: PathBuf, env = "TRACELAKE_DATA_DIR", default = "./data";
-    /// Root URL of the table storage (file:///path; object stores later)
+    /// Root URL of the tables: file:///path, or s3://bucket/prefix (S3 or
+    /// an S3-compatible store that honours conditional writes; credentials
+    /// from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN)
     /// [default: the data directory]
     storage_url: String, env = "TRACELAKE_STORAGE_URL";
+    /// Endpoint of an S3-compatible store for an s3:// --storage-url, e.g.
+    /// http://127.0.0.1:9000 [default: AWS, by region; or AWS_ENDPOINT_URL]
+    s3_endpoint: String, env = "TRACELAKE_S3_ENDPOINT";
+    /// S3 region [default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1]
+    s3_region: String, env = "TRACELAKE_S3_REGION";
+    /// Path-style S3 requests (endpoint/bucket/key), which most
+    /// S3-compatible stores need, instead of virtual-hosted style
+    s3_path_style: bool, env = "TRACELAKE_S3_PATH_STYLE", default = "false";
     /// The address every listener binds to unless its own address is set
     /// (e.g. 127.0.0.1 to keep all ports on this machine)
     listen_address: IpAddr, env = "TRACELAKE_LISTEN_ADDRESS", default = "0.0.0.0";
@@ -198,6 +208,8 @@ pub(crate) struct Config {
     pub(crate) wal_dir: PathBuf,
     /// Where every tenant's table and WAL directory are.
     pub(crate) storage_root: Url,
+    /// How to reach S3, for an `s3://` storage root.
+    pub(crate) s3: tracelake_collector::s3::S3Settings,
     pub(crate) wal_root: PathBuf,
     pub(crate) max_tenants: usize,
     pub(crate) tenant_limits_file: Option<PathBuf>,
@@ -282,6 +294,15 @@ impl Settings {
                 anyhow::anyhow!("data directory {} is not absolute", data_dir.display())
             })?,
         };
+        match root.scheme() {
+            "file" => {}
+            "s3" => tracelake_collector::s3::check_environment(|k| std::env::var(k).ok())
+                .map_err(|e| anyhow::anyhow!("--storage-url {root}: {e}"))?,
+            other => bail!(
+                "--storage-url {root}: {other}:// is not supported; use file:// or s3:// (S3 and \
+                 S3-compatible stores)"
+            ),
+        }
         let table_url = tenant_table_url(&root, DEFAULT_TENANT)?;
         let duration = |value: Option<String>, name: &str| {
             let text = set(value);
@@ -333,6 +354,11 @@ impl Settings {
             wal_root: data_dir.join("wal"),
             table_url,
             storage_root: root,
+            s3: tracelake_collector::s3::S3Settings {
+                endpoint: s.s3_endpoint,
+                region: s.s3_region,
+                path_style: set(s.s3_path_style),
+            },
             max_tenants,
             tenant_limits_file: s.tenant_limits_file,
             otlp_grpc_listen: s.otlp_grpc_listen.unwrap_or(listen(4317)),
@@ -451,10 +477,11 @@ mod tests {
         }
         assert_eq!(
             help.matches("[default:").count(),
-            Settings::DEFAULTS.len() + 16,
-            "each default once, plus the sixteen computed ones written in their help (query \
-             threads, storage URL, nine listeners, the tokens file, the TLS certificate and \
-             client CA files, the tenant limits file, the sampling strategies file)"
+            Settings::DEFAULTS.len() + 18,
+            "each default once, plus the eighteen computed ones written in their help (query \
+             threads, storage URL, S3 endpoint and region, nine listeners, the tokens file, the \
+             TLS certificate and client CA files, the tenant limits file, the sampling \
+             strategies file)"
         );
     }
 

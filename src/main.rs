@@ -79,6 +79,9 @@ fn main() -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("--fault-points: {e}"))?;
             }
             let config = settings.resolve(config.as_deref())?;
+            if config.storage_root.scheme() == "s3" {
+                tracelake_collector::s3::register(config.s3.clone());
+            }
             limit_malloc_arenas();
             init_logging(&config)?;
             tokio::runtime::Builder::new_multi_thread()

@@ -227,7 +227,7 @@ impl Tenants {
         });
         // A tenant that does not open is logged and left closed (its
         // requests get 503): one broken tenant does not stop the others.
-        for id in tenants.on_disk() {
+        for id in tenants.on_disk().await {
             if id != DEFAULT_TENANT
                 && let Err((_, message)) = tenants.get(&id).await
             {
@@ -253,8 +253,9 @@ impl Tenants {
         Ok(Collector::start(config, Arc::clone(metrics)).await?)
     }
 
-    /// Tenant ids with a WAL directory or (on a local root) a table.
-    fn on_disk(&self) -> Vec<String> {
+    /// Tenant ids with a WAL directory or a table (under `tenants/` of the
+    /// storage root, local or an object store).
+    async fn on_disk(&self) -> Vec<String> {
         let mut dirs = vec![self.wal_root.clone()];
         if let Ok(root) = self.root.to_file_path() {
             dirs.push(root.join("tenants"));
@@ -266,8 +267,16 @@ impl Tenants {
             .flatten()
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|id| auth::check_tenant(id).is_ok())
             .collect();
+        if self.root.scheme() != "file" {
+            match tracelake_collector::s3::children(&self.root, "tenants/").await {
+                Ok(stored) => ids.extend(stored),
+                Err(error) => {
+                    tracing::warn!(root = %self.root, %error, "cannot list the tenants' tables");
+                }
+            }
+        }
+        ids.retain(|id| auth::check_tenant(id).is_ok());
         ids.sort();
         ids.dedup();
         ids

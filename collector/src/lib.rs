@@ -18,6 +18,7 @@ pub mod jaeger;
 pub mod metrics;
 pub mod otlp;
 mod plain;
+pub mod s3;
 pub mod storage;
 pub mod table;
 pub mod upgrade;

@@ -83,18 +83,30 @@ impl Table {
             })?;
         }
         // A local table without a log is new: skip the load, which would
-        // log an error for the missing log.
-        let exists = url.scheme() != "file"
-            || url
-                .to_file_path()
-                .is_ok_and(|p| p.join("_delta_log").is_dir());
-        let mut table = if exists {
-            DeltaTable::try_from_url(url.clone()).await.map_err(err)?
-        } else {
-            deltalake::DeltaTableBuilder::from_url(url.clone())
-                .and_then(|b| b.build())
-                .map_err(err)?
-        };
+        // log an error for the missing log. On an object store, a table
+        // whose log has no entry is new (creating it is a put-if-absent of
+        // version 0, so a table that exists after all is never overwritten).
+        let mut table = deltalake::DeltaTableBuilder::from_url(url.clone())
+            .and_then(|b| b.build())
+            .map_err(err)?;
+        if url.scheme() != "file" {
+            // Listing the log first: loading a table that does not exist
+            // logs an error of the Delta kernel's own.
+            let store = table.log_store().object_store(None);
+            let log = deltalake::Path::from("_delta_log");
+            let listing = store
+                .list_with_delimiter(Some(&log))
+                .await
+                .map_err(|e| err(e.into()))?;
+            if !listing.objects.is_empty() {
+                table.load().await.map_err(err)?;
+            }
+        } else if url
+            .to_file_path()
+            .is_ok_and(|p| p.join("_delta_log").is_dir())
+        {
+            table = DeltaTable::try_from_url(url.clone()).await.map_err(err)?;
+        }
         if table.version().is_none() {
             let schema: StructType = spans_schema()
                 .as_ref()

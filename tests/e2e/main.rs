@@ -19,6 +19,7 @@ mod procs;
 mod python_env;
 mod refusals;
 mod retention;
+mod s3;
 mod server;
 mod skip;
 mod spans;

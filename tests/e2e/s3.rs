@@ -1,0 +1,277 @@
+//! Tables on an S3-compatible object store: moto's server, started by the
+//! test on loopback (it honours conditional writes, which commits rely on,
+//! as AWS S3 does). Ingest, flush, compaction, retention and vacuum run
+//! against the bucket; trace by id and SQL read from it; and a server
+//! started afterwards on an empty local directory finds every tenant's
+//! table in the bucket and serves the same spans. Settings that would make
+//! commits unsafe are refused at start, by name.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::procs;
+use crate::server::{TestServer, python_with};
+use crate::spans::{request, span};
+
+const HOUR_NS: u64 = 3_600_000_000_000;
+
+struct Moto {
+    _child: procs::Guard,
+    endpoint: String,
+    python: String,
+}
+
+impl Moto {
+    async fn start(python: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = procs::Guard::spawn(
+            std::process::Command::new(python)
+                .args([
+                    "-m",
+                    "moto.server",
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            "moto",
+        )
+        .expect("moto's server starts");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::get(&endpoint).await.is_err() {
+            assert!(Instant::now() < deadline, "moto not up within 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self {
+            _child: child,
+            endpoint,
+            python: python.to_string(),
+        }
+    }
+
+    async fn bucket(&self, command: &str, bucket: &str) -> Vec<String> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/s3_bucket.py");
+        let out = procs::output(tokio::process::Command::new(&self.python).args([
+            script,
+            &self.endpoint,
+            command,
+            bucket,
+        ]))
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn spans_ago(
+    trace: u128,
+    ids: std::ops::Range<u64>,
+    ago_ns: u64,
+) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+    ids.map(|i| {
+        let mut s = span(trace, i);
+        s.start_time_unix_nano -= ago_ns;
+        s.end_time_unix_nano -= ago_ns;
+        s
+    })
+    .collect()
+}
+
+const CREDENTIALS: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "test"),
+    ("AWS_SECRET_ACCESS_KEY", "test"),
+    ("AWS_REGION", "us-east-1"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tables_live_on_s3() {
+    let Some(python) = python_with("moto.server, boto3", "moto[s3] flask flask-cors") else {
+        return;
+    };
+    let moto = Moto::start(&python).await;
+    moto.bucket("create", "spans").await;
+    let settings = [
+        "--storage-url",
+        "s3://spans/tracelake",
+        "--s3-endpoint",
+        moto.endpoint.as_str(),
+        "--s3-path-style",
+        "true",
+        "--max-span-age",
+        "3650d",
+        "--flush-max-age",
+        "200ms",
+        "--compaction-interval",
+        "300ms",
+        "--compaction-delay",
+        "0s",
+        "--retention",
+        "1d",
+        "--retention-check-interval",
+        "300ms",
+        "--vacuum-grace",
+        "0s",
+    ];
+    let data = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start_with_env(data.path(), &settings, &CREDENTIALS).await;
+    // A closed hour in two flushes (compaction merges them), this hour, an
+    // expired day, and a second tenant.
+    server
+        .export(&request("s3", spans_ago(0xa1, 1..6, 2 * HOUR_NS)))
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    server
+        .export(&request("s3", spans_ago(0xa1, 6..11, 2 * HOUR_NS)))
+        .await;
+    server
+        .export(&request("s3", spans_ago(0xb1, 1..4, 0)))
+        .await;
+    server
+        .export(&request("s3", spans_ago(0xe1, 1..4, 72 * HOUR_NS)))
+        .await;
+    let r = reqwest::Client::new()
+        .post(server.otlp_url())
+        .header("content-type", "application/x-protobuf")
+        .header("x-scope-orgid", "team-b")
+        .body(prost::Message::encode_to_vec(&request(
+            "s3-b",
+            spans_ago(0xc1, 1..3, 0),
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Committed, compacted, expired and vacuumed, all on the bucket.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, storage) = server.get("/api/v1/storage").await;
+        assert_eq!(status, 200, "{storage}");
+        let partitions = storage["partitions"].as_array().unwrap().clone();
+        let keys = moto.bucket("list", "spans").await;
+        let stored: Vec<&String> = keys
+            .iter()
+            .filter(|k| {
+                k.starts_with("tracelake/tenants/default/spans/date=") && k.ends_with(".parquet")
+            })
+            .collect();
+        let in_table: usize = partitions
+            .iter()
+            .map(|p| p["files"].as_u64().unwrap() as usize)
+            .sum();
+        let rows: u64 = partitions.iter().map(|p| p["rows"].as_u64().unwrap()).sum();
+        let done = rows == 13
+            && partitions.len() == 2
+            && partitions.iter().all(|p| p["compacted"] == true)
+            && partitions
+                .iter()
+                .any(|p| p["rows"] == 10 && p["files"] == 1)
+            && stored.len() == in_table;
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not settled within 60 s: {partitions:?}, objects {stored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let read_back = |server: &TestServer| {
+        let server_url = server.url("");
+        async move {
+            let get = |path: String| {
+                let url = format!("{server_url}{path}");
+                async move {
+                    let r = reqwest::get(url).await.unwrap();
+                    (
+                        r.status().as_u16(),
+                        r.json::<serde_json::Value>().await.unwrap_or_default(),
+                    )
+                }
+            };
+            let (status, trace) = get(format!("/api/v1/traces/{:032x}", 0xa1u128)).await;
+            assert_eq!(status, 200, "{trace}");
+            assert_eq!(trace["spans"].as_array().unwrap().len(), 10);
+            let (status, _) = get(format!("/api/v1/traces/{:032x}", 0xe1u128)).await;
+            assert_eq!(status, 404, "expired");
+        }
+    };
+    read_back(&server).await;
+    let rows = server
+        .sql("SELECT count(*) AS n, count(DISTINCT trace_id) AS traces FROM spans")
+        .await;
+    assert_eq!(rows, vec![serde_json::json!({"n": 13, "traces": 2})]);
+    let metrics = server.metrics().await;
+    assert!(
+        crate::server::metric(&metrics, "tracelake_files_vacuumed_total") >= 1.0,
+        "{metrics}"
+    );
+
+    // A node with nothing on its disk serves the same tables.
+    server.terminate();
+    let empty = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with_env(empty.path(), &settings, &CREDENTIALS).await;
+    read_back(&server).await;
+    let r = reqwest::Client::new()
+        .post(server.url("/api/v1/sql"))
+        .header("x-scope-orgid", "team-b")
+        .json(&serde_json::json!({"sql": "SELECT count(*) AS n FROM spans"}))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["rows"], serde_json::json!([{"n": 2}]), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_that_make_s3_commits_unsafe_are_refused() {
+    for (name, value) in [
+        ("AWS_S3_ALLOW_UNSAFE_RENAME", "true"),
+        ("AWS_S3_LOCKING_PROVIDER", "dynamodb"),
+        ("AWS_CONDITIONAL_PUT", "disabled"),
+    ] {
+        let data = tempfile::tempdir().unwrap();
+        let out = procs::output(
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelake"))
+                .args(["serve", "--storage-url", "s3://spans/t", "--data-dir"])
+                .arg(data.path())
+                .env(name, value),
+        )
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains(name) && stderr.contains("not supported"),
+            "{stderr}"
+        );
+    }
+    let out = procs::output(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_tracelake")).args([
+            "serve",
+            "--storage-url",
+            "gs://bucket/t",
+        ]),
+    )
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("gs:// is not supported"), "{stderr}");
+}
