@@ -358,6 +358,7 @@ impl Settings {
                 endpoint: s.s3_endpoint,
                 region: s.s3_region,
                 path_style: set(s.s3_path_style),
+                credentials: None,
             },
             max_tenants,
             tenant_limits_file: s.tenant_limits_file,

@@ -40,6 +40,9 @@ pub struct S3Settings {
     /// Path-style requests (`endpoint/bucket/key`, what most S3-compatible
     /// servers need) instead of virtual-hosted style (`bucket.endpoint/key`).
     pub path_style: bool,
+    /// Access key id and secret, for embedding and tests; the server takes
+    /// them from the environment (`None`).
+    pub credentials: Option<(String, String)>,
 }
 
 /// Environment variables that ask for commits without conditional writes.
@@ -114,6 +117,11 @@ impl Factory {
             builder = builder
                 .with_endpoint(endpoint)
                 .with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let Some((id, secret)) = &self.0.credentials {
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret);
         }
         let region = self.0.region.clone().or_else(|| {
             ["AWS_REGION", "AWS_DEFAULT_REGION"]

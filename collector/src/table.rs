@@ -47,6 +47,18 @@ pub enum Error {
     },
 }
 
+/// How often a commit that lost the race for its log version is tried
+/// again (re-reading the log and checking the commits that won for
+/// conflicts each time). delta-rs' default, 15, ran out in a test of two
+/// writers committing back to back on a loaded machine; a commit that
+/// still loses is an error (nothing committed, nothing lost: a flush keeps
+/// its rows, a compaction its inputs).
+const COMMIT_ATTEMPTS: usize = 100;
+
+fn commit_properties() -> CommitProperties {
+    CommitProperties::default().with_max_retries(COMMIT_ATTEMPTS)
+}
+
 /// Passes the [`crate::faults`] point `point`.
 fn fault(point: &'static str) -> Result<()> {
     crate::faults::hit(point).map_err(|source| Error::Fault { point, source })
@@ -181,7 +193,7 @@ impl Table {
         let operation = DeltaOperation::SetTableProperties {
             properties: [(SCHEMA_VERSION_KEY.to_string(), SCHEMA_VERSION.to_string())].into(),
         };
-        let finalized = CommitBuilder::default()
+        let finalized = CommitBuilder::from(commit_properties())
             .with_actions(vec![Action::Metadata(metadata)])
             .build(Some(state), table.log_store(), operation)
             .await
@@ -229,7 +241,7 @@ impl Table {
     pub async fn commit(&self, adds: Vec<Add>, upto_seq: u64) -> Result<i64> {
         let started = Instant::now();
         let mut table = self.table.lock().await;
-        let properties = CommitProperties::default()
+        let properties = commit_properties()
             .with_application_transaction(Transaction::new(WAL_APP_ID, upto_seq as i64));
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
@@ -275,7 +287,7 @@ impl Table {
                 "partitions ending before {cutoff_ns} ns (retention)"
             )),
         };
-        let finalized = CommitBuilder::default()
+        let finalized = CommitBuilder::from(commit_properties())
             .with_actions(removes)
             .build(Some(state), table.log_store(), operation)
             .await
@@ -332,7 +344,7 @@ impl Table {
             predicate: None,
             target_size,
         };
-        let finalized = CommitBuilder::default()
+        let finalized = CommitBuilder::from(commit_properties())
             .with_actions(actions)
             .build(Some(state), table.log_store(), operation)
             .await
