@@ -88,6 +88,11 @@ pub fn register(settings: S3Settings) {
 /// The names directly under `prefix` of the object store at `root` (the
 /// tenants under `tenants/`).
 pub async fn children(root: &Url, prefix: &str) -> DeltaResult<Vec<String>> {
+    // `s3://bucket/base` is the directory `base`, with or without the slash.
+    let mut root = root.clone();
+    if !root.path().ends_with('/') {
+        root.set_path(&format!("{}/", root.path()));
+    }
     let url = root
         .join(prefix)
         .map_err(|e| DeltaTableError::generic(format!("{root}{prefix}: {e}")))?;
@@ -113,10 +118,20 @@ impl Factory {
             .with_bucket_name(bucket)
             .with_conditional_put(S3ConditionalPut::ETagMatch)
             .with_virtual_hosted_style_request(!self.0.path_style);
-        if let Some(endpoint) = &self.0.endpoint {
+        let endpoint = self.0.endpoint.clone().or_else(|| {
+            ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok())
+        });
+        if let Some(endpoint) = endpoint {
+            let endpoint = if self.0.path_style {
+                endpoint
+            } else {
+                bucket_endpoint(&endpoint, bucket)?
+            };
             builder = builder
-                .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"));
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_endpoint(endpoint);
         }
         if let Some((id, secret)) = &self.0.credentials {
             builder = builder
@@ -133,6 +148,31 @@ impl Factory {
             .build()
             .map_err(|e| DeltaTableError::generic(format!("S3 store for {url}: {e}")))
     }
+}
+
+/// The virtual-hosted endpoint of `bucket` at the service `endpoint`
+/// (`https://s3.example.com` -> `https://bucket.s3.example.com`): object_store
+/// takes an endpoint as the bucket's own in that style, and would otherwise
+/// address the first path segment as the bucket.
+fn bucket_endpoint(endpoint: &str, bucket: &str) -> DeltaResult<String> {
+    let refuse = |why: &str| {
+        DeltaTableError::generic(format!(
+            "S3 endpoint {endpoint:?}: {why}; set --s3-path-style true for a store addressed by \
+             path (most S3-compatible servers)"
+        ))
+    };
+    let mut url = Url::parse(endpoint).map_err(|e| refuse(&e.to_string()))?;
+    let host = match url.host() {
+        Some(url::Host::Domain(host)) => host.to_string(),
+        Some(_) => return Err(refuse("an IP address cannot carry the bucket name")),
+        None => return Err(refuse("no host")),
+    };
+    if host.starts_with(&format!("{bucket}.")) {
+        return Ok(endpoint.to_string());
+    }
+    url.set_host(Some(&format!("{bucket}.{host}")))
+        .map_err(|e| refuse(&e.to_string()))?;
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 impl ObjectStoreFactory for Factory {
@@ -173,6 +213,20 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    #[test]
+    fn a_virtual_hosted_endpoint_carries_the_bucket() {
+        assert_eq!(
+            bucket_endpoint("https://s3.example.com", "spans").unwrap(),
+            "https://spans.s3.example.com"
+        );
+        assert_eq!(
+            bucket_endpoint("https://spans.s3.example.com", "spans").unwrap(),
+            "https://spans.s3.example.com"
+        );
+        let err = bucket_endpoint("http://127.0.0.1:9000", "spans").unwrap_err();
+        assert!(err.to_string().contains("--s3-path-style true"), "{err}");
+    }
 
     #[test]
     fn settings_that_make_commits_unsafe_are_refused_by_name() {

@@ -18,11 +18,13 @@
 //! Expressions whose input has no dedicated columns (a subquery that
 //! selected only the map) are left alone.
 
+use std::collections::HashSet;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::builder::{Int8Builder, MapBuilder, MapFieldNames, StringBuilder};
 use arrow::array::{Array, ArrayRef, AsArray, MapArray};
-use arrow::datatypes::{DataType, Int64Type};
+use arrow::datatypes::{DataType, Field, Int64Type};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode as _, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchemaRef, Result, ScalarValue, exec_err};
@@ -48,6 +50,13 @@ impl AnalyzerRule for DedicatedAttributes {
     }
 
     fn analyze(&self, plan: LogicalPlan, _: &ConfigOptions) -> Result<LogicalPlan> {
+        // Every column some node of the plan has: what an outer reference
+        // (in a correlated subquery) can point at.
+        let mut known = HashSet::new();
+        plan.apply_with_subqueries(|node| {
+            known.extend(node.schema().columns());
+            Ok(TreeNodeRecursion::Continue)
+        })?;
         plan.transform_up_with_subqueries(|node| {
             let inputs: Vec<DFSchemaRef> = node
                 .inputs()
@@ -57,10 +66,14 @@ impl AnalyzerRule for DedicatedAttributes {
             if inputs.is_empty() {
                 return Ok(Transformed::no(node));
             }
+            let cx = Cx {
+                inputs: &inputs,
+                known: &known,
+            };
             let preserver = NamePreserver::new(&node);
             node.map_expressions(|expr| {
                 let name = preserver.save(&expr);
-                let rewritten = expr.transform_down(|e| rewrite(e, &inputs))?;
+                let rewritten = expr.transform_down(|e| rewrite(e, &cx))?;
                 Ok(rewritten.update_data(|e| name.restore(e)))
             })
         })
@@ -68,30 +81,50 @@ impl AnalyzerRule for DedicatedAttributes {
     }
 }
 
-/// `name` (with `relation`) in one of `inputs`, as a column expression.
-fn input_column(
-    relation: &Option<datafusion::common::TableReference>,
-    name: &str,
-    inputs: &[DFSchemaRef],
-) -> Option<Expr> {
-    let column = Column::new(relation.clone(), name);
-    inputs
-        .iter()
-        .any(|s| s.has_column(&column))
-        .then_some(Expr::Column(column))
+/// What an expression of one plan node can refer to.
+struct Cx<'a> {
+    /// The node's inputs, for its own columns.
+    inputs: &'a [DFSchemaRef],
+    /// Every column of the plan, for outer references.
+    known: &'a HashSet<Column>,
 }
 
-/// Every dedicated column of scope `scope`, or `None` when the inputs
-/// lack one.
-fn dedicated_columns(
-    scope: usize,
-    relation: &Option<datafusion::common::TableReference>,
-    inputs: &[DFSchemaRef],
-) -> Option<Vec<Expr>> {
+/// The column an input column or an outer reference names.
+fn map_column(expr: &Expr) -> Option<&Column> {
+    match expr {
+        Expr::Column(c) | Expr::OuterReferenceColumn(_, c) => Some(c),
+        _ => None,
+    }
+}
+
+/// The column `name` beside the map `map` refers to (same relation, same
+/// kind of reference), if there is one.
+fn beside(map: &Expr, name: &str, data_type: DataType, cx: &Cx<'_>) -> Option<Expr> {
+    match map {
+        Expr::Column(c) => {
+            let column = Column::new(c.relation.clone(), name);
+            cx.inputs
+                .iter()
+                .any(|s| s.has_column(&column))
+                .then_some(Expr::Column(column))
+        }
+        Expr::OuterReferenceColumn(_, c) => {
+            let column = Column::new(c.relation.clone(), name);
+            cx.known.contains(&column).then(|| {
+                Expr::OuterReferenceColumn(Arc::new(Field::new(name, data_type, true)), column)
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Every dedicated column of scope `scope` beside `map`, or `None` when one
+/// is missing.
+fn dedicated_columns(scope: usize, map: &Expr, cx: &Cx<'_>) -> Option<Vec<Expr>> {
     DEDICATED_SCOPES[scope]
         .columns
         .iter()
-        .map(|d| input_column(relation, d.column, inputs))
+        .map(|d| beside(map, d.column, d.data_type(), cx))
         .collect()
 }
 
@@ -108,12 +141,12 @@ fn scope_of(name: &str) -> Option<(usize, bool)> {
     })
 }
 
-fn rewrite(expr: Expr, inputs: &[DFSchemaRef]) -> Result<Transformed<Expr>> {
+fn rewrite(expr: Expr, cx: &Cx<'_>) -> Result<Transformed<Expr>> {
     match &expr {
         Expr::ScalarFunction(ScalarFunction { func, args })
             if func.name() == "get_field" && args.len() == 2 =>
         {
-            let Expr::Column(map) = &args[0] else {
+            let Some(map) = map_column(&args[0]) else {
                 return Ok(Transformed::no(expr));
             };
             let Some((scope, types)) = scope_of(&map.name) else {
@@ -130,7 +163,7 @@ fn rewrite(expr: Expr, inputs: &[DFSchemaRef]) -> Result<Transformed<Expr>> {
             };
             let column = DEDICATED_SCOPES[scope]
                 .get(key)
-                .and_then(|d| Some((d, input_column(&map.relation, d.column, inputs)?)));
+                .and_then(|d| Some((d, beside(&args[0], d.column, d.data_type(), cx)?)));
             let Some((d, column)) = column else {
                 // A key of the map alone: the stored map, not the merged one.
                 return Ok(Transformed::new(expr, false, TreeNodeRecursion::Jump));
@@ -147,11 +180,11 @@ fn rewrite(expr: Expr, inputs: &[DFSchemaRef]) -> Result<Transformed<Expr>> {
             };
             Ok(Transformed::new(new, true, TreeNodeRecursion::Jump))
         }
-        Expr::Column(c) => {
+        Expr::Column(c) | Expr::OuterReferenceColumn(_, c) => {
             let Some((scope, types)) = scope_of(&c.name) else {
                 return Ok(Transformed::no(expr));
             };
-            let Some(columns) = dedicated_columns(scope, &c.relation, inputs) else {
+            let Some(columns) = dedicated_columns(scope, &expr, cx) else {
                 return Ok(Transformed::no(expr));
             };
             let columns: Vec<Expr> = DEDICATED_SCOPES[scope]
@@ -269,16 +302,17 @@ fn merge_values(map: &MapArray, keys: &[&str], columns: &[ArrayRef]) -> Result<M
     let map_keys = map.keys().as_string::<i32>();
     let map_values = map.values().as_string::<i32>();
     for row in 0..map.len() {
-        if !map.is_null(row) {
-            let offsets = map.value_offsets();
-            for i in offsets[row] as usize..offsets[row + 1] as usize {
-                out.keys().append_value(map_keys.value(i));
-                out.values()
-                    .append_option(map_values.is_valid(i).then(|| map_values.value(i)));
-            }
+        let Some(entries) = row_entries(map, columns, row) else {
+            out.append(false)?;
+            continue;
+        };
+        for i in entries.clone() {
+            out.keys().append_value(map_keys.value(i));
+            out.values()
+                .append_option(map_values.is_valid(i).then(|| map_values.value(i)));
         }
         for (key, column) in keys.iter().zip(columns) {
-            if column.is_null(row) {
+            if !adds(column, row, key, map_keys, &entries) {
                 continue;
             }
             out.keys().append_value(key);
@@ -305,16 +339,17 @@ fn merge_types(map: &MapArray, keys: &[&str], columns: &[ArrayRef]) -> Result<Ma
     let map_keys = map.keys().as_string::<i32>();
     let map_codes = map.values().as_primitive::<arrow::datatypes::Int8Type>();
     for row in 0..map.len() {
-        if !map.is_null(row) {
-            let offsets = map.value_offsets();
-            for i in offsets[row] as usize..offsets[row + 1] as usize {
-                out.keys().append_value(map_keys.value(i));
-                out.values()
-                    .append_option(map_codes.is_valid(i).then(|| map_codes.value(i)));
-            }
+        let Some(entries) = row_entries(map, columns, row) else {
+            out.append(false)?;
+            continue;
+        };
+        for i in entries.clone() {
+            out.keys().append_value(map_keys.value(i));
+            out.values()
+                .append_option(map_codes.is_valid(i).then(|| map_codes.value(i)));
         }
         for (key, column) in keys.iter().zip(columns) {
-            if !column.is_null(row) {
+            if adds(column, row, key, map_keys, &entries) {
                 out.keys().append_value(key);
                 out.values().append_value(TypeCode::Int as i8);
             }
@@ -322,6 +357,29 @@ fn merge_types(map: &MapArray, keys: &[&str], columns: &[ArrayRef]) -> Result<Ma
         out.append(true)?;
     }
     Ok(out.finish())
+}
+
+/// The map's entries of `row`, or `None` for a null row: a null map with
+/// no column value either.
+fn row_entries(map: &MapArray, columns: &[ArrayRef], row: usize) -> Option<Range<usize>> {
+    if map.is_null(row) {
+        return columns.iter().any(|c| c.is_valid(row)).then_some(0..0);
+    }
+    let offsets = map.value_offsets();
+    Some(offsets[row] as usize..offsets[row + 1] as usize)
+}
+
+/// Whether `column` adds `key` to the row: it has a value, and the map
+/// has not the key already (a map merged once, in a query over a query
+/// that selected both the map and the columns).
+fn adds(
+    column: &ArrayRef,
+    row: usize,
+    key: &str,
+    map_keys: &arrow::array::StringArray,
+    entries: &Range<usize>,
+) -> bool {
+    column.is_valid(row) && !entries.clone().any(|i| map_keys.value(i) == key)
 }
 
 #[cfg(test)]

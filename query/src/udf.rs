@@ -145,12 +145,41 @@ impl ScalarUDFImpl for UtcDateTrunc {
             ) => g.to_ascii_lowercase(),
             _ => String::new(),
         };
-        if let (ColumnarValue::Array(array), "hour" | "day") = (&args.args[1], granularity.as_str())
+        if let (ColumnarValue::Array(array), "hour" | "day") =
+            (&args.args[1].clone(), granularity.as_str())
             && let DataType::Timestamp(unit, Some(tz)) = array.data_type()
             && matches!(tz.as_ref(), "UTC" | "+00:00" | "Z" | "Etc/UTC")
         {
             let (hour, day) = hour_and_day(*unit);
             let step = if granularity == "hour" { hour } else { day };
+            // Times so far before 1970 that the start of their hour does
+            // not fit go to DataFusion's function (which refuses them).
+            let fits = |v: i64| v.div_euclid(step).checked_mul(step).is_some();
+            let all_fit = match unit {
+                TimeUnit::Second => array
+                    .as_primitive::<TimestampSecondType>()
+                    .iter()
+                    .flatten()
+                    .all(fits),
+                TimeUnit::Millisecond => array
+                    .as_primitive::<TimestampMillisecondType>()
+                    .iter()
+                    .flatten()
+                    .all(fits),
+                TimeUnit::Microsecond => array
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .iter()
+                    .flatten()
+                    .all(fits),
+                TimeUnit::Nanosecond => array
+                    .as_primitive::<TimestampNanosecondType>()
+                    .iter()
+                    .flatten()
+                    .all(fits),
+            };
+            if !all_fit {
+                return self.inner.invoke_with_args(args);
+            }
             let truncate = |v: i64| v.div_euclid(step) * step;
             let out: ArrayRef = match unit {
                 TimeUnit::Second => Arc::new(
@@ -221,6 +250,35 @@ mod tests {
             Some(-1_234_567_890),
             None,
         ]);
+        // The earliest time: its hour's start does not fit; DataFusion's
+        // function answers (an error), not a wrapped value.
+        let earliest: ArrayRef = Arc::new(
+            arrow::array::TimestampNanosecondArray::from(vec![Some(i64::MIN + 1)])
+                .with_timezone("UTC"),
+        );
+        let field = Arc::new(Field::new("t", earliest.data_type().clone(), true));
+        let args = ScalarFunctionArgs {
+            args: vec![
+                ColumnarValue::Scalar(ScalarValue::Utf8(Some("hour".into()))),
+                ColumnarValue::Array(Arc::clone(&earliest)),
+            ],
+            arg_fields: vec![
+                Arc::new(Field::new("g", DataType::Utf8, false)),
+                Arc::clone(&field),
+            ],
+            number_rows: 1,
+            return_field: field,
+            config_options: Arc::new(ConfigOptions::default()),
+        };
+        let ours = date_trunc()
+            .invoke_with_args(args.clone())
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        let theirs = datafusion::functions::datetime::date_trunc()
+            .invoke_with_args(args)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        assert_eq!(ours, theirs);
         let ours = date_trunc();
         let theirs = datafusion::functions::datetime::date_trunc();
         for tz in ["UTC", "+00:00"] {

@@ -182,7 +182,9 @@ impl DedicatedBuilder {
                 if d.int {
                     Self::Int(Int64Builder::with_capacity(rows))
                 } else {
-                    Self::Text(StringBuilder::with_capacity(rows, rows * 16))
+                    // Most of these columns are null in most rows: no
+                    // value bytes up front (they grow as values come).
+                    Self::Text(StringBuilder::with_capacity(rows, 0))
                 }
             })
             .collect()

@@ -224,10 +224,17 @@ async fn the_tables_live_on_s3() {
         "{metrics}"
     );
 
-    // A node with nothing on its disk serves the same tables.
+    // A node with nothing on its disk serves the same tables, and opens
+    // every tenant's at start (found in the bucket: the storage URL has no
+    // trailing slash, and `tenants/` is under its last segment).
     server.terminate();
     let empty = tempfile::tempdir().unwrap();
     let server = TestServer::start_with_env(empty.path(), &settings, &CREDENTIALS).await;
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("tenant=\"team-b\""),
+        "team-b not opened at start: {metrics}"
+    );
     read_back(&server).await;
     let r = reqwest::Client::new()
         .post(server.url("/api/v1/sql"))

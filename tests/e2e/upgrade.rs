@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
 use crate::server::TestServer;
@@ -128,6 +130,22 @@ async fn a_v2_store_is_upgraded_in_place_and_loses_nothing() {
         assert_eq!(got["name"], span["name"]);
         assert_eq!(got["serviceName"], *service, "{got}");
         assert_eq!(got["attributes"], attributes(&span["attributes"]), "{id}");
+        // ...each once (the object above would hide a key given twice).
+        let (status, otlp) = server.get(&format!("/tempo/api/v2/traces/{trace}")).await;
+        assert_eq!(status, 200, "{otlp}");
+        let listed = otlp["trace"]["resourceSpans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|rs| rs["scopeSpans"].as_array().unwrap())
+            .flat_map(|ss| ss["spans"].as_array().unwrap())
+            // Tempo's JSON has ids in base64.
+            .find(|s| s["spanId"] == BASE64.encode(hex::decode(id).unwrap()))
+            .unwrap_or_else(|| panic!("{id} not in {otlp}"))["attributes"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(listed, span["attributes"].as_array().unwrap().len(), "{id}");
         assert_eq!(
             got["startTimeUnixNano"].as_str(),
             span["startTimeUnixNano"].as_str(),
