@@ -68,6 +68,19 @@ where
 }
 
 settings! {
+    /// What this process does: all, or a comma list of ingest (receivers,
+    /// WAL, flushes), query (query APIs, Flight SQL, web UI) and compactor
+    /// (compaction, retention, vacuum; one at a time per table, by a lease
+    /// on object storage)
+    role: String, env = "TRACELAKE_ROLE", default = "all";
+    /// This node's name, unique among the nodes writing to one table and
+    /// stable across restarts (its WAL's watermark is committed under it);
+    /// needed by ingest nodes on object storage [default: none, the single
+    /// node]
+    node_id: String, env = "TRACELAKE_NODE_ID";
+    /// How long a compactor's lease lasts without renewal (renewed every
+    /// third of it): a compactor that dies is replaced after this
+    compactor_lease_ttl: String, env = "TRACELAKE_COMPACTOR_LEASE_TTL", default = "30s";
     /// Local directory for the write-ahead log and, unless --storage-url is
     /// set, the table
     data_dir: PathBuf, env = "TRACELAKE_DATA_DIR", default = "./data";
@@ -200,9 +213,65 @@ settings! {
     log_format: String, env = "TRACELAKE_LOG_FORMAT", default = "text";
 }
 
+/// What a process does (`--role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Roles {
+    pub(crate) ingest: bool,
+    pub(crate) query: bool,
+    pub(crate) compactor: bool,
+}
+
+impl std::str::FromStr for Roles {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        let mut roles = Roles {
+            ingest: false,
+            query: false,
+            compactor: false,
+        };
+        for role in text.split(',').map(str::trim) {
+            match role {
+                "all" => {
+                    roles = Roles {
+                        ingest: true,
+                        query: true,
+                        compactor: true,
+                    }
+                }
+                "ingest" => roles.ingest = true,
+                "query" => roles.query = true,
+                "compactor" => roles.compactor = true,
+                other => bail!(
+                    "invalid role {other:?}: use all, or a comma list of ingest, query and \
+                     compactor"
+                ),
+            }
+        }
+        Ok(roles)
+    }
+}
+
+impl std::fmt::Display for Roles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = [
+            (self.ingest, "ingest"),
+            (self.query, "query"),
+            (self.compactor, "compactor"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        f.write_str(&names.join(","))
+    }
+}
+
 /// Settings with defaults applied and values parsed.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
+    pub(crate) roles: Roles,
+    pub(crate) node_id: Option<String>,
+    pub(crate) compactor_lease_ttl: Duration,
     /// The default tenant's table and WAL directory.
     pub(crate) table_url: Url,
     pub(crate) wal_dir: PathBuf,
@@ -304,6 +373,23 @@ impl Settings {
             ),
         }
         let table_url = tenant_table_url(&root, DEFAULT_TENANT)?;
+        let roles: Roles = set(s.role).parse()?;
+        if let Some(id) = &s.node_id
+            && (id.is_empty()
+                || id.len() > 64
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+        {
+            bail!("invalid node id {id:?}: use 1 to 64 letters, digits, '.', '_' and '-'");
+        }
+        if roles.ingest && root.scheme() != "file" && s.node_id.is_none() {
+            bail!(
+                "an ingest node on object storage needs --node-id: a name unique among the \
+                 nodes writing to {root} and kept across restarts (its write-ahead log's \
+                 watermark is committed under it)"
+            );
+        }
         let duration = |value: Option<String>, name: &str| {
             let text = set(value);
             parse_duration(&text).with_context(|| format!("invalid {name} {text:?}"))
@@ -349,7 +435,14 @@ impl Settings {
             "json" => true,
             other => bail!("invalid log format {other:?}: use text or json"),
         };
+        let compactor_lease_ttl = duration(s.compactor_lease_ttl, "compactor lease ttl")?;
+        if compactor_lease_ttl < Duration::from_secs(1) {
+            bail!("compactor lease ttl must be at least 1s");
+        }
         Ok(Config {
+            roles,
+            node_id: s.node_id,
+            compactor_lease_ttl,
             wal_dir: data_dir.join("wal").join(DEFAULT_TENANT),
             wal_root: data_dir.join("wal"),
             table_url,
@@ -478,9 +571,9 @@ mod tests {
         }
         assert_eq!(
             help.matches("[default:").count(),
-            Settings::DEFAULTS.len() + 18,
-            "each default once, plus the eighteen computed ones written in their help (query \
-             threads, storage URL, S3 endpoint and region, nine listeners, the tokens file, the \
+            Settings::DEFAULTS.len() + 19,
+            "each default once, plus the nineteen computed ones written in their help (node id, \
+             query threads, storage URL, S3 endpoint and region, nine listeners, the tokens file, the \
              TLS certificate and client CA files, the tenant limits file, the sampling \
              strategies file)"
         );
@@ -598,6 +691,37 @@ mod tests {
                 .as_str()
                 .ends_with("/d/tenants/default/spans/")
         );
+    }
+
+    #[test]
+    fn roles_and_node_ids() {
+        let roles = |text: &str| text.parse::<Roles>().map(|r| r.to_string());
+        assert_eq!(roles("all").unwrap(), "ingest,query,compactor");
+        assert_eq!(roles("query, compactor").unwrap(), "query,compactor");
+        let err = roles("ingest,reader").unwrap_err().to_string();
+        assert!(
+            err.contains("\"reader\"") && err.contains("compactor"),
+            "{err}"
+        );
+        let resolve = |role: &str, url: &str, node: Option<&str>| {
+            Settings {
+                role: Some(role.into()),
+                storage_url: Some(url.into()),
+                node_id: node.map(String::from),
+                ..Settings::default()
+            }
+            .resolve(None)
+        };
+        // An ingest node on object storage must be named; others need not.
+        let err = resolve("ingest", "s3://b/p", None).unwrap_err().to_string();
+        assert!(err.contains("--node-id"), "{err}");
+        resolve("ingest", "s3://b/p", Some("ingest-1")).unwrap();
+        resolve("query,compactor", "s3://b/p", None).unwrap();
+        resolve("all", "file:///tmp/t", None).unwrap();
+        let err = resolve("all", "s3://b/p", Some("a/b"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid node id"), "{err}");
     }
 
     #[test]

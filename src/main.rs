@@ -150,7 +150,14 @@ struct Health {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    tracing::info!(table = %config.table_url, wal = %config.wal_dir.display(), "starting tracelake");
+    let roles = config.roles;
+    tracing::info!(
+        table = %config.table_url,
+        wal = %config.wal_dir.display(),
+        %roles,
+        node = config.node_id.as_deref().unwrap_or("(unnamed)"),
+        "starting tracelake"
+    );
     // A tokens file that does not load stops the start: running open by
     // mistake is worse than not running.
     let tokens = match &config.auth_tokens_file {
@@ -231,7 +238,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 max_buffer_bytes: config.max_buffer_bytes,
             },
             max_request_bytes: config.max_request_bytes,
+            node: tracelake_collector::NodeConfig {
+                id: config.node_id.clone(),
+                ingest: roles.ingest,
+                compact: roles.compactor,
+                lease_ttl: config.compactor_lease_ttl,
+            },
         },
+        query_role: roles.query,
         root: config.storage_root.clone(),
         wal_root: config.wal_root.clone(),
         query: QueryConfig {
@@ -259,13 +273,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         registry,
     });
     // What is not any tenant's: health, readiness, the server's metrics and
-    // the web UI's page and files (code, no data).
+    // (on a query node) the web UI's page and files (code, no data).
     let mut http = Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .route("/metrics", get(prometheus))
-        .with_state(Arc::clone(&health))
-        .merge(tracelake_ui::router());
+        .with_state(Arc::clone(&health));
+    if roles.query {
+        http = http.merge(tracelake_ui::router());
+    }
     let strategies = match &config.sampling_strategies_file {
         Some(path) => {
             let strategies = sampling::watch_strategies(path.clone())?;
@@ -343,7 +359,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             false,
         )
     });
-    let servers = servers.into_iter().chain(sampling);
+    // Each role's ports: the receivers on ingest nodes, Flight SQL on query
+    // nodes, the HTTP port (health, readiness, metrics) everywhere.
+    let servers = servers
+        .into_iter()
+        .chain(sampling)
+        .filter(|(name, _, _, _, takes_spans)| {
+            if *takes_spans {
+                roles.ingest
+            } else {
+                *name != "flight-sql" || roles.query
+            }
+        });
     let mut ingest_tasks = Vec::new();
     let mut query_tasks = Vec::new();
     // (name, address, routes, auth, whether it takes spans)
@@ -388,7 +415,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Jaeger agents send UDP datagrams with no room for a token: with auth
     // on, those ports would let anyone write, so they stay closed unless
     // that is asked for.
-    let udp = if tokens.is_some() && !config.jaeger_udp_without_auth {
+    let udp = if !roles.ingest {
+        Vec::new()
+    } else if tokens.is_some() && !config.jaeger_udp_without_auth {
         tracing::info!(
             "Jaeger agent UDP receivers are off: UDP cannot carry a token (set \
              --jaeger-udp-without-auth true to receive there without one)"
@@ -421,10 +450,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(%addr, "{name} listening (udp)");
         // Datagrams carry no tenant: they are the default tenant's.
         let udp = tenants.default_tenant().with_collector(|c| {
-            c.expect("running")
-                .jaeger_udp(socket, protocol, stop_ingest.clone())
+            c.and_then(|c| c.jaeger_udp(socket, protocol, stop_ingest.clone()))
         });
-        ingest_tasks.push(tokio::spawn(udp));
+        if let Some(udp) = udp {
+            ingest_tasks.push(tokio::spawn(udp));
+        }
     }
     health.ready.store(true, Ordering::SeqCst);
 

@@ -134,6 +134,7 @@ pub(crate) struct Tenants {
     /// The limits file (an empty one without `--tenant-limits-file`).
     limits: watch::Receiver<Arc<LimitsFile>>,
     collector: CollectorConfig,
+    query_role: bool,
     root: Url,
     wal_root: PathBuf,
     max_tenants: usize,
@@ -148,8 +149,11 @@ pub(crate) struct Tenants {
 pub(crate) struct Setup {
     /// Whether tokens are required.
     pub(crate) auth: bool,
-    /// The collector's settings (its table and WAL are set per tenant).
+    /// The collector's settings (its table and WAL are set per tenant;
+    /// its `node` says whether there is a collector at all).
     pub(crate) collector: CollectorConfig,
+    /// Whether this node answers queries.
+    pub(crate) query_role: bool,
     /// Where the tenants' tables and WAL directories are.
     pub(crate) root: Url,
     pub(crate) wal_root: PathBuf,
@@ -169,6 +173,7 @@ impl Tenants {
         let Setup {
             auth,
             collector,
+            query_role,
             root,
             wal_root,
             query,
@@ -179,7 +184,7 @@ impl Tenants {
             .await
             .with_context(|| format!("cannot start tenant {DEFAULT_TENANT}"))?;
         let first_engine = Arc::new(
-            QueryEngine::new(default_table, Some(live(&default)), query)
+            QueryEngine::new(default_table, live(default.as_ref()), query)
                 .context("cannot start the query engine")?,
         );
         let tenants = Arc::new(Tenants {
@@ -188,6 +193,7 @@ impl Tenants {
             limits_generation: std::sync::atomic::AtomicU64::new(0),
             limits,
             collector,
+            query_role,
             root,
             wal_root,
             max_tenants,
@@ -198,8 +204,8 @@ impl Tenants {
         let tenant = Arc::new(Tenant {
             limits_generation: std::sync::atomic::AtomicU64::new(0),
             id: DEFAULT_TENANT.to_string(),
-            routers: routers(&default, &first_engine),
-            collector: Mutex::new(Some(default)),
+            routers: routers(default.as_ref(), query_role.then_some(&first_engine)),
+            collector: Mutex::new(default),
             engine: first_engine,
             queries: Mutex::new((None, None)),
         });
@@ -237,20 +243,25 @@ impl Tenants {
         Ok(tenants)
     }
 
+    /// The tenant's collector, or `None` on a node that neither ingests
+    /// nor compacts.
     async fn start_collector(
         template: &CollectorConfig,
         wal_root: &std::path::Path,
         root: &Url,
         id: &str,
         metrics: &Arc<Metrics>,
-    ) -> anyhow::Result<Collector> {
+    ) -> anyhow::Result<Option<Collector>> {
+        if !template.node.ingest && !template.node.compact {
+            return Ok(None);
+        }
         let config = CollectorConfig {
             tenant: id.to_string(),
             table_url: tenant_table_url(root, id)?,
             wal_dir: wal_root.join(id),
             ..template.clone()
         };
-        Ok(Collector::start(config, Arc::clone(metrics)).await?)
+        Ok(Some(Collector::start(config, Arc::clone(metrics)).await?))
     }
 
     /// Tenant ids with a WAL directory or a table (under `tenants/` of the
@@ -350,7 +361,7 @@ impl Tenants {
         .with_context(|| format!("cannot start tenant {id}"))?;
         let engine = Arc::new(
             self.first_engine
-                .for_table(table_url, Some(live(&collector)))
+                .for_table(table_url, live(collector.as_ref()))
                 .with_context(|| format!("cannot start the query engine of tenant {id}"))?,
         );
         tracing::info!(tenant = id, "tenant opened");
@@ -358,8 +369,8 @@ impl Tenants {
         let tenant = Arc::new(Tenant {
             limits_generation: std::sync::atomic::AtomicU64::new(generation),
             id: id.to_string(),
-            routers: routers(&collector, &engine),
-            collector: Mutex::new(Some(collector)),
+            routers: routers(collector.as_ref(), self.query_role.then_some(&engine)),
+            collector: Mutex::new(collector),
             engine,
             queries: Mutex::new((None, None)),
         });
@@ -408,32 +419,52 @@ impl Tenants {
     }
 }
 
-fn live(collector: &Collector) -> Arc<dyn tracelake_query::LiveSpans> {
-    Arc::new(crate::BufferSource(Arc::clone(&collector.buffer)))
+/// The query side's rows not yet in the table: an ingest node's buffer.
+/// Without one, queries read the table's latest version.
+fn live(collector: Option<&Collector>) -> Option<Arc<dyn tracelake_query::LiveSpans>> {
+    let collector = collector.filter(|c| c.ingest.is_some())?;
+    Some(Arc::new(crate::BufferSource(Arc::clone(&collector.buffer))))
 }
 
-fn routers(collector: &Collector, engine: &Arc<QueryEngine>) -> Routers {
+/// The routers of a node's roles: the receivers with a collector that
+/// ingests, the query APIs with `engine` (a node that answers queries).
+fn routers(collector: Option<&Collector>, engine: Option<&Arc<QueryEngine>>) -> Routers {
     use tracelake_query::http;
-    let zipkin_query = http::zipkin::router(Arc::clone(engine));
-    let main = http::v1::router(Arc::clone(engine))
-        .nest("/zipkin", zipkin_query.clone())
-        .nest("/jaeger", http::jaeger::router(Arc::clone(engine)))
-        .nest("/tempo", http::tempo::router(Arc::clone(engine)))
-        .merge(collector.storage_router());
+    let receiver = |make: fn(&Collector) -> Router| collector.map(make).unwrap_or_default();
+    let query = |make: fn(Arc<QueryEngine>) -> Router| {
+        engine.map(|e| make(Arc::clone(e))).unwrap_or_default()
+    };
+    let zipkin_query = query(http::zipkin::router);
+    let mut main = Router::new();
+    if let Some(engine) = engine {
+        main = http::v1::router(Arc::clone(engine))
+            .nest("/zipkin", zipkin_query.clone())
+            .nest("/jaeger", http::jaeger::router(Arc::clone(engine)))
+            .nest("/tempo", http::tempo::router(Arc::clone(engine)));
+    }
     Routers {
-        otlp_grpc: fallback::with_fallbacks(collector.otlp_grpc_router(), fallback::OTLP_GRPC),
-        otlp_http: fallback::with_fallbacks(collector.otlp_http_router(), fallback::OTLP_HTTP),
-        http: fallback::with_fallbacks(main, fallback::HTTP),
+        otlp_grpc: fallback::with_fallbacks(
+            receiver(Collector::otlp_grpc_router),
+            fallback::OTLP_GRPC,
+        ),
+        otlp_http: fallback::with_fallbacks(
+            receiver(Collector::otlp_http_router),
+            fallback::OTLP_HTTP,
+        ),
+        http: fallback::with_fallbacks(
+            main.merge(receiver(Collector::storage_router)),
+            fallback::HTTP,
+        ),
         zipkin: fallback::with_fallbacks(
-            collector.zipkin_router().merge(zipkin_query),
+            receiver(Collector::zipkin_router).merge(zipkin_query),
             fallback::ZIPKIN,
         ),
         jaeger_http: fallback::with_fallbacks(
-            collector.jaeger_http_router(),
+            receiver(Collector::jaeger_http_router),
             fallback::JAEGER_HTTP,
         ),
         flight_sql: fallback::with_fallbacks(
-            tracelake_query::flight::router(Arc::clone(engine)),
+            query(tracelake_query::flight::router),
             fallback::FLIGHT_SQL,
         ),
     }

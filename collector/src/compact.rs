@@ -169,6 +169,10 @@ impl Compactor {
     /// Runs jobs until no partition is due; returns what each did.
     pub async fn compact_due(&self, stop: &watch::Receiver<bool>) -> Result<Vec<JobReport>, Error> {
         let mut reports = Vec::new();
+        if !self.flusher.maintains() {
+            // Another node compacts (it holds the lease).
+            return Ok(reports);
+        }
         while let Some((inputs, full)) = self.next_job(now_ns()).await? {
             if *stop.borrow() {
                 return Err(Error::Stopped);
@@ -268,7 +272,10 @@ impl Compactor {
         report.files_out = outputs.len();
         report.bytes_out = outputs.iter().map(|a| a.size as u64).sum();
         let removed: Vec<String> = inputs.iter().map(|f| f.path.clone()).collect();
-        report.committed = self.flusher.replace_files(&removed, outputs).await?;
+        report.committed = self
+            .flusher
+            .replace_files(&removed, outputs, started)
+            .await?;
         let m = &self.metrics;
         m.compaction_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -764,6 +771,7 @@ mod tests {
                 max_buffer_bytes: 1 << 30,
             },
             max_request_bytes: 1 << 20,
+            node: crate::NodeConfig::default(),
         };
         let collector = Collector::start(config, Arc::new(Metrics::default()))
             .await
@@ -774,6 +782,8 @@ mod tests {
         for f in 0..flushes {
             collector
                 .ingest
+                .as_ref()
+                .expect("an ingest node")
                 .export("test", request(f + 1, 100, start))
                 .await
                 .unwrap();

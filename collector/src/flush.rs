@@ -19,6 +19,7 @@ use object_store::ObjectStoreExt as _;
 use tokio::sync::{Mutex, Notify, watch};
 
 use crate::buffer::{Buffer, PartitionKey};
+use crate::lease::Lease;
 use crate::metrics::Metrics;
 use crate::table::Table;
 use crate::wal::Wal;
@@ -64,18 +65,49 @@ pub enum Error {
     Task(String),
     #[error("committing: {0}")]
     Commit(std::io::Error),
+    #[error(
+        "files uploaded {seconds:.0} s ago not committed: vacuum may delete files not in the \
+         table once they are {grace_seconds} s old (--vacuum-grace); they are written again"
+    )]
+    TooSlow { seconds: f64, grace_seconds: u64 },
+}
+
+/// Whether this node keeps the table in shape: compaction's commits,
+/// retention and vacuum.
+#[derive(Debug, Clone)]
+pub enum Maintenance {
+    /// Another node's job (this one only ingests).
+    Off,
+    /// This node's job; with a lease (a table on an object store), only
+    /// while it holds it.
+    On(Option<Arc<Lease>>),
+}
+
+impl Maintenance {
+    /// Whether table maintenance may run here now.
+    pub fn allowed(&self) -> bool {
+        match self {
+            Maintenance::Off => false,
+            Maintenance::On(None) => true,
+            Maintenance::On(Some(lease)) => lease.held(),
+        }
+    }
 }
 
 pub struct Flusher {
     buffer: Arc<Buffer>,
     table: Arc<Table>,
-    wal: Arc<Wal>,
+    /// `None` on a node that does not ingest (nothing is ever buffered).
+    wal: Option<Arc<Wal>>,
+    maintenance: Maintenance,
     store: Arc<dyn ObjectStore>,
     metrics: Arc<Metrics>,
     config: FlushConfig,
     retention: RetentionConfig,
     /// `retention.max_age`, changeable while running ([`Flusher::set_retention`]).
     max_age: parking_lot::Mutex<Option<Duration>>,
+    /// When this node's last vacuum started.
+    last_vacuum: parking_lot::Mutex<Option<Instant>>,
     /// One table change (flush, retention) at a time.
     running: Mutex<()>,
 }
@@ -84,37 +116,68 @@ impl Flusher {
     pub async fn new(
         buffer: Arc<Buffer>,
         table: Arc<Table>,
-        wal: Arc<Wal>,
+        wal: Option<Arc<Wal>>,
         metrics: Arc<Metrics>,
         config: FlushConfig,
         retention: RetentionConfig,
+        maintenance: Maintenance,
     ) -> Self {
         let store = table.object_store().await;
         Self {
             buffer,
             table,
             wal,
+            maintenance,
             store,
             metrics,
             config,
             max_age: parking_lot::Mutex::new(retention.max_age),
             retention,
+            last_vacuum: parking_lot::Mutex::new(None),
             running: Mutex::new(()),
         }
     }
 
+    /// Whether this node may change the table's shape now (compaction,
+    /// retention, vacuum).
+    pub fn maintains(&self) -> bool {
+        self.maintenance.allowed()
+    }
+
     /// Replaces files by rewritten ones holding the same rows (compaction),
-    /// between flushes; `false` when one of `removed` has left the table.
+    /// between flushes; `false` when one of `removed` has left the table,
+    /// or this node no longer holds the compactor lease.
+    /// `written_since`: when the first of `adds` was written. A vacuum
+    /// (this node's: only the compactor vacuums) that started more than the
+    /// grace after it may have deleted them as files not in the table: then
+    /// nothing is committed.
     pub async fn replace_files(
         &self,
         removed: &[String],
         adds: Vec<deltalake::kernel::Add>,
+        written_since: Instant,
     ) -> Result<bool, crate::table::Error> {
         let _guard = self.running.lock().await;
         let fault = |point| {
             crate::faults::hit(point).map_err(|source| crate::table::Error::Fault { point, source })
         };
         fault("compact.commit")?;
+        if !self.maintenance.allowed() {
+            tracing::warn!("compaction not committed: the compactor lease is no longer held");
+            return Ok(false);
+        }
+        if self
+            .last_vacuum
+            .lock()
+            .is_some_and(|v| v > written_since + self.retention.vacuum_grace)
+        {
+            tracing::warn!(
+                seconds = written_since.elapsed().as_secs_f64(),
+                "compaction not committed: a vacuum ran more than the grace after its files \
+                 were written"
+            );
+            return Ok(false);
+        }
         let Some(version) = self.table.replace(removed, adds).await? else {
             return Ok(false);
         };
@@ -142,6 +205,9 @@ impl Flusher {
     /// deleted from storage).
     pub async fn expire(&self) -> Result<(usize, usize), Error> {
         let _guard = self.running.lock().await;
+        if !self.maintenance.allowed() {
+            return Ok((0, 0));
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
@@ -162,6 +228,7 @@ impl Flusher {
             );
             removed = files;
         }
+        *self.last_vacuum.lock() = Some(Instant::now());
         let (version, deleted) = self.table.vacuum(self.retention.vacuum_grace).await?;
         if let Some(version) = version {
             self.buffer.committed(version);
@@ -183,12 +250,36 @@ impl Flusher {
             return Ok(0);
         };
         let started = Instant::now();
-        match self.write_and_commit(set.partitions, set.upto_seq).await {
+        let result = match self.write_and_commit(set.partitions, set.upto_seq).await {
+            // An earlier attempt of this commit landed although it reported
+            // an error (an answer lost on the way back): the rows are in
+            // the table, once. (Node ids are unique, so the watermark is
+            // ours.)
+            Err(Error::Table(crate::table::Error::Fenced { committed, .. }))
+                if committed >= set.upto_seq as i64 =>
+            {
+                tracing::warn!(
+                    upto_seq = set.upto_seq,
+                    committed,
+                    "the table already holds these records: an earlier attempt of this commit \
+                     landed"
+                );
+                match self.table.version().await {
+                    Some(version) => Ok(version),
+                    None => Err(Error::Task("table without a version".into())),
+                }
+            }
+            other => other,
+        };
+        match result {
             Ok(version) => {
                 self.buffer.committed(version);
                 if let Err(error) = crate::faults::hit("flush.release")
                     .map_err(crate::wal::Error::from_fault)
-                    .and_then(|()| self.wal.release(set.upto_seq))
+                    .and_then(|()| match &self.wal {
+                        Some(wal) => wal.release(set.upto_seq),
+                        None => Ok(()),
+                    })
                 {
                     // The rows are committed; the segments go at the next release.
                     tracing::error!(%error, "releasing wal segments failed");
@@ -220,6 +311,7 @@ impl Flusher {
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
         let mut adds = Vec::with_capacity(files.len());
+        let uploaded = Instant::now();
         for file in files {
             let size = file.bytes.len() as u64;
             let upload_failed = |source| Error::Upload {
@@ -242,6 +334,18 @@ impl Flusher {
             adds.push(file.add);
         }
         crate::faults::hit("flush.commit").map_err(Error::Commit)?;
+        // Files not in the table are vacuumed once older than the grace. On
+        // an object store another node (the compactor) vacuums, at any
+        // moment: commit only files well younger than that. (A local table
+        // is vacuumed by this process, never during a flush.)
+        if self.table.url().scheme() != "file"
+            && uploaded.elapsed() > self.retention.vacuum_grace / 2
+        {
+            return Err(Error::TooSlow {
+                seconds: uploaded.elapsed().as_secs_f64(),
+                grace_seconds: self.retention.vacuum_grace.as_secs(),
+            });
+        }
         Ok(self.table.commit(adds, upto_seq).await?)
     }
 

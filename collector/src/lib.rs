@@ -15,6 +15,7 @@ pub mod faults;
 pub mod flush;
 pub mod ingest;
 pub mod jaeger;
+pub mod lease;
 pub mod metrics;
 pub mod otlp;
 mod plain;
@@ -52,6 +53,77 @@ pub enum Error {
     UpgradeTable(#[from] compact::Error),
     #[error("upgrading a write-ahead log record: {0}")]
     Upgrade(String),
+    #[error(
+        "the write-ahead log in {dir} belongs to node {found:?}, and this node is {wanted:?}: \
+         its records are committed under their node's id, so start with --node-id {found:?} \
+         (or move the directory away once that node's records are in the table)"
+    )]
+    OtherNode {
+        dir: String,
+        found: String,
+        wanted: String,
+    },
+    #[error("the write-ahead log's node file {path}: {source}")]
+    NodeFile {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// What this process does with a table, and under which name.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's name: its WAL watermark is committed under the
+    /// application id [`table::wal_app_id`] of it. `None`: the unnamed
+    /// node (one process on a local disk, as before nodes had names).
+    pub id: Option<String>,
+    /// Receives spans: WAL, buffer and flushes.
+    pub ingest: bool,
+    /// Compacts, applies retention and vacuums; on an object store only
+    /// while holding the table's [`lease::Lease`].
+    pub compact: bool,
+    /// How long a compactor lease lasts without renewal.
+    pub lease_ttl: std::time::Duration,
+}
+
+impl Default for NodeConfig {
+    /// One process doing everything (`--role all`).
+    fn default() -> Self {
+        Self {
+            id: None,
+            ingest: true,
+            compact: true,
+            lease_ttl: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// The file in a WAL directory naming the node whose records it holds.
+const NODE_FILE: &str = "NODE";
+
+/// Ties the WAL directory `dir` to node `id` (empty: the unnamed node): a
+/// directory written by another node is refused, since its records would
+/// be compared with the wrong watermark (and skipped as committed).
+fn claim_wal(dir: &std::path::Path, id: Option<&str>) -> Result<(), Error> {
+    let wanted = id.unwrap_or_default();
+    let path = dir.join(NODE_FILE);
+    let node_error = |source| Error::NodeFile {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found.trim() == wanted => Ok(()),
+        Ok(found) => Err(Error::OtherNode {
+            dir: dir.display().to_string(),
+            found: found.trim().to_string(),
+            wanted: wanted.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(node_error)?;
+            std::fs::write(&path, format!("{wanted}\n")).map_err(node_error)
+        }
+        Err(e) => Err(node_error(e)),
+    }
 }
 
 /// Settings of the write side.
@@ -71,38 +143,55 @@ pub struct CollectorConfig {
     pub ingest: IngestConfig,
     /// Largest accepted request body, after decompression.
     pub max_request_bytes: usize,
+    /// The node's name and roles.
+    pub node: NodeConfig,
 }
 
 /// A running write side.
 pub struct Collector {
-    pub ingest: Arc<Ingest>,
+    /// `None` on a node that does not ingest.
+    pub ingest: Option<Arc<Ingest>>,
     pub buffer: Arc<Buffer>,
     pub table: Arc<Table>,
     pub metrics: Arc<Metrics>,
     flusher: Arc<Flusher>,
-    wal: Arc<Wal>,
+    wal: Option<Arc<Wal>>,
     compactor: Arc<Compactor>,
     shutdown: watch::Sender<bool>,
     flush_task: JoinHandle<()>,
+    lease_task: Option<JoinHandle<()>>,
     compaction_thread: Option<std::thread::JoinHandle<()>>,
     max_request_bytes: usize,
 }
 
 impl Collector {
-    /// Opens (or creates) the table, replays the WAL into the buffer and
-    /// starts the flush task.
+    /// Opens (or creates) the table; on an ingest node replays the WAL
+    /// into the buffer; starts the flush task, and on a compactor node the
+    /// lease and compaction.
     pub async fn start(config: CollectorConfig, metrics: Arc<Metrics>) -> Result<Self, Error> {
-        let table = Arc::new(Table::open_or_create(&config.table_url, Arc::clone(&metrics)).await?);
+        let node = config.node.clone();
+        let table = Arc::new(
+            Table::open_or_create(&config.table_url, Arc::clone(&metrics))
+                .await?
+                .for_node(node.id.as_deref()),
+        );
         upgrade::run(&table).await?;
-        let committed = table.committed_seq().await?;
         let gauges = metrics.tenant_gauges(&config.tenant);
-        let (wal, replayed) = Wal::open(
-            &config.wal_dir,
-            committed,
-            config.wal_segment_bytes,
-            Arc::clone(&metrics),
-            gauges.clone(),
-        )?;
+        let (wal, replayed) = if node.ingest {
+            claim_wal(&config.wal_dir, node.id.as_deref())?;
+            let committed = table.committed_seq().await?;
+            let (wal, replayed) = Wal::open(
+                &config.wal_dir,
+                committed,
+                config.wal_segment_bytes,
+                Arc::clone(&metrics),
+                gauges.clone(),
+            )?;
+            (Some(wal), replayed)
+        } else {
+            (None, Vec::new())
+        };
+        let committed = table.committed_seq().await?;
         let buffer = Arc::new(Buffer::new(table.version().await, gauges));
         let rows: usize = replayed.iter().map(|r| r.batch.num_rows()).sum();
         for record in &replayed {
@@ -124,21 +213,41 @@ impl Collector {
             );
         }
         let wake = Arc::new(Notify::new());
-        let ingest = Arc::new(Ingest::new(
-            Arc::clone(&wal),
-            Arc::clone(&buffer),
-            Arc::clone(&metrics),
-            config.ingest.clone(),
-            Arc::clone(&wake),
-        ));
+        let ingest = wal.as_ref().map(|wal| {
+            Arc::new(Ingest::new(
+                Arc::clone(wal),
+                Arc::clone(&buffer),
+                Arc::clone(&metrics),
+                config.ingest.clone(),
+                Arc::clone(&wake),
+            ))
+        });
+        // On an object store several processes may reach the table: the
+        // compactor's work waits for the lease. A local table has one.
+        let lease = if node.compact && config.table_url.scheme() != "file" {
+            let name = node
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("unnamed-{}", uuid::Uuid::new_v4().simple()));
+            let store = table.object_store().await;
+            Some(Arc::new(lease::Lease::new(store, name, node.lease_ttl)))
+        } else {
+            None
+        };
+        let maintenance = if node.compact {
+            flush::Maintenance::On(lease.clone())
+        } else {
+            flush::Maintenance::Off
+        };
         let flusher = Arc::new(
             Flusher::new(
                 Arc::clone(&buffer),
                 Arc::clone(&table),
-                Arc::clone(&wal),
+                wal.clone(),
                 Arc::clone(&metrics),
                 config.flush,
                 config.retention,
+                maintenance,
             )
             .await,
         );
@@ -154,9 +263,14 @@ impl Collector {
             .await,
         );
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let compaction_thread = config
-            .compaction
-            .enabled
+        let lease_task = lease.map(|lease| {
+            let held = metrics
+                .compactor_lease_held
+                .get_or_create(&[("tenant", config.tenant.clone())])
+                .clone();
+            tokio::spawn(lease.run(shutdown_rx.clone(), held))
+        });
+        let compaction_thread = (node.compact && config.compaction.enabled)
             .then(|| Arc::clone(&compactor).spawn(shutdown_rx.clone()));
         let flush_task = tokio::spawn(Arc::clone(&flusher).run(wake, shutdown_rx));
         Ok(Self {
@@ -169,39 +283,51 @@ impl Collector {
             wal,
             shutdown,
             flush_task,
+            lease_task,
             compaction_thread,
             max_request_bytes: config.max_request_bytes,
         })
     }
 
+    /// `make(ingest, max_request_bytes)`, or an empty router on a node
+    /// that does not ingest.
+    fn receiver(&self, make: fn(Arc<Ingest>, usize) -> axum::Router) -> axum::Router {
+        match &self.ingest {
+            Some(ingest) => make(Arc::clone(ingest), self.max_request_bytes),
+            None => axum::Router::new(),
+        }
+    }
+
     /// OTLP/gRPC `TraceService` router.
     pub fn otlp_grpc_router(&self) -> axum::Router {
-        otlp::grpc::router(Arc::clone(&self.ingest), self.max_request_bytes)
+        self.receiver(otlp::grpc::router)
     }
 
     /// OTLP/HTTP `/v1/traces` router.
     pub fn otlp_http_router(&self) -> axum::Router {
-        otlp::http::router(Arc::clone(&self.ingest), self.max_request_bytes)
+        self.receiver(otlp::http::router)
     }
 
     /// Jaeger thrift-over-HTTP `POST /api/traces` router.
     pub fn jaeger_http_router(&self) -> axum::Router {
-        jaeger::router(Arc::clone(&self.ingest), self.max_request_bytes)
+        self.receiver(jaeger::router)
     }
 
-    /// Receives Jaeger agent datagrams on `socket` until `stop` is true.
+    /// Receives Jaeger agent datagrams on `socket` until `stop` is true
+    /// (`None` on a node that does not ingest).
     pub fn jaeger_udp(
         &self,
         socket: tokio::net::UdpSocket,
         protocol: tracelake_protocols::jaeger::Protocol,
         stop: tokio::sync::watch::Receiver<bool>,
-    ) -> impl std::future::Future<Output = ()> + Send + use<> {
-        jaeger::serve_udp(Arc::clone(&self.ingest), socket, protocol, stop)
+    ) -> Option<impl std::future::Future<Output = ()> + Send + use<>> {
+        let ingest = Arc::clone(self.ingest.as_ref()?);
+        Some(jaeger::serve_udp(ingest, socket, protocol, stop))
     }
 
     /// Zipkin `POST /api/v2/spans` router.
     pub fn zipkin_router(&self) -> axum::Router {
-        zipkin::router(Arc::clone(&self.ingest), self.max_request_bytes)
+        self.receiver(zipkin::router)
     }
 
     /// `GET /api/v1/storage` router.
@@ -212,7 +338,9 @@ impl Collector {
     /// Applies a tenant's limits: ingest limits and retention (`None`:
     /// keep everything), from the next request and the next check on.
     pub fn set_limits(&self, ingest: ingest::IngestLimits, retention: Option<std::time::Duration>) {
-        self.ingest.set_limits(ingest);
+        if let Some(receiver) = &self.ingest {
+            receiver.set_limits(ingest);
+        }
         self.flusher.set_retention(retention);
     }
 
@@ -243,7 +371,34 @@ impl Collector {
             // A running job stops at its next batch; its files are vacuumed.
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        if let Some(task) = self.lease_task {
+            // Given up, so that another compactor takes it at once.
+            let _ = task.await;
+        }
         self.flusher.drain().await;
-        self.wal.close();
+        if let Some(wal) = self.wal {
+            wal.close();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wal_directory_keeps_the_node_it_was_written_by() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("wal");
+        claim_wal(&wal, Some("a")).unwrap();
+        claim_wal(&wal, Some("a")).unwrap();
+        let err = claim_wal(&wal, Some("b")).unwrap_err().to_string();
+        assert!(err.contains("belongs to node \"a\""), "{err}");
+        // The unnamed node's directory is not a named node's either.
+        let err = claim_wal(&wal, None).unwrap_err().to_string();
+        assert!(err.contains("this node is \"\""), "{err}");
+        let unnamed = dir.path().join("unnamed");
+        claim_wal(&unnamed, None).unwrap();
+        assert!(claim_wal(&unnamed, Some("a")).is_err());
     }
 }

@@ -38,6 +38,10 @@ pub struct Metrics {
     pub wal_segments: Family<TenantLabel, Gauge>,
     pub flush_seconds: Histogram,
     pub commit_seconds: Histogram,
+    /// Commits tried again because another commit took their log version.
+    pub commit_conflicts: Counter,
+    /// 1 while this node holds a tenant table's compactor lease.
+    pub compactor_lease_held: Family<TenantLabel, Gauge>,
     pub files_written: Counter,
     pub files_expired: Counter,
     pub files_vacuumed: Counter,
@@ -71,6 +75,8 @@ impl Default for Metrics {
             wal_segments: Family::default(),
             flush_seconds: seconds(),
             commit_seconds: seconds(),
+            commit_conflicts: Counter::default(),
+            compactor_lease_held: Family::default(),
             files_expired: Counter::default(),
             files_vacuumed: Counter::default(),
             files_written: Counter::default(),
@@ -161,6 +167,18 @@ impl Metrics {
             "Duration of a Delta table commit",
             Unit::Seconds,
             self.commit_seconds.clone(),
+        );
+        r.register(
+            "commit_conflicts",
+            "Table commits tried again because another commit (another node's) took their \
+             log version first",
+            self.commit_conflicts.clone(),
+        );
+        r.register(
+            "compactor_lease_held",
+            "1 while this node holds the tenant's compactor lease (compaction, retention and \
+             vacuum run there only)",
+            self.compactor_lease_held.clone(),
         );
         r.register(
             "files_written",

@@ -1,16 +1,23 @@
 //! The spans Delta table: creation, and commits of the Parquet files we write.
 //!
 //! Each commit adds the files of one flush and records, in a Delta `txn`
-//! action under [`WAL_APP_ID`], the highest write-ahead-log sequence number
-//! whose rows it contains; on start that number tells the WAL which records
-//! are already in the table.
+//! action under the writing node's application id ([`wal_app_id`]), the
+//! highest write-ahead-log sequence number whose rows it contains; on start
+//! that number tells the WAL which records are already in the table. Every
+//! ingest node has its own id, so nodes committing to one table never
+//! conflict, and a commit whose watermark the table already holds for its
+//! id (another process with the same node id) is refused.
+//!
+//! Several processes may commit to one table on an object store: every
+//! operation that decides from the table's contents (retention, vacuum,
+//! compaction's choice and commit) reads the latest version first.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Add, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableError, ObjectStore};
@@ -22,8 +29,18 @@ use url::Url;
 
 use crate::metrics::Metrics;
 
-/// Application id of the `txn` action that tracks committed WAL records.
+/// Application id of the `txn` action that tracks the committed WAL
+/// records of an unnamed node (one process on a local disk).
 pub const WAL_APP_ID: &str = "tracelake-wal";
+
+/// Application id of the `txn` action that tracks node `node`'s committed
+/// WAL records ([`WAL_APP_ID`] for the unnamed node).
+pub fn wal_app_id(node: Option<&str>) -> String {
+    match node {
+        None => WAL_APP_ID.to_string(),
+        Some(node) => format!("{WAL_APP_ID}:{node}"),
+    }
+}
 
 /// Error of a table operation.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +57,16 @@ pub enum Error {
     },
     #[error("table schema: {0}")]
     Schema(String),
+    #[error(
+        "the table already holds write-ahead-log records up to {committed} of {app_id} (this \
+         commit ends at {upto}): another process commits under the same node id; give every \
+         node its own --node-id"
+    )]
+    Fenced {
+        app_id: String,
+        committed: i64,
+        upto: u64,
+    },
     #[error("{point}: {source}")]
     Fault {
         point: &'static str,
@@ -68,6 +95,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub struct Table {
     url: Url,
+    /// The `txn` application id of this node's WAL watermark.
+    app_id: String,
     table: Mutex<DeltaTable>,
     metrics: Arc<Metrics>,
     /// The layout version the table holds (older than [`SCHEMA_VERSION`]
@@ -161,10 +190,24 @@ impl Table {
         };
         Ok(Self {
             url: url.clone(),
+            app_id: WAL_APP_ID.to_string(),
             table: Mutex::new(table),
             metrics,
             layout_version: layout_version.into(),
         })
+    }
+
+    /// This table handle commits the WAL watermark of node `node` (the
+    /// unnamed node's by default).
+    pub fn for_node(mut self, node: Option<&str>) -> Self {
+        self.app_id = wal_app_id(node);
+        self
+    }
+
+    /// Reads the table's latest version (other processes' commits).
+    pub async fn refresh(&self) -> Result<()> {
+        let mut table = self.table.lock().await;
+        table.update_state().await.map_err(|e| self.err(e))
     }
 
     /// The layout version the table's files are in (the table property).
@@ -225,7 +268,7 @@ impl Table {
         let table = self.table.lock().await;
         let state = table.snapshot().map_err(|e| self.err(e))?;
         let version = state
-            .transaction_version(table.log_store().as_ref(), WAL_APP_ID)
+            .transaction_version(table.log_store().as_ref(), &self.app_id)
             .await
             .map_err(|e| self.err(e))?;
         Ok(version.unwrap_or(0).max(0) as u64)
@@ -237,24 +280,55 @@ impl Table {
     }
 
     /// Commits `adds` atomically together with the WAL watermark `upto_seq`;
-    /// returns the new table version.
+    /// returns the new table version. Refused ([`Error::Fenced`]) when the
+    /// table already holds this node's records up to `upto_seq`: a commit
+    /// of the same id that landed since the snapshot is caught by Delta's
+    /// conflict check (same application id), one before it here.
     pub async fn commit(&self, adds: Vec<Add>, upto_seq: u64) -> Result<i64> {
         let started = Instant::now();
         let mut table = self.table.lock().await;
         let properties = commit_properties()
-            .with_application_transaction(Transaction::new(WAL_APP_ID, upto_seq as i64));
+            .with_application_transaction(Transaction::new(&self.app_id, upto_seq as i64))
+            // Appends read nothing: later deletes and rewrites need not
+            // conflict with them (Delta's WriteSerializable isolation).
+            .with_metadata([("isBlindAppend".to_string(), serde_json::Value::Bool(true))]);
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
             partition_by: Some(PARTITION_COLUMNS.map(String::from).to_vec()),
             predicate: None,
         };
         let state = table.snapshot().map_err(|e| self.err(e))?;
-        let finalized = CommitBuilder::from(properties)
+        if let Some(committed) = state
+            .transaction_version(table.log_store().as_ref(), &self.app_id)
+            .await
+            .map_err(|e| self.err(e))?
+            && committed >= upto_seq as i64
+        {
+            return Err(Error::Fenced {
+                app_id: self.app_id.clone(),
+                committed,
+                upto: upto_seq,
+            });
+        }
+        let finalized = match CommitBuilder::from(properties)
             .with_actions(adds.into_iter().map(Action::Add).collect())
             .build(Some(state), table.log_store(), operation)
             .await
-            .map_err(|e| self.err(e))?;
+        {
+            Ok(finalized) => finalized,
+            Err(error) => {
+                // Whether or not it landed, the next attempt starts from
+                // the latest version (and finds it there if it did).
+                if let Err(refresh) = table.update_state().await {
+                    tracing::warn!(error = %refresh, "cannot read the table after a failed commit");
+                }
+                return Err(self.err(error));
+            }
+        };
         let version = finalized.version() as i64;
+        self.metrics
+            .commit_conflicts
+            .inc_by(finalized.metrics.num_retries);
         table.state = Some(finalized.snapshot());
         self.metrics
             .commit_seconds
@@ -267,6 +341,13 @@ impl Table {
     /// version and the number of files, or `None` when nothing is that old.
     /// The files stay on storage until [`Table::vacuum`].
     pub async fn expire(&self, cutoff_ns: i64) -> Result<Option<(i64, usize)>> {
+        self.refresh().await?;
+        self.expire_in_snapshot(cutoff_ns).await
+    }
+
+    /// [`Table::expire`] as of the snapshot held (commits that landed
+    /// since go through Delta's conflict check).
+    async fn expire_in_snapshot(&self, cutoff_ns: i64) -> Result<Option<(i64, usize)>> {
         let mut table = self.table.lock().await;
         let state = table.snapshot().map_err(|e| self.err(e))?;
         let removes: Vec<Action> = state
@@ -282,10 +363,10 @@ impl Table {
         }
         let files = removes.len();
         fault("retention.commit")?;
+        // The predicate is SQL over the partition columns: Delta's conflict
+        // check parses it when another commit lands in between.
         let operation = DeltaOperation::Delete {
-            predicate: Some(format!(
-                "partitions ending before {cutoff_ns} ns (retention)"
-            )),
+            predicate: Some(retention_predicate(cutoff_ns)),
         };
         let finalized = CommitBuilder::from(commit_properties())
             .with_actions(removes)
@@ -298,9 +379,10 @@ impl Table {
         Ok(Some((version, files)))
     }
 
-    /// Every data file of the table now.
+    /// Every data file of the table now (its latest version).
     pub async fn files(&self) -> Result<Vec<PartitionFile>> {
-        let table = self.table.lock().await;
+        let mut table = self.table.lock().await;
+        table.update_state().await.map_err(|e| self.err(e))?;
         let state = table.snapshot().map_err(|e| self.err(e))?;
         Ok(state
             .log_data()
@@ -324,37 +406,62 @@ impl Table {
     /// Replaces the files at `removed` by `adds` (the same rows, rewritten)
     /// in one commit; `None`, and no commit, when any of `removed` is no
     /// longer in the table.
+    ///
+    /// Delta's conflict check does not notice two rewrites removing the
+    /// same file (both would land, and the rows would be there twice), so
+    /// this commit does not let it resolve races: it is made against the
+    /// latest version only, and when another commit lands first the table
+    /// is read again and the files looked for again.
     pub async fn replace(&self, removed: &[String], adds: Vec<Add>) -> Result<Option<i64>> {
         let started = Instant::now();
         let mut table = self.table.lock().await;
-        let state = table.snapshot().map_err(|e| self.err(e))?;
         let wanted: std::collections::HashSet<&str> = removed.iter().map(String::as_str).collect();
-        let mut actions: Vec<Action> = state
-            .log_data()
-            .iter()
-            .filter(|f| wanted.contains(f.path().as_ref()))
-            .map(|f| Action::Remove(f.remove_action(false)))
-            .collect();
-        if actions.len() != wanted.len() {
-            return Ok(None);
-        }
         let target_size = adds.iter().map(|a| a.size).max().unwrap_or(0);
-        actions.extend(adds.into_iter().map(Action::Add));
-        let operation = DeltaOperation::Optimize {
-            predicate: None,
-            target_size,
-        };
-        let finalized = CommitBuilder::from(commit_properties())
-            .with_actions(actions)
-            .build(Some(state), table.log_store(), operation)
-            .await
-            .map_err(|e| self.err(e))?;
-        let version = finalized.version() as i64;
-        table.state = Some(finalized.snapshot());
-        self.metrics
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
-        Ok(Some(version))
+        for attempt in 1..=COMMIT_ATTEMPTS {
+            table.update_state().await.map_err(|e| self.err(e))?;
+            let state = table.snapshot().map_err(|e| self.err(e))?;
+            let mut actions: Vec<Action> = state
+                .log_data()
+                .iter()
+                .filter(|f| wanted.contains(f.path().as_ref()))
+                .map(|f| Action::Remove(f.remove_action(false)))
+                .collect();
+            if actions.len() != wanted.len() {
+                return Ok(None);
+            }
+            actions.extend(adds.iter().cloned().map(Action::Add));
+            let operation = DeltaOperation::Optimize {
+                predicate: None,
+                target_size,
+            };
+            let result = CommitBuilder::from(CommitProperties::default().with_max_retries(0))
+                .with_actions(actions)
+                .build(Some(state), table.log_store(), operation)
+                .await;
+            match result {
+                Ok(finalized) => {
+                    let version = finalized.version() as i64;
+                    table.state = Some(finalized.snapshot());
+                    self.metrics
+                        .commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    return Ok(Some(version));
+                }
+                Err(DeltaTableError::Transaction {
+                    source: TransactionError::MaxCommitAttempts(_),
+                }) => {
+                    self.metrics.commit_conflicts.inc();
+                    tracing::debug!(
+                        attempt,
+                        "another commit landed first; reading the table again"
+                    );
+                }
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+        Err(self.err(DeltaTableError::Transaction {
+            source: TransactionError::MaxCommitAttempts(COMMIT_ATTEMPTS as i32),
+        }))
     }
 
     /// Deletes files that are no longer part of the table (expired
@@ -362,6 +469,9 @@ impl Table {
     /// `grace`; returns the table version afterwards and the files deleted.
     pub async fn vacuum(&self, grace: Duration) -> Result<(Option<i64>, usize)> {
         let mut table = self.table.lock().await;
+        // Files other nodes committed since our snapshot are in the table:
+        // a stale snapshot would take them for garbage.
+        table.update_state().await.map_err(|e| self.err(e))?;
         fault("vacuum")?;
         let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
         let (vacuumed, metrics) = table
@@ -393,6 +503,18 @@ pub struct PartitionFile {
     pub partition_end_ns: i64,
 }
 
+/// The partitions whose hour ended at or before `cutoff_ns`, as SQL over
+/// the partition columns.
+fn retention_predicate(cutoff_ns: i64) -> String {
+    let cutoff = chrono::DateTime::from_timestamp_nanos(cutoff_ns);
+    // The hour that ends at or before the cutoff last: the one before the
+    // cutoff's hour.
+    let last = cutoff - chrono::Duration::hours(1);
+    let date = last.format("%Y-%m-%d");
+    let hour = chrono::Timelike::hour(&last);
+    format!("{DATE} < '{date}' OR ({DATE} = '{date}' AND {HOUR} <= {hour})")
+}
+
 /// End (Unix ns) of the hour a `date=YYYY-MM-DD/hour=HH` partition holds.
 fn partition_end_ns(values: &HashMap<String, Option<String>>) -> Option<i64> {
     let date = values.get(DATE)?.as_deref()?;
@@ -405,6 +527,158 @@ fn partition_end_ns(values: &HashMap<String, Option<String>>) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An `Add` of a (never written) file in the hour `hour` of 2020-01-01.
+    fn add(name: &str, hour: u32) -> Add {
+        let path = format!("{DATE}=2020-01-01/{HOUR}={hour:02}/{name}.parquet");
+        crate::writer::add_action(&path, 1000, &crate::writer::Stats::default())
+    }
+
+    /// Two handles on one new table, as two processes would have.
+    async fn two_handles(
+        node_a: Option<&str>,
+        node_b: Option<&str>,
+    ) -> (tempfile::TempDir, Table, Table) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let a = Table::open_or_create(&url, Arc::clone(&metrics))
+            .await
+            .unwrap()
+            .for_node(node_a);
+        let b = Table::open_or_create(&url, metrics)
+            .await
+            .unwrap()
+            .for_node(node_b);
+        (dir, a, b)
+    }
+
+    async fn paths(table: &Table) -> Vec<String> {
+        let mut paths: Vec<String> = table
+            .files()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+        paths.sort();
+        paths
+    }
+
+    #[tokio::test]
+    async fn nodes_commit_side_by_side_each_under_its_own_watermark() {
+        let (_dir, a, b) = two_handles(Some("a"), Some("b")).await;
+        // b's snapshot is older than a's commit: b's commit lands after it,
+        // with no conflict (different application ids).
+        a.commit(vec![add("a1", 0)], 10).await.unwrap();
+        b.commit(vec![add("b1", 0)], 3).await.unwrap();
+        a.commit(vec![add("a2", 1)], 20).await.unwrap();
+        assert_eq!(a.committed_seq().await.unwrap(), 20);
+        assert_eq!(b.committed_seq().await.unwrap(), 3);
+        assert_eq!(paths(&a).await.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_second_process_with_the_same_node_id_cannot_commit_records_already_committed() {
+        let (_dir, a, b) = two_handles(Some("x"), Some("x")).await;
+        a.commit(vec![add("a1", 0)], 10).await.unwrap();
+        // Since b's snapshot: Delta's check of concurrent transactions.
+        let err = b.commit(vec![add("b1", 0)], 5).await.unwrap_err();
+        assert!(
+            err.to_string().to_lowercase().contains("transaction"),
+            "{err}"
+        );
+        // In b's snapshot (read again after the failed commit): our own
+        // check. (A flush takes this, for its own watermark, as the sign
+        // that an earlier attempt landed.)
+        let err = b.commit(vec![add("b1", 0)], 5).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Fenced {
+                    committed: 10,
+                    upto: 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(paths(&a).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn retention_commits_although_another_node_committed_since_its_snapshot() {
+        let (_dir, a, b) = two_handles(Some("a"), Some("b")).await;
+        a.commit(vec![add("old", 0), add("new", 5)], 1)
+            .await
+            .unwrap();
+        b.refresh().await.unwrap();
+        // a appends after b's snapshot (as if between b's read of the
+        // latest version and its commit); b's retention commit must pass
+        // the conflict check, which parses its predicate as SQL.
+        a.commit(vec![add("newer", 6)], 2).await.unwrap();
+        let cutoff = chrono::DateTime::parse_from_rfc3339("2020-01-01T03:00:00Z")
+            .unwrap()
+            .timestamp_nanos_opt()
+            .unwrap();
+        let (_, files) = b
+            .expire_in_snapshot(cutoff)
+            .await
+            .unwrap()
+            .expect("hour 00 is expired");
+        assert_eq!(files, 1);
+        assert_eq!(
+            paths(&a).await,
+            [
+                "date=2020-01-01/hour=05/new.parquet",
+                "date=2020-01-01/hour=06/newer.parquet"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_retention_predicate_keeps_exactly_the_hours_that_end_after_the_cutoff() {
+        let at = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .timestamp_nanos_opt()
+                .unwrap()
+        };
+        // Hour 02 ends at 03:00: expired at a 03:00 cutoff, not at 02:59.
+        assert_eq!(
+            retention_predicate(at("2020-01-01T03:00:00Z")),
+            "date < '2020-01-01' OR (date = '2020-01-01' AND hour <= 2)"
+        );
+        assert_eq!(
+            retention_predicate(at("2020-01-01T02:59:59Z")),
+            "date < '2020-01-01' OR (date = '2020-01-01' AND hour <= 1)"
+        );
+        assert_eq!(
+            retention_predicate(at("2020-01-02T00:30:00Z")),
+            "date < '2020-01-01' OR (date = '2020-01-01' AND hour <= 23)"
+        );
+    }
+
+    #[tokio::test]
+    async fn two_rewrites_of_the_same_file_commit_once() {
+        // Delta's conflict check lets both through; `replace` must not.
+        let (_dir, a, b) = two_handles(None, None).await;
+        a.commit(vec![add("f1", 0), add("f2", 0)], 1).await.unwrap();
+        b.refresh().await.unwrap();
+        let removed = [
+            "date=2020-01-01/hour=00/f1.parquet".to_string(),
+            "date=2020-01-01/hour=00/f2.parquet".to_string(),
+        ];
+        assert!(
+            a.replace(&removed, vec![add("ca", 0)])
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // b's snapshot still holds f1 and f2.
+        assert_eq!(b.replace(&removed, vec![add("cb", 0)]).await.unwrap(), None);
+        assert_eq!(paths(&b).await, ["date=2020-01-01/hour=00/ca.parquet"]);
+    }
 
     #[tokio::test]
     async fn a_table_of_another_schema_version_is_refused_with_a_reason() {

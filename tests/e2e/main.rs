@@ -5,6 +5,7 @@ mod analytics;
 mod auth;
 mod bad_input;
 mod browser;
+mod cluster;
 mod compaction;
 mod crash;
 mod crash_points;

@@ -13,16 +13,16 @@ use crate::procs;
 use crate::server::{TestServer, python_with};
 use crate::spans::{request, span};
 
-const HOUR_NS: u64 = 3_600_000_000_000;
+pub(crate) const HOUR_NS: u64 = 3_600_000_000_000;
 
-struct Moto {
+pub(crate) struct Moto {
     _child: procs::Guard,
-    endpoint: String,
+    pub(crate) endpoint: String,
     python: String,
 }
 
 impl Moto {
-    async fn start(python: &str) -> Self {
+    pub(crate) async fn start(python: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -57,7 +57,7 @@ impl Moto {
         }
     }
 
-    async fn bucket(&self, command: &str, bucket: &str) -> Vec<String> {
+    pub(crate) async fn bucket(&self, command: &str, bucket: &str) -> Vec<String> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/s3_bucket.py");
         let out = procs::output(tokio::process::Command::new(&self.python).args([
             script,
@@ -80,7 +80,7 @@ impl Moto {
     }
 }
 
-fn spans_ago(
+pub(crate) fn spans_ago(
     trace: u128,
     ids: std::ops::Range<u64>,
     ago_ns: u64,
@@ -94,7 +94,7 @@ fn spans_ago(
     .collect()
 }
 
-const CREDENTIALS: [(&str, &str); 3] = [
+pub(crate) const CREDENTIALS: [(&str, &str); 3] = [
     ("AWS_ACCESS_KEY_ID", "test"),
     ("AWS_SECRET_ACCESS_KEY", "test"),
     ("AWS_REGION", "us-east-1"),
@@ -114,6 +114,8 @@ async fn the_tables_live_on_s3() {
         moto.endpoint.as_str(),
         "--s3-path-style",
         "true",
+        "--node-id",
+        "n1",
         "--max-span-age",
         "3650d",
         "--flush-max-age",
@@ -127,7 +129,7 @@ async fn the_tables_live_on_s3() {
         "--retention-check-interval",
         "300ms",
         "--vacuum-grace",
-        "0s",
+        "2s",
     ];
     let data = tempfile::tempdir().unwrap();
     let mut server = TestServer::start_with_env(data.path(), &settings, &CREDENTIALS).await;
