@@ -131,15 +131,18 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The collector's buffer as the query service's live source.
-pub(crate) struct BufferSource(pub(crate) Arc<Buffer>);
+/// The collector's buffer as the query service's live source: its rows,
+/// and the application id its node commits them under.
+pub(crate) struct BufferSource {
+    pub(crate) buffer: Arc<Buffer>,
+    pub(crate) writer: String,
+}
 
 impl LiveSpans for BufferSource {
     fn snapshot(&self) -> LiveSnapshot {
-        let s = self.0.snapshot();
         LiveSnapshot {
-            table_version: s.table_version,
-            batches: s.batches,
+            writer: Some(self.writer.clone()),
+            groups: self.buffer.snapshot().groups,
         }
     }
 }
@@ -360,16 +363,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         )
     });
     // Each role's ports: the receivers on ingest nodes, Flight SQL on query
-    // nodes, the HTTP port (health, readiness, metrics) everywhere.
+    // nodes, Zipkin's (receiver and query API) on either, the HTTP port
+    // (health, readiness, metrics) everywhere.
     let servers = servers
         .into_iter()
         .chain(sampling)
-        .filter(|(name, _, _, _, takes_spans)| {
-            if *takes_spans {
-                roles.ingest
-            } else {
-                *name != "flight-sql" || roles.query
-            }
+        .filter(|(name, _, _, _, takes_spans)| match *name {
+            "zipkin" => roles.ingest || roles.query,
+            "flight-sql" => roles.query,
+            _ => !takes_spans || roles.ingest,
         });
     let mut ingest_tasks = Vec::new();
     let mut query_tasks = Vec::new();

@@ -233,14 +233,37 @@ impl Tenants {
         });
         // A tenant that does not open is logged and left closed (its
         // requests get 503): one broken tenant does not stop the others.
-        for id in tenants.on_disk().await {
-            if id != DEFAULT_TENANT
-                && let Err((_, message)) = tenants.get(&id).await
-            {
+        tenants.open_stored().await;
+        // A compactor keeps tenants in shape that other nodes create: it
+        // looks for new tables as often as it looks for work.
+        if tenants.collector.node.compact {
+            let every = tenants.collector.compaction.check_every;
+            let watcher = Arc::downgrade(&tenants);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    match watcher.upgrade() {
+                        Some(tenants) if !tenants.closing.load(Ordering::SeqCst) => {
+                            tenants.open_stored().await;
+                        }
+                        _ => return,
+                    }
+                }
+            });
+        }
+        Ok(tenants)
+    }
+
+    /// Opens every tenant found on disk or in the bucket that is not open.
+    async fn open_stored(&self) {
+        for id in self.on_disk().await {
+            if id == DEFAULT_TENANT || self.open.lock().contains_key(&id) {
+                continue;
+            }
+            if let Err((_, message)) = self.get(&id).await {
                 tracing::warn!(tenant = %id, "tenant on disk not opened: {message}");
             }
         }
-        Ok(tenants)
     }
 
     /// The tenant's collector, or `None` on a node that neither ingests
@@ -423,7 +446,10 @@ impl Tenants {
 /// Without one, queries read the table's latest version.
 fn live(collector: Option<&Collector>) -> Option<Arc<dyn tracelake_query::LiveSpans>> {
     let collector = collector.filter(|c| c.ingest.is_some())?;
-    Some(Arc::new(crate::BufferSource(Arc::clone(&collector.buffer))))
+    Some(Arc::new(crate::BufferSource {
+        buffer: Arc::clone(&collector.buffer),
+        writer: collector.table.app_id().to_string(),
+    }))
 }
 
 /// The routers of a node's roles: the receivers with a collector that

@@ -1,11 +1,14 @@
 //! In-memory partition buffers: accepted rows wait here, per `(date, hour)`
 //! partition, until a flush writes them to the table.
 //!
-//! Queries see the buffer through [`Buffer::snapshot`], which returns the
-//! buffered batches together with the table version that does *not* yet
-//! contain them. A flush moves rows from `active` to `flushing` (still
-//! visible), and [`Buffer::committed`] drops them and advances the version in
-//! one step, so a query never sees a row twice or not at all.
+//! Queries see the buffer through [`Buffer::snapshot`]: the buffered batches
+//! in two groups, each with the highest WAL sequence number it holds. A
+//! flush moves rows from `active` to `flushing` (still visible) and
+//! [`Buffer::committed`] drops them once committed. A query takes the
+//! snapshot first and reads the table's latest version after it; a group
+//! whose sequence number the table's watermark for this node has reached
+//! is in the table and is left out of the snapshot's rows, so a query never
+//! sees a row twice or not at all, whichever commits land in between.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -29,6 +32,8 @@ struct State {
     /// When the oldest row of `active` arrived.
     oldest: Option<Instant>,
     flushing: BTreeMap<PartitionKey, Vec<RecordBatch>>,
+    /// Highest WAL sequence number in `flushing`.
+    flushing_upto: u64,
     /// `oldest` of the rows being flushed, restored if the flush fails.
     flushing_oldest: Option<Instant>,
     flushing_rows: usize,
@@ -37,12 +42,19 @@ struct State {
     table_version: Option<i64>,
 }
 
-/// Buffered rows as queries see them.
+/// Buffered rows as queries see them: groups of batches, each with the
+/// highest WAL sequence number among its rows (every row of a group is in
+/// the table once this node's watermark there reaches it).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// The table version to read alongside `batches` (`None`: no table yet).
-    pub table_version: Option<i64>,
-    pub batches: Vec<RecordBatch>,
+    pub groups: Vec<(u64, Vec<RecordBatch>)>,
+}
+
+impl Snapshot {
+    /// Whether no row is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.groups.iter().all(|(_, batches)| batches.is_empty())
+    }
 }
 
 /// Rows taken for one flush.
@@ -119,6 +131,7 @@ impl Buffer {
         }
         let partitions = std::mem::take(&mut s.active);
         s.flushing = partitions.clone();
+        s.flushing_upto = s.max_seq;
         s.flushing_rows = std::mem::take(&mut s.active_rows);
         s.flushing_bytes = std::mem::take(&mut s.active_bytes);
         s.flushing_oldest = s.oldest.take();
@@ -155,20 +168,28 @@ impl Buffer {
         s.oldest = s.flushing_oldest.take().or(s.oldest);
     }
 
-    /// Every buffered batch and the table version they are not part of.
+    /// Every buffered batch, in the flushing and the active group.
     pub fn snapshot(&self) -> Snapshot {
         let s = self.state.read();
-        let batches = s
-            .flushing
-            .values()
-            .chain(s.active.values())
-            .flatten()
-            .cloned()
-            .collect();
-        Snapshot {
-            table_version: s.table_version,
-            batches,
+        let group = |upto: u64, batches: &BTreeMap<PartitionKey, Vec<RecordBatch>>| {
+            (
+                upto,
+                batches.values().flatten().cloned().collect::<Vec<_>>(),
+            )
+        };
+        let mut groups = Vec::with_capacity(2);
+        if !s.flushing.is_empty() {
+            groups.push(group(s.flushing_upto, &s.flushing));
         }
+        if !s.active.is_empty() {
+            groups.push(group(s.max_seq, &s.active));
+        }
+        Snapshot { groups }
+    }
+
+    /// The table version of the last commit seen (`None`: no table yet).
+    pub fn table_version(&self) -> Option<i64> {
+        self.state.read().table_version
     }
 }
 
@@ -255,17 +276,22 @@ mod tests {
                 .sum::<usize>(),
             3
         );
-        // Flushing rows are still visible, with the old table version.
+        // Flushing rows are still visible, in a group of their own: in the
+        // table once the watermark reaches 2; the newer row once it reaches 3.
         buffer.insert(3, &spans_at(&[HOUR_NS]));
-        let snap = buffer.snapshot();
-        assert_eq!(snap.table_version, Some(3));
-        assert_eq!(snap.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
+        let rows = |snap: &Snapshot| -> Vec<(u64, usize)> {
+            snap.groups
+                .iter()
+                .map(|(upto, b)| (*upto, b.iter().map(|b| b.num_rows()).sum()))
+                .collect()
+        };
+        assert_eq!(rows(&buffer.snapshot()), [(2, 4), (3, 1)]);
+        assert_eq!(buffer.table_version(), Some(3));
         // A second flush waits for the first.
         assert!(buffer.take().is_none());
         buffer.committed(4);
-        let snap = buffer.snapshot();
-        assert_eq!(snap.table_version, Some(4));
-        assert_eq!(snap.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        assert_eq!(rows(&buffer.snapshot()), [(3, 1)]);
+        assert_eq!(buffer.table_version(), Some(4));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! | `wal.write`, `wal.fsync`, `wal.create` | appending a record, syncing it, starting a segment |
 //! | `flush.put` | uploading a flushed Parquet file |
 //! | `flush.commit` | files uploaded, before the Delta commit |
+//! | `flush.answer` | the commit landed, and its caller is told it failed (an answer lost) |
 //! | `flush.release` | committed, before the WAL segments are released |
 //! | `compact.commit`, `compact.committed` | before and after a compaction's commit |
 //! | `retention.commit`, `retention.committed` | before and after retention's commit |

@@ -178,7 +178,8 @@ impl Flusher {
             );
             return Ok(false);
         }
-        let Some(version) = self.table.replace(removed, adds).await? else {
+        let allowed = || self.maintenance.allowed();
+        let Some(version) = self.table.replace(removed, adds, &allowed).await? else {
             return Ok(false);
         };
         fault("compact.committed")?;
@@ -228,6 +229,9 @@ impl Flusher {
             );
             removed = files;
         }
+        if !self.maintenance.allowed() {
+            return Ok((removed, 0));
+        }
         *self.last_vacuum.lock() = Some(Instant::now());
         let (version, deleted) = self.table.vacuum(self.retention.vacuum_grace).await?;
         if let Some(version) = version {
@@ -251,25 +255,30 @@ impl Flusher {
         };
         let started = Instant::now();
         let result = match self.write_and_commit(set.partitions, set.upto_seq).await {
-            // An earlier attempt of this commit landed although it reported
-            // an error (an answer lost on the way back): the rows are in
-            // the table, once. (Node ids are unique, so the watermark is
-            // ours.)
-            Err(Error::Table(crate::table::Error::Fenced { committed, .. }))
-                if committed >= set.upto_seq as i64 =>
-            {
-                tracing::warn!(
-                    upto_seq = set.upto_seq,
-                    committed,
-                    "the table already holds these records: an earlier attempt of this commit \
-                     landed"
-                );
-                match self.table.version().await {
-                    Some(version) => Ok(version),
-                    None => Err(Error::Task("table without a version".into())),
+            // Another process committed this node's watermark: two nodes
+            // share a node id. Nothing is dropped; every flush fails loudly
+            // until one of them stops.
+            Err(e @ Error::Table(crate::table::Error::Fenced { .. })) => Err(e),
+            // A commit that reported an error may still have landed (an
+            // answer lost on the way back). The table was read again after
+            // the failure: if it holds exactly this commit's watermark, the
+            // rows are in it, once; putting them back would store them
+            // twice at the next flush.
+            Err(e) => match self.table.committed_seq().await {
+                Ok(committed) if committed == set.upto_seq => {
+                    tracing::warn!(
+                        upto_seq = set.upto_seq,
+                        error = %e,
+                        "the commit reported an error but landed"
+                    );
+                    self.table
+                        .version()
+                        .await
+                        .ok_or_else(|| Error::Task("table without a version".into()))
                 }
-            }
-            other => other,
+                _ => Err(e),
+            },
+            Ok(version) => Ok(version),
         };
         match result {
             Ok(version) => {
@@ -380,7 +389,7 @@ impl Flusher {
     pub async fn drain(&self) {
         for attempt in 0..3 {
             match self.flush().await {
-                Ok(_) if self.buffer.snapshot().batches.is_empty() => return,
+                Ok(_) if self.buffer.snapshot().is_empty() => return,
                 Ok(_) => continue,
                 Err(error) => {
                     tracing::error!(%error, attempt, "final flush failed");

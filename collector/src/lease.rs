@@ -330,22 +330,114 @@ mod tests {
         assert_eq!(a.state(), LeaseState::Other("b".into()));
     }
 
-    #[tokio::test]
-    async fn two_nodes_racing_for_a_free_lease_get_one_holder() {
-        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        for round in 0..20 {
-            store
-                .delete(&object_store::path::Path::from(LEASE_PATH))
-                .await
-                .ok();
-            let a = lease(&store, "a", 10_000);
-            let b = lease(&store, "b", 10_000);
-            let (ha, hb) = tokio::join!(a.tick(), b.tick());
-            assert!(
-                ha.unwrap() ^ hb.unwrap(),
-                "round {round}: both or neither took the lease"
-            );
+    /// A store whose reads wait until two have been made: both nodes read
+    /// the same state before either writes, the race a real store allows.
+    #[derive(Debug)]
+    struct ReadTogether {
+        inner: object_store::memory::InMemory,
+        barrier: tokio::sync::Barrier,
+    }
+
+    impl std::fmt::Display for ReadTogether {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "ReadTogether")
         }
+    }
+
+    type Location = object_store::path::Path;
+
+    #[async_trait::async_trait]
+    impl ObjectStore for ReadTogether {
+        async fn put_opts(
+            &self,
+            location: &Location,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Location,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Location,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            let got = self.inner.get_opts(location, options).await;
+            self.barrier.wait().await;
+            got
+        }
+
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<Location>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<Location>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Location>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Location>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Location,
+            to: &Location,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    #[tokio::test]
+    async fn two_nodes_that_read_the_same_state_get_one_holder() {
+        let store: Arc<dyn ObjectStore> = Arc::new(ReadTogether {
+            inner: object_store::memory::InMemory::new(),
+            barrier: tokio::sync::Barrier::new(2),
+        });
+        let a = lease(&store, "a", 300);
+        let b = lease(&store, "b", 300);
+        // A free lease: both read "absent", both try to create it.
+        let (ha, hb) = tokio::join!(a.tick(), b.tick());
+        assert!(
+            ha.unwrap() ^ hb.unwrap(),
+            "both or neither took a free lease"
+        );
+        let (holder, other) = if a.held() { (&a, &b) } else { (&b, &a) };
+        // The holder stops renewing. Both then watch one version for a
+        // whole ttl (the holder's own last write included), and both try to
+        // take it over from that version at the same moment: one wins.
+        let (h, o) = tokio::join!(holder.tick(), other.tick());
+        assert!(h.unwrap() && !o.unwrap());
+        let c = lease(&store, "c", 300);
+        let (hc, ho) = tokio::join!(c.tick(), other.tick());
+        assert!(!hc.unwrap() && !ho.unwrap(), "taken before the ttl");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!holder.held(), "the holder still counts an expired lease");
+        let (hc, ho) = tokio::join!(c.tick(), other.tick());
+        assert!(
+            hc.unwrap() ^ ho.unwrap(),
+            "both or neither took over the expired lease"
+        );
+        assert!(!(c.held() && other.held()));
     }
 
     #[tokio::test]

@@ -103,8 +103,10 @@ const NODE_FILE: &str = "NODE";
 
 /// Ties the WAL directory `dir` to node `id` (empty: the unnamed node): a
 /// directory written by another node is refused, since its records would
-/// be compared with the wrong watermark (and skipped as committed).
-fn claim_wal(dir: &std::path::Path, id: Option<&str>) -> Result<(), Error> {
+/// be compared with the wrong watermark (and skipped as committed). Returns
+/// whether `dir` held records from before WAL directories named their node
+/// (written by the unnamed node, whose watermark they then go by).
+fn claim_wal(dir: &std::path::Path, id: Option<&str>) -> Result<bool, Error> {
     let wanted = id.unwrap_or_default();
     let path = dir.join(NODE_FILE);
     let node_error = |source| Error::NodeFile {
@@ -112,7 +114,7 @@ fn claim_wal(dir: &std::path::Path, id: Option<&str>) -> Result<(), Error> {
         source,
     };
     match std::fs::read_to_string(&path) {
-        Ok(found) if found.trim() == wanted => Ok(()),
+        Ok(found) if found.trim() == wanted => Ok(false),
         Ok(found) => Err(Error::OtherNode {
             dir: dir.display().to_string(),
             found: found.trim().to_string(),
@@ -120,7 +122,15 @@ fn claim_wal(dir: &std::path::Path, id: Option<&str>) -> Result<(), Error> {
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir).map_err(node_error)?;
-            std::fs::write(&path, format!("{wanted}\n")).map_err(node_error)
+            let older = std::fs::read_dir(dir)
+                .map_err(node_error)?
+                .flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "wal"));
+            // Written whole or not at all.
+            let partial = dir.join(format!("{NODE_FILE}.partial"));
+            std::fs::write(&partial, format!("{wanted}\n")).map_err(node_error)?;
+            std::fs::rename(&partial, &path).map_err(node_error)?;
+            Ok(older)
         }
         Err(e) => Err(node_error(e)),
     }
@@ -159,7 +169,9 @@ pub struct Collector {
     compactor: Arc<Compactor>,
     shutdown: watch::Sender<bool>,
     flush_task: JoinHandle<()>,
-    lease_task: Option<JoinHandle<()>>,
+    /// The lease's task and its stop signal, sent once the work it guards
+    /// has stopped.
+    lease_task: Option<(watch::Sender<bool>, JoinHandle<()>)>,
     compaction_thread: Option<std::thread::JoinHandle<()>>,
     max_request_bytes: usize,
 }
@@ -178,8 +190,12 @@ impl Collector {
         upgrade::run(&table).await?;
         let gauges = metrics.tenant_gauges(&config.tenant);
         let (wal, replayed) = if node.ingest {
-            claim_wal(&config.wal_dir, node.id.as_deref())?;
-            let committed = table.committed_seq().await?;
+            let mut committed = table.committed_seq().await?;
+            if claim_wal(&config.wal_dir, node.id.as_deref())? {
+                // Records of the unnamed node, committed under its id so
+                // far: those it committed are not replayed.
+                committed = committed.max(table.committed_seq_of(table::WAL_APP_ID).await?);
+            }
             let (wal, replayed) = Wal::open(
                 &config.wal_dir,
                 committed,
@@ -268,7 +284,8 @@ impl Collector {
                 .compactor_lease_held
                 .get_or_create(&[("tenant", config.tenant.clone())])
                 .clone();
-            tokio::spawn(lease.run(shutdown_rx.clone(), held))
+            let (stop, stopped) = watch::channel(false);
+            (stop, tokio::spawn(lease.run(stopped, held)))
         });
         let compaction_thread = (node.compact && config.compaction.enabled)
             .then(|| Arc::clone(&compactor).spawn(shutdown_rx.clone()));
@@ -371,8 +388,10 @@ impl Collector {
             // A running job stops at its next batch; its files are vacuumed.
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
-        if let Some(task) = self.lease_task {
-            // Given up, so that another compactor takes it at once.
+        if let Some((stop, task)) = self.lease_task {
+            // Compaction and retention have stopped: the lease is given up,
+            // so that another compactor takes it at once.
+            stop.send_replace(true);
             let _ = task.await;
         }
         self.flusher.drain().await;
@@ -390,8 +409,8 @@ mod tests {
     fn a_wal_directory_keeps_the_node_it_was_written_by() {
         let dir = tempfile::tempdir().unwrap();
         let wal = dir.path().join("wal");
-        claim_wal(&wal, Some("a")).unwrap();
-        claim_wal(&wal, Some("a")).unwrap();
+        assert!(!claim_wal(&wal, Some("a")).unwrap());
+        assert!(!claim_wal(&wal, Some("a")).unwrap());
         let err = claim_wal(&wal, Some("b")).unwrap_err().to_string();
         assert!(err.contains("belongs to node \"a\""), "{err}");
         // The unnamed node's directory is not a named node's either.
@@ -400,5 +419,12 @@ mod tests {
         let unnamed = dir.path().join("unnamed");
         claim_wal(&unnamed, None).unwrap();
         assert!(claim_wal(&unnamed, Some("a")).is_err());
+        // A directory from before NODE files holds the unnamed node's
+        // records: claimed, and said so (they go by its watermark).
+        let older = dir.path().join("older");
+        std::fs::create_dir_all(&older).unwrap();
+        std::fs::write(older.join("00000000000000000001.wal"), b"").unwrap();
+        assert!(claim_wal(&older, Some("a")).unwrap());
+        assert!(!claim_wal(&older, Some("a")).unwrap());
     }
 }

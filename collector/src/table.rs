@@ -204,6 +204,11 @@ impl Table {
         self
     }
 
+    /// The application id this handle commits its WAL watermark under.
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
     /// Reads the table's latest version (other processes' commits).
     pub async fn refresh(&self) -> Result<()> {
         let mut table = self.table.lock().await;
@@ -265,10 +270,15 @@ impl Table {
 
     /// Highest WAL sequence number whose rows are committed (0: none).
     pub async fn committed_seq(&self) -> Result<u64> {
+        self.committed_seq_of(&self.app_id).await
+    }
+
+    /// [`Table::committed_seq`] of the node committing under `app_id`.
+    pub async fn committed_seq_of(&self, app_id: &str) -> Result<u64> {
         let table = self.table.lock().await;
         let state = table.snapshot().map_err(|e| self.err(e))?;
         let version = state
-            .transaction_version(table.log_store().as_ref(), &self.app_id)
+            .transaction_version(table.log_store().as_ref(), app_id)
             .await
             .map_err(|e| self.err(e))?;
         Ok(version.unwrap_or(0).max(0) as u64)
@@ -333,6 +343,8 @@ impl Table {
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
+        // Landed, but the caller hears of a failure (an answer lost).
+        fault("flush.answer")?;
         Ok(version)
     }
 
@@ -412,13 +424,23 @@ impl Table {
     /// this commit does not let it resolve races: it is made against the
     /// latest version only, and when another commit lands first the table
     /// is read again and the files looked for again.
-    pub async fn replace(&self, removed: &[String], adds: Vec<Add>) -> Result<Option<i64>> {
+    /// `allowed` is asked before each attempt (the compactor lease still
+    /// held): `None`, and no commit, once it says no.
+    pub async fn replace(
+        &self,
+        removed: &[String],
+        adds: Vec<Add>,
+        allowed: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Option<i64>> {
         let started = Instant::now();
         let mut table = self.table.lock().await;
         let wanted: std::collections::HashSet<&str> = removed.iter().map(String::as_str).collect();
         let target_size = adds.iter().map(|a| a.size).max().unwrap_or(0);
         for attempt in 1..=COMMIT_ATTEMPTS {
             table.update_state().await.map_err(|e| self.err(e))?;
+            if !allowed() {
+                return Ok(None);
+            }
             let state = table.snapshot().map_err(|e| self.err(e))?;
             let mut actions: Vec<Action> = state
                 .log_data()
@@ -477,6 +499,9 @@ impl Table {
         let (vacuumed, metrics) = table
             .clone()
             .vacuum()
+            // Full: files never committed (failed flushes, abandoned
+            // compactions) too, not only the ones the log removed.
+            .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
             .with_retention_period(grace)
             .with_enforce_retention_duration(false)
             .await
@@ -659,24 +684,35 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_rewrites_of_the_same_file_commit_once() {
-        // Delta's conflict check lets both through; `replace` must not.
+        // Delta's conflict check lets both through; `replace` must not. b
+        // reads the table (both files there), then a's rewrite lands, then
+        // b commits: the hard case, a commit made from a version that
+        // still held its inputs.
         let (_dir, a, b) = two_handles(None, None).await;
         a.commit(vec![add("f1", 0), add("f2", 0)], 1).await.unwrap();
-        b.refresh().await.unwrap();
         let removed = [
             "date=2020-01-01/hour=00/f1.parquet".to_string(),
             "date=2020-01-01/hour=00/f2.parquet".to_string(),
         ];
-        assert!(
-            a.replace(&removed, vec![add("ca", 0)])
-                .await
-                .unwrap()
-                .is_some()
-        );
-        // b's snapshot still holds f1 and f2.
-        assert_eq!(b.replace(&removed, vec![add("cb", 0)]).await.unwrap(), None);
+        let runtime = tokio::runtime::Handle::current();
+        let a_landed = std::sync::atomic::AtomicBool::new(false);
+        let between_read_and_commit = || {
+            if !a_landed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let done = tokio::task::block_in_place(|| {
+                    runtime.block_on(a.replace(&removed, vec![add("ca", 0)], &|| true))
+                });
+                assert!(done.unwrap().is_some(), "a's rewrite did not land");
+            }
+            true
+        };
+        let b_done = b
+            .replace(&removed, vec![add("cb", 0)], &between_read_and_commit)
+            .await
+            .unwrap();
+        assert!(a_landed.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(b_done, None, "both rewrites of f1 and f2 landed");
         assert_eq!(paths(&b).await, ["date=2020-01-01/hour=00/ca.parquet"]);
     }
 

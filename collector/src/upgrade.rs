@@ -81,7 +81,7 @@ pub async fn run(table: &Table) -> Result<Report, Error> {
         }
         let removed: Vec<String> = old.iter().map(|f| f.path.clone()).collect();
         fault("upgrade.commit")?;
-        if table.replace(&removed, adds).await?.is_none() {
+        if table.replace(&removed, adds, &|| true).await?.is_none() {
             return Err(Error::Table(crate::table::Error::Schema(format!(
                 "partition {partition} changed during the upgrade"
             ))));

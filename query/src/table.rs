@@ -1,10 +1,13 @@
 //! The `spans` table of every query: the Delta table unioned with the rows
 //! still buffered by the collector.
 //!
-//! Both sides are read at one consistent point: the live source reports the
-//! table version its buffered rows are not part of, and the Delta side is
-//! read at exactly that version. Each side is cast to the canonical spans
-//! schema, so the union (and every API reading it) sees one set of types.
+//! Both sides are read at one consistent point: the live rows are taken
+//! first, in groups that say when they are in the table (their writer's WAL
+//! watermark there reaching a sequence number); then the table's latest
+//! version is read, and the groups it already holds are left out. Other
+//! nodes' commits and compactions are seen at once, and no row is seen
+//! twice or missed. Each side is cast to the canonical spans schema, so the
+//! union (and every API reading it) sees one set of types.
 //!
 //! The table offers SQL's schema ([`sql_schema`]): the stored columns plus
 //! `start_time`, computed from `start_time_unix_nano`; a condition on
@@ -45,12 +48,29 @@ use url::Url;
 
 use crate::trace_index::TraceIndex;
 
-/// Rows accepted but not yet in the table, and the table version they are
-/// not part of (`None`: read the latest version).
+/// Rows accepted but perhaps not yet in the table.
 #[derive(Debug, Clone, Default)]
 pub struct LiveSnapshot {
-    pub table_version: Option<i64>,
-    pub batches: Vec<RecordBatch>,
+    /// The Delta application id under which the rows' writer commits its
+    /// WAL watermark (`None`: rows that never reach the table).
+    pub writer: Option<String>,
+    /// Batches, each group with the highest WAL sequence number among its
+    /// rows: the group is in the table once the writer's watermark there
+    /// reaches it.
+    pub groups: Vec<(u64, Vec<RecordBatch>)>,
+}
+
+impl LiveSnapshot {
+    /// The rows not in a table whose watermark for the writer is
+    /// `watermark`.
+    fn rows_beyond(self, watermark: Option<i64>) -> Vec<RecordBatch> {
+        let watermark = watermark.unwrap_or(-1);
+        self.groups
+            .into_iter()
+            .filter(|(upto, _)| i64::try_from(*upto).is_ok_and(|u| u > watermark))
+            .flat_map(|(_, batches)| batches)
+            .collect()
+    }
 }
 
 /// Source of not-yet-committed rows (the collector's buffer).
@@ -58,9 +78,14 @@ pub trait LiveSpans: Send + Sync {
     fn snapshot(&self) -> LiveSnapshot;
 }
 
+/// A table version and the writers' watermarks there.
+type Watermarks = (Option<u64>, std::collections::HashMap<String, Option<i64>>);
+
 pub struct SpansTable {
     url: Url,
     delta: Mutex<Option<DeltaTable>>,
+    /// The writers' watermarks at one table version (read once per version).
+    watermarks: parking_lot::Mutex<Watermarks>,
     live: Option<Arc<dyn LiveSpans>>,
     index: TraceIndex,
 }
@@ -78,17 +103,50 @@ impl SpansTable {
         Self {
             url,
             delta: Mutex::new(None),
+            watermarks: Default::default(),
             live,
             index: TraceIndex::default(),
         }
     }
 
-    /// The Delta table at `version` (latest when `None`) in `guard`, or
-    /// `None` while no table exists.
+    /// The live rows not in `table` (its version as loaded).
+    async fn live_rows(
+        &self,
+        table: Option<&DeltaTable>,
+        live: LiveSnapshot,
+    ) -> Result<Vec<RecordBatch>> {
+        let (Some(table), Some(writer)) = (table, live.writer.as_deref()) else {
+            return Ok(live.rows_beyond(None));
+        };
+        let version = table.version();
+        if let Some(known) = {
+            let cache = self.watermarks.lock();
+            (cache.0 == version)
+                .then(|| cache.1.get(writer).copied())
+                .flatten()
+        } {
+            return Ok(live.rows_beyond(known));
+        }
+        let watermark = table
+            .snapshot()
+            .map_err(external)?
+            .transaction_version(table.log_store().as_ref(), writer)
+            .await
+            .map_err(external)?;
+        let mut cache = self.watermarks.lock();
+        if cache.0 != version {
+            *cache = (version, Default::default());
+        }
+        cache.1.insert(writer.to_string(), watermark);
+        drop(cache);
+        Ok(live.rows_beyond(watermark))
+    }
+
+    /// The Delta table at its latest version in `guard`, or `None` while
+    /// no table exists.
     async fn load<'a>(
         &self,
         guard: &'a mut Option<DeltaTable>,
-        version: Option<i64>,
     ) -> Result<Option<&'a mut DeltaTable>> {
         if guard.is_none() {
             *guard = Some(
@@ -98,39 +156,36 @@ impl SpansTable {
             );
         }
         let table = guard.as_mut().expect("set above");
-        match version {
-            Some(v) if table.version() != Some(v as u64) => {
-                table.load_version(v as u64).await.map_err(external)?;
+        if let Err(error) = table.update_state().await {
+            // Not a table yet (nothing written): nothing to read.
+            if table.version().is_none() {
+                tracing::debug!(%error, "no spans table yet");
+                return Ok(None);
             }
-            Some(_) => {}
-            None => {
-                if let Err(error) = table.update_state().await {
-                    // Not a table yet (nothing written): nothing to read.
-                    if table.version().is_none() {
-                        tracing::debug!(%error, "no spans table yet");
-                        return Ok(None);
-                    }
-                    return Err(external(error));
-                }
-            }
+            return Err(external(error));
         }
         Ok(table.version().is_some().then_some(table))
     }
 
-    /// The Delta table's provider at `version` (latest when `None`), or
-    /// `None` while no table exists; with `trace_keys`, also the condition
-    /// on the partition columns that keeps only the partitions holding one
-    /// of them ([`TraceIndex`]).
+    /// The Delta table's provider at its latest version, or `None` while
+    /// no table exists; with `trace_keys`, also the condition on the
+    /// partition columns that keeps only the partitions holding one of them
+    /// ([`TraceIndex`]); and the rows of `live` not in that version.
+    #[allow(clippy::type_complexity)]
     async fn delta_provider(
         &self,
         session: &dyn Session,
-        version: Option<i64>,
+        live: LiveSnapshot,
         trace_keys: Option<&[i64]>,
-    ) -> Result<Option<(Arc<dyn TableProvider>, Option<Expr>)>> {
+    ) -> Result<(
+        Option<(Arc<dyn TableProvider>, Option<Expr>)>,
+        Vec<RecordBatch>,
+    )> {
         let mut guard = self.delta.lock().await;
-        let Some(table) = self.load(&mut guard, version).await? else {
-            return Ok(None);
+        let Some(table) = self.load(&mut guard).await? else {
+            return Ok((None, self.live_rows(None, live).await?));
         };
+        let live = self.live_rows(Some(table), live).await?;
         table.update_datafusion_session(session).map_err(external)?;
         let provider = table.table_provider().await?;
         let partitions = match trace_keys {
@@ -144,28 +199,32 @@ impl SpansTable {
             },
             None => None,
         };
-        Ok(Some((provider, partitions)))
+        Ok((Some((provider, partitions)), live))
     }
 
     /// Every span of `trace_id`, in the spans schema, without a query plan:
     /// the committed rows straight from the files the trace index names
-    /// (the table read at the version the buffered rows are not part of, as
-    /// every scan is), then the buffered rows.
+    /// (the table's latest version, read after the live rows were taken, as
+    /// every scan is), then the live rows not in it.
     pub async fn trace_spans(&self, trace_id: &[u8; 16]) -> Result<Vec<RecordBatch>> {
         let live = self.live.as_ref().map(|l| l.snapshot()).unwrap_or_default();
         let mut out = Vec::new();
-        {
+        let live = {
             let mut guard = self.delta.lock().await;
-            if let Some(table) = self.load(&mut guard, live.table_version).await? {
-                let holders = self.index.holders(table, trace_key(trace_id)).await?;
-                let store = table.log_store().object_store(None);
-                for holder in &holders {
-                    out.extend(self.index.read_trace(&store, holder, trace_id).await?);
+            match self.load(&mut guard).await? {
+                Some(table) => {
+                    let holders = self.index.holders(table, trace_key(trace_id)).await?;
+                    let store = table.log_store().object_store(None);
+                    for holder in &holders {
+                        out.extend(self.index.read_trace(&store, holder, trace_id).await?);
+                    }
+                    self.live_rows(Some(table), live).await?
                 }
+                None => self.live_rows(None, live).await?,
             }
-        }
+        };
         let wanted = Scalar::new(BinaryArray::from(vec![trace_id.as_slice()]));
-        for batch in &live.batches {
+        for batch in &live {
             let ids = batch.column_by_name(TRACE_ID).ok_or_else(|| {
                 DataFusionError::Internal("buffered rows without trace_id".into())
             })?;
@@ -223,10 +282,10 @@ impl TableProvider for SpansTable {
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         let (filters, trace_keys) = with_trace_keys(filters);
         let mut filters = stored_filters(filters);
-        if let Some((delta, partitions)) = self
-            .delta_provider(state, live.table_version, trace_keys.as_deref())
-            .await?
-        {
+        let (delta, live) = self
+            .delta_provider(state, live, trace_keys.as_deref())
+            .await?;
+        if let Some((delta, partitions)) = delta {
             filters.extend(partitions);
             // The Delta provider orders columns by its own schema: map ours.
             let delta_schema = delta.schema();
@@ -248,8 +307,8 @@ impl TableProvider for SpansTable {
                 .await?;
             inputs.push(cast_to(plan, &projected)?);
         }
-        if !live.batches.is_empty() {
-            let batches: Vec<RecordBatch> = live.batches;
+        if !live.is_empty() {
+            let batches: Vec<RecordBatch> = live;
             let plan = MemorySourceConfig::try_new_exec(
                 &[batches],
                 Arc::clone(&schema),

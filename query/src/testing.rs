@@ -105,8 +105,8 @@ struct Live(Vec<arrow::array::RecordBatch>);
 impl LiveSpans for Live {
     fn snapshot(&self) -> LiveSnapshot {
         LiveSnapshot {
-            table_version: None,
-            batches: self.0.clone(),
+            writer: None,
+            groups: vec![(1, self.0.clone())],
         }
     }
 }

@@ -114,9 +114,11 @@ async fn ingest_compactor_and_query_nodes_share_one_table_on_s3() {
         "--compactor-lease-ttl",
         "3s",
         "--vacuum-grace",
-        "20s",
+        "3s",
         "--retention",
         "0s",
+        "--retention-check-interval",
+        "500ms",
     ];
     let with = |extra: &[&'static str]| -> Vec<&str> {
         base.iter().copied().chain(extra.iter().copied()).collect()
@@ -206,6 +208,7 @@ async fn ingest_compactor_and_query_nodes_share_one_table_on_s3() {
     // while c1 dies mid-job and c2 waits for the lease to expire.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut died = None;
+    let mut c2_took_over = None;
     let mut compacted = false;
     loop {
         assert_no_duplicates(&query).await;
@@ -213,6 +216,10 @@ async fn ingest_compactor_and_query_nodes_share_one_table_on_s3() {
         assert!(total <= expected, "{total} spans visible, {expected} sent");
         if died.is_none() && c1.try_exit().is_some() {
             died = Some(Instant::now());
+        }
+        if c2_took_over.is_none() && lease_held(&c2).await {
+            assert!(died.is_some(), "c2 took the lease while c1 was alive");
+            c2_took_over = Some(Instant::now());
         }
         if died.is_some() && !compacted {
             let (status, storage) = c2.get("/api/v1/storage").await;
@@ -237,7 +244,39 @@ async fn ingest_compactor_and_query_nodes_share_one_table_on_s3() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(lease_held(&c2).await, "c2 compacted without the lease");
-    let waited = died.unwrap().elapsed();
+    // c1 renewed every second until it died; c2 takes the lease only once
+    // it has seen c1's last renewal unchanged for the whole ttl (3 s).
+    let waited = c2_took_over.unwrap() - died.unwrap();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "c2 took the lease {waited:?} after c1 died, before it expired"
+    );
+    // c1's compaction outputs, uploaded and never committed, are vacuumed
+    // by c2 once older than the grace: the bucket holds the table's files.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, storage) = c2.get("/api/v1/storage").await;
+        let in_table: u64 = storage["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["files"].as_u64().unwrap())
+            .sum();
+        let stored = moto
+            .bucket("list", "cluster")
+            .await
+            .into_iter()
+            .filter(|k| k.starts_with("t/tenants/default/spans/date=") && k.ends_with(".parquet"))
+            .count() as u64;
+        if stored == in_table {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stored} data files in the bucket, {in_table} in the table"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let metrics = c2.metrics().await;
     assert!(
         metric(&metrics, "tracelake_compactions_total") >= 1.0,

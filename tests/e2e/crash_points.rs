@@ -212,3 +212,44 @@ async fn a_crash_at_each_commit_point_loses_and_duplicates_nothing() {
     }
     assert!(answers > 0, "the watching query was never answered");
 }
+
+/// A commit that lands although its caller hears of a failure (the store's
+/// answer lost on the way back): the flush must not put its rows back, or
+/// the next flush stores them a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_stores_its_rows_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        dir.path(),
+        &[
+            "--fault-points",
+            "flush.answer=eiox1",
+            "--flush-max-age",
+            "300ms",
+        ],
+    )
+    .await;
+    assert!(send(&server, spans_ago(0xa1, 1, 20, 0)).await);
+    // The first flush's commit lands and "fails"; then more spans, flushed
+    // by the next.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(send(&server, spans_ago(0xa2, 1, 20, 0)).await);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while committed_rows(&server).await != Some(40) {
+        assert!(
+            Instant::now() < deadline,
+            "committed rows: {:?} (40 sent)",
+            committed_rows(&server).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(committed_rows(&server).await, Some(40));
+    let rows = server
+        .sql(
+            "SELECT count(*) AS n, count(DISTINCT encode(trace_id, 'hex') || \
+             encode(span_id, 'hex')) AS d FROM spans",
+        )
+        .await;
+    assert_eq!(rows, vec![serde_json::json!({"n": 40, "d": 40})]);
+}

@@ -329,7 +329,10 @@ async fn racing_commits_on_s3_each_land_once() {
     let replace = |table: Table, hour: u32| async move {
         for n in 1..=ROUNDS {
             let old = format!("date=2026-12-01/hour={hour:02}/f{}.parquet", n - 1);
-            let done = table.replace(&[old], vec![file(hour, n)]).await.unwrap();
+            let done = table
+                .replace(&[old], vec![file(hour, n)], &|| true)
+                .await
+                .unwrap();
             assert!(
                 done.is_some(),
                 "hour {hour} round {n}: the file left the table"
