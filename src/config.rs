@@ -78,6 +78,15 @@ settings! {
     /// needed by ingest nodes on object storage [default: none, the single
     /// node]
     node_id: String, env = "TRACELAKE_NODE_ID";
+    /// Query nodes: the ingest nodes to ask for spans they have not
+    /// committed yet, so that every acknowledged span is visible at once:
+    /// host:port of their HTTP ports, comma-separated, or dns+name:port for
+    /// every address a name resolves to [default: none: read the table
+    /// only]
+    ingest_peers: String, env = "TRACELAKE_INGEST_PEERS";
+    /// Token sent to the ingest peers when they require tokens (a token
+    /// with the query scope there); set it in the environment
+    peer_token: String, env = "TRACELAKE_PEER_TOKEN";
     /// How long a compactor's lease lasts without renewal (renewed every
     /// third of it): a compactor that dies is replaced after this
     compactor_lease_ttl: String, env = "TRACELAKE_COMPACTOR_LEASE_TTL", default = "30s";
@@ -271,6 +280,7 @@ impl std::fmt::Display for Roles {
 pub(crate) struct Config {
     pub(crate) roles: Roles,
     pub(crate) node_id: Option<String>,
+    pub(crate) peers: Option<tracelake_query::peers::PeersConfig>,
     pub(crate) compactor_lease_ttl: Duration,
     /// The default tenant's table and WAL directory.
     pub(crate) table_url: Url,
@@ -439,9 +449,29 @@ impl Settings {
         if compactor_lease_ttl < Duration::from_secs(1) {
             bail!("compactor lease ttl must be at least 1s");
         }
+        let peers = match s.ingest_peers {
+            Some(text) => {
+                if roles.ingest {
+                    bail!(
+                        "--ingest-peers is for query nodes: a node that ingests reads its own \
+                         buffer (use --role query)"
+                    );
+                }
+                let peers = text
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("invalid --ingest-peers {text:?}: {e}"))?;
+                Some(tracelake_query::peers::PeersConfig {
+                    peers,
+                    scheme: if tls.is_some() { "https" } else { "http" },
+                    token: s.peer_token,
+                })
+            }
+            None => None,
+        };
         Ok(Config {
             roles,
             node_id: s.node_id,
+            peers,
             compactor_lease_ttl,
             wal_dir: data_dir.join("wal").join(DEFAULT_TENANT),
             wal_root: data_dir.join("wal"),
@@ -571,8 +601,9 @@ mod tests {
         }
         assert_eq!(
             help.matches("[default:").count(),
-            Settings::DEFAULTS.len() + 19,
-            "each default once, plus the nineteen computed ones written in their help (node id, \
+            Settings::DEFAULTS.len() + 20,
+            "each default once, plus the twenty computed ones written in their help (node id, \
+             ingest peers, \
              query threads, storage URL, S3 endpoint and region, nine listeners, the tokens file, the \
              TLS certificate and client CA files, the tenant limits file, the sampling \
              strategies file)"

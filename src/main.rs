@@ -138,18 +138,50 @@ pub(crate) struct BufferSource {
     pub(crate) writer: String,
 }
 
+#[async_trait::async_trait]
 impl LiveSpans for BufferSource {
-    fn snapshot(&self) -> LiveSnapshot {
-        LiveSnapshot {
+    async fn snapshot(&self, _trace_id: Option<&[u8; 16]>) -> Vec<LiveSnapshot> {
+        vec![LiveSnapshot {
             writer: Some(self.writer.clone()),
             groups: self.buffer.snapshot().groups,
-        }
+        }]
     }
 }
 
 struct Health {
     ready: AtomicBool,
     registry: Registry,
+    /// The storage root: on an object store, readiness needs it reachable.
+    root: url::Url,
+    /// The last reachability check and its outcome (checked at most every
+    /// few seconds, however often probes come).
+    storage_checked: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
+}
+
+impl Health {
+    /// Whether the object store answers (always, for a local root).
+    async fn storage_reachable(&self) -> Result<(), String> {
+        if self.root.scheme() == "file" {
+            return Ok(());
+        }
+        let mut checked = self.storage_checked.lock().await;
+        if let Some((at, outcome)) = &*checked
+            && at.elapsed() < std::time::Duration::from_secs(5)
+        {
+            return outcome.clone();
+        }
+        let listing = tracelake_collector::s3::children(&self.root, "tenants/");
+        let outcome = match tokio::time::timeout(std::time::Duration::from_secs(2), listing).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(format!("object store {} unreachable: {error}", self.root)),
+            Err(_) => Err(format!(
+                "object store {} did not answer within 2 s",
+                self.root
+            )),
+        };
+        *checked = Some((std::time::Instant::now(), outcome.clone()));
+        outcome
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -249,6 +281,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             },
         },
         query_role: roles.query,
+        peers: config.peers.clone(),
         root: config.storage_root.clone(),
         wal_root: config.wal_root.clone(),
         query: QueryConfig {
@@ -274,6 +307,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let health = Arc::new(Health {
         ready: AtomicBool::new(false),
         registry,
+        root: config.storage_root.clone(),
+        storage_checked: tokio::sync::Mutex::new(None),
     });
     // What is not any tenant's: health, readiness, the server's metrics and
     // (on a query node) the web UI's page and files (code, no data).
@@ -516,11 +551,18 @@ async fn shutdown_signal() {
     }
 }
 
+/// Ready once started and until stopping, and (tables on an object store)
+/// while the store answers: every role needs it.
 async fn ready(State(health): State<Arc<Health>>) -> impl IntoResponse {
-    if health.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    if !health.ready.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready".to_string());
+    }
+    match health.storage_reachable().await {
+        Ok(()) => (StatusCode::OK, "ready".to_string()),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}"),
+        ),
     }
 }
 

@@ -135,6 +135,7 @@ pub(crate) struct Tenants {
     limits: watch::Receiver<Arc<LimitsFile>>,
     collector: CollectorConfig,
     query_role: bool,
+    peers: Option<tracelake_query::peers::PeersConfig>,
     root: Url,
     wal_root: PathBuf,
     max_tenants: usize,
@@ -154,6 +155,8 @@ pub(crate) struct Setup {
     pub(crate) collector: CollectorConfig,
     /// Whether this node answers queries.
     pub(crate) query_role: bool,
+    /// The ingest nodes a query node asks for their buffered rows.
+    pub(crate) peers: Option<tracelake_query::peers::PeersConfig>,
     /// Where the tenants' tables and WAL directories are.
     pub(crate) root: Url,
     pub(crate) wal_root: PathBuf,
@@ -174,6 +177,7 @@ impl Tenants {
             auth,
             collector,
             query_role,
+            peers,
             root,
             wal_root,
             query,
@@ -184,8 +188,12 @@ impl Tenants {
             .await
             .with_context(|| format!("cannot start tenant {DEFAULT_TENANT}"))?;
         let first_engine = Arc::new(
-            QueryEngine::new(default_table, live(default.as_ref()), query)
-                .context("cannot start the query engine")?,
+            QueryEngine::new(
+                default_table,
+                live(default.as_ref(), peers.as_ref(), DEFAULT_TENANT),
+                query,
+            )
+            .context("cannot start the query engine")?,
         );
         let tenants = Arc::new(Tenants {
             auth,
@@ -194,6 +202,7 @@ impl Tenants {
             limits,
             collector,
             query_role,
+            peers,
             root,
             wal_root,
             max_tenants,
@@ -384,7 +393,7 @@ impl Tenants {
         .with_context(|| format!("cannot start tenant {id}"))?;
         let engine = Arc::new(
             self.first_engine
-                .for_table(table_url, live(collector.as_ref()))
+                .for_table(table_url, live(collector.as_ref(), self.peers.as_ref(), id))
                 .with_context(|| format!("cannot start the query engine of tenant {id}"))?,
         );
         tracing::info!(tenant = id, "tenant opened");
@@ -442,14 +451,24 @@ impl Tenants {
     }
 }
 
-/// The query side's rows not yet in the table: an ingest node's buffer.
-/// Without one, queries read the table's latest version.
-fn live(collector: Option<&Collector>) -> Option<Arc<dyn tracelake_query::LiveSpans>> {
-    let collector = collector.filter(|c| c.ingest.is_some())?;
-    Some(Arc::new(crate::BufferSource {
-        buffer: Arc::clone(&collector.buffer),
-        writer: collector.table.app_id().to_string(),
-    }))
+/// The query side's rows not yet in the table: an ingest node's own
+/// buffer, or a query node's ingest peers'. Without either, queries read
+/// the table only.
+fn live(
+    collector: Option<&Collector>,
+    peers: Option<&tracelake_query::peers::PeersConfig>,
+    tenant: &str,
+) -> Option<Arc<dyn tracelake_query::LiveSpans>> {
+    if let Some(collector) = collector.filter(|c| c.ingest.is_some()) {
+        return Some(Arc::new(crate::BufferSource {
+            buffer: Arc::clone(&collector.buffer),
+            writer: collector.table.app_id().to_string(),
+        }));
+    }
+    let peers = peers?.clone();
+    Some(Arc::new(tracelake_query::peers::IngestPeers::new(
+        peers, tenant,
+    )))
 }
 
 /// The routers of a node's roles: the receivers with a collector that
@@ -478,7 +497,8 @@ fn routers(collector: Option<&Collector>, engine: Option<&Arc<QueryEngine>>) -> 
             fallback::OTLP_HTTP,
         ),
         http: fallback::with_fallbacks(
-            main.merge(receiver(Collector::storage_router)),
+            main.merge(receiver(Collector::storage_router))
+                .merge(receiver(Collector::live_router)),
             fallback::HTTP,
         ),
         zipkin: fallback::with_fallbacks(

@@ -16,6 +16,7 @@ pub mod flush;
 pub mod ingest;
 pub mod jaeger;
 pub mod lease;
+pub mod live;
 pub mod metrics;
 pub mod otlp;
 mod plain;
@@ -345,6 +346,15 @@ impl Collector {
     /// Zipkin `POST /api/v2/spans` router.
     pub fn zipkin_router(&self) -> axum::Router {
         self.receiver(zipkin::router)
+    }
+
+    /// `GET /api/v1/internal/buffer` router (the buffered rows, for query
+    /// nodes), or an empty router on a node that does not ingest.
+    pub fn live_router(&self) -> axum::Router {
+        match &self.ingest {
+            Some(_) => live::router(Arc::clone(&self.buffer), self.table.app_id()),
+            None => axum::Router::new(),
+        }
     }
 
     /// `GET /api/v1/storage` router.

@@ -120,6 +120,9 @@ pub struct Scope {
     timeout: Duration,
     /// An [`End`]: running until the deadline passes or the client leaves.
     end: AtomicU8,
+    /// What the answer should say it lacks (an ingest node that did not
+    /// answer), shown as `Warning` headers.
+    warnings: parking_lot::Mutex<Vec<String>>,
 }
 
 tokio::task_local! {
@@ -132,7 +135,21 @@ impl Scope {
             deadline: Instant::now() + timeout,
             timeout,
             end: AtomicU8::new(End::Running as u8),
+            warnings: parking_lot::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Notes that the answer is partial, and why (each reason once).
+    pub fn warn(&self, warning: String) {
+        let mut warnings = self.warnings.lock();
+        if !warnings.contains(&warning) {
+            warnings.push(warning);
+        }
+    }
+
+    /// The warnings noted so far.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().clone()
     }
 
     /// The scope of the request being run, or a fresh one with `timeout`
@@ -784,7 +801,29 @@ async fn placed(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    match p.engine.executor().run(p.class, next.run(request)).await {
+    let answer = async move {
+        let mut response = next.run(request).await;
+        // An answer some source could not complete: say so (RFC 9111's
+        // Warning, code 199, "miscellaneous warning").
+        for warning in Scope::current_or(Duration::ZERO).warnings() {
+            let warning: String = warning
+                .chars()
+                .map(|c| match c {
+                    '"' | '\\' => '\'',
+                    c if c == ' ' || c.is_ascii_graphic() => c,
+                    _ => '?',
+                })
+                .collect();
+            let text = format!("199 tracelake \"{warning}\"");
+            if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
+                response
+                    .headers_mut()
+                    .append(axum::http::header::WARNING, value);
+            }
+        }
+        response
+    };
+    match p.engine.executor().run(p.class, answer).await {
         Ok(response) => response,
         // The envelope's rendering adds `Retry-After` where it applies.
         Err(e) => (p.render)(e),

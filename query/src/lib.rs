@@ -23,6 +23,7 @@ pub mod executor;
 pub mod fetch;
 pub mod flight;
 pub mod http;
+pub mod peers;
 pub mod search;
 pub mod sql;
 pub mod table;

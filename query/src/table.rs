@@ -73,9 +73,13 @@ impl LiveSnapshot {
     }
 }
 
-/// Source of not-yet-committed rows (the collector's buffer).
+/// Source of not-yet-committed rows: this node's buffer, or the ingest
+/// nodes' ([`crate::peers`]).
+#[async_trait]
 pub trait LiveSpans: Send + Sync {
-    fn snapshot(&self) -> LiveSnapshot;
+    /// The rows now, one snapshot per writer; with `trace_id`, rows of
+    /// other traces may be left out.
+    async fn snapshot(&self, trace_id: Option<&[u8; 16]>) -> Vec<LiveSnapshot>;
 }
 
 /// A table version and the writers' watermarks there.
@@ -111,6 +115,19 @@ impl SpansTable {
 
     /// The live rows not in `table` (its version as loaded).
     async fn live_rows(
+        &self,
+        table: Option<&DeltaTable>,
+        live: Vec<LiveSnapshot>,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut rows = Vec::new();
+        for snapshot in live {
+            rows.extend(self.rows_not_in(table, snapshot).await?);
+        }
+        Ok(rows)
+    }
+
+    /// The rows of one writer's snapshot not in `table`.
+    async fn rows_not_in(
         &self,
         table: Option<&DeltaTable>,
         live: LiveSnapshot,
@@ -175,7 +192,7 @@ impl SpansTable {
     async fn delta_provider(
         &self,
         session: &dyn Session,
-        live: LiveSnapshot,
+        live: Vec<LiveSnapshot>,
         trace_keys: Option<&[i64]>,
     ) -> Result<(
         Option<(Arc<dyn TableProvider>, Option<Expr>)>,
@@ -207,7 +224,10 @@ impl SpansTable {
     /// (the table's latest version, read after the live rows were taken, as
     /// every scan is), then the live rows not in it.
     pub async fn trace_spans(&self, trace_id: &[u8; 16]) -> Result<Vec<RecordBatch>> {
-        let live = self.live.as_ref().map(|l| l.snapshot()).unwrap_or_default();
+        let live = match &self.live {
+            Some(live) => live.snapshot(Some(trace_id)).await,
+            None => Vec::new(),
+        };
         let mut out = Vec::new();
         let live = {
             let mut guard = self.delta.lock().await;
@@ -278,7 +298,10 @@ impl TableProvider for SpansTable {
         }
         let projection = Some(&stored);
         let projected = project_schema(&schema, projection)?;
-        let live = self.live.as_ref().map(|l| l.snapshot()).unwrap_or_default();
+        let live = match &self.live {
+            Some(live) => live.snapshot(None).await,
+            None => Vec::new(),
+        };
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         let (filters, trace_keys) = with_trace_keys(filters);
         let mut filters = stored_filters(filters);

@@ -102,12 +102,13 @@ fn request(t0: u64) -> ExportTraceServiceRequest {
 
 struct Live(Vec<arrow::array::RecordBatch>);
 
+#[async_trait::async_trait]
 impl LiveSpans for Live {
-    fn snapshot(&self) -> LiveSnapshot {
-        LiveSnapshot {
+    async fn snapshot(&self, _trace_id: Option<&[u8; 16]>) -> Vec<LiveSnapshot> {
+        vec![LiveSnapshot {
             writer: None,
             groups: vec![(1, self.0.clone())],
-        }
+        }]
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::s3::{CREDENTIALS, HOUR_NS, Moto, spans_ago};
-use crate::server::{TestServer, metric, python_with};
+use crate::server::{TestServer, metric};
 use crate::spans::request;
 
 const SPANS_PER_REQUEST: u64 = 20;
@@ -91,18 +91,11 @@ async fn lease_held(node: &TestServer) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_compactor_and_query_nodes_share_one_table_on_s3() {
-    let Some(python) = python_with("moto.server, boto3", "moto[s3] flask flask-cors") else {
+    let Some(moto) = Moto::with_bucket("cluster").await else {
         return;
     };
-    let moto = Moto::start(&python).await;
-    moto.bucket("create", "cluster").await;
+    let storage = moto.storage_args("cluster");
     let base = [
-        "--storage-url",
-        "s3://cluster/t",
-        "--s3-endpoint",
-        moto.endpoint.as_str(),
-        "--s3-path-style",
-        "true",
         "--max-span-age",
         "3650d",
         "--flush-max-age",
@@ -121,7 +114,12 @@ async fn ingest_compactor_and_query_nodes_share_one_table_on_s3() {
         "500ms",
     ];
     let with = |extra: &[&'static str]| -> Vec<&str> {
-        base.iter().copied().chain(extra.iter().copied()).collect()
+        storage
+            .iter()
+            .map(String::as_str)
+            .chain(base.iter().copied())
+            .chain(extra.iter().copied())
+            .collect()
     };
     let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
 
@@ -349,4 +347,152 @@ async fn ingest_compactor_and_query_nodes_share_one_table_on_s3() {
         after_kill.len(),
         waited
     );
+}
+
+/// A query node told where the ingest nodes are (`--ingest-peers`) sees
+/// every acknowledged span at once, before any flush: here node b never
+/// flushes while the test runs, and node a flushes every second, so reads
+/// race a's commits (never a span twice). An ingest node that is gone makes
+/// answers partial, with a `Warning` header naming it, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_nodes_see_what_ingest_nodes_have_not_committed() {
+    let Some(moto) = Moto::with_bucket("fresh").await else {
+        return;
+    };
+    let storage = moto.storage_args("fresh");
+    let base = ["--max-span-age", "3650d", "--compaction-interval", "0s"];
+    let with = |extra: &[&str]| -> Vec<String> {
+        storage
+            .iter()
+            .map(String::as_str)
+            .chain(base)
+            .chain(extra.iter().copied())
+            .map(String::from)
+            .collect()
+    };
+    let start = |dir: &std::path::Path, args: Vec<String>| {
+        let dir = dir.to_path_buf();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            TestServer::start_with_env(&dir, &args, &CREDENTIALS).await
+        }
+    };
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = start(
+        dirs[0].path(),
+        with(&[
+            "--role",
+            "ingest",
+            "--node-id",
+            "a",
+            "--flush-max-age",
+            "1s",
+        ]),
+    )
+    .await;
+    let mut b = start(
+        dirs[1].path(),
+        with(&[
+            "--role",
+            "ingest",
+            "--node-id",
+            "b",
+            "--flush-max-age",
+            "1h",
+        ]),
+    )
+    .await;
+    let peers = format!("{},{}", a.http, b.http);
+    let query = start(
+        dirs[2].path(),
+        with(&["--role", "query", "--ingest-peers", &peers]),
+    )
+    .await;
+
+    // Each acknowledged trace is found through the query node at once.
+    let client = reqwest::Client::new();
+    let mut freshness = Vec::new();
+    for i in 0..24u128 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let trace = 0xf000 + i;
+        let acked = send(client.clone(), node.otlp_url(), trace, 1, 0, false).await;
+        assert_eq!(acked, [trace]);
+        let acked_at = Instant::now();
+        loop {
+            let (status, body) = query.get(&format!("/api/v1/traces/{trace:032x}")).await;
+            if status == 200 {
+                assert_eq!(body["spans"].as_array().unwrap().len(), 20, "{body}");
+                break;
+            }
+            assert_eq!(status, 404, "{body}");
+            assert!(
+                acked_at.elapsed() < Duration::from_secs(10),
+                "trace {trace:x} (node {}) not visible 10 s after its acknowledgement",
+                if i % 2 == 0 { "a" } else { "b" }
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        freshness.push(acked_at.elapsed());
+        if i % 4 == 0 {
+            assert_no_duplicates(&query).await;
+        }
+    }
+    freshness.sort();
+    let median = freshness[freshness.len() / 2];
+    eprintln!(
+        "ack to visible: median {median:?}, max {:?}",
+        freshness.last().unwrap()
+    );
+    assert!(
+        median < Duration::from_secs(1),
+        "median freshness {median:?}"
+    );
+    let total: u64 = spans_per_trace(&query).await.values().sum();
+    assert_eq!(total, 24 * SPANS_PER_REQUEST);
+    assert_no_duplicates(&query).await;
+
+    // b dies with all its spans unflushed: answers leave them out and say
+    // so; a's are all there.
+    b.kill9();
+    let r = client
+        .post(query.url("/api/v1/sql"))
+        .json(&serde_json::json!({"sql": "SELECT count(*) AS n FROM spans"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let warning = r
+        .headers()
+        .get("warning")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    assert!(
+        warning.contains(&b.http.to_string()) && warning.starts_with("199 "),
+        "no warning naming b: {warning:?}"
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["rows"][0]["n"], 12 * SPANS_PER_REQUEST, "{body}");
+    let (status, _) = query
+        .get(&format!("/api/v1/traces/{:032x}", 0xf000u128))
+        .await;
+    assert_eq!(status, 200, "a's trace by id while b is gone");
+
+    // The store goes away: the query node is no longer ready, and says why.
+    let (status, _) = query.get("/ready").await;
+    assert_eq!(status, 200);
+    drop(moto);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = reqwest::get(query.url("/ready")).await.unwrap();
+        if r.status() == 503 {
+            let text = r.text().await.unwrap();
+            assert!(text.contains("object store s3://fresh/t"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready without its object store"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -57,6 +57,29 @@ impl Moto {
         }
     }
 
+    /// A server with bucket `bucket`, or `None` (the test skips) without
+    /// moto's Python packages.
+    pub(crate) async fn with_bucket(bucket: &str) -> Option<Self> {
+        let python = python_with("moto.server, boto3", "moto[s3] flask flask-cors")?;
+        let moto = Moto::start(&python).await;
+        moto.bucket("create", bucket).await;
+        Some(moto)
+    }
+
+    /// The settings that put a server's tables at `s3://bucket/t` here.
+    pub(crate) fn storage_args(&self, bucket: &str) -> Vec<String> {
+        [
+            "--storage-url",
+            &format!("s3://{bucket}/t"),
+            "--s3-endpoint",
+            &self.endpoint,
+            "--s3-path-style",
+            "true",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
     pub(crate) async fn bucket(&self, command: &str, bucket: &str) -> Vec<String> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/s3_bucket.py");
         let out = procs::output(tokio::process::Command::new(&self.python).args([

@@ -1,0 +1,199 @@
+//! The ingest nodes' buffered rows, for a query node (`--ingest-peers`):
+//! every read asks each ingest node for the rows it has not committed yet
+//! (`GET /api/v1/internal/buffer`, [`tracelake_schema::live`]) before it
+//! reads the table, so that an acknowledged span is visible at once and,
+//! once its node's watermark in the table covers it, only from the table
+//! (`query::table`). The nodes are a static list or a DNS name that
+//! resolves to several addresses, read again at every request.
+//!
+//! A node that does not answer (within 2 s, or with an error) leaves the
+//! answer partial, not failed: its committed rows are in the table, its
+//! buffered ones are missing, and the request's scope carries a warning
+//! that the response shows (`Warning` header).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tracelake_schema::live::{GROUPS_HEADER, WRITER_HEADER, decode};
+
+use crate::executor::Scope;
+use crate::table::{LiveSnapshot, LiveSpans};
+
+/// How long one ingest node may take to answer.
+const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where the ingest nodes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peers {
+    /// `host:port` of each node's HTTP port.
+    Static(Vec<String>),
+    /// `dns+name:port`: every address the name resolves to.
+    Dns(String),
+}
+
+impl std::str::FromStr for Peers {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let check = |peer: &str| -> Result<(), String> {
+            match peer.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+                _ => Err(format!("{peer:?} is not host:port")),
+            }
+        };
+        if let Some(name) = text.strip_prefix("dns+") {
+            check(name)?;
+            return Ok(Peers::Dns(name.to_string()));
+        }
+        let peers: Vec<String> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect();
+        if peers.is_empty() {
+            return Err("no ingest node named".into());
+        }
+        for peer in &peers {
+            check(peer)?;
+        }
+        Ok(Peers::Static(peers))
+    }
+}
+
+impl Peers {
+    /// The addresses to ask now.
+    async fn resolve(&self) -> Result<Vec<String>, String> {
+        match self {
+            Peers::Static(peers) => Ok(peers.clone()),
+            Peers::Dns(name) => {
+                let addrs: Vec<SocketAddr> = tokio::net::lookup_host(name.as_str())
+                    .await
+                    .map_err(|e| format!("resolving {name}: {e}"))?
+                    .collect();
+                Ok(addrs.iter().map(SocketAddr::to_string).collect())
+            }
+        }
+    }
+}
+
+/// How a query node reaches the ingest nodes.
+#[derive(Debug, Clone)]
+pub struct PeersConfig {
+    pub peers: Peers,
+    /// `https` when the nodes' ports speak TLS.
+    pub scheme: &'static str,
+    /// A token with the `query` scope on the ingest nodes, when they
+    /// require tokens.
+    pub token: Option<String>,
+}
+
+/// One tenant's rows on the ingest nodes.
+pub struct IngestPeers {
+    config: PeersConfig,
+    tenant: String,
+    client: reqwest::Client,
+}
+
+impl IngestPeers {
+    pub fn new(config: PeersConfig, tenant: &str) -> Self {
+        Self {
+            config,
+            tenant: tenant.to_string(),
+            client: reqwest::Client::builder()
+                .timeout(PEER_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    async fn ask(&self, peer: &str, trace_id: Option<&[u8; 16]>) -> Result<LiveSnapshot, String> {
+        let mut url = format!(
+            "{}://{peer}{}",
+            self.config.scheme, "/api/v1/internal/buffer"
+        );
+        if let Some(id) = trace_id {
+            url.push_str(&format!("?trace_id={}", hex::encode(id)));
+        }
+        let mut request = self.client.get(&url).header("x-scope-orgid", &self.tenant);
+        if let Some(token) = &self.config.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(format!("{status}: {}", body.trim()));
+        }
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .ok_or_else(|| format!("no {name} header (not a tracelake ingest node?)"))
+        };
+        let writer = header(WRITER_HEADER)?;
+        let groups = header(GROUPS_HEADER)?;
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        let groups = decode(&groups, &body).map_err(|e| e.to_string())?;
+        Ok(LiveSnapshot {
+            writer: Some(writer),
+            groups,
+        })
+    }
+}
+
+#[async_trait]
+impl LiveSpans for IngestPeers {
+    async fn snapshot(&self, trace_id: Option<&[u8; 16]>) -> Vec<LiveSnapshot> {
+        let scope = Scope::current_or(PEER_TIMEOUT);
+        let peers = match self.config.peers.resolve().await {
+            Ok(peers) => peers,
+            Err(error) => {
+                scope.warn(format!(
+                    "ingest nodes not asked for their newest spans ({error}): the answer may \
+                     lack spans not yet in the table"
+                ));
+                return Vec::new();
+            }
+        };
+        let answers =
+            futures::future::join_all(peers.iter().map(|peer| self.ask(peer, trace_id))).await;
+        let mut out = Vec::with_capacity(answers.len());
+        for (peer, answer) in peers.iter().zip(answers) {
+            match answer {
+                Ok(snapshot) => out.push(snapshot),
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "ingest node did not hand over its buffered rows");
+                    scope.warn(format!(
+                        "ingest node {peer} did not answer ({error}): the answer lacks its spans \
+                         not yet in the table"
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse() {
+        assert_eq!(
+            "a:3200, 10.0.0.2:3200".parse::<Peers>(),
+            Ok(Peers::Static(vec!["a:3200".into(), "10.0.0.2:3200".into()]))
+        );
+        assert_eq!(
+            "dns+ingest.svc:3200".parse::<Peers>(),
+            Ok(Peers::Dns("ingest.svc:3200".into()))
+        );
+        for bad in ["", "a", "a:x", ":3200", "dns+a"] {
+            assert!(bad.parse::<Peers>().is_err(), "{bad:?}");
+        }
+    }
+}

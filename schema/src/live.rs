@@ -1,0 +1,179 @@
+//! The wire format in which an ingest node hands its buffered rows (not yet
+//! in the table) to a query node: one Arrow IPC stream of batches in the
+//! spans schema, and beside it, in the `x-tracelake-groups` header, how the
+//! batches fall into groups: `upto:count` per group, comma-separated, in
+//! stream order. Every row of a group is in the table once the node's WAL
+//! watermark there reaches `upto`; the node's application id comes in the
+//! `x-tracelake-writer` header. A query node leaves out the groups the
+//! table version it reads has reached (see `query::table`).
+
+use arrow_array::{BinaryArray, RecordBatch, Scalar};
+use arrow_ipc::reader::StreamReader;
+use arrow_ipc::writer::StreamWriter;
+use arrow_schema::ArrowError;
+
+use crate::spans::{TRACE_ID, spans_schema};
+
+/// Header naming the writer's Delta application id.
+pub const WRITER_HEADER: &str = "x-tracelake-writer";
+/// Header with the groups: `upto:count,...`.
+pub const GROUPS_HEADER: &str = "x-tracelake-groups";
+
+/// Batches in groups, each with the highest WAL sequence number among its
+/// rows.
+pub type Groups = Vec<(u64, Vec<RecordBatch>)>;
+
+/// `groups` as the groups header and the IPC stream; with `trace_id`, only
+/// that trace's rows (groups left without rows are left out).
+pub fn encode(
+    groups: &Groups,
+    trace_id: Option<&[u8; 16]>,
+) -> Result<(String, Vec<u8>), ArrowError> {
+    let schema = spans_schema();
+    let mut writer = StreamWriter::try_new(Vec::new(), &schema)?;
+    let wanted = trace_id.map(|id| Scalar::new(BinaryArray::from(vec![id.as_slice()])));
+    let mut header = Vec::new();
+    for (upto, batches) in groups {
+        let mut count = 0;
+        for batch in batches {
+            let batch = match &wanted {
+                None => batch.clone(),
+                Some(wanted) => {
+                    let ids = batch.column_by_name(TRACE_ID).ok_or_else(|| {
+                        ArrowError::SchemaError("buffered rows without trace_id".into())
+                    })?;
+                    let mask = arrow_ord::cmp::eq(ids, wanted)?;
+                    if mask.true_count() == 0 {
+                        continue;
+                    }
+                    arrow_select::filter::filter_record_batch(batch, &mask)?
+                }
+            };
+            writer.write(&batch)?;
+            count += 1;
+        }
+        if count > 0 {
+            header.push(format!("{upto}:{count}"));
+        }
+    }
+    writer.finish()?;
+    Ok((header.join(","), writer.into_inner()?))
+}
+
+/// The groups of a groups header and its IPC stream; an error names what
+/// does not fit (a peer of another version, a cut body).
+pub fn decode(header: &str, body: &[u8]) -> Result<Groups, ArrowError> {
+    let mut sizes = Vec::new();
+    for part in header.split(',').filter(|p| !p.is_empty()) {
+        let parsed = part
+            .split_once(':')
+            .and_then(|(u, c)| Some((u.parse::<u64>().ok()?, c.parse::<usize>().ok()?)));
+        match parsed {
+            Some(size) => sizes.push(size),
+            None => {
+                return Err(ArrowError::ParseError(format!(
+                    "{GROUPS_HEADER}: {part:?} is not upto:count"
+                )));
+            }
+        }
+    }
+    let mut batches = StreamReader::try_new(body, None)?;
+    if batches.schema().fields() != spans_schema().fields() {
+        return Err(ArrowError::SchemaError(
+            "buffered rows in another spans schema (a node of another version)".into(),
+        ));
+    }
+    let mut groups = Vec::with_capacity(sizes.len());
+    for (upto, count) in sizes {
+        let mut group = Vec::with_capacity(count);
+        for _ in 0..count {
+            match batches.next() {
+                Some(batch) => group.push(batch?),
+                None => {
+                    return Err(ArrowError::ParseError(format!(
+                        "{GROUPS_HEADER} names more batches than the stream holds"
+                    )));
+                }
+            }
+        }
+        groups.push((upto, group));
+    }
+    if batches.next().is_some() {
+        return Err(ArrowError::ParseError(format!(
+            "the stream holds more batches than {GROUPS_HEADER} names"
+        )));
+    }
+    Ok(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    use super::*;
+    use crate::otlp::{Acceptance, SpansBuilder};
+
+    fn batch(traces: &[u8]) -> RecordBatch {
+        let spans = traces
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Span {
+                trace_id: vec![*t; 16],
+                span_id: vec![i as u8 + 1; 8],
+                name: "op".into(),
+                start_time_unix_nano: 1_700_000_000_000_000_000,
+                end_time_unix_nano: 1_700_000_000_000_000_001,
+                ..Default::default()
+            })
+            .collect();
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut b = SpansBuilder::default();
+        b.append_request(&request, &Acceptance::ANY_TIME);
+        b.finish()
+    }
+
+    fn rows(groups: &Groups) -> Vec<(u64, usize)> {
+        groups
+            .iter()
+            .map(|(u, b)| (*u, b.iter().map(RecordBatch::num_rows).sum()))
+            .collect()
+    }
+
+    #[test]
+    fn groups_survive_the_wire_and_a_trace_id_keeps_its_rows_only() {
+        let groups: Groups = vec![
+            (7, vec![batch(&[1, 2]), batch(&[2])]),
+            (9, vec![batch(&[3])]),
+        ];
+        let (header, body) = encode(&groups, None).unwrap();
+        assert_eq!(header, "7:2,9:1");
+        let back = decode(&header, &body).unwrap();
+        assert_eq!(rows(&back), [(7, 3), (9, 1)]);
+        assert_eq!(back[0].1[0], groups[0].1[0]);
+        let (header, body) = encode(&groups, Some(&[2; 16])).unwrap();
+        assert_eq!(header, "7:2");
+        assert_eq!(rows(&decode(&header, &body).unwrap()), [(7, 2)]);
+        let (header, body) = encode(&groups, Some(&[5; 16])).unwrap();
+        assert!(header.is_empty());
+        assert!(decode(&header, &body).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_header_that_does_not_fit_the_stream_is_an_error() {
+        let (header, body) = encode(&vec![(7, vec![batch(&[1])])], None).unwrap();
+        for bad in ["7:2", "", "7", "x:1"] {
+            let err = decode(bad, &body).unwrap_err().to_string();
+            assert!(err.contains("x-tracelake-groups"), "{bad}: {err}");
+        }
+        assert!(decode(&header, &body[..body.len() / 2]).is_err());
+    }
+}
