@@ -151,8 +151,11 @@ impl LiveSpans for BufferSource {
 struct Health {
     ready: AtomicBool,
     registry: Registry,
-    /// The storage root: on an object store, readiness needs it reachable.
+    /// The storage root: on an object store, readiness of a node that does
+    /// not ingest needs it reachable (an ingest node rides an outage out on
+    /// its WAL, and stays ready).
     root: url::Url,
+    ingests: bool,
     /// The last reachability check and its outcome (checked at most every
     /// few seconds, however often probes come).
     storage_checked: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
@@ -161,7 +164,7 @@ struct Health {
 impl Health {
     /// Whether the object store answers (always, for a local root).
     async fn storage_reachable(&self) -> Result<(), String> {
-        if self.root.scheme() == "file" {
+        if self.root.scheme() == "file" || self.ingests {
             return Ok(());
         }
         let mut checked = self.storage_checked.lock().await;
@@ -308,6 +311,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         registry,
         root: config.storage_root.clone(),
+        ingests: roles.ingest,
         storage_checked: tokio::sync::Mutex::new(None),
     });
     // What is not any tenant's: health, readiness, the server's metrics and

@@ -417,6 +417,14 @@ impl Tenants {
             .for_tenant(id, self.collector.retention.max_age)
     }
 
+    /// Whether tenant `id` is open here.
+    fn is_open(&self, id: &str) -> bool {
+        self.open
+            .lock()
+            .get(id)
+            .is_some_and(|cell| cell.initialized())
+    }
+
     fn open_tenants(&self) -> Vec<Arc<Tenant>> {
         self.open
             .lock()
@@ -588,6 +596,14 @@ async fn route(
     };
     if listener == Listener::Http && request.uri().path() == "/api/v1/whoami" {
         return whoami(identity, id);
+    }
+    // A query node asking for a tenant's buffered rows never opens the
+    // tenant here: one not open has none.
+    if listener == Listener::Http
+        && request.uri().path() == tracelake_collector::live::PATH
+        && !tenants.is_open(&id)
+    {
+        return tracelake_collector::live::not_open(&id);
     }
     let tenant = match tenants.get(&id).await {
         Ok(tenant) => tenant,

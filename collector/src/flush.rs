@@ -106,6 +106,9 @@ pub struct Flusher {
     retention: RetentionConfig,
     /// `retention.max_age`, changeable while running ([`Flusher::set_retention`]).
     max_age: parking_lot::Mutex<Option<Duration>>,
+    /// The WAL watermark of a flush whose commit failed in a way that may
+    /// have landed ([`Flusher::settle_uncertain`]).
+    uncertain: parking_lot::Mutex<Option<u64>>,
     /// When this node's last vacuum started.
     last_vacuum: parking_lot::Mutex<Option<Instant>>,
     /// One table change (flush, retention) at a time.
@@ -134,6 +137,7 @@ impl Flusher {
             max_age: parking_lot::Mutex::new(retention.max_age),
             retention,
             last_vacuum: parking_lot::Mutex::new(None),
+            uncertain: parking_lot::Mutex::new(None),
             running: Mutex::new(()),
         }
     }
@@ -250,60 +254,88 @@ impl Flusher {
     /// Flushes every active row; returns how many rows were committed.
     pub async fn flush(&self) -> Result<usize, Error> {
         let _guard = self.running.lock().await;
+        self.settle_uncertain().await?;
         let Some(set) = self.buffer.take() else {
             return Ok(0);
         };
         let started = Instant::now();
-        let result = match self.write_and_commit(set.partitions, set.upto_seq).await {
-            // Another process committed this node's watermark: two nodes
-            // share a node id. Nothing is dropped; every flush fails loudly
-            // until one of them stops.
-            Err(e @ Error::Table(crate::table::Error::Fenced { .. })) => Err(e),
-            // A commit that reported an error may still have landed (an
-            // answer lost on the way back). The table was read again after
-            // the failure: if it holds exactly this commit's watermark, the
-            // rows are in it, once; putting them back would store them
-            // twice at the next flush.
-            Err(e) => match self.table.committed_seq().await {
-                Ok(committed) if committed == set.upto_seq => {
-                    tracing::warn!(
-                        upto_seq = set.upto_seq,
-                        error = %e,
-                        "the commit reported an error but landed"
-                    );
-                    self.table
-                        .version()
-                        .await
-                        .ok_or_else(|| Error::Task("table without a version".into()))
-                }
-                _ => Err(e),
-            },
-            Ok(version) => Ok(version),
-        };
-        match result {
+        match self.write_and_commit(set.partitions, set.upto_seq).await {
             Ok(version) => {
-                self.buffer.committed(version);
-                if let Err(error) = crate::faults::hit("flush.release")
-                    .map_err(crate::wal::Error::from_fault)
-                    .and_then(|()| match &self.wal {
-                        Some(wal) => wal.release(set.upto_seq),
-                        None => Ok(()),
-                    })
-                {
-                    // The rows are committed; the segments go at the next release.
-                    tracing::error!(%error, "releasing wal segments failed");
-                }
+                self.committed(version, set.upto_seq);
                 self.metrics
                     .flush_seconds
                     .observe(started.elapsed().as_secs_f64());
                 tracing::debug!(rows = set.rows, version, upto_seq = set.upto_seq, "flushed");
                 Ok(set.rows)
             }
+            // Another process committed this node's watermark: two nodes
+            // share a node id. Nothing is dropped; every flush fails loudly
+            // until one of them stops.
+            Err(e @ Error::Table(crate::table::Error::Fenced { .. })) => {
+                self.buffer.restore();
+                Err(e)
+            }
+            // The commit itself failed, and may have landed all the same
+            // (an answer lost on the way back). The rows stay where they
+            // are, flushing, until the table says (the next flush reads it
+            // first): put back into the buffer, a landed commit's rows
+            // would be committed again with the next ones.
+            Err(e @ Error::Table(_)) => {
+                *self.uncertain.lock() = Some(set.upto_seq);
+                Err(e)
+            }
+            // Failed before the commit: nothing landed.
             Err(e) => {
                 self.buffer.restore();
                 Err(e)
             }
         }
+    }
+
+    /// The flushing rows are in table version `version`, up to WAL record
+    /// `upto_seq`: drop them from the buffer, release the WAL.
+    fn committed(&self, version: i64, upto_seq: u64) {
+        self.buffer.committed(version);
+        if let Err(error) = crate::faults::hit("flush.release")
+            .map_err(crate::wal::Error::from_fault)
+            .and_then(|()| match &self.wal {
+                Some(wal) => wal.release(upto_seq),
+                None => Ok(()),
+            })
+        {
+            // The rows are committed; the segments go at the next release.
+            tracing::error!(%error, "releasing wal segments failed");
+        }
+    }
+
+    /// Decides a flush whose commit failed in a way that may have landed,
+    /// from the table's latest version: landed (its watermark there), or
+    /// not (its rows go back to the buffer). Until the table can be read,
+    /// an error, and the rows stay flushing.
+    async fn settle_uncertain(&self) -> Result<(), Error> {
+        let Some(upto) = *self.uncertain.lock() else {
+            return Ok(());
+        };
+        self.table.refresh().await?;
+        let committed = self.table.committed_seq().await?;
+        *self.uncertain.lock() = None;
+        if committed >= upto {
+            tracing::warn!(
+                upto_seq = upto,
+                committed,
+                "a commit that reported an error had landed"
+            );
+            self.metrics.commits_landed_after_error.inc();
+            let version = self
+                .table
+                .version()
+                .await
+                .ok_or_else(|| Error::Task("table without a version".into()))?;
+            self.committed(version, upto);
+        } else {
+            self.buffer.restore();
+        }
+        Ok(())
     }
 
     async fn write_and_commit(
@@ -369,9 +401,9 @@ impl Flusher {
                 _ = wake.notified() => {}
                 _ = shutdown.wait_for(|s| *s) => break,
             }
-            if self.buffer.due(self.config.max_age, self.config.max_bytes)
-                && let Err(error) = self.flush().await
-            {
+            let due = self.buffer.due(self.config.max_age, self.config.max_bytes)
+                || self.uncertain.lock().is_some();
+            if due && let Err(error) = self.flush().await {
                 tracing::error!(%error, "flush failed; rows stay buffered and will be retried");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

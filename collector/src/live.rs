@@ -79,6 +79,21 @@ async fn serve(State(source): State<Source>, Query(params): Query<Params>) -> Re
     response
 }
 
+/// The answer for a tenant not open on this node: 404, with the writer
+/// header (empty) that tells a query node it is a tracelake node with
+/// nothing buffered for it, not a wrong address.
+pub fn not_open(tenant: &str) -> Response {
+    let mut response = (
+        StatusCode::NOT_FOUND,
+        format!("tenant {tenant:?} is not open on this node: nothing buffered"),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(WRITER_HEADER, HeaderValue::from_static(""));
+    response
+}
+
 fn parse_trace_id(text: &str) -> Result<[u8; 16], String> {
     let mut id = [0u8; 16];
     if text.len() != 32 {

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Commits tried again because another commit took their log version.
     pub commit_conflicts: Counter,
+    /// Commits that reported an error but had landed (found at the next
+    /// flush, which reads the table before anything is committed again).
+    pub commits_landed_after_error: Counter,
     /// 1 while this node holds a tenant table's compactor lease.
     pub compactor_lease_held: Family<TenantLabel, Gauge>,
     pub files_written: Counter,
@@ -76,6 +79,7 @@ impl Default for Metrics {
             flush_seconds: seconds(),
             commit_seconds: seconds(),
             commit_conflicts: Counter::default(),
+            commits_landed_after_error: Counter::default(),
             compactor_lease_held: Family::default(),
             files_expired: Counter::default(),
             files_vacuumed: Counter::default(),
@@ -173,6 +177,12 @@ impl Metrics {
             "Table commits tried again because another commit (another node's) took their \
              log version first",
             self.commit_conflicts.clone(),
+        );
+        r.register(
+            "commits_landed_after_error",
+            "Flush commits that reported an error (an answer lost) but had landed; their rows \
+             were not committed again",
+            self.commits_landed_after_error.clone(),
         );
         r.register(
             "compactor_lease_held",

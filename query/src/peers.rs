@@ -22,6 +22,8 @@ use crate::table::{LiveSnapshot, LiveSpans};
 
 /// How long one ingest node may take to answer.
 const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest error text of a peer carried into a warning.
+const MAX_ERROR_CHARS: usize = 200;
 
 /// Where the ingest nodes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,11 +70,16 @@ impl Peers {
         match self {
             Peers::Static(peers) => Ok(peers.clone()),
             Peers::Dns(name) => {
-                let addrs: Vec<SocketAddr> = tokio::net::lookup_host(name.as_str())
+                let lookup = tokio::net::lookup_host(name.as_str());
+                let addrs: Vec<SocketAddr> = tokio::time::timeout(PEER_TIMEOUT, lookup)
                     .await
+                    .map_err(|_| format!("resolving {name}: no answer within {PEER_TIMEOUT:?}"))?
                     .map_err(|e| format!("resolving {name}: {e}"))?
                     .collect();
-                Ok(addrs.iter().map(SocketAddr::to_string).collect())
+                let mut addrs: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
+                addrs.sort();
+                addrs.dedup();
+                Ok(addrs)
             }
         }
     }
@@ -122,9 +129,16 @@ impl IngestPeers {
         }
         let response = request.send().await.map_err(|e| e.to_string())?;
         let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND
+            && response.headers().contains_key(WRITER_HEADER)
+        {
+            // The tenant is not open there: nothing buffered.
+            return Ok(LiveSnapshot::default());
+        }
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
-            return Err(format!("{status}: {}", body.trim()));
+            let body: String = body.trim().chars().take(MAX_ERROR_CHARS).collect();
+            return Err(format!("{status}: {body}"));
         }
         let header = |name: &str| {
             response
@@ -161,9 +175,14 @@ impl LiveSpans for IngestPeers {
         };
         let answers =
             futures::future::join_all(peers.iter().map(|peer| self.ask(peer, trace_id))).await;
-        let mut out = Vec::with_capacity(answers.len());
+        let mut out: Vec<LiveSnapshot> = Vec::with_capacity(answers.len());
         for (peer, answer) in peers.iter().zip(answers) {
             match answer {
+                // One node reached twice (a name and its address, IPv4 and
+                // IPv6): its rows once.
+                Ok(snapshot)
+                    if snapshot.writer.is_some()
+                        && out.iter().any(|s| s.writer == snapshot.writer) => {}
                 Ok(snapshot) => out.push(snapshot),
                 Err(error) => {
                     tracing::warn!(%peer, %error, "ingest node did not hand over its buffered rows");

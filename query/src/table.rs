@@ -67,7 +67,7 @@ impl LiveSnapshot {
         let watermark = watermark.unwrap_or(-1);
         self.groups
             .into_iter()
-            .filter(|(upto, _)| i64::try_from(*upto).is_ok_and(|u| u > watermark))
+            .filter(|(upto, _)| i64::try_from(*upto).map_or(true, |u| u > watermark))
             .flat_map(|(_, batches)| batches)
             .collect()
     }
@@ -575,6 +575,35 @@ mod tests {
     use datafusion::scalar::ScalarValue;
 
     use super::*;
+
+    #[test]
+    fn live_groups_the_watermark_has_reached_are_left_out() {
+        let batch = |n: i32| {
+            RecordBatch::try_from_iter([(
+                "n",
+                Arc::new(arrow::array::Int32Array::from(vec![n])) as arrow::array::ArrayRef,
+            )])
+            .unwrap()
+        };
+        let live = || LiveSnapshot {
+            writer: Some("tracelake-wal:a".into()),
+            groups: vec![
+                (5, vec![batch(5)]),
+                (9, vec![batch(9)]),
+                (u64::MAX, vec![batch(0)]),
+            ],
+        };
+        let kept = |watermark| live().rows_beyond(watermark).len();
+        assert_eq!(kept(None), 3, "nothing committed yet");
+        assert_eq!(kept(Some(4)), 3);
+        assert_eq!(kept(Some(5)), 2, "the group up to 5 is in the table");
+        assert_eq!(kept(Some(9)), 1);
+        assert_eq!(
+            kept(Some(i64::MAX)),
+            1,
+            "a group beyond any watermark stays"
+        );
+    }
 
     fn at(micros: i64) -> Expr {
         lit(ScalarValue::TimestampMicrosecond(

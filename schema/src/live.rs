@@ -85,7 +85,8 @@ pub fn decode(header: &str, body: &[u8]) -> Result<Groups, ArrowError> {
     }
     let mut groups = Vec::with_capacity(sizes.len());
     for (upto, count) in sizes {
-        let mut group = Vec::with_capacity(count);
+        // `count` comes from another process: no allocation on its word.
+        let mut group = Vec::with_capacity(count.min(64));
         for _ in 0..count {
             match batches.next() {
                 Some(batch) => group.push(batch?),

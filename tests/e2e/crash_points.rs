@@ -252,4 +252,11 @@ async fn a_commit_whose_answer_is_lost_stores_its_rows_once() {
         )
         .await;
     assert_eq!(rows, vec![serde_json::json!({"n": 40, "d": 40})]);
+    // The fault did fire, and the landed commit was recognised.
+    let metrics = server.metrics().await;
+    assert_eq!(
+        crate::server::metric(&metrics, "tracelake_commits_landed_after_error_total"),
+        1.0,
+        "{metrics}"
+    );
 }
