@@ -464,6 +464,7 @@ impl Settings {
                     peers,
                     scheme: if tls.is_some() { "https" } else { "http" },
                     token: s.peer_token,
+                    metrics: Default::default(),
                 })
             }
             None => None,

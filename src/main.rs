@@ -299,6 +299,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     tenants.engine().executor().register_metrics(&mut registry);
+    if let Some(peers) = &config.peers {
+        peers.metrics.register(&mut registry);
+    }
     let auth_metrics = Arc::new(auth::AuthMetrics::default());
     if tokens.is_some() {
         auth_metrics.register(&mut registry);

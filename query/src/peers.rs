@@ -85,6 +85,34 @@ impl Peers {
     }
 }
 
+/// What asking the ingest nodes cost and how it went (`/metrics`).
+#[derive(Debug, Default)]
+pub struct PeerMetrics {
+    /// Requests to ingest nodes, by `outcome` (`ok`, `failed`).
+    pub fetches: prometheus_client::metrics::family::Family<
+        [(&'static str, &'static str); 1],
+        prometheus_client::metrics::counter::Counter,
+    >,
+    /// Buffered rows received from ingest nodes.
+    pub rows: prometheus_client::metrics::counter::Counter,
+}
+
+impl PeerMetrics {
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "tracelake_peer_fetches",
+            "Requests for buffered rows to ingest nodes, by outcome (ok, failed: the answer was \
+             partial)",
+            self.fetches.clone(),
+        );
+        registry.register(
+            "tracelake_peer_rows",
+            "Buffered rows received from ingest nodes",
+            self.rows.clone(),
+        );
+    }
+}
+
 /// How a query node reaches the ingest nodes.
 #[derive(Debug, Clone)]
 pub struct PeersConfig {
@@ -94,6 +122,7 @@ pub struct PeersConfig {
     /// A token with the `query` scope on the ingest nodes, when they
     /// require tokens.
     pub token: Option<String>,
+    pub metrics: std::sync::Arc<PeerMetrics>,
 }
 
 /// One tenant's rows on the ingest nodes.
@@ -183,8 +212,27 @@ impl LiveSpans for IngestPeers {
                 Ok(snapshot)
                     if snapshot.writer.is_some()
                         && out.iter().any(|s| s.writer == snapshot.writer) => {}
-                Ok(snapshot) => out.push(snapshot),
+                Ok(snapshot) => {
+                    let rows: usize = snapshot
+                        .groups
+                        .iter()
+                        .flat_map(|(_, batches)| batches)
+                        .map(arrow::array::RecordBatch::num_rows)
+                        .sum();
+                    self.config.metrics.rows.inc_by(rows as u64);
+                    self.config
+                        .metrics
+                        .fetches
+                        .get_or_create(&[("outcome", "ok")])
+                        .inc();
+                    out.push(snapshot);
+                }
                 Err(error) => {
+                    self.config
+                        .metrics
+                        .fetches
+                        .get_or_create(&[("outcome", "failed")])
+                        .inc();
                     tracing::warn!(%peer, %error, "ingest node did not hand over its buffered rows");
                     scope.warn(format!(
                         "ingest node {peer} did not answer ({error}): the answer lacks its spans \

@@ -476,6 +476,13 @@ async fn query_nodes_see_what_ingest_nodes_have_not_committed() {
         .get(&format!("/api/v1/traces/{:032x}", 0xf000u128))
         .await;
     assert_eq!(status, 200, "a's trace by id while b is gone");
+    let metrics = query.metrics().await;
+    assert!(
+        metric(&metrics, "tracelake_peer_fetches_total{outcome=\"ok\"}") >= 48.0
+            && metric(&metrics, "tracelake_peer_fetches_total{outcome=\"failed\"}") >= 2.0
+            && metric(&metrics, "tracelake_peer_rows_total") >= 240.0,
+        "{metrics}"
+    );
 
     // The store goes away: the query node is no longer ready, and says why.
     let (status, _) = query.get("/ready").await;
