@@ -2,10 +2,12 @@
 //! commit carrying the WAL watermark, then the WAL segments are released.
 //!
 //! A flush takes every active partition at once, so one commit covers a
-//! contiguous prefix of the WAL and the watermark stays exact. If any step
-//! fails the rows go back to the buffer (still in the WAL) and are retried;
-//! files uploaded by a failed flush are never committed and are left for
-//! vacuum.
+//! contiguous prefix of the WAL and the watermark stays exact. If a step
+//! before the commit fails the rows go back to the buffer (still in the
+//! WAL) and are retried; if the commit itself fails, it may have landed
+//! all the same, so its rows stay flushing until the next flush has read
+//! the table and knows. Files uploaded by a failed flush are never
+//! committed and are deleted by vacuum once older than its grace.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
