@@ -5,28 +5,38 @@
 
 server_pid=
 
-# serve BIN DATA_DIR LOG [SERVER_ARGS...]: starts BIN/tracelake on an empty
-# DATA_DIR, its log in LOG, and waits until /ready answers (over https when
-# `scheme` is https; the probe does not check the certificate). Sets
-# server_pid; exits with the log when the server does not come up.
-serve() {
-  local bin=$1 data=$2 log=$3
-  shift 3
-  rm -rf "$data"
+# launch BIN DATA_DIR LOG PORT_BASE [SERVER_ARGS...]: starts BIN/tracelake on
+# DATA_DIR (kept as it is), its listeners on PORT_BASE+1..8, its log in LOG,
+# and waits until /ready answers (over https when `scheme` is https; the
+# probe does not check the certificate). Sets launched_pid; exits with the
+# log when the server does not come up.
+launch() {
+  local bin=$1 data=$2 log=$3 at=$4
+  shift 4
   "$bin/tracelake" serve --data-dir "$data" \
-    --http-listen 127.0.0.1:$((base + 1)) --otlp-http-listen 127.0.0.1:$((base + 2)) \
-    --otlp-grpc-listen 127.0.0.1:$((base + 3)) --flight-sql-listen 127.0.0.1:$((base + 4)) \
-    --zipkin-listen 127.0.0.1:$((base + 5)) --jaeger-http-listen 127.0.0.1:$((base + 6)) \
-    --jaeger-compact-listen 127.0.0.1:$((base + 7)) --jaeger-binary-listen 127.0.0.1:$((base + 8)) \
+    --http-listen 127.0.0.1:$((at + 1)) --otlp-http-listen 127.0.0.1:$((at + 2)) \
+    --otlp-grpc-listen 127.0.0.1:$((at + 3)) --flight-sql-listen 127.0.0.1:$((at + 4)) \
+    --zipkin-listen 127.0.0.1:$((at + 5)) --jaeger-http-listen 127.0.0.1:$((at + 6)) \
+    --jaeger-compact-listen 127.0.0.1:$((at + 7)) --jaeger-binary-listen 127.0.0.1:$((at + 8)) \
     "$@" 2>"$log" &
-  server_pid=$!
+  launched_pid=$!
   for _ in $(seq 100); do
-    curl -sfk "${scheme:-http}://127.0.0.1:$((base + 1))/ready" >/dev/null && return
+    curl -sfk "${scheme:-http}://127.0.0.1:$((at + 1))/ready" >/dev/null && return
     sleep 0.2
   done
   echo "server did not start" >&2
   cat "$log" >&2
   exit 1
+}
+
+# serve BIN DATA_DIR LOG [SERVER_ARGS...]: `launch` on an empty DATA_DIR and
+# the script's `base`; sets server_pid.
+serve() {
+  local bin=$1 data=$2 log=$3
+  shift 3
+  rm -rf "$data"
+  launch "$bin" "$data" "$log" "$base" "$@"
+  server_pid=$launched_pid
 }
 
 # Stops the server that `serve` started.

@@ -50,20 +50,8 @@ s3() { echo --storage-url "s3://$1/t" --s3-endpoint "http://127.0.0.1:$moto_port
 node() {
   local name=$1 nbase=$2
   shift 2
-  "$bin/tracelake" serve --data-dir "$work/$name" \
-    --http-listen 127.0.0.1:$((nbase + 1)) --otlp-http-listen 127.0.0.1:$((nbase + 2)) \
-    --otlp-grpc-listen 127.0.0.1:$((nbase + 3)) --flight-sql-listen 127.0.0.1:$((nbase + 4)) \
-    --zipkin-listen 127.0.0.1:$((nbase + 5)) --jaeger-http-listen 127.0.0.1:$((nbase + 6)) \
-    --jaeger-compact-listen 127.0.0.1:$((nbase + 7)) --jaeger-binary-listen 127.0.0.1:$((nbase + 8)) \
-    "$@" 2>"$work/$name.log" &
-  extra_pids+=($!)
-  for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$((nbase + 1))/ready" >/dev/null && return
-    sleep 0.2
-  done
-  echo "$name did not start" >&2
-  cat "$work/$name.log" >&2
-  exit 1
+  launch "$bin" "$work/$name" "$work/$name.log" "$nbase" "$@"
+  extra_pids+=("$launched_pid")
 }
 
 # drive PORT STREAMS OUT: one driver against the OTLP/HTTP port.
