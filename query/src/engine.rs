@@ -102,6 +102,7 @@ impl QueryEngine {
     ) -> Result<Self, QueryError> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit_bytes, 1.0)
+            .with_object_store_registry(Arc::new(crate::scan::TableStores::default()))
             .build_arc()?;
         let executor = Executor::new(config.executor.clone())
             .map_err(|e| QueryError::Internal(format!("cannot start the query threads: {e}")))?;
@@ -143,7 +144,7 @@ impl QueryEngine {
             .parquet
             .schema_force_view_types = false;
         let ctx = SessionContext::new_with_config_rt(session, Arc::clone(&runtime));
-        let spans = Arc::new(SpansTable::new(table_url, live));
+        let spans = Arc::new(SpansTable::new(table_url, live)?);
         ctx.register_table(SPANS, Arc::clone(&spans) as _)?;
         ctx.register_udf(crate::udf::event_names());
         ctx.register_udf(crate::udf::date_trunc());

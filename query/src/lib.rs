@@ -24,6 +24,7 @@ pub mod fetch;
 pub mod flight;
 pub mod http;
 pub mod peers;
+pub mod scan;
 pub mod search;
 pub mod sql;
 pub mod table;

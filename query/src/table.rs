@@ -25,6 +25,7 @@ use datafusion::common::{Result, project_schema};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::DataFusionError;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
@@ -46,6 +47,7 @@ use tracelake_schema::spans::{
 };
 use url::Url;
 
+use crate::scan::DataFile;
 use crate::trace_index::TraceIndex;
 
 /// Rows accepted but perhaps not yet in the table.
@@ -92,6 +94,8 @@ pub struct SpansTable {
     watermarks: parking_lot::Mutex<Watermarks>,
     live: Option<Arc<dyn LiveSpans>>,
     index: TraceIndex,
+    /// The root of the table's object store, and the table's path there.
+    store: (ObjectStoreUrl, String),
 }
 
 impl fmt::Debug for SpansTable {
@@ -103,14 +107,15 @@ impl fmt::Debug for SpansTable {
 }
 
 impl SpansTable {
-    pub fn new(url: Url, live: Option<Arc<dyn LiveSpans>>) -> Self {
-        Self {
+    pub fn new(url: Url, live: Option<Arc<dyn LiveSpans>>) -> Result<Self> {
+        Ok(Self {
+            store: crate::scan::store_root(&url)?,
             url,
             delta: Mutex::new(None),
             watermarks: Default::default(),
             live,
             index: TraceIndex::default(),
-        }
+        })
     }
 
     /// The live rows not in `table` (its version as loaded).
@@ -184,39 +189,30 @@ impl SpansTable {
         Ok(table.version().is_some().then_some(table))
     }
 
-    /// The Delta table's provider at its latest version, or `None` while
-    /// no table exists; with `trace_keys`, also the condition on the
-    /// partition columns that keeps only the partitions holding one of them
+    /// The data files of the table's latest version (`None` while no
+    /// table exists), with `trace_keys` only those holding one of them
     /// ([`TraceIndex`]); and the rows of `live` not in that version.
-    #[allow(clippy::type_complexity)]
-    async fn delta_provider(
+    async fn committed_files(
         &self,
-        session: &dyn Session,
         live: Vec<LiveSnapshot>,
         trace_keys: Option<&[i64]>,
-    ) -> Result<(
-        Option<(Arc<dyn TableProvider>, Option<Expr>)>,
-        Vec<RecordBatch>,
-    )> {
+    ) -> Result<(Option<Vec<DataFile>>, Vec<RecordBatch>)> {
         let mut guard = self.delta.lock().await;
         let Some(table) = self.load(&mut guard).await? else {
             return Ok((None, self.live_rows(None, live).await?));
         };
         let live = self.live_rows(Some(table), live).await?;
-        table.update_datafusion_session(session).map_err(external)?;
-        let provider = table.table_provider().await?;
-        let partitions = match trace_keys {
-            Some(keys) => match self.index.partition_filter(table, keys).await {
-                Ok(filter) => Some(filter),
+        let mut files = crate::scan::data_files(table, &self.store.1)?;
+        if let Some(keys) = trace_keys {
+            match self.index.files_holding(table, keys).await {
+                Ok(holding) => files.retain(|f| holding.contains(&f.relative)),
+                // Correct without it, only slower.
                 Err(error) => {
-                    // Correct without it, only slower.
-                    tracing::warn!(%error, "trace index unavailable; reading every partition");
-                    None
+                    tracing::warn!(%error, "trace index unavailable; reading every file")
                 }
-            },
-            None => None,
-        };
-        Ok((Some((provider, partitions)), live))
+            }
+        }
+        Ok((Some(files), live))
     }
 
     /// Every span of `trace_id`, in the spans schema, without a query plan:
@@ -304,30 +300,18 @@ impl TableProvider for SpansTable {
         };
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         let (filters, trace_keys) = with_trace_keys(filters);
-        let mut filters = stored_filters(filters);
-        let (delta, live) = self
-            .delta_provider(state, live, trace_keys.as_deref())
-            .await?;
-        if let Some((delta, partitions)) = delta {
-            filters.extend(partitions);
-            // The Delta provider orders columns by its own schema: map ours.
-            let delta_schema = delta.schema();
-            let delta_projection = projection
-                .map(|p| {
-                    p.iter()
-                        .map(|&i| delta_schema.index_of(schema.field(i).name()))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .unwrap_or_else(|| {
-                    schema
-                        .fields()
-                        .iter()
-                        .map(|f| delta_schema.index_of(f.name()))
-                        .collect()
-                })?;
-            let plan = delta
-                .scan(state, Some(&delta_projection), &filters, limit)
-                .await?;
+        let filters = stored_filters(filters);
+        let (committed, live) = self.committed_files(live, trace_keys.as_deref()).await?;
+        if let Some(files) = committed {
+            let plan = crate::scan::parquet_scan(
+                state,
+                self.store.0.clone(),
+                &schema,
+                files,
+                projection,
+                &filters,
+                limit,
+            )?;
             inputs.push(cast_to(plan, &projected)?);
         }
         if !live.is_empty() {
@@ -451,10 +435,10 @@ fn nanos_bound(expr: &Expr) -> Option<Expr> {
 }
 
 /// `filters` plus, for every condition that pins `trace_id` to constants
-/// (`=`, `IN`), the same condition on `trace_key`, whose per-file min/max
-/// the Delta log holds and whose row-group and page statistics Parquet
-/// holds: so every lookup by trace id, from any API or SQL, skips the files,
-/// row groups and pages that cannot hold the trace. The derived conditions
+/// (`=`, `IN`), the same condition on `trace_key`, whose row-group and
+/// page statistics Parquet holds: so every lookup by trace id, from any API
+/// or SQL, skips the row groups and pages that cannot hold the trace (and
+/// the [`TraceIndex`] the files). The derived conditions
 /// are implied by the originals, which DataFusion still applies. Also
 /// returns the keys of the first such condition (every matching row has
 /// one of them), for the [`TraceIndex`].

@@ -1,10 +1,10 @@
-//! The trace index: which hour partitions hold which trace keys, so a lookup
-//! by trace id with no time range reads only the partitions that hold the
-//! trace — one file, as compaction leaves each partition's files with
-//! disjoint `trace_key` ranges — however many hours the table keeps.
+//! The trace index: which files hold which trace keys, so a lookup by trace
+//! id with no time range reads only the files that hold the trace — one, as
+//! compaction leaves each partition's files with disjoint `trace_key`
+//! ranges — however many hours the table keeps.
 //!
-//! Two uses: SQL and the APIs' queries get a partition condition
-//! ([`TraceIndex::partition_filter`]); trace by id skips query planning
+//! Two uses: SQL and the APIs' queries scan only those files
+//! ([`TraceIndex::files_holding`]); trace by id skips query planning
 //! altogether ([`TraceIndex::holders`] names the files, and
 //! [`TraceIndex::read_trace`] reads from each only the row groups and pages
 //! whose key range holds the trace, decoding the other columns only for the
@@ -17,7 +17,7 @@
 //! both are dropped when the file leaves the table. Nothing is persisted;
 //! after a restart the first lookup reads the key columns again.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -32,7 +32,6 @@ use datafusion::datasource::physical_plan::parquet::{
     DefaultParquetFileReaderFactory, ParquetFileReaderFactory,
 };
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::Expr;
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
 use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use datafusion::parquet::arrow::arrow_reader::{
@@ -43,8 +42,6 @@ use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask
 use datafusion::parquet::errors::Result as ParquetResult;
 use datafusion::parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
-use datafusion::prelude::{col, lit};
-use datafusion::scalar::ScalarValue;
 use deltalake::{DeltaTable, ObjectStore};
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
@@ -128,24 +125,16 @@ impl TraceIndex {
         Ok(out)
     }
 
-    /// A condition on the partition columns that keeps only the partitions
-    /// of `table` holding one of `keys` (`false` when none does).
-    pub async fn partition_filter(&self, table: &DeltaTable, keys: &[i64]) -> Result<Expr> {
-        let mut partitions = BTreeSet::new();
-        for (_, file) in self.refresh(table).await? {
-            if keys.iter().any(|k| file.keys.binary_search(k).is_ok()) {
-                partitions.insert(file.partition);
-            }
-        }
-        Ok(partitions
+    /// The files of `table` (paths as its log names them) holding one of
+    /// `keys`.
+    pub async fn files_holding(&self, table: &DeltaTable, keys: &[i64]) -> Result<HashSet<String>> {
+        Ok(self
+            .refresh(table)
+            .await?
             .into_iter()
-            .map(|(date, hour)| {
-                col(DATE)
-                    .eq(lit(ScalarValue::Date32(Some(date))))
-                    .and(col(HOUR).eq(lit(hour)))
-            })
-            .reduce(Expr::or)
-            .unwrap_or(lit(false)))
+            .filter(|(_, file)| keys.iter().any(|k| file.keys.binary_search(k).is_ok()))
+            .map(|(path, _)| path)
+            .collect())
     }
 
     /// The files of `table` holding `key`.
@@ -291,7 +280,7 @@ impl TraceIndex {
 }
 
 /// Days since the epoch and the hour of partition values.
-fn partition_values(date: &str, hour: &str) -> Option<Partition> {
+pub(crate) fn partition_values(date: &str, hour: &str) -> Option<Partition> {
     let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
     let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
     Some((

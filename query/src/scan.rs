@@ -1,0 +1,356 @@
+//! The committed rows of the spans table as a plain Parquet scan.
+//!
+//! The table's files are read with DataFusion's own Parquet source, built
+//! from the Delta snapshot's file list: each file with its `date`/`hour`
+//! partition values, addressed from the root of its object store
+//! (`s3://bucket`, `file:///`). delta-rs' own scan node does the same work
+//! but cannot be sent to another process; this plan is made only of
+//! DataFusion's nodes, so the distributed engine ([`crate::distributed`])
+//! can hand its files out to other query nodes, which find the store by the
+//! URL alone ([`TableStores`]). One scan serves both: a single node runs
+//! the same plan.
+//!
+//! Files are pruned at planning by their partition: the `date` and `hour`
+//! values, and the hour's bounds as the file's `start_time_unix_nano`
+//! range (a span's partition is the hour of its start), so time ranges and
+//! the trace index's partition conditions skip whole files; inside a file,
+//! the row-group and page statistics prune by every condition.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Date32Array, Int32Array, Int64Array, UInt64Array};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::catalog::Session;
+use datafusion::common::pruning::PruningStatistics;
+use datafusion::common::{Column, DFSchema, Result, ScalarValue};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::error::DataFusionError;
+use datafusion::execution::object_store::{
+    DefaultObjectStoreRegistry, ObjectStoreRegistry, ObjectStoreUrl,
+};
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use deltalake::DeltaTable;
+use deltalake::ObjectStore;
+use tracelake_schema::spans::{DATE, HOUR, PARTITION_COLUMNS, START_TIME_UNIX_NANO};
+use url::Url;
+
+const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
+
+/// One data file of the table's snapshot.
+#[derive(Debug, Clone)]
+pub(crate) struct DataFile {
+    /// Path from the object store's root.
+    pub path: String,
+    /// Path as the table's log names it (from the table's root).
+    pub relative: String,
+    pub size: u64,
+    /// Days since the epoch.
+    pub date: i32,
+    pub hour: i32,
+}
+
+impl DataFile {
+    /// First nanosecond of the file's hour.
+    fn hour_start(&self) -> i64 {
+        i64::from(self.date) * 24 * NANOS_PER_HOUR + i64::from(self.hour) * NANOS_PER_HOUR
+    }
+}
+
+/// The store root (`s3://bucket`, `file:///`) of a table at `table_url`,
+/// and the table's path from there.
+pub(crate) fn store_root(table_url: &Url) -> Result<(ObjectStoreUrl, String)> {
+    let root = format!("{}://{}", table_url.scheme(), table_url.authority());
+    let base = table_url.path().trim_matches('/').to_string();
+    Ok((ObjectStoreUrl::parse(root)?, base))
+}
+
+/// The data files of `table`'s loaded version, their paths from the store
+/// root (`base` is the table's own path there).
+pub(crate) fn data_files(table: &DeltaTable, base: &str) -> Result<Vec<DataFile>> {
+    let snapshot = table.snapshot().map_err(external)?;
+    snapshot
+        .log_data()
+        .iter()
+        .map(|f| {
+            let values = f.partition_values_map();
+            let partition = values
+                .get(DATE)
+                .cloned()
+                .flatten()
+                .zip(values.get(HOUR).cloned().flatten())
+                .and_then(|(d, h)| crate::trace_index::partition_values(&d, &h));
+            let relative = f.path();
+            let (date, hour) = partition.ok_or_else(|| {
+                DataFusionError::Internal(format!("{relative}: no date/hour partition values"))
+            })?;
+            let path = match Url::parse(&relative) {
+                // An absolute location (Delta allows them; we write none).
+                Ok(url) => url.path().trim_start_matches('/').to_string(),
+                Err(_) if base.is_empty() => relative.to_string(),
+                Err(_) => format!("{base}/{relative}"),
+            };
+            Ok(DataFile {
+                path,
+                relative: relative.to_string(),
+                size: f.size().max(0) as u64,
+                date,
+                hour,
+            })
+        })
+        .collect()
+}
+
+/// A Parquet scan of `files` in the store at `store`: `schema` is the
+/// stored schema (partition columns last), `projection` indexes it,
+/// `filters` prune files, row groups and pages (DataFusion applies them
+/// again above the scan).
+pub(crate) fn parquet_scan(
+    state: &dyn Session,
+    store: ObjectStoreUrl,
+    schema: &SchemaRef,
+    files: Vec<DataFile>,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+    limit: Option<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let partitions = PARTITION_COLUMNS.len();
+    let split = schema.fields().len() - partitions;
+    let partition_fields: Vec<Arc<Field>> = schema.fields()[split..].to_vec();
+    debug_assert!(
+        partition_fields
+            .iter()
+            .map(|f| f.name().as_str())
+            .eq(PARTITION_COLUMNS)
+    );
+    let file_schema = Arc::new(Schema::new(schema.fields()[..split].to_vec()));
+
+    let predicate = match conjunction(filters.iter().cloned()) {
+        Some(expr) => {
+            let df_schema = DFSchema::try_from(Arc::clone(schema))?;
+            Some(state.create_physical_expr(expr, &df_schema)?)
+        }
+        None => None,
+    };
+    let files = match &predicate {
+        Some(predicate) => match PruningPredicateBuilder::new()
+            .with_file_schema(Arc::clone(schema))
+            .build(Arc::clone(predicate))
+        {
+            Some(pruning) => {
+                let keep = pruning.prune(&FileStatistics(&files))?;
+                files
+                    .into_iter()
+                    .zip(keep)
+                    .filter_map(|(f, keep)| keep.then_some(f))
+                    .collect()
+            }
+            None => files,
+        },
+        None => files,
+    };
+    if files.is_empty() {
+        let projected = datafusion::common::project_schema(schema, projection)?;
+        return Ok(Arc::new(EmptyExec::new(projected)));
+    }
+
+    // As many groups as the session runs partitions; DataFusion splits
+    // large files further by byte range.
+    let groups = state.config().target_partitions().max(1).min(files.len());
+    let mut file_groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups];
+    for (i, file) in files.into_iter().enumerate() {
+        let mut partitioned = PartitionedFile::new(file.path, file.size);
+        partitioned.partition_values = vec![
+            ScalarValue::Date32(Some(file.date)),
+            ScalarValue::Int32(Some(file.hour)),
+        ];
+        file_groups[i % groups].push(partitioned);
+    }
+
+    let mut source = ParquetSource::new(
+        TableSchema::builder(file_schema)
+            .with_table_partition_cols(partition_fields)
+            .build(),
+    )
+    .with_table_parquet_options(state.table_options().parquet.clone());
+    if let Some(predicate) = predicate {
+        source = source.with_predicate(predicate);
+    }
+    let config = FileScanConfigBuilder::new(store, Arc::new(source))
+        .with_file_groups(file_groups.into_iter().map(FileGroup::new).collect())
+        .with_projection_indices(projection.cloned())?
+        .with_limit(limit)
+        .build();
+    Ok(DataSourceExec::from_data_source(config))
+}
+
+/// What the planner knows of each file before opening it: its partition
+/// values, and its hour as the range of `start_time_unix_nano`.
+struct FileStatistics<'a>(&'a [DataFile]);
+
+impl PruningStatistics for FileStatistics<'_> {
+    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bound(column, false)
+    }
+
+    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bound(column, true)
+    }
+
+    fn num_containers(&self) -> usize {
+        self.0.len()
+    }
+
+    fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
+        // Partition values are never null; nothing is known of the rest.
+        (column.name == DATE || column.name == HOUR)
+            .then(|| Arc::new(UInt64Array::from(vec![0u64; self.0.len()])) as ArrayRef)
+    }
+
+    fn row_counts(&self) -> Option<ArrayRef> {
+        None
+    }
+
+    fn contained(
+        &self,
+        _column: &Column,
+        _values: &std::collections::HashSet<ScalarValue>,
+    ) -> Option<BooleanArray> {
+        None
+    }
+}
+
+impl FileStatistics<'_> {
+    fn bound(&self, column: &Column, max: bool) -> Option<ArrayRef> {
+        let files = self.0;
+        Some(match column.name.as_str() {
+            DATE => Arc::new(Date32Array::from_iter_values(files.iter().map(|f| f.date))),
+            HOUR => Arc::new(Int32Array::from_iter_values(files.iter().map(|f| f.hour))),
+            START_TIME_UNIX_NANO => Arc::new(Int64Array::from_iter_values(files.iter().map(|f| {
+                if max {
+                    f.hour_start() + NANOS_PER_HOUR - 1
+                } else {
+                    f.hour_start()
+                }
+            }))),
+            _ => return None,
+        })
+    }
+}
+
+/// The object stores of every query session, by root URL: those
+/// registered, and, the first time a table's store root is asked for, the
+/// one delta-rs' factories make for it (`s3://bucket` with the server's S3
+/// settings, `file:///`). So a query node that receives a plan from another
+/// reads its files with no setup beyond its own storage settings.
+#[derive(Debug, Default)]
+pub struct TableStores {
+    known: DefaultObjectStoreRegistry,
+    made: parking_lot::Mutex<std::collections::HashMap<String, Arc<dyn ObjectStore>>>,
+}
+
+impl ObjectStoreRegistry for TableStores {
+    fn register_store(
+        &self,
+        url: &Url,
+        store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
+        self.known.register_store(url, store)
+    }
+
+    fn deregister_store(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
+        self.known.deregister_store(url)
+    }
+
+    fn get_store(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
+        if let Ok(store) = self.known.get_store(url) {
+            return Ok(store);
+        }
+        if !matches!(url.scheme(), "s3" | "s3a" | "file" | "memory") {
+            return self.known.get_store(url);
+        }
+        let root = format!("{}://{}/", url.scheme(), url.authority());
+        let mut made = self.made.lock();
+        if let Some(store) = made.get(&root) {
+            return Ok(Arc::clone(store));
+        }
+        let parsed = Url::parse(&root).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let store = deltalake::logstore::store_for(&parsed, std::iter::empty::<(&str, &str)>())
+            .map_err(external)?;
+        made.insert(root, Arc::clone(&store));
+        Ok(store)
+    }
+}
+
+fn external(e: deltalake::DeltaTableError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(date: i32, hour: i32) -> DataFile {
+        DataFile {
+            path: format!("d{date}h{hour}.parquet"),
+            relative: String::new(),
+            size: 1,
+            date,
+            hour,
+        }
+    }
+
+    #[test]
+    fn files_outside_a_time_range_or_partition_condition_are_pruned() {
+        use datafusion::prelude::{SessionContext, col, lit};
+        let schema = tracelake_schema::spans::spans_schema();
+        let ctx = SessionContext::new();
+        let state = ctx.state();
+        let day = 20_000;
+        let files = vec![file(day, 0), file(day, 1), file(day, 2), file(day + 1, 1)];
+        let hour = |d: i64, h: i64| (d * 24 + h) * NANOS_PER_HOUR;
+        let kept = |filters: Vec<Expr>| {
+            let plan = parquet_scan(
+                &state,
+                ObjectStoreUrl::parse("file://").unwrap(),
+                &schema,
+                files.clone(),
+                None,
+                &filters,
+                None,
+            )
+            .unwrap();
+            let shown = datafusion::physical_plan::displayable(plan.as_ref())
+                .indent(true)
+                .to_string();
+            let mut names: Vec<String> = files
+                .iter()
+                .map(|f| f.path.clone())
+                .filter(|p| shown.contains(p.as_str()))
+                .collect();
+            names.sort();
+            names
+        };
+        // Hour 1 of `day` up to the middle of hour 2.
+        let range = col(START_TIME_UNIX_NANO)
+            .gt_eq(lit(hour(day.into(), 1)))
+            .and(col(START_TIME_UNIX_NANO).lt(lit(hour(day.into(), 2) + 5)));
+        assert_eq!(kept(vec![range]), ["d20000h1.parquet", "d20000h2.parquet"]);
+        // A range ending exactly where an hour starts does not read it.
+        let before = col(START_TIME_UNIX_NANO).lt(lit(hour(day.into(), 1)));
+        assert_eq!(kept(vec![before]), ["d20000h0.parquet"]);
+        let partition = col(HOUR)
+            .eq(lit(1))
+            .and(col(DATE).gt(lit(ScalarValue::Date32(Some(day)))));
+        assert_eq!(kept(vec![partition]), ["d20001h1.parquet"]);
+        // Conditions on other columns prune nothing here.
+        assert_eq!(kept(vec![col("duration_ns").gt(lit(5i64))]).len(), 4);
+        assert_eq!(kept(vec![]).len(), 4);
+    }
+}
