@@ -84,8 +84,20 @@ settings! {
     /// every address a name resolves to [default: none: read the table
     /// only]
     ingest_peers: String, env = "TRACELAKE_INGEST_PEERS";
+    /// Query nodes: serve a distributed SQL worker on this address (gRPC,
+    /// plain HTTP/2: keep it on the cluster's private network)
+    /// [default: none]
+    sql_worker_listen: SocketAddr, env = "TRACELAKE_SQL_WORKER_LISTEN";
+    /// Query nodes: plan users' SQL across these SQL workers (every query
+    /// node's --sql-worker-listen, this one's included): host:port,
+    /// comma-separated, or dns+name:port [default: none: this node alone]
+    sql_workers: String, env = "TRACELAKE_SQL_WORKERS";
+    /// Parquet bytes one distributed scan task reads: SQL scanning less
+    /// stays on the node asked
+    sql_worker_task_bytes: usize, env = "TRACELAKE_SQL_WORKER_TASK_BYTES", default = "16777216";
     /// Token sent to the ingest peers when they require tokens (a token
-    /// with the query scope there); set it in the environment
+    /// with the query scope there), and the secret every call to a SQL
+    /// worker must carry; set it in the environment
     peer_token: String, env = "TRACELAKE_PEER_TOKEN";
     /// How long a compactor's lease lasts without renewal (renewed every
     /// third of it): a compactor that dies is replaced after this
@@ -281,6 +293,10 @@ pub(crate) struct Config {
     pub(crate) roles: Roles,
     pub(crate) node_id: Option<String>,
     pub(crate) peers: Option<tracelake_query::peers::PeersConfig>,
+    pub(crate) sql_worker_listen: Option<SocketAddr>,
+    /// The cluster's secret for calls between nodes.
+    pub(crate) peer_token: Option<String>,
+    pub(crate) distributed: Option<tracelake_query::distributed::DistributedConfig>,
     pub(crate) compactor_lease_ttl: Duration,
     /// The default tenant's table and WAL directory.
     pub(crate) table_url: Url,
@@ -449,6 +465,19 @@ impl Settings {
         if compactor_lease_ttl < Duration::from_secs(1) {
             bail!("compactor lease ttl must be at least 1s");
         }
+        if !roles.query && (s.sql_worker_listen.is_some() || s.sql_workers.is_some()) {
+            bail!("--sql-worker-listen and --sql-workers are for query nodes");
+        }
+        let distributed = match s.sql_workers {
+            Some(text) => Some(tracelake_query::distributed::DistributedConfig {
+                workers: text
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("invalid --sql-workers {text:?}: {e}"))?,
+                token: s.peer_token.clone(),
+                bytes_per_task: set(s.sql_worker_task_bytes),
+            }),
+            None => None,
+        };
         let peers = match s.ingest_peers {
             Some(text) => {
                 if roles.ingest {
@@ -463,7 +492,7 @@ impl Settings {
                 Some(tracelake_query::peers::PeersConfig {
                     peers,
                     scheme: if tls.is_some() { "https" } else { "http" },
-                    token: s.peer_token,
+                    token: s.peer_token.clone(),
                     metrics: Default::default(),
                 })
             }
@@ -473,6 +502,9 @@ impl Settings {
             roles,
             node_id: s.node_id,
             peers,
+            sql_worker_listen: s.sql_worker_listen,
+            peer_token: s.peer_token,
+            distributed,
             compactor_lease_ttl,
             wal_dir: data_dir.join("wal").join(DEFAULT_TENANT),
             wal_root: data_dir.join("wal"),
@@ -602,9 +634,9 @@ mod tests {
         }
         assert_eq!(
             help.matches("[default:").count(),
-            Settings::DEFAULTS.len() + 20,
-            "each default once, plus the twenty computed ones written in their help (node id, \
-             ingest peers, \
+            Settings::DEFAULTS.len() + 22,
+            "each default once, plus the twenty-two computed ones written in their help (node id, \
+             ingest peers, SQL worker listener and workers, \
              query threads, storage URL, S3 endpoint and region, nine listeners, the tokens file, the \
              TLS certificate and client CA files, the tenant limits file, the sampling \
              strategies file)"

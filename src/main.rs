@@ -291,6 +291,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             executor: config.query.clone(),
             memory_limit_bytes: config.query_memory_limit_bytes,
             max_result_rows: config.query_max_rows,
+            distributed: config.distributed.clone(),
         },
         max_tenants: config.max_tenants,
     };
@@ -499,6 +500,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         if let Some(udp) = udp {
             ingest_tasks.push(tokio::spawn(udp));
         }
+    }
+    // The distributed SQL worker, on the query runtime: the stages it runs
+    // are query work like any other.
+    if let Some(addr) = config.sql_worker_listen {
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen on {addr} (sql-worker)"))?;
+        listener.set_nonblocking(true)?;
+        let engine = tenants.engine();
+        let token = config.peer_token.clone();
+        let worker =
+            tracelake_query::distributed::worker(Arc::clone(engine.runtime()), token.clone());
+        let mut stop = stop_queries.clone();
+        tracing::info!(%addr, "sql-worker listening");
+        let task = engine.executor().spawn_service(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(error) =
+                tracelake_query::distributed::serve_worker(listener, worker, token, stopped).await
+            {
+                tracing::error!(%error, "sql-worker stopped");
+            }
+        });
+        query_tasks.push(task);
     }
     health.ready.store(true, Ordering::SeqCst);
 

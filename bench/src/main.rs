@@ -100,6 +100,16 @@ enum Command {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Run the SQL suite against running servers, interleaved, in one
+    /// sitting: medians, ratios to the first server, equal answers
+    Sql {
+        /// A server's HTTP address (http://host:3200); repeat for several
+        #[arg(long = "endpoint", required = true)]
+        endpoints: Vec<String>,
+        /// Runs of each query on each server
+        #[arg(long, default_value_t = 10)]
+        repeat: usize,
+    },
     /// Decode the same workload into Arrow without sending or storing it
     Ceiling {
         /// Threads (the server's ingest uses every core)
@@ -227,6 +237,10 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("{}", serde_json::to_string_pretty(&report)?);
             eprint!("{}", runner::table(&report));
+        }
+        Command::Sql { endpoints, repeat } => {
+            let report = runner::sql_suite(&endpoints, repeat).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Ceiling {
             threads,

@@ -274,6 +274,93 @@ pub const SQL_SUITE: &[(&str, &str)] = &[
     ),
 ];
 
+/// Runs [`SQL_SUITE`] against servers already running (their HTTP
+/// addresses, `http://host:port`), interleaved round by round so that every
+/// server is measured in the same sitting: the median per query and
+/// server, the ratio of each to the first server, and whether every server
+/// gave the first one's rows. `{start}`/`{end}` cover the day before now
+/// and the hour after.
+pub async fn sql_suite(endpoints: &[String], repeat: usize) -> anyhow::Result<Value> {
+    let client = reqwest::Client::new();
+    let now = now_ns();
+    let (start, end) = (rfc3339(now - 24 * HOUR_NS), rfc3339(now + HOUR_NS));
+    let mut queries = serde_json::Map::new();
+    for (name, text) in SQL_SUITE {
+        let text = text.replace("{start}", &start).replace("{end}", &end);
+        let run = |endpoint: &str| {
+            let endpoint = endpoint.to_string();
+            let client = client.clone();
+            let url = format!("{endpoint}/api/v1/sql");
+            let body = json!({ "sql": text }).to_string();
+            async move {
+                let started = Instant::now();
+                let r = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                let status = r.status();
+                let body: Value = serde_json::from_slice(&r.bytes().await?)?;
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                if !status.is_success() {
+                    bail!("{endpoint}: HTTP {status}: {body}");
+                }
+                anyhow::Ok((body["rows"].clone(), ms))
+            }
+        };
+        let mut samples = vec![Samples::default(); endpoints.len()];
+        let mut answers = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            answers.push(run(endpoint).await?.0); // warm
+        }
+        for _ in 0..repeat.max(1) {
+            for (i, endpoint) in endpoints.iter().enumerate() {
+                samples[i].0.push(run(endpoint).await?.1);
+            }
+        }
+        let first = samples[0].median();
+        let per_server: Vec<Value> = endpoints
+            .iter()
+            .zip(&samples)
+            .zip(&answers)
+            .map(|((endpoint, s), rows)| {
+                json!({
+                    "endpoint": endpoint,
+                    "median_ms": s.median(),
+                    "ratio_to_first": s.median() / first,
+                    "same_rows_as_first": rows_equal(rows, &answers[0]),
+                })
+            })
+            .collect();
+        queries.insert(name.to_string(), Value::Array(per_server));
+    }
+    Ok(json!({ "repeat": repeat, "queries": queries }))
+}
+
+/// Equal rows, numbers within a relative 1e-9 (sums' last bits depend on
+/// the order partial sums meet).
+pub fn rows_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
+            x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs())
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| rows_equal(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| rows_equal(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
 /// The DuckDB side, run by `python3` (or `TRACELAKE_PYTHON`).
 const DUCKDB_SCRIPT: &str = include_str!("../duckdb_suite.py");
 

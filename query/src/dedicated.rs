@@ -12,7 +12,7 @@
 //!   narrow column (with its statistics), not the map;
 //! - any other use of the whole map (`SELECT span_attributes`,
 //!   `map_keys(span_attributes)`) reads it merged with the dedicated columns
-//!   (`with_dedicated_attributes`, `with_dedicated_attribute_types`:
+//!   (`with_dedicated_span_attributes`, `with_dedicated_span_attribute_types`:
 //!   [`merge`]).
 //!
 //! Expressions whose input has no dedicated columns (a subquery that
@@ -206,10 +206,11 @@ fn rewrite(expr: Expr, cx: &Cx<'_>) -> Result<Transformed<Expr>> {
     }
 }
 
-/// `with_dedicated_attributes(<map>, <every dedicated column of its
-/// scope>)`: the map with each column's value (integers as text) added;
-/// with `types`, `with_dedicated_attribute_types(<type-code map>, <every
-/// integer column>)`: the codes with the integer code added for each
+/// `with_dedicated_<map>(<map>, <every dedicated column of its scope>)`
+/// (`with_dedicated_span_attributes`): the map with each column's value
+/// (integers as text) added; with `types`,
+/// `with_dedicated_<type-code map>(<type-code map>, <every integer
+/// column>)`: the codes with the integer code added for each
 /// integer column that holds a value. `scope` indexes
 /// [`DEDICATED_SCOPES`].
 pub fn merge(scope: usize, types: bool) -> ScalarUDF {
@@ -218,15 +219,29 @@ pub fn merge(scope: usize, types: bool) -> ScalarUDF {
         .iter()
         .filter(|d| !types || d.int)
         .count();
+    let map = if types {
+        DEDICATED_SCOPES[scope].types
+    } else {
+        DEDICATED_SCOPES[scope].map
+    };
     ScalarUDF::new_from_impl(Merge {
+        name: format!("with_dedicated_{map}"),
         scope,
         types,
         signature: Signature::any(1 + columns, Volatility::Immutable),
     })
 }
 
+/// Every function [`merge`] makes.
+pub fn merges() -> impl Iterator<Item = ScalarUDF> {
+    (0..DEDICATED_SCOPES.len()).flat_map(|scope| [merge(scope, false), merge(scope, true)])
+}
+
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Merge {
+    /// `with_dedicated_<map column>`: one name per function, so a SQL
+    /// worker finds each by name ([`crate::distributed`]).
+    name: String,
     scope: usize,
     types: bool,
     signature: Signature,
@@ -242,11 +257,7 @@ fn field_names() -> MapFieldNames {
 
 impl ScalarUDFImpl for Merge {
     fn name(&self) -> &str {
-        if self.types {
-            "with_dedicated_attribute_types"
-        } else {
-            "with_dedicated_attributes"
-        }
+        &self.name
     }
 
     fn signature(&self) -> &Signature {

@@ -39,6 +39,10 @@ pub enum QueryError {
     ResourcesExhausted(String),
     #[error("query result has more than {0} rows; add a LIMIT or aggregate")]
     TooManyRows(usize),
+    /// A node the query depended on (a SQL worker) failed or could not be
+    /// reached: the query stopped, with no partial answer.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("query failed: {0}")]
     Internal(String),
 }
@@ -47,6 +51,15 @@ impl From<DataFusionError> for QueryError {
     fn from(e: DataFusionError) -> Self {
         if let Some(stopped) = crate::executor::stopped(&e) {
             return stopped;
+        }
+        if let Some(status) = crate::distributed::worker_status(&e) {
+            tracing::warn!(error = %e, "a SQL worker failed during a query");
+            return Self::Unavailable(format!(
+                "a SQL worker failed during the query ({}: {}); the query was stopped, \
+                 with no partial answer: retry",
+                status.code(),
+                status.message()
+            ));
         }
         match e.find_root() {
             DataFusionError::SQL(..)
@@ -79,10 +92,16 @@ pub struct QueryConfig {
     pub memory_limit_bytes: usize,
     /// Most rows a result may have.
     pub max_result_rows: usize,
+    /// The SQL workers that users' SQL is planned across (`None`: this
+    /// node alone).
+    pub distributed: Option<crate::distributed::DistributedConfig>,
 }
 
 pub struct QueryEngine {
     ctx: SessionContext,
+    /// The same session planning across the SQL workers, for users' SQL
+    /// ([`QueryConfig::distributed`]).
+    distributed: Option<SessionContext>,
     config: QueryConfig,
     spans: Arc<SpansTable>,
     /// Shared by the engines of every tenant ([`QueryEngine::for_table`]):
@@ -149,8 +168,13 @@ impl QueryEngine {
         ctx.register_udf(crate::udf::event_names());
         ctx.register_udf(crate::udf::date_trunc());
         ctx.add_analyzer_rule(Arc::new(crate::dedicated::DedicatedAttributes));
+        let distributed = match &config.distributed {
+            Some(workers) => Some(crate::distributed::distributed_context(&ctx, workers)?),
+            None => None,
+        };
         Ok(Self {
             ctx,
+            distributed,
             config,
             spans,
             executor,
@@ -217,18 +241,30 @@ impl QueryEngine {
         sql: &str,
         max_rows: usize,
     ) -> Result<Vec<RecordBatch>, QueryError> {
-        let df = self.plan_sql(sql).await?;
+        let df = self.plan_in(&self.ctx, sql).await?;
         Ok(self.collect_at_most(df, max_rows).await?.1)
     }
 
-    /// Plans `sql`, refusing anything but queries: no DDL, DML, COPY or
-    /// `SET`; external tables and URL tables are unreachable that way too.
+    /// Plans a user's `sql` (across the SQL workers when there are),
+    /// refusing anything but queries: no DDL, DML, COPY or `SET`; external
+    /// tables and URL tables are unreachable that way too.
     pub async fn plan_sql(&self, sql: &str) -> Result<DataFrame, QueryError> {
+        self.plan_in(self.distributed.as_ref().unwrap_or(&self.ctx), sql)
+            .await
+    }
+
+    /// The runtime (memory pool, object stores) every tenant's queries
+    /// share; the SQL worker runs on it too.
+    pub fn runtime(&self) -> &Arc<datafusion::execution::runtime_env::RuntimeEnv> {
+        &self.runtime
+    }
+
+    async fn plan_in(&self, ctx: &SessionContext, sql: &str) -> Result<DataFrame, QueryError> {
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        Ok(self.ctx.sql_with_options(sql, options).await?)
+        Ok(ctx.sql_with_options(sql, options).await?)
     }
 
     /// Runs `df` to completion under the time and row limits.
@@ -299,6 +335,7 @@ mod tests {
             },
             memory_limit_bytes,
             max_result_rows: 10,
+            distributed: None,
         };
         let engine = QueryEngine::new(url, None, config).unwrap();
         (dir, engine)

@@ -31,12 +31,15 @@ pub enum ErrorCode {
     Overloaded,
     /// The client went away; nobody reads the answer.
     Cancelled,
+    /// A node the answer needed failed: retry.
+    Unavailable,
     /// A failure of ours, logged with an id.
     Internal,
 }
 
 impl ErrorCode {
-    /// 400, 404, 408, 422, 429, 499 (nginx's "client closed request"), 500.
+    /// 400, 404, 408, 422, 429, 499 (nginx's "client closed request"), 503,
+    /// 500.
     pub fn http_status(self) -> StatusCode {
         match self {
             Self::BadRequest => StatusCode::BAD_REQUEST,
@@ -45,6 +48,7 @@ impl ErrorCode {
             Self::MemoryLimit => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             Self::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -56,6 +60,7 @@ impl ErrorCode {
             Self::TimedOut => tonic::Code::DeadlineExceeded,
             Self::MemoryLimit | Self::Overloaded => tonic::Code::ResourceExhausted,
             Self::Cancelled => tonic::Code::Cancelled,
+            Self::Unavailable => tonic::Code::Unavailable,
             Self::Internal => tonic::Code::Internal,
         }
     }
@@ -124,6 +129,7 @@ impl From<QueryError> for ApiError {
             QueryError::ResourcesExhausted(_) => ErrorCode::MemoryLimit,
             QueryError::Overloaded(_) => ErrorCode::Overloaded,
             QueryError::Cancelled => ErrorCode::Cancelled,
+            QueryError::Unavailable(_) => ErrorCode::Unavailable,
             QueryError::Internal(_) => return Self::internal(&e),
         };
         Self::new(code, e.to_string())

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use datafusion::common::tree_node::{Transformed, TreeNode as _, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
@@ -456,6 +456,18 @@ impl Executor {
     }
 }
 
+impl Executor {
+    /// Runs a long-lived service on the heavy query runtime: the SQL
+    /// worker, whose stages are query work like any other.
+    pub fn spawn_service<F>(&self, service: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handles[0].spawn(service)
+    }
+}
+
 impl Drop for Executor {
     fn drop(&mut self) {
         // Dropping a runtime blocks; inside async code (tests) that panics.
@@ -535,20 +547,33 @@ pub fn lower_priority(nice: i32) {
 }
 
 /// Wraps every node of `plan` so that its output stops with the scope's
-/// error once the scope is over (see the module docs).
+/// error once the scope is over (see the module docs). A distributed plan
+/// is wrapped above its head only: what is under it is sent to the SQL
+/// workers, which know only DataFusion's own nodes; the workers stop when
+/// the head, stopped here, drops their streams.
 pub fn interruptible(
     plan: Arc<dyn ExecutionPlan>,
     scope: &Arc<Scope>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
-    plan.transform_up(|node| {
-        let node = checked_join_filter(node, scope)?;
-        let wrapped: Arc<dyn ExecutionPlan> = Arc::new(Interruptible {
-            input: node,
-            scope: Arc::clone(scope),
-        });
-        Ok(Transformed::yes(wrapped))
-    })
-    .map(|t| t.data)
+    let node = if crate::distributed::is_distributed(&plan) {
+        plan
+    } else {
+        let children = plan
+            .children()
+            .into_iter()
+            .map(|child| interruptible(Arc::clone(child), scope))
+            .collect::<DfResult<Vec<_>>>()?;
+        let node = if children.is_empty() {
+            plan
+        } else {
+            datafusion::physical_plan::replace_children_if_necessary(plan, children)?
+        };
+        checked_join_filter(node, scope)?
+    };
+    Ok(Arc::new(Interruptible {
+        input: node,
+        scope: Arc::clone(scope),
+    }))
 }
 
 /// A nested-loop join evaluates its filter for every buffered left row
@@ -855,6 +880,7 @@ mod tests {
             executor: ExecutorConfig { timeout, ..config },
             memory_limit_bytes: 1 << 30,
             max_result_rows: 1000,
+            distributed: None,
         };
         (dir, Arc::new(QueryEngine::new(url, None, config).unwrap()))
     }

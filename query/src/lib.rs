@@ -17,6 +17,7 @@
 pub mod analysis;
 pub mod analytics;
 pub mod dedicated;
+pub mod distributed;
 pub mod engine;
 pub mod error;
 pub mod executor;

@@ -55,7 +55,7 @@ impl std::str::FromStr for Peers {
             .map(String::from)
             .collect();
         if peers.is_empty() {
-            return Err("no ingest node named".into());
+            return Err("no node named".into());
         }
         for peer in &peers {
             check(peer)?;

@@ -134,6 +134,7 @@ pub(crate) fn fixture() -> Fixture {
         },
         memory_limit_bytes: 1 << 30,
         max_result_rows: 1000,
+        distributed: None,
     };
     let live: Arc<dyn LiveSpans> = Arc::new(Live(vec![builder.finish()]));
     let engine = Arc::new(QueryEngine::new(url, Some(live), config).unwrap());

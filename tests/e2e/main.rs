@@ -11,6 +11,7 @@ mod crash;
 mod crash_points;
 mod delta_readers;
 mod disk_full;
+mod distributed;
 mod encodings;
 mod isolation;
 mod jaeger;
