@@ -468,6 +468,13 @@ impl Settings {
         if !roles.query && (s.sql_worker_listen.is_some() || s.sql_workers.is_some()) {
             bail!("--sql-worker-listen and --sql-workers are for query nodes");
         }
+        if s.sql_worker_listen.is_some() && s.peer_token.is_none() {
+            // A worker runs any plan it is sent, over every tenant's files.
+            bail!(
+                "--sql-worker-listen needs the cluster's peer token (TRACELAKE_PEER_TOKEN): \
+                 a SQL worker runs whatever plan it is sent"
+            );
+        }
         let distributed = match s.sql_workers {
             Some(text) => Some(tracelake_query::distributed::DistributedConfig {
                 workers: text
@@ -786,6 +793,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("invalid node id"), "{err}");
+    }
+
+    #[test]
+    fn a_sql_worker_needs_a_query_role_and_the_peer_token() {
+        let resolve = |role: &str, token: Option<&str>| {
+            Settings {
+                role: Some(role.into()),
+                sql_worker_listen: Some("127.0.0.1:4320".parse().unwrap()),
+                sql_workers: Some("127.0.0.1:4320,127.0.0.1:4321".into()),
+                peer_token: token.map(String::from),
+                ..Settings::default()
+            }
+            .resolve(None)
+        };
+        let err = resolve("query", None).unwrap_err().to_string();
+        assert!(err.contains("TRACELAKE_PEER_TOKEN"), "{err}");
+        let err = resolve("ingest", Some("s")).unwrap_err().to_string();
+        assert!(err.contains("query nodes"), "{err}");
+        let config = resolve("query", Some("s")).unwrap();
+        let distributed = config.distributed.unwrap();
+        assert_eq!(distributed.token.as_deref(), Some("s"));
+        assert_eq!(distributed.bytes_per_task, 16 << 20);
     }
 
     #[test]

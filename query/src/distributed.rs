@@ -183,10 +183,26 @@ pub async fn serve_worker(
         .map_err(std::io::Error::other)
 }
 
-/// The gRPC status of a failed call to a SQL worker, if `e` is one (our
-/// own scans make no gRPC call: a status in a query's error comes from the
-/// distributed engine's calls).
-pub fn worker_status(e: &DataFusionError) -> Option<&tonic::Status> {
+/// The gRPC status of a call to a SQL worker that failed because the
+/// worker went away or could not be reached (our own scans make no gRPC
+/// call: a status in a query's error comes from the distributed engine's
+/// calls). Other statuses (a refused token, nodes of different versions)
+/// are failures to fix, not to retry: `None`, and they are reported as
+/// internal errors, logged with an id.
+pub fn worker_lost(e: &DataFusionError) -> Option<&tonic::Status> {
+    worker_status(e).filter(|status| {
+        matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Aborted
+                | tonic::Code::Cancelled
+                | tonic::Code::DeadlineExceeded
+        )
+    })
+}
+
+fn worker_status(e: &DataFusionError) -> Option<&tonic::Status> {
     match e {
         DataFusionError::External(inner) => {
             let inner: &(dyn std::error::Error + 'static) = inner.as_ref();
@@ -201,6 +217,17 @@ pub fn worker_status(e: &DataFusionError) -> Option<&tonic::Status> {
         DataFusionError::Shared(inner) => worker_status(inner),
         DataFusionError::Diagnostic(_, inner) => worker_status(inner),
         DataFusionError::Collection(all) => all.iter().find_map(worker_status),
+        DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
+            arrow::error::ArrowError::ExternalError(inner) => {
+                let inner: &(dyn std::error::Error + 'static) = inner.as_ref();
+                inner.downcast_ref::<tonic::Status>().or_else(|| {
+                    inner
+                        .downcast_ref::<DataFusionError>()
+                        .and_then(worker_status)
+                })
+            }
+            _ => None,
+        },
         _ => None,
     }
 }

@@ -52,7 +52,7 @@ impl From<DataFusionError> for QueryError {
         if let Some(stopped) = crate::executor::stopped(&e) {
             return stopped;
         }
-        if let Some(status) = crate::distributed::worker_status(&e) {
+        if let Some(status) = crate::distributed::worker_lost(&e) {
             tracing::warn!(error = %e, "a SQL worker failed during a query");
             return Self::Unavailable(format!(
                 "a SQL worker failed during the query ({}: {}); the query was stopped, \

@@ -37,7 +37,7 @@ use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use deltalake::DeltaTable;
-use deltalake::ObjectStore;
+use deltalake::{ObjectMeta, ObjectStore, Path};
 use tracelake_schema::spans::{DATE, HOUR, PARTITION_COLUMNS, START_TIME_UNIX_NANO};
 use url::Url;
 
@@ -46,8 +46,8 @@ const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 /// One data file of the table's snapshot.
 #[derive(Debug, Clone)]
 pub(crate) struct DataFile {
-    /// Path from the object store's root.
-    pub path: String,
+    /// Location from the object store's root.
+    pub path: Path,
     /// Path as the table's log names it (from the table's root).
     pub relative: String,
     pub size: u64,
@@ -59,21 +59,27 @@ pub(crate) struct DataFile {
 impl DataFile {
     /// First nanosecond of the file's hour.
     fn hour_start(&self) -> i64 {
-        i64::from(self.date) * 24 * NANOS_PER_HOUR + i64::from(self.hour) * NANOS_PER_HOUR
+        (i64::from(self.date) * 24 + i64::from(self.hour)).saturating_mul(NANOS_PER_HOUR)
+    }
+
+    /// Last nanosecond of the file's hour.
+    fn hour_end(&self) -> i64 {
+        self.hour_start().saturating_add(NANOS_PER_HOUR - 1)
     }
 }
 
 /// The store root (`s3://bucket`, `file:///`) of a table at `table_url`,
-/// and the table's path from there.
-pub(crate) fn store_root(table_url: &Url) -> Result<(ObjectStoreUrl, String)> {
+/// and the table's location from there.
+pub(crate) fn store_root(table_url: &Url) -> Result<(ObjectStoreUrl, Path)> {
     let root = format!("{}://{}", table_url.scheme(), table_url.authority());
-    let base = table_url.path().trim_matches('/').to_string();
+    let base = Path::from_url_path(table_url.path())
+        .map_err(|e| DataFusionError::Configuration(format!("table location {table_url}: {e}")))?;
     Ok((ObjectStoreUrl::parse(root)?, base))
 }
 
-/// The data files of `table`'s loaded version, their paths from the store
-/// root (`base` is the table's own path there).
-pub(crate) fn data_files(table: &DeltaTable, base: &str) -> Result<Vec<DataFile>> {
+/// The data files of `table`'s loaded version, their locations from the
+/// store root (`base` is the table's own location there).
+pub(crate) fn data_files(table: &DeltaTable, base: &Path) -> Result<Vec<DataFile>> {
     let snapshot = table.snapshot().map_err(external)?;
     snapshot
         .log_data()
@@ -90,12 +96,20 @@ pub(crate) fn data_files(table: &DeltaTable, base: &str) -> Result<Vec<DataFile>
             let (date, hour) = partition.ok_or_else(|| {
                 DataFusionError::Internal(format!("{relative}: no date/hour partition values"))
             })?;
-            let path = match Url::parse(&relative) {
+            // Files whose rows need more than reading (deletion vectors):
+            // tracelake never writes them; refuse rather than misread.
+            if f.deletion_vector_descriptor().is_some() {
+                return Err(DataFusionError::NotImplemented(format!(
+                    "{relative} has a deletion vector, which tracelake does not read"
+                )));
+            }
+            if Url::parse(&relative).is_ok() {
                 // An absolute location (Delta allows them; we write none).
-                Ok(url) => url.path().trim_start_matches('/').to_string(),
-                Err(_) if base.is_empty() => relative.to_string(),
-                Err(_) => format!("{base}/{relative}"),
-            };
+                return Err(DataFusionError::NotImplemented(format!(
+                    "{relative}: data files outside the table's directory are not read"
+                )));
+            }
+            let path: Path = base.parts().chain(f.object_store_path().parts()).collect();
             Ok(DataFile {
                 path,
                 relative: relative.to_string(),
@@ -165,7 +179,13 @@ pub(crate) fn parquet_scan(
     let groups = state.config().target_partitions().max(1).min(files.len());
     let mut file_groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups];
     for (i, file) in files.into_iter().enumerate() {
-        let mut partitioned = PartitionedFile::new(file.path, file.size);
+        let mut partitioned = PartitionedFile::new_from_meta(ObjectMeta {
+            location: file.path,
+            last_modified: chrono::DateTime::UNIX_EPOCH,
+            size: file.size,
+            e_tag: None,
+            version: None,
+        });
         partitioned.partition_values = vec![
             ScalarValue::Date32(Some(file.date)),
             ScalarValue::Int32(Some(file.hour)),
@@ -232,13 +252,11 @@ impl FileStatistics<'_> {
         Some(match column.name.as_str() {
             DATE => Arc::new(Date32Array::from_iter_values(files.iter().map(|f| f.date))),
             HOUR => Arc::new(Int32Array::from_iter_values(files.iter().map(|f| f.hour))),
-            START_TIME_UNIX_NANO => Arc::new(Int64Array::from_iter_values(files.iter().map(|f| {
-                if max {
-                    f.hour_start() + NANOS_PER_HOUR - 1
-                } else {
-                    f.hour_start()
-                }
-            }))),
+            START_TIME_UNIX_NANO => Arc::new(Int64Array::from_iter_values(
+                files
+                    .iter()
+                    .map(|f| if max { f.hour_end() } else { f.hour_start() }),
+            )),
             _ => return None,
         })
     }
@@ -298,12 +316,36 @@ mod tests {
 
     fn file(date: i32, hour: i32) -> DataFile {
         DataFile {
-            path: format!("d{date}h{hour}.parquet"),
+            path: Path::from(format!("d{date}h{hour}.parquet")),
             relative: String::new(),
             size: 1,
             date,
             hour,
         }
+    }
+
+    #[test]
+    fn a_table_location_is_decoded_once() {
+        let url = Url::parse("s3://bucket/my%20tables/t/spans/").unwrap();
+        let (root, base) = store_root(&url).unwrap();
+        assert_eq!(root.as_str(), "s3://bucket/");
+        assert_eq!(
+            base,
+            Path::from_iter(["my tables", "t", "spans"]),
+            "{base:?}"
+        );
+        let file: Path = base
+            .parts()
+            .chain(
+                Path::parse("date=2026-12-04/hour=09/part-1.parquet")
+                    .unwrap()
+                    .parts(),
+            )
+            .collect();
+        assert_eq!(
+            file.as_ref(),
+            "my tables/t/spans/date=2026-12-04/hour=09/part-1.parquet"
+        );
     }
 
     #[test]
@@ -314,6 +356,8 @@ mod tests {
         let state = ctx.state();
         let day = 20_000;
         let files = vec![file(day, 0), file(day, 1), file(day, 2), file(day + 1, 1)];
+        // The last hour representable in nanoseconds does not overflow.
+        assert_eq!(file(106_751, 23).hour_end(), i64::MAX);
         let hour = |d: i64, h: i64| (d * 24 + h) * NANOS_PER_HOUR;
         let kept = |filters: Vec<Expr>| {
             let plan = parquet_scan(
@@ -331,7 +375,7 @@ mod tests {
                 .to_string();
             let mut names: Vec<String> = files
                 .iter()
-                .map(|f| f.path.clone())
+                .map(|f| f.path.to_string())
                 .filter(|p| shown.contains(p.as_str()))
                 .collect();
             names.sort();

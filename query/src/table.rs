@@ -95,7 +95,7 @@ pub struct SpansTable {
     live: Option<Arc<dyn LiveSpans>>,
     index: TraceIndex,
     /// The root of the table's object store, and the table's path there.
-    store: (ObjectStoreUrl, String),
+    store: (ObjectStoreUrl, deltalake::Path),
 }
 
 impl fmt::Debug for SpansTable {

@@ -4,9 +4,9 @@
 //! query node is planned across both workers (every scan is spread: the
 //! task size is one byte), with the rows not yet committed travelling in
 //! the plan. The answers must equal one node's on the benchmark's SQL suite
-//! and more; a worker lost in the middle of a query fails that query with
-//! a clear 503, never a partial answer; a node without the cluster's peer
-//! token gets nothing from the workers.
+//! and more, every acknowledged span once; a worker lost in the middle of
+//! a query fails that query with a clear 503, never a partial answer; a
+//! node without the cluster's peer token gets nothing from the workers.
 
 use std::time::{Duration, Instant};
 
@@ -45,11 +45,28 @@ async fn distributed_sql_answers_as_one_node_and_a_lost_worker_fails_the_query()
             TestServer::start_with_env(&dir, &args, &env).await
         }
     };
-    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    // The ingest node answers SQL too (role all): the single-node answer.
+    let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    // Node b commits what it takes at once; node a keeps what it takes
+    // buffered for the whole test and answers SQL too (role all): the
+    // single-node answer, over the table and its own buffer.
+    let committer = start(
+        dirs[4].path(),
+        [
+            "--role",
+            "ingest",
+            "--node-id",
+            "b",
+            "--flush-max-age",
+            "200ms",
+        ]
+        .map(String::from)
+        .to_vec(),
+        TOKEN,
+    )
+    .await;
     let single = start(
         dirs[0].path(),
-        ["--node-id", "a", "--flush-max-age", "700ms"]
+        ["--node-id", "a", "--flush-max-age", "1h"]
             .map(String::from)
             .to_vec(),
         TOKEN,
@@ -77,16 +94,30 @@ async fn distributed_sql_answers_as_one_node_and_a_lost_worker_fails_the_query()
     let mut q2 = start(dirs[2].path(), query_node(1), TOKEN).await;
 
     // About 30,000 spans of the benchmark's workload over the last 40
-    // minutes; the last requests are still buffered when the queries run.
+    // minutes: two thirds committed by b, the rest buffered by a (and
+    // sent in the plans from the query nodes to the workers).
     let now = crate::spans::now_nanos();
     let mut generator = Generator::new(Topology::new(7), 7, now - 40 * 60 * 1_000_000_000)
         .with_trace_interval(40 * 60 * 1_000_000_000 / 300);
+    let mut sent = 0;
     for i in 0..30 {
-        single.export(&generator.request(1000).0).await;
-        if i == 20 {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (request, spans) = generator.request(1000);
+        sent += spans as u64;
+        if i < 20 {
+            committer.export(&request).await;
+        } else {
+            single.export(&request).await;
         }
     }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while buffered(&committer).await > 0.0 {
+        assert!(Instant::now() < deadline, "node b did not flush");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        buffered(&single).await > 0.0,
+        "node a keeps its rows buffered"
+    );
     let window_start = chrono::DateTime::from_timestamp_nanos((now - HOUR_NS) as i64)
         .format("%Y-%m-%d %H:%M:%S")
         .to_string();
@@ -130,13 +161,19 @@ async fn distributed_sql_answers_as_one_node_and_a_lost_worker_fails_the_query()
             );
         }
     }
-    let total = single.sql("SELECT count(*) AS n FROM spans").await[0]["n"]
-        .as_u64()
-        .unwrap();
-    assert!(total >= 30_000, "{total} spans");
+    for node in [&single, &q1, &q2] {
+        let total = node.sql("SELECT count(*) AS n FROM spans").await[0]["n"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(total, sent, "every acknowledged span, once");
+    }
+    assert!(
+        buffered(&single).await > 0.0,
+        "the answers included rows still buffered"
+    );
 
-    // A node with another token is refused by the workers: a 503 naming
-    // the cause, no rows.
+    // A node with another token is refused by the workers: an error (a
+    // misconfiguration, logged with an id, not a retry), no rows.
     let stranger = start(
         dirs[3].path(),
         [
@@ -153,11 +190,8 @@ async fn distributed_sql_answers_as_one_node_and_a_lost_worker_fails_the_query()
     )
     .await;
     let (status, body) = stranger.sql_response("SELECT count(*) FROM spans").await;
-    assert_eq!(status, 503, "{body}");
-    assert!(
-        body.to_string().contains("peer token"),
-        "the refusal names the token: {body}"
-    );
+    assert_eq!(status, 500, "{body}");
+    assert!(body.get("rows").is_none(), "{body}");
 
     // A worker stops answering in the middle of a query, then dies: the
     // query fails at once with a clear error, not a partial count.
@@ -196,4 +230,12 @@ async fn distributed_sql_answers_as_one_node_and_a_lost_worker_fails_the_query()
     // The node itself still answers what needs no worker.
     let (status, _) = q1.get("/api/v1/services").await;
     assert_eq!(status, 200);
+}
+
+/// Rows `node` holds in its buffer, not yet committed.
+async fn buffered(node: &TestServer) -> f64 {
+    crate::server::metric(
+        &node.metrics().await,
+        "tracelake_buffer_rows{tenant=\"default\"}",
+    )
 }
