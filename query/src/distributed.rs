@@ -31,8 +31,8 @@ use datafusion::execution::{FunctionRegistry as _, SessionState, SessionStateBui
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use datafusion_distributed::{
-    DistributedExec, DistributedExt, SessionStateBuilderExt, Worker, WorkerQueryContext,
-    WorkerResolver,
+    DistributedExec, DistributedExt, SessionStateBuilderExt, Worker, WorkerPlanRewriteEvent,
+    WorkerPlanRewriteEventResponse, WorkerQueryContext, WorkerResolver,
 };
 use http::{HeaderMap, HeaderValue};
 use url::Url;
@@ -126,18 +126,32 @@ pub fn is_distributed(plan: &Arc<dyn ExecutionPlan>) -> bool {
 /// settings, over `runtime` (the query engine's: its memory limit and
 /// object stores).
 pub fn worker(runtime: Arc<RuntimeEnv>, token: Option<String>) -> Worker {
-    Worker::from_session_builder(move |ctx: WorkerQueryContext| {
-        let token = token.clone();
-        async move { worker_session(ctx, token.as_deref()) }
+    Worker::from_session_builder({
+        let runtime = Arc::clone(&runtime);
+        move |ctx: WorkerQueryContext| {
+            let token = token.clone();
+            let runtime = Arc::clone(&runtime);
+            async move { worker_session(ctx, token.as_deref(), runtime) }
+        }
     })
     .with_runtime_env(runtime)
 }
 
-fn worker_session(ctx: WorkerQueryContext, token: Option<&str>) -> Result<SessionState> {
+fn worker_session(
+    ctx: WorkerQueryContext,
+    token: Option<&str>,
+    runtime: Arc<RuntimeEnv>,
+) -> Result<SessionState> {
     let mut builder = ctx
         .builder
         // Its own calls to other workers (shuffles) carry the token too.
-        .with_distributed_passthrough_headers(auth_headers(token)?)?;
+        .with_distributed_passthrough_headers(auth_headers(token)?)?
+        // Footers through this node's metadata cache, as on the node asked.
+        .with_distributed_worker_plan_rewrite_handler(move |event: WorkerPlanRewriteEvent<'_>| {
+            Ok(WorkerPlanRewriteEventResponse::new(
+                crate::scan::with_cached_footers(event.plan, &runtime)?,
+            ))
+        });
     if let Some(config) = builder.config() {
         config
             .options_mut()
@@ -266,6 +280,7 @@ mod tests {
                 headers: HeaderMap::new(),
             },
             None,
+            Arc::new(RuntimeEnv::default()),
         )
         .unwrap();
         let mut names: Vec<String> = vec![

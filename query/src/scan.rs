@@ -22,15 +22,20 @@ use arrow::array::{ArrayRef, BooleanArray, Date32Array, Int32Array, Int64Array, 
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::pruning::PruningStatistics;
+use datafusion::common::tree_node::{Transformed, TreeNode as _};
 use datafusion::common::{Column, DFSchema, Result, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfig, FileScanConfigBuilder, ParquetSource,
+};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::{
     DefaultObjectStoreRegistry, ObjectStoreRegistry, ObjectStoreUrl,
 };
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
@@ -193,6 +198,7 @@ pub(crate) fn parquet_scan(
         file_groups[i % groups].push(partitioned);
     }
 
+    let runtime = state.runtime_env();
     let mut source = ParquetSource::new(
         TableSchema::builder(file_schema)
             .with_table_partition_cols(partition_fields)
@@ -202,12 +208,55 @@ pub(crate) fn parquet_scan(
     if let Some(predicate) = predicate {
         source = source.with_predicate(predicate);
     }
+    let source = cached_footers(source, runtime, &store)?;
     let config = FileScanConfigBuilder::new(store, Arc::new(source))
         .with_file_groups(file_groups.into_iter().map(FileGroup::new).collect())
         .with_projection_indices(projection.cloned())?
         .with_limit(limit)
         .build();
     Ok(DataSourceExec::from_data_source(config))
+}
+
+/// `source` reading footers and page indexes through the runtime's
+/// metadata cache (files never change): a query reads only the footers of
+/// files it has not read before, which on an object store is a request per
+/// file saved. (The cache is not part of a plan sent to a SQL worker; the
+/// worker sets its own: [`with_cached_footers`].)
+fn cached_footers(
+    source: ParquetSource,
+    runtime: &Arc<RuntimeEnv>,
+    store: &ObjectStoreUrl,
+) -> Result<ParquetSource> {
+    let factory = CachedParquetFileReaderFactory::new(
+        runtime.object_store(store)?,
+        runtime.cache_manager.get_file_metadata_cache(),
+    );
+    Ok(source.with_parquet_file_reader_factory(Arc::new(factory)))
+}
+
+/// `plan` (a SQL worker's) with each Parquet scan reading footers through
+/// `runtime`'s metadata cache.
+pub(crate) fn with_cached_footers(
+    plan: Arc<dyn ExecutionPlan>,
+    runtime: &Arc<RuntimeEnv>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        let Some(config) = node
+            .downcast_ref::<DataSourceExec>()
+            .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
+        else {
+            return Ok(Transformed::no(node));
+        };
+        let Some(source) = config.file_source().downcast_ref::<ParquetSource>() else {
+            return Ok(Transformed::no(node));
+        };
+        let source = cached_footers(source.clone(), runtime, &config.object_store_url)?;
+        let config = FileScanConfigBuilder::from(config.clone())
+            .with_source(Arc::new(source))
+            .build();
+        Ok(Transformed::yes(DataSourceExec::from_data_source(config)))
+    })
+    .map(|t| t.data)
 }
 
 /// What the planner knows of each file before opening it: its partition
