@@ -10,11 +10,12 @@
 //! URL alone ([`TableStores`]). One scan serves both: a single node runs
 //! the same plan.
 //!
-//! Files are pruned at planning by their partition: the `date` and `hour`
-//! values, and the hour's bounds as the file's `start_time_unix_nano`
-//! range (a span's partition is the hour of its start), so time ranges and
-//! the trace index's partition conditions skip whole files; inside a file,
-//! the row-group and page statistics prune by every condition.
+//! Files are pruned at planning by what is known without opening them:
+//! the `date` and `hour` partition values, the hour's bounds as the file's
+//! `start_time_unix_nano` range (a span's partition is the hour of its
+//! start), and the Delta log's min/max of `start_time_unix_nano`,
+//! `duration_ns` and `trace_key`; inside a file, the row-group and page
+//! statistics prune by every condition.
 
 use std::sync::Arc;
 
@@ -43,7 +44,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use deltalake::DeltaTable;
 use deltalake::{ObjectMeta, ObjectStore, Path};
-use tracelake_schema::spans::{DATE, HOUR, PARTITION_COLUMNS, START_TIME_UNIX_NANO};
+use tracelake_schema::spans::{
+    DATE, DURATION_NS, HOUR, PARTITION_COLUMNS, START_TIME_UNIX_NANO, TRACE_KEY,
+};
 use url::Url;
 
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
@@ -59,6 +62,26 @@ pub(crate) struct DataFile {
     /// Days since the epoch.
     pub date: i32,
     pub hour: i32,
+    /// (min, max) of the columns the Delta log keeps statistics for and
+    /// queries prune by ([`PRUNED_BY_STATS`]), where the log has them.
+    pub bounds: [Option<(i64, i64)>; 3],
+}
+
+/// The integer columns whose per-file min/max from the Delta log prune
+/// files at planning: lookups by `trace_key`, duration and time ranges
+/// within an hour.
+const PRUNED_BY_STATS: [&str; 3] = [START_TIME_UNIX_NANO, DURATION_NS, TRACE_KEY];
+
+/// The bounds of [`PRUNED_BY_STATS`] in a file's Delta statistics (JSON:
+/// `minValues`, `maxValues`).
+fn stats_bounds(stats: Option<&str>) -> [Option<(i64, i64)>; 3] {
+    let parsed: Option<serde_json::Value> = stats.and_then(|s| serde_json::from_str(s).ok());
+    PRUNED_BY_STATS.map(|column| {
+        let parsed = parsed.as_ref()?;
+        let min = parsed.get("minValues")?.get(column)?.as_i64()?;
+        let max = parsed.get("maxValues")?.get(column)?.as_i64()?;
+        Some((min, max))
+    })
 }
 
 impl DataFile {
@@ -117,6 +140,7 @@ pub(crate) fn data_files(table: &DeltaTable, base: &Path) -> Result<Vec<DataFile
             let path: Path = base.parts().chain(f.object_store_path().parts()).collect();
             Ok(DataFile {
                 path,
+                bounds: stats_bounds(f.stats().as_deref()),
                 relative: relative.to_string(),
                 size: f.size().max(0) as u64,
                 date,
@@ -298,14 +322,25 @@ impl PruningStatistics for FileStatistics<'_> {
 impl FileStatistics<'_> {
     fn bound(&self, column: &Column, max: bool) -> Option<ArrayRef> {
         let files = self.0;
+        let stats = PRUNED_BY_STATS.iter().position(|c| *c == column.name);
+        let logged = |f: &DataFile| {
+            let (lo, hi) = f.bounds[stats?]?;
+            Some(if max { hi } else { lo })
+        };
         Some(match column.name.as_str() {
             DATE => Arc::new(Date32Array::from_iter_values(files.iter().map(|f| f.date))),
             HOUR => Arc::new(Int32Array::from_iter_values(files.iter().map(|f| f.hour))),
-            START_TIME_UNIX_NANO => Arc::new(Int64Array::from_iter_values(
-                files
-                    .iter()
-                    .map(|f| if max { f.hour_end() } else { f.hour_start() }),
-            )),
+            // The hour's bounds, narrowed by the log's where it has them.
+            START_TIME_UNIX_NANO => Arc::new(Int64Array::from_iter_values(files.iter().map(|f| {
+                match (max, logged(f)) {
+                    (true, Some(hi)) => hi.min(f.hour_end()),
+                    (true, None) => f.hour_end(),
+                    (false, Some(lo)) => lo.max(f.hour_start()),
+                    (false, None) => f.hour_start(),
+                }
+            }))),
+            // Unknown (null) where the log has no statistics: kept.
+            _ if stats.is_some() => Arc::new(Int64Array::from_iter(files.iter().map(logged))),
             _ => return None,
         })
     }
@@ -370,7 +405,56 @@ mod tests {
             size: 1,
             date,
             hour,
+            bounds: [None; 3],
         }
+    }
+
+    #[test]
+    fn files_are_pruned_by_the_bounds_the_delta_log_keeps() {
+        use datafusion::prelude::{SessionContext, col, lit};
+        let stats = |lo: i64, hi: i64| {
+            format!(
+                r#"{{"numRecords":3,"minValues":{{"trace_key":{lo},"duration_ns":{lo},"service_name":"a"}},"maxValues":{{"trace_key":{hi},"duration_ns":{hi}}}}}"#
+            )
+        };
+        assert_eq!(
+            stats_bounds(Some(&stats(-5, 9))),
+            [None, Some((-5, 9)), Some((-5, 9))]
+        );
+        assert_eq!(stats_bounds(None), [None; 3]);
+        assert_eq!(stats_bounds(Some("not json")), [None; 3]);
+        let mut files = vec![file(20_000, 0), file(20_000, 0), file(20_000, 0)];
+        files[0].bounds = stats_bounds(Some(&stats(0, 10)));
+        files[1].bounds = stats_bounds(Some(&stats(20, 30)));
+        // files[2]: no statistics, always read.
+        let hour = 20_000i64 * 24 * NANOS_PER_HOUR;
+        files[0].bounds[0] = Some((hour, hour + 100));
+        files[1].bounds[0] = Some((hour + 200, hour + 300));
+        let ctx = SessionContext::new();
+        let state = ctx.state();
+        let schema = tracelake_schema::spans::spans_schema();
+        let kept = |filter: Expr| {
+            let plan = parquet_scan(
+                &state,
+                ObjectStoreUrl::parse("file://").unwrap(),
+                &schema,
+                files.clone(),
+                None,
+                &[filter],
+                None,
+            )
+            .unwrap();
+            datafusion::physical_plan::displayable(plan.as_ref())
+                .indent(true)
+                .to_string()
+                .matches("d20000h0.parquet")
+                .count()
+        };
+        assert_eq!(kept(col(TRACE_KEY).eq(lit(25i64))), 2);
+        assert_eq!(kept(col(DURATION_NS).gt(lit(40i64))), 1);
+        assert_eq!(kept(col(START_TIME_UNIX_NANO).gt_eq(lit(hour + 150))), 2);
+        assert_eq!(kept(col(START_TIME_UNIX_NANO).lt(lit(hour + 150))), 2);
+        assert_eq!(kept(col(TRACE_KEY).is_null()), 3);
     }
 
     #[test]

@@ -168,6 +168,23 @@ async fn closed_hours_are_compacted_into_disjoint_files_and_lookups_touch_one() 
         let rows = server.sql(&sql).await;
         assert_eq!(rows.len() as u64, spans_per_trace, "{sql}");
     }
+    // Without the trace index (a condition on the key alone), the Delta
+    // log's per-file min/max of `trace_key` leave at most one file per hour
+    // (an hour's files have disjoint key ranges), of the `files`.
+    let key = server
+        .sql(&format!(
+            "SELECT trace_key FROM spans WHERE trace_id = X'{:032x}' LIMIT 1",
+            trace_id(57)
+        ))
+        .await[0]["trace_key"]
+        .as_i64()
+        .unwrap();
+    let by_key = format!("SELECT count(*) FROM spans WHERE trace_key = {key}");
+    let n = files_scanned(&server, &by_key).await;
+    assert!(
+        (1..=partitions.len()).contains(&n) && n < files,
+        "{by_key}: {n} files of {files}"
+    );
     let ids = [3u128, 500]
         .map(|i| format!("X'{:032x}'", trace_id(i)))
         .join(", ");
