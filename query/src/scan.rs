@@ -64,7 +64,7 @@ pub(crate) struct DataFile {
     pub hour: i32,
     /// (min, max) of the columns the Delta log keeps statistics for and
     /// queries prune by ([`PRUNED_BY_STATS`]), where the log has them.
-    pub bounds: [Option<(i64, i64)>; 3],
+    pub bounds: Bounds,
 }
 
 /// The integer columns whose per-file min/max from the Delta log prune
@@ -74,7 +74,7 @@ const PRUNED_BY_STATS: [&str; 3] = [START_TIME_UNIX_NANO, DURATION_NS, TRACE_KEY
 
 /// The bounds of [`PRUNED_BY_STATS`] in a file's Delta statistics (JSON:
 /// `minValues`, `maxValues`).
-fn stats_bounds(stats: Option<&str>) -> [Option<(i64, i64)>; 3] {
+fn stats_bounds(stats: Option<&str>) -> Bounds {
     let parsed: Option<serde_json::Value> = stats.and_then(|s| serde_json::from_str(s).ok());
     PRUNED_BY_STATS.map(|column| {
         let parsed = parsed.as_ref()?;
@@ -105,11 +105,24 @@ pub(crate) fn store_root(table_url: &Url) -> Result<(ObjectStoreUrl, Path)> {
     Ok((ObjectStoreUrl::parse(root)?, base))
 }
 
+/// The [`PRUNED_BY_STATS`] bounds of each data file, by path: parsed
+/// from the log's JSON once per file (files never change), not at every
+/// query.
+#[derive(Debug, Default)]
+pub(crate) struct BoundsCache(parking_lot::Mutex<std::collections::HashMap<String, Bounds>>);
+
+type Bounds = [Option<(i64, i64)>; 3];
+
 /// The data files of `table`'s loaded version, their locations from the
 /// store root (`base` is the table's own location there).
-pub(crate) fn data_files(table: &DeltaTable, base: &Path) -> Result<Vec<DataFile>> {
+pub(crate) fn data_files(
+    table: &DeltaTable,
+    base: &Path,
+    cache: &BoundsCache,
+) -> Result<Vec<DataFile>> {
     let snapshot = table.snapshot().map_err(external)?;
-    snapshot
+    let mut known = cache.0.lock();
+    let files = snapshot
         .log_data()
         .iter()
         .map(|f| {
@@ -138,16 +151,31 @@ pub(crate) fn data_files(table: &DeltaTable, base: &Path) -> Result<Vec<DataFile
                 )));
             }
             let path: Path = base.parts().chain(f.object_store_path().parts()).collect();
+            let bounds = match known.get(relative.as_ref()) {
+                Some(bounds) => *bounds,
+                None => {
+                    let bounds = stats_bounds(f.stats().as_deref());
+                    known.insert(relative.to_string(), bounds);
+                    bounds
+                }
+            };
             Ok(DataFile {
                 path,
-                bounds: stats_bounds(f.stats().as_deref()),
+                bounds,
                 relative: relative.to_string(),
                 size: f.size().max(0) as u64,
                 date,
                 hour,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    // Forget the files the table no longer has.
+    if known.len() > files.len() {
+        let live: std::collections::HashSet<&str> =
+            files.iter().map(|f| f.relative.as_str()).collect();
+        known.retain(|path, _| live.contains(path.as_str()));
+    }
+    Ok(files)
 }
 
 /// A Parquet scan of `files` in the store at `store`: `schema` is the

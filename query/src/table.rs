@@ -96,6 +96,7 @@ pub struct SpansTable {
     index: TraceIndex,
     /// The root of the table's object store, and the table's path there.
     store: (ObjectStoreUrl, deltalake::Path),
+    bounds: crate::scan::BoundsCache,
 }
 
 impl fmt::Debug for SpansTable {
@@ -115,6 +116,7 @@ impl SpansTable {
             watermarks: Default::default(),
             live,
             index: TraceIndex::default(),
+            bounds: Default::default(),
         })
     }
 
@@ -202,7 +204,7 @@ impl SpansTable {
             return Ok((None, self.live_rows(None, live).await?));
         };
         let live = self.live_rows(Some(table), live).await?;
-        let mut files = crate::scan::data_files(table, &self.store.1)?;
+        let mut files = crate::scan::data_files(table, &self.store.1, &self.bounds)?;
         if let Some(keys) = trace_keys {
             match self.index.files_holding(table, keys).await {
                 Ok(holding) => files.retain(|f| holding.contains(&f.relative)),
