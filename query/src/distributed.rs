@@ -12,9 +12,10 @@
 //! What makes a plan portable: the scan is DataFusion's own Parquet scan
 //! ([`crate::scan`]) whose store a worker finds by its root URL
 //! ([`crate::scan::TableStores`]); the rows still buffered travel in the
-//! plan; our functions travel by name, each registered on every worker. A worker
-//! that dies mid-query fails the query with the worker's address in the
-//! message (the library does not retry), never a partial answer.
+//! plan; our functions travel by name, each registered on every worker. A
+//! worker that dies or cannot be reached mid-query fails the query with a
+//! 503 naming the cause (the worker's address is in the log; the library
+//! does not retry), never a partial answer.
 //!
 //! Workers run whatever plan they are sent, over every tenant's files: they
 //! accept only requests carrying the cluster's peer token
