@@ -205,21 +205,7 @@ impl Server {
 
     /// Runs `sql`; (rows, ms).
     async fn sql(&self, sql: &str) -> anyhow::Result<(Vec<Value>, f64)> {
-        let started = Instant::now();
-        let r = self
-            .client
-            .post(self.url("/api/v1/sql"))
-            .header("content-type", "application/json")
-            .body(json!({ "sql": sql }).to_string())
-            .send()
-            .await?;
-        let status = r.status();
-        let body: Value = serde_json::from_slice(&r.bytes().await?)?;
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        if !status.is_success() {
-            bail!("{sql}: HTTP {status}: {body}");
-        }
-        Ok((body["rows"].as_array().cloned().unwrap_or_default(), ms))
+        post_sql(&self.client, self.url("/api/v1/sql"), sql).await
     }
 
     async fn storage(&self) -> anyhow::Result<Value> {
@@ -288,25 +274,11 @@ pub async fn sql_suite(endpoints: &[String], repeat: usize) -> anyhow::Result<Va
     for (name, text) in SQL_SUITE {
         let text = text.replace("{start}", &start).replace("{end}", &end);
         let run = |endpoint: &str| {
-            let endpoint = endpoint.to_string();
-            let client = client.clone();
             let url = format!("{endpoint}/api/v1/sql");
-            let body = json!({ "sql": text }).to_string();
+            let (client, text) = (&client, &text);
             async move {
-                let started = Instant::now();
-                let r = client
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?;
-                let status = r.status();
-                let body: Value = serde_json::from_slice(&r.bytes().await?)?;
-                let ms = started.elapsed().as_secs_f64() * 1000.0;
-                if !status.is_success() {
-                    bail!("{endpoint}: HTTP {status}: {body}");
-                }
-                anyhow::Ok((body["rows"].clone(), ms))
+                let (rows, ms) = post_sql(client, url, text).await?;
+                anyhow::Ok((Value::Array(rows), ms))
             }
         };
         let mut samples = vec![Samples::default(); endpoints.len()];
@@ -336,6 +308,28 @@ pub async fn sql_suite(endpoints: &[String], repeat: usize) -> anyhow::Result<Va
         queries.insert(name.to_string(), Value::Array(per_server));
     }
     Ok(json!({ "repeat": repeat, "queries": queries }))
+}
+
+/// Posts `sql` to `url` (a server's `/api/v1/sql`); (rows, ms).
+async fn post_sql(
+    client: &reqwest::Client,
+    url: String,
+    sql: &str,
+) -> anyhow::Result<(Vec<Value>, f64)> {
+    let started = Instant::now();
+    let r = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(json!({ "sql": sql }).to_string())
+        .send()
+        .await?;
+    let status = r.status();
+    let body: Value = serde_json::from_slice(&r.bytes().await?)?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if !status.is_success() {
+        bail!("{sql}: HTTP {status}: {body}");
+    }
+    Ok((body["rows"].as_array().cloned().unwrap_or_default(), ms))
 }
 
 /// Equal rows, numbers within a relative 1e-9 (sums' last bits depend on

@@ -126,13 +126,7 @@ pub(crate) fn data_files(
         .log_data()
         .iter()
         .map(|f| {
-            let values = f.partition_values_map();
-            let partition = values
-                .get(DATE)
-                .cloned()
-                .flatten()
-                .zip(values.get(HOUR).cloned().flatten())
-                .and_then(|(d, h)| crate::trace_index::partition_values(&d, &h));
+            let partition = crate::trace_index::file_partition(&f);
             let relative = f.path();
             let (date, hour) = partition.ok_or_else(|| {
                 DataFusionError::Internal(format!("{relative}: no date/hour partition values"))

@@ -88,14 +88,11 @@ impl TraceIndex {
             .log_data()
             .iter()
             .map(|f| {
-                let values = f.partition_values_map();
-                let partition = values
-                    .get(DATE)
-                    .cloned()
-                    .flatten()
-                    .zip(values.get(HOUR).cloned().flatten())
-                    .and_then(|(d, h)| partition_values(&d, &h));
-                (f.path().to_string(), f.size().max(0) as u64, partition)
+                (
+                    f.path().to_string(),
+                    f.size().max(0) as u64,
+                    file_partition(&f),
+                )
             })
             .collect();
         let mut index = self.files.lock().await;
@@ -279,8 +276,16 @@ impl TraceIndex {
     }
 }
 
+/// The `date`/`hour` partition of a data file, from the log.
+pub(crate) fn file_partition(file: &deltalake::kernel::LogicalFileView) -> Option<Partition> {
+    let values = file.partition_values_map();
+    let date = values.get(DATE).cloned().flatten()?;
+    let hour = values.get(HOUR).cloned().flatten()?;
+    partition_values(&date, &hour)
+}
+
 /// Days since the epoch and the hour of partition values.
-pub(crate) fn partition_values(date: &str, hour: &str) -> Option<Partition> {
+fn partition_values(date: &str, hour: &str) -> Option<Partition> {
     let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
     let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
     Some((
