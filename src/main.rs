@@ -156,6 +156,9 @@ struct Health {
     /// its WAL, and stays ready).
     root: url::Url,
     ingests: bool,
+    /// For `/ready`'s detail: the compactor leases and the ingest nodes.
+    tenants: Arc<Tenants>,
+    peers: Option<Arc<tracelake_query::peers::PeerMetrics>>,
     /// The last reachability check and its outcome (checked at most every
     /// few seconds, however often probes come).
     storage_checked: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
@@ -316,6 +319,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         registry,
         root: config.storage_root.clone(),
         ingests: roles.ingest,
+        tenants: Arc::clone(&tenants),
+        peers: config.peers.as_ref().map(|p| Arc::clone(&p.metrics)),
         storage_checked: tokio::sync::Mutex::new(None),
     });
     // What is not any tenant's: health, readiness, the server's metrics and
@@ -584,18 +589,63 @@ async fn shutdown_signal() {
 }
 
 /// Ready once started and until stopping, and (tables on an object store)
-/// while the store answers: every role needs it.
+/// while the store answers: every role needs it. The first line says so;
+/// the lines after it tell the state of each dependency of this node's
+/// roles: the store, the compactor lease of each open tenant (a node
+/// waiting for it is ready: it takes over when the holder dies), and how
+/// each ingest node last answered (one that did not makes answers partial,
+/// not impossible).
 async fn ready(State(health): State<Arc<Health>>) -> impl IntoResponse {
     if !health.ready.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready".to_string());
     }
-    match health.storage_reachable().await {
-        Ok(()) => (StatusCode::OK, "ready".to_string()),
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {reason}"),
-        ),
+    let storage = health.storage_reachable().await;
+    let mut lines = vec![match &storage {
+        Ok(()) => "ready".to_string(),
+        Err(reason) => format!("not ready: {reason}"),
+    }];
+    if health.root.scheme() != "file" {
+        lines.push(match (&storage, health.ingests) {
+            (Ok(()), false) => format!("storage {}: reachable", health.root),
+            (Ok(()), true) => format!(
+                "storage {}: not checked (an ingest node keeps acknowledging into its WAL \
+                 through an outage)",
+                health.root
+            ),
+            (Err(reason), _) => format!("storage {}: {reason}", health.root),
+        });
     }
+    for (tenant, lease) in health.tenants.leases() {
+        use tracelake_collector::lease::LeaseState;
+        let state = match lease {
+            LeaseState::Held => "held by this node".to_string(),
+            LeaseState::Other(node) => format!("held by {node}; this node stands by"),
+            LeaseState::Unknown => "not known yet (store not read)".to_string(),
+        };
+        lines.push(format!("compactor lease of tenant {tenant}: {state}"));
+    }
+    if let Some(peers) = &health.peers {
+        let outcomes = peers.last_outcomes();
+        if outcomes.is_empty() {
+            lines.push("ingest nodes: not asked yet".to_string());
+        }
+        for (peer, outcome) in outcomes {
+            let ago = outcome.at.elapsed().as_secs();
+            lines.push(match outcome.error {
+                None => format!("ingest node {peer}: answered {ago} s ago"),
+                Some(error) => format!(
+                    "ingest node {peer}: did not answer {ago} s ago ({error}); answers lack its \
+                     buffered spans"
+                ),
+            });
+        }
+    }
+    let status = if storage.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, lines.join("\n") + "\n")
 }
 
 async fn prometheus(State(health): State<Arc<Health>>) -> impl IntoResponse {

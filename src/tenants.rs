@@ -425,6 +425,18 @@ impl Tenants {
             .is_some_and(|cell| cell.initialized())
     }
 
+    /// The open tenants' compactor leases as this node knows them, by
+    /// tenant (a compactor node on an object store; elsewhere none).
+    pub(crate) fn leases(&self) -> Vec<(String, tracelake_collector::lease::LeaseState)> {
+        let mut out: Vec<_> = self
+            .open_tenants()
+            .iter()
+            .filter_map(|t| Some((t.id.clone(), t.with_collector(|c| c?.lease_state())?)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     fn open_tenants(&self) -> Vec<Arc<Tenant>> {
         self.open
             .lock()

@@ -55,7 +55,8 @@ use crate::buffer::Buffer;
 use crate::flush::Flusher;
 use crate::metrics::Metrics;
 use crate::table::{PartitionFile, Table};
-use crate::writer::{Stats, add_action, writer_properties};
+use crate::writer::{Stats, add_action, batch_keys, writer_properties};
+use tracelake_schema::trace_keys::{self, KeysBuilder};
 
 /// Most files merged by one job.
 pub const MAX_INPUTS: usize = 32;
@@ -106,6 +107,11 @@ pub enum Error {
     },
     #[error("reading the size of {path}: {source}")]
     Stat {
+        path: String,
+        source: object_store::Error,
+    },
+    #[error("writing {path}: {source}")]
+    Upload {
         path: String,
         source: object_store::Error,
     },
@@ -587,6 +593,7 @@ pub(crate) struct Output {
     path: String,
     writer: AsyncArrowWriter<BufWriter>,
     stats: Stats,
+    keys: KeysBuilder,
 }
 
 impl Output {
@@ -615,6 +622,7 @@ impl Output {
             path,
             writer,
             stats: Stats::default(),
+            keys: KeysBuilder::new(),
         })
     }
 
@@ -624,6 +632,10 @@ impl Output {
 
     pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
         self.stats.update(batch);
+        self.keys
+            .extend(batch_keys(batch).map_err(|_| Error::Columns {
+                path: self.path.clone(),
+            })?);
         self.writer
             .write(batch)
             .await
@@ -639,6 +651,7 @@ impl Output {
             path,
             writer,
             stats,
+            keys,
         } = self;
         writer.close().await.map_err(|source| Error::Write {
             path: path.clone(),
@@ -652,6 +665,17 @@ impl Output {
                 source,
             })?
             .size;
+        let keys_path = trace_keys::keys_path(&path);
+        store
+            .put(
+                &Path::from(keys_path.as_str()),
+                trace_keys::encode(&keys.finish()).into(),
+            )
+            .await
+            .map_err(|source| Error::Upload {
+                path: keys_path,
+                source,
+            })?;
         let mut add = add_action(&path, size, &stats);
         add.data_change = false;
         Ok(add)

@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::table::Table;
 use crate::wal::Wal;
 use crate::writer::{DataFile, write_partition};
+use tracelake_schema::trace_keys;
 
 /// When the buffer is written to the table.
 #[derive(Debug, Clone, Copy)]
@@ -371,6 +372,14 @@ impl Flusher {
                 .put(&Path::from(file.path.as_str()), file.bytes.into())
                 .await
                 .map_err(upload_failed)?;
+            let keys = trace_keys::keys_path(&file.path);
+            self.store
+                .put(
+                    &Path::from(keys.as_str()),
+                    trace_keys::encode(&file.keys).into(),
+                )
+                .await
+                .map_err(|source| Error::Upload { path: keys, source })?;
             self.metrics.files_written.inc();
             self.metrics.rows_written.inc_by(file.rows as u64);
             self.metrics.bytes_written.inc_by(size);

@@ -173,6 +173,7 @@ pub struct Collector {
     /// The lease's task and its stop signal, sent once the work it guards
     /// has stopped.
     lease_task: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    lease: Option<Arc<lease::Lease>>,
     compaction_thread: Option<std::thread::JoinHandle<()>>,
     max_request_bytes: usize,
 }
@@ -280,7 +281,7 @@ impl Collector {
             .await,
         );
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let lease_task = lease.map(|lease| {
+        let lease_task = lease.clone().map(|lease| {
             let held = metrics
                 .compactor_lease_held
                 .get_or_create(&[("tenant", config.tenant.clone())])
@@ -302,9 +303,16 @@ impl Collector {
             shutdown,
             flush_task,
             lease_task,
+            lease,
             compaction_thread,
             max_request_bytes: config.max_request_bytes,
         })
+    }
+
+    /// What this node knows of the table's compactor lease, on a compactor
+    /// node of a table on an object store (elsewhere there is none).
+    pub fn lease_state(&self) -> Option<lease::LeaseState> {
+        self.lease.as_ref().map(|lease| lease.state())
     }
 
     /// `make(ingest, max_request_bytes)`, or an empty router on a node

@@ -12,7 +12,7 @@
 //! operation that decides from the table's contents (retention, vacuum,
 //! compaction's choice and commit) reads the latest version first.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use tokio::sync::Mutex;
 use tracelake_schema::spans::{
     DATE, HOUR, PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, spans_schema,
 };
+use tracelake_schema::trace_keys;
 use url::Url;
 
 use crate::metrics::Metrics;
@@ -488,7 +489,8 @@ impl Table {
 
     /// Deletes files that are no longer part of the table (expired
     /// partitions, files of failed flushes) once they are older than
-    /// `grace`; returns the table version afterwards and the files deleted.
+    /// `grace`, and their persisted trace keys; returns the table version
+    /// afterwards and the data files deleted.
     pub async fn vacuum(&self, grace: Duration) -> Result<(Option<i64>, usize)> {
         let mut table = self.table.lock().await;
         // Files other nodes committed since our snapshot are in the table:
@@ -507,10 +509,61 @@ impl Table {
             .await
             .map_err(|e| self.err(e))?;
         *table = vacuumed;
+        let keys = self
+            .vacuum_trace_keys(&table, grace)
+            .await
+            .map_err(|e| self.err(e.into()))?;
+        if keys > 0 {
+            tracing::debug!(
+                keys,
+                "vacuum deleted the trace keys of files no longer in the table"
+            );
+        }
         Ok((
             table.version().map(|v| v as i64),
             metrics.files_deleted.len(),
         ))
+    }
+
+    /// Deletes the persisted trace keys ([`trace_keys`]) of data files no
+    /// longer in the table, once older than `grace` (a flush writes a
+    /// file's keys before it commits the file); returns how many.
+    async fn vacuum_trace_keys(
+        &self,
+        table: &DeltaTable,
+        grace: chrono::Duration,
+    ) -> Result<usize, object_store::Error> {
+        use futures::{StreamExt as _, TryStreamExt as _};
+        let Ok(snapshot) = table.snapshot() else {
+            return Ok(0);
+        };
+        let live: HashSet<String> = snapshot
+            .log_data()
+            .iter()
+            .map(|f| f.path().to_string())
+            .collect();
+        let cutoff = chrono::Utc::now() - grace;
+        let store = table.log_store().object_store(None);
+        let orphans: Vec<object_store::path::Path> = store
+            .list(Some(&object_store::path::Path::from(trace_keys::DIR)))
+            .try_filter(|meta| {
+                let orphan = trace_keys::data_path(meta.location.as_ref())
+                    .is_none_or(|data| !live.contains(data));
+                std::future::ready(orphan && meta.last_modified < cutoff)
+            })
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await?;
+        let count = orphans.len();
+        let mut deleted =
+            store.delete_stream(futures::stream::iter(orphans.into_iter().map(Ok)).boxed());
+        while let Some(outcome) = deleted.next().await {
+            match outcome {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(count)
     }
 }
 

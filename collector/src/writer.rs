@@ -35,6 +35,7 @@ use tracelake_schema::spans::{
     DURATION_NS, HOUR, PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SERVICE_NAME,
     SPAN_ID, START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY, file_schema, spans_schema,
 };
+use tracelake_schema::trace_keys::KeysBuilder;
 
 use crate::buffer::PartitionKey;
 
@@ -56,6 +57,9 @@ pub struct DataFile {
     pub bytes: Vec<u8>,
     pub add: Add,
     pub rows: usize,
+    /// Its distinct trace keys, stored at
+    /// [`tracelake_schema::trace_keys::keys_path`].
+    pub keys: Vec<i64>,
 }
 
 /// zstd level of flushed files: the fastest, as encoding is most of the
@@ -132,9 +136,11 @@ pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<Dat
         )),
     )?;
     let mut stats = Stats::default();
+    let mut keys = KeysBuilder::new();
     for chunk in order.chunks(FLUSH_ROW_GROUP_ROWS) {
         let batch = arrow::compute::interleave_record_batch(&refs, chunk)?.project(&columns)?;
         stats.update(&batch);
+        keys.extend(batch_keys(&batch)?);
         writer.write(&batch)?;
     }
     writer.close()?;
@@ -147,7 +153,19 @@ pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<Dat
         bytes,
         add,
         rows,
+        keys: keys.finish(),
     })
+}
+
+/// The `trace_key` column of rows in the file schema.
+pub(crate) fn batch_keys(batch: &RecordBatch) -> Result<&[i64]> {
+    Ok(batch
+        .column_by_name(TRACE_KEY)
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        .ok_or_else(|| {
+            arrow::error::ArrowError::SchemaError(format!("no {TRACE_KEY} column of Int64"))
+        })?
+        .values())
 }
 
 /// A new file's path, relative to the table root, in partition

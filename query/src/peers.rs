@@ -95,9 +95,38 @@ pub struct PeerMetrics {
     >,
     /// Buffered rows received from ingest nodes.
     pub rows: prometheus_client::metrics::counter::Counter,
+    /// Each ingest node's last answer (for `/ready`).
+    last: std::sync::Mutex<std::collections::BTreeMap<String, PeerOutcome>>,
+}
+
+/// How an ingest node last answered.
+#[derive(Debug, Clone)]
+pub struct PeerOutcome {
+    pub at: std::time::Instant,
+    /// The error, when it did not hand its rows over.
+    pub error: Option<String>,
 }
 
 impl PeerMetrics {
+    /// Each ingest node asked so far (by address) and its last answer.
+    pub fn last_outcomes(&self) -> Vec<(String, PeerOutcome)> {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    fn record(&self, peer: &str, error: Option<String>) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        // Addresses a DNS name no longer gives are forgotten after a while.
+        last.retain(|_, o| o.at.elapsed() < std::time::Duration::from_secs(300));
+        last.insert(
+            peer.to_string(),
+            PeerOutcome {
+                at: std::time::Instant::now(),
+                error,
+            },
+        );
+    }
+
     pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
         registry.register(
             "tracelake_peer_fetches",
@@ -211,8 +240,12 @@ impl LiveSpans for IngestPeers {
                 // IPv6): its rows once.
                 Ok(snapshot)
                     if snapshot.writer.is_some()
-                        && out.iter().any(|s| s.writer == snapshot.writer) => {}
+                        && out.iter().any(|s| s.writer == snapshot.writer) =>
+                {
+                    self.config.metrics.record(peer, None);
+                }
                 Ok(snapshot) => {
+                    self.config.metrics.record(peer, None);
                     let rows: usize = snapshot
                         .groups
                         .iter()
@@ -228,6 +261,7 @@ impl LiveSpans for IngestPeers {
                     out.push(snapshot);
                 }
                 Err(error) => {
+                    self.config.metrics.record(peer, Some(error.clone()));
                     self.config
                         .metrics
                         .fetches

@@ -14,8 +14,10 @@
 //! `trace_key`s (8 bytes per trace; the column is tiny, its values repeat
 //! span after span), read the first time a lookup meets the file, and its
 //! footer and page index, read by the first lookup that reads the file;
-//! both are dropped when the file leaves the table. Nothing is persisted;
-//! after a restart the first lookup reads the key columns again.
+//! both are dropped when the file leaves the table. The keys are persisted
+//! beside the data ([`tracelake_schema::trace_keys`]): after a restart,
+//! and on every node of a cluster, the first lookup reads one small object
+//! per file (sixteen at a time), not the files' footers and key columns.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -42,11 +44,13 @@ use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask
 use datafusion::parquet::errors::Result as ParquetResult;
 use datafusion::parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
-use deltalake::{DeltaTable, ObjectStore};
+use deltalake::DeltaTable;
 use futures::StreamExt as _;
 use futures::future::BoxFuture;
+use object_store::{ObjectStore, ObjectStoreExt as _};
 use tokio::sync::Mutex;
 use tracelake_schema::spans::{DATE, HOUR, TRACE_ID, TRACE_KEY, spans_schema, trace_key};
+use tracelake_schema::trace_keys;
 
 #[derive(Default)]
 pub struct TraceIndex {
@@ -99,27 +103,42 @@ impl TraceIndex {
         let live: HashSet<&str> = files.iter().map(|f| f.0.as_str()).collect();
         index.retain(|path, _| live.contains(path.as_str()));
         let store = table.log_store().object_store(None);
-        let mut out = Vec::with_capacity(files.len());
-        for (path, size, partition) in files {
-            let partition = partition.ok_or_else(|| {
-                DataFusionError::Internal(format!("{path}: no date/hour partition values"))
-            })?;
-            let entry = match index.get(&path) {
-                Some(entry) => Arc::clone(entry),
-                None => {
-                    let entry = Arc::new(IndexedFile {
-                        size,
-                        partition,
-                        keys: read_keys(&store, &path, size).await?,
-                        metadata: tokio::sync::OnceCell::new(),
-                    });
-                    index.insert(path.clone(), Arc::clone(&entry));
-                    entry
-                }
+        // Files the index has not met yet, loaded a few at a time.
+        let new: Vec<(String, u64, Partition)> = files
+            .iter()
+            .filter(|(path, ..)| !index.contains_key(path))
+            .map(|(path, size, partition)| {
+                let partition = partition.ok_or_else(|| {
+                    DataFusionError::Internal(format!("{path}: no date/hour partition values"))
+                })?;
+                Ok((path.clone(), *size, partition))
+            })
+            .collect::<Result<_>>()?;
+        let mut loaded = futures::stream::iter(new.into_iter().map(|(path, size, partition)| {
+            let store = &store;
+            async move {
+                let keys = load_keys(store, &path, size).await?;
+                Ok::<_, DataFusionError>((path, size, partition, keys))
+            }
+        }))
+        .buffer_unordered(LOAD_CONCURRENCY);
+        while let Some(file) = loaded.next().await {
+            let (path, size, partition, keys) = file?;
+            let entry = IndexedFile {
+                size,
+                partition,
+                keys,
+                metadata: tokio::sync::OnceCell::new(),
             };
-            out.push((path, entry));
+            index.insert(path, Arc::new(entry));
         }
-        Ok(out)
+        Ok(files
+            .into_iter()
+            .filter_map(|(path, ..)| {
+                let entry = Arc::clone(index.get(&path)?);
+                Some((path, entry))
+            })
+            .collect())
     }
 
     /// The files of `table` (paths as its log names them) holding one of
@@ -294,7 +313,41 @@ fn partition_values(date: &str, hour: &str) -> Option<Partition> {
     ))
 }
 
-/// The sorted distinct trace keys of the data file at `path`.
+/// Files whose keys are loaded at once when the index meets many (after a
+/// start).
+const LOAD_CONCURRENCY: usize = 16;
+
+/// The sorted distinct trace keys of the data file at `path`: its persisted
+/// keys, or else (a file written by an older release, or whose keys'
+/// upload failed) its key column, whose keys are then persisted for the
+/// next start (best effort: a failure is logged, the lookup goes on).
+async fn load_keys(store: &Arc<dyn ObjectStore>, path: &str, size: u64) -> Result<Arc<[i64]>> {
+    let keys_path = object_store::path::Path::from(trace_keys::keys_path(path));
+    match store.get(&keys_path).await {
+        Ok(got) => {
+            let bytes = got.bytes().await?;
+            match trace_keys::decode(&bytes) {
+                Ok(keys) => return Ok(keys.into()),
+                Err(error) => {
+                    tracing::warn!(%keys_path, %error, "persisted trace keys unreadable; reading the data file")
+                }
+            }
+        }
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(error) => return Err(error.into()),
+    }
+    let keys = read_keys(store, path, size).await?;
+    if let Err(error) = store
+        .put(&keys_path, trace_keys::encode(&keys).into())
+        .await
+    {
+        tracing::warn!(%keys_path, %error, "cannot persist trace keys");
+    }
+    Ok(keys)
+}
+
+/// The sorted distinct trace keys in the key column of the data file at
+/// `path`.
 async fn read_keys(store: &Arc<dyn ObjectStore>, path: &str, size: u64) -> Result<Arc<[i64]>> {
     let reader = DefaultParquetFileReaderFactory::new(Arc::clone(store)).create_reader(
         0,

@@ -10,6 +10,7 @@ pub mod live;
 pub mod model;
 pub mod otlp;
 pub mod spans;
+pub mod trace_keys;
 pub mod upgrade;
 
 pub use opentelemetry_proto;

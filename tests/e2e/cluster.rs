@@ -242,6 +242,23 @@ async fn ingest_compactor_and_query_nodes_share_one_table_on_s3() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(lease_held(&c2).await, "c2 compacted without the lease");
+    // Each node's /ready says where it stands: c2 holds the lease, the
+    // query node reaches the store.
+    let ready = reqwest::get(c2.url("/ready")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready = ready.text().await.unwrap();
+    assert!(
+        ready.starts_with("ready\n")
+            && ready.contains("compactor lease of tenant default: held by this node"),
+        "{ready}"
+    );
+    let ready = reqwest::get(query.url("/ready")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready = ready.text().await.unwrap();
+    assert!(
+        ready.contains("storage s3://cluster/t: reachable") && !ready.contains("lease"),
+        "{ready}"
+    );
     // c1 renewed every second until it died; c2 takes the lease only once
     // it has seen c1's last renewal unchanged for the whole ttl (3 s).
     let waited = c2_took_over.unwrap() - died.unwrap();
@@ -260,18 +277,27 @@ async fn ingest_compactor_and_query_nodes_share_one_table_on_s3() {
             .iter()
             .map(|p| p["files"].as_u64().unwrap())
             .sum();
-        let stored = moto
-            .bucket("list", "cluster")
-            .await
-            .into_iter()
+        let listing = moto.bucket("list", "cluster").await;
+        let stored = listing
+            .iter()
             .filter(|k| k.starts_with("t/tenants/default/spans/date=") && k.ends_with(".parquet"))
             .count() as u64;
-        if stored == in_table {
+        // And each data file's persisted trace keys, those of the replaced
+        // files gone with them.
+        let keys = listing
+            .iter()
+            .filter(|k| {
+                k.starts_with("t/tenants/default/spans/_trace_index/date=")
+                    && k.ends_with(".parquet.keys")
+            })
+            .count() as u64;
+        if stored == in_table && keys == in_table {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "{stored} data files in the bucket, {in_table} in the table"
+            "{stored} data files and {keys} trace keys in the bucket, {in_table} files in the \
+             table"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -484,9 +510,18 @@ async fn query_nodes_see_what_ingest_nodes_have_not_committed() {
         "{metrics}"
     );
 
+    // Its /ready stays 200 (answers are partial, not impossible) and names
+    // the ingest node that did not answer.
+    let ready = reqwest::get(query.url("/ready")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready = ready.text().await.unwrap();
+    assert!(
+        ready.contains(&format!("ingest node {}: did not answer", b.http))
+            && ready.contains(&format!("ingest node {}: answered", a.http)),
+        "{ready}"
+    );
+
     // The store goes away: the query node is no longer ready, and says why.
-    let (status, _) = query.get("/ready").await;
-    assert_eq!(status, 200);
     drop(moto);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

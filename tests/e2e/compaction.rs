@@ -53,29 +53,26 @@ async fn storage(server: &TestServer) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_hours_are_compacted_into_disjoint_files_and_lookups_touch_one() {
     let data = tempfile::tempdir().unwrap();
-    let server = TestServer::start(
-        data.path(),
-        &[
-            "--flush-max-age",
-            "50ms",
-            "--compaction-interval",
-            "200ms",
-            "--compaction-delay",
-            "0s",
-            // Every written batch (2,048 rows) closes a file.
-            "--compaction-target-bytes",
-            "1",
-            // Long enough for a read of the version before a compaction
-            // to finish its files (with 0s a trace read racing the
-            // vacuum found its file gone: a 500 seen in CI-like runs),
-            // short enough for the vacuum check below.
-            "--vacuum-grace",
-            "2s",
-            "--retention-check-interval",
-            "300ms",
-        ],
-    )
-    .await;
+    let args = [
+        "--flush-max-age",
+        "50ms",
+        "--compaction-interval",
+        "200ms",
+        "--compaction-delay",
+        "0s",
+        // Every written batch (2,048 rows) closes a file.
+        "--compaction-target-bytes",
+        "1",
+        // Long enough for a read of the version before a compaction
+        // to finish its files (with 0s a trace read racing the
+        // vacuum found its file gone: a 500 seen in CI-like runs),
+        // short enough for the vacuum check below.
+        "--vacuum-grace",
+        "2s",
+        "--retention-check-interval",
+        "300ms",
+    ];
+    let mut server = TestServer::start(data.path(), &args).await;
     // The compaction thread runs below the server's priority (the default
     // --compaction-nice 10); the threads that receive spans do not.
     let nices = thread_nices(server.pid());
@@ -111,6 +108,10 @@ async fn closed_hours_are_compacted_into_disjoint_files_and_lookups_touch_one() 
     let before = server.get(&format!("/api/v1/traces/{probe:032x}")).await;
     assert_eq!(before.0, 200, "{before:?}");
 
+    // Every data file has its trace keys persisted beside it; the vacuum
+    // deletes the replaced files' keys with them.
+    let table = data.path().join("tenants/default/spans");
+    let keys_dir = table.join("_trace_index");
     // While compaction runs, every query sees each span exactly once.
     let deadline = Instant::now() + Duration::from_secs(60);
     let partitions = loop {
@@ -126,15 +127,19 @@ async fn closed_hours_are_compacted_into_disjoint_files_and_lookups_touch_one() 
         let storage = storage(&server).await;
         let partitions = storage["partitions"].as_array().unwrap().clone();
         assert_eq!(partitions.len(), 2, "{storage}");
-        let on_disk = parquet_files(&data.path().join("tenants/default/spans"));
+        let on_disk = files_ending(&table, ".parquet");
+        let keys = files_ending(&keys_dir, ".keys");
+        let in_table = storage["files"].as_u64().unwrap() as usize;
         if partitions.iter().all(|p| p["compacted"] == true)
-            && on_disk == storage["files"].as_u64().unwrap() as usize
+            && on_disk == in_table
+            && keys == in_table
         {
             break partitions;
         }
         assert!(
             Instant::now() < deadline,
-            "not compacted and vacuumed in 60 s: {storage}, {on_disk} files on disk"
+            "not compacted and vacuumed in 60 s: {storage}, {on_disk} data files and {keys} \
+             trace keys on disk"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
@@ -214,19 +219,53 @@ async fn closed_hours_are_compacted_into_disjoint_files_and_lookups_touch_one() 
     assert!(counter("tracelake_compactions_total") >= 1);
     assert!(counter("tracelake_compaction_rows_total") >= total);
     assert!(counter("tracelake_compaction_files_out_total") >= files as u64);
+
+    // After a restart the trace index comes from the persisted keys, not
+    // from the data files: with every file's keys emptied, no lookup by id
+    // finds its trace, though the rows are all there.
+    server.terminate();
+    let keys = all_files(&keys_dir);
+    assert_eq!(keys.len(), files);
+    let no_keys = [b"TLKEYS1\n".as_slice(), &[0u8; 8]].concat();
+    for path in &keys {
+        std::fs::write(path, &no_keys).unwrap();
+    }
+    let mut server = TestServer::start(data.path(), &args).await;
+    let emptied = server.get(&format!("/api/v1/traces/{probe:032x}")).await;
+    assert_eq!(emptied.0, 404, "{emptied:?}");
+    let count = server.sql("SELECT count(*) AS n FROM spans").await;
+    assert_eq!(count[0]["n"], total);
+    // Keys lost (or a table written before they were kept): the lookup
+    // reads the key columns, finds the trace, and persists the keys again.
+    server.terminate();
+    std::fs::remove_dir_all(&keys_dir).unwrap();
+    let server = TestServer::start(data.path(), &args).await;
+    let again = server.get(&format!("/api/v1/traces/{probe:032x}")).await;
+    assert_eq!(again, before);
+    assert_eq!(files_ending(&keys_dir, ".keys"), files);
 }
 
-fn parquet_files(dir: &std::path::Path) -> usize {
-    let mut n = 0;
+/// The files under `dir`, at any depth.
+fn all_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
-                n += parquet_files(&p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                n += 1;
+                out.extend(all_files(&p));
+            } else {
+                out.push(p);
             }
         }
     }
-    n
+    out
+}
+
+/// How many files under `dir`, at any depth, have a name ending in
+/// `suffix`.
+fn files_ending(dir: &std::path::Path, suffix: &str) -> usize {
+    all_files(dir)
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .count()
 }

@@ -6,14 +6,15 @@ use std::time::{Duration, Instant};
 use crate::server::{TestServer, metric};
 use crate::spans::{now_nanos, request, span};
 
-fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+/// The data files under `dir`, and their persisted trace keys.
+fn data_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
-                out.extend(parquet_files(&p));
-            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.extend(data_files(&p));
+            } else if p.extension().is_some_and(|x| x == "parquet" || x == "keys") {
                 out.push(p);
             }
         }
@@ -60,7 +61,7 @@ async fn expired_partitions_leave_the_table_and_storage() {
         let rows = server
             .sql("SELECT service_name, count(*) AS n FROM spans GROUP BY 1")
             .await;
-        let old_files: Vec<_> = parquet_files(&table)
+        let old_files: Vec<_> = data_files(&table)
             .into_iter()
             .filter(|p| p.to_string_lossy().contains(&format!("date={old_day}")))
             .collect();
@@ -83,8 +84,14 @@ async fn expired_partitions_leave_the_table_and_storage() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Recent data stays, on storage too.
-    assert!(!parquet_files(&table).is_empty());
+    // Recent data stays, on storage too, with its trace keys.
+    let kept = data_files(&table);
+    for ext in ["parquet", "keys"] {
+        assert!(
+            kept.iter().any(|p| p.extension().is_some_and(|x| x == ext)),
+            "no .{ext} file kept: {kept:?}"
+        );
+    }
     let (status, _) = server
         .get(&format!("/api/v1/traces/{:032x}", 0xbu128))
         .await;
