@@ -99,6 +99,33 @@ settings! {
     /// with the query scope there), and the secret every call to a SQL
     /// worker must carry; set it in the environment
     peer_token: String, env = "TRACELAKE_PEER_TOKEN";
+    /// Kafka receiver: bootstrap brokers, host:port comma-separated; set,
+    /// an ingest node consumes --kafka-topics into the default tenant
+    /// [default: none, no Kafka receiver]
+    kafka_brokers: String, env = "TRACELAKE_KAFKA_BROKERS";
+    /// Kafka topics and their encodings, topic=encoding comma-separated;
+    /// encodings: otlp_proto, otlp_json, zipkin_proto, zipkin_json
+    kafka_topics: String, env = "TRACELAKE_KAFKA_TOPICS", default = "otlp_spans=otlp_proto";
+    /// This node's share of the Kafka partitions, i/n: it consumes the
+    /// partitions p with p % n == i of every topic (give each ingest node
+    /// its own i)
+    kafka_member: String, env = "TRACELAKE_KAFKA_MEMBER", default = "0/1";
+    /// Kafka client id
+    kafka_client_id: String, env = "TRACELAKE_KAFKA_CLIENT_ID", default = "tracelake";
+    /// Where to start in a partition the table holds nothing of: earliest
+    /// or latest
+    kafka_start: String, env = "TRACELAKE_KAFKA_START", default = "earliest";
+    /// TLS to the Kafka brokers (server certificates checked against
+    /// --kafka-tls-ca-file, or the system's roots)
+    kafka_tls: bool, env = "TRACELAKE_KAFKA_TLS", default = "false";
+    /// PEM file of the CA certificates the Kafka brokers' certificates are
+    /// checked against [default: the system's roots]
+    kafka_tls_ca_file: PathBuf, env = "TRACELAKE_KAFKA_TLS_CA_FILE";
+    /// SASL/PLAIN user name for the Kafka brokers (the password from
+    /// TRACELAKE_KAFKA_SASL_PASSWORD) [default: no SASL]
+    kafka_sasl_username: String, env = "TRACELAKE_KAFKA_SASL_USERNAME";
+    /// SASL/PLAIN password for the Kafka brokers; set it in the environment
+    kafka_sasl_password: String, env = "TRACELAKE_KAFKA_SASL_PASSWORD";
     /// How long a compactor's lease lasts without renewal (renewed every
     /// third of it): a compactor that dies is replaced after this
     compactor_lease_ttl: String, env = "TRACELAKE_COMPACTOR_LEASE_TTL", default = "30s";
@@ -229,7 +256,7 @@ settings! {
     /// Most rows a SQL result may have
     query_max_rows: usize, env = "TRACELAKE_QUERY_MAX_ROWS", default = "100000";
     /// Log filter, tracing-subscriber syntax
-    log_filter: String, env = "TRACELAKE_LOG", default = "info,buoyant_kernel=warn,deltalake=warn";
+    log_filter: String, env = "TRACELAKE_LOG", default = "info,buoyant_kernel=warn,deltalake=warn,rskafka=warn";
     /// Log format: text or json
     log_format: String, env = "TRACELAKE_LOG_FORMAT", default = "text";
 }
@@ -291,6 +318,8 @@ impl std::fmt::Display for Roles {
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) roles: Roles,
+    /// The Kafka receiver, without the flush settings (the collector's).
+    pub(crate) kafka: Option<tracelake_collector::kafka::KafkaConfig>,
     pub(crate) node_id: Option<String>,
     pub(crate) peers: Option<tracelake_query::peers::PeersConfig>,
     pub(crate) sql_worker_listen: Option<SocketAddr>,
@@ -485,6 +514,23 @@ impl Settings {
             }),
             None => None,
         };
+        let kafka = match s.kafka_brokers {
+            Some(brokers) => {
+                if !roles.ingest {
+                    bail!("--kafka-brokers is for ingest nodes (--role ingest or all)");
+                }
+                Some(kafka_config(
+                    &brokers,
+                    &set(s.kafka_topics),
+                    &set(s.kafka_member),
+                    set(s.kafka_client_id),
+                    &set(s.kafka_start),
+                    set(s.kafka_tls).then_some(s.kafka_tls_ca_file.as_deref()),
+                    s.kafka_sasl_username.zip(s.kafka_sasl_password),
+                )?)
+            }
+            None => None,
+        };
         let peers = match s.ingest_peers {
             Some(text) => {
                 if roles.ingest {
@@ -507,6 +553,7 @@ impl Settings {
         };
         Ok(Config {
             roles,
+            kafka,
             node_id: s.node_id,
             peers,
             sql_worker_listen: s.sql_worker_listen,
@@ -589,6 +636,106 @@ pub(crate) fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     Ok(tracelake_protocols::duration::parse(text)?)
 }
 
+/// The Kafka receiver's settings from the flags' texts.
+fn kafka_config(
+    brokers: &str,
+    topics: &str,
+    member: &str,
+    client_id: String,
+    start: &str,
+    tls: Option<Option<&Path>>,
+    sasl_plain: Option<(String, String)>,
+) -> anyhow::Result<tracelake_collector::kafka::KafkaConfig> {
+    use tracelake_collector::kafka::{KafkaConfig, StartAt};
+    let brokers: Vec<String> = brokers
+        .split(',')
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(str::to_string)
+        .collect();
+    if brokers.is_empty() {
+        bail!("--kafka-brokers names no broker");
+    }
+    let topics = topics
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|entry| {
+            let (topic, encoding) = entry.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!("invalid --kafka-topics entry {entry:?}: use topic=encoding")
+            })?;
+            let encoding = encoding
+                .trim()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--kafka-topics {topic}: {e}"))?;
+            Ok((topic.trim().to_string(), encoding))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if topics.is_empty() {
+        bail!("--kafka-topics names no topic");
+    }
+    let member = member
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?)))
+        .filter(|&(i, n)| n > 0 && i < n)
+        .ok_or_else(|| anyhow::anyhow!("invalid --kafka-member {member:?}: use i/n with i < n"))?;
+    let start_at = match start {
+        "earliest" => StartAt::Earliest,
+        "latest" => StartAt::Latest,
+        other => bail!("invalid --kafka-start {other:?}: use earliest or latest"),
+    };
+    let tls = match tls {
+        None => None,
+        Some(ca_file) => {
+            let mut roots = rustls::RootCertStore::empty();
+            match ca_file {
+                Some(path) => {
+                    use rustls::pki_types::pem::PemObject as _;
+                    let pem = std::fs::read(path).with_context(|| {
+                        format!("cannot read --kafka-tls-ca-file {}", path.display())
+                    })?;
+                    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+                        let cert = cert.with_context(|| {
+                            format!("invalid PEM in --kafka-tls-ca-file {}", path.display())
+                        })?;
+                        roots.add(cert).with_context(|| {
+                            format!("invalid CA certificate in {}", path.display())
+                        })?;
+                    }
+                    if roots.is_empty() {
+                        bail!(
+                            "--kafka-tls-ca-file {} holds no certificate",
+                            path.display()
+                        );
+                    }
+                }
+                None => {
+                    let found = rustls_native_certs::load_native_certs();
+                    roots.add_parsable_certificates(found.certs);
+                }
+            }
+            let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .context("TLS settings for Kafka")?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            Some(std::sync::Arc::new(config))
+        }
+    };
+    Ok(KafkaConfig {
+        brokers,
+        topics,
+        member,
+        client_id,
+        tls,
+        sasl_plain,
+        start_at,
+        fetch_max_bytes: 4 << 20,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -641,12 +788,12 @@ mod tests {
         }
         assert_eq!(
             help.matches("[default:").count(),
-            Settings::DEFAULTS.len() + 22,
-            "each default once, plus the twenty-two computed ones written in their help (node id, \
+            Settings::DEFAULTS.len() + 25,
+            "each default once, plus the twenty-five computed ones written in their help (node id, \
              ingest peers, SQL worker listener and workers, \
              query threads, storage URL, S3 endpoint and region, nine listeners, the tokens file, the \
              TLS certificate and client CA files, the tenant limits file, the sampling \
-             strategies file)"
+             strategies file, the Kafka brokers, CA file and SASL user)"
         );
     }
 
@@ -854,4 +1001,44 @@ mod tests {
         let err = Settings::default().resolve(Some(&file)).unwrap_err();
         assert!(format!("{err:#}").contains("flush_max_agee"), "{err:#}");
     }
+
+    #[test]
+    fn kafka_settings_parse_and_bad_ones_are_named() {
+        let k = kafka_config(
+            "a:9092, b:9092",
+            "otlp_spans=otlp_proto,zipkin=zipkin_json",
+            "1/3",
+            "tl".into(),
+            "latest",
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(k.brokers, ["a:9092", "b:9092"]);
+        assert_eq!(k.topics.len(), 2);
+        assert_eq!(k.member, (1, 3));
+        assert_eq!(k.start_at, tracelake_collector::kafka::StartAt::Latest);
+        let err = |topics: &str, member: &str, start: &str| {
+            kafka_config("a:1", topics, member, "tl".into(), start, None, None)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("t", "0/1", "earliest").contains("topic=encoding"));
+        assert!(err("t=avro", "0/1", "earliest").contains("unknown Kafka encoding"));
+        assert!(err("t=jaeger_proto", "0/1", "earliest").contains("not supported yet"));
+        assert!(err("t=otlp_proto", "2/2", "earliest").contains("--kafka-member"));
+        assert!(err("t=otlp_proto", "0/1", "middle").contains("--kafka-start"));
+        let missing = kafka_config(
+            "a:1",
+            "t=otlp_proto",
+            "0/1",
+            "tl".into(),
+            "earliest",
+            Some(Some(Path::new("/nonexistent/ca.pem"))),
+            None,
+        )
+        .unwrap_err();
+        assert!(format!("{missing:#}").contains("--kafka-tls-ca-file"));
+    }
 }
+

@@ -136,15 +136,24 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
 pub(crate) struct BufferSource {
     pub(crate) buffer: Arc<Buffer>,
     pub(crate) writer: String,
+    /// The Kafka partitions' buffers, each committed under its own id.
+    pub(crate) kafka: Option<tracelake_collector::kafka::KafkaView>,
 }
 
 #[async_trait::async_trait]
 impl LiveSpans for BufferSource {
     async fn snapshot(&self, _trace_id: Option<&[u8; 16]>) -> Vec<LiveSnapshot> {
-        vec![LiveSnapshot {
+        let mut out = vec![LiveSnapshot {
             writer: Some(self.writer.clone()),
             groups: self.buffer.snapshot().groups,
-        }]
+        }];
+        for (writer, buffer) in self.kafka.iter().flat_map(|k| k.buffers()) {
+            out.push(LiveSnapshot {
+                writer: Some(writer),
+                groups: buffer.snapshot().groups,
+            });
+        }
+        out
     }
 }
 
@@ -285,6 +294,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 compact: roles.compactor,
                 lease_ttl: config.compactor_lease_ttl,
             },
+            kafka: config.kafka.clone(),
         },
         query_role: roles.query,
         peers: config.peers.clone(),
@@ -305,6 +315,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tenants.engine().executor().register_metrics(&mut registry);
     if let Some(peers) = &config.peers {
         peers.metrics.register(&mut registry);
+    }
+    if config.kafka.is_some() {
+        metrics.kafka.register(&mut registry);
     }
     let auth_metrics = Arc::new(auth::AuthMetrics::default());
     if tokens.is_some() {
@@ -623,6 +636,31 @@ async fn ready(State(health): State<Arc<Health>>) -> impl IntoResponse {
             LeaseState::Unknown => "not known yet (store not read)".to_string(),
         };
         lines.push(format!("compactor lease of tenant {tenant}: {state}"));
+    }
+    if let Some(kafka) = health
+        .tenants
+        .default_tenant()
+        .with_collector(|c| c?.kafka())
+    {
+        let (connection, partitions) = kafka.states();
+        if let Some(problem) = connection {
+            lines.push(format!("kafka: {problem}"));
+        }
+        for p in partitions {
+            let committed = p
+                .committed
+                .map_or("nothing".to_string(), |o| format!("offset {o}"));
+            lines.push(match p.error {
+                None => format!(
+                    "kafka {}/{}: consuming, {committed} in the table, lag {}",
+                    p.topic, p.partition, p.lag
+                ),
+                Some(error) => format!(
+                    "kafka {}/{}: {error} ({committed} in the table, lag {})",
+                    p.topic, p.partition, p.lag
+                ),
+            });
+        }
     }
     if let Some(peers) = &health.peers {
         let outcomes = peers.last_outcomes();

@@ -291,6 +291,8 @@ impl Tenants {
             tenant: id.to_string(),
             table_url: tenant_table_url(root, id)?,
             wal_dir: wal_root.join(id),
+            // Kafka's spans go to the default tenant.
+            kafka: template.kafka.clone().filter(|_| id == DEFAULT_TENANT),
             ..template.clone()
         };
         Ok(Some(Collector::start(config, Arc::clone(metrics)).await?))
@@ -483,6 +485,7 @@ fn live(
         return Some(Arc::new(crate::BufferSource {
             buffer: Arc::clone(&collector.buffer),
             writer: collector.table.app_id().to_string(),
+            kafka: collector.kafka(),
         }));
     }
     let peers = peers?.clone();

@@ -142,6 +142,18 @@ impl Buffer {
         })
     }
 
+    /// Drops every buffered row (they are in the table already, committed
+    /// by another writer of the same rows).
+    pub fn clear(&self) {
+        let mut s = self.state.write();
+        let table_version = s.table_version;
+        *s = State {
+            table_version,
+            ..State::default()
+        };
+        self.update_gauges(&s);
+    }
+
     /// The flushing rows are in table version `version`: drop them.
     pub fn committed(&self, version: i64) {
         let mut s = self.state.write();

@@ -796,6 +796,7 @@ mod tests {
             },
             max_request_bytes: 1 << 20,
             node: crate::NodeConfig::default(),
+            kafka: None,
         };
         let collector = Collector::start(config, Arc::new(Metrics::default()))
             .await

@@ -12,6 +12,7 @@
 //! | `compact.commit`, `compact.committed` | before and after a compaction's commit |
 //! | `retention.commit`, `retention.committed` | before and after retention's commit |
 //! | `vacuum` | before deleting files no longer in the table |
+//! | `kafka.commit`, `kafka.committed` | before and after the commit of a Kafka partition's rows |
 //! | `upgrade.commit`, `upgrade.committed` | before and after the commit of one partition rewritten into the current layout |
 //!
 //! Only debug builds (what the test suite runs) have them: the hidden

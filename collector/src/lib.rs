@@ -15,6 +15,7 @@ pub mod faults;
 pub mod flush;
 pub mod ingest;
 pub mod jaeger;
+pub mod kafka;
 pub mod lease;
 pub mod live;
 pub mod metrics;
@@ -156,6 +157,8 @@ pub struct CollectorConfig {
     pub max_request_bytes: usize,
     /// The node's name and roles.
     pub node: NodeConfig,
+    /// The Kafka receiver, on an ingest node of the tenant it feeds.
+    pub kafka: Option<kafka::KafkaConfig>,
 }
 
 /// A running write side.
@@ -174,6 +177,7 @@ pub struct Collector {
     /// has stopped.
     lease_task: Option<(watch::Sender<bool>, JoinHandle<()>)>,
     lease: Option<Arc<lease::Lease>>,
+    kafka: Option<kafka::Kafka>,
     compaction_thread: Option<std::thread::JoinHandle<()>>,
     max_request_bytes: usize,
 }
@@ -292,6 +296,18 @@ impl Collector {
         let compaction_thread = (node.compact && config.compaction.enabled)
             .then(|| Arc::clone(&compactor).spawn(shutdown_rx.clone()));
         let flush_task = tokio::spawn(Arc::clone(&flusher).run(wake, shutdown_rx));
+        let kafka = match (&config.kafka, &ingest) {
+            (Some(settings), Some(_)) => Some(kafka::Kafka::start(
+                settings.clone(),
+                Arc::clone(&table),
+                table.object_store().await,
+                config.ingest.clone(),
+                config.flush,
+                Arc::clone(&metrics),
+                Arc::clone(&metrics.kafka),
+            )),
+            _ => None,
+        };
         Ok(Self {
             ingest,
             buffer,
@@ -304,6 +320,7 @@ impl Collector {
             flush_task,
             lease_task,
             lease,
+            kafka,
             compaction_thread,
             max_request_bytes: config.max_request_bytes,
         })
@@ -313,6 +330,11 @@ impl Collector {
     /// node of a table on an object store (elsewhere there is none).
     pub fn lease_state(&self) -> Option<lease::LeaseState> {
         self.lease.as_ref().map(|lease| lease.state())
+    }
+
+    /// The Kafka receiver's partitions, when this node runs one.
+    pub fn kafka(&self) -> Option<kafka::KafkaView> {
+        self.kafka.as_ref().map(kafka::Kafka::view)
     }
 
     /// `make(ingest, max_request_bytes)`, or an empty router on a node
@@ -400,6 +422,10 @@ impl Collector {
     /// closes the WAL. Call after the receivers have stopped accepting
     /// requests.
     pub async fn shutdown(self) {
+        if let Some(kafka) = self.kafka {
+            // Its buffered rows are committed; what is not stays on Kafka.
+            kafka.shutdown().await;
+        }
         self.shutdown.send_replace(true);
         let _ = self.flush_task.await;
         if let Some(thread) = self.compaction_thread {

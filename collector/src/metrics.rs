@@ -27,6 +27,8 @@ pub struct TenantGauges {
 }
 
 pub struct Metrics {
+    /// The Kafka receiver's (registered by a node that runs one).
+    pub kafka: std::sync::Arc<crate::kafka::KafkaMetrics>,
     pub spans_received: Family<ProtocolLabel, Counter>,
     pub spans_accepted: Family<ProtocolLabel, Counter>,
     pub spans_rejected: Family<ReasonLabels, Counter>,
@@ -68,6 +70,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let seconds = || Histogram::new(exponential_buckets(0.0001, 2.0, 20));
         Self {
+            kafka: Default::default(),
             spans_received: Family::default(),
             spans_accepted: Family::default(),
             spans_rejected: Family::default(),

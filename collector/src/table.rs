@@ -66,7 +66,7 @@ pub enum Error {
     Fenced {
         app_id: String,
         committed: i64,
-        upto: u64,
+        upto: i64,
     },
     #[error("{point}: {source}")]
     Fault {
@@ -276,13 +276,18 @@ impl Table {
 
     /// [`Table::committed_seq`] of the node committing under `app_id`.
     pub async fn committed_seq_of(&self, app_id: &str) -> Result<u64> {
+        Ok(self.transaction_version(app_id).await?.unwrap_or(0).max(0) as u64)
+    }
+
+    /// The version the held snapshot records for the writer `app_id`
+    /// (`None`: it never committed).
+    pub async fn transaction_version(&self, app_id: &str) -> Result<Option<i64>> {
         let table = self.table.lock().await;
         let state = table.snapshot().map_err(|e| self.err(e))?;
-        let version = state
+        state
             .transaction_version(table.log_store().as_ref(), app_id)
             .await
-            .map_err(|e| self.err(e))?;
-        Ok(version.unwrap_or(0).max(0) as u64)
+            .map_err(|e| self.err(e))
     }
 
     /// Object store rooted at the table directory.
@@ -296,10 +301,16 @@ impl Table {
     /// of the same id that landed since the snapshot is caught by Delta's
     /// conflict check (same application id), one before it here.
     pub async fn commit(&self, adds: Vec<Add>, upto_seq: u64) -> Result<i64> {
+        self.commit_as(adds, &self.app_id, upto_seq as i64).await
+    }
+
+    /// [`Table::commit`] for the writer `app_id` (a node's WAL, a Kafka
+    /// partition) at its version `upto`.
+    pub async fn commit_as(&self, adds: Vec<Add>, app_id: &str, upto: i64) -> Result<i64> {
         let started = Instant::now();
         let mut table = self.table.lock().await;
         let properties = commit_properties()
-            .with_application_transaction(Transaction::new(&self.app_id, upto_seq as i64))
+            .with_application_transaction(Transaction::new(app_id, upto))
             // Appends read nothing: later deletes and rewrites need not
             // conflict with them (Delta's WriteSerializable isolation).
             .with_metadata([("isBlindAppend".to_string(), serde_json::Value::Bool(true))]);
@@ -310,15 +321,15 @@ impl Table {
         };
         let state = table.snapshot().map_err(|e| self.err(e))?;
         if let Some(committed) = state
-            .transaction_version(table.log_store().as_ref(), &self.app_id)
+            .transaction_version(table.log_store().as_ref(), app_id)
             .await
             .map_err(|e| self.err(e))?
-            && committed >= upto_seq as i64
+            && committed >= upto
         {
             return Err(Error::Fenced {
-                app_id: self.app_id.clone(),
+                app_id: app_id.to_string(),
                 committed,
-                upto: upto_seq,
+                upto,
             });
         }
         let finalized = match CommitBuilder::from(properties)

@@ -15,6 +15,7 @@ mod distributed;
 mod encodings;
 mod isolation;
 mod jaeger;
+mod kafka;
 mod load;
 mod otlp_clients;
 mod procs;
