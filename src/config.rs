@@ -519,6 +519,17 @@ impl Settings {
                 if !roles.ingest {
                     bail!("--kafka-brokers is for ingest nodes (--role ingest or all)");
                 }
+                if s.kafka_tls_ca_file.is_some() && !set(s.kafka_tls) {
+                    bail!("--kafka-tls-ca-file needs --kafka-tls");
+                }
+                let sasl_plain = match (s.kafka_sasl_username, s.kafka_sasl_password) {
+                    (Some(user), Some(password)) => Some((user, password)),
+                    (None, None) => None,
+                    _ => bail!(
+                        "SASL/PLAIN needs both --kafka-sasl-username and \
+                         TRACELAKE_KAFKA_SASL_PASSWORD"
+                    ),
+                };
                 Some(kafka_config(
                     &brokers,
                     &set(s.kafka_topics),
@@ -526,7 +537,7 @@ impl Settings {
                     set(s.kafka_client_id),
                     &set(s.kafka_start),
                     set(s.kafka_tls).then_some(s.kafka_tls_ca_file.as_deref()),
-                    s.kafka_sasl_username.zip(s.kafka_sasl_password),
+                    sasl_plain,
                 )?)
             }
             None => None,
@@ -668,9 +679,19 @@ fn kafka_config(
                 .trim()
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--kafka-topics {topic}: {e}"))?;
+            if topic.trim().is_empty() {
+                bail!("invalid --kafka-topics entry {entry:?}: no topic name");
+            }
             Ok((topic.trim().to_string(), encoding))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some((dup, _)) = topics
+        .iter()
+        .enumerate()
+        .find_map(|(i, (t, _))| topics[..i].iter().find(|(u, _)| u == t))
+    {
+        bail!("--kafka-topics names {dup} twice (a topic has one encoding)");
+    }
     if topics.is_empty() {
         bail!("--kafka-topics names no topic");
     }
@@ -1024,6 +1045,8 @@ mod tests {
                 .to_string()
         };
         assert!(err("t", "0/1", "earliest").contains("topic=encoding"));
+        assert!(err("=otlp_proto", "0/1", "earliest").contains("no topic name"));
+        assert!(err("t=otlp_proto,t=zipkin_json", "0/1", "earliest").contains("twice"));
         assert!(err("t=avro", "0/1", "earliest").contains("unknown Kafka encoding"));
         assert!(err("t=jaeger_proto", "0/1", "earliest").contains("not supported yet"));
         assert!(err("t=otlp_proto", "2/2", "earliest").contains("--kafka-member"));
@@ -1041,4 +1064,3 @@ mod tests {
         assert!(format!("{missing:#}").contains("--kafka-tls-ca-file"));
     }
 }
-

@@ -6,5 +6,6 @@
 pub mod ceiling;
 pub mod driver;
 pub mod flush;
+pub mod kafka;
 pub mod runner;
 pub mod workload;

@@ -59,6 +59,25 @@ enum Command {
         #[arg(long)]
         start_seconds_ago: Option<u64>,
     },
+    /// Put the workload on a Kafka topic as otlp_proto messages (what the
+    /// OpenTelemetry Collector's Kafka exporter writes); report as JSON
+    Kafka {
+        /// Bootstrap brokers, host:port comma-separated
+        #[arg(long, value_delimiter = ',')]
+        brokers: Vec<String>,
+        #[arg(long, default_value = "otlp_spans")]
+        topic: String,
+        /// Partitions of the topic when it is created
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        #[arg(long, default_value_t = 1_000_000)]
+        spans: u64,
+        /// Spans per message
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Start the server, ingest, compact, run the query suite and DuckDB;
     /// report (see BENCHMARKS.md)
     Run {
@@ -237,6 +256,19 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("{}", serde_json::to_string_pretty(&report)?);
             eprint!("{}", runner::table(&report));
+        }
+        Command::Kafka {
+            brokers,
+            topic,
+            partitions,
+            spans,
+            batch,
+            seed,
+        } => {
+            let report =
+                tracelake_bench::kafka::produce(brokers, &topic, partitions, spans, batch, seed)
+                    .await?;
+            println!("{report}");
         }
         Command::Sql { endpoints, repeat } => {
             let report = runner::sql_suite(&endpoints, repeat).await?;

@@ -16,12 +16,20 @@
 //! - killed during a commit: it landed (its version is in the table) or it
 //!   did not; either way the next start resumes after what the table holds;
 //! - two nodes consuming the same partition (a change of ownership, a
-//!   mistake in the configuration): a commit is made only when the table's
-//!   version for the partition is the one its rows follow, and Delta's
-//!   conflict check refuses a second commit of the same application id
-//!   made from the same version; the node that loses drops its buffer and
-//!   fetches again after the winner's offset. The broker's committed
-//!   offsets are never used.
+//!   mistake in the configuration): a commit is made only onto a snapshot
+//!   whose version for the partition is the one its rows follow, and
+//!   Delta's conflict check refuses it when another commit of the same
+//!   application id lands after that snapshot; the node that loses drops
+//!   its buffer and fetches again after the winner's offset. The broker's
+//!   committed offsets are never used.
+//! - starting from the latest offset (`--kafka-start latest`), that offset
+//!   is committed first, with no rows, so a crash before the first commit
+//!   of rows resumes there.
+//!
+//! Transaction markers (control records, left out by the client) are
+//! stepped over. Records of aborted transactions are stored like the others
+//! (rskafka does not filter them; the exporters named above do not write
+//! transactionally).
 //!
 //! # Partition ownership
 //! rskafka has no consumer groups, so ownership is static: node `i` of `n`
@@ -37,9 +45,16 @@
 //! stops the partition.
 //!
 //! # Backpressure
-//! While the buffered rows of all partitions hold more than
-//! [`KafkaConfig::max_buffer_bytes`], no partition fetches: memory stays
-//! bounded and the lag grows on the broker instead.
+//! While the buffered rows of all partitions hold more than the ingest
+//! buffer limit (`--max-buffer-bytes`, counted apart from the node's own
+//! buffer), no partition fetches: the lag grows on the broker instead
+//! (each partition may still add one fetch, at most 4 MiB of messages).
+//!
+//! # Queries
+//! A partition's buffered rows are visible to queries on this node before
+//! they are committed. Query nodes that ask ingest nodes for their buffers
+//! (`--ingest-peers`) get the node's own buffer only, so on them Kafka's
+//! spans appear at their commit.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -374,7 +389,14 @@ struct Run {
 impl Run {
     async fn connect(&self) -> Result<Client, String> {
         let mut builder = ClientBuilder::new(self.config.brokers.clone())
-            .client_id(self.config.client_id.clone());
+            .client_id(self.config.client_id.clone())
+            // The client's own retries give up after a while, so that an
+            // unreachable broker shows in /ready and a stop is not held up.
+            .backoff_config(rskafka::BackoffConfig {
+                max_backoff: Duration::from_secs(5),
+                deadline: Some(Duration::from_secs(30)),
+                ..Default::default()
+            });
         if let Some(tls) = &self.config.tls {
             builder = builder.tls_config(Arc::clone(tls));
         }
@@ -392,39 +414,32 @@ impl Run {
         })
     }
 
-    /// Connects, finds this node's partitions, runs a task for each; starts
-    /// again from the connection when the topics' partitions change.
+    /// Connects, finds this node's partitions (those of the topics at that
+    /// moment: partitions added later are consumed after a restart), and
+    /// runs a task for each.
     async fn supervise(self, mut stop: watch::Receiver<bool>) {
         let this = Arc::new(self);
         let mut backoff = Duration::from_millis(200);
-        let client = loop {
-            match this.connect().await {
-                Ok(client) => break client,
-                Err(error) => {
-                    tracing::warn!(%error, "Kafka receiver not connected; retrying");
+        let (client, owned) = loop {
+            let attempt = async {
+                let client = this.connect().await?;
+                let owned = this.owned_partitions(&client).await?;
+                Ok::<_, String>((client, owned))
+            };
+            match unless_stopped(&mut stop, attempt).await {
+                None => return,
+                Some(Ok(found)) => break found,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "Kafka receiver not consuming; retrying");
                     *this.connection.lock() = Some(error);
                 }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => return,
+            if !pause(&mut stop, backoff).await {
+                return;
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
         };
         let client = Arc::new(client);
-        let owned = loop {
-            match this.owned_partitions(&client).await {
-                Ok(owned) => break owned,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot list the Kafka topics; retrying");
-                    *this.connection.lock() = Some(error);
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => return,
-            }
-        };
         *this.connection.lock() = None;
         tracing::info!(
             partitions = ?owned.iter().map(|(t, p, _)| format!("{t}/{p}")).collect::<Vec<_>>(),
@@ -508,57 +523,75 @@ struct Consumer {
     labels: PartitionLabels,
 }
 
-/// Why a partition task went back to the table's offset.
-enum Resume {
-    /// The table holds this partition up to the offset (`None`: nothing).
-    From(Option<i64>),
+/// Returns once `stop` turns true or its sender is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `fut`'s output, or `None` when a stop comes first.
+async fn unless_stopped<T>(
+    stop: &mut watch::Receiver<bool>,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        out = fut => Some(out),
+        () = stopped(stop) => None,
+    }
+}
+
+/// Waits `delay`; `false` when a stop came first.
+async fn pause(stop: &mut watch::Receiver<bool>, delay: Duration) -> bool {
+    unless_stopped(stop, tokio::time::sleep(delay))
+        .await
+        .is_some()
 }
 
 impl Consumer {
+    fn fail(&self, error: String) {
+        tracing::warn!(topic = %self.topic, partition = self.partition, %error, "Kafka partition not consuming; retrying");
+        self.shared.state.lock().error = Some(error);
+    }
+
     async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);
-        // Until the partition client and the table's offset are known.
-        let (client, mut committed) = loop {
-            match self.open().await {
-                Ok(opened) => break opened,
-                Err(error) => {
-                    tracing::warn!(topic = %self.topic, partition = self.partition, %error, "Kafka partition not consuming; retrying");
-                    self.shared.state.lock().error = Some(error);
-                }
+        // Until the partition client, the table's offset for it and the
+        // first offset to fetch are known.
+        let (client, mut committed, mut next) = loop {
+            match unless_stopped(&mut stop, self.open()).await {
+                None => return,
+                Some(Ok(opened)) => break opened,
+                Some(Err(error)) => self.fail(error),
             }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => return,
+            if !pause(&mut stop, backoff).await {
+                return;
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
-        };
-        let mut next = match self.first_offset(&client, committed).await {
-            Some(next) => next,
-            None => return,
         };
         // The last offset consumed (buffered, or skipped as bad), and
         // since when it is ahead of the table's.
         let mut consumed: Option<i64> = committed;
         let mut ahead_since: Option<Instant> = None;
         loop {
-            let stopping = *stop.borrow();
+            let stopping = *stop.borrow() || stop.has_changed().is_err();
             let flush = &self.run.flush;
             let due = ahead_since.is_some_and(|t| t.elapsed() >= flush.max_age)
                 || self.shared.buffer.bytes() >= flush.max_bytes;
             if (due || stopping) && consumed > committed {
-                match self
-                    .flush(committed, consumed.expect("consumed > committed"))
-                    .await
-                {
-                    Ok(Resume::From(at)) if at == consumed => committed = at,
-                    Ok(Resume::From(at)) => {
-                        // Another node committed this partition: what is
-                        // buffered may be in the table already.
+                let upto = consumed.expect("consumed > committed");
+                match self.flush(committed, upto).await {
+                    Ok(at) if at == consumed => committed = at,
+                    Ok(at) => {
+                        // Another consumer committed this partition: what
+                        // is buffered may be in the table already.
                         tracing::warn!(
                             topic = %self.topic,
                             partition = self.partition,
                             table = ?at,
-                            "another node committed this partition; fetching again after its offset"
+                            "another consumer committed this partition; fetching again after its offset"
                         );
                         self.run
                             .kafka_metrics
@@ -570,24 +603,27 @@ impl Consumer {
                         consumed = at;
                         next = match at {
                             Some(at) => at + 1,
-                            None => match self.first_offset(&client, None).await {
-                                Some(next) => next,
-                                None => return,
-                            },
+                            None => {
+                                match unless_stopped(&mut stop, self.start_offset(&client)).await {
+                                    Some(Ok(next)) => next,
+                                    Some(Err(error)) => {
+                                        self.fail(error);
+                                        continue;
+                                    }
+                                    None => return,
+                                }
+                            }
                         };
                     }
                     Err(error) => {
                         tracing::error!(topic = %self.topic, partition = self.partition, %error, "Kafka partition flush failed; rows stay buffered and will be retried");
                         self.shared.state.lock().error = Some(error);
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                            _ = stop.changed() => {}
-                        }
-                        if *stop.borrow() && stopping {
-                            // Stopping, and the table cannot take the rows:
-                            // Kafka keeps them for the next start.
+                        if stopping {
+                            // The table cannot take the rows now: Kafka
+                            // keeps them for the next start.
                             return;
                         }
+                        pause(&mut stop, Duration::from_millis(500)).await;
                         continue;
                     }
                 }
@@ -606,15 +642,12 @@ impl Consumer {
             }
             if self.run.buffered() > self.run.ingest.max_buffer_bytes {
                 self.run.kafka_metrics.paused.inc();
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                    _ = stop.changed() => {}
-                }
+                pause(&mut stop, Duration::from_millis(50)).await;
                 continue;
             }
-            let fetched = tokio::select! {
-                fetched = client.fetch_records(next, 1..self.run.config.fetch_max_bytes, 250) => fetched,
-                _ = stop.changed() => continue,
+            let fetch = client.fetch_records(next, 1..self.run.config.fetch_max_bytes, 250);
+            let Some(fetched) = unless_stopped(&mut stop, fetch).await else {
+                continue;
             };
             let (records, high_watermark) = match fetched {
                 Ok(fetched) => fetched,
@@ -622,29 +655,39 @@ impl Consumer {
                     protocol_error: rskafka::client::error::ProtocolError::OffsetOutOfRange,
                     ..
                 }) => {
-                    let earliest = client.get_offset(OffsetAt::Earliest).await.unwrap_or(next);
-                    if earliest > next {
-                        tracing::error!(
-                            topic = %self.topic,
-                            partition = self.partition,
-                            from = next,
-                            to = earliest,
-                            "Kafka deleted messages before they were consumed (retention): they are lost"
-                        );
-                        next = earliest;
-                    } else {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    let range = unless_stopped(&mut stop, async {
+                        Ok::<_, rskafka::client::error::Error>((
+                            client.get_offset(OffsetAt::Earliest).await?,
+                            client.get_offset(OffsetAt::Latest).await?,
+                        ))
+                    })
+                    .await;
+                    match range {
+                        None => continue,
+                        Some(Ok((earliest, _))) if earliest > next => {
+                            tracing::error!(
+                                topic = %self.topic,
+                                partition = self.partition,
+                                from = next,
+                                to = earliest,
+                                "Kafka deleted messages before they were consumed (retention): they are lost"
+                            );
+                            next = earliest;
+                            continue;
+                        }
+                        Some(Ok((earliest, latest))) => self.fail(format!(
+                            "offset {next} is outside the partition's offsets {earliest}..{latest}: \
+                             the table holds it up to {committed:?} (was the topic deleted and made \
+                             again?)"
+                        )),
+                        Some(Err(error)) => self.fail(format!("reading the partition's offsets: {error}")),
                     }
+                    pause(&mut stop, Duration::from_secs(2)).await;
                     continue;
                 }
                 Err(error) => {
-                    let error = format!("fetching from offset {next}: {error}");
-                    tracing::warn!(topic = %self.topic, partition = self.partition, %error, "Kafka fetch failed; retrying");
-                    self.shared.state.lock().error = Some(error);
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        _ = stop.changed() => {}
-                    }
+                    self.fail(format!("fetching from offset {next}: {error}"));
+                    pause(&mut stop, Duration::from_millis(500)).await;
                     continue;
                 }
             };
@@ -653,11 +696,23 @@ impl Consumer {
                 .filter(|r| r.offset >= next)
                 .map(|r| (r.offset, r.record.value))
                 .collect();
-            if let Some(&(last, _)) = records.last() {
-                self.consume(records).await;
-                consumed = Some(last);
-                next = last + 1;
-                ahead_since.get_or_insert_with(Instant::now);
+            match records.last() {
+                Some(&(last, _)) => {
+                    if let Err(error) = self.consume(records).await {
+                        // Nothing of the fetch is buffered: fetched again.
+                        self.fail(error);
+                        pause(&mut stop, Duration::from_millis(500)).await;
+                        continue;
+                    }
+                    consumed = Some(last);
+                    next = last + 1;
+                    ahead_since.get_or_insert_with(Instant::now);
+                }
+                // Nothing returned below the high watermark: the next
+                // offset holds a transaction marker (a control batch of one
+                // record, which the client leaves out); step over it.
+                None if high_watermark > next => next += 1,
+                None => {}
             }
             let lag = (high_watermark - next).max(0);
             {
@@ -673,11 +728,12 @@ impl Consumer {
         }
     }
 
-    /// The partition's client and the table's offset for it.
-    async fn open(&self) -> Result<(PartitionClient, Option<i64>), String> {
+    /// The partition's client, the table's offset for it, and the first
+    /// offset to fetch.
+    async fn open(&self) -> Result<(PartitionClient, Option<i64>, i64), String> {
         let client = self
             .client
-            .partition_client(&self.topic, self.partition, UnknownTopicHandling::Retry)
+            .partition_client(&self.topic, self.partition, UnknownTopicHandling::Error)
             .await
             .map_err(|e| format!("opening {}/{}: {e}", self.topic, self.partition))?;
         self.run.table.refresh().await.map_err(|e| e.to_string())?;
@@ -688,33 +744,51 @@ impl Consumer {
             .await
             .map_err(|e| e.to_string())?;
         self.shared.state.lock().committed = committed;
-        Ok((client, committed))
+        let next = match committed {
+            Some(at) => at + 1,
+            None => self.start_offset(&client).await?,
+        };
+        Ok((client, committed, next))
     }
 
-    /// The offset to fetch first: after the table's, or where configured
-    /// for a partition the table holds nothing of.
-    async fn first_offset(&self, client: &PartitionClient, committed: Option<i64>) -> Option<i64> {
-        if let Some(at) = committed {
-            return Some(at + 1);
-        }
-        let at = match self.run.config.start_at {
-            StartAt::Earliest => OffsetAt::Earliest,
-            StartAt::Latest => OffsetAt::Latest,
+    /// Where a partition the table holds nothing of starts. From the
+    /// latest offset, that offset is committed first (with no rows), so a
+    /// crash before the first commit of rows resumes there, not at a later
+    /// latest.
+    async fn start_offset(&self, client: &PartitionClient) -> Result<i64, String> {
+        let offsets = |e| {
+            format!(
+                "reading the offsets of {}/{}: {e}",
+                self.topic, self.partition
+            )
         };
-        loop {
-            match client.get_offset(at).await {
-                Ok(offset) => return Some(offset),
-                Err(error) => {
-                    tracing::warn!(topic = %self.topic, partition = self.partition, %error, "cannot read the partition's offsets; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+        match self.run.config.start_at {
+            StartAt::Earliest => client.get_offset(OffsetAt::Earliest).await.map_err(offsets),
+            StartAt::Latest => {
+                let latest = client.get_offset(OffsetAt::Latest).await.map_err(offsets)?;
+                if latest > 0 {
+                    let table = &self.run.table;
+                    match table
+                        .commit_as(Vec::new(), &self.shared.app_id, latest - 1, |c| c.is_none())
+                        .await
+                    {
+                        Ok(_) => {}
+                        // Another consumer started it first: from there.
+                        Err(crate::table::Error::Fenced {
+                            committed: Some(at),
+                            ..
+                        }) => return Ok(at + 1),
+                        Err(error) => return Err(error.to_string()),
+                    }
                 }
+                Ok(latest)
             }
         }
     }
 
     /// Decodes fetched messages (on the blocking pool) into the buffer;
     /// the bad ones are counted, logged and skipped.
-    async fn consume(&self, records: Vec<(i64, Option<Vec<u8>>)>) {
+    async fn consume(&self, records: Vec<(i64, Option<Vec<u8>>)>) -> Result<(), String> {
         let count = records.len() as u64;
         let encoding = self.encoding;
         let acceptance = acceptance(&self.run.ingest);
@@ -754,15 +828,8 @@ impl Consumer {
         .await;
         let (batch, bad, rejections, last) = match decoded {
             Ok((Ok(batch), bad, rejections, last)) => (batch, bad, rejections, last),
-            Ok((Err(error), ..)) => {
-                // Batches of one schema always concatenate.
-                tracing::error!(topic = %self.topic, partition = self.partition, %error, "cannot join decoded batches");
-                return;
-            }
-            Err(error) => {
-                tracing::error!(topic = %self.topic, partition = self.partition, %error, "decoding task failed");
-                return;
-            }
+            Ok((Err(error), ..)) => return Err(format!("joining decoded batches: {error}")),
+            Err(error) => return Err(format!("decoding task failed: {error}")),
         };
         self.run
             .kafka_metrics
@@ -809,14 +876,15 @@ impl Consumer {
         if let Some(last) = last {
             self.shared.buffer.insert(last as u64, &batch);
         }
+        Ok(())
     }
 
     /// Commits the buffered rows, which follow the table's offset
     /// `committed`, with the partition's offset `upto`; returns the
     /// partition's offset in the table afterwards: `upto`, or another
-    /// node's when it committed this partition meanwhile (the buffer is
-    /// then not committed).
-    async fn flush(&self, committed: Option<i64>, upto: i64) -> Result<Resume, String> {
+    /// consumer's when it committed this partition meanwhile (the buffer is
+    /// then not committed: the caller drops it).
+    async fn flush(&self, committed: Option<i64>, upto: i64) -> Result<Option<i64>, String> {
         let table = &self.run.table;
         let buffer = &self.shared.buffer;
         table.refresh().await.map_err(|e| e.to_string())?;
@@ -826,33 +894,40 @@ impl Consumer {
             .map_err(|e| e.to_string())?;
         if now != committed {
             // Ours landed before an answer was lost (`now == upto`), or
-            // another node's did: either way the table decides.
+            // another consumer's did: either way the table decides.
             if now == Some(upto) {
                 buffer.take();
                 buffer.committed(table.version().await.unwrap_or(0));
             }
-            return Ok(Resume::From(now));
+            return Ok(now);
         }
-        let set = buffer.take();
-        let partitions = set.map(|s| s.partitions).unwrap_or_default();
-        let result = self.write_and_commit(partitions, upto).await;
-        match result {
+        let partitions = buffer.take().map(|s| s.partitions).unwrap_or_default();
+        match self.write_and_commit(partitions, committed, upto).await {
             Ok(version) => {
                 buffer.committed(version);
-                Ok(Resume::From(Some(upto)))
+                Ok(Some(upto))
+            }
+            Err(crate::table::Error::Fenced { committed: now, .. }) => {
+                buffer.restore();
+                Ok(now)
             }
             Err(error) => {
                 buffer.restore();
-                Err(error)
+                Err(error.to_string())
             }
         }
     }
 
+    /// Writes the rows' files and commits them with the partition's offset
+    /// `upto`, only onto a table whose offset for the partition is still
+    /// `committed` ([`crate::table::Error::Fenced`] otherwise).
     async fn write_and_commit(
         &self,
         partitions: BTreeMap<crate::buffer::PartitionKey, Vec<RecordBatch>>,
+        committed: Option<i64>,
         upto: i64,
-    ) -> Result<i64, String> {
+    ) -> Result<i64, crate::table::Error> {
+        let failed = |message: String| crate::table::Error::Write(message);
         let files = tokio::task::spawn_blocking(move || {
             partitions
                 .iter()
@@ -860,8 +935,8 @@ impl Consumer {
                 .collect::<Result<Vec<_>, _>>()
         })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(e.to_string()))?;
         let mut adds = Vec::with_capacity(files.len());
         for file in files {
             let size = file.bytes.len() as u64;
@@ -869,7 +944,7 @@ impl Consumer {
                 .store
                 .put(&Path::from(file.path.as_str()), file.bytes.into())
                 .await
-                .map_err(|e| format!("uploading {}: {e}", file.path))?;
+                .map_err(|e| failed(format!("uploading {}: {e}", file.path)))?;
             let keys = trace_keys::keys_path(&file.path);
             self.run
                 .store
@@ -878,20 +953,19 @@ impl Consumer {
                     trace_keys::encode(&file.keys).into(),
                 )
                 .await
-                .map_err(|e| format!("uploading {keys}: {e}"))?;
+                .map_err(|e| failed(format!("uploading {keys}: {e}")))?;
             self.run.metrics.files_written.inc();
             self.run.metrics.rows_written.inc_by(file.rows as u64);
             self.run.metrics.bytes_written.inc_by(size);
             adds.push(file.add);
         }
-        crate::faults::hit("kafka.commit").map_err(|e| e.to_string())?;
+        crate::faults::hit("kafka.commit").map_err(|e| failed(e.to_string()))?;
         let version = self
             .run
             .table
-            .commit_as(adds, &self.shared.app_id, upto)
-            .await
-            .map_err(|e| e.to_string())?;
-        crate::faults::hit("kafka.committed").map_err(|e| e.to_string())?;
+            .commit_as(adds, &self.shared.app_id, upto, |now| now == committed)
+            .await?;
+        crate::faults::hit("kafka.committed").map_err(|e| failed(e.to_string()))?;
         Ok(version)
     }
 }

@@ -59,15 +59,19 @@ pub enum Error {
     #[error("table schema: {0}")]
     Schema(String),
     #[error(
-        "the table already holds write-ahead-log records up to {committed} of {app_id} (this \
-         commit ends at {upto}): another process commits under the same node id; give every \
-         node its own --node-id"
+        "the table holds {app_id} up to {shown} already, which this commit (ending at {upto}) \
+         does not follow: another process commits under the same id (give every node its own \
+         --node-id)",
+        shown = .committed.map_or("nothing".to_string(), |c| c.to_string())
     )]
     Fenced {
         app_id: String,
-        committed: i64,
+        committed: Option<i64>,
         upto: i64,
     },
+    /// Writing the files of a commit failed (`message` says which and why).
+    #[error("{0}")]
+    Write(String),
     #[error("{point}: {source}")]
     Fault {
         point: &'static str,
@@ -301,12 +305,25 @@ impl Table {
     /// of the same id that landed since the snapshot is caught by Delta's
     /// conflict check (same application id), one before it here.
     pub async fn commit(&self, adds: Vec<Add>, upto_seq: u64) -> Result<i64> {
-        self.commit_as(adds, &self.app_id, upto_seq as i64).await
+        let app_id = self.app_id.clone();
+        self.commit_as(adds, &app_id, upto_seq as i64, |committed| {
+            committed.is_none_or(|c| c < upto_seq as i64)
+        })
+        .await
     }
 
     /// [`Table::commit`] for the writer `app_id` (a node's WAL, a Kafka
-    /// partition) at its version `upto`.
-    pub async fn commit_as(&self, adds: Vec<Add>, app_id: &str, upto: i64) -> Result<i64> {
+    /// partition) at its version `upto`, made only if `allowed` says yes to
+    /// the writer's version in the snapshot the commit is made on (refused
+    /// with [`Error::Fenced`] otherwise); a commit of the same id landing
+    /// after that snapshot is caught by Delta's conflict check.
+    pub async fn commit_as(
+        &self,
+        adds: Vec<Add>,
+        app_id: &str,
+        upto: i64,
+        allowed: impl Fn(Option<i64>) -> bool,
+    ) -> Result<i64> {
         let started = Instant::now();
         let mut table = self.table.lock().await;
         let properties = commit_properties()
@@ -320,12 +337,11 @@ impl Table {
             predicate: None,
         };
         let state = table.snapshot().map_err(|e| self.err(e))?;
-        if let Some(committed) = state
+        let committed = state
             .transaction_version(table.log_store().as_ref(), app_id)
             .await
-            .map_err(|e| self.err(e))?
-            && committed >= upto
-        {
+            .map_err(|e| self.err(e))?;
+        if !allowed(committed) {
             return Err(Error::Fenced {
                 app_id: app_id.to_string(),
                 committed,
@@ -685,7 +701,7 @@ mod tests {
             matches!(
                 err,
                 Error::Fenced {
-                    committed: 10,
+                    committed: Some(10),
                     upto: 5,
                     ..
                 }

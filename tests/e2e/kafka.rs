@@ -343,3 +343,121 @@ async fn a_consumer_killed_before_or_just_after_a_commit_stores_every_message_on
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Two ingest nodes sharing the partitions of a topic and one table on S3
+/// (moto): each stores its share once; when one stops and the other takes
+/// every partition (`--kafka-member 0/1`), it resumes after what the first
+/// committed; and when both consume the same partitions at once (a
+/// configuration mistake), the table's offsets still keep every message
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_partitions_and_a_change_of_owner_duplicates_nothing() {
+    let (Some(tansu), Some(python)) = (tansu(), python()) else {
+        return;
+    };
+    let Some(moto) = crate::s3::Moto::with_bucket("kafka").await else {
+        return;
+    };
+    let broker = Broker::start(&tansu).await;
+    create_topic(&python, &broker, "shared_spans", 4).await;
+    let storage = moto.storage_args("kafka");
+    let node = |id: &'static str, member: &'static str| -> Vec<String> {
+        storage
+            .iter()
+            .cloned()
+            .chain(
+                [
+                    "--role",
+                    "ingest,query",
+                    "--node-id",
+                    id,
+                    "--kafka-brokers",
+                    broker.bootstrap.as_str(),
+                    "--kafka-topics",
+                    "shared_spans=otlp_proto",
+                    "--kafka-member",
+                    member,
+                    "--flush-max-age",
+                    "200ms",
+                ]
+                .map(String::from),
+            )
+            .collect()
+    };
+    let start = |dir: &tempfile::TempDir, args: Vec<String>| {
+        let dir = dir.path().to_path_buf();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            TestServer::start_with_env(&dir, &args, &crate::s3::CREDENTIALS).await
+        }
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = start(&dir_a, node("a", "0/2")).await;
+    let mut b = start(&dir_b, node("b", "1/2")).await;
+    let mut sent = 0;
+    let batch = |first: u64| {
+        let (python, broker) = (python.clone(), &broker);
+        async move {
+            produce(&python, broker, "shared_spans", "otlp_proto", first, 80, 0).await["spans"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    sent += batch(0x1_0000).await;
+    // Both committed their share: the table holds everything once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed(&a).await != sent {
+        assert!(
+            Instant::now() < deadline,
+            "not committed by both nodes in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready = reqwest::get(a.url("/ready"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        ready.contains("kafka shared_spans/0: consuming")
+            && ready.contains("kafka shared_spans/2: consuming")
+            && !ready.contains("shared_spans/1"),
+        "a owns partitions 0 and 2: {ready}"
+    );
+
+    // b stops; a takes every partition and resumes after b's offsets.
+    b.terminate();
+    a.terminate();
+    sent += batch(0x2_0000).await;
+    a = start(&dir_a, node("a", "0/1")).await;
+    wait_for(&a, sent).await;
+
+    // b comes back with its old share while a keeps all: partitions 1 and
+    // 3 have two consumers. Whichever commits first wins; the other drops
+    // what it buffered and fetches again after the winner's offset.
+    b = start(&dir_b, node("b", "1/2")).await;
+    for first in [0x3_0000, 0x4_0000, 0x5_0000] {
+        sent += batch(first).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed(&a).await != sent {
+        assert!(
+            committed(&a).await <= sent,
+            "more spans committed than sent"
+        );
+        assert!(Instant::now() < deadline, "not all committed in 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.terminate();
+    a.terminate();
+    let a = start(&dir_a, node("a", "0/1")).await;
+    let (per_service, n, distinct) = counts(&a).await;
+    assert_eq!((n, distinct), (sent, sent), "{per_service:?}");
+}
+
+/// Spans in the table (`/api/v1/storage`).
+async fn committed(node: &TestServer) -> u64 {
+    node.committed().await.values().sum()
+}
