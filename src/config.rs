@@ -104,7 +104,8 @@ settings! {
     /// [default: none, no Kafka receiver]
     kafka_brokers: String, env = "TRACELAKE_KAFKA_BROKERS";
     /// Kafka topics and their encodings, topic=encoding comma-separated;
-    /// encodings: otlp_proto, otlp_json, zipkin_proto, zipkin_json
+    /// encodings: otlp_proto, otlp_json, zipkin_proto, zipkin_json,
+    /// jaeger_proto, jaeger_json
     kafka_topics: String, env = "TRACELAKE_KAFKA_TOPICS", default = "otlp_spans=otlp_proto";
     /// This node's share of the Kafka partitions, i/n: it consumes the
     /// partitions p with p % n == i of every topic (give each ingest node
@@ -1048,7 +1049,6 @@ mod tests {
         assert!(err("=otlp_proto", "0/1", "earliest").contains("no topic name"));
         assert!(err("t=otlp_proto,t=zipkin_json", "0/1", "earliest").contains("twice"));
         assert!(err("t=avro", "0/1", "earliest").contains("unknown Kafka encoding"));
-        assert!(err("t=jaeger_proto", "0/1", "earliest").contains("not supported yet"));
         assert!(err("t=otlp_proto", "2/2", "earliest").contains("--kafka-member"));
         assert!(err("t=otlp_proto", "0/1", "middle").contains("--kafka-start"));
         let missing = kafka_config(

@@ -1,6 +1,8 @@
 //! The Kafka receiver: spans that the OpenTelemetry Collector's Kafka
-//! exporter, Zipkin's Kafka collector or Jaeger's collector put on Kafka
-//! topics, consumed exactly once into the table.
+//! exporter (`otlp_proto`, `otlp_json`), Zipkin's Kafka collector
+//! (`zipkin_proto`, `zipkin_json`) or Jaeger's collector (`jaeger_proto`,
+//! `jaeger_json`) put on Kafka topics, consumed exactly once into the
+//! table.
 //!
 //! # Exactly once without a second log
 //! Kafka is the log: the receiver keeps no WAL. Each topic partition is
@@ -71,7 +73,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use tokio::sync::watch;
-use tracelake_protocols::{Sink, otlp_json, otlp_proto, zipkin};
+use tracelake_protocols::{Sink, jaeger, otlp_json, otlp_proto, zipkin};
 use tracelake_schema::otlp::{Acceptance, SpansBuilder};
 use tracelake_schema::trace_keys;
 
@@ -97,6 +99,11 @@ pub enum Encoding {
     ZipkinProto,
     /// A Zipkin v2 JSON list of spans.
     ZipkinJson,
+    /// One `jaeger.api_v2.Span` protobuf with its process (Jaeger's
+    /// collector).
+    JaegerProto,
+    /// The same in protobuf's JSON mapping.
+    JaegerJson,
 }
 
 impl std::str::FromStr for Encoding {
@@ -108,16 +115,12 @@ impl std::str::FromStr for Encoding {
             "otlp_json" => Self::OtlpJson,
             "zipkin_proto" => Self::ZipkinProto,
             "zipkin_json" => Self::ZipkinJson,
-            "jaeger_proto" | "jaeger_json" => {
-                return Err(format!(
-                    "Kafka encoding {s} is not supported yet (otlp_proto, otlp_json, \
-                     zipkin_proto, zipkin_json are)"
-                ));
-            }
+            "jaeger_proto" => Self::JaegerProto,
+            "jaeger_json" => Self::JaegerJson,
             _ => {
                 return Err(format!(
                     "unknown Kafka encoding {s:?} (otlp_proto, otlp_json, zipkin_proto, \
-                     zipkin_json)"
+                     zipkin_json, jaeger_proto, jaeger_json)"
                 ));
             }
         })
@@ -131,6 +134,8 @@ impl Encoding {
             Self::OtlpJson => "otlp_json",
             Self::ZipkinProto => "zipkin_proto",
             Self::ZipkinJson => "zipkin_json",
+            Self::JaegerProto => "jaeger_proto",
+            Self::JaegerJson => "jaeger_json",
         }
     }
 
@@ -144,10 +149,11 @@ impl Encoding {
             Self::OtlpJson => {
                 return otlp_json::decode_into(message, sink).map_err(|e| e.to_string());
             }
-            Self::ZipkinProto => zipkin::from_proto(message),
-            Self::ZipkinJson => zipkin::from_json(message),
-        }
-        .map_err(|e| e.to_string())?;
+            Self::ZipkinProto => zipkin::from_proto(message).map_err(|e| e.to_string()),
+            Self::ZipkinJson => zipkin::from_json(message).map_err(|e| e.to_string()),
+            Self::JaegerProto => jaeger::from_model_proto(message).map_err(|e| e.to_string()),
+            Self::JaegerJson => jaeger::from_model_json(message).map_err(|e| e.to_string()),
+        }?;
         let rejections = sink.builder.append_request(&request, &sink.acceptance);
         for (reason, n) in rejections.reasons {
             sink.rejections.add_n(reason, n);
@@ -988,15 +994,16 @@ mod tests {
 
     #[test]
     fn encodings_parse_by_the_exporters_names() {
-        for name in ["otlp_proto", "otlp_json", "zipkin_proto", "zipkin_json"] {
+        for name in [
+            "otlp_proto",
+            "otlp_json",
+            "zipkin_proto",
+            "zipkin_json",
+            "jaeger_proto",
+            "jaeger_json",
+        ] {
             assert_eq!(name.parse::<Encoding>().unwrap().name(), name);
         }
-        assert!(
-            "jaeger_proto"
-                .parse::<Encoding>()
-                .unwrap_err()
-                .contains("not supported")
-        );
         assert!("otlp".parse::<Encoding>().unwrap_err().contains("unknown"));
     }
 

@@ -123,17 +123,19 @@ fn python() -> Option<String> {
     )
 }
 
-/// Spans per service, and their distinct (trace, span) pairs.
+/// Spans per service, and the spans and their distinct (trace, span) pairs
+/// (counted first: once every span sent is there, the count per service
+/// sees them all too).
 async fn counts(server: &TestServer) -> (Vec<Value>, u64, u64) {
-    let per_service = server
-        .sql("SELECT service_name, count(*) AS n FROM spans GROUP BY 1 ORDER BY 1")
-        .await;
     let all = server
         .sql(
             "SELECT count(*) AS n, \
              count(DISTINCT concat(encode(trace_id, 'hex'), encode(span_id, 'hex'))) AS d \
              FROM spans",
         )
+        .await;
+    let per_service = server
+        .sql("SELECT service_name, count(*) AS n FROM spans GROUP BY 1 ORDER BY 1")
         .await;
     (
         per_service,
@@ -172,8 +174,11 @@ async fn every_encoding_is_consumed_once_visible_before_its_commit_and_bad_messa
     create_topic(&python, &broker, "otlp_spans", 3).await;
     create_topic(&python, &broker, "json_spans", 1).await;
     create_topic(&python, &broker, "zipkin_spans", 2).await;
+    create_topic(&python, &broker, "jaeger_spans", 2).await;
+    create_topic(&python, &broker, "jaeger_json_spans", 1).await;
     let data = tempfile::tempdir().unwrap();
-    let topics = "otlp_spans=otlp_proto,json_spans=otlp_json,zipkin_spans=zipkin_json";
+    let topics = "otlp_spans=otlp_proto,json_spans=otlp_json,zipkin_spans=zipkin_json,\
+                  jaeger_spans=jaeger_proto,jaeger_json_spans=jaeger_json";
     let args = [
         "--kafka-brokers",
         broker.bootstrap.as_str(),
@@ -198,13 +203,38 @@ async fn every_encoding_is_consumed_once_visible_before_its_commit_and_bad_messa
         0,
     )
     .await;
+    let jaeger = produce(
+        &python,
+        &broker,
+        "jaeger_spans",
+        "jaeger_proto",
+        0x5000,
+        10,
+        0,
+    )
+    .await;
+    let jaeger_json = produce(
+        &python,
+        &broker,
+        "jaeger_json_spans",
+        "jaeger_json",
+        0x6000,
+        10,
+        0,
+    )
+    .await;
     assert_eq!(proto["bad"], 4);
     let spans = |v: &Value| v["spans"].as_u64().unwrap();
-    let total = spans(&proto) + spans(&json) + spans(&zipkin);
+    let total: u64 = [&proto, &json, &zipkin, &jaeger, &jaeger_json]
+        .map(spans)
+        .iter()
+        .sum();
     let per_service = wait_for(&server, total).await;
     assert_eq!(
         per_service,
         vec![
+            serde_json::json!({"service_name": "kafka-jaeger_json", "n": spans(&jaeger_json)}),
+            serde_json::json!({"service_name": "kafka-jaeger_proto", "n": spans(&jaeger)}),
             serde_json::json!({"service_name": "kafka-otlp_json", "n": spans(&json)}),
             serde_json::json!({"service_name": "kafka-otlp_proto", "n": spans(&proto)}),
             serde_json::json!({"service_name": "kafka-zipkin_json", "n": spans(&zipkin)}),
@@ -214,8 +244,9 @@ async fn every_encoding_is_consumed_once_visible_before_its_commit_and_bad_messa
         server.committed().await.is_empty(),
         "committed before the flush age"
     );
-    // A trace of each encoding through the trace API, whole.
-    for sent in [&proto, &json, &zipkin] {
+    // A trace of each encoding through the trace API, whole, its spans
+    // linked to their parents.
+    for sent in [&proto, &json, &zipkin, &jaeger, &jaeger_json] {
         let trace = sent["traces"][2].as_str().unwrap();
         let (status, body) = server.get(&format!("/api/v1/traces/{trace}")).await;
         assert_eq!(status, 200, "{body}");
@@ -230,6 +261,13 @@ async fn every_encoding_is_consumed_once_visible_before_its_commit_and_bad_messa
             ["charge", "checkout", "reserve"].into(),
             "{trace}: {body}"
         );
+        let roots = body["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["parentSpanId"].is_null())
+            .count();
+        assert_eq!(roots, 1, "{trace}: {body}");
     }
     let metrics = server.metrics().await;
     assert_eq!(

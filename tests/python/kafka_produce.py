@@ -6,12 +6,16 @@ Usage:
   kafka_produce.py BOOTSTRAP create TOPIC PARTITIONS
   kafka_produce.py BOOTSTRAP produce TOPIC ENCODING FIRST COUNT [BAD_EVERY]
 
-`produce` sends COUNT messages, each one trace of three spans (service
-`kafka-<encoding>`), keyed by trace id; trace ids are FIRST, FIRST+1, ...
-(as 128-bit integers). With BAD_EVERY, every BAD_EVERY-th message is
-replaced by bytes that decode in no encoding. Encodings: otlp_proto,
-otlp_json (OTLP/JSON: hex ids, enums as integers), zipkin_json (Zipkin v2
-JSON list). Prints {"messages", "bad", "spans", "traces": [hex ids]}.
+`produce` sends COUNT traces of three spans (service `kafka-<encoding>`),
+keyed by trace id, one message per trace (one per span for Jaeger's
+encodings); trace ids are FIRST, FIRST+1, ... (as 128-bit integers). With
+BAD_EVERY, every BAD_EVERY-th trace is replaced by one message of bytes that
+decode in no encoding. Encodings: otlp_proto, otlp_json (OTLP/JSON: hex
+ids, enums as integers), zipkin_json (Zipkin v2 JSON list), jaeger_proto
+and jaeger_json (one jaeger.api_v2.Span with its process, in protobuf and
+in protobuf's JSON mapping; the message types are built at run time from
+model.proto's field numbers, and encoded by the protobuf library). Prints
+{"messages", "bad", "spans", "traces": [hex ids]}.
 """
 
 import base64
@@ -20,7 +24,8 @@ import sys
 
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
-from google.protobuf.json_format import MessageToDict
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.json_format import MessageToDict, MessageToJson
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.zipkin.json.v2 import JsonV2Encoder
 from opentelemetry.exporter.zipkin.node_endpoint import NodeEndpoint
@@ -60,7 +65,92 @@ def hex_ids(value):
     return value
 
 
+def jaeger_model():
+    """jaeger.api_v2 Span (model.proto, the fields tracelake reads)."""
+    F = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(
+        name="tracelake_test_jaeger_model.proto",
+        package="jaeger.api_v2",
+        syntax="proto3",
+        dependency=["google/protobuf/timestamp.proto", "google/protobuf/duration.proto"],
+    )
+    enums = {"ValueType": ["STRING", "BOOL", "INT64", "FLOAT64", "BINARY"],
+             "SpanRefType": ["CHILD_OF", "FOLLOWS_FROM"]}
+    for name, values in enums.items():
+        enum = file.enum_type.add(name=name)
+        for number, value in enumerate(values):
+            enum.value.add(name=value, number=number)
+    messages = {
+        "KeyValue": [("key", 1, F.TYPE_STRING, None), ("v_type", 2, F.TYPE_ENUM, ".jaeger.api_v2.ValueType"),
+                     ("v_str", 3, F.TYPE_STRING, None), ("v_bool", 4, F.TYPE_BOOL, None),
+                     ("v_int64", 5, F.TYPE_INT64, None), ("v_float64", 6, F.TYPE_DOUBLE, None),
+                     ("v_binary", 7, F.TYPE_BYTES, None)],
+        "SpanRef": [("trace_id", 1, F.TYPE_BYTES, None), ("span_id", 2, F.TYPE_BYTES, None),
+                    ("ref_type", 3, F.TYPE_ENUM, ".jaeger.api_v2.SpanRefType")],
+        "Process": [("service_name", 1, F.TYPE_STRING, None),
+                    ("tags", 2, -F.TYPE_MESSAGE, ".jaeger.api_v2.KeyValue")],
+        "Span": [("trace_id", 1, F.TYPE_BYTES, None), ("span_id", 2, F.TYPE_BYTES, None),
+                 ("operation_name", 3, F.TYPE_STRING, None),
+                 ("references", 4, -F.TYPE_MESSAGE, ".jaeger.api_v2.SpanRef"),
+                 ("flags", 5, F.TYPE_UINT32, None),
+                 ("start_time", 6, F.TYPE_MESSAGE, ".google.protobuf.Timestamp"),
+                 ("duration", 7, F.TYPE_MESSAGE, ".google.protobuf.Duration"),
+                 ("tags", 8, -F.TYPE_MESSAGE, ".jaeger.api_v2.KeyValue"),
+                 ("process", 10, F.TYPE_MESSAGE, ".jaeger.api_v2.Process")],
+    }
+    for name, fields in messages.items():
+        message = file.message_type.add(name=name)
+        for field, number, kind, type_name in fields:
+            repeated = kind < 0
+            f = message.field.add(name=field, number=number, type=abs(kind),
+                                  label=F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL)
+            if type_name:
+                f.type_name = type_name
+    pool = descriptor_pool.Default()
+    from google.protobuf import duration_pb2, timestamp_pb2  # noqa: F401 (registers them)
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("jaeger.api_v2.Span"))
+
+
+def jaeger_span(model, span):
+    """An SDK span as Jaeger's collector writes it."""
+    out = model()
+    out.trace_id = span.context.trace_id.to_bytes(16, "big")
+    out.span_id = span.context.span_id.to_bytes(8, "big")
+    out.operation_name = span.name
+    out.flags = 1
+    if span.parent is not None:
+        ref = out.references.add()
+        ref.trace_id = out.trace_id
+        ref.span_id = span.parent.span_id.to_bytes(8, "big")
+    out.start_time.FromNanoseconds(span.start_time)
+    out.duration.FromNanoseconds(span.end_time - span.start_time)
+    kind = {1: "server", 2: "client"}.get(span.kind.value)
+    if kind:
+        out.tags.add(key="span.kind", v_str=kind)
+    for key, value in span.attributes.items():
+        tag = out.tags.add(key=key)
+        if isinstance(value, bool):
+            tag.v_type, tag.v_bool = 1, value
+        elif isinstance(value, int):
+            tag.v_type, tag.v_int64 = 2, value
+        else:
+            tag.v_str = str(value)
+    out.process.service_name = span.resource.attributes["service.name"]
+    return out
+
+
 def encode(encoding, spans):
+    """The messages of one trace."""
+    if encoding in ("jaeger_proto", "jaeger_json"):
+        model = jaeger_model()
+        if encoding == "jaeger_proto":
+            return [jaeger_span(model, s).SerializeToString() for s in spans]
+        return [MessageToJson(jaeger_span(model, s)).encode() for s in spans]
+    return [encode_one(encoding, spans)]
+
+
+def encode_one(encoding, spans):
     if encoding == "otlp_proto":
         return encode_spans(spans).SerializeToString()
     if encoding == "otlp_json":
@@ -107,14 +197,15 @@ def main():
         spans = exporter.get_finished_spans()
         trace = spans[0].context.trace_id.to_bytes(16, "big")
         if bad_every and (i + 1) % bad_every == 0:
-            value = b"\xff\x00 not a message in any encoding"
+            values = [b"\xff\x00 not a message in any encoding"]
             sent["bad"] += 1
         else:
-            value = encode(encoding, spans)
+            values = encode(encoding, spans)
             sent["spans"] += len(spans)
             sent["traces"].append(trace.hex())
-        futures.append(producer.send(topic, key=trace, value=value))
-        sent["messages"] += 1
+        for value in values:
+            futures.append(producer.send(topic, key=trace, value=value))
+            sent["messages"] += 1
     producer.flush()
     for future in futures:
         future.get(timeout=30)

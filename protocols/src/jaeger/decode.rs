@@ -37,7 +37,7 @@ fn id_bytes(high: i64, low: i64) -> Vec<u8> {
     v
 }
 
-fn to_otlp(b: Batch) -> ExportTraceServiceRequest {
+pub(super) fn to_otlp(b: Batch) -> ExportTraceServiceRequest {
     let mut resource_attributes = vec![string_kv("service.name", &b.service)];
     for mut kv in b.process_tags {
         match kv.key.as_str() {

@@ -16,14 +16,20 @@
 //! state; `otel.library.*` / `otel.scope.*` the scope; `parentSpanId` (or the
 //! first CHILD_OF reference) the parent, other references links with
 //! `opentracing.ref_type`; logs become events named by their `event` field.
+//!
+//! Jaeger's protobuf model (one `jaeger.api_v2.Span` with its process, in
+//! protobuf or its JSON mapping: what Jaeger's collector writes to Kafka)
+//! is read into the same shape and mapped the same way (`model`).
 
 mod decode;
 mod encode;
+mod model;
 pub mod sampling;
 mod thrift;
 
 pub use decode::{from_agent_message, from_batch};
 pub use encode::{UiSpan, tag, ui_trace};
+pub use model::{from_model_json, from_model_proto};
 pub use thrift::{Protocol, ThriftError};
 
 #[cfg(test)]

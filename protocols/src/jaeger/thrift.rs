@@ -14,6 +14,12 @@ pub struct ThriftError(String);
 
 type Result<T> = std::result::Result<T, ThriftError>;
 
+impl ThriftError {
+    pub(super) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
 fn err<T>(m: impl Into<String>) -> Result<T> {
     Err(ThriftError(m.into()))
 }
