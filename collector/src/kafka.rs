@@ -318,8 +318,8 @@ impl Kafka {
         store: Arc<dyn ObjectStore>,
         ingest: crate::ingest::IngestConfig,
         flush: FlushConfig,
+        vacuum_grace: Duration,
         metrics: Arc<Metrics>,
-        kafka_metrics: Arc<KafkaMetrics>,
     ) -> Self {
         let (stop, stopped) = watch::channel(false);
         let partitions = Arc::new(Mutex::new(Vec::new()));
@@ -330,8 +330,9 @@ impl Kafka {
             store,
             ingest,
             flush,
+            vacuum_grace,
+            kafka_metrics: Arc::clone(&metrics.kafka),
             metrics,
-            kafka_metrics,
             partitions: Arc::clone(&partitions),
             connection: Arc::clone(&connection),
         };
@@ -386,6 +387,9 @@ struct Run {
     store: Arc<dyn ObjectStore>,
     ingest: crate::ingest::IngestConfig,
     flush: FlushConfig,
+    /// Files not in the table are vacuumed once this old: on an object
+    /// store, a commit is made only of files well younger.
+    vacuum_grace: Duration,
     metrics: Arc<Metrics>,
     kafka_metrics: Arc<KafkaMetrics>,
     partitions: Arc<Mutex<Vec<Arc<Shared>>>>,
@@ -944,6 +948,7 @@ impl Consumer {
         .map_err(|e| failed(e.to_string()))?
         .map_err(|e| failed(e.to_string()))?;
         let mut adds = Vec::with_capacity(files.len());
+        let uploaded = Instant::now();
         for file in files {
             let size = file.bytes.len() as u64;
             self.run
@@ -966,6 +971,17 @@ impl Consumer {
             adds.push(file.add);
         }
         crate::faults::hit("kafka.commit").map_err(|e| failed(e.to_string()))?;
+        // As for the node's own flushes: the compactor may vacuum files not
+        // in the table once they are the grace old.
+        if self.run.table.url().scheme() != "file" && uploaded.elapsed() > self.run.vacuum_grace / 2
+        {
+            return Err(failed(format!(
+                "files uploaded {:.0} s ago not committed: vacuum may delete files not in the \
+                 table once they are {} s old (--vacuum-grace); they are written again",
+                uploaded.elapsed().as_secs_f64(),
+                self.run.vacuum_grace.as_secs()
+            )));
+        }
         let version = self
             .run
             .table

@@ -303,8 +303,8 @@ impl Collector {
                 table.object_store().await,
                 config.ingest.clone(),
                 config.flush,
+                config.retention.vacuum_grace,
                 Arc::clone(&metrics),
-                Arc::clone(&metrics.kafka),
             )),
             _ => None,
         };
