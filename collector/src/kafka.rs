@@ -53,10 +53,10 @@
 //! (each partition may still add one fetch, at most 4 MiB of messages).
 //!
 //! # Queries
-//! A partition's buffered rows are visible to queries on this node before
-//! they are committed. Query nodes that ask ingest nodes for their buffers
-//! (`--ingest-peers`) get the node's own buffer only, so on them Kafka's
-//! spans appear at their commit.
+//! A partition's buffered rows are visible to queries before they are
+//! committed: on this node, and on query nodes that ask it for its buffers
+//! (`--ingest-peers`; `crate::live` hands each partition's groups over
+//! under its own application id).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -382,7 +382,7 @@ impl Collector {
     /// nodes), or an empty router on a node that does not ingest.
     pub fn live_router(&self) -> axum::Router {
         match &self.ingest {
-            Some(_) => live::router(Arc::clone(&self.buffer), self.table.app_id()),
+            Some(_) => live::router(Arc::clone(&self.buffer), self.table.app_id(), self.kafka()),
             None => axum::Router::new(),
         }
     }

@@ -1,7 +1,8 @@
 //! `GET /api/v1/internal/buffer`: this ingest node's buffered rows, for
 //! query nodes that read the table elsewhere (`query::peers`), in the
-//! format of [`tracelake_schema::live`]; `?trace_id=` (32 hex digits) keeps
-//! that trace's rows only. Encoding runs on the blocking pool.
+//! format of [`tracelake_schema::live`], the Kafka partitions' buffers
+//! included; `?trace_id=` (32 hex digits) keeps that trace's rows only.
+//! Encoding runs on the blocking pool.
 
 use std::sync::Arc;
 
@@ -22,6 +23,8 @@ pub const PATH: &str = "/api/v1/internal/buffer";
 struct Source {
     buffer: Arc<Buffer>,
     writer: Arc<str>,
+    /// The Kafka partitions' buffers, each named in the groups header.
+    kafka: Option<crate::kafka::KafkaView>,
 }
 
 #[derive(Deserialize)]
@@ -29,10 +32,11 @@ struct Params {
     trace_id: Option<String>,
 }
 
-pub fn router(buffer: Arc<Buffer>, writer: &str) -> Router {
+pub fn router(buffer: Arc<Buffer>, writer: &str, kafka: Option<crate::kafka::KafkaView>) -> Router {
     Router::new().route(PATH, get(serve)).with_state(Source {
         buffer,
         writer: writer.into(),
+        kafka,
     })
 }
 
@@ -41,7 +45,10 @@ async fn serve(State(source): State<Source>, Query(params): Query<Params>) -> Re
         Ok(id) => id,
         Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
     };
-    let groups = source.buffer.snapshot().groups;
+    let mut groups = vec![(None, source.buffer.snapshot().groups)];
+    for (writer, buffer) in source.kafka.iter().flat_map(|k| k.buffers()) {
+        groups.push((Some(writer), buffer.snapshot().groups));
+    }
     let encoded = tokio::task::spawn_blocking(move || encode(&groups, trace_id.as_ref())).await;
     let (groups, body) = match encoded {
         Ok(Ok(encoded)) => encoded,

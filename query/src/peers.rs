@@ -173,7 +173,13 @@ impl IngestPeers {
         }
     }
 
-    async fn ask(&self, peer: &str, trace_id: Option<&[u8; 16]>) -> Result<LiveSnapshot, String> {
+    /// The node's buffered rows: its own, then those of its other writers
+    /// (Kafka partitions).
+    async fn ask(
+        &self,
+        peer: &str,
+        trace_id: Option<&[u8; 16]>,
+    ) -> Result<Vec<LiveSnapshot>, String> {
         let mut url = format!(
             "{}://{peer}{}",
             self.config.scheme, "/api/v1/internal/buffer"
@@ -191,7 +197,7 @@ impl IngestPeers {
             && response.headers().contains_key(WRITER_HEADER)
         {
             // The tenant is not open there: nothing buffered.
-            return Ok(LiveSnapshot::default());
+            return Ok(vec![LiveSnapshot::default()]);
         }
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
@@ -209,11 +215,24 @@ impl IngestPeers {
         let writer = header(WRITER_HEADER)?;
         let groups = header(GROUPS_HEADER)?;
         let body = response.bytes().await.map_err(|e| e.to_string())?;
-        let groups = decode(&groups, &body).map_err(|e| e.to_string())?;
-        Ok(LiveSnapshot {
+        let sources = decode(&groups, &body).map_err(|e| e.to_string())?;
+        let mut own = LiveSnapshot {
             writer: Some(writer),
-            groups,
-        })
+            groups: Vec::new(),
+        };
+        let mut others = Vec::new();
+        for (source, groups) in sources {
+            match source {
+                None => own.groups = groups,
+                Some(writer) => others.push(LiveSnapshot {
+                    writer: Some(writer),
+                    groups,
+                }),
+            }
+        }
+        let mut out = vec![own];
+        out.extend(others);
+        Ok(out)
     }
 }
 
@@ -236,29 +255,30 @@ impl LiveSpans for IngestPeers {
         let mut out: Vec<LiveSnapshot> = Vec::with_capacity(answers.len());
         for (peer, answer) in peers.iter().zip(answers) {
             match answer {
-                // One node reached twice (a name and its address, IPv4 and
-                // IPv6): its rows once.
-                Ok(snapshot)
-                    if snapshot.writer.is_some()
-                        && out.iter().any(|s| s.writer == snapshot.writer) =>
-                {
+                Ok(snapshots) => {
                     self.config.metrics.record(peer, None);
-                }
-                Ok(snapshot) => {
-                    self.config.metrics.record(peer, None);
-                    let rows: usize = snapshot
-                        .groups
-                        .iter()
-                        .flat_map(|(_, batches)| batches)
-                        .map(arrow::array::RecordBatch::num_rows)
-                        .sum();
-                    self.config.metrics.rows.inc_by(rows as u64);
                     self.config
                         .metrics
                         .fetches
                         .get_or_create(&[("outcome", "ok")])
                         .inc();
-                    out.push(snapshot);
+                    for snapshot in snapshots {
+                        // One node reached twice (a name and its address,
+                        // IPv4 and IPv6): its rows once.
+                        if snapshot.writer.is_some()
+                            && out.iter().any(|s| s.writer == snapshot.writer)
+                        {
+                            continue;
+                        }
+                        let rows: usize = snapshot
+                            .groups
+                            .iter()
+                            .flat_map(|(_, batches)| batches)
+                            .map(arrow::array::RecordBatch::num_rows)
+                            .sum();
+                        self.config.metrics.rows.inc_by(rows as u64);
+                        out.push(snapshot);
+                    }
                 }
                 Err(error) => {
                     self.config.metrics.record(peer, Some(error.clone()));

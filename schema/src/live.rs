@@ -4,8 +4,10 @@
 //! batches fall into groups: `upto:count` per group, comma-separated, in
 //! stream order. Every row of a group is in the table once the node's WAL
 //! watermark there reaches `upto`; the node's application id comes in the
-//! `x-tracelake-writer` header. A query node leaves out the groups the
-//! table version it reads has reached (see `query::table`).
+//! `x-tracelake-writer` header. A group of another writer of the node (a
+//! Kafka partition, committing under its own application id) is
+//! `upto:count@writer`. A query node leaves out the groups the table
+//! version it reads has reached (see `query::table`).
 
 use arrow_array::{BinaryArray, RecordBatch, Scalar};
 use arrow_ipc::reader::StreamReader;
@@ -23,17 +25,31 @@ pub const GROUPS_HEADER: &str = "x-tracelake-groups";
 /// rows.
 pub type Groups = Vec<(u64, Vec<RecordBatch>)>;
 
+/// The groups of each writer of a node: `None` for the node's own (the
+/// writer header's), else the writer's application id.
+pub type WriterGroups = Vec<(Option<String>, Groups)>;
+
 /// `groups` as the groups header and the IPC stream; with `trace_id`, only
 /// that trace's rows (groups left without rows are left out).
 pub fn encode(
-    groups: &Groups,
+    groups: &WriterGroups,
     trace_id: Option<&[u8; 16]>,
 ) -> Result<(String, Vec<u8>), ArrowError> {
     let schema = spans_schema();
     let mut writer = StreamWriter::try_new(Vec::new(), &schema)?;
     let wanted = trace_id.map(|id| Scalar::new(BinaryArray::from(vec![id.as_slice()])));
     let mut header = Vec::new();
-    for (upto, batches) in groups {
+    for (source, (upto, batches)) in groups
+        .iter()
+        .flat_map(|(source, groups)| groups.iter().map(move |g| (source, g)))
+    {
+        if let Some(source) = source
+            && source.contains([',', '@'])
+        {
+            return Err(ArrowError::InvalidArgumentError(format!(
+                "writer {source:?} cannot be named in {GROUPS_HEADER}"
+            )));
+        }
         let mut count = 0;
         for batch in batches {
             let batch = match &wanted {
@@ -53,7 +69,10 @@ pub fn encode(
             count += 1;
         }
         if count > 0 {
-            header.push(format!("{upto}:{count}"));
+            header.push(match source {
+                None => format!("{upto}:{count}"),
+                Some(source) => format!("{upto}:{count}@{source}"),
+            });
         }
     }
     writer.finish()?;
@@ -62,12 +81,16 @@ pub fn encode(
 
 /// The groups of a groups header and its IPC stream; an error names what
 /// does not fit (a peer of another version, a cut body).
-pub fn decode(header: &str, body: &[u8]) -> Result<Groups, ArrowError> {
+pub fn decode(header: &str, body: &[u8]) -> Result<WriterGroups, ArrowError> {
     let mut sizes = Vec::new();
     for part in header.split(',').filter(|p| !p.is_empty()) {
-        let parsed = part
+        let (group, source) = match part.split_once('@') {
+            Some((group, source)) => (group, Some(source.to_string())),
+            None => (part, None),
+        };
+        let parsed = group
             .split_once(':')
-            .and_then(|(u, c)| Some((u.parse::<u64>().ok()?, c.parse::<usize>().ok()?)));
+            .and_then(|(u, c)| Some((source, u.parse::<u64>().ok()?, c.parse::<usize>().ok()?)));
         match parsed {
             Some(size) => sizes.push(size),
             None => {
@@ -83,8 +106,8 @@ pub fn decode(header: &str, body: &[u8]) -> Result<Groups, ArrowError> {
             "buffered rows in another spans schema (a node of another version)".into(),
         ));
     }
-    let mut groups = Vec::with_capacity(sizes.len());
-    for (upto, count) in sizes {
+    let mut groups: WriterGroups = Vec::new();
+    for (source, upto, count) in sizes {
         // `count` comes from another process: no allocation on its word.
         let mut group = Vec::with_capacity(count.min(64));
         for _ in 0..count {
@@ -97,7 +120,10 @@ pub fn decode(header: &str, body: &[u8]) -> Result<Groups, ArrowError> {
                 }
             }
         }
-        groups.push((upto, group));
+        match groups.iter_mut().find(|(s, _)| *s == source) {
+            Some((_, of_source)) => of_source.push((upto, group)),
+            None => groups.push((source, vec![(upto, group)])),
+        }
     }
     if batches.next().is_some() {
         return Err(ArrowError::ParseError(format!(
@@ -142,27 +168,46 @@ mod tests {
         b.finish()
     }
 
-    fn rows(groups: &Groups) -> Vec<(u64, usize)> {
+    fn rows(groups: &WriterGroups) -> Vec<(Option<&str>, u64, usize)> {
         groups
             .iter()
-            .map(|(u, b)| (*u, b.iter().map(RecordBatch::num_rows).sum()))
+            .flat_map(|(s, g)| {
+                g.iter().map(move |(u, b)| {
+                    (s.as_deref(), *u, b.iter().map(RecordBatch::num_rows).sum())
+                })
+            })
             .collect()
     }
 
     #[test]
     fn groups_survive_the_wire_and_a_trace_id_keeps_its_rows_only() {
-        let groups: Groups = vec![
-            (7, vec![batch(&[1, 2]), batch(&[2])]),
-            (9, vec![batch(&[3])]),
+        let groups: WriterGroups = vec![
+            (
+                None,
+                vec![
+                    (7, vec![batch(&[1, 2]), batch(&[2])]),
+                    (9, vec![batch(&[3])]),
+                ],
+            ),
+            (
+                Some("kafka:spans:3".into()),
+                vec![(41, vec![batch(&[2, 4])])],
+            ),
         ];
         let (header, body) = encode(&groups, None).unwrap();
-        assert_eq!(header, "7:2,9:1");
+        assert_eq!(header, "7:2,9:1,41:1@kafka:spans:3");
         let back = decode(&header, &body).unwrap();
-        assert_eq!(rows(&back), [(7, 3), (9, 1)]);
-        assert_eq!(back[0].1[0], groups[0].1[0]);
+        assert_eq!(
+            rows(&back),
+            [(None, 7, 3), (None, 9, 1), (Some("kafka:spans:3"), 41, 2)]
+        );
+        assert_eq!(back[0].1[0].1[0], groups[0].1[0].1[0]);
         let (header, body) = encode(&groups, Some(&[2; 16])).unwrap();
-        assert_eq!(header, "7:2");
-        assert_eq!(rows(&decode(&header, &body).unwrap()), [(7, 2)]);
+        assert_eq!(header, "7:2,41:1@kafka:spans:3");
+        assert_eq!(
+            rows(&decode(&header, &body).unwrap()),
+            [(None, 7, 2), (Some("kafka:spans:3"), 41, 1)]
+        );
         let (header, body) = encode(&groups, Some(&[5; 16])).unwrap();
         assert!(header.is_empty());
         assert!(decode(&header, &body).unwrap().is_empty());
@@ -170,8 +215,8 @@ mod tests {
 
     #[test]
     fn a_header_that_does_not_fit_the_stream_is_an_error() {
-        let (header, body) = encode(&vec![(7, vec![batch(&[1])])], None).unwrap();
-        for bad in ["7:2", "", "7", "x:1"] {
+        let (header, body) = encode(&vec![(None, vec![(7, vec![batch(&[1])])])], None).unwrap();
+        for bad in ["7:2", "", "7", "x:1", "7@w", "x:1@w"] {
             let err = decode(bad, &body).unwrap_err().to_string();
             assert!(err.contains("x-tracelake-groups"), "{bad}: {err}");
         }

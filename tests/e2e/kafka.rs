@@ -244,6 +244,31 @@ async fn every_encoding_is_consumed_once_visible_before_its_commit_and_bad_messa
         server.committed().await.is_empty(),
         "committed before the flush age"
     );
+    // A query node asking this node for what it has not committed sees the
+    // Kafka partitions' buffers too.
+    {
+        let query_dir = tempfile::tempdir().unwrap();
+        let root = format!("file://{}", data.path().display());
+        let peer = server.http.to_string();
+        let query = TestServer::start(
+            query_dir.path(),
+            &[
+                "--role",
+                "query",
+                "--storage-url",
+                &root,
+                "--ingest-peers",
+                &peer,
+            ],
+        )
+        .await;
+        let (per_service, n, distinct) = counts(&query).await;
+        assert_eq!((n, distinct), (total, total), "{per_service:?}");
+        let trace = jaeger["traces"][1].as_str().unwrap();
+        let (status, body) = query.get(&format!("/api/v1/traces/{trace}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["spans"].as_array().unwrap().len(), 3, "{body}");
+    }
     // A trace of each encoding through the trace API, whole, its spans
     // linked to their parents.
     for sent in [&proto, &json, &zipkin, &jaeger, &jaeger_json] {
