@@ -69,7 +69,7 @@ kafka_round() {
   local end
   end=$(date +%s.%N)
   stop
-  python3 -c 'import sys; print(round(float(sys.argv[1]) / (float(sys.argv[3]) - float(sys.argv[2]))))' "$sent" "$start" "$end"
+  python3 -c 'import sys; print(round(float(sys.argv[1]) / (float(sys.argv[3]) - float(sys.argv[2]))))' "$sent" "$start" "$end" >"$work/rate"
 }
 
 http_round() {
@@ -77,13 +77,16 @@ http_round() {
   "$bin/tracelake-bench" drive --endpoint "http://127.0.0.1:$((base + 2))" \
     --streams 4 --batch 500 --spans "$spans" --json >"$work/drive.json"
   stop
-  python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["spans_per_second"]))' "$work/drive.json"
+  python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["spans_per_second"]))' "$work/drive.json" >"$work/rate"
 }
 
 declare -A rates
 for round in $(seq "$rounds"); do
-  k=$(kafka_round)
-  h=$(http_round)
+  # Not in $(...): the broker started in a subshell would outlive it.
+  kafka_round
+  k=$(cat "$work/rate")
+  http_round
+  h=$(cat "$work/rate")
   echo "round $round: Kafka $k spans/s, OTLP/HTTP $h spans/s"
   rates[kafka]="${rates[kafka]:-} $k"
   rates[http]="${rates[http]:-} $h"
