@@ -126,7 +126,9 @@ fn batch(span: Span) -> Result<Batch, ThriftError> {
             references,
             start: micros(span.start_time.as_ref()),
             duration: span.duration.map_or(0, |d| {
-                d.seconds.saturating_mul(1_000_000) + i64::from(d.nanos / 1000)
+                d.seconds
+                    .saturating_mul(1_000_000)
+                    .saturating_add(i64::from(d.nanos / 1000))
             }),
             tags: span.tags.into_iter().map(tag).collect(),
             logs: span
@@ -143,9 +145,13 @@ fn batch(span: Span) -> Result<Batch, ThriftError> {
     })
 }
 
+/// Microseconds since the epoch (saturating: the fields come from the
+/// wire).
 fn micros(t: Option<&prost_types::Timestamp>) -> i64 {
     t.map_or(0, |t| {
-        t.seconds.saturating_mul(1_000_000) + i64::from(t.nanos / 1000)
+        t.seconds
+            .saturating_mul(1_000_000)
+            .saturating_add(i64::from(t.nanos / 1000))
     })
 }
 
@@ -442,6 +448,27 @@ mod tests {
             "process": {"serviceName": "payments", "tags": [{"key": "hostname", "vStr": "h1"}]}
         });
         check(&from_model_json(json.to_string().as_bytes()).unwrap());
+    }
+
+    #[test]
+    fn times_at_the_ends_of_the_range_saturate() {
+        // Found by the jaeger_model fuzz target: seconds near i64::MAX with
+        // positive nanos overflowed the sum.
+        let mut span = sample();
+        span.start_time = Some(prost_types::Timestamp {
+            seconds: i64::MAX / 1_000_000,
+            nanos: 999_999_999,
+        });
+        span.duration = Some(prost_types::Duration {
+            seconds: i64::MAX,
+            nanos: 999_999_999,
+        });
+        assert!(from_model_proto(&span.encode_to_vec()).is_ok());
+        span.start_time = Some(prost_types::Timestamp {
+            seconds: i64::MIN,
+            nanos: -999_999_999,
+        });
+        assert!(from_model_proto(&span.encode_to_vec()).is_ok());
     }
 
     #[test]
