@@ -300,6 +300,18 @@ pub struct Ingest {
     flush: Arc<Notify>,
 }
 
+impl IngestConfig {
+    /// The span start times accepted now (every receiver's window).
+    pub fn acceptance(&self) -> Acceptance {
+        let now = now_unix_nano();
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        Acceptance {
+            min_start_unix_nano: now.saturating_sub(nanos(self.max_span_age)),
+            max_start_unix_nano: now.saturating_add(nanos(self.max_span_future)),
+        }
+    }
+}
+
 fn now_unix_nano() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -340,12 +352,7 @@ impl Ingest {
     }
 
     fn acceptance(&self) -> Acceptance {
-        let now = now_unix_nano();
-        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-        Acceptance {
-            min_start_unix_nano: now.saturating_sub(nanos(self.config.max_span_age)),
-            max_start_unix_nano: now.saturating_add(nanos(self.config.max_span_future)),
-        }
+        self.config.acceptance()
     }
 
     /// Refuses new work while the buffer is over its limit.

@@ -74,7 +74,7 @@ use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use tokio::sync::watch;
 use tracelake_protocols::{Sink, jaeger, otlp_json, otlp_proto, zipkin};
-use tracelake_schema::otlp::{Acceptance, SpansBuilder};
+use tracelake_schema::otlp::SpansBuilder;
 use tracelake_schema::trace_keys;
 
 use crate::buffer::Buffer;
@@ -801,7 +801,7 @@ impl Consumer {
     async fn consume(&self, records: Vec<(i64, Option<Vec<u8>>)>) -> Result<(), String> {
         let count = records.len() as u64;
         let encoding = self.encoding;
-        let acceptance = acceptance(&self.run.ingest);
+        let acceptance = self.run.ingest.acceptance();
         let decoded = tokio::task::spawn_blocking(move || {
             let mut batches = Vec::with_capacity(records.len());
             let mut bad: Vec<(i64, &'static str, String)> = Vec::new();
@@ -992,20 +992,10 @@ impl Consumer {
     }
 }
 
-/// The accepted span start times, now.
-fn acceptance(config: &crate::ingest::IngestConfig) -> Acceptance {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-    let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-    Acceptance {
-        min_start_unix_nano: now.saturating_sub(nanos(config.max_span_age)),
-        max_start_unix_nano: now.saturating_add(nanos(config.max_span_future)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use tracelake_schema::otlp::Acceptance;
+
     use super::*;
 
     #[test]
