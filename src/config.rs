@@ -127,6 +127,13 @@ settings! {
     kafka_sasl_username: String, env = "TRACELAKE_KAFKA_SASL_USERNAME";
     /// SASL/PLAIN password for the Kafka brokers; set it in the environment
     kafka_sasl_password: String, env = "TRACELAKE_KAFKA_SASL_PASSWORD";
+    /// Kafka topic that messages which do not decode are copied to (with
+    /// headers saying why and whence) before they are skipped [default:
+    /// none, they are only counted and logged]
+    kafka_dead_letter_topic: String, env = "TRACELAKE_KAFKA_DEAD_LETTER_TOPIC";
+    /// How often the Kafka topics' partitions are listed again: partitions
+    /// added to a topic are consumed from then on
+    kafka_metadata_refresh: String, env = "TRACELAKE_KAFKA_METADATA_REFRESH", default = "30s";
     /// How long a compactor's lease lasts without renewal (renewed every
     /// third of it): a compactor that dies is replaced after this
     compactor_lease_ttl: String, env = "TRACELAKE_COMPACTOR_LEASE_TTL", default = "30s";
@@ -197,6 +204,11 @@ settings! {
     tls_client_ca_file: PathBuf, env = "TRACELAKE_TLS_CLIENT_CA_FILE";
     /// Oldest TLS version accepted: 1.2 or 1.3
     tls_min_version: String, env = "TRACELAKE_TLS_MIN_VERSION", default = "1.2";
+    /// PEM CA certificates that the other nodes' certificates are checked
+    /// against when this node calls them over TLS (ingest nodes asked by
+    /// --ingest-peers, SQL workers); it presents its own --tls-cert-file
+    /// when they ask for one [default: the system's roots]
+    cluster_ca_file: PathBuf, env = "TRACELAKE_CLUSTER_CA_FILE";
     /// TOML file of per-tenant limits (`[defaults]` and `[tenants.<id>]`:
     /// ingestion_rate_bytes, ingestion_burst_bytes, max_spans_per_request,
     /// retention, max_search_window, max_concurrent_queries); reread when
@@ -326,6 +338,11 @@ pub(crate) struct Config {
     pub(crate) sql_worker_listen: Option<SocketAddr>,
     /// The cluster's secret for calls between nodes.
     pub(crate) peer_token: Option<String>,
+    /// The CAs other nodes' certificates are checked against.
+    pub(crate) cluster_ca_file: Option<PathBuf>,
+    /// How this node calls other nodes over TLS (with TLS on): made at
+    /// start ([`Config::with_cluster_tls`]), once the certificate loaded.
+    pub(crate) cluster_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     pub(crate) distributed: Option<tracelake_query::distributed::DistributedConfig>,
     pub(crate) compactor_lease_ttl: Duration,
     /// The default tenant's table and WAL directory.
@@ -505,8 +522,15 @@ impl Settings {
                  a SQL worker runs whatever plan it is sent"
             );
         }
+        // Calls to the other nodes (ingest nodes, SQL workers) speak TLS
+        // when this node's ports do: the cluster's nodes share the setting
+        // (the client side is made at start, [`Config::with_cluster_tls`]).
+        if tls.is_none() && s.cluster_ca_file.is_some() {
+            bail!("--cluster-ca-file needs TLS on: set --tls-cert-file and --tls-key-file");
+        }
         let distributed = match s.sql_workers {
             Some(text) => Some(tracelake_query::distributed::DistributedConfig {
+                tls: None,
                 workers: text
                     .parse()
                     .map_err(|e| anyhow::anyhow!("invalid --sql-workers {text:?}: {e}"))?,
@@ -531,7 +555,7 @@ impl Settings {
                          TRACELAKE_KAFKA_SASL_PASSWORD"
                     ),
                 };
-                Some(kafka_config(
+                let mut config = kafka_config(
                     &brokers,
                     &set(s.kafka_topics),
                     &set(s.kafka_member),
@@ -539,7 +563,27 @@ impl Settings {
                     &set(s.kafka_start),
                     set(s.kafka_tls).then_some(s.kafka_tls_ca_file.as_deref()),
                     sasl_plain,
-                )?)
+                )?;
+                if let Some(topic) = s.kafka_dead_letter_topic {
+                    if topic.trim().is_empty() {
+                        bail!(
+                            "--kafka-dead-letter-topic is empty: name a topic, or leave it unset"
+                        );
+                    }
+                    if config.topics.iter().any(|(t, _)| *t == topic) {
+                        bail!(
+                            "--kafka-dead-letter-topic {topic} is also in --kafka-topics: bad \
+                             messages would be consumed again"
+                        );
+                    }
+                    config.dead_letter_topic = Some(topic);
+                }
+                config.metadata_refresh =
+                    duration(s.kafka_metadata_refresh, "kafka metadata refresh")?;
+                if config.metadata_refresh < Duration::from_millis(100) {
+                    bail!("--kafka-metadata-refresh must be at least 100ms");
+                }
+                Some(config)
             }
             None => None,
         };
@@ -556,7 +600,7 @@ impl Settings {
                     .map_err(|e| anyhow::anyhow!("invalid --ingest-peers {text:?}: {e}"))?;
                 Some(tracelake_query::peers::PeersConfig {
                     peers,
-                    scheme: if tls.is_some() { "https" } else { "http" },
+                    tls: None,
                     token: s.peer_token.clone(),
                     metrics: Default::default(),
                 })
@@ -570,6 +614,8 @@ impl Settings {
             peers,
             sql_worker_listen: s.sql_worker_listen,
             peer_token: s.peer_token,
+            cluster_ca_file: s.cluster_ca_file,
+            cluster_tls: None,
             distributed,
             compactor_lease_ttl,
             wal_dir: data_dir.join("wal").join(DEFAULT_TENANT),
@@ -648,6 +694,29 @@ pub(crate) fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     Ok(tracelake_protocols::duration::parse(text)?)
 }
 
+impl Config {
+    /// With TLS on, the client side of calls to the other nodes (ingest
+    /// nodes, SQL workers): their certificates checked against
+    /// `--cluster-ca-file`, this node's presented when asked.
+    pub(crate) fn with_cluster_tls(mut self) -> anyhow::Result<Self> {
+        let Some(settings) = &self.tls else {
+            return Ok(self);
+        };
+        let client = std::sync::Arc::new(settings.cluster_client(self.cluster_ca_file.as_deref())?);
+        if let Some(peers) = self.peers.as_mut() {
+            peers.tls = Some(std::sync::Arc::clone(&client));
+            peers
+                .client()
+                .map_err(|e| anyhow::anyhow!("--ingest-peers: {e}"))?;
+        }
+        if let Some(distributed) = self.distributed.as_mut() {
+            distributed.tls = Some(std::sync::Arc::clone(&client));
+        }
+        self.cluster_tls = Some(client);
+        Ok(self)
+    }
+}
+
 /// The Kafka receiver's settings from the flags' texts.
 fn kafka_config(
     brokers: &str,
@@ -709,33 +778,7 @@ fn kafka_config(
     let tls = match tls {
         None => None,
         Some(ca_file) => {
-            let mut roots = rustls::RootCertStore::empty();
-            match ca_file {
-                Some(path) => {
-                    use rustls::pki_types::pem::PemObject as _;
-                    let pem = std::fs::read(path).with_context(|| {
-                        format!("cannot read --kafka-tls-ca-file {}", path.display())
-                    })?;
-                    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-                        let cert = cert.with_context(|| {
-                            format!("invalid PEM in --kafka-tls-ca-file {}", path.display())
-                        })?;
-                        roots.add(cert).with_context(|| {
-                            format!("invalid CA certificate in {}", path.display())
-                        })?;
-                    }
-                    if roots.is_empty() {
-                        bail!(
-                            "--kafka-tls-ca-file {} holds no certificate",
-                            path.display()
-                        );
-                    }
-                }
-                None => {
-                    let found = rustls_native_certs::load_native_certs();
-                    roots.add_parsable_certificates(found.certs);
-                }
-            }
+            let roots = crate::tls::roots(ca_file, "--kafka-tls-ca-file")?;
             let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
                 rustls::crypto::aws_lc_rs::default_provider(),
             ))
@@ -755,6 +798,8 @@ fn kafka_config(
         sasl_plain,
         start_at,
         fetch_max_bytes: 4 << 20,
+        dead_letter_topic: None,
+        metadata_refresh: Duration::from_secs(30),
     })
 }
 
@@ -810,12 +855,12 @@ mod tests {
         }
         assert_eq!(
             help.matches("[default:").count(),
-            Settings::DEFAULTS.len() + 25,
-            "each default once, plus the twenty-five computed ones written in their help (node id, \
+            Settings::DEFAULTS.len() + 27,
+            "each default once, plus the twenty-seven computed ones written in their help (node id, \
              ingest peers, SQL worker listener and workers, \
              query threads, storage URL, S3 endpoint and region, nine listeners, the tokens file, the \
-             TLS certificate and client CA files, the tenant limits file, the sampling \
-             strategies file, the Kafka brokers, CA file and SASL user)"
+             TLS certificate, client CA and cluster CA files, the tenant limits file, the sampling \
+             strategies file, the Kafka brokers, CA file, SASL user and dead-letter topic)"
         );
     }
 

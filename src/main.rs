@@ -239,6 +239,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Its certificate loaded: the client side of calls to other nodes.
+    let config = config.with_cluster_tls()?;
     // Per-tenant limits: the file, kept current; without one, none.
     let limits = match &config.tenant_limits_file {
         Some(path) => {
@@ -527,18 +529,40 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         listener.set_nonblocking(true)?;
         let engine = tenants.engine();
         let token = config.peer_token.clone();
-        let worker =
-            tracelake_query::distributed::worker(Arc::clone(engine.runtime()), token.clone());
-        let mut stop = stop_queries.clone();
-        tracing::info!(%addr, "sql-worker listening");
+        let worker = tracelake_query::distributed::worker(
+            Arc::clone(engine.runtime()),
+            token.clone(),
+            config.cluster_tls.clone(),
+        );
+        let routes = tracelake_query::distributed::worker_routes(worker, token);
+        let stop = stop_queries.clone();
+        let tls = tls.clone();
+        let tls_metrics = Arc::clone(&tls_metrics);
+        tracing::info!(%addr, "sql-worker listening{}", if tls.is_some() { " (TLS)" } else { "" });
         let task = engine.executor().spawn_service(async move {
-            let stopped = async move {
-                let _ = stop.wait_for(|s| *s).await;
+            // Registered with the query runtime, which polls it.
+            let listener = match TcpListener::from_std(listener) {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::error!(%error, "sql-worker cannot listen");
+                    return;
+                }
             };
-            if let Err(error) =
-                tracelake_query::distributed::serve_worker(listener, worker, token, stopped).await
-            {
-                tracing::error!(%error, "sql-worker stopped");
+            match tls {
+                Some(configs) => {
+                    match tls::TlsListener::new("sql-worker", listener, configs, tls_metrics) {
+                        Ok(listener) => run_server("sql-worker", listener, routes, stop).await,
+                        Err(error) => tracing::error!(%error, "sql-worker cannot listen"),
+                    }
+                }
+                None => {
+                    // gRPC streams of small messages: no Nagle delays.
+                    use axum::serve::ListenerExt as _;
+                    let listener = listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    run_server("sql-worker", listener, routes, stop).await
+                }
             }
         });
         query_tasks.push(task);

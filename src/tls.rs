@@ -135,6 +135,42 @@ impl TlsSettings {
         Ok(config)
     }
 
+    /// How this node calls the other nodes of its cluster over TLS: their
+    /// certificates checked against `ca_file` (or the system's roots), and
+    /// this node's certificate presented when they ask for one (clusters
+    /// with `--tls-client-ca-file`: it must then be good for client
+    /// authentication too). Read once, at start.
+    pub(crate) fn cluster_client(
+        &self,
+        ca_file: Option<&std::path::Path>,
+    ) -> anyhow::Result<rustls::ClientConfig> {
+        let roots = roots(ca_file, "--cluster-ca-file")?;
+        let name = |p: &PathBuf| p.display().to_string();
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", name(p)));
+        let certs = CertificateDer::pem_slice_iter(&read(&self.cert_file)?)
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("invalid certificate file {}", name(&self.cert_file)))?;
+        let key = PrivateKeyDer::from_pem_slice(&read(&self.key_file)?)
+            .with_context(|| format!("invalid key file {}", name(&self.key_file)))?;
+        let versions: &[&'static rustls::SupportedProtocolVersion] = match self.min_version {
+            MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            MinVersion::Tls13 => &[&rustls::version::TLS13],
+        };
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)
+            .context("TLS versions")?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .with_context(|| {
+                format!(
+                    "certificate {} and key {} do not make a usable client identity",
+                    name(&self.cert_file),
+                    name(&self.key_file)
+                )
+            })
+    }
+
     /// Loads the files now (an error stops the start) and keeps the
     /// configuration current as they change.
     pub(crate) fn watch(
@@ -146,6 +182,36 @@ impl TlsSettings {
             settings.server_config(contents)
         })
     }
+}
+
+/// The CA certificates in the PEM file `ca_file` (named `setting` in
+/// errors), or the system's roots when there is none.
+pub(crate) fn roots(
+    ca_file: Option<&std::path::Path>,
+    setting: &str,
+) -> anyhow::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read {setting} {}", path.display()))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert =
+                    cert.with_context(|| format!("invalid PEM in {setting} {}", path.display()))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("invalid CA certificate in {}", path.display()))?;
+            }
+            if roots.is_empty() {
+                bail!("{setting} {} holds no certificate", path.display());
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+        }
+    }
+    Ok(roots)
 }
 
 /// The one crypto provider: deltalake's dependencies compile both of
@@ -180,7 +246,8 @@ impl TlsMetrics {
     pub(crate) fn register(&self, registry: &mut Registry) {
         registry.register(
             "tracelake_tls_handshakes",
-            "TLS handshakes by listener and outcome (ok, failed, timeout, refused)",
+            "TLS handshakes by listener and outcome (ok, failed, closed: by the client before \
+             it began, timeout, refused)",
             self.handshakes.clone(),
         );
     }
@@ -228,6 +295,9 @@ impl TlsListener {
                 if tx.is_closed() {
                     return;
                 }
+                // gRPC (OTLP, Flight SQL, SQL workers) streams small
+                // messages: no Nagle delays.
+                let _ = stream.set_nodelay(true);
                 let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
                     metrics.count(name, "refused");
                     tracing::debug!(%peer, "{name}: {MAX_HANDSHAKES} TLS handshakes under way; closed");
@@ -243,6 +313,13 @@ impl TlsListener {
                         Ok(Ok(tls)) => {
                             metrics.count(name, "ok");
                             let _ = tx.send((tls, peer)).await;
+                        }
+                        // Closed before saying anything: a TCP check (a
+                        // load balancer's, a query node's of its SQL
+                        // workers), not a failed client.
+                        Ok(Err(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            metrics.count(name, "closed");
+                            tracing::trace!(%peer, %error, "{name}: closed before the TLS handshake");
                         }
                         Ok(Err(error)) => {
                             metrics.count(name, "failed");

@@ -125,6 +125,13 @@ pub enum Error {
     Table(#[from] crate::table::Error),
     #[error("stopped")]
     Stopped,
+    /// This node no longer holds the compactor lease: another one carries
+    /// on.
+    #[error("the compactor lease was lost")]
+    LostLease,
+    /// Files to replace were replaced first by another commit.
+    #[error("{0} changed meanwhile (another node's commit)")]
+    Changed(String),
 }
 
 /// What one job did.

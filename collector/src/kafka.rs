@@ -37,14 +37,24 @@
 //! rskafka has no consumer groups, so ownership is static: node `i` of `n`
 //! (`--kafka-member i/n`) consumes the partitions `p` with `p % n == i` of
 //! every topic. Changing `n` (scaling out or in) needs no coordination: the
-//! table's transaction versions decide what is stored.
+//! table's transaction versions decide what is stored. The topics are
+//! listed again every `metadata_refresh`, and partitions added to them are
+//! consumed from then on.
 //!
 //! # Bad messages
 //! A message that does not decode in its topic's encoding is counted
 //! (`tracelake_kafka_bad_messages_total{topic,reason}`), logged with its
 //! topic, partition and offset, and skipped; spans outside the accepted
 //! time window are rejected and counted as on every receiver. Neither
-//! stops the partition.
+//! stops the partition. With a dead-letter topic
+//! (`--kafka-dead-letter-topic`), each bad message is also copied there,
+//! key, value and headers as rskafka read them (a header name given twice
+//! keeps its last value), with headers saying why and whence
+//! ([`DEAD_LETTER_HEADERS`]; a value too large for one produce request is
+//! left out, [`DEAD_LETTER_DROPPED_VALUE`] saying so), before the offsets
+//! past it are committed: at
+//! least once (a restart before that commit copies it again); while the
+//! dead-letter topic refuses writes, the partition waits and says why.
 //!
 //! # Backpressure
 //! While the buffered rows of all partitions hold more than the ingest
@@ -72,6 +82,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
+use rskafka::record::RecordAndOffset;
 use tokio::sync::watch;
 use tracelake_protocols::{Sink, jaeger, otlp_json, otlp_proto, zipkin};
 use tracelake_schema::otlp::SpansBuilder;
@@ -187,7 +198,31 @@ pub struct KafkaConfig {
     pub start_at: StartAt,
     /// Bytes asked for in one fetch.
     pub fetch_max_bytes: i32,
+    /// The topic bad messages are copied to ([`DEAD_LETTER_HEADERS`]).
+    pub dead_letter_topic: Option<String>,
+    /// How often the topics' partitions are listed again (partitions added
+    /// to a topic are consumed from then on).
+    pub metadata_refresh: Duration,
 }
+
+/// Bytes of dead-letter copies sent in one produce request (before
+/// compression): under the brokers' default `message.max.bytes` (1 MiB).
+const DEAD_LETTER_BATCH_BYTES: usize = 512 * 1024;
+
+/// The header of a dead-letter copy sent without its value (too large for
+/// one produce request): the value's size in bytes.
+pub const DEAD_LETTER_DROPPED_VALUE: &str = "tracelake.error.value_dropped_bytes";
+
+/// The headers a message copied to the dead-letter topic carries besides
+/// its own: why it was refused, and where it came from.
+pub const DEAD_LETTER_HEADERS: [&str; 6] = [
+    "tracelake.error.reason",
+    "tracelake.error.message",
+    "tracelake.source.topic",
+    "tracelake.source.partition",
+    "tracelake.source.offset",
+    "tracelake.source.encoding",
+];
 
 impl std::fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -202,6 +237,8 @@ impl std::fmt::Debug for KafkaConfig {
                 &self.sasl_plain.as_ref().map(|(user, _)| user),
             )
             .field("start_at", &self.start_at)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("metadata_refresh", &self.metadata_refresh)
             .finish_non_exhaustive()
     }
 }
@@ -227,6 +264,7 @@ pub struct KafkaMetrics {
     committed_offset: Family<PartitionLabels, Gauge>,
     paused: Counter,
     refetched: Family<PartitionLabels, Counter>,
+    dead_letters: Family<ReasonLabels, Counter>,
 }
 
 impl KafkaMetrics {
@@ -257,6 +295,11 @@ impl KafkaMetrics {
             "fetch_pauses",
             "Times a partition waited because the buffered rows were over the limit",
             self.paused.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Bad Kafka messages copied to the dead-letter topic, by source topic and reason",
+            self.dead_letters.clone(),
         );
         r.register(
             "refetches",
@@ -424,17 +467,18 @@ impl Run {
         })
     }
 
-    /// Connects, finds this node's partitions (those of the topics at that
-    /// moment: partitions added later are consumed after a restart), and
-    /// runs a task for each.
+    /// Connects, finds this node's partitions and runs a task for each;
+    /// then looks for partitions (and topics) added every
+    /// `metadata_refresh`, and runs a task for each new one.
     async fn supervise(self, mut stop: watch::Receiver<bool>) {
         let this = Arc::new(self);
         let mut backoff = Duration::from_millis(200);
-        let (client, owned) = loop {
+        let (client, (owned, dead_letter)) = loop {
             let attempt = async {
                 let client = this.connect().await?;
                 let owned = this.owned_partitions(&client).await?;
-                Ok::<_, String>((client, owned))
+                let dead_letter = this.dead_letter_partitions(&client).await?;
+                Ok::<_, String>((client, (owned, dead_letter)))
             };
             match unless_stopped(&mut stop, attempt).await {
                 None => return,
@@ -450,41 +494,87 @@ impl Run {
             backoff = (backoff * 2).min(Duration::from_secs(10));
         };
         let client = Arc::new(client);
-        *this.connection.lock() = None;
         tracing::info!(
             partitions = ?owned.iter().map(|(t, p, _)| format!("{t}/{p}")).collect::<Vec<_>>(),
             "Kafka receiver consuming"
         );
         let mut tasks = Vec::new();
-        for (topic, partition, encoding) in owned {
-            let shared = Arc::new(Shared {
-                app_id: app_id(&topic, partition),
-                buffer: Arc::new(Buffer::new(None, TenantGauges::default())),
-                state: Mutex::new(PartitionState {
-                    topic: topic.clone(),
-                    partition,
-                    ..PartitionState::default()
-                }),
-            });
-            this.partitions.lock().push(Arc::clone(&shared));
-            let consumer = Consumer {
-                run: Arc::clone(&this),
-                client: Arc::clone(&client),
-                labels: PartitionLabels {
-                    topic: topic.clone(),
-                    partition: partition.to_string(),
-                },
-                topic,
-                partition,
-                encoding,
-                shared,
+        let mut running = std::collections::HashSet::new();
+        let (mut owned, mut first) = (owned, true);
+        loop {
+            for (topic, partition, encoding) in owned {
+                if !running.insert((topic.clone(), partition)) {
+                    continue;
+                }
+                if !first {
+                    tracing::info!(%topic, partition, "Kafka partition added to the topic: consuming it");
+                }
+                let mut consumer =
+                    this.consumer(&client, dead_letter.as_ref(), topic, partition, encoding);
+                // Made after the receiver started: every message is new.
+                consumer.from_earliest = !first;
+                tasks.push(tokio::spawn(consumer.run(stop.clone())));
+            }
+            first = false;
+            if !pause(&mut stop, this.config.metadata_refresh).await {
+                break;
+            }
+            owned = match unless_stopped(&mut stop, this.owned_partitions(&client)).await {
+                None => break,
+                Some(Ok(owned)) => owned,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "Kafka topics not read again; the partitions known go on");
+                    Vec::new()
+                }
             };
-            tasks.push(tokio::spawn(consumer.run(stop.clone())));
         }
         futures::future::join_all(tasks).await;
     }
 
-    /// The configured topics' partitions this node consumes.
+    /// The consumer of one partition, known to queries and `/ready` from
+    /// now on.
+    fn consumer(
+        self: &Arc<Self>,
+        client: &Arc<Client>,
+        dead_letter: Option<&(String, Vec<i32>)>,
+        topic: String,
+        partition: i32,
+        encoding: Encoding,
+    ) -> Consumer {
+        let shared = Arc::new(Shared {
+            app_id: app_id(&topic, partition),
+            buffer: Arc::new(Buffer::new(None, TenantGauges::default())),
+            state: Mutex::new(PartitionState {
+                topic: topic.clone(),
+                partition,
+                ..PartitionState::default()
+            }),
+        });
+        self.partitions.lock().push(Arc::clone(&shared));
+        Consumer {
+            run: Arc::clone(self),
+            client: Arc::clone(client),
+            // Spread over the dead-letter topic's partitions.
+            dead_letter: dead_letter.map(|(topic, partitions)| {
+                let at = partition.rem_euclid(partitions.len() as i32) as usize;
+                (topic.clone(), partitions[at])
+            }),
+            dead_letter_client: Mutex::new(None),
+            from_earliest: false,
+            labels: PartitionLabels {
+                topic: topic.clone(),
+                partition: partition.to_string(),
+            },
+            topic,
+            partition,
+            encoding,
+            shared,
+        }
+    }
+
+    /// The configured topics' partitions this node consumes. Topics the
+    /// brokers do not have (yet) are named in the receiver's state
+    /// (`/ready`) and looked for again at the next listing.
     async fn owned_partitions(
         &self,
         client: &Client,
@@ -495,9 +585,11 @@ impl Run {
             .map_err(|e| format!("listing Kafka topics: {e}"))?;
         let (index, count) = self.config.member;
         let mut owned = Vec::new();
+        let mut missing = Vec::new();
         for (name, encoding) in &self.config.topics {
             let Some(topic) = topics.iter().find(|t| &t.name == name) else {
-                return Err(format!("Kafka topic {name} does not exist"));
+                missing.push(name.as_str());
+                continue;
             };
             for &partition in topic
                 .partitions
@@ -509,7 +601,40 @@ impl Run {
                 }
             }
         }
+        let problem = (!missing.is_empty()).then(|| {
+            format!(
+                "Kafka topics {} do not exist; looked for again every {:?}",
+                missing.join(", "),
+                self.config.metadata_refresh
+            )
+        });
+        if let Some(problem) = &problem
+            && self.connection.lock().as_ref() != Some(problem)
+        {
+            tracing::warn!("{problem}");
+        }
+        *self.connection.lock() = problem;
         Ok(owned)
+    }
+
+    /// The dead-letter topic and its partitions, when there is one.
+    async fn dead_letter_partitions(
+        &self,
+        client: &Client,
+    ) -> Result<Option<(String, Vec<i32>)>, String> {
+        let Some(name) = &self.config.dead_letter_topic else {
+            return Ok(None);
+        };
+        let topics = client
+            .list_topics()
+            .await
+            .map_err(|e| format!("listing Kafka topics: {e}"))?;
+        match topics.into_iter().find(|t| &t.name == name) {
+            Some(topic) if !topic.partitions.is_empty() => {
+                Ok(Some((name.clone(), topic.partitions.into_iter().collect())))
+            }
+            _ => Err(format!("Kafka dead-letter topic {name} does not exist")),
+        }
     }
 
     /// Buffered bytes of every partition.
@@ -522,10 +647,60 @@ impl Run {
     }
 }
 
+/// `copy` as it goes to the dead-letter topic: without its value when it
+/// would not fit a produce request on its own (brokers refuse batches over
+/// `message.max.bytes`, 1 MiB by default), saying how large it was.
+fn dead_letter_copy(mut copy: rskafka::record::Record) -> rskafka::record::Record {
+    if copy.approximate_size() > DEAD_LETTER_BATCH_BYTES {
+        let size = copy.value.take().map_or(0, |v| v.len());
+        copy.headers.insert(
+            DEAD_LETTER_DROPPED_VALUE.to_string(),
+            size.to_string().into_bytes(),
+        );
+    }
+    copy
+}
+
+/// `copies` in produce requests of at most [`DEAD_LETTER_BATCH_BYTES`]
+/// (before compression), in their order.
+fn dead_letter_batches(
+    copies: impl Iterator<Item = rskafka::record::Record>,
+) -> Vec<Vec<rskafka::record::Record>> {
+    let mut batches: Vec<Vec<rskafka::record::Record>> = Vec::new();
+    let mut bytes = 0;
+    for copy in copies {
+        let size = copy.approximate_size();
+        match batches.last_mut() {
+            Some(batch) if bytes + size <= DEAD_LETTER_BATCH_BYTES => batch.push(copy),
+            _ => {
+                batches.push(vec![copy]);
+                bytes = 0;
+            }
+        }
+        bytes += size;
+    }
+    batches
+}
+
+/// A message that was refused, and why.
+struct Bad {
+    offset: i64,
+    reason: &'static str,
+    message: String,
+    record: rskafka::record::Record,
+}
+
 /// One partition's consumer.
 struct Consumer {
     run: Arc<Run>,
     client: Arc<Client>,
+    /// The dead-letter topic and the partition of it this one's bad
+    /// messages go to.
+    dead_letter: Option<(String, i32)>,
+    dead_letter_client: Mutex<Option<Arc<PartitionClient>>>,
+    /// Start at the earliest offset whatever `--kafka-start` says (a
+    /// partition or topic found after the receiver started).
+    from_earliest: bool,
     topic: String,
     partition: i32,
     encoding: Encoding,
@@ -701,13 +876,10 @@ impl Consumer {
                     continue;
                 }
             };
-            let records: Vec<(i64, Option<Vec<u8>>)> = records
-                .into_iter()
-                .filter(|r| r.offset >= next)
-                .map(|r| (r.offset, r.record.value))
-                .collect();
-            match records.last() {
-                Some(&(last, _)) => {
+            let records: Vec<RecordAndOffset> =
+                records.into_iter().filter(|r| r.offset >= next).collect();
+            match records.last().map(|r| r.offset) {
+                Some(last) => {
                     if let Err(error) = self.consume(records).await {
                         // Nothing of the fetch is buffered: fetched again.
                         self.fail(error);
@@ -746,6 +918,14 @@ impl Consumer {
             .partition_client(&self.topic, self.partition, UnknownTopicHandling::Error)
             .await
             .map_err(|e| format!("opening {}/{}: {e}", self.topic, self.partition))?;
+        if let Some((topic, partition)) = &self.dead_letter {
+            let dead_letter = self
+                .client
+                .partition_client(topic.as_str(), *partition, UnknownTopicHandling::Error)
+                .await
+                .map_err(|e| format!("opening the dead-letter topic's {topic}/{partition}: {e}"))?;
+            *self.dead_letter_client.lock() = Some(Arc::new(dead_letter));
+        }
         self.run.table.refresh().await.map_err(|e| e.to_string())?;
         let committed = self
             .run
@@ -772,7 +952,12 @@ impl Consumer {
                 self.topic, self.partition
             )
         };
-        match self.run.config.start_at {
+        let start_at = if self.from_earliest {
+            StartAt::Earliest
+        } else {
+            self.run.config.start_at
+        };
+        match start_at {
             StartAt::Earliest => client.get_offset(OffsetAt::Earliest).await.map_err(offsets),
             StartAt::Latest => {
                 let latest = client.get_offset(OffsetAt::Latest).await.map_err(offsets)?;
@@ -797,33 +982,45 @@ impl Consumer {
     }
 
     /// Decodes fetched messages (on the blocking pool) into the buffer;
-    /// the bad ones are counted, logged and skipped.
-    async fn consume(&self, records: Vec<(i64, Option<Vec<u8>>)>) -> Result<(), String> {
+    /// the bad ones are counted, logged, copied to the dead-letter topic
+    /// when there is one, and skipped. An error (the dead-letter topic
+    /// refused them) leaves nothing buffered: the caller fetches again.
+    async fn consume(&self, records: Vec<RecordAndOffset>) -> Result<(), String> {
         let count = records.len() as u64;
         let encoding = self.encoding;
         let acceptance = self.run.ingest.acceptance();
         let decoded = tokio::task::spawn_blocking(move || {
             let mut batches = Vec::with_capacity(records.len());
-            let mut bad: Vec<(i64, &'static str, String)> = Vec::new();
+            let mut bad: Vec<Bad> = Vec::new();
             let mut rejections = tracelake_schema::otlp::Rejections::default();
             let mut last = None;
-            for (offset, value) in records {
+            for RecordAndOffset { record, offset } in records {
                 last = Some(offset);
-                let Some(value) = value else {
-                    bad.push((offset, "empty", "no value".to_string()));
+                let Some(value) = &record.value else {
+                    bad.push(Bad {
+                        offset,
+                        reason: "empty",
+                        message: "no value".to_string(),
+                        record,
+                    });
                     continue;
                 };
                 // A message that fails half-way leaves nothing behind.
                 let mut one = SpansBuilder::with_capacity(8);
                 let mut sink = Sink::new(&mut one, acceptance);
-                match encoding.decode(&value, &mut sink) {
+                match encoding.decode(value, &mut sink) {
                     Ok(()) => {
                         for (reason, n) in std::mem::take(&mut sink.rejections).reasons {
                             rejections.add_n(reason, n);
                         }
                         batches.push(one.finish());
                     }
-                    Err(message) => bad.push((offset, "undecodable", message)),
+                    Err(message) => bad.push(Bad {
+                        offset,
+                        reason: "undecodable",
+                        message,
+                        record,
+                    }),
                 }
             }
             let batch = match batches.first() {
@@ -841,18 +1038,28 @@ impl Consumer {
             Ok((Err(error), ..)) => return Err(format!("joining decoded batches: {error}")),
             Err(error) => return Err(format!("decoding task failed: {error}")),
         };
+        if !bad.is_empty() {
+            self.to_dead_letter_topic(&bad).await?;
+        }
         self.run
             .kafka_metrics
             .messages
             .get_or_create(&self.labels)
             .inc_by(count);
-        for (offset, reason, message) in &bad {
+        for Bad {
+            offset,
+            reason,
+            message,
+            ..
+        } in &bad
+        {
             tracing::warn!(
                 topic = %self.topic,
                 partition = self.partition,
                 offset,
                 encoding = encoding.name(),
                 error = %message,
+                dead_letter_topic = self.dead_letter.as_ref().map(|(t, _)| t.as_str()),
                 "skipping a Kafka message that does not decode"
             );
             self.run
@@ -885,6 +1092,63 @@ impl Consumer {
         }
         if let Some(last) = last {
             self.shared.buffer.insert(last as u64, &batch);
+        }
+        Ok(())
+    }
+
+    /// Copies `bad` to the dead-letter topic (when there is one), each
+    /// message with headers saying why and whence
+    /// ([`DEAD_LETTER_HEADERS`]). They are there at least once: a restart
+    /// before the partition's next commit copies them again.
+    async fn to_dead_letter_topic(&self, bad: &[Bad]) -> Result<(), String> {
+        let Some((topic, partition)) = &self.dead_letter else {
+            return Ok(());
+        };
+        let Some(client) = self.dead_letter_client.lock().clone() else {
+            return Err("the dead-letter topic is not open".into());
+        };
+        let copies = bad.iter().map(|b| {
+            let mut headers = b.record.headers.clone();
+            for (name, value) in DEAD_LETTER_HEADERS.iter().zip([
+                b.reason.to_string(),
+                b.message.clone(),
+                self.topic.clone(),
+                self.partition.to_string(),
+                b.offset.to_string(),
+                self.encoding.name().to_string(),
+            ]) {
+                headers.insert((*name).to_string(), value.into_bytes());
+            }
+            dead_letter_copy(rskafka::record::Record {
+                key: b.record.key.clone(),
+                value: b.record.value.clone(),
+                headers,
+                timestamp: b.record.timestamp,
+            })
+        });
+        let batches = dead_letter_batches(copies);
+        for records in batches {
+            let n = records.len();
+            // gzip: every Kafka client reads it (zstd needs a library many
+            // lack).
+            client
+                .produce(records, rskafka::client::partition::Compression::Gzip)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "copying {n} bad messages to the dead-letter topic's {topic}/{partition}: {e}"
+                    )
+                })?;
+        }
+        for b in bad {
+            self.run
+                .kafka_metrics
+                .dead_letters
+                .get_or_create(&ReasonLabels {
+                    topic: self.topic.clone(),
+                    reason: b.reason.to_string(),
+                })
+                .inc();
         }
         Ok(())
     }
@@ -1011,6 +1275,39 @@ mod tests {
             assert_eq!(name.parse::<Encoding>().unwrap().name(), name);
         }
         assert!("otlp".parse::<Encoding>().unwrap_err().contains("unknown"));
+    }
+
+    #[test]
+    fn dead_letter_copies_fit_produce_requests() {
+        let record = |value_bytes: usize| rskafka::record::Record {
+            key: None,
+            value: Some(vec![7; value_bytes]),
+            headers: Default::default(),
+            timestamp: Default::default(),
+        };
+        let copies = [300_000, 200_000, 100_000, 2_000_000, 10]
+            .into_iter()
+            .map(|n| dead_letter_copy(record(n)));
+        let batches = dead_letter_batches(copies);
+        let sizes: Vec<Vec<Option<usize>>> = batches
+            .iter()
+            .map(|b| b.iter().map(|r| r.value.as_ref().map(Vec::len)).collect())
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![
+                vec![Some(300_000), Some(200_000)],
+                vec![Some(100_000), None, Some(10)],
+            ]
+        );
+        assert_eq!(
+            batches[1][1].headers[DEAD_LETTER_DROPPED_VALUE],
+            b"2000000".to_vec()
+        );
+        for batch in &batches {
+            let bytes: usize = batch.iter().map(|r| r.approximate_size()).sum();
+            assert!(bytes <= DEAD_LETTER_BATCH_BYTES, "{bytes}");
+        }
     }
 
     #[test]

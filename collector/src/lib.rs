@@ -161,6 +161,17 @@ pub struct CollectorConfig {
     pub kafka: Option<kafka::KafkaConfig>,
 }
 
+/// The lease's task and its stop signal, stopped when dropped.
+struct LeaseTask(Option<(watch::Sender<bool>, JoinHandle<()>)>);
+
+impl Drop for LeaseTask {
+    fn drop(&mut self) {
+        if let Some((stop, _)) = &self.0 {
+            let _ = stop.send(true);
+        }
+    }
+}
+
 /// A running write side.
 pub struct Collector {
     /// `None` on a node that does not ingest.
@@ -193,7 +204,30 @@ impl Collector {
                 .await?
                 .for_node(node.id.as_deref()),
         );
-        upgrade::run(&table).await?;
+        // On an object store several processes may reach the table: the
+        // compactor's work (and an upgrade) waits for the lease. A local
+        // table has one.
+        let shared = config.table_url.scheme() != "file";
+        let lease = if node.compact && shared {
+            let name = node
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("unnamed-{}", uuid::Uuid::new_v4().simple()));
+            let store = table.object_store().await;
+            Some(Arc::new(lease::Lease::new(store, name, node.lease_ttl)))
+        } else {
+            None
+        };
+        // Stopped (and the lease given up) if the start fails from here.
+        let mut lease_task = LeaseTask(lease.clone().map(|lease| {
+            let held = metrics
+                .compactor_lease_held
+                .get_or_create(&[("tenant", config.tenant.clone())])
+                .clone();
+            let (stop, stopped) = watch::channel(false);
+            (stop, tokio::spawn(lease.run(stopped, held)))
+        }));
+        upgrade::bring_up_to_date(&table, shared, lease.as_deref()).await?;
         let gauges = metrics.tenant_gauges(&config.tenant);
         let (wal, replayed) = if node.ingest {
             let mut committed = table.committed_seq().await?;
@@ -244,18 +278,6 @@ impl Collector {
                 Arc::clone(&wake),
             ))
         });
-        // On an object store several processes may reach the table: the
-        // compactor's work waits for the lease. A local table has one.
-        let lease = if node.compact && config.table_url.scheme() != "file" {
-            let name = node
-                .id
-                .clone()
-                .unwrap_or_else(|| format!("unnamed-{}", uuid::Uuid::new_v4().simple()));
-            let store = table.object_store().await;
-            Some(Arc::new(lease::Lease::new(store, name, node.lease_ttl)))
-        } else {
-            None
-        };
         let maintenance = if node.compact {
             flush::Maintenance::On(lease.clone())
         } else {
@@ -285,14 +307,6 @@ impl Collector {
             .await,
         );
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let lease_task = lease.clone().map(|lease| {
-            let held = metrics
-                .compactor_lease_held
-                .get_or_create(&[("tenant", config.tenant.clone())])
-                .clone();
-            let (stop, stopped) = watch::channel(false);
-            (stop, tokio::spawn(lease.run(stopped, held)))
-        });
         let compaction_thread = (node.compact && config.compaction.enabled)
             .then(|| Arc::clone(&compactor).spawn(shutdown_rx.clone()));
         let flush_task = tokio::spawn(Arc::clone(&flusher).run(wake, shutdown_rx));
@@ -318,7 +332,7 @@ impl Collector {
             wal,
             shutdown,
             flush_task,
-            lease_task,
+            lease_task: lease_task.0.take(),
             lease,
             kafka,
             compaction_thread,

@@ -112,6 +112,25 @@ pub struct Table {
 /// Layout versions that [`crate::upgrade`] rewrites into the current one.
 pub const UPGRADABLE_VERSIONS: [u32; 1] = [2];
 
+/// The layout version a table's version property names: the current one
+/// or one [`crate::upgrade`] rewrites; any other is refused.
+fn layout_of(snapshot: &deltalake::table::state::DeltaTableState, url: &Url) -> Result<u32> {
+    let found = snapshot
+        .metadata()
+        .configuration()
+        .get(SCHEMA_VERSION_KEY)
+        .cloned();
+    match found.as_deref().and_then(|v| v.parse::<u32>().ok()) {
+        Some(SCHEMA_VERSION) => Ok(SCHEMA_VERSION),
+        Some(v) if UPGRADABLE_VERSIONS.contains(&v) => Ok(v),
+        _ => Err(Error::Schema(format!(
+            "{url} holds spans schema version {}, this build writes version {SCHEMA_VERSION} \
+             and upgrades {UPGRADABLE_VERSIONS:?}; use a new data directory (or --storage-url)",
+            found.as_deref().unwrap_or("(none)")
+        ))),
+    }
+}
+
 impl Table {
     /// Opens the table at `url`, creating it (and, for `file://`, its
     /// directory) when absent.
@@ -174,25 +193,7 @@ impl Table {
                 .map_err(err)?;
             tracing::info!(%url, "created spans table");
         }
-        let snapshot = table.snapshot().map_err(err)?;
-        let found = snapshot
-            .metadata()
-            .configuration()
-            .get(SCHEMA_VERSION_KEY)
-            .cloned();
-        let version = found.as_deref().and_then(|v| v.parse::<u32>().ok());
-        let layout_version = match version {
-            Some(SCHEMA_VERSION) => SCHEMA_VERSION,
-            Some(v) if UPGRADABLE_VERSIONS.contains(&v) => v,
-            _ => {
-                return Err(Error::Schema(format!(
-                    "{url} holds spans schema version {}, this build writes version \
-                     {SCHEMA_VERSION} and upgrades {UPGRADABLE_VERSIONS:?}; use a new data \
-                     directory (or --storage-url)",
-                    found.as_deref().unwrap_or("(none)")
-                )));
-            }
-        };
+        let layout_version = layout_of(table.snapshot().map_err(err)?, url)?;
         Ok(Self {
             url: url.clone(),
             app_id: WAL_APP_ID.to_string(),
@@ -214,10 +215,15 @@ impl Table {
         &self.app_id
     }
 
-    /// Reads the table's latest version (other processes' commits).
+    /// Reads the table's latest version (other processes' commits, an
+    /// upgrade another node finished among them).
     pub async fn refresh(&self) -> Result<()> {
         let mut table = self.table.lock().await;
-        table.update_state().await.map_err(|e| self.err(e))
+        table.update_state().await.map_err(|e| self.err(e))?;
+        let layout = layout_of(table.snapshot().map_err(|e| self.err(e))?, &self.url)?;
+        self.layout_version
+            .store(layout, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     /// The layout version the table's files are in (the table property).

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use deltalake::{ObjectStore, Path};
 use futures::StreamExt as _;
@@ -26,6 +26,7 @@ use tracelake_schema::spans::{PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_
 use tracelake_schema::upgrade::from_v2;
 
 use crate::compact::{Error, Output, StoreReader};
+use crate::lease::Lease;
 use crate::table::{PartitionFile, Table};
 
 /// Rows read from an older file at a time.
@@ -39,9 +40,96 @@ pub struct Report {
     pub rows: u64,
 }
 
+/// How long a node waiting for another to upgrade the table sleeps
+/// between two reads of it.
+const WAIT_POLL: Duration = Duration::from_secs(1);
+/// How often a waiting node says why it waits.
+const WAIT_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// Returns once every file of `table` is in the current layout.
+///
+/// A local table (`shared` false) has one process: it is upgraded here.
+/// On an object store several nodes reach the table, and two upgrading it
+/// at once would each rewrite the same files (Delta does not notice two
+/// commits replacing one file: the rows would be there twice), so only the
+/// compactor lease's holder upgrades it (`lease`: this node's, on a
+/// compactor node), committing each partition only while it still holds
+/// the lease; every other node waits until the table says it is current,
+/// and a compactor that loses the lease mid-way waits for the next holder
+/// to finish (which skips the partitions already done).
+pub async fn bring_up_to_date(
+    table: &Table,
+    shared: bool,
+    lease: Option<&Lease>,
+) -> Result<(), Error> {
+    if table.layout_version() == SCHEMA_VERSION {
+        return Ok(());
+    }
+    if !shared {
+        run(table, &|| true).await?;
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut said = None::<Instant>;
+    loop {
+        match table.refresh().await {
+            Ok(()) => {}
+            // A layout this release cannot read: no use waiting.
+            Err(error @ crate::table::Error::Schema(_)) => return Err(error.into()),
+            Err(error) => {
+                // The store may come back: a node that waits keeps waiting.
+                tracing::warn!(%error, "cannot read the spans table; trying again");
+                tokio::time::sleep(WAIT_POLL).await;
+                continue;
+            }
+        }
+        let from = table.layout_version();
+        if from == SCHEMA_VERSION {
+            if said.is_some() {
+                tracing::info!(
+                    seconds = started.elapsed().as_secs_f64(),
+                    "the spans table is upgraded; starting"
+                );
+            }
+            return Ok(());
+        }
+        if let Some(lease) = lease.filter(|l| l.held()) {
+            match run(table, &|| lease.held()).await {
+                Ok(_) => return Ok(()),
+                Err(Error::LostLease) => {
+                    tracing::warn!(
+                        "compactor lease lost during the upgrade; waiting for its next holder"
+                    )
+                }
+                // The lease's previous holder committed a partition just
+                // before its lease ran out: read the table again.
+                Err(Error::Changed(what)) => {
+                    tracing::info!(%what, "the table changed under the upgrade; reading it again");
+                    continue;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        if said.is_none_or(|at| at.elapsed() >= WAIT_LOG_EVERY) {
+            said = Some(Instant::now());
+            tracing::warn!(
+                url = %table.url(),
+                from,
+                to = SCHEMA_VERSION,
+                waited_seconds = started.elapsed().as_secs(),
+                "the spans table is in an older layout: waiting for the node holding the \
+                 compactor lease (a node with the compactor role) to upgrade it"
+            );
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
+}
+
 /// Rewrites every file of `table` that is in an older layout, then marks
-/// the table current. Does nothing for a table already current.
-pub async fn run(table: &Table) -> Result<Report, Error> {
+/// the table current; each commit only while `allowed` says so
+/// ([`Error::LostLease`] otherwise). Does nothing for a table already
+/// current.
+pub async fn run(table: &Table, allowed: &(dyn Fn() -> bool + Sync)) -> Result<Report, Error> {
     let mut report = Report::default();
     let from = table.layout_version();
     if from == SCHEMA_VERSION {
@@ -81,15 +169,19 @@ pub async fn run(table: &Table) -> Result<Report, Error> {
         }
         let removed: Vec<String> = old.iter().map(|f| f.path.clone()).collect();
         fault("upgrade.commit")?;
-        if table.replace(&removed, adds, &|| true).await?.is_none() {
-            return Err(Error::Table(crate::table::Error::Schema(format!(
-                "partition {partition} changed during the upgrade"
-            ))));
+        if table.replace(&removed, adds, allowed).await?.is_none() {
+            if !allowed() {
+                return Err(Error::LostLease);
+            }
+            return Err(Error::Changed(format!("partition {partition}")));
         }
         fault("upgrade.committed")?;
         report.partitions += 1;
         report.files += old.len();
         tracing::info!(%partition, files = old.len(), "upgraded partition");
+    }
+    if !allowed() {
+        return Err(Error::LostLease);
     }
     table.set_current_layout().await?;
     tracing::warn!(

@@ -15,16 +15,21 @@
 //! plan; our functions travel by name, each registered on every worker. A
 //! worker that dies or cannot be reached mid-query fails the query with a
 //! 503 naming the cause (the worker's address is in the log; the library
-//! does not retry), never a partial answer.
+//! does not retry), never a partial answer; a worker whose port refuses
+//! connections is left out of the queries planned after (checked every
+//! 2 s), so a dead node in a static list costs only the queries it was in.
 //!
 //! Workers run whatever plan they are sent, over every tenant's files: they
 //! accept only requests carrying the cluster's peer token
 //! (`authorization: Bearer`, `--peer-token`), which the coordinator and
-//! the workers add to every call they make to a worker. The port speaks
-//! plain HTTP/2: keep it on the cluster's private network.
+//! the workers add to every call they make to a worker. With the node's
+//! ports on TLS, the worker port speaks TLS too, and calls to workers check
+//! their certificates against the cluster's CAs ([`DistributedConfig::tls`]).
 
+use std::collections::HashMap;
 use std::net::ToSocketAddrs;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::runtime_env::RuntimeEnv;
@@ -32,10 +37,12 @@ use datafusion::execution::{FunctionRegistry as _, SessionState, SessionStateBui
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use datafusion_distributed::{
-    DistributedExec, DistributedExt, SessionStateBuilderExt, Worker, WorkerPlanRewriteEvent,
-    WorkerPlanRewriteEventResponse, WorkerQueryContext, WorkerResolver,
+    ChannelResolver, DistributedExec, DistributedExt, SessionStateBuilderExt, Worker,
+    WorkerChannel, WorkerPlanRewriteEvent, WorkerPlanRewriteEventResponse, WorkerQueryContext,
+    WorkerResolver,
 };
 use http::{HeaderMap, HeaderValue};
+use parking_lot::Mutex;
 use url::Url;
 
 use crate::peers::Peers;
@@ -51,36 +58,233 @@ pub struct DistributedConfig {
     /// Parquet bytes one scan task reads: a scan of fewer bytes stays on
     /// this node, a larger one is spread over up to one task per worker.
     pub bytes_per_task: usize,
+    /// TLS to the workers (the cluster's ports speak TLS): their
+    /// certificates checked against the cluster's CAs, this node's own
+    /// presented when asked.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Calls to the workers over TLS: one channel per worker, connected when
+/// first used (and again after it breaks), each connection a TLS handshake
+/// (ALPN `h2`).
+#[derive(Clone)]
+struct TlsChannels {
+    tls: tokio_rustls::TlsConnector,
+    channels: Arc<Mutex<HashMap<Url, tonic::transport::Channel>>>,
+}
+
+impl TlsChannels {
+    fn new(config: &rustls::ClientConfig) -> Self {
+        let mut config = config.clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Self {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            channels: Arc::default(),
+        }
+    }
+
+    fn channel(&self, url: &Url) -> Result<tonic::transport::Channel> {
+        let bad = |why: &str| DataFusionError::Configuration(format!("SQL worker {url}: {why}"));
+        let host = url.host_str().ok_or_else(|| bad("no host"))?.to_string();
+        let port = url.port_or_known_default().ok_or_else(|| bad("no port"))?;
+        let name = rustls::pki_types::ServerName::try_from(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        )
+        .map_err(|e| bad(&e.to_string()))?;
+        let address = format!("{host}:{port}");
+        let tls = self.tls.clone();
+        let connector = tower::service_fn(move |_: http::Uri| {
+            let (tls, name, address) = (tls.clone(), name.clone(), address.clone());
+            async move {
+                let tcp = tokio::net::TcpStream::connect(&address).await?;
+                tcp.set_nodelay(true)?;
+                let stream = tls.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        });
+        // The scheme stays `http`: TLS is the connector's (tonic's own TLS
+        // is not compiled in).
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
+            .map_err(|e| bad(&e.to_string()))?;
+        Ok(endpoint.connect_with_connector_lazy(connector))
+    }
+}
+
+#[async_trait::async_trait]
+impl ChannelResolver for TlsChannels {
+    async fn get_worker_client_for_url(&self, url: &Url) -> Result<Box<dyn WorkerChannel>> {
+        let channel = {
+            let mut channels = self.channels.lock();
+            match channels.get(url) {
+                Some(channel) => channel.clone(),
+                None => {
+                    let channel = self.channel(url)?;
+                    channels.insert(url.clone(), channel.clone());
+                    channel
+                }
+            }
+        };
+        Ok(datafusion_distributed::grpc::create_worker_client(
+            datafusion_distributed::grpc::BoxCloneSyncChannel::new(channel),
+        ))
+    }
 }
 
 /// [`DistributedConfig::bytes_per_task`] unless set: the library's own.
 pub const DEFAULT_BYTES_PER_TASK: usize = 16 * 1024 * 1024;
 
-/// The workers' URLs, resolved when the planner asks (a name is looked up
-/// again at every query, so nodes added behind it take part at once).
+/// How often the workers' addresses are looked up and checked.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How long a check waits for a worker's port to accept a connection.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The workers' URLs for the planner, without a wait: a thread of its own
+/// looks the addresses up (a name again at each check, so nodes added
+/// behind it take part) and checks that each accepts a connection, at
+/// most every [`CHECK_EVERY`] while queries come; the planner takes the
+/// last answer, the workers that refused left out, so a dead node in a
+/// static list fails the queries it was in the middle of, not the ones
+/// after. Until the first check is done, every address is taken.
 #[derive(Debug, Clone)]
-struct Resolver(Peers);
+struct Resolver {
+    workers: Peers,
+    checks: Arc<Mutex<Checks>>,
+}
+
+#[derive(Debug, Default)]
+struct Checks {
+    /// When the last check started; whether one is under way.
+    started: Option<Instant>,
+    running: bool,
+    /// Its answer: each address and whether it accepted, or why the
+    /// addresses are not known.
+    answer: Option<std::result::Result<Vec<(String, bool)>, String>>,
+}
+
+impl Resolver {
+    fn new(workers: Peers) -> Self {
+        Self {
+            workers,
+            checks: Arc::default(),
+        }
+    }
+
+    /// Starts a check unless one is under way or the last is recent.
+    fn check_soon(&self) {
+        let mut checks = self.checks.lock();
+        if checks.running || checks.started.is_some_and(|at| at.elapsed() < CHECK_EVERY) {
+            return;
+        }
+        checks.running = true;
+        checks.started = Some(Instant::now());
+        drop(checks);
+        let this = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sql-worker-check".into())
+            .spawn(move || this.check());
+        if spawned.is_err() {
+            self.checks.lock().running = false;
+        }
+    }
+
+    /// Looks the workers up and checks each (all at once).
+    fn check(&self) {
+        let answer = resolve(&self.workers).map(|addresses| {
+            std::thread::scope(|scope| {
+                let checks: Vec<_> = addresses
+                    .iter()
+                    .map(|a| scope.spawn(move || accepts(a)))
+                    .collect();
+                addresses
+                    .iter()
+                    .zip(checks)
+                    .map(|(a, c)| (a.clone(), c.join().unwrap_or(false)))
+                    .collect::<Vec<_>>()
+            })
+        });
+        let mut checks = self.checks.lock();
+        if let Ok(now) = &answer {
+            let before: HashMap<&str, bool> = match &checks.answer {
+                Some(Ok(before)) => before.iter().map(|(a, up)| (a.as_str(), *up)).collect(),
+                _ => HashMap::new(),
+            };
+            for (address, up) in now {
+                match (before.get(address.as_str()), up) {
+                    (Some(false), true) => {
+                        tracing::info!(worker = %address, "SQL worker reachable again")
+                    }
+                    (Some(true) | None, false) => tracing::warn!(
+                        worker = %address,
+                        "SQL worker does not accept connections: left out of queries until it does"
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        checks.answer = Some(answer);
+        checks.running = false;
+    }
+}
+
+/// The addresses `workers` names now.
+fn resolve(workers: &Peers) -> std::result::Result<Vec<String>, String> {
+    Ok(match workers {
+        Peers::Static(list) => list.clone(),
+        Peers::Dns(name) => {
+            let mut found: Vec<String> = name
+                .to_socket_addrs()
+                .map_err(|e| format!("resolving the SQL workers' name {name}: {e}"))?
+                .map(|a| a.to_string())
+                .collect();
+            found.sort();
+            found.dedup();
+            found
+        }
+    })
+}
+
+/// Whether `address` (`host:port`) accepts a TCP connection.
+fn accepts(address: &str) -> bool {
+    address
+        .to_socket_addrs()
+        .into_iter()
+        .flatten()
+        .any(|a| std::net::TcpStream::connect_timeout(&a, CHECK_TIMEOUT).is_ok())
+}
 
 impl WorkerResolver for Resolver {
     fn get_urls(&self) -> Result<Vec<Url>> {
-        let addresses: Vec<String> = match &self.0 {
-            Peers::Static(list) => list.clone(),
-            Peers::Dns(name) => {
-                let mut found: Vec<String> = name
-                    .to_socket_addrs()
-                    .map_err(|e| {
-                        DataFusionError::Execution(format!(
-                            "resolving the SQL workers' name {name}: {e}"
-                        ))
-                    })?
-                    .map(|a| a.to_string())
-                    .collect();
-                found.sort();
-                found.dedup();
-                found
+        self.check_soon();
+        let answer = self.checks.lock().answer.clone();
+        let (reachable, all): (Vec<String>, Vec<String>) = match answer {
+            Some(Ok(checked)) => (
+                checked
+                    .iter()
+                    .filter(|(_, up)| *up)
+                    .map(|(a, _)| a.clone())
+                    .collect(),
+                checked.into_iter().map(|(a, _)| a).collect(),
+            ),
+            Some(Err(why)) => return Err(DataFusionError::Execution(why)),
+            // Not checked yet (the node's first queries): every worker
+            // named, a name looked up here once.
+            None => {
+                let all = resolve(&self.workers).map_err(DataFusionError::Execution)?;
+                (all.clone(), all)
             }
         };
-        addresses
+        if reachable.is_empty() {
+            // As a lost worker: a 503, to retry.
+            return Err(DataFusionError::External(Box::new(
+                tonic::Status::unavailable(format!(
+                    "no SQL worker accepts connections (of {}); the query was not run",
+                    all.join(", ")
+                )),
+            )));
+        }
+        reachable
             .iter()
             .map(|a| {
                 Url::parse(&format!("http://{a}")).map_err(|e| {
@@ -109,8 +313,12 @@ pub fn distributed_context(
     ctx: &SessionContext,
     config: &DistributedConfig,
 ) -> Result<SessionContext> {
-    let state = SessionStateBuilder::new_from_existing(ctx.state())
-        .with_distributed_worker_resolver(Resolver(config.workers.clone()))
+    let mut builder = SessionStateBuilder::new_from_existing(ctx.state());
+    if let Some(tls) = &config.tls {
+        builder = builder.with_distributed_channel_resolver(TlsChannels::new(tls));
+    }
+    let state = builder
+        .with_distributed_worker_resolver(Resolver::new(config.workers.clone()))
         .with_distributed_passthrough_headers(auth_headers(config.token.as_deref())?)?
         .with_distributed_file_scan_config_bytes_per_partition(config.bytes_per_task.max(1))?
         .with_distributed_planner()
@@ -125,14 +333,21 @@ pub fn is_distributed(plan: &Arc<dyn ExecutionPlan>) -> bool {
 
 /// The worker a query node serves: sessions with our functions and
 /// settings, over `runtime` (the query engine's: its memory limit and
-/// object stores).
-pub fn worker(runtime: Arc<RuntimeEnv>, token: Option<String>) -> Worker {
+/// object stores); its own calls to other workers (shuffles) go over TLS
+/// when `tls` is given.
+pub fn worker(
+    runtime: Arc<RuntimeEnv>,
+    token: Option<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Worker {
+    let channels = tls.as_deref().map(TlsChannels::new);
     Worker::from_session_builder({
         let runtime = Arc::clone(&runtime);
         move |ctx: WorkerQueryContext| {
             let token = token.clone();
             let runtime = Arc::clone(&runtime);
-            async move { worker_session(ctx, token.as_deref(), runtime) }
+            let channels = channels.clone();
+            async move { worker_session(ctx, token.as_deref(), runtime, channels) }
         }
     })
     .with_runtime_env(runtime)
@@ -142,9 +357,13 @@ fn worker_session(
     ctx: WorkerQueryContext,
     token: Option<&str>,
     runtime: Arc<RuntimeEnv>,
+    channels: Option<TlsChannels>,
 ) -> Result<SessionState> {
-    let mut builder = ctx
-        .builder
+    let mut builder = ctx.builder;
+    if let Some(channels) = channels {
+        builder = builder.with_distributed_channel_resolver(channels);
+    }
+    let mut builder = builder
         // Its own calls to other workers (shuffles) carry the token too.
         .with_distributed_passthrough_headers(auth_headers(token)?)?
         // Footers through this node's metadata cache, as on the node asked.
@@ -170,17 +389,12 @@ fn worker_session(
     Ok(state)
 }
 
-/// Serves `worker` on `listener` until `stop` resolves; run it on the query
-/// runtime ([`crate::executor::Executor::spawn_service`]): the stages it
-/// runs are polled where it runs. Every call must carry the peer token
-/// (when there is one): `UNAUTHENTICATED` otherwise.
-pub async fn serve_worker(
-    listener: std::net::TcpListener,
-    worker: Worker,
-    token: Option<String>,
-    stop: impl std::future::Future<Output = ()> + Send,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::from_std(listener)?;
+/// `worker`'s gRPC service as routes, for a server on the query runtime
+/// ([`crate::executor::Executor::spawn_service`]: the stages it runs are
+/// polled where it runs), over TLS when the node's ports speak it. Every
+/// call must carry the peer token (when there is one): `UNAUTHENTICATED`
+/// otherwise.
+pub fn worker_routes(worker: Worker, token: Option<String>) -> axum::Router {
     let service = tonic::service::interceptor::InterceptedService::new(
         worker.into_worker_server(),
         move |request: tonic::Request<()>| {
@@ -191,11 +405,7 @@ pub async fn serve_worker(
             }
         },
     );
-    tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stop)
-        .await
-        .map_err(std::io::Error::other)
+    tonic::service::Routes::new(service).into_axum_router()
 }
 
 /// The gRPC status of a call to a SQL worker that failed because the
@@ -205,7 +415,7 @@ pub async fn serve_worker(
 /// are failures to fix, not to retry: `None`, and they are reported as
 /// internal errors, logged with an id.
 pub fn worker_lost(e: &DataFusionError) -> Option<&tonic::Status> {
-    worker_status(e).filter(|status| {
+    crate::error::find_cause::<tonic::Status>(e).filter(|status| {
         matches!(
             status.code(),
             tonic::Code::Unavailable
@@ -215,36 +425,6 @@ pub fn worker_lost(e: &DataFusionError) -> Option<&tonic::Status> {
                 | tonic::Code::DeadlineExceeded
         )
     })
-}
-
-fn worker_status(e: &DataFusionError) -> Option<&tonic::Status> {
-    match e {
-        DataFusionError::External(inner) => {
-            let inner: &(dyn std::error::Error + 'static) = inner.as_ref();
-            if let Some(status) = inner.downcast_ref::<tonic::Status>() {
-                return Some(status);
-            }
-            inner
-                .downcast_ref::<DataFusionError>()
-                .and_then(worker_status)
-        }
-        DataFusionError::Context(_, inner) => worker_status(inner),
-        DataFusionError::Shared(inner) => worker_status(inner),
-        DataFusionError::Diagnostic(_, inner) => worker_status(inner),
-        DataFusionError::Collection(all) => all.iter().find_map(worker_status),
-        DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
-            arrow::error::ArrowError::ExternalError(inner) => {
-                let inner: &(dyn std::error::Error + 'static) = inner.as_ref();
-                inner.downcast_ref::<tonic::Status>().or_else(|| {
-                    inner
-                        .downcast_ref::<DataFusionError>()
-                        .and_then(worker_status)
-                })
-            }
-            _ => None,
-        },
-        _ => None,
-    }
 }
 
 /// Checks a worker request's token: the cluster's peer token, when it has
@@ -282,6 +462,7 @@ mod tests {
             },
             None,
             Arc::new(RuntimeEnv::default()),
+            None,
         )
         .unwrap();
         let mut names: Vec<String> = vec![
@@ -298,6 +479,38 @@ mod tests {
         for name in &names {
             assert!(state.scalar_functions().contains_key(name), "{name}");
         }
+    }
+
+    #[test]
+    fn workers_that_refuse_connections_are_left_out_until_they_accept() {
+        // A port nothing listens on (tcpmux's: privileged, never used).
+        let down_at = "127.0.0.1:1".to_string();
+        let up = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let up_at = up.local_addr().unwrap().to_string();
+        let resolver = Resolver::new(Peers::Static(vec![up_at.clone(), down_at.clone()]));
+        let url = |a: &str| Url::parse(&format!("http://{a}")).unwrap();
+        let wait_checked = |resolver: &Resolver| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while resolver.checks.lock().running || resolver.checks.lock().answer.is_none() {
+                assert!(Instant::now() < deadline, "no check within 10 s");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        // Before the first check: every worker named.
+        assert_eq!(
+            resolver.get_urls().unwrap(),
+            vec![url(&up_at), url(&down_at)]
+        );
+        wait_checked(&resolver);
+        assert_eq!(resolver.get_urls().unwrap(), vec![url(&up_at)]);
+
+        // Both down: a lost-worker status (a 503), not an empty plan.
+        drop(up);
+        resolver.checks.lock().started = None;
+        resolver.check();
+        let error = resolver.get_urls().unwrap_err();
+        let status = worker_lost(&error).expect("a lost-worker status");
+        assert!(status.message().contains(&down_at), "{status}");
     }
 
     #[test]

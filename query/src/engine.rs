@@ -52,6 +52,9 @@ impl From<DataFusionError> for QueryError {
         if let Some(stopped) = crate::executor::stopped(&e) {
             return stopped;
         }
+        if let Some(upgrading) = crate::error::find_cause::<crate::table::Upgrading>(&e) {
+            return Self::Unavailable(upgrading.to_string());
+        }
         if let Some(status) = crate::distributed::worker_lost(&e) {
             tracing::warn!(error = %e, "a SQL worker failed during a query");
             return Self::Unavailable(format!(

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
+use datafusion::error::DataFusionError;
 use tracelake_protocols::params::ParamError;
 
 use crate::engine::QueryError;
@@ -157,6 +158,43 @@ impl From<ApiError> for tonic::Status {
     }
 }
 
+/// The first error of type `T` among `e`'s causes: through the wrappers
+/// DataFusion and Arrow put around an external error, and down each
+/// external error's `source()` chain (Arrow Flight's error, for one,
+/// holds a gRPC status there, boxed).
+pub fn find_cause<T: std::error::Error + 'static>(e: &DataFusionError) -> Option<&T> {
+    fn external<'a, T: std::error::Error + 'static>(
+        inner: &'a (dyn std::error::Error + 'static),
+    ) -> Option<&'a T> {
+        let mut next = Some(inner);
+        while let Some(error) = next {
+            if let Some(found) = error.downcast_ref::<T>() {
+                return Some(found);
+            }
+            if let Some(found) = error.downcast_ref::<Box<T>>() {
+                return Some(found);
+            }
+            if let Some(found) = error.downcast_ref::<DataFusionError>().and_then(find_cause) {
+                return Some(found);
+            }
+            next = error.source();
+        }
+        None
+    }
+    match e {
+        DataFusionError::External(inner) => external(inner.as_ref()),
+        DataFusionError::Context(_, inner) => find_cause(inner),
+        DataFusionError::Shared(inner) => find_cause(inner),
+        DataFusionError::Diagnostic(_, inner) => find_cause(inner),
+        DataFusionError::Collection(all) => all.iter().find_map(find_cause),
+        DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
+            arrow::error::ArrowError::ExternalError(inner) => external(inner.as_ref()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +207,33 @@ mod tests {
         assert!(e.message.starts_with("internal error "), "{}", e.message);
         let other = ApiError::from(QueryError::Internal("x".into()));
         assert_ne!(e.message, other.message, "each failure has its own id");
+    }
+
+    #[test]
+    fn a_cause_is_found_through_the_wrappers_around_it() {
+        let status = || tonic::Status::unavailable("tcp connect error");
+        let wrapped = [
+            DataFusionError::External(Box::new(status())),
+            // Arrow Flight's error holds the status boxed, as its source.
+            DataFusionError::External(Box::new(arrow_flight::error::FlightError::from(status()))),
+            DataFusionError::Context(
+                "stage 2".into(),
+                Box::new(DataFusionError::Shared(std::sync::Arc::new(
+                    DataFusionError::External(Box::new(DataFusionError::External(Box::new(
+                        status(),
+                    )))),
+                ))),
+            ),
+            DataFusionError::ArrowError(
+                Box::new(arrow::error::ArrowError::ExternalError(Box::new(status()))),
+                None,
+            ),
+        ];
+        for e in &wrapped {
+            let found = find_cause::<tonic::Status>(e).unwrap_or_else(|| panic!("{e:?}"));
+            assert_eq!(found.code(), tonic::Code::Unavailable);
+        }
+        assert!(find_cause::<tonic::Status>(&DataFusionError::Plan("x".into())).is_none());
     }
 
     #[test]

@@ -821,6 +821,21 @@ pub fn on_executor(
     router.route_layer(axum::middleware::from_fn_with_state(placement, placed))
 }
 
+/// `warning` as the value of a `Warning` header (RFC 9111: code 199,
+/// "miscellaneous warning"), in the printable ASCII a header (or gRPC
+/// metadata) allows.
+pub fn warning_value(warning: &str) -> String {
+    let warning: String = warning
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            c if c == ' ' || c.is_ascii_graphic() => c,
+            _ => '?',
+        })
+        .collect();
+    format!("199 tracelake \"{warning}\"")
+}
+
 async fn placed(
     axum::extract::State(p): axum::extract::State<Placement>,
     request: axum::extract::Request,
@@ -828,19 +843,9 @@ async fn placed(
 ) -> axum::response::Response {
     let answer = async move {
         let mut response = next.run(request).await;
-        // An answer some source could not complete: say so (RFC 9111's
-        // Warning, code 199, "miscellaneous warning").
+        // An answer some source could not complete: say so.
         for warning in Scope::current_or(Duration::ZERO).warnings() {
-            let warning: String = warning
-                .chars()
-                .map(|c| match c {
-                    '"' | '\\' => '\'',
-                    c if c == ' ' || c.is_ascii_graphic() => c,
-                    _ => '?',
-                })
-                .collect();
-            let text = format!("199 tracelake \"{warning}\"");
-            if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
+            if let Ok(value) = axum::http::HeaderValue::from_str(&warning_value(&warning)) {
                 response
                     .headers_mut()
                     .append(axum::http::header::WARNING, value);

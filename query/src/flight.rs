@@ -9,6 +9,7 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use arrow::datatypes::Schema;
 use arrow::ipc::writer::IpcWriteOptions;
@@ -32,7 +33,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracelake_schema::spans::spans_schema;
 
 use crate::engine::{QueryEngine, QueryError, SPANS};
-use crate::executor::Class;
+use crate::executor::{Class, Scope};
 
 const CATALOG: &str = "tracelake";
 const DB_SCHEMA: &str = "public";
@@ -112,29 +113,37 @@ impl FlightSql {
     }
 
     /// Runs `sql` on the query executor under the query limits, encodes
-    /// the result there too, and streams it.
+    /// the result there too, and streams it. An answer that lacks what a
+    /// source could not give (an ingest node that did not answer) says so
+    /// in `warning` response headers, as the HTTP API does.
     async fn run(&self, sql: &str) -> Result<Response<DoGetStream>, Status> {
         let engine = Arc::clone(&self.engine);
         let sql = sql.to_string();
         let work = async move {
             let (schema, batches) = engine.sql(&sql).await?;
-            FlightDataEncoderBuilder::new()
+            let data = FlightDataEncoderBuilder::new()
                 .with_schema(schema)
                 .build(futures::stream::iter(batches.into_iter().map(Ok)))
                 .try_collect::<Vec<FlightData>>()
                 .await
-                .map_err(|e| QueryError::Internal(format!("cannot encode the result: {e}")))
+                .map_err(|e| QueryError::Internal(format!("cannot encode the result: {e}")))?;
+            Ok((data, Scope::current_or(Duration::ZERO).warnings()))
         };
-        let data = self
+        let (data, warnings) = self
             .engine
             .executor()
             .run(Class::Heavy, work)
             .await
             .and_then(|r| r)
             .map_err(status)?;
-        Ok(Response::new(Box::pin(futures::stream::iter(
-            data.into_iter().map(Ok),
-        ))))
+        let mut response: Response<DoGetStream> =
+            Response::new(Box::pin(futures::stream::iter(data.into_iter().map(Ok))));
+        for warning in warnings {
+            if let Ok(value) = crate::executor::warning_value(&warning).parse() {
+                response.metadata_mut().append("warning", value);
+            }
+        }
+        Ok(response)
     }
 
     fn one_batch(

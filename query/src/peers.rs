@@ -143,11 +143,12 @@ impl PeerMetrics {
 }
 
 /// How a query node reaches the ingest nodes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PeersConfig {
     pub peers: Peers,
-    /// `https` when the nodes' ports speak TLS.
-    pub scheme: &'static str,
+    /// TLS (the nodes' ports speak it): their certificates checked against
+    /// the cluster's CAs, this node's own presented when asked.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// A token with the `query` scope on the ingest nodes, when they
     /// require tokens.
     pub token: Option<String>,
@@ -161,15 +162,43 @@ pub struct IngestPeers {
     client: reqwest::Client,
 }
 
+impl std::fmt::Debug for PeersConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeersConfig")
+            .field("peers", &self.peers)
+            .field("tls", &self.tls.is_some())
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeersConfig {
+    /// The HTTP client of requests to the ingest nodes; an error only for
+    /// TLS settings the client cannot take (checked at start).
+    pub fn client(&self) -> Result<reqwest::Client, String> {
+        let mut builder = reqwest::Client::builder().timeout(PEER_TIMEOUT);
+        if let Some(tls) = &self.tls {
+            let mut tls = (**tls).clone();
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        builder
+            .build()
+            .map_err(|e| format!("the client for ingest nodes: {e}"))
+    }
+}
+
 impl IngestPeers {
     pub fn new(config: PeersConfig, tenant: &str) -> Self {
+        // Checked at start ([`PeersConfig::client`]).
+        let client = config.client().unwrap_or_else(|error| {
+            tracing::error!(%error, "ingest nodes asked without TLS settings");
+            reqwest::Client::default()
+        });
         Self {
             config,
             tenant: tenant.to_string(),
-            client: reqwest::Client::builder()
-                .timeout(PEER_TIMEOUT)
-                .build()
-                .unwrap_or_default(),
+            client,
         }
     }
 
@@ -180,10 +209,12 @@ impl IngestPeers {
         peer: &str,
         trace_id: Option<&[u8; 16]>,
     ) -> Result<Vec<LiveSnapshot>, String> {
-        let mut url = format!(
-            "{}://{peer}{}",
-            self.config.scheme, "/api/v1/internal/buffer"
-        );
+        let scheme = if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut url = format!("{scheme}://{peer}/api/v1/internal/buffer");
         if let Some(id) = trace_id {
             url.push_str(&format!("?trace_id={}", hex::encode(id)));
         }

@@ -42,13 +42,41 @@ use datafusion::scalar::ScalarValue;
 use deltalake::DeltaTable;
 use tokio::sync::Mutex;
 use tracelake_schema::spans::{
-    START_TIME, START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY, spans_schema, sql_schema,
-    timestamp_type, trace_key,
+    SCHEMA_VERSION, SCHEMA_VERSION_KEY, START_TIME, START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY,
+    spans_schema, sql_schema, timestamp_type, trace_key,
 };
 use url::Url;
 
 use crate::scan::DataFile;
 use crate::trace_index::TraceIndex;
+
+/// The table is in an older layout, which a compactor node is rewriting
+/// (`collector::upgrade`), or one newer than this release reads; a 503.
+#[derive(Debug)]
+pub struct Upgrading {
+    pub found: Option<u32>,
+}
+
+impl std::error::Error for Upgrading {}
+
+impl fmt::Display for Upgrading {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.found {
+            Some(found) if found < SCHEMA_VERSION => write!(
+                f,
+                "the spans table is in layout version {found}, and the node holding the \
+                 compactor lease is upgrading it to version {SCHEMA_VERSION}; queries are \
+                 answered once it is done: retry"
+            ),
+            found => write!(
+                f,
+                "the spans table is in layout version {}, which this release (layout \
+                 {SCHEMA_VERSION}) does not read: run the release that wrote it",
+                found.map_or_else(|| "(none)".to_string(), |v| v.to_string())
+            ),
+        }
+    }
+}
 
 /// Rows accepted but perhaps not yet in the table.
 #[derive(Debug, Clone, Default)]
@@ -188,7 +216,24 @@ impl SpansTable {
             }
             return Err(external(error));
         }
-        Ok(table.version().is_some().then_some(table))
+        if table.version().is_none() {
+            return Ok(None);
+        }
+        let layout = table
+            .snapshot()
+            .map_err(external)?
+            .metadata()
+            .configuration()
+            .get(SCHEMA_VERSION_KEY)
+            .and_then(|v| v.parse::<u32>().ok());
+        if layout != Some(SCHEMA_VERSION) {
+            // Files of two layouts, a partition at a time: nothing to read
+            // until the node upgrading it is done.
+            return Err(DataFusionError::External(Box::new(Upgrading {
+                found: layout,
+            })));
+        }
+        Ok(Some(table))
     }
 
     /// The data files of the table's latest version (`None` while no

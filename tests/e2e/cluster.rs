@@ -106,8 +106,10 @@ async fn ingest_compactor_and_query_nodes_share_one_table_on_s3() {
         "0s",
         "--compactor-lease-ttl",
         "3s",
+        // Longer than a compaction takes on a loaded machine (a job that
+        // outlasts it is not committed).
         "--vacuum-grace",
-        "3s",
+        "8s",
         "--retention",
         "0s",
         "--retention-check-interval",
@@ -121,7 +123,7 @@ async fn ingest_compactor_and_query_nodes_share_one_table_on_s3() {
             .chain(extra.iter().copied())
             .collect()
     };
-    let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<tempfile::TempDir> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
 
     // The first compactor takes the lease, and will die at its first
     // compaction commit (its outputs uploaded, not committed).
@@ -163,6 +165,8 @@ async fn ingest_compactor_and_query_nodes_share_one_table_on_s3() {
     .await;
     let query =
         TestServer::start_with_env(dirs[4].path(), &with(&["--role", "query"]), &CREDENTIALS).await;
+    let query2 =
+        TestServer::start_with_env(dirs[5].path(), &with(&["--role", "query"]), &CREDENTIALS).await;
     assert!(!lease_held(&c2).await, "two compactors hold the lease");
 
     // Each node serves its role's ports only.
@@ -268,7 +272,7 @@ async fn ingest_compactor_and_query_nodes_share_one_table_on_s3() {
     );
     // c1's compaction outputs, uploaded and never committed, are vacuumed
     // by c2 once older than the grace: the bucket holds the table's files.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(45);
     loop {
         let (_, storage) = c2.get("/api/v1/storage").await;
         let in_table: u64 = storage["partitions"]
@@ -307,14 +311,67 @@ async fn ingest_compactor_and_query_nodes_share_one_table_on_s3() {
         "{metrics}"
     );
 
-    // Trace by id and the compatibility APIs on the query node.
+    // Both query nodes answer the same: every span once, by SQL, trace by
+    // id, search and the compatibility APIs.
+    assert_eq!(
+        spans_per_trace(&query2).await,
+        spans_per_trace(&query).await
+    );
     let trace = format!("{:032x}", acked[7]);
-    let (status, body) = query.get(&format!("/api/v1/traces/{trace}")).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["spans"].as_array().unwrap().len(), 20);
-    let (status, body) = query.get(&format!("/jaeger/api/traces/{trace}")).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["data"][0]["spans"].as_array().unwrap().len(), 20);
+    for node in [&query, &query2] {
+        let (status, body) = node.get(&format!("/api/v1/traces/{trace}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["spans"].as_array().unwrap().len(), 20);
+        let (status, body) = node.get(&format!("/jaeger/api/traces/{trace}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"][0]["spans"].as_array().unwrap().len(), 20);
+        let (status, body) = node.get(&format!("/zipkin/api/v2/trace/{trace}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body.as_array().unwrap().len(), 20);
+        let (status, body) = node.get(&format!("/tempo/api/traces/{trace}")).await;
+        assert_eq!(status, 200, "{body}");
+        // Search: every acknowledged trace of the service, over the two
+        // hours the spans are in.
+        let now = crate::spans::now_nanos() / 1_000_000_000;
+        let (status, body) = node
+            .get(&format!(
+                "/jaeger/api/traces?service=cluster&start={}&end={}&limit=1000",
+                (now - 4 * 3600) * 1_000_000,
+                (now + 60) * 1_000_000
+            ))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["data"].as_array().unwrap().len(),
+            acked.len(),
+            "search"
+        );
+    }
+
+    // Real OpenTelemetry exporters to each ingest node (gRPC to a, HTTP to
+    // b): read back field for field through both query nodes once
+    // committed.
+    let over_grpc =
+        crate::otlp_clients::send("cluster-otel-grpc", crate::otlp_clients::grpc_exporter(&a))
+            .await;
+    let over_http =
+        crate::otlp_clients::send("cluster-otel-http", crate::otlp_clients::http_exporter(&b))
+            .await;
+    for sent in [&over_grpc, &over_http] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !spans_per_trace(&query2).await.contains_key(&sent.trace_id) {
+            assert!(
+                Instant::now() < deadline,
+                "{} never committed",
+                sent.trace_id
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    for node in [&query, &query2] {
+        crate::otlp_clients::check(node, "cluster-otel-grpc", &over_grpc).await;
+        crate::otlp_clients::check(node, "cluster-otel-http", &over_http).await;
+    }
 
     // kill -9 an ingest node under load, start it again: what it
     // acknowledged is there once, whatever it had not committed included.
@@ -350,10 +407,13 @@ async fn ingest_compactor_and_query_nodes_share_one_table_on_s3() {
             .filter(|t| seen.get(&format!("{t:032x}")) != Some(&SPANS_PER_REQUEST))
             .collect();
         // Requests cut by the kill may or may not have been stored; if so,
-        // whole.
+        // whole (the exporters' two-span traces aside).
         let partial: Vec<(&String, &u64)> = seen
             .iter()
-            .filter(|(_, n)| **n != SPANS_PER_REQUEST)
+            .filter(|(t, n)| {
+                **n != SPANS_PER_REQUEST
+                    && ![&over_grpc, &over_http].iter().any(|s| s.trace_id == **t)
+            })
             .collect();
         assert!(partial.is_empty(), "traces stored in part: {partial:?}");
         if missing.is_empty() {
@@ -375,11 +435,25 @@ async fn ingest_compactor_and_query_nodes_share_one_table_on_s3() {
     );
 }
 
+/// `SELECT count(*)` over Flight SQL: the DoGet's `warning` headers and
+/// the count.
+async fn flight_sql_count(node: &TestServer) -> (Vec<String>, u64) {
+    let (warnings, batches) = node
+        .flight_sql("SELECT count(*) AS n FROM spans", None)
+        .await;
+    let n = arrow_array::Array::as_any(batches[0].column(0).as_ref())
+        .downcast_ref::<arrow_array::Int64Array>()
+        .unwrap()
+        .value(0);
+    (warnings, n as u64)
+}
+
 /// A query node told where the ingest nodes are (`--ingest-peers`) sees
 /// every acknowledged span at once, before any flush: here node b never
 /// flushes while the test runs, and node a flushes every second, so reads
 /// race a's commits (never a span twice). An ingest node that is gone makes
-/// answers partial, with a `Warning` header naming it, not failed.
+/// answers partial, with a `Warning` header naming it (over HTTP and Flight
+/// SQL), not failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_nodes_see_what_ingest_nodes_have_not_committed() {
     let Some(moto) = Moto::with_bucket("fresh").await else {
@@ -498,6 +572,15 @@ async fn query_nodes_see_what_ingest_nodes_have_not_committed() {
     );
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["rows"][0]["n"], 12 * SPANS_PER_REQUEST, "{body}");
+    // Flight SQL says so too, in the DoGet's `warning` headers.
+    let (warnings, rows) = flight_sql_count(&query).await;
+    assert_eq!(rows, 12 * SPANS_PER_REQUEST);
+    assert!(
+        warnings.len() == 1
+            && warnings[0].starts_with("199 ")
+            && warnings[0].contains(&b.http.to_string()),
+        "Flight SQL warnings: {warnings:?}"
+    );
     let (status, _) = query
         .get(&format!("/api/v1/traces/{:032x}", 0xf000u128))
         .await;

@@ -1,6 +1,7 @@
 //! The Kafka receiver against a real Kafka-compatible broker (tansu, on
 //! loopback, in memory) and a real Kafka client producing what the
-//! OpenTelemetry SDK's encoders make (`tests/python/kafka_produce.py`).
+//! OpenTelemetry SDK's encoders, py_zipkin's protobuf encoder and Jaeger's
+//! protobuf types make (`tests/python/kafka_produce.py`).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -44,16 +45,23 @@ struct Broker {
 
 impl Broker {
     async fn start(binary: &str) -> Self {
+        Self::start_advertising(binary, None).await
+    }
+
+    /// A broker that tells clients to reach it at `advertised` (a TLS
+    /// front's address, [`tls_front`]) instead of its own.
+    async fn start_advertising(binary: &str, advertised: Option<&str>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = advertised.map_or_else(|| url.clone(), |a| format!("tcp://{a}"));
         let child = procs::Guard::spawn(
             std::process::Command::new(binary)
                 .args(["broker", "--listener-url", &url])
-                .args(["--advertised-listener-url", &url])
+                .args(["--advertised-listener-url", &advertised])
                 .args(["--storage-engine", "memory://tansu/"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -76,14 +84,64 @@ impl Broker {
 
 /// Runs `kafka_produce.py` with `args` after the bootstrap address.
 async fn kafka_py(python: &str, broker: &Broker, args: &[&str]) -> Value {
+    kafka_py_at(python, &broker.bootstrap, None, args).await
+}
+
+/// [`kafka_py`] to the brokers at `bootstrap`, over TLS trusting the CA
+/// certificates in `tls_ca` when given.
+async fn kafka_py_at(
+    python: &str,
+    bootstrap: &str,
+    tls_ca: Option<&std::path::Path>,
+    args: &[&str],
+) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/kafka_produce.py");
-    crate::procs::json_output(
-        tokio::process::Command::new(python)
-            .arg(script)
-            .arg(&broker.bootstrap)
-            .args(args),
-    )
-    .await
+    let mut command = tokio::process::Command::new(python);
+    command.arg(script).arg(bootstrap).args(args);
+    if let Some(ca) = tls_ca {
+        command.env("KAFKA_TLS_CA_FILE", ca);
+    }
+    crate::procs::json_output(&mut command).await
+}
+
+/// Accepts TLS on `listener` (the PKI's `server` certificate, for
+/// 127.0.0.1) and relays each connection's bytes to the broker at
+/// `upstream` in plain text: a broker reached over TLS, as clients of a
+/// broker with a TLS listener see it (tansu 0.6 cannot serve TLS itself).
+fn tls_front(
+    pki: &crate::tls::Pki,
+    listener: tokio::net::TcpListener,
+    upstream: String,
+) -> tokio::task::JoinHandle<()> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(pki.path("server.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(pki.path("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                if let Ok(mut plain) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                }
+            });
+        }
+    })
 }
 
 async fn create_topic(python: &str, broker: &Broker, topic: &str, partitions: u32) {
@@ -116,10 +174,61 @@ async fn produce(
     .await
 }
 
+/// The `expected` messages of the dead-letter topic `dead_spans`, checked
+/// to be the bad ones `produce` wrote (every 7th of `otlp_spans`), each
+/// once; their sources, sorted.
+async fn dead_letters(python: &str, broker: &Broker, expected: usize) -> Vec<(i64, i64)> {
+    let read = kafka_py(
+        python,
+        broker,
+        &["consume", "dead_spans", &expected.to_string()],
+    )
+    .await;
+    let read = read.as_array().unwrap();
+    assert_eq!(read.len(), expected, "{read:#?}");
+    let mut sources: Vec<(i64, i64)> = read
+        .iter()
+        .map(|m| {
+            let h = &m["headers"];
+            assert_eq!(
+                m["value"],
+                hex::encode(b"\xff\x00 not a message in any encoding"),
+                "{m}"
+            );
+            assert!(m["key"].as_str().is_some_and(|k| k.len() == 32), "{m}");
+            assert_eq!(h["tracelake.error.reason"], "undecodable", "{m}");
+            assert!(
+                h["tracelake.error.message"]
+                    .as_str()
+                    .is_some_and(|e| !e.is_empty()),
+                "{m}"
+            );
+            assert_eq!(h["tracelake.source.topic"], "otlp_spans", "{m}");
+            assert_eq!(h["tracelake.source.encoding"], "otlp_proto", "{m}");
+            let source = |name: &str| h[name].as_str().unwrap().parse::<i64>().unwrap();
+            (
+                source("tracelake.source.partition"),
+                source("tracelake.source.offset"),
+            )
+        })
+        .collect();
+    sources.sort();
+    let before = sources.len();
+    sources.dedup();
+    assert_eq!(
+        sources.len(),
+        before,
+        "a bad message copied twice: {read:#?}"
+    );
+    sources
+}
+
 fn python() -> Option<String> {
     python_with(
-        "kafka, opentelemetry.exporter.otlp.proto.common, opentelemetry.exporter.zipkin.json",
-        "kafka-python opentelemetry-exporter-otlp-proto-common opentelemetry-exporter-zipkin-json",
+        "kafka, opentelemetry.exporter.otlp.proto.common, opentelemetry.exporter.zipkin.json, \
+         py_zipkin.encoding.protobuf",
+        "kafka-python opentelemetry-exporter-otlp-proto-common opentelemetry-exporter-zipkin-json \
+         py_zipkin",
     )
 }
 
@@ -176,14 +285,21 @@ async fn every_encoding_is_consumed_once_visible_before_its_commit_and_bad_messa
     create_topic(&python, &broker, "zipkin_spans", 2).await;
     create_topic(&python, &broker, "jaeger_spans", 2).await;
     create_topic(&python, &broker, "jaeger_json_spans", 1).await;
+    create_topic(&python, &broker, "zipkin_proto_spans", 1).await;
+    create_topic(&python, &broker, "dead_spans", 2).await;
     let data = tempfile::tempdir().unwrap();
     let topics = "otlp_spans=otlp_proto,json_spans=otlp_json,zipkin_spans=zipkin_json,\
-                  jaeger_spans=jaeger_proto,jaeger_json_spans=jaeger_json";
+                  jaeger_spans=jaeger_proto,jaeger_json_spans=jaeger_json,\
+                  zipkin_proto_spans=zipkin_proto,late_spans=otlp_proto";
     let args = [
         "--kafka-brokers",
         broker.bootstrap.as_str(),
         "--kafka-topics",
         topics,
+        "--kafka-dead-letter-topic",
+        "dead_spans",
+        "--kafka-metadata-refresh",
+        "500ms",
         // Nothing is committed while the server runs: what queries see
         // comes from the partitions' buffers.
         "--flush-max-age",
@@ -223,9 +339,19 @@ async fn every_encoding_is_consumed_once_visible_before_its_commit_and_bad_messa
         0,
     )
     .await;
+    let zipkin_proto = produce(
+        &python,
+        &broker,
+        "zipkin_proto_spans",
+        "zipkin_proto",
+        0x8000,
+        10,
+        0,
+    )
+    .await;
     assert_eq!(proto["bad"], 4);
     let spans = |v: &Value| v["spans"].as_u64().unwrap();
-    let total: u64 = [&proto, &json, &zipkin, &jaeger, &jaeger_json]
+    let total: u64 = [&proto, &json, &zipkin, &jaeger, &jaeger_json, &zipkin_proto]
         .map(spans)
         .iter()
         .sum();
@@ -238,6 +364,7 @@ async fn every_encoding_is_consumed_once_visible_before_its_commit_and_bad_messa
             serde_json::json!({"service_name": "kafka-otlp_json", "n": spans(&json)}),
             serde_json::json!({"service_name": "kafka-otlp_proto", "n": spans(&proto)}),
             serde_json::json!({"service_name": "kafka-zipkin_json", "n": spans(&zipkin)}),
+            serde_json::json!({"service_name": "kafka-zipkin_proto", "n": spans(&zipkin_proto)}),
         ]
     );
     assert!(
@@ -271,7 +398,7 @@ async fn every_encoding_is_consumed_once_visible_before_its_commit_and_bad_messa
     }
     // A trace of each encoding through the trace API, whole, its spans
     // linked to their parents.
-    for sent in [&proto, &json, &zipkin, &jaeger, &jaeger_json] {
+    for sent in [&proto, &json, &zipkin, &jaeger, &jaeger_json, &zipkin_proto] {
         let trace = sent["traces"][2].as_str().unwrap();
         let (status, body) = server.get(&format!("/api/v1/traces/{trace}")).await;
         assert_eq!(status, 200, "{body}");
@@ -310,12 +437,18 @@ async fn every_encoding_is_consumed_once_visible_before_its_commit_and_bad_messa
         ),
         total as f64
     );
-    let ready = reqwest::get(server.url("/ready"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The bad messages are on the dead-letter topic, as they came, saying
+    // why and whence.
+    let dead = dead_letters(&python, &broker, 4).await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "tracelake_kafka_dead_letters_total{topic=\"otlp_spans\",reason=\"undecodable\"}"
+        ),
+        4.0,
+        "{metrics}"
+    );
+    let ready = server.ready_text().await;
     for partition in [
         "otlp_spans/0",
         "otlp_spans/2",
@@ -339,13 +472,31 @@ async fn every_encoding_is_consumed_once_visible_before_its_commit_and_bad_messa
     );
     let more = produce(&python, &broker, "otlp_spans", "otlp_proto", 0x4000, 6, 0).await;
     wait_for(&server, total + spans(&more)).await;
+    // Committed past them, the bad messages are not copied again.
+    assert_eq!(dead_letters(&python, &broker, 4).await, dead);
+    // A topic made while the receiver runs is consumed once the topics are
+    // listed again (tansu cannot add partitions to a topic; the same
+    // listing finds those).
+    let before = server.ready_text().await;
+    assert!(
+        before.contains("kafka: Kafka topics late_spans do not exist"),
+        "{before}"
+    );
+    create_topic(&python, &broker, "late_spans", 2).await;
+    let late = produce(&python, &broker, "late_spans", "otlp_proto", 0x9000, 8, 0).await;
+    wait_for(&server, total + spans(&more) + spans(&late)).await;
+    let after = server.ready_text().await;
+    assert!(
+        after.contains("kafka late_spans/1: consuming") && !after.contains("do not exist"),
+        "{after}"
+    );
     let metrics = server.metrics().await;
     assert_eq!(
         metric(
             &metrics,
             "tracelake_spans_accepted_total{protocol=\"kafka\"}"
         ),
-        spans(&more) as f64,
+        (spans(&more) + spans(&late)) as f64,
         "messages consumed again after the restart"
     );
 }
@@ -523,4 +674,76 @@ async fn two_nodes_share_partitions_and_a_change_of_owner_duplicates_nothing() {
 /// Spans in the table (`/api/v1/storage`).
 async fn committed(node: &TestServer) -> u64 {
     node.committed().await.values().sum()
+}
+
+/// `--kafka-tls`: the receiver reaches a broker over TLS, checking its
+/// certificate against `--kafka-tls-ca-file`; against the system's roots
+/// (which do not know the test's CA) it refuses the broker, says so in
+/// `/ready`, and consumes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receiver_reaches_brokers_over_tls_and_checks_their_certificates() {
+    let (Some(tansu), Some(python)) = (tansu(), python()) else {
+        return;
+    };
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = crate::tls::Pki::new(pki_dir.path());
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls_address = front.local_addr().unwrap().to_string();
+    let broker = Broker::start_advertising(&tansu, Some(&tls_address)).await;
+    let _front = tls_front(&pki, front, broker.bootstrap.clone());
+    let ca = pki.path("ca.pem");
+    kafka_py_at(
+        &python,
+        &tls_address,
+        Some(&ca),
+        &["create", "tls_spans", "2"],
+    )
+    .await;
+    let sent = kafka_py_at(
+        &python,
+        &tls_address,
+        Some(&ca),
+        &["produce", "tls_spans", "otlp_proto", "0x7000", "8", "0"],
+    )
+    .await;
+    let spans = sent["spans"].as_u64().unwrap();
+    assert_eq!(spans, 24, "{sent}");
+
+    let data = tempfile::tempdir().unwrap();
+    let base = [
+        "--kafka-brokers",
+        tls_address.as_str(),
+        "--kafka-topics",
+        "tls_spans=otlp_proto",
+        "--kafka-tls",
+        "true",
+    ];
+    let ca_arg = pki.arg("ca.pem");
+    let mut with_ca = base.to_vec();
+    with_ca.extend(["--kafka-tls-ca-file", ca_arg.as_str()]);
+    let server = TestServer::start(data.path(), &with_ca).await;
+    wait_for(&server, spans).await;
+    drop(server);
+
+    // Without the CA: the broker's certificate is refused.
+    let other = tempfile::tempdir().unwrap();
+    let server = TestServer::start(other.path(), &base).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ready = loop {
+        let ready = server.ready_text().await;
+        if ready.contains("kafka: cannot reach the Kafka brokers") {
+            break ready;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no broker refused within 60 s: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(ready.to_lowercase().contains("certificate"), "{ready}");
+    let (_, n, _) = counts(&server).await;
+    assert_eq!(
+        n, 0,
+        "spans consumed from a broker whose certificate was not checked"
+    );
 }

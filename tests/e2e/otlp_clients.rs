@@ -16,8 +16,8 @@ use serde_json::Value;
 
 use crate::server::TestServer;
 
-struct Sent {
-    trace_id: String,
+pub(crate) struct Sent {
+    pub(crate) trace_id: String,
     parent_id: String,
     child_id: String,
     t0: SystemTime,
@@ -25,6 +25,36 @@ struct Sent {
 
 fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+/// The exporter over gRPC (gzip) to `server`'s OTLP/gRPC port.
+pub(crate) fn grpc_exporter(
+    server: &TestServer,
+) -> impl FnOnce() -> Result<SpanExporter, opentelemetry_otlp::ExporterBuildError> + Send + 'static
+{
+    let endpoint = format!("http://{}", server.grpc);
+    move || {
+        SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_compression(Compression::Gzip)
+            .build()
+    }
+}
+
+/// The exporter over HTTP (protobuf) to `server`'s OTLP/HTTP port.
+pub(crate) fn http_exporter(
+    server: &TestServer,
+) -> impl FnOnce() -> Result<SpanExporter, opentelemetry_otlp::ExporterBuildError> + Send + 'static
+{
+    let endpoint = server.otlp_url();
+    move || {
+        SpanExporter::builder()
+            .with_http()
+            .with_endpoint(endpoint)
+            .with_protocol(Protocol::HttpBinary)
+            .build()
+    }
 }
 
 /// A two-span trace through a real SDK pipeline with exact timestamps.
@@ -88,7 +118,7 @@ fn send_trace(exporter: SpanExporter, service: &str) -> Sent {
 
 /// Runs [`send_trace`] on a blocking thread: the SDK's simple processor
 /// blocks on each export, which must not happen on a runtime worker.
-async fn send(
+pub(crate) async fn send(
     service: &'static str,
     exporter: impl FnOnce() -> Result<SpanExporter, opentelemetry_otlp::ExporterBuildError>
     + Send
@@ -99,7 +129,7 @@ async fn send(
         .unwrap()
 }
 
-async fn check(server: &TestServer, service: &str, sent: &Sent) {
+pub(crate) async fn check(server: &TestServer, service: &str, sent: &Sent) {
     let t0 = nanos(sent.t0);
     let sql = format!(
         "SELECT encode(span_id, 'hex') AS span_id, encode(parent_span_id, 'hex') AS parent, \
@@ -176,27 +206,11 @@ async fn opentelemetry_exporters_over_grpc_and_http_read_back_field_for_field() 
     // (sent right before the query) most likely from the buffer.
     let mut server = TestServer::start(dir.path(), &["--flush-max-age", "200ms"]).await;
 
-    let grpc = format!("http://{}", server.grpc);
-    let sent = send("e2e-grpc", move || {
-        SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(grpc)
-            .with_compression(Compression::Gzip)
-            .build()
-    })
-    .await;
+    let sent = send("e2e-grpc", grpc_exporter(&server)).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     check(&server, "e2e-grpc", &sent).await;
 
-    let http = server.otlp_url();
-    let sent_http = send("e2e-http", move || {
-        SpanExporter::builder()
-            .with_http()
-            .with_endpoint(http)
-            .with_protocol(Protocol::HttpBinary)
-            .build()
-    })
-    .await;
+    let sent_http = send("e2e-http", http_exporter(&server)).await;
     check(&server, "e2e-http", &sent_http).await;
 
     // Unknown and malformed ids.

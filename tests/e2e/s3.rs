@@ -81,13 +81,22 @@ impl Moto {
     }
 
     pub(crate) async fn bucket(&self, command: &str, bucket: &str) -> Vec<String> {
+        self.bucket_with(command, bucket, &[]).await
+    }
+
+    /// Every file under `dir` into `bucket`, at `prefix/<its relative path>`.
+    pub(crate) async fn upload(&self, bucket: &str, dir: &std::path::Path, prefix: &str) {
+        self.bucket_with("upload", bucket, &[dir.to_str().unwrap(), prefix])
+            .await;
+    }
+
+    async fn bucket_with(&self, command: &str, bucket: &str, more: &[&str]) -> Vec<String> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/s3_bucket.py");
-        let out = procs::output(tokio::process::Command::new(&self.python).args([
-            script,
-            &self.endpoint,
-            command,
-            bucket,
-        ]))
+        let out = procs::output(
+            tokio::process::Command::new(&self.python)
+                .args([script, &self.endpoint, command, bucket])
+                .args(more),
+        )
         .await
         .unwrap();
         assert!(

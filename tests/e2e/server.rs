@@ -159,6 +159,16 @@ impl TestServer {
         Self::start_with_client(data_dir, args, &[], Some(client)).await
     }
 
+    /// [`TestServer::start_tls`] with environment variables set.
+    pub(crate) async fn start_tls_with_env(
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        client: reqwest::Client,
+    ) -> Self {
+        Self::start_with_client(data_dir, args, envs, Some(client)).await
+    }
+
     async fn start_with_client(
         data_dir: &Path,
         args: &[&str],
@@ -185,6 +195,15 @@ impl TestServer {
     /// that a fault point ends while it starts ([`TestServer::wait_exit`]).
     pub(crate) fn spawn_unready(data_dir: &Path, args: &[&str]) -> Self {
         Self::spawn(data_dir, args, &[])
+    }
+
+    /// [`TestServer::spawn_unready`] with environment variables set.
+    pub(crate) fn spawn_unready_with_env(
+        data_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
+        Self::spawn(data_dir, args, envs)
     }
 
     fn spawn(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
@@ -232,6 +251,12 @@ impl TestServer {
             scheme: "http",
             client: reqwest::Client::new(),
         }
+    }
+
+    /// Waits until a server started with [`TestServer::spawn_unready`] is
+    /// ready; panics if it exits first.
+    pub(crate) async fn until_ready(&mut self) {
+        assert!(self.wait_ready().await, "the server exited while starting");
     }
 
     /// True once the server answers `/ready`; false if it exited first.
@@ -399,6 +424,63 @@ impl TestServer {
     }
 
     /// `/metrics` as text.
+    /// A Flight SQL statement, as `tenant` when given: GetFlightInfo, then
+    /// DoGet of its ticket; the DoGet's `warning` headers and the batches.
+    pub(crate) async fn flight_sql(
+        &self,
+        sql: &str,
+        tenant: Option<&str>,
+    ) -> (Vec<String>, Vec<arrow_array::RecordBatch>) {
+        use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt as _};
+        use futures::TryStreamExt as _;
+
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.flight_sql))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = arrow_flight::flight_service_client::FlightServiceClient::new(channel);
+        fn with_tenant<T>(message: T, tenant: Option<&str>) -> tonic::Request<T> {
+            let mut request = tonic::Request::new(message);
+            if let Some(tenant) = tenant {
+                request
+                    .metadata_mut()
+                    .insert("x-scope-orgid", tenant.parse().unwrap());
+            }
+            request
+        }
+        let command = CommandStatementQuery {
+            query: sql.to_string(),
+            transaction_id: None,
+        };
+        let descriptor = arrow_flight::FlightDescriptor::new_cmd(command.as_any().encode_to_vec());
+        let info = client
+            .get_flight_info(with_tenant(descriptor, tenant))
+            .await
+            .unwrap()
+            .into_inner();
+        let ticket = info.endpoint[0].ticket.clone().unwrap();
+        let response = client.do_get(with_tenant(ticket, tenant)).await.unwrap();
+        let warnings = response
+            .metadata()
+            .get_all("warning")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        let data: Vec<arrow_flight::FlightData> =
+            response.into_inner().try_collect().await.unwrap();
+        (
+            warnings,
+            arrow_flight::utils::flight_data_to_batches(&data).unwrap(),
+        )
+    }
+
+    /// `/ready`'s text, whatever its status.
+    pub(crate) async fn ready_text(&self) -> String {
+        let r = self.client.get(self.url("/ready")).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
     pub(crate) async fn metrics(&self) -> String {
         let (status, body) = self.get("/metrics").await;
         assert_eq!(status, 200, "{body}");

@@ -5,10 +5,6 @@
 
 use std::path::Path;
 
-use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt as _};
-use arrow_flight::{FlightDescriptor, Ticket};
-use futures::StreamExt as _;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message as _;
 use serde_json::Value;
@@ -93,33 +89,12 @@ async fn sql(server: &TestServer, tenant: Option<&str>, sql: &str) -> (u16, Valu
 
 /// The service names a Flight SQL statement returns as `tenant`.
 async fn flight_services(server: &TestServer, tenant: &str) -> Vec<String> {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.flight_sql))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = FlightServiceClient::new(channel);
-    let command = CommandStatementQuery {
-        query: "SELECT DISTINCT service_name FROM spans ORDER BY 1".into(),
-        transaction_id: None,
-    };
-    let mut info = tonic::Request::new(FlightDescriptor::new_cmd(command.as_any().encode_to_vec()));
-    info.metadata_mut()
-        .insert("x-scope-orgid", tenant.parse().unwrap());
-    let info = client.get_flight_info(info).await.unwrap().into_inner();
-    let ticket: Ticket = info.endpoint[0].ticket.clone().unwrap();
-    let mut get = tonic::Request::new(ticket);
-    get.metadata_mut()
-        .insert("x-scope-orgid", tenant.parse().unwrap());
-    let stream = client.do_get(get).await.unwrap().into_inner();
-    let batches: Vec<_> = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-        stream.map(|r| r.map_err(arrow_flight::error::FlightError::from)),
-    )
-    .collect::<Vec<_>>()
-    .await
-    .into_iter()
-    .map(Result::unwrap)
-    .collect();
+    let (_, batches) = server
+        .flight_sql(
+            "SELECT DISTINCT service_name FROM spans ORDER BY 1",
+            Some(tenant),
+        )
+        .await;
     batches
         .iter()
         .flat_map(|b| {

@@ -3,7 +3,8 @@
 //! each test makes with `openssl`, real TLS clients (rustls here, the
 //! OpenTelemetry SDK's exporters and the ADBC Flight SQL driver in Python),
 //! plain text refused, client certificates required when asked for, the
-//! files reread without a restart.
+//! files reread without a restart; and a cluster's nodes (an ingest node,
+//! SQL workers) calling each other over TLS (`--cluster-ca-file`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,8 +23,10 @@ use crate::spans::{now_nanos, request, span};
 /// certificate `server` (for 127.0.0.1 and localhost), `clients-ca` signs
 /// the client certificate `client`, and `ca2` signs `server2`, the
 /// server's next certificate, and `client2`, a client certificate from a
-/// CA the server does not know. Each `<name>.pem` has a `<name>.key`.
-struct Pki {
+/// CA the server does not know; `ca` also signs `node`, a cluster node's
+/// certificate, good for both ends of a connection. Each `<name>.pem` has a
+/// `<name>.key`.
+pub(crate) struct Pki {
     dir: PathBuf,
 }
 
@@ -46,6 +49,11 @@ subjectAltName = IP:127.0.0.1,DNS:localhost
 basicConstraints = CA:FALSE
 keyUsage = critical,digitalSignature
 extendedKeyUsage = clientAuth
+[node]
+basicConstraints = CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth,clientAuth
+subjectAltName = IP:127.0.0.1,DNS:localhost
 ";
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -62,7 +70,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 impl Pki {
-    fn new(dir: &Path) -> Pki {
+    pub(crate) fn new(dir: &Path) -> Pki {
         std::fs::write(dir.join("openssl.cnf"), OPENSSL_CNF).unwrap();
         let pki = Pki {
             dir: dir.to_path_buf(),
@@ -94,6 +102,7 @@ impl Pki {
             ("client", "clients-ca", "client"),
             ("server2", "ca2", "server"),
             ("client2", "ca2", "client"),
+            ("node", "ca", "node"),
         ] {
             pki.key_and_request(leaf);
             openssl(
@@ -147,11 +156,11 @@ impl Pki {
         );
     }
 
-    fn path(&self, file: &str) -> PathBuf {
+    pub(crate) fn path(&self, file: &str) -> PathBuf {
         self.dir.join(file)
     }
 
-    fn arg(&self, file: &str) -> String {
+    pub(crate) fn arg(&self, file: &str) -> String {
         self.path(file).to_str().unwrap().to_string()
     }
 }
@@ -619,4 +628,144 @@ async fn tls_files_that_do_not_load_stop_the_start() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(error), "{cert} + {key}: {stderr}");
     }
+}
+
+/// A cluster whose ports speak TLS with client certificates required
+/// (every node presents its own, signed by the cluster's CA): a query node
+/// asks the ingest node for its buffered rows over TLS, and spreads SQL
+/// over two SQL workers whose ports speak TLS only; a node that does not
+/// trust the cluster's CA gets nothing from the workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_speaks_tls_between_its_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let mut tls = tls_args(&pki, "node");
+    tls.extend(["--tls-client-ca-file".into(), pki.arg("ca.pem")]);
+    let client = https(client_config(&pki, "ca", Some("node"), BOTH));
+    let token = [("TRACELAKE_PEER_TOKEN", "cluster-secret")];
+    let start = |data: std::path::PathBuf, extra: Vec<String>| {
+        let args: Vec<String> = tls.iter().cloned().chain(extra).collect();
+        let client = client.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            TestServer::start_tls_with_env(&data, &args, &token, client).await
+        }
+    };
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let (worker_a, worker_q) = (free(), free());
+    let workers = format!("{worker_a},{worker_q}");
+    let data = dir.path().join("a");
+    let node_a = |flush: &str| -> Vec<String> {
+        [
+            "--node-id",
+            "a",
+            "--flush-max-age",
+            flush,
+            "--sql-worker-listen",
+            &worker_a,
+            // Its worker's own calls (shuffles) to other workers.
+            "--cluster-ca-file",
+            &pki.arg("ca.pem"),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    // Node a ingests and serves a worker: 40 spans committed, then 24 it
+    // keeps buffered.
+    let mut a = start(data.clone(), node_a("100ms")).await;
+    let batch = |first: u64, n: u64| {
+        let spans = (first..first + n)
+            .map(|i| span(0x7150_0000 + u128::from(i % 8), i + 1))
+            .collect();
+        request("tls-cluster", spans)
+    };
+    a.export(&batch(0, 40)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while buffered(&a).await > 0.0 {
+        assert!(Instant::now() < deadline, "a did not flush");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.terminate();
+    let a = start(data.clone(), node_a("1h")).await;
+    a.export(&batch(40, 24)).await;
+    assert_eq!(buffered(&a).await, 24.0, "node a keeps these buffered");
+
+    let storage = format!("file://{}", data.display());
+    let query_args = |ca: bool| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--role",
+            "query",
+            "--storage-url",
+            &storage,
+            "--ingest-peers",
+            &a.http.to_string(),
+            "--sql-workers",
+            &workers,
+            "--sql-worker-task-bytes",
+            "1",
+        ]
+        .map(String::from)
+        .to_vec();
+        if ca {
+            args.extend(["--cluster-ca-file".into(), pki.arg("ca.pem")]);
+        }
+        args
+    };
+    let mut with_worker = query_args(true);
+    with_worker.extend(["--sql-worker-listen".into(), worker_q.clone()]);
+    let q = start(dir.path().join("q"), with_worker).await;
+
+    // The buffered rows come over TLS from a; the join runs on both
+    // workers, over TLS.
+    let sql = "SELECT count(*) AS n, count(DISTINCT x.span_id) AS d FROM spans x JOIN spans y \
+               ON x.trace_id = y.trace_id AND x.span_id = y.span_id";
+    let (status, body) = q.sql_response(sql).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"][0]["n"], 64, "{body}");
+    assert_eq!(body["rows"][0]["d"], 64, "{body}");
+    // Both workers were called, over TLS.
+    for node in [&a, &q] {
+        let metrics = node.metrics().await;
+        let ok = "tracelake_tls_handshakes_total{listener=\"sql-worker\",outcome=\"ok\"}";
+        assert!(metric(&metrics, ok) >= 1.0, "{ok}:\n{metrics}");
+    }
+    // The worker ports speak TLS only: a plain-text gRPC call gets no
+    // answer but the end of the connection.
+    for worker in [&worker_a, &worker_q] {
+        let mut tcp = tokio::net::TcpStream::connect(worker.as_str())
+            .await
+            .unwrap();
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf))
+            .await
+            .expect("the worker port closes a plain-text connection");
+        assert!(
+            read.is_err() || !buf.starts_with(b"\0\0"),
+            "{worker} answered plain-text HTTP/2: {buf:?}"
+        );
+    }
+
+    // A node that checks the others against the system's roots (which do
+    // not know the cluster's CA): the workers' answers never come.
+    let stranger = start(dir.path().join("s"), query_args(false)).await;
+    let (status, body) = stranger.sql_response(sql).await;
+    assert!(status >= 500, "{status}: {body}");
+    assert!(body.get("rows").is_none(), "{body}");
+}
+
+/// Rows `node` holds in its buffer, not yet committed.
+async fn buffered(node: &TestServer) -> f64 {
+    metric(
+        &node.metrics().await,
+        "tracelake_buffer_rows{tenant=\"default\"}",
+    )
 }

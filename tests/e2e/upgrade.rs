@@ -231,3 +231,145 @@ async fn a_v2_store_is_upgraded_in_place_and_loses_nothing() {
         "{schema}"
     );
 }
+
+/// The spans of the fixture's committed request: span id -> count 1.
+fn committed_span_ids() -> Vec<(String, i64)> {
+    let text = std::fs::read_to_string(fixtures().join("v2-spans/committed.json")).unwrap();
+    let request: Value = serde_json::from_str(&text).unwrap();
+    let mut ids: Vec<(String, i64)> = request["resourceSpans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rs| rs["scopeSpans"].as_array().unwrap())
+        .flat_map(|ss| ss["spans"].as_array().unwrap())
+        .map(|s| (s["spanId"].as_str().unwrap().to_string(), 1))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The v2 table on an object store, where several nodes reach it: a query
+/// node answers 503 (naming the upgrade) until it is done, an ingest node
+/// waits, and of two compactor nodes started at once only the lease's
+/// holder rewrites it (two at once would each replace the same files), the
+/// other waiting; afterwards every node runs, each span is there once, and
+/// new spans are stored in the current layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_only_the_compactor_lease_holder_upgrades_and_the_others_wait() {
+    use crate::s3::{CREDENTIALS, Moto};
+    let Some(moto) = Moto::with_bucket("upgrade").await else {
+        return;
+    };
+    moto.upload(
+        "upgrade",
+        &fixtures().join("v2-store/tenants/default/spans"),
+        "t/tenants/default/spans",
+    )
+    .await;
+    let storage = moto.storage_args("upgrade");
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        storage
+            .iter()
+            .map(String::as_str)
+            .chain([
+                "--retention",
+                "0s",
+                "--compaction-interval",
+                "0s",
+                "--flush-max-age",
+                "200ms",
+                "--max-span-age",
+                "3650d",
+                "--compactor-lease-ttl",
+                "3s",
+            ])
+            .chain(extra.iter().copied())
+            .collect()
+    };
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+
+    let query =
+        TestServer::start_with_env(dirs[0].path(), &with(&["--role", "query"]), &CREDENTIALS).await;
+    let (status, body) = query.sql_response("SELECT count(*) AS n FROM spans").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.to_string().contains("upgrading it to version"),
+        "{body}"
+    );
+
+    let mut ingest = TestServer::spawn_unready_with_env(
+        dirs[1].path(),
+        &with(&["--role", "ingest", "--node-id", "a"]),
+        &CREDENTIALS,
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(ingest.try_exit().is_none(), "the ingest node gave up");
+    assert!(
+        reqwest::get(ingest.url("/ready")).await.is_err(),
+        "the ingest node started on a table it cannot write yet"
+    );
+
+    let mut compactors: Vec<TestServer> = ["c1", "c2"]
+        .into_iter()
+        .zip(&dirs[2..])
+        .map(|(id, dir)| {
+            TestServer::spawn_unready_with_env(
+                dir.path(),
+                &with(&["--role", "compactor", "--node-id", id]),
+                &CREDENTIALS,
+            )
+        })
+        .collect();
+    for node in compactors.iter_mut().chain([&mut ingest]) {
+        node.until_ready().await;
+    }
+
+    let counts = |rows: Vec<Value>| -> Vec<(String, i64)> {
+        rows.iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_string(),
+                    r["n"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let by_span =
+        "SELECT encode(span_id, 'hex') AS id, count(*) AS n FROM spans GROUP BY 1 ORDER BY 1";
+    assert_eq!(counts(query.sql(by_span).await), committed_span_ids());
+    // One node rewrote the table: one new file per partition beside the two
+    // it replaced (kept until vacuum's grace has passed).
+    let data_files = moto
+        .bucket("list", "upgrade")
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with("t/tenants/default/spans/date=") && k.ends_with(".parquet"))
+        .count();
+    assert_eq!(data_files, 4, "the table rewritten more than once");
+
+    // The ingest node writes in the current layout into the upgraded table.
+    let mut span = crate::spans::span(0xabc, 0x7e57);
+    span.attributes
+        .push(crate::spans::kv("http.route", "/after"));
+    ingest
+        .export(&crate::spans::request("svc", vec![span]))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = query
+            .sql("SELECT count(*) AS n FROM spans WHERE http_route = '/after'")
+            .await;
+        if rows[0]["n"] == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new span never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut expected = committed_span_ids();
+    expected.push(("0000000000007e57".into(), 1));
+    expected.sort();
+    assert_eq!(counts(query.sql(by_span).await), expected);
+}

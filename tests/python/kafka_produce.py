@@ -5,24 +5,33 @@ OpenTelemetry SDK's own encoders (kafka.rs).
 Usage:
   kafka_produce.py BOOTSTRAP create TOPIC PARTITIONS
   kafka_produce.py BOOTSTRAP produce TOPIC ENCODING FIRST COUNT [BAD_EVERY]
+  kafka_produce.py BOOTSTRAP consume TOPIC COUNT
+
+With KAFKA_TLS_CA_FILE set, the brokers are reached over TLS, their
+certificates checked against that file.
 
 `produce` sends COUNT traces of three spans (service `kafka-<encoding>`),
 keyed by trace id, one message per trace (one per span for Jaeger's
 encodings); trace ids are FIRST, FIRST+1, ... (as 128-bit integers). With
 BAD_EVERY, every BAD_EVERY-th trace is replaced by one message of bytes that
 decode in no encoding. Encodings: otlp_proto, otlp_json (OTLP/JSON: hex
-ids, enums as integers), zipkin_json (Zipkin v2 JSON list), jaeger_proto
+ids, enums as integers), zipkin_json (Zipkin v2 JSON list), zipkin_proto
+(Zipkin proto3 ListOfSpans, by py_zipkin's encoder), jaeger_proto
 and jaeger_json (one jaeger.api_v2.Span with its process, in protobuf and
 in protobuf's JSON mapping; the message types are built at run time from
 model.proto's field numbers, and encoded by the protobuf library). Prints
-{"messages", "bad", "spans", "traces": [hex ids]}.
+{"messages", "bad", "spans", "traces": [hex ids]}. `consume` prints the
+first COUNT messages of TOPIC (all partitions, from their start, no
+consumer group) with their keys and values in hex and their headers.
 """
 
 import base64
 import json
+import os
 import sys
+import time
 
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.json_format import MessageToDict, MessageToJson
@@ -35,6 +44,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind
+from py_zipkin import Kind
+from py_zipkin.encoding._helpers import Span as ZipkinSpan, create_endpoint
+from py_zipkin.encoding.protobuf import create_protobuf_span, encode_pb_list
 
 
 class Sequential(IdGenerator):
@@ -162,17 +174,81 @@ def encode_one(encoding, spans):
         endpoint = NodeEndpoint()
         endpoint.service_name = spans[0].resource.attributes["service.name"]
         return JsonV2Encoder().serialize(spans, endpoint).encode()
+    if encoding == "zipkin_proto":
+        # Zipkin's proto3 ListOfSpans, by py_zipkin's protobuf encoder (the
+        # spans made from the SDK's, as its Zipkin exporter maps them).
+        service = spans[0].resource.attributes["service.name"]
+        endpoint = create_endpoint(port=0, service_name=service, host="127.0.0.1")
+        kinds = {SpanKind.SERVER: Kind.SERVER, SpanKind.CLIENT: Kind.CLIENT}
+        return encode_pb_list(
+            [
+                create_protobuf_span(
+                    ZipkinSpan(
+                        trace_id=f"{s.context.trace_id:032x}",
+                        name=s.name,
+                        parent_id=f"{s.parent.span_id:016x}" if s.parent else None,
+                        span_id=f"{s.context.span_id:016x}",
+                        kind=kinds.get(s.kind, Kind.LOCAL),
+                        timestamp=s.start_time / 1e9,
+                        duration=(s.end_time - s.start_time) / 1e9,
+                        local_endpoint=endpoint,
+                        tags={k: str(v) for k, v in s.attributes.items()},
+                    )
+                )
+                for s in spans
+            ]
+        )
     raise SystemExit(f"unknown encoding {encoding}")
+
+
+def connection():
+    """The client settings for the brokers: TLS trusting KAFKA_TLS_CA_FILE
+    when it is set, else plain text."""
+    ca = os.environ.get("KAFKA_TLS_CA_FILE")
+    if ca:
+        return {"security_protocol": "SSL", "ssl_cafile": ca}
+    return {}
 
 
 def main():
     bootstrap, command = sys.argv[1:3]
     if command == "create":
         topic, partitions = sys.argv[3], int(sys.argv[4])
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="tracelake-tests")
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, client_id="tracelake-tests", **connection()
+        )
         admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
         admin.close()
         print(json.dumps({"created": topic}))
+        return
+    if command == "consume":
+        # Every message of the topic, from its start, with no consumer group.
+        topic, expected = sys.argv[3], int(sys.argv[4])
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **connection()
+        )
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        out = []
+        deadline = time.monotonic() + 30
+        while len(out) < expected and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for r in records:
+                    out.append(
+                        {
+                            "partition": r.partition,
+                            "offset": r.offset,
+                            "key": r.key.hex() if r.key is not None else None,
+                            "value": r.value.hex() if r.value is not None else None,
+                            "headers": {k: v.decode() for k, v in r.headers},
+                        }
+                    )
+        # Anything beyond what was expected shows too.
+        for records in consumer.poll(timeout_ms=1000).values():
+            out.extend({"partition": r.partition, "offset": r.offset} for r in records)
+        consumer.close()
+        print(json.dumps(out))
         return
     topic, encoding, first, count = sys.argv[3], sys.argv[4], int(sys.argv[5], 0), int(sys.argv[6])
     bad_every = int(sys.argv[7]) if len(sys.argv) > 7 else 0
@@ -183,7 +259,9 @@ def main():
     )
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("tracelake-kafka-test")
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, **connection()
+    )
     sent = {"messages": 0, "bad": 0, "spans": 0, "traces": []}
     futures = []
     for i in range(count):
