@@ -108,7 +108,10 @@ impl TlsChannels {
         // is not compiled in).
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
             .map_err(|e| bad(&e.to_string()))?;
-        Ok(endpoint.connect_with_connector_lazy(connector))
+        // A worker that does not answer fails the call, as without TLS.
+        Ok(endpoint
+            .connect_timeout(Duration::from_secs(5))
+            .connect_with_connector_lazy(connector))
     }
 }
 

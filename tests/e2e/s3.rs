@@ -160,8 +160,10 @@ async fn the_tables_live_on_s3() {
         "1d",
         "--retention-check-interval",
         "300ms",
+        // Longer than a compaction takes on a loaded machine (a job that
+        // outlasts it is not committed).
         "--vacuum-grace",
-        "2s",
+        "8s",
     ];
     let data = tempfile::tempdir().unwrap();
     let mut server = TestServer::start_with_env(data.path(), &settings, &CREDENTIALS).await;
