@@ -44,6 +44,19 @@ pub(crate) enum MinVersion {
     Tls13,
 }
 
+impl MinVersion {
+    /// The versions offered, newest first.
+    fn versions(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        const FROM_12: &[&rustls::SupportedProtocolVersion] =
+            &[&rustls::version::TLS13, &rustls::version::TLS12];
+        const FROM_13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+        match self {
+            MinVersion::Tls12 => FROM_12,
+            MinVersion::Tls13 => FROM_13,
+        }
+    }
+}
+
 impl std::str::FromStr for MinVersion {
     type Err = anyhow::Error;
 
@@ -75,9 +88,15 @@ impl TlsSettings {
 
     /// The server configuration from the files' `contents` (in the order
     /// of [`TlsSettings::files`]).
-    fn server_config(&self, contents: &[Vec<u8>]) -> anyhow::Result<ServerConfig> {
+    /// The certificate chain and key from the PEM `cert` and `key` (the
+    /// contents of the two files).
+    fn identity(
+        &self,
+        cert: &[u8],
+        key: &[u8],
+    ) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
         let name = |p: &PathBuf| p.display().to_string();
-        let certs = CertificateDer::pem_slice_iter(&contents[0])
+        let certs = CertificateDer::pem_slice_iter(cert)
             .collect::<Result<Vec<_>, _>>()
             .with_context(|| format!("invalid certificate file {}", name(&self.cert_file)))?;
         if certs.is_empty() {
@@ -86,19 +105,21 @@ impl TlsSettings {
                 name(&self.cert_file)
             );
         }
-        let key = PrivateKeyDer::from_pem_slice(&contents[1]).with_context(|| {
+        let key = PrivateKeyDer::from_pem_slice(key).with_context(|| {
             format!(
                 "invalid key file {} (a PEM private key: PKCS#8, PKCS#1 or SEC1)",
                 name(&self.key_file)
             )
         })?;
+        Ok((certs, key))
+    }
+
+    fn server_config(&self, contents: &[Vec<u8>]) -> anyhow::Result<ServerConfig> {
+        let name = |p: &PathBuf| p.display().to_string();
+        let (certs, key) = self.identity(&contents[0], &contents[1])?;
         let provider = provider();
-        let versions: &[&'static rustls::SupportedProtocolVersion] = match self.min_version {
-            MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            MinVersion::Tls13 => &[&rustls::version::TLS13],
-        };
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
-            .with_protocol_versions(versions)
+            .with_protocol_versions(self.min_version.versions())
             .context("TLS versions")?;
         let builder = match &self.client_ca_file {
             None => builder.with_no_client_auth(),
@@ -148,17 +169,9 @@ impl TlsSettings {
         let name = |p: &PathBuf| p.display().to_string();
         let read =
             |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", name(p)));
-        let certs = CertificateDer::pem_slice_iter(&read(&self.cert_file)?)
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("invalid certificate file {}", name(&self.cert_file)))?;
-        let key = PrivateKeyDer::from_pem_slice(&read(&self.key_file)?)
-            .with_context(|| format!("invalid key file {}", name(&self.key_file)))?;
-        let versions: &[&'static rustls::SupportedProtocolVersion] = match self.min_version {
-            MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            MinVersion::Tls13 => &[&rustls::version::TLS13],
-        };
+        let (certs, key) = self.identity(&read(&self.cert_file)?, &read(&self.key_file)?)?;
         rustls::ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(versions)
+            .with_protocol_versions(self.min_version.versions())
             .context("TLS versions")?
             .with_root_certificates(roots)
             .with_client_auth_cert(certs, key)
