@@ -4,6 +4,8 @@
 //! protobuf types make (`tests/python/kafka_produce.py`).
 
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -84,23 +86,17 @@ impl Broker {
 
 /// Runs `kafka_produce.py` with `args` after the bootstrap address.
 async fn kafka_py(python: &str, broker: &Broker, args: &[&str]) -> Value {
-    kafka_py_at(python, &broker.bootstrap, None, args).await
+    kafka_py_at(python, &broker.bootstrap, &[], args).await
 }
 
-/// [`kafka_py`] to the brokers at `bootstrap`, over TLS trusting the CA
-/// certificates in `tls_ca` when given.
-async fn kafka_py_at(
-    python: &str,
-    bootstrap: &str,
-    tls_ca: Option<&std::path::Path>,
-    args: &[&str],
-) -> Value {
+/// [`kafka_py`] to the brokers at `bootstrap`, with `envs` naming the
+/// connection's settings (`KAFKA_TLS_CA_FILE`, `KAFKA_SASL_USERNAME` and
+/// `KAFKA_SASL_PASSWORD`: see the script).
+async fn kafka_py_at(python: &str, bootstrap: &str, envs: &[(&str, &str)], args: &[&str]) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/kafka_produce.py");
     let mut command = tokio::process::Command::new(python);
     command.arg(script).arg(bootstrap).args(args);
-    if let Some(ca) = tls_ca {
-        command.env("KAFKA_TLS_CA_FILE", ca);
-    }
+    command.envs(envs.iter().copied());
     crate::procs::json_output(&mut command).await
 }
 
@@ -142,6 +138,174 @@ fn tls_front(
             });
         }
     })
+}
+
+/// What a [`sasl_front`] saw: SASL/PLAIN exchanges that passed and that
+/// failed, and connections closed for a request sent before authenticating.
+#[derive(Default)]
+struct SaslSeen {
+    passed: AtomicUsize,
+    failed: AtomicUsize,
+    unauthenticated: AtomicUsize,
+}
+
+/// A broker that requires SASL/PLAIN, as Kafka does with
+/// `sasl.enabled.mechanisms=PLAIN` (tansu 0.6 offers SCRAM only): accepts
+/// on `listener`, relays ApiVersions to the broker at `upstream`, answers
+/// SaslHandshake (v1) and SaslAuthenticate (v0-v2) itself, checking the
+/// RFC 4616 message against `user` and `password`, and relays everything
+/// after a successful exchange. A wrong password gets Kafka's
+/// SASL_AUTHENTICATION_FAILED (58) and the connection is closed; any other
+/// request before authenticating closes it too, as Kafka does. The Python
+/// producer (kafka-python's SASL client) goes through it as well.
+fn sasl_front(
+    listener: tokio::net::TcpListener,
+    upstream: String,
+    user: &'static str,
+    password: &'static str,
+) -> (tokio::task::JoinHandle<()>, Arc<SaslSeen>) {
+    let seen = Arc::new(SaslSeen::default());
+    let counters = Arc::clone(&seen);
+    let task = tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (upstream, seen) = (upstream.clone(), Arc::clone(&counters));
+            tokio::spawn(async move {
+                let Ok(broker) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = sasl_connection(client, broker, user, password, &seen).await;
+            });
+        }
+    });
+    (task, seen)
+}
+
+/// One connection of a [`sasl_front`].
+async fn sasl_connection(
+    mut client: tokio::net::TcpStream,
+    mut broker: tokio::net::TcpStream,
+    user: &str,
+    password: &str,
+    seen: &SaslSeen,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    async fn frame(stream: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+        let size = stream.read_i32().await?;
+        let mut body = vec![0; usize::try_from(size).unwrap_or(0)];
+        stream.read_exact(&mut body).await?;
+        Ok(body)
+    }
+    async fn reply(stream: &mut tokio::net::TcpStream, body: &[u8]) -> std::io::Result<()> {
+        stream.write_all(&(body.len() as i32).to_be_bytes()).await?;
+        stream.write_all(body).await
+    }
+    fn uvarint(bytes: &[u8], at: &mut usize) -> usize {
+        let (mut value, mut shift) = (0usize, 0);
+        loop {
+            let b = bytes[*at];
+            *at += 1;
+            value |= usize::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return value;
+            }
+            shift += 7;
+        }
+    }
+    fn put_uvarint(out: &mut Vec<u8>, mut value: usize) {
+        while value >= 0x80 {
+            out.push((value as u8) | 0x80);
+            value >>= 7;
+        }
+        out.push(value as u8);
+    }
+    loop {
+        let request = frame(&mut client).await?;
+        let api_key = i16::from_be_bytes([request[0], request[1]]);
+        let version = i16::from_be_bytes([request[2], request[3]]);
+        let correlation = &request[4..8];
+        // Request header v1/v2: the client id, a nullable int16-length string.
+        let id_len = i16::from_be_bytes([request[8], request[9]]);
+        let mut at = 10 + usize::try_from(id_len).unwrap_or(0);
+        match api_key {
+            18 => {
+                reply(&mut broker, &request).await?;
+                let response = frame(&mut broker).await?;
+                reply(&mut client, &response).await?;
+            }
+            17 => {
+                let len = i16::from_be_bytes([request[at], request[at + 1]]) as usize;
+                let mechanism = &request[at + 2..at + 2 + len];
+                let mut out = correlation.to_vec();
+                let error: i16 = if mechanism == b"PLAIN" { 0 } else { 33 };
+                out.extend(error.to_be_bytes());
+                out.extend(1i32.to_be_bytes());
+                out.extend(5i16.to_be_bytes());
+                out.extend(b"PLAIN");
+                reply(&mut client, &out).await?;
+            }
+            36 => {
+                let flexible = version >= 2;
+                let token = if flexible {
+                    // The header's tagged fields, then compact bytes.
+                    for _ in 0..uvarint(&request, &mut at) {
+                        let _tag = uvarint(&request, &mut at);
+                        at += uvarint(&request, &mut at);
+                    }
+                    let len = uvarint(&request, &mut at) - 1;
+                    &request[at..at + len]
+                } else {
+                    let len = i32::from_be_bytes(request[at..at + 4].try_into().unwrap());
+                    &request[at + 4..at + 4 + len as usize]
+                };
+                // authzid NUL authcid NUL passwd
+                let parts: Vec<&[u8]> = token.split(|b| *b == 0).collect();
+                let ok = parts.len() == 3
+                    && parts[1] == user.as_bytes()
+                    && parts[2] == password.as_bytes();
+                let mut out = correlation.to_vec();
+                if flexible {
+                    out.push(0); // no tagged fields in the response header
+                }
+                out.extend(if ok { 0i16 } else { 58 }.to_be_bytes());
+                let message = "Authentication failed: Invalid username or password";
+                match (ok, flexible) {
+                    (true, false) => out.extend((-1i16).to_be_bytes()),
+                    (true, true) => out.push(0),
+                    (false, false) => {
+                        out.extend((message.len() as i16).to_be_bytes());
+                        out.extend(message.as_bytes());
+                    }
+                    (false, true) => {
+                        put_uvarint(&mut out, message.len() + 1);
+                        out.extend(message.as_bytes());
+                    }
+                }
+                if flexible {
+                    out.push(1); // empty auth bytes
+                } else {
+                    out.extend(0i32.to_be_bytes());
+                }
+                if version >= 1 {
+                    out.extend(0i64.to_be_bytes()); // no session lifetime
+                }
+                if flexible {
+                    out.push(0);
+                }
+                reply(&mut client, &out).await?;
+                if !ok {
+                    seen.failed.fetch_add(1, Ordering::SeqCst);
+                    return Ok(());
+                }
+                seen.passed.fetch_add(1, Ordering::SeqCst);
+                tokio::io::copy_bidirectional(&mut client, &mut broker).await?;
+                return Ok(());
+            }
+            _ => {
+                seen.unauthenticated.fetch_add(1, Ordering::SeqCst);
+                return Ok(());
+            }
+        }
+    }
 }
 
 async fn create_topic(python: &str, broker: &Broker, topic: &str, partitions: u32) {
@@ -691,18 +855,19 @@ async fn the_receiver_reaches_brokers_over_tls_and_checks_their_certificates() {
     let tls_address = front.local_addr().unwrap().to_string();
     let broker = Broker::start_advertising(&tansu, Some(&tls_address)).await;
     let _front = tls_front(&pki, front, broker.bootstrap.clone());
-    let ca = pki.path("ca.pem");
+    let ca = pki.arg("ca.pem");
+    let tls_env = [("KAFKA_TLS_CA_FILE", ca.as_str())];
     kafka_py_at(
         &python,
         &tls_address,
-        Some(&ca),
+        &tls_env,
         &["create", "tls_spans", "2"],
     )
     .await;
     let sent = kafka_py_at(
         &python,
         &tls_address,
-        Some(&ca),
+        &tls_env,
         &["produce", "tls_spans", "otlp_proto", "0x7000", "8", "0"],
     )
     .await;
@@ -718,9 +883,8 @@ async fn the_receiver_reaches_brokers_over_tls_and_checks_their_certificates() {
         "--kafka-tls",
         "true",
     ];
-    let ca_arg = pki.arg("ca.pem");
     let mut with_ca = base.to_vec();
-    with_ca.extend(["--kafka-tls-ca-file", ca_arg.as_str()]);
+    with_ca.extend(["--kafka-tls-ca-file", ca.as_str()]);
     let server = TestServer::start(data.path(), &with_ca).await;
     wait_for(&server, spans).await;
     drop(server);
@@ -728,22 +892,107 @@ async fn the_receiver_reaches_brokers_over_tls_and_checks_their_certificates() {
     // Without the CA: the broker's certificate is refused.
     let other = tempfile::tempdir().unwrap();
     let server = TestServer::start(other.path(), &base).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let ready = loop {
-        let ready = server.ready_text().await;
-        if ready.contains("kafka: cannot reach the Kafka brokers") {
-            break ready;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no broker refused within 60 s: {ready}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let ready = broker_refused(&server).await;
     assert!(ready.to_lowercase().contains("certificate"), "{ready}");
     let (_, n, _) = counts(&server).await;
     assert_eq!(
         n, 0,
         "spans consumed from a broker whose certificate was not checked"
     );
+}
+
+/// Waits up to 60 s for `/ready` to say the brokers cannot be reached, and
+/// returns what it says.
+async fn broker_refused(server: &TestServer) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = server.ready_text().await;
+        if ready.contains("kafka: cannot reach the Kafka brokers") {
+            return ready;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no broker refused within 60 s: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `--kafka-sasl-username` with `TRACELAKE_KAFKA_SASL_PASSWORD`: the
+/// receiver authenticates with SASL/PLAIN to a broker that requires it
+/// ([`sasl_front`] before tansu) and consumes everything; with a wrong
+/// password, or without SASL, the broker refuses it, `/ready` says so,
+/// and nothing is consumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receiver_authenticates_with_sasl_plain() {
+    let (Some(tansu), Some(python)) = (tansu(), python()) else {
+        return;
+    };
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = front.local_addr().unwrap().to_string();
+    let broker = Broker::start_advertising(&tansu, Some(&address)).await;
+    let (_front, seen) = sasl_front(front, broker.bootstrap.clone(), "tracelake", "s3cret");
+    let sasl_env = [
+        ("KAFKA_SASL_USERNAME", "tracelake"),
+        ("KAFKA_SASL_PASSWORD", "s3cret"),
+    ];
+    kafka_py_at(&python, &address, &sasl_env, &["create", "sasl_spans", "2"]).await;
+    let sent = kafka_py_at(
+        &python,
+        &address,
+        &sasl_env,
+        &["produce", "sasl_spans", "otlp_proto", "0x7100", "8", "0"],
+    )
+    .await;
+    let spans = sent["spans"].as_u64().unwrap();
+    assert_eq!(spans, 24, "{sent}");
+    assert!(
+        seen.passed.load(Ordering::SeqCst) >= 2,
+        "the producer did not authenticate"
+    );
+    let before = seen.passed.load(Ordering::SeqCst);
+
+    let args = [
+        "--kafka-brokers",
+        address.as_str(),
+        "--kafka-topics",
+        "sasl_spans=otlp_proto",
+        "--kafka-sasl-username",
+        "tracelake",
+    ];
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with_env(
+        data.path(),
+        &args,
+        &[("TRACELAKE_KAFKA_SASL_PASSWORD", "s3cret")],
+    )
+    .await;
+    wait_for(&server, spans).await;
+    assert!(seen.passed.load(Ordering::SeqCst) > before);
+    drop(server);
+
+    // A wrong password: SASL_AUTHENTICATION_FAILED.
+    let failed = seen.failed.load(Ordering::SeqCst);
+    let other = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with_env(
+        other.path(),
+        &args,
+        &[("TRACELAKE_KAFKA_SASL_PASSWORD", "wrong")],
+    )
+    .await;
+    let ready = broker_refused(&server).await;
+    assert!(ready.to_lowercase().contains("sasl"), "{ready}");
+    assert!(seen.failed.load(Ordering::SeqCst) > failed);
+    let (_, n, _) = counts(&server).await;
+    assert_eq!(n, 0, "spans consumed with a wrong password");
+    drop(server);
+
+    // No SASL: the broker closes the connection at the first request.
+    let unauthenticated = seen.unauthenticated.load(Ordering::SeqCst);
+    let third = tempfile::tempdir().unwrap();
+    let server = TestServer::start(third.path(), &args[..4]).await;
+    broker_refused(&server).await;
+    assert!(seen.unauthenticated.load(Ordering::SeqCst) > unauthenticated);
+    let (_, n, _) = counts(&server).await;
+    assert_eq!(n, 0, "spans consumed without authenticating");
 }

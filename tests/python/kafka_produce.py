@@ -8,7 +8,8 @@ Usage:
   kafka_produce.py BOOTSTRAP consume TOPIC COUNT
 
 With KAFKA_TLS_CA_FILE set, the brokers are reached over TLS, their
-certificates checked against that file.
+certificates checked against that file. With KAFKA_SASL_USERNAME and
+KAFKA_SASL_PASSWORD set, the client authenticates with SASL/PLAIN.
 
 `produce` sends COUNT traces of three spans (service `kafka-<encoding>`),
 keyed by trace id, one message per trace (one per span for Jaeger's
@@ -203,11 +204,21 @@ def encode_one(encoding, spans):
 
 def connection():
     """The client settings for the brokers: TLS trusting KAFKA_TLS_CA_FILE
-    when it is set, else plain text."""
+    when it is set, SASL/PLAIN as KAFKA_SASL_USERNAME with
+    KAFKA_SASL_PASSWORD when they are set, else plain text."""
     ca = os.environ.get("KAFKA_TLS_CA_FILE")
+    user = os.environ.get("KAFKA_SASL_USERNAME")
+    settings = {}
     if ca:
-        return {"security_protocol": "SSL", "ssl_cafile": ca}
-    return {}
+        settings.update(security_protocol="SSL", ssl_cafile=ca)
+    if user:
+        settings.update(
+            security_protocol="SASL_SSL" if ca else "SASL_PLAINTEXT",
+            sasl_mechanism="PLAIN",
+            sasl_plain_username=user,
+            sasl_plain_password=os.environ["KAFKA_SASL_PASSWORD"],
+        )
+    return settings
 
 
 def main():
