@@ -134,6 +134,10 @@ settings! {
     /// How often the Kafka topics' partitions are listed again: partitions
     /// added to a topic are consumed from then on
     kafka_metadata_refresh: String, env = "TRACELAKE_KAFKA_METADATA_REFRESH", default = "30s";
+    /// Most bytes a Kafka partition's fetch asks for (a larger first
+    /// record batch still comes whole); each partition's fetches stop while
+    /// the buffered rows are over --max-buffer-bytes
+    kafka_fetch_max_bytes: usize, env = "TRACELAKE_KAFKA_FETCH_MAX_BYTES", default = "4194304";
     /// How long a compactor's lease lasts without renewal (renewed every
     /// third of it): a compactor that dies is replaced after this
     compactor_lease_ttl: String, env = "TRACELAKE_COMPACTOR_LEASE_TTL", default = "30s";
@@ -583,6 +587,10 @@ impl Settings {
                 if config.metadata_refresh < Duration::from_millis(100) {
                     bail!("--kafka-metadata-refresh must be at least 100ms");
                 }
+                config.fetch_max_bytes = match i32::try_from(set(s.kafka_fetch_max_bytes)) {
+                    Ok(bytes) if (1..=1 << 30).contains(&bytes) => bytes,
+                    _ => bail!("--kafka-fetch-max-bytes must be from 1 to 1073741824"),
+                };
                 Some(config)
             }
             None => None,

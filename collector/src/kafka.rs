@@ -28,8 +28,11 @@
 //!   is committed first, with no rows, so a crash before the first commit
 //!   of rows resumes there.
 //!
-//! Transaction markers (control records, left out by the client) are
-//! stepped over. Records of aborted transactions are stored like the others
+//! A fetch that returns no record below the high watermark is made again
+//! with twice the limit (up to 64 MiB): brokers other than Kafka send
+//! nothing, rather than a whole first batch, when that batch is larger than
+//! the limit. What even the widest fetch does not return is a transaction
+//! marker (control records, left out by the client), stepped over. Records of aborted transactions are stored like the others
 //! (rskafka does not filter them; the exporters named above do not write
 //! transactionally).
 //!
@@ -208,6 +211,11 @@ pub struct KafkaConfig {
 /// Bytes of dead-letter copies sent in one produce request (before
 /// compression): under the brokers' default `message.max.bytes` (1 MiB).
 const DEAD_LETTER_BATCH_BYTES: usize = 512 * 1024;
+
+/// The widest fetch: a fetch that returns no record below the high
+/// watermark is made again with twice the limit, up to this, before what
+/// it did not return is taken for a transaction marker.
+const WIDEST_FETCH_BYTES: i32 = 64 << 20;
 
 /// The header of a dead-letter copy sent without its value (too large for
 /// one produce request): the value's size in bytes.
@@ -760,6 +768,7 @@ impl Consumer {
         // since when it is ahead of the table's.
         let mut consumed: Option<i64> = committed;
         let mut ahead_since: Option<Instant> = None;
+        let mut fetch_bytes = self.run.config.fetch_max_bytes;
         loop {
             let stopping = *stop.borrow() || stop.has_changed().is_err();
             let flush = &self.run.flush;
@@ -830,7 +839,7 @@ impl Consumer {
                 pause(&mut stop, Duration::from_millis(50)).await;
                 continue;
             }
-            let fetch = client.fetch_records(next, 1..self.run.config.fetch_max_bytes, 250);
+            let fetch = client.fetch_records(next, 1..fetch_bytes, 250);
             let Some(fetched) = unless_stopped(&mut stop, fetch).await else {
                 continue;
             };
@@ -889,11 +898,24 @@ impl Consumer {
                     consumed = Some(last);
                     next = last + 1;
                     ahead_since.get_or_insert_with(Instant::now);
+                    fetch_bytes = self.run.config.fetch_max_bytes;
                 }
-                // Nothing returned below the high watermark: the next
-                // offset holds a transaction marker (a control batch of one
-                // record, which the client leaves out); step over it.
-                None if high_watermark > next => next += 1,
+                // Nothing returned below the high watermark: either a
+                // record batch larger than the fetch's limit (Kafka sends a
+                // first batch whole whatever the limit, other brokers send
+                // nothing), fetched again with twice the limit; or, when
+                // even the widest fetch returns nothing, a transaction
+                // marker (a control batch of one record, which the client
+                // leaves out), stepped over.
+                None if high_watermark > next => {
+                    if fetch_bytes < WIDEST_FETCH_BYTES {
+                        fetch_bytes = fetch_bytes.saturating_mul(2).min(WIDEST_FETCH_BYTES);
+                        continue;
+                    }
+                    tracing::debug!(topic = %self.topic, partition = self.partition, offset = next, "no record at this offset in a fetch of 64 MiB: stepped over as a transaction marker");
+                    next += 1;
+                    fetch_bytes = self.run.config.fetch_max_bytes;
+                }
                 None => {}
             }
             let lag = (high_watermark - next).max(0);

@@ -996,3 +996,87 @@ async fn the_receiver_authenticates_with_sasl_plain() {
     let (_, n, _) = counts(&server).await;
     assert_eq!(n, 0, "spans consumed without authenticating");
 }
+
+/// Backpressure: with `--max-buffer-bytes` below what one fetch brings, a
+/// partition stops fetching once it holds rows, until their commit empties
+/// its buffer: the rest waits on the broker as lag. Four record batches
+/// (four producer runs), fetched with a limit of 1 byte (tansu then sends
+/// nothing, and the receiver widens the fetch until a batch comes), take
+/// several commits, where a consumer that kept fetching would have
+/// buffered them all and committed once; none is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetching_pauses_while_the_buffered_rows_are_over_the_limit() {
+    let (Some(tansu), Some(python)) = (tansu(), python()) else {
+        return;
+    };
+    let broker = Broker::start(&tansu).await;
+    create_topic(&python, &broker, "slow_spans", 1).await;
+    let mut spans = 0;
+    for run in 0..4 {
+        let sent = produce(
+            &python,
+            &broker,
+            "slow_spans",
+            "otlp_proto",
+            0x7200 + run * 16,
+            10,
+            0,
+        )
+        .await;
+        spans += sent["spans"].as_u64().unwrap();
+    }
+    assert_eq!(spans, 120);
+
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        data.path(),
+        &[
+            "--kafka-brokers",
+            &broker.bootstrap,
+            "--kafka-topics",
+            "slow_spans=otlp_proto",
+            "--kafka-fetch-max-bytes",
+            "1",
+            "--max-buffer-bytes",
+            "1",
+            "--flush-max-age",
+            "3s",
+        ],
+    )
+    .await;
+    // The first pause comes right after the first fetch: a batch is
+    // buffered and the rest is still on the broker.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let metrics = server.metrics().await;
+        if metric(&metrics, "tracelake_kafka_fetch_pauses_total") > 0.0 {
+            break metrics;
+        }
+        assert!(Instant::now() < deadline, "no pause within 60 s: {metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let lag = metric(
+        &metrics,
+        "tracelake_kafka_lag{topic=\"slow_spans\",partition=\"0\"}",
+    );
+    assert!(
+        lag > 0.0,
+        "paused with nothing left on the broker: {metrics}"
+    );
+    let (_, visible, _) = counts(&server).await;
+    assert!(visible < spans, "all {visible} spans fetched at once");
+
+    wait_for(&server, spans).await;
+    drop(server);
+    // Each commit of the partition's rows sets its application id.
+    let log = data.path().join("tenants/default/spans/_delta_log");
+    let commits = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .filter(|text| text.contains("kafka:slow_spans:0"))
+        .count();
+    assert!(
+        commits >= 2,
+        "{commits} commit: the partition kept fetching past the limit"
+    );
+}
