@@ -129,6 +129,17 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         repeat: usize,
     },
+    /// Run the reads of the query suite (trace by id, absent ids, the
+    /// searches and the cross-trace breakdown) against running servers,
+    /// interleaved: medians, ratios to the first server, equal answers
+    Reads {
+        /// A server's HTTP address (http://host:3200); repeat for several
+        #[arg(long = "endpoint", required = true)]
+        endpoints: Vec<String>,
+        /// Reads of each kind on each server
+        #[arg(long, default_value_t = 20)]
+        repeat: usize,
+    },
     /// Decode the same workload into Arrow without sending or storing it
     Ceiling {
         /// Threads (the server's ingest uses every core)
@@ -272,6 +283,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Sql { endpoints, repeat } => {
             let report = runner::sql_suite(&endpoints, repeat).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Reads { endpoints, repeat } => {
+            let report = runner::reads_suite(&endpoints, repeat).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Ceiling {

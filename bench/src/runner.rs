@@ -81,9 +81,23 @@ impl Samples {
 struct Server {
     child: Child,
     watchdog: Option<Child>,
-    http: String,
+    api: Api,
     otlp_http: SocketAddr,
     otlp_grpc: SocketAddr,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// A server's HTTP API (`http://host:port`), started here or already
+/// running.
+pub struct Api {
+    http: String,
     client: reqwest::Client,
 }
 
@@ -163,10 +177,9 @@ impl Server {
         let server = Self {
             child,
             watchdog,
-            http: format!("http://{http}"),
+            api: Api::new(format!("http://{http}")),
             otlp_http,
             otlp_grpc: grpc,
-            client: reqwest::Client::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -182,6 +195,23 @@ impl Server {
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Peak resident memory so far, bytes (Linux `VmHWM`).
+    fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+}
+
+impl Api {
+    pub fn new(http: impl Into<String>) -> Self {
+        Self {
+            http: http.into().trim_end_matches('/').to_string(),
+            client: reqwest::Client::new(),
         }
     }
 
@@ -214,14 +244,6 @@ impl Server {
             bail!("storage: HTTP {status}: {body}");
         }
         Ok(body)
-    }
-
-    /// Peak resident memory so far, bytes (Linux `VmHWM`).
-    fn peak_rss(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb * 1024)
     }
 }
 
@@ -492,7 +514,20 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Value> {
     );
 
     eprintln!("[bench] query suite");
-    let queries = query_suite(&server, config, store_start, hour_start).await?;
+    let reads = query_suite(
+        &[&server.api],
+        config.repeat.max(3),
+        (hour_start - HOUR_NS, hour_start),
+        (store_start, hour_start),
+    )
+    .await?;
+    let queries: serde_json::Map<String, Value> = reads
+        .iter()
+        .map(|(name, per_server)| {
+            let (samples, results) = &per_server[0];
+            (name.to_string(), read_report(samples, *results, name))
+        })
+        .collect();
     let sql_window = (rfc3339(hour_start - HOUR_NS), rfc3339(hour_start));
     let mut sql: BTreeMap<&str, Samples> = BTreeMap::new();
     let mut sql_rows: BTreeMap<&str, usize> = BTreeMap::new();
@@ -601,73 +636,102 @@ async fn wait_for(
 /// Query-string parameters.
 type Query = Vec<(&'static str, String)>;
 
-/// Trace by id, search and the cross-trace breakdown through the HTTP API.
+/// Seconds since the epoch, as a query parameter.
+fn secs(ns: u64) -> String {
+    (ns / 1_000_000_000).to_string()
+}
+
+/// One read of the suite on every endpoint: per endpoint, the latency in
+/// ms and what the answer held (spans of a trace, traces found, requests
+/// broken down).
+async fn read_everywhere(
+    apis: &[&Api],
+    name: &str,
+    path: &str,
+    query: &[(&str, String)],
+    expect: u16,
+) -> anyhow::Result<Vec<(f64, u64)>> {
+    let mut out = Vec::with_capacity(apis.len());
+    for api in apis {
+        let (status, body, ms) = api.get(path, query).await?;
+        if status != expect {
+            bail!("{name} on {}: HTTP {status}: {body}", api.http);
+        }
+        let results = body["spanCount"]
+            .as_u64()
+            .or_else(|| body["traces"].as_array().map(|t| t.len() as u64))
+            .or_else(|| body["requestCount"].as_u64())
+            .unwrap_or(0);
+        out.push((ms, results));
+    }
+    Ok(out)
+}
+
+/// A read's latencies and answer sizes, one entry per endpoint.
+type Reads = BTreeMap<&'static str, Vec<(Samples, u64)>>;
+
+/// Trace by id, search and the cross-trace breakdown through the HTTP API
+/// of every endpoint in `apis`, interleaved request by request, `n` of
+/// each; the ids, operations and attribute values are looked up on the
+/// first endpoint. `last_hour` and `whole` are the searches' time ranges
+/// (ns).
 async fn query_suite(
-    server: &Server,
-    config: &RunConfig,
-    store_start: u64,
-    hour_start: u64,
-) -> anyhow::Result<Value> {
-    let n = config.repeat.max(3);
-    let mut out = serde_json::Map::new();
-    let secs = |ns: u64| (ns / 1_000_000_000).to_string();
-    let last_hour = [
-        ("start", secs(hour_start - HOUR_NS)),
-        ("end", secs(hour_start)),
-    ];
-    let whole = [("start", secs(store_start)), ("end", secs(hour_start))];
+    apis: &[&Api],
+    n: usize,
+    last_hour: (u64, u64),
+    whole: (u64, u64),
+) -> anyhow::Result<Reads> {
+    let first = apis[0];
+    let mut reads = Reads::new();
+    let mut record = |name: &'static str, got: Vec<(f64, u64)>| {
+        let entry = reads
+            .entry(name)
+            .or_insert_with(|| vec![(Samples::default(), 0); got.len()]);
+        for ((samples, results), (ms, found)) in entry.iter_mut().zip(got) {
+            samples.0.push(ms);
+            *results += found;
+        }
+    };
 
     // Ids known to exist; ids that do not.
-    let (ids, _) = server
+    let (ids, _) = first
         .sql(&format!(
             // Root spans in span-id order: random traces of every hour.
             "SELECT encode(trace_id, 'hex') AS id FROM spans \
              WHERE parent_span_id IS NULL ORDER BY span_id LIMIT {n}"
         ))
         .await?;
-    let ids: Vec<String> = ids
-        .iter()
-        .filter_map(|r| r["id"].as_str().map(String::from))
-        .collect();
-    let mut found = Samples::default();
-    let mut spans_read = 0u64;
-    for id in &ids {
-        let (status, body, ms) = server.get(&format!("/api/v1/traces/{id}"), &[]).await?;
-        if status != 200 {
-            bail!("trace {id}: HTTP {status}");
-        }
-        spans_read += body["spanCount"].as_u64().unwrap_or(0);
-        found.0.push(ms);
+    for id in ids.iter().filter_map(|r| r["id"].as_str()) {
+        let path = format!("/api/v1/traces/{id}");
+        record(
+            "trace by id",
+            read_everywhere(apis, "trace by id", &path, &[], 200).await?,
+        );
     }
-    let mut v = found.json();
-    v["spans_per_trace"] = json!(spans_read as f64 / ids.len().max(1) as f64);
-    out.insert("trace by id".into(), v);
-    let mut absent = Samples::default();
     for i in 0..n as u64 {
         let id = format!("{:016x}{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15), !i);
-        let (status, _, ms) = server.get(&format!("/api/v1/traces/{id}"), &[]).await?;
-        if status != 404 {
-            bail!("absent trace {id}: HTTP {status}");
-        }
-        absent.0.push(ms);
+        let path = format!("/api/v1/traces/{id}");
+        record(
+            "trace by id, absent",
+            read_everywhere(apis, "absent trace", &path, &[], 404).await?,
+        );
     }
-    out.insert("trace by id, absent".into(), absent.json());
 
     // Operations with many requests, and attribute values.
-    let (ops, _) = server
+    let (ops, _) = first
         .sql(
             "SELECT service_name AS s, name AS o, count(*) AS n, \
              approx_percentile_cont(CAST(duration_ns AS DOUBLE), 0.9) AS p90 \
-             FROM spans WHERE kind = 'SERVER' GROUP BY 1, 2 ORDER BY n DESC LIMIT 10",
+             FROM spans WHERE kind = 'SERVER' GROUP BY 1, 2 ORDER BY n DESC, 1, 2 LIMIT 10",
         )
         .await?;
-    let (tables, _) = server
+    let (tables, _) = first
         .sql(
             "SELECT span_attributes['db.collection.name'] AS v, count(*) AS n FROM spans \
-             WHERE db_system IS NOT NULL GROUP BY 1 ORDER BY n DESC LIMIT 10",
+             WHERE db_system IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 LIMIT 10",
         )
         .await?;
-    let (p99, _) = server
+    let (p99, _) = first
         .sql("SELECT approx_percentile_cont(CAST(duration_ns AS DOUBLE), 0.99) AS p FROM spans")
         .await?;
     let p99_ms = (p99[0]["p"].as_f64().unwrap_or(1e6) / 1e6).max(1.0) as u64;
@@ -676,8 +740,6 @@ async fn query_suite(
         bail!("the store has no server spans or database spans");
     }
 
-    let mut runs = BTreeMap::<&str, Samples>::new();
-    let mut hits = BTreeMap::<&str, u64>::new();
     for i in 0..n {
         let op = pick(&ops, i);
         let service = op["s"].as_str().unwrap_or_default().to_string();
@@ -687,7 +749,7 @@ async fn query_suite(
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let cases: [(&str, &str, Query); 4] = [
+        let cases: [(&'static str, &str, Query); 4] = [
             (
                 "search service+operation+minDuration, last hour",
                 "/api/v1/search",
@@ -725,33 +787,67 @@ async fn query_suite(
             ),
         ];
         for (name, path, mut query) in cases {
-            let range = if name.contains("whole store") {
-                &whole
+            let (start, end) = if name.contains("whole store") {
+                whole
             } else {
-                &last_hour
+                last_hour
             };
-            query.extend(range.iter().map(|(k, v)| (*k, v.clone())));
-            let (status, body, ms) = server.get(path, &query).await?;
-            if status != 200 {
-                bail!("{name}: HTTP {status}: {body}");
-            }
-            let results = body["traces"]
-                .as_array()
-                .map(|t| t.len() as u64)
-                .or_else(|| body["requestCount"].as_u64())
-                .unwrap_or(0);
-            *hits.entry(name).or_default() += results;
-            runs.entry(name).or_default().0.push(ms);
+            query.extend([("start", secs(start)), ("end", secs(end))]);
+            record(name, read_everywhere(apis, name, path, &query, 200).await?);
         }
     }
-    for (name, samples) in runs {
-        let mut v = samples.json();
-        v["results_per_query"] = json!(hits[name] as f64 / n as f64);
-        out.insert(name.into(), v);
-    }
-    Ok(Value::Object(out))
+    Ok(reads)
 }
 
+/// The report of one endpoint's reads: latencies, and what a query found
+/// on average (spans per trace for trace by id).
+fn read_report(samples: &Samples, results: u64, name: &str) -> Value {
+    let mut v = samples.json();
+    let per = results as f64 / samples.0.len().max(1) as f64;
+    if name == "trace by id" {
+        v["spans_per_trace"] = json!(per);
+    } else if name != "trace by id, absent" {
+        v["results_per_query"] = json!(per);
+    }
+    v
+}
+
+/// [`query_suite`] against servers already running (their HTTP addresses),
+/// `repeat` reads of each kind, interleaved: per read and server the
+/// latencies, the ratio of the median to the first server's, and whether
+/// the answers held as much as the first server's. The searches cover the
+/// hour before now ("last hour") and the day before now ("whole store"),
+/// each up to a minute after now.
+pub async fn reads_suite(endpoints: &[String], repeat: usize) -> anyhow::Result<Value> {
+    let apis: Vec<Api> = endpoints.iter().map(Api::new).collect();
+    let apis: Vec<&Api> = apis.iter().collect();
+    let now = now_ns();
+    let end = now + 60_000_000_000;
+    let reads = query_suite(
+        &apis,
+        repeat.max(3),
+        (now - HOUR_NS, end),
+        (now - 24 * HOUR_NS, end),
+    )
+    .await?;
+    let mut out = serde_json::Map::new();
+    for (name, per_server) in reads {
+        let first = per_server[0].0.median();
+        let rows: Vec<Value> = endpoints
+            .iter()
+            .zip(&per_server)
+            .map(|(endpoint, (samples, results))| {
+                let mut v = read_report(samples, *results, name);
+                v["endpoint"] = json!(endpoint);
+                v["ratio_to_first"] = json!(samples.median() / first);
+                v["same_results_as_first"] = json!(*results == per_server[0].1);
+                v
+            })
+            .collect();
+        out.insert(name.to_string(), Value::Array(rows));
+    }
+    Ok(json!({ "repeat": repeat, "reads": out }))
+}
 /// Runs [`SQL_SUITE`] in DuckDB over `files` (relative to `table_dir`);
 /// name → latency summary.
 fn duckdb_suite(
