@@ -135,8 +135,8 @@ settings! {
     /// added to a topic are consumed from then on
     kafka_metadata_refresh: String, env = "TRACELAKE_KAFKA_METADATA_REFRESH", default = "30s";
     /// Most bytes a Kafka partition's fetch asks for (a larger first
-    /// record batch still comes whole); each partition's fetches stop while
-    /// the buffered rows are over --max-buffer-bytes
+    /// record batch still comes whole); fetches stop while the buffered
+    /// rows are over the ingest buffer's limit
     kafka_fetch_max_bytes: usize, env = "TRACELAKE_KAFKA_FETCH_MAX_BYTES", default = "4194304";
     /// How long a compactor's lease lasts without renewal (renewed every
     /// third of it): a compactor that dies is replaced after this
