@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Local disk, one node on S3, and two ingest + two query nodes on S3, in one
-# run (BENCHMARKS.md, "Reads on S3 and on a cluster"). Each setup gets the
+# run (BENCHMARKS.md, "Reads on S3 and on a cluster (issue 15)"). Each setup gets the
 # same spans: the benchmark's workload with seed 1 and with seed 2, SPANS/2
 # each, sent at once by two drivers (OTLP/HTTP protobuf, 2 streams of
 # 500-span requests each; the rate is their sum), with flushes every 2 s:
@@ -37,8 +37,18 @@ base=29200
 moto_pid=
 pids=()
 cleanup() {
-  for pid in "${pids[@]}" $moto_pid; do kill "$pid" 2>/dev/null || true; done
+  local status=$?
+  # The nodes first: a compactor gives its lease back to the store on
+  # its way out.
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -z "$moto_pid" ] || kill "$moto_pid" 2>/dev/null || true
   wait 2>/dev/null || true
+  if [ "$status" != 0 ]; then
+    for log in "$work"/*.log; do
+      [ -e "$log" ] && { echo "== $log" >&2; tail -20 "$log" >&2; }
+    done
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -70,25 +80,26 @@ drive() {
 field() { python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))[sys.argv[2]]))' "$1" "$2"; }
 
 # load NAME PORT1 PORT2: both drivers at once (seed 1 to PORT1, seed 2 to
-# PORT2); prints the summed rate and the spans acknowledged.
+# PORT2); sets rate (summed) and acked.
 load() {
   drive "$2" 1 "$work/$1-1.json" &
   local first=$!
-  drive "$3" 2 "$work/$1-2.json"
-  wait "$first"
-  echo "$(($(field "$work/$1-1.json" spans_per_second) + $(field "$work/$1-2.json" spans_per_second))) \
-$(($(field "$work/$1-1.json" spans_acked) + $(field "$work/$1-2.json" spans_acked)))"
+  drive "$3" 2 "$work/$1-2.json" || { echo "$1: the second driver failed" >&2; exit 1; }
+  wait "$first" || { echo "$1: the first driver failed" >&2; exit 1; }
+  rate=$(($(field "$work/$1-1.json" spans_per_second) + $(field "$work/$1-2.json" spans_per_second)))
+  acked=$(($(field "$work/$1-1.json" spans_acked) + $(field "$work/$1-2.json" spans_acked)))
 }
 
-# settle NAME HTTP-PORT ACKED: waits until the table behind HTTP-PORT holds
-# every acknowledged span (the flushes are 2 s apart).
+# settle NAME HTTP-PORT ACKED: waits until the node at HTTP-PORT sees
+# every acknowledged span (a request stored whose acknowledgement was lost
+# makes more).
 settle() {
   local n=0
   for _ in $(seq 300); do
     n=$(curl -sf "http://127.0.0.1:$2/api/v1/sql" -H 'content-type: application/json' \
       -d '{"sql": "SELECT count(*) AS n FROM spans"}' |
       python3 -c 'import json,sys; print(json.load(sys.stdin)["rows"][0]["n"])') || n=0
-    [ "$n" = "$3" ] && return
+    [ "$n" -ge "$3" ] && return
     sleep 1
   done
   echo "$1: $n spans in the table, $3 acknowledged" >&2
@@ -96,12 +107,14 @@ settle() {
 }
 
 node local "$base" --node-id l1
-read -r local_rate local_acked < <(load local $((base + 2)) $((base + 2)))
+load local $((base + 2)) $((base + 2))
+local_rate=$rate local_acked=$acked
 settle local $((base + 1)) "$local_acked"
 
 s3 one
 node s3 $((base + 10)) "${s3_args[@]}" --node-id s1
-read -r s3_rate s3_acked < <(load s3 $((base + 12)) $((base + 12)))
+load s3 $((base + 12)) $((base + 12))
+s3_rate=$rate s3_acked=$acked
 settle s3 $((base + 11)) "$s3_acked"
 
 s3 two
@@ -113,7 +126,8 @@ node q1 $((base + 40)) "${s3_args[@]}" --role query --ingest-peers "$peers" \
   --sql-worker-listen "127.0.0.1:$((base + 48))" --sql-workers "$workers"
 node q2 $((base + 50)) "${s3_args[@]}" --role query --ingest-peers "$peers" \
   --sql-worker-listen "127.0.0.1:$((base + 58))" --sql-workers "$workers"
-read -r cluster_rate cluster_acked < <(load cluster $((base + 22)) $((base + 32)))
+load cluster $((base + 22)) $((base + 32))
+cluster_rate=$rate cluster_acked=$acked
 # The query node reads the ingest nodes' buffers too: wait on the second
 # query node, which counts the table and the buffers alike.
 settle cluster $((base + 51)) "$cluster_acked"

@@ -641,18 +641,22 @@ fn secs(ns: u64) -> String {
     (ns / 1_000_000_000).to_string()
 }
 
-/// One read of the suite on every endpoint: per endpoint, the latency in
-/// ms and what the answer held (spans of a trace, traces found, requests
-/// broken down).
+/// One read of the suite on every endpoint, starting with endpoint
+/// `first` (so that no endpoint always goes first): per endpoint, in
+/// `apis`' order, the latency in ms and what the answer held (spans of a
+/// trace, traces found, requests broken down).
 async fn read_everywhere(
     apis: &[&Api],
+    first: usize,
     name: &str,
     path: &str,
     query: &[(&str, String)],
     expect: u16,
 ) -> anyhow::Result<Vec<(f64, u64)>> {
-    let mut out = Vec::with_capacity(apis.len());
-    for api in apis {
+    let mut out = vec![(0.0, 0); apis.len()];
+    for k in 0..apis.len() {
+        let i = (first + k) % apis.len();
+        let api = apis[i];
         let (status, body, ms) = api.get(path, query).await?;
         if status != expect {
             bail!("{name} on {}: HTTP {status}: {body}", api.http);
@@ -662,7 +666,7 @@ async fn read_everywhere(
             .or_else(|| body["traces"].as_array().map(|t| t.len() as u64))
             .or_else(|| body["requestCount"].as_u64())
             .unwrap_or(0);
-        out.push((ms, results));
+        out[i] = (ms, results);
     }
     Ok(out)
 }
@@ -701,11 +705,11 @@ async fn query_suite(
              WHERE parent_span_id IS NULL ORDER BY span_id LIMIT {n}"
         ))
         .await?;
-    for id in ids.iter().filter_map(|r| r["id"].as_str()) {
+    for (i, id) in ids.iter().filter_map(|r| r["id"].as_str()).enumerate() {
         let path = format!("/api/v1/traces/{id}");
         record(
             "trace by id",
-            read_everywhere(apis, "trace by id", &path, &[], 200).await?,
+            read_everywhere(apis, i, "trace by id", &path, &[], 200).await?,
         );
     }
     for i in 0..n as u64 {
@@ -713,7 +717,7 @@ async fn query_suite(
         let path = format!("/api/v1/traces/{id}");
         record(
             "trace by id, absent",
-            read_everywhere(apis, "absent trace", &path, &[], 404).await?,
+            read_everywhere(apis, i as usize, "absent trace", &path, &[], 404).await?,
         );
     }
 
@@ -793,7 +797,10 @@ async fn query_suite(
                 last_hour
             };
             query.extend([("start", secs(start)), ("end", secs(end))]);
-            record(name, read_everywhere(apis, name, path, &query, 200).await?);
+            record(
+                name,
+                read_everywhere(apis, i, name, path, &query, 200).await?,
+            );
         }
     }
     Ok(reads)
@@ -813,9 +820,11 @@ fn read_report(samples: &Samples, results: u64, name: &str) -> Value {
 }
 
 /// [`query_suite`] against servers already running (their HTTP addresses),
-/// `repeat` reads of each kind, interleaved: per read and server the
-/// latencies, the ratio of the median to the first server's, and whether
-/// the answers held as much as the first server's. The searches cover the
+/// `repeat` reads of each kind (at least 3), interleaved, each read
+/// starting on another server: per read and server the latencies, the
+/// ratio of the median to the first server's, and whether the answers held
+/// as much as the first server's (spans, traces, requests: counts, not
+/// contents). The searches cover the
 /// hour before now ("last hour") and the day before now ("whole store"),
 /// each up to a minute after now.
 pub async fn reads_suite(endpoints: &[String], repeat: usize) -> anyhow::Result<Value> {
@@ -823,9 +832,10 @@ pub async fn reads_suite(endpoints: &[String], repeat: usize) -> anyhow::Result<
     let apis: Vec<&Api> = apis.iter().collect();
     let now = now_ns();
     let end = now + 60_000_000_000;
+    let repeat = repeat.max(3);
     let reads = query_suite(
         &apis,
-        repeat.max(3),
+        repeat,
         (now - HOUR_NS, end),
         (now - 24 * HOUR_NS, end),
     )

@@ -29,10 +29,13 @@
 //!   of rows resumes there.
 //!
 //! A fetch that returns no record below the high watermark is made again
-//! with twice the limit (up to 64 MiB): brokers other than Kafka send
-//! nothing, rather than a whole first batch, when that batch is larger than
-//! the limit. What even the widest fetch does not return is a transaction
-//! marker (control records, left out by the client), stepped over. Records of aborted transactions are stored like the others
+//! with twice the limit (up to 64 MiB): tansu sends nothing, where Kafka
+//! sends a whole first batch, when that batch is larger than the limit.
+//! What even the widest fetch does not return is, below the last stable
+//! offset, a transaction marker (control records, left out by the client)
+//! and is stepped over with a warning (so is a batch larger than the
+//! broker sends at once: tansu caps a fetch at 5 MiB); at or above it,
+//! records of an open transaction, waited for. Records of aborted transactions are stored like the others
 //! (rskafka does not filter them; the exporters named above do not write
 //! transactionally).
 //!
@@ -900,21 +903,40 @@ impl Consumer {
                     ahead_since.get_or_insert_with(Instant::now);
                     fetch_bytes = self.run.config.fetch_max_bytes;
                 }
-                // Nothing returned below the high watermark: either a
-                // record batch larger than the fetch's limit (Kafka sends a
-                // first batch whole whatever the limit, other brokers send
-                // nothing), fetched again with twice the limit; or, when
-                // even the widest fetch returns nothing, a transaction
-                // marker (a control batch of one record, which the client
-                // leaves out), stepped over.
+                // Nothing returned below the high watermark: a record batch
+                // larger than the fetch's limit (Kafka sends a first batch
+                // whole whatever the limit; tansu sends nothing), fetched
+                // again with twice the limit; records of a transaction not
+                // committed yet (the client reads committed records only),
+                // which come once it commits; or a transaction marker (a
+                // control batch, which the client leaves out), stepped over.
                 None if high_watermark > next => {
                     if fetch_bytes < WIDEST_FETCH_BYTES {
                         fetch_bytes = fetch_bytes.saturating_mul(2).min(WIDEST_FETCH_BYTES);
                         continue;
                     }
-                    tracing::debug!(topic = %self.topic, partition = self.partition, offset = next, "no record at this offset in a fetch of 64 MiB: stepped over as a transaction marker");
-                    next += 1;
                     fetch_bytes = self.run.config.fetch_max_bytes;
+                    // The latest offset, read committed: the last stable one.
+                    match unless_stopped(&mut stop, client.get_offset(OffsetAt::Latest)).await {
+                        None => continue,
+                        Some(Ok(stable)) if next >= stable => {}
+                        Some(Ok(_)) => {
+                            tracing::warn!(
+                                topic = %self.topic,
+                                partition = self.partition,
+                                offset = next,
+                                "no record at this offset in a fetch of 64 MiB: stepped over (a \
+                                 transaction marker, or a record batch larger than the broker \
+                                 sends at once)"
+                            );
+                            next += 1;
+                        }
+                        Some(Err(error)) => {
+                            self.fail(format!("reading the partition's offsets: {error}"));
+                            pause(&mut stop, Duration::from_millis(500)).await;
+                            continue;
+                        }
+                    }
                 }
                 None => {}
             }
