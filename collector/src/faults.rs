@@ -21,8 +21,10 @@
 //! [`configure`] refuses. The value is a comma-separated list of
 //! `point=action[@from][xcount]`:
 //!
-//! - `action` is `enospc` (fail with "no space left on device"), `eio`, or
-//!   `abort` (end the process at once, as a crash or `kill -9` would);
+//! - `action` is `enospc` (fail with "no space left on device"), `eio`,
+//!   `abort` (end the process at once, as a crash or `kill -9` would), or
+//!   `stop` (the process stops itself with SIGSTOP, as a frozen machine
+//!   would, until the test sends SIGCONT; its clocks go on meanwhile);
 //! - `@from` makes the first `from - 1` hits pass (default 1);
 //! - `xcount` limits how many hits fail (default: all from then on).
 //!
@@ -68,6 +70,7 @@ mod imp {
         Enospc,
         Eio,
         Abort,
+        Stop,
     }
 
     #[derive(Debug)]
@@ -108,6 +111,7 @@ mod imp {
                 "enospc" => Action::Enospc,
                 "eio" => Action::Eio,
                 "abort" => Action::Abort,
+                "stop" => Action::Stop,
                 other => return Err(format!("{item:?}: unknown action {other:?}")),
             };
             out.insert(
@@ -144,6 +148,19 @@ mod imp {
                 eprintln!("tracelake: fault point {point}: aborting");
                 std::process::abort();
             }
+            Action::Stop => {
+                eprintln!("tracelake: fault point {point}: stopping (SIGSTOP)");
+                let stopped = std::process::Command::new("kill")
+                    .args(["-STOP", &std::process::id().to_string()])
+                    .status();
+                match stopped {
+                    Ok(status) if status.success() => Ok(()),
+                    _ => {
+                        eprintln!("tracelake: fault point {point}: cannot stop; aborting");
+                        std::process::abort();
+                    }
+                }
+            }
             Action::Enospc => Err(io::Error::from_raw_os_error(28)),
             Action::Eio => Err(io::Error::from_raw_os_error(5)),
         }
@@ -162,6 +179,10 @@ mod imp {
                 (Action::Enospc, 3, Some(2))
             );
             assert_eq!(f["flush.commit"].action, Action::Abort);
+            assert_eq!(
+                parse("upgrade.commit=stop").unwrap()["upgrade.commit"].action,
+                Action::Stop
+            );
             assert!(parse("wal.fsync").is_err());
             assert!(parse("wal.fsync=melt").is_err());
         }

@@ -248,6 +248,44 @@ fn committed_span_ids() -> Vec<(String, i64)> {
     ids
 }
 
+/// A node's arguments on the S3 table `storage`, for the upgrade tests:
+/// the fixture's old spans kept, flushes every 200 ms, a 3 s lease.
+fn on_s3<'a>(storage: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
+    storage
+        .iter()
+        .map(String::as_str)
+        .chain([
+            "--retention",
+            "0s",
+            "--compaction-interval",
+            "0s",
+            "--flush-max-age",
+            "200ms",
+            "--max-span-age",
+            "3650d",
+            "--compactor-lease-ttl",
+            "3s",
+        ])
+        .chain(extra.iter().copied())
+        .collect()
+}
+
+/// Each span id and how often the table holds it.
+const BY_SPAN: &str =
+    "SELECT encode(span_id, 'hex') AS id, count(*) AS n FROM spans GROUP BY 1 ORDER BY 1";
+
+/// The rows of [`BY_SPAN`] as (span id, count).
+fn span_counts(rows: Vec<Value>) -> Vec<(String, i64)> {
+    rows.iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["n"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// The v2 table on an object store, where several nodes reach it: a query
 /// node answers 503 (naming the upgrade) until it is done, an ingest node
 /// waits, and of two compactor nodes started at once only the lease's
@@ -267,25 +305,7 @@ async fn on_s3_only_the_compactor_lease_holder_upgrades_and_the_others_wait() {
     )
     .await;
     let storage = moto.storage_args("upgrade");
-    let with = |extra: &[&'static str]| -> Vec<&str> {
-        storage
-            .iter()
-            .map(String::as_str)
-            .chain([
-                "--retention",
-                "0s",
-                "--compaction-interval",
-                "0s",
-                "--flush-max-age",
-                "200ms",
-                "--max-span-age",
-                "3650d",
-                "--compactor-lease-ttl",
-                "3s",
-            ])
-            .chain(extra.iter().copied())
-            .collect()
-    };
+    let with = |extra: &[&'static str]| on_s3(&storage, extra);
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
 
     let query =
@@ -324,18 +344,7 @@ async fn on_s3_only_the_compactor_lease_holder_upgrades_and_the_others_wait() {
         node.until_ready().await;
     }
 
-    let counts = |rows: Vec<Value>| -> Vec<(String, i64)> {
-        rows.iter()
-            .map(|r| {
-                (
-                    r["id"].as_str().unwrap().to_string(),
-                    r["n"].as_i64().unwrap(),
-                )
-            })
-            .collect()
-    };
-    let by_span =
-        "SELECT encode(span_id, 'hex') AS id, count(*) AS n FROM spans GROUP BY 1 ORDER BY 1";
+    let (counts, by_span) = (span_counts, BY_SPAN);
     assert_eq!(counts(query.sql(by_span).await), committed_span_ids());
     // One node rewrote the table: one new file per partition beside the two
     // it replaced (kept until vacuum's grace has passed).
@@ -372,4 +381,83 @@ async fn on_s3_only_the_compactor_lease_holder_upgrades_and_the_others_wait() {
     expected.push(("0000000000007e57".into(), 1));
     expected.sort();
     assert_eq!(counts(query.sql(by_span).await), expected);
+}
+
+/// A compactor that stalls mid-upgrade (stopped by SIGSTOP just before it
+/// commits its first rewritten partition, as a frozen machine would) loses
+/// its lease to the next compactor, which upgrades the table; resumed, the
+/// first commits nothing of its own and comes up on the upgraded table:
+/// every span once, one file per old file in the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compactor_stalled_mid_upgrade_loses_its_lease_and_commits_nothing() {
+    use crate::s3::{CREDENTIALS, Moto};
+    let Some(moto) = Moto::with_bucket("stalled").await else {
+        return;
+    };
+    moto.upload(
+        "stalled",
+        &fixtures().join("v2-store/tenants/default/spans"),
+        "t/tenants/default/spans",
+    )
+    .await;
+    let storage = moto.storage_args("stalled");
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let with = |extra: &[&'static str]| on_s3(&storage, extra);
+
+    let mut stalled = TestServer::spawn_unready_with_env(
+        dirs[0].path(),
+        &with(&[
+            "--role",
+            "compactor",
+            "--node-id",
+            "c1",
+            "--fault-points",
+            "upgrade.commit=stop",
+        ]),
+        &CREDENTIALS,
+    );
+    let pid = stalled.pid();
+    let is_stopped = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| Some(s.rsplit_once(')')?.1.trim_start().starts_with('T')))
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !is_stopped() {
+        assert!(
+            stalled.try_exit().is_none(),
+            "the first compactor exited before its commit"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first compactor never reached its commit"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The next compactor waits for the lease to run out, then upgrades.
+    let mut next = TestServer::spawn_unready_with_env(
+        dirs[1].path(),
+        &with(&["--role", "compactor", "--node-id", "c2"]),
+        &CREDENTIALS,
+    );
+    next.until_ready().await;
+    assert!(is_stopped(), "the first compactor ran on");
+    let resumed = std::process::Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(resumed.success());
+    stalled.until_ready().await;
+
+    let query =
+        TestServer::start_with_env(dirs[2].path(), &with(&["--role", "query"]), &CREDENTIALS).await;
+    assert_eq!(span_counts(query.sql(BY_SPAN).await), committed_span_ids());
+    let (status, storage) = next.get("/api/v1/storage").await;
+    assert_eq!(status, 200, "{storage}");
+    assert_eq!(storage["files"], 2, "{storage}");
+    // Both compactors still run; the first one's upload that never made
+    // it into the table is left to vacuum.
+    assert!(stalled.try_exit().is_none() && next.try_exit().is_none());
 }
