@@ -1018,6 +1018,44 @@ mod tests {
     }
 
     #[test]
+    fn kafka_limits_and_topics_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolve = |f: fn(&mut Settings)| {
+            let mut settings = Settings {
+                data_dir: Some(dir.path().to_path_buf()),
+                kafka_brokers: Some("127.0.0.1:9092".into()),
+                ..Settings::default()
+            };
+            f(&mut settings);
+            settings.resolve(None).map(|c| c.kafka.unwrap())
+        };
+        let err = |f: fn(&mut Settings)| format!("{:#}", resolve(f).unwrap_err());
+        let kafka = resolve(|_| {}).unwrap();
+        assert_eq!(kafka.fetch_max_bytes, 4 << 20);
+        assert_eq!(kafka.metadata_refresh, Duration::from_secs(30));
+        let kafka = resolve(|s| s.kafka_fetch_max_bytes = Some(512)).unwrap();
+        assert_eq!(kafka.fetch_max_bytes, 512);
+        for bad in [0, (1 << 30) + 1, usize::MAX] {
+            let settings = Settings {
+                data_dir: Some(dir.path().to_path_buf()),
+                kafka_brokers: Some("127.0.0.1:9092".into()),
+                kafka_fetch_max_bytes: Some(bad),
+                ..Settings::default()
+            };
+            let e = format!("{:#}", settings.resolve(None).unwrap_err());
+            assert!(e.contains("--kafka-fetch-max-bytes"), "{bad}: {e}");
+        }
+        let e = err(|s| s.kafka_metadata_refresh = Some("10ms".into()));
+        assert!(e.contains("--kafka-metadata-refresh"), "{e}");
+        let e = err(|s| s.kafka_dead_letter_topic = Some("otlp_spans".into()));
+        assert!(e.contains("also in --kafka-topics"), "{e}");
+        let e = err(|s| s.kafka_dead_letter_topic = Some(" ".into()));
+        assert!(e.contains("--kafka-dead-letter-topic is empty"), "{e}");
+        let e = err(|s| s.kafka_sasl_username = Some("u".into()));
+        assert!(e.contains("SASL/PLAIN needs both"), "{e}");
+    }
+
+    #[test]
     fn a_sql_worker_needs_a_query_role_and_the_peer_token() {
         let resolve = |role: &str, token: Option<&str>| {
             Settings {
