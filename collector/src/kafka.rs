@@ -35,9 +35,9 @@
 //! offset, a transaction marker (control records, left out by the client)
 //! and is stepped over with a warning (so is a batch larger than the
 //! broker sends at once: tansu caps a fetch at 5 MiB); at or above it,
-//! records of an open transaction, waited for. Records of aborted transactions are stored like the others
-//! (rskafka does not filter them; the exporters named above do not write
-//! transactionally).
+//! records of an open transaction, waited for. Records of aborted
+//! transactions are stored like the others (rskafka does not filter them;
+//! the exporters named above do not write transactionally).
 //!
 //! # Partition ownership
 //! rskafka has no consumer groups, so ownership is static: node `i` of `n`
@@ -919,7 +919,10 @@ impl Consumer {
                     // The latest offset, read committed: the last stable one.
                     match unless_stopped(&mut stop, client.get_offset(OffsetAt::Latest)).await {
                         None => continue,
-                        Some(Ok(stable)) if next >= stable => {}
+                        Some(Ok(stable)) if next >= stable => {
+                            // An open transaction: look again in a moment.
+                            pause(&mut stop, Duration::from_millis(200)).await;
+                        }
                         Some(Ok(_)) => {
                             tracing::warn!(
                                 topic = %self.topic,
