@@ -53,16 +53,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-moto_port=$((base + 90))
-"$python" -m moto.server -H 127.0.0.1 -p "$moto_port" >/dev/null 2>&1 &
-moto_pid=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$moto_port" >/dev/null && break; sleep 0.2; done
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
+moto_start $((base + 90))
 export TRACELAKE_PEER_TOKEN=bench-secret
-s3() {
-  "$python" "$(dirname "$0")/../tests/python/s3_bucket.py" "http://127.0.0.1:$moto_port" create "$1" >/dev/null
-  s3_args=(--storage-url "s3://$1/t" --s3-endpoint "http://127.0.0.1:$moto_port" --s3-path-style true)
-}
 
 # node NAME PORT-BASE ARGS...: a server on ports PORT-BASE+1..8.
 node() {
@@ -111,13 +103,13 @@ load local $((base + 2)) $((base + 2))
 local_rate=$rate local_acked=$acked
 settle local $((base + 1)) "$local_acked"
 
-s3 one
+moto_bucket one
 node s3 $((base + 10)) "${s3_args[@]}" --node-id s1
 load s3 $((base + 12)) $((base + 12))
 s3_rate=$rate s3_acked=$acked
 settle s3 $((base + 11)) "$s3_acked"
 
-s3 two
+moto_bucket two
 node i1 $((base + 20)) "${s3_args[@]}" --role ingest,compactor --node-id i1
 node i2 $((base + 30)) "${s3_args[@]}" --role ingest --node-id i2
 peers="127.0.0.1:$((base + 21)),127.0.0.1:$((base + 31))"

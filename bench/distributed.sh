@@ -28,13 +28,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-moto_port=$((base + 90))
-"$python" -m moto.server -H 127.0.0.1 -p "$moto_port" >/dev/null 2>&1 &
-moto_pid=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$moto_port" >/dev/null && break; sleep 0.2; done
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
-"$python" "$(dirname "$0")/../tests/python/s3_bucket.py" "http://127.0.0.1:$moto_port" create dist >/dev/null
-s3=(--storage-url s3://dist/t --s3-endpoint "http://127.0.0.1:$moto_port" --s3-path-style true)
+moto_start $((base + 90))
+moto_bucket dist
+s3=("${s3_args[@]}")
 export TRACELAKE_PEER_TOKEN=bench-secret
 
 node() {

@@ -39,6 +39,25 @@ serve() {
   server_pid=$launched_pid
 }
 
+# moto_start PORT: moto's S3 server (in memory) on 127.0.0.1:PORT, run by
+# $python (which has moto), and the AWS_* credentials the nodes use; sets
+# moto_port and moto_pid.
+moto_start() {
+  moto_port=$1
+  "${python:-python3}" -m moto.server -H 127.0.0.1 -p "$moto_port" >/dev/null 2>&1 &
+  moto_pid=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$moto_port" >/dev/null && break; sleep 0.2; done
+  export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
+}
+
+# moto_bucket NAME: creates the bucket NAME on moto_start's server and sets
+# s3_args, a node's arguments for a table at s3://NAME/t.
+moto_bucket() {
+  "${python:-python3}" "$(dirname "${BASH_SOURCE[0]}")/../tests/python/s3_bucket.py" \
+    "http://127.0.0.1:$moto_port" create "$1" >/dev/null
+  s3_args=(--storage-url "s3://$1/t" --s3-endpoint "http://127.0.0.1:$moto_port" --s3-path-style true)
+}
+
 # Stops the server that `serve` started.
 stop() {
   [ -z "$server_pid" ] || { kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; }

@@ -36,15 +36,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-moto_port=$((base + 50))
-"$python" -m moto.server -H 127.0.0.1 -p "$moto_port" >/dev/null 2>&1 &
-moto_pid=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$moto_port" >/dev/null && break; sleep 0.2; done
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
-bucket() { "$python" "$(dirname "$0")/../tests/python/s3_bucket.py" "http://127.0.0.1:$moto_port" create "$1" >/dev/null; }
+moto_start $((base + 50))
 
 common=(--flush-max-age 2s --compaction-delay 0s)
-s3() { echo --storage-url "s3://$1/t" --s3-endpoint "http://127.0.0.1:$moto_port" --s3-path-style true; }
 
 # node NAME PORT-BASE ARGS...: a further server (ports PORT-BASE+1..8).
 node() {
@@ -75,9 +69,8 @@ run() {
     local | s3)
       local args=("${common[@]}")
       if [ "$mode" = s3 ]; then
-        bucket "b$round-$mode"
-        read -ra more < <(s3 "b$round-$mode")
-        args+=("${more[@]}" --node-id n1)
+        moto_bucket "b$round-$mode"
+        args+=("${s3_args[@]}" --node-id n1)
       fi
       serve "$bin" "$work/d" "$work/server-$mode-$round.log" "${args[@]}"
       drive $((base + 2)) 4 "$work/drive.json"
@@ -96,8 +89,8 @@ run() {
       ;;
     s3x2)
       local b="b$round-x2"
-      bucket "$b"
-      read -ra more < <(s3 "$b")
+      moto_bucket "$b"
+      local more=("${s3_args[@]}")
       node "i1-$round" $((base + 10)) "${common[@]}" "${more[@]}" --role ingest --node-id i1
       node "i2-$round" $((base + 20)) "${common[@]}" "${more[@]}" --role ingest --node-id i2
       node "c-$round" $((base + 30)) "${common[@]}" "${more[@]}" --role compactor
