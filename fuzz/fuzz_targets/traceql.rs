@@ -1,4 +1,4 @@
-//! TraceQL (Tempo's `/api/search?q=`) and Tempo's legacy search `tags`,
+//! TraceQL (Tempo's `/api/search?q=` and metrics queries) and Tempo's legacy search `tags`,
 //! parsed as the Tempo API does. The parsers may refuse any text with an
 //! error (TraceQL's with a position inside the text), but never panic; what
 //! they accept walks without panicking too.
@@ -23,6 +23,13 @@ fuzz_target!(|data: &[u8]| {
             assert!(e.at <= text.len(), "error position {} past the end", e.at);
             let _ = e.to_string();
         }
+    }
+    match traceql::parse_metrics(text) {
+        Ok(metrics) => {
+            walk(metrics.filter);
+            let _ = (metrics.function.name(), metrics.function.field());
+        }
+        Err(e) => assert!(e.at <= text.len(), "error position {} past the end", e.at),
     }
     if let Ok(query) = traceql::legacy_tags(text) {
         walk(query);

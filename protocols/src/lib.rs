@@ -18,6 +18,7 @@ pub mod otlp;
 pub mod otlp_json;
 pub mod otlp_proto;
 pub mod params;
+pub mod tempo;
 pub mod traceql;
 pub mod zipkin;
 

@@ -135,6 +135,9 @@ enum Token {
     Match,
     NotMatch,
     Descendant,
+    /// `|`: a pipeline stage follows (metrics queries).
+    Pipe,
+    Comma,
     Str(String),
     /// An identifier or bare literal (`span.http.route`, `150ms`, `error`).
     Word(String),
@@ -164,6 +167,8 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, ParseError> {
             (_, "!=") => (Token::Ne, 2),
             (_, "=~") => (Token::Match, 2),
             (_, "!~") => (Token::NotMatch, 2),
+            (b'|', _) => (Token::Pipe, 1),
+            (b',', _) => (Token::Comma, 1),
             (b'{', _) => (Token::LBrace, 1),
             (b'}', _) => (Token::RBrace, 1),
             (b'(', _) => (Token::LParen, 1),
@@ -273,6 +278,119 @@ impl Parser {
         } else {
             self.err(format!("expected {what}"))
         }
+    }
+
+    /// `name(args)` of a metrics function.
+    fn function(&mut self) -> Result<Function, ParseError> {
+        let at = self.at();
+        let Some(Token::Word(name)) = self.next() else {
+            self.pos -= 1;
+            return self.err("expected a metrics function, e.g. rate()");
+        };
+        self.expect(Token::LParen, &format!("'(' after {name}"))?;
+        let mut args: Vec<(usize, String)> = Vec::new();
+        if self.peek() == Some(&Token::RParen) {
+            self.pos += 1;
+        } else {
+            loop {
+                let at = self.at();
+                match self.next() {
+                    Some(Token::Word(w)) => args.push((at, w)),
+                    _ => {
+                        self.pos -= 1;
+                        return self.err(format!("expected an argument of {name}"));
+                    }
+                }
+                match self.next() {
+                    Some(Token::Comma) => continue,
+                    Some(Token::RParen) => break,
+                    _ => {
+                        self.pos -= 1;
+                        return self.err(format!("expected ',' or ')' in {name}(...)"));
+                    }
+                }
+            }
+        }
+        let fail = |at: usize, message: String| ParseError { at, message };
+        let measured = |args: &[(usize, String)]| -> Result<Field, ParseError> {
+            let Some((at, word)) = args.first() else {
+                return Err(fail(
+                    at,
+                    format!("{name} needs a field, e.g. {name}(duration)"),
+                ));
+            };
+            match field(word) {
+                Some(
+                    f @ (Field::Duration
+                    | Field::SpanAttr(_)
+                    | Field::ResourceAttr(_)
+                    | Field::AnyAttr(_)),
+                ) => Ok(f),
+                _ => Err(fail(
+                    *at,
+                    format!("{name} measures duration or a numeric attribute, not {word:?}"),
+                )),
+            }
+        };
+        let one = |args: &[(usize, String)]| -> Result<Field, ParseError> {
+            if let Some((at, _)) = args.get(1) {
+                return Err(fail(*at, format!("{name} takes one argument")));
+            }
+            measured(args)
+        };
+        Ok(match name.as_str() {
+            "rate" | "count_over_time" => {
+                if let Some((at, _)) = args.first() {
+                    return Err(fail(*at, format!("{name}() takes no argument")));
+                }
+                if name == "rate" {
+                    Function::Rate
+                } else {
+                    Function::CountOverTime
+                }
+            }
+            "min_over_time" => Function::MinOverTime(one(&args)?),
+            "max_over_time" => Function::MaxOverTime(one(&args)?),
+            "avg_over_time" => Function::AvgOverTime(one(&args)?),
+            "sum_over_time" => Function::SumOverTime(one(&args)?),
+            "histogram_over_time" => Function::HistogramOverTime(one(&args)?),
+            "quantile_over_time" => {
+                let f = measured(&args)?;
+                if args.len() < 2 {
+                    return Err(fail(
+                        self.at(),
+                        "quantile_over_time needs quantiles, e.g. quantile_over_time(duration, .5, .99)".into(),
+                    ));
+                }
+                let mut qs = Vec::new();
+                for (at, w) in &args[1..] {
+                    match w.parse::<f64>() {
+                        Ok(q) if (0.0..=1.0).contains(&q) => qs.push(q),
+                        _ => {
+                            return Err(fail(
+                                *at,
+                                format!("a quantile is a number from 0 to 1, not {w:?}"),
+                            ));
+                        }
+                    }
+                }
+                Function::QuantileOverTime(f, qs)
+            }
+            "compare" | "topk" | "bottomk" | "avg" | "sum" | "min" | "max" | "count" => {
+                return Err(fail(
+                    at,
+                    format!("{name}() is not supported in metrics queries"),
+                ));
+            }
+            _ => {
+                return Err(fail(
+                    at,
+                    format!(
+                        "unknown metrics function {name:?}: rate, count_over_time, min_over_time, max_over_time, avg_over_time, sum_over_time, quantile_over_time and histogram_over_time are supported"
+                    ),
+                ));
+            }
+        })
     }
 
     // query := structural (('&&' | '||') structural)*, && binding tighter
@@ -468,10 +586,123 @@ pub fn parse(text: &str) -> Result<Query, ParseError> {
         len: text.len(),
     };
     let q = p.query()?;
+    if p.peek() == Some(&Token::Pipe) {
+        return p.err(
+            "a pipeline stage ('| ...') is not supported in a search: metrics functions such as rate() go to /api/metrics/query_range",
+        );
+    }
     if p.pos < p.tokens.len() {
         return p.err("unexpected text after the query");
     }
     Ok(q)
+}
+
+/// A TraceQL metrics query: `{ filter } | function(...) [by (...)]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
+    pub filter: Query,
+    pub function: Function,
+    /// The `by (...)` fields with their text as written (the series'
+    /// label names), in order.
+    pub by: Vec<(String, Field)>,
+}
+
+/// The metrics functions (Tempo's names).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Function {
+    Rate,
+    CountOverTime,
+    MinOverTime(Field),
+    MaxOverTime(Field),
+    AvgOverTime(Field),
+    SumOverTime(Field),
+    /// The field and the quantiles (0 to 1), in the order given.
+    QuantileOverTime(Field, Vec<f64>),
+    HistogramOverTime(Field),
+}
+
+impl Function {
+    /// Tempo's name of the function (the `__name__` of an ungrouped series).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Function::Rate => "rate",
+            Function::CountOverTime => "count_over_time",
+            Function::MinOverTime(_) => "min_over_time",
+            Function::MaxOverTime(_) => "max_over_time",
+            Function::AvgOverTime(_) => "avg_over_time",
+            Function::SumOverTime(_) => "sum_over_time",
+            Function::QuantileOverTime(..) => "quantile_over_time",
+            Function::HistogramOverTime(_) => "histogram_over_time",
+        }
+    }
+
+    /// The field measured, if the function takes one.
+    pub fn field(&self) -> Option<&Field> {
+        match self {
+            Function::Rate | Function::CountOverTime => None,
+            Function::MinOverTime(f)
+            | Function::MaxOverTime(f)
+            | Function::AvgOverTime(f)
+            | Function::SumOverTime(f)
+            | Function::QuantileOverTime(f, _)
+            | Function::HistogramOverTime(f) => Some(f),
+        }
+    }
+}
+
+/// Parses a TraceQL metrics query.
+pub fn parse_metrics(text: &str) -> Result<Metrics, ParseError> {
+    let tokens = tokenize(text)?;
+    let mut p = Parser {
+        tokens,
+        pos: 0,
+        len: text.len(),
+    };
+    let filter = p.query()?;
+    p.expect(
+        Token::Pipe,
+        "'|' and a metrics function after the spanset filter, e.g. {} | rate()",
+    )?;
+    let function = p.function()?;
+    let mut by = Vec::new();
+    if p.peek() == Some(&Token::Word("by".into())) {
+        p.pos += 1;
+        p.expect(Token::LParen, "'(' after by")?;
+        loop {
+            let at = p.at();
+            let Some(Token::Word(word)) = p.next() else {
+                p.pos -= 1;
+                return p.err("expected an attribute or intrinsic to group by");
+            };
+            let field = field(&word).ok_or_else(|| ParseError {
+                at,
+                message: format!("unknown field {word:?} in by(...)"),
+            })?;
+            by.push((word, field));
+            match p.next() {
+                Some(Token::Comma) => continue,
+                Some(Token::RParen) => break,
+                _ => {
+                    p.pos -= 1;
+                    return p.err("expected ',' or ')' in by(...)");
+                }
+            }
+        }
+    }
+    match p.peek() {
+        None => Ok(Metrics {
+            filter,
+            function,
+            by,
+        }),
+        Some(Token::Word(w)) if w == "with" || w == "topk" || w == "bottomk" => {
+            p.err(format!("{w} is not supported"))
+        }
+        Some(Token::Pipe) => {
+            p.err("a second pipeline stage after the metrics function is not supported")
+        }
+        Some(_) => p.err("unexpected text after the metrics function"),
+    }
 }
 
 impl Query {
@@ -672,6 +903,65 @@ mod tests {
             let e = parse(q).unwrap_err().to_string();
             assert!(e.contains(needle), "{q}: {e}");
         }
+    }
+
+    #[test]
+    fn metrics_queries_parse() {
+        let m = parse_metrics(
+            r#"{ resource.service.name = "cart" && status = error } | quantile_over_time(duration, .5, 0.9, 1) by (span.http.route, name)"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m.function,
+            Function::QuantileOverTime(Field::Duration, vec![0.5, 0.9, 1.0])
+        );
+        assert_eq!(
+            m.by,
+            vec![
+                (
+                    "span.http.route".to_string(),
+                    Field::SpanAttr("http.route".into())
+                ),
+                ("name".to_string(), Field::Name),
+            ]
+        );
+        assert_eq!(m.filter.spansets().len(), 1);
+        let m = parse_metrics("{} | rate()").unwrap();
+        assert_eq!((m.function, m.by), (Function::Rate, vec![]));
+        let m =
+            parse_metrics("{ kind = server } | avg_over_time(span.size) by(resource.env)").unwrap();
+        assert_eq!(
+            m.function,
+            Function::AvgOverTime(Field::SpanAttr("size".into()))
+        );
+        assert_eq!(m.by[0].1, Field::ResourceAttr("env".into()));
+        for (q, needle) in [
+            ("{}", "'|'"),
+            ("{} | ", "expected a metrics function"),
+            ("{} | rate", "'(' after rate"),
+            ("{} | rate(duration)", "takes no argument"),
+            ("{} | avg_over_time()", "needs a field"),
+            (
+                "{} | avg_over_time(name)",
+                "measures duration or a numeric attribute",
+            ),
+            ("{} | quantile_over_time(duration)", "needs quantiles"),
+            ("{} | quantile_over_time(duration, 1.5)", "from 0 to 1"),
+            (
+                "{} | median_over_time(duration)",
+                "unknown metrics function",
+            ),
+            ("{} | count() > 2", "not supported in metrics queries"),
+            ("{} | rate() by (foo)", "unknown field"),
+            ("{} | rate() by (name", "expected ',' or ')'"),
+            ("{} | rate() with (exemplars=true)", "with is not supported"),
+            ("{} | rate() | topk(3)", "second pipeline stage"),
+        ] {
+            let e = parse_metrics(q).unwrap_err().to_string();
+            assert!(e.contains(needle), "{q}: {e}");
+        }
+        let e = parse("{} | rate()").unwrap_err().to_string();
+        assert!(e.contains("/api/metrics/query_range"), "{e}");
     }
 
     /// Found by fuzzing: a backslash before a character of several bytes

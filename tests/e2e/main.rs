@@ -31,6 +31,7 @@ mod stopping;
 mod tempo;
 mod tenants;
 mod tls;
+mod traceql_metrics;
 mod upgrade;
 mod watch;
 mod zipkin;

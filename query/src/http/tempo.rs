@@ -33,9 +33,11 @@ use crate::executor::{Class, Render, on_executor};
 use crate::sql::{Sql, quote};
 use crate::trace;
 use crate::traceql::search::TraceMatch;
-use crate::traceql::{self, Cond, Query};
+use crate::traceql::{self, Cond, Query, metrics};
 use tracelake_protocols::duration::parse_nanos;
 use tracelake_protocols::params::{Params, TimeRange};
+use tracelake_protocols::tempo;
+use tracelake_schema::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 
 /// The Tempo version reported to Grafana (it gates features on it).
 pub const TEMPO_VERSION: &str = "2.9.0";
@@ -68,6 +70,8 @@ pub fn router(engine: Arc<QueryEngine>) -> Router {
         .route("/api/search", get(search))
         .route("/api/search/tag/{tag}/values", get(tag_values_v1))
         .route("/api/v2/search/tag/{tag}/values", get(tag_values_v2))
+        .route("/api/metrics/query_range", get(metrics_range))
+        .route("/api/metrics/query", get(metrics_instant))
         .with_state(Arc::clone(&engine));
     let render: Render = render::<Text>;
     Router::new()
@@ -575,4 +579,395 @@ async fn tag_values_v2(
         .map(|(v, t)| json!({ "type": t, "value": v }))
         .collect();
     Ok(axum::Json(json!({ "tagValues": values })).into_response())
+}
+
+// ---- TraceQL metrics ---------------------------------------------------------
+
+/// A Tempo timestamp: Unix seconds (ten digits or fewer), Unix
+/// nanoseconds, fractional seconds, or RFC 3339.
+fn tempo_time(name: &str, v: &str) -> Result<i64, Error> {
+    let bad_time = || {
+        bad(format!(
+            "{name} must be Unix seconds, Unix nanoseconds or RFC 3339, got {v:?}"
+        ))
+    };
+    if v.contains('.')
+        && let Ok(f) = v.parse::<f64>()
+    {
+        return if f.is_finite() && (0.0..1e11).contains(&f) {
+            Ok((f * 1e9).round() as i64)
+        } else {
+            Err(bad_time())
+        };
+    }
+    if let Ok(n) = v.parse::<i64>() {
+        if n < 0 {
+            return Err(bad_time());
+        }
+        return if v.len() <= 10 {
+            Ok(n * 1_000_000_000)
+        } else {
+            Ok(n)
+        };
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .ok_or_else(bad_time)
+}
+
+/// `start` and `end` (default: the hour, or `since`, before `end`, which
+/// defaults to now), in nanoseconds.
+fn metrics_bounds(p: &mut Params) -> Result<(i64, i64), Error> {
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let end = match p.one("end").map_err(|e| bad(e.0))? {
+        Some(v) => tempo_time("end", &v)?,
+        None => now,
+    };
+    let since = match p.one("since").map_err(|e| bad(e.0))? {
+        Some(v) => parse_nanos(&v).map_err(|e| bad(format!("since: {e}")))?,
+        None => HOUR_NS,
+    };
+    let start = match p.one("start").map_err(|e| bad(e.0))? {
+        Some(v) => tempo_time("start", &v)?,
+        None => end.min(now) - since,
+    };
+    if end <= start {
+        return Err(bad("end must be after start"));
+    }
+    Ok((start, end))
+}
+
+/// Tempo's default step: about 240 points, rounded down to a whole 1 h,
+/// 5 m, 1 m, 15 s, 5 s or 1 s (50 ms multiples under a minute).
+fn default_step(start: i64, end: i64) -> i64 {
+    let baseline = (end - start) / 240;
+    const S: i64 = 1_000_000_000;
+    if end - start < 60 * S {
+        let g = 50_000_000;
+        return if baseline > g { baseline / g * g } else { g };
+    }
+    for g in [3600 * S, 300 * S, 60 * S, 15 * S, 5 * S, S] {
+        if baseline > g {
+            return baseline / g * g;
+        }
+    }
+    S
+}
+
+/// The TraceQL metrics query of `q` (or `query`, as Grafana sends it).
+fn metrics_query(p: &mut Params) -> Result<traceql::Metrics, Error> {
+    let q = p.one("q").map_err(|e| bad(e.0))?;
+    let query = p.one("query").map_err(|e| bad(e.0))?;
+    let text = q
+        .or(query)
+        .ok_or_else(|| bad("q must hold a TraceQL metrics query, e.g. {} | rate()"))?;
+    traceql::parse_metrics(&text).map_err(|e| bad(e.to_string()))
+}
+
+fn metrics_options(p: &mut Params) -> Result<metrics::Options, Error> {
+    let mut count = |name: &'static str, default: usize| -> Result<usize, Error> {
+        match p.one(name).map_err(|e| bad(e.0))? {
+            None => Ok(default),
+            Some(v) => match v.parse::<usize>() {
+                Ok(0) => Ok(default),
+                Ok(n) if n <= 100_000 => Ok(n),
+                _ => Err(bad(format!("{name} must be from 0 to 100000, got {v:?}"))),
+            },
+        }
+    };
+    Ok(metrics::Options {
+        exemplars: count("exemplars", 100)?,
+        max_series: count("maxSeries", 1000)?,
+    })
+}
+
+async fn run_metrics(
+    engine: &QueryEngine,
+    query: &traceql::Metrics,
+    window: metrics::Window,
+    options: metrics::Options,
+) -> Result<metrics::Answer, Error> {
+    metrics::run(engine, query, window, options)
+        .await
+        .map_err(|e| match e {
+            metrics::RunError::Unsupported(u) => bad(u.0),
+            metrics::RunError::Query(q) => q.into(),
+        })
+}
+
+fn any_value(v: &metrics::LabelValue) -> AnyValue {
+    AnyValue {
+        value: Some(match v {
+            metrics::LabelValue::Str(s) => any_value::Value::StringValue(s.clone()),
+            metrics::LabelValue::Int(i) => any_value::Value::IntValue(*i),
+            metrics::LabelValue::Float(f) => any_value::Value::DoubleValue(*f),
+            metrics::LabelValue::Bool(b) => any_value::Value::BoolValue(*b),
+        }),
+    }
+}
+
+fn key_values(labels: &[(String, metrics::LabelValue)]) -> Vec<KeyValue> {
+    labels
+        .iter()
+        .map(|(k, v)| KeyValue {
+            key: k.clone(),
+            value: Some(any_value(v)),
+            key_strindex: 0,
+        })
+        .collect()
+}
+
+fn status_of(answer: &metrics::Answer) -> (i32, String) {
+    if answer.dropped_series == 0 {
+        return (0, String::new());
+    }
+    (
+        1,
+        format!(
+            "the query has {} series; the first {} are returned (raise maxSeries or group by less)",
+            answer.series_total(),
+            answer.series_total() - answer.dropped_series
+        ),
+    )
+}
+
+fn search_metrics(answer: &metrics::Answer) -> tempo::SearchMetrics {
+    tempo::SearchMetrics {
+        inspected_spans: answer.spans,
+        completed_jobs: 1,
+        total_jobs: 1,
+        ..Default::default()
+    }
+}
+
+/// The range answer as `tempopb.QueryRangeResponse`.
+fn range_response(answer: &metrics::Answer, window: metrics::Window) -> tempo::QueryRangeResponse {
+    let ms = |ns: i64| ns.div_euclid(1_000_000);
+    let (status, message) = status_of(answer);
+    tempo::QueryRangeResponse {
+        series: answer
+            .series
+            .iter()
+            .map(|s| tempo::TimeSeries {
+                labels: key_values(&s.labels),
+                samples: s
+                    .samples
+                    .iter()
+                    .map(|(k, v)| tempo::Sample {
+                        value: *v,
+                        timestamp_ms: ms(window.timestamp(*k)),
+                    })
+                    .collect(),
+                exemplars: s
+                    .exemplars
+                    .iter()
+                    .map(|e| tempo::Exemplar {
+                        labels: vec![
+                            KeyValue {
+                                key: "trace:id".into(),
+                                value: Some(any_value(&metrics::LabelValue::Str(hex::encode(
+                                    &e.trace_id,
+                                )))),
+                                key_strindex: 0,
+                            },
+                            KeyValue {
+                                key: "span:id".into(),
+                                value: Some(any_value(&metrics::LabelValue::Str(hex::encode(
+                                    &e.span_id,
+                                )))),
+                                key_strindex: 0,
+                            },
+                        ],
+                        value: e.value,
+                        timestamp_ms: ms(e.timestamp),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        metrics: Some(search_metrics(answer)),
+        status,
+        message,
+    }
+}
+
+fn json_labels(labels: &[KeyValue]) -> Value {
+    Value::Array(
+        labels
+            .iter()
+            .map(|kv| {
+                let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(any_value::Value::StringValue(s)) => json!({ "stringValue": s }),
+                    Some(any_value::Value::IntValue(i)) => json!({ "intValue": i.to_string() }),
+                    Some(any_value::Value::DoubleValue(f)) => json!({ "doubleValue": f }),
+                    Some(any_value::Value::BoolValue(b)) => json!({ "boolValue": b }),
+                    _ => json!({}),
+                };
+                json!({ "key": kv.key, "value": value })
+            })
+            .collect(),
+    )
+}
+
+fn json_metrics(m: &tempo::SearchMetrics) -> Value {
+    json!({
+        "inspectedSpans": m.inspected_spans.to_string(),
+        "completedJobs": m.completed_jobs,
+        "totalJobs": m.total_jobs,
+    })
+}
+
+/// `tempopb.QueryRangeResponse` as Tempo's JSON (protobuf JSON names,
+/// 64-bit integers as strings).
+fn range_json(r: &tempo::QueryRangeResponse) -> Value {
+    let series: Vec<Value> = r
+        .series
+        .iter()
+        .map(|s| {
+            json!({
+                "labels": json_labels(&s.labels),
+                "samples": s.samples.iter().map(|x| json!({
+                    "timestampMs": x.timestamp_ms.to_string(),
+                    "value": x.value,
+                })).collect::<Vec<_>>(),
+                "exemplars": s.exemplars.iter().map(|e| json!({
+                    "labels": json_labels(&e.labels),
+                    "value": e.value,
+                    "timestampMs": e.timestamp_ms.to_string(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let mut o = Map::new();
+    o.insert("series".into(), Value::Array(series));
+    if let Some(m) = &r.metrics {
+        o.insert("metrics".into(), json_metrics(m));
+    }
+    if r.status != 0 {
+        o.insert("status".into(), json!("PARTIAL"));
+        o.insert("message".into(), json!(r.message));
+    }
+    Value::Object(o)
+}
+
+/// `/api/metrics/query_range`: `q` (or `query`), `start`, `end`, `since`,
+/// `step`, `exemplars`, `maxSeries`.
+async fn metrics_range(
+    State(engine): State<Arc<QueryEngine>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let mut p = Params::from_query(q);
+    let query = metrics_query(&mut p)?;
+    let (start, end) = metrics_bounds(&mut p)?;
+    let step = match p.one("step").map_err(|e| bad(e.0))? {
+        None => default_step(start, end),
+        Some(v) => match v.parse::<f64>() {
+            Ok(s) if s.is_finite() && s > 0.0 && s < 1e10 => (s * 1e9).round() as i64,
+            Ok(_) => return Err(bad(format!("step must be positive, got {v:?}"))),
+            Err(_) => parse_nanos(&v).map_err(|e| bad(format!("step: {e}")))?,
+        },
+    };
+    if step <= 0 {
+        return Err(bad("step must be positive"));
+    }
+    let window = metrics::Window::range(start, end, step);
+    if window.intervals() > metrics::MAX_INTERVALS {
+        return Err(bad(format!(
+            "start to end by step gives {} intervals: at most {} are allowed; use a larger step",
+            window.intervals(),
+            metrics::MAX_INTERVALS
+        )));
+    }
+    let options = metrics_options(&mut p)?;
+    let answer = run_metrics(&engine, &query, window, options).await?;
+    let response = range_response(&answer, window);
+    if wants_protobuf(&headers) {
+        return Ok(([(header::CONTENT_TYPE, PROTOBUF)], response.encode_to_vec()).into_response());
+    }
+    Ok(axum::Json(range_json(&response)).into_response())
+}
+
+/// `/api/metrics/query`: one value per series over `start`..`end`.
+async fn metrics_instant(
+    State(engine): State<Arc<QueryEngine>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let mut p = Params::from_query(q);
+    let query = metrics_query(&mut p)?;
+    let (start, end) = metrics_bounds(&mut p)?;
+    let options = metrics::Options {
+        exemplars: 0,
+        ..metrics_options(&mut p)?
+    };
+    let window = metrics::Window::instant(start, end);
+    let answer = run_metrics(&engine, &query, window, options).await?;
+    let (status, message) = status_of(&answer);
+    let response = tempo::QueryInstantResponse {
+        series: answer
+            .series
+            .iter()
+            .filter_map(|s| {
+                Some(tempo::InstantSeries {
+                    labels: key_values(&s.labels),
+                    value: s.samples.first()?.1,
+                })
+            })
+            .collect(),
+        metrics: Some(search_metrics(&answer)),
+        status,
+        message,
+    };
+    if wants_protobuf(&headers) {
+        return Ok(([(header::CONTENT_TYPE, PROTOBUF)], response.encode_to_vec()).into_response());
+    }
+    let series: Vec<Value> = response
+        .series
+        .iter()
+        .map(|s| json!({ "labels": json_labels(&s.labels), "value": s.value }))
+        .collect();
+    let mut o = Map::new();
+    o.insert("series".into(), Value::Array(series));
+    if let Some(m) = &response.metrics {
+        o.insert("metrics".into(), json_metrics(m));
+    }
+    if response.status != 0 {
+        o.insert("status".into(), json!("PARTIAL"));
+        o.insert("message".into(), json!(response.message));
+    }
+    Ok(axum::Json(Value::Object(o)).into_response())
+}
+
+#[cfg(test)]
+mod metrics_params {
+    use super::*;
+
+    #[test]
+    fn tempo_times_and_steps() {
+        assert_eq!(
+            tempo_time("start", "1700000000").unwrap(),
+            1_700_000_000_000_000_000
+        );
+        assert_eq!(
+            tempo_time("start", "1700000000123456789").unwrap(),
+            1_700_000_000_123_456_789
+        );
+        assert_eq!(
+            tempo_time("start", "1700000000.5").unwrap(),
+            1_700_000_000_500_000_000
+        );
+        assert_eq!(
+            tempo_time("start", "2023-11-14T22:13:20Z").unwrap(),
+            1_700_000_000_000_000_000
+        );
+        assert!(tempo_time("start", "yesterday").is_err());
+        assert!(tempo_time("start", "-5").is_err());
+        const S: i64 = 1_000_000_000;
+        assert_eq!(default_step(0, 3600 * S), 15 * S);
+        assert_eq!(default_step(0, 24 * 3600 * S), 300 * S);
+        assert_eq!(default_step(0, 30 * S), 100_000_000);
+        assert_eq!(default_step(0, 5 * S), 50_000_000);
+        assert_eq!(default_step(0, 120 * S), S);
+    }
 }

@@ -4,6 +4,7 @@
 //! and [`search`] runs a search from candidates to matching traces.
 
 pub mod eval;
+pub mod metrics;
 pub mod search;
 pub mod sql;
 
