@@ -508,7 +508,8 @@ fn routers(collector: Option<&Collector>, engine: Option<&Arc<QueryEngine>>) -> 
         main = http::v1::router(Arc::clone(engine))
             .nest("/zipkin", zipkin_query.clone())
             .nest("/jaeger", http::jaeger::router(Arc::clone(engine)))
-            .nest("/tempo", http::tempo::router(Arc::clone(engine)));
+            .nest("/tempo", http::tempo::router(Arc::clone(engine)))
+            .merge(tracelake_query::streaming::router(Arc::clone(engine)));
     }
     Routers {
         otlp_grpc: fallback::with_fallbacks(

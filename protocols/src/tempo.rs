@@ -1,7 +1,9 @@
-//! Tempo's metrics responses (`tempopb`, pkg/tempopb/tempo.proto) as
-//! prost messages: what `/api/metrics/query_range` and `/api/metrics/query`
-//! answer to `Accept: application/protobuf`, and what their JSON form
-//! mirrors. `tempopb.common.v1.KeyValue` is OTLP's `KeyValue` on the wire.
+//! Tempo's messages (`tempopb`, pkg/tempopb/tempo.proto) as prost
+//! messages: the metrics responses that `/api/metrics/query_range` and
+//! `/api/metrics/query` answer to `Accept: application/protobuf` (their
+//! JSON form mirrors them), and the requests and responses of the
+//! `tempopb.StreamingQuerier` gRPC service. `tempopb.common.v1.KeyValue` is
+//! OTLP's `KeyValue` on the wire.
 
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
@@ -88,4 +90,108 @@ pub struct InstantSeries {
     pub labels: Vec<KeyValue>,
     #[prost(double, tag = "2")]
     pub value: f64,
+}
+
+/// `tempopb.QueryRangeRequest` (the fields tracelake reads).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct QueryRangeRequest {
+    #[prost(string, tag = "1")]
+    pub query: String,
+    /// Unix nanoseconds.
+    #[prost(uint64, tag = "2")]
+    pub start: u64,
+    #[prost(uint64, tag = "3")]
+    pub end: u64,
+    /// Nanoseconds.
+    #[prost(uint64, tag = "4")]
+    pub step: u64,
+    #[prost(uint32, tag = "16")]
+    pub exemplars: u32,
+    #[prost(uint32, tag = "17")]
+    pub max_series: u32,
+}
+
+/// `tempopb.SearchRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SearchRequest {
+    /// Legacy search: case-insensitive substring matches.
+    #[prost(map = "string, string", tag = "1")]
+    pub tags: std::collections::HashMap<String, String>,
+    #[prost(uint32, tag = "2")]
+    pub min_duration_ms: u32,
+    #[prost(uint32, tag = "3")]
+    pub max_duration_ms: u32,
+    #[prost(uint32, tag = "4")]
+    pub limit: u32,
+    /// Unix seconds.
+    #[prost(uint32, tag = "5")]
+    pub start: u32,
+    #[prost(uint32, tag = "6")]
+    pub end: u32,
+    /// TraceQL.
+    #[prost(string, tag = "8")]
+    pub query: String,
+    #[prost(uint32, tag = "9")]
+    pub spans_per_span_set: u32,
+}
+
+/// `tempopb.SearchResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SearchResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub traces: Vec<TraceSearchMetadata>,
+    #[prost(message, optional, tag = "2")]
+    pub metrics: Option<SearchMetrics>,
+}
+
+/// `tempopb.TraceSearchMetadata`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TraceSearchMetadata {
+    /// Hex, without leading zeros.
+    #[prost(string, tag = "1")]
+    pub trace_id: String,
+    #[prost(string, tag = "2")]
+    pub root_service_name: String,
+    #[prost(string, tag = "3")]
+    pub root_trace_name: String,
+    #[prost(uint64, tag = "4")]
+    pub start_time_unix_nano: u64,
+    #[prost(uint32, tag = "5")]
+    pub duration_ms: u32,
+    #[prost(message, repeated, tag = "7")]
+    pub span_sets: Vec<SpanSet>,
+    #[prost(map = "string, message", tag = "8")]
+    pub service_stats: std::collections::HashMap<String, ServiceStats>,
+}
+
+/// `tempopb.ServiceStats`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ServiceStats {
+    #[prost(uint32, tag = "1")]
+    pub span_count: u32,
+    #[prost(uint32, tag = "2")]
+    pub error_count: u32,
+}
+
+/// `tempopb.SpanSet`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SpanSet {
+    #[prost(message, repeated, tag = "1")]
+    pub spans: Vec<Span>,
+    #[prost(uint32, tag = "2")]
+    pub matched: u32,
+}
+
+/// `tempopb.Span` (of a search result).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Span {
+    /// Hex.
+    #[prost(string, tag = "1")]
+    pub span_id: String,
+    #[prost(string, tag = "2")]
+    pub name: String,
+    #[prost(uint64, tag = "3")]
+    pub start_time_unix_nano: u64,
+    #[prost(uint64, tag = "4")]
+    pub duration_nanos: u64,
 }

@@ -28,6 +28,7 @@ pub mod peers;
 pub mod scan;
 pub mod search;
 pub mod sql;
+pub mod streaming;
 pub mod table;
 pub mod trace;
 pub mod trace_index;

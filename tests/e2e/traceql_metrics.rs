@@ -660,3 +660,253 @@ async fn traceql_metrics_match_the_raw_rows() {
         .await;
     assert_eq!(status, 400, "{body}");
 }
+
+// ---- tempopb.StreamingQuerier ------------------------------------------------
+
+/// `tempopb.SearchRequest`, from Tempo's proto.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SearchRequest {
+    #[prost(map = "string, string", tag = "1")]
+    tags: std::collections::HashMap<String, String>,
+    #[prost(uint32, tag = "2")]
+    min_duration_ms: u32,
+    #[prost(uint32, tag = "3")]
+    max_duration_ms: u32,
+    #[prost(uint32, tag = "4")]
+    limit: u32,
+    #[prost(uint32, tag = "5")]
+    start: u32,
+    #[prost(uint32, tag = "6")]
+    end: u32,
+    #[prost(string, tag = "8")]
+    query: String,
+    #[prost(uint32, tag = "9")]
+    spans_per_span_set: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SearchResponse {
+    #[prost(message, repeated, tag = "1")]
+    traces: Vec<TraceSearchMetadata>,
+    #[prost(message, optional, tag = "2")]
+    metrics: Option<StreamMetrics>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct StreamMetrics {
+    #[prost(uint32, tag = "1")]
+    inspected_traces: u32,
+    #[prost(uint32, tag = "4")]
+    completed_jobs: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct TraceSearchMetadata {
+    #[prost(string, tag = "1")]
+    trace_id: String,
+    #[prost(string, tag = "2")]
+    root_service_name: String,
+    #[prost(string, tag = "3")]
+    root_trace_name: String,
+    #[prost(uint64, tag = "4")]
+    start_time_unix_nano: u64,
+    #[prost(uint32, tag = "5")]
+    duration_ms: u32,
+    #[prost(message, repeated, tag = "7")]
+    span_sets: Vec<SpanSet>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SpanSet {
+    #[prost(message, repeated, tag = "1")]
+    spans: Vec<SearchSpan>,
+    #[prost(uint32, tag = "2")]
+    matched: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SearchSpan {
+    #[prost(string, tag = "1")]
+    span_id: String,
+    #[prost(string, tag = "2")]
+    name: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct QueryRangeRequest {
+    #[prost(string, tag = "1")]
+    query: String,
+    #[prost(uint64, tag = "2")]
+    start: u64,
+    #[prost(uint64, tag = "3")]
+    end: u64,
+    #[prost(uint64, tag = "4")]
+    step: u64,
+}
+
+async fn grpc_client(server: &TestServer) -> tonic::client::Grpc<tonic::transport::Channel> {
+    let channel = tonic::transport::Channel::from_shared(server.url(""))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    tonic::client::Grpc::new(channel)
+}
+
+/// Every message of a server-streaming call, or its status.
+async fn stream_all<Q, R>(
+    server: &TestServer,
+    method: &'static str,
+    request: Q,
+) -> Result<Vec<R>, tonic::Status>
+where
+    Q: prost::Message + Send + Sync + 'static,
+    R: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut client = grpc_client(server).await;
+    client.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
+    let codec = tonic_prost::ProstCodec::<Q, R>::default();
+    let mut stream = client
+        .server_streaming(tonic::Request::new(request), path, codec)
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(message) = stream.message().await? {
+        out.push(message);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_search_and_metrics_over_grpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--flush-max-age", "300ms"]).await;
+    for r in &workload(150) {
+        server.export(r).await;
+    }
+    let now_s = (now_nanos() / 1_000_000_000) as u32;
+    let (start, end) = (now_s - 45 * 60, now_s);
+
+    // Every trace is a candidate (each has a SELECT carts span); the
+    // matches are the traces whose GetCart failed. With a limit of 6 the
+    // candidates come 20 at a time: matches arrive over several messages.
+    let query = "{ status = error } > { name = \"SELECT carts\" }";
+    let messages: Vec<SearchResponse> = stream_all(
+        &server,
+        "/tempopb.StreamingQuerier/Search",
+        SearchRequest {
+            query: query.into(),
+            limit: 6,
+            start,
+            end,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(messages.len() >= 2, "{} messages", messages.len());
+    let streamed: Vec<&TraceSearchMetadata> = messages.iter().flat_map(|m| &m.traces).collect();
+    let ids: Vec<&str> = streamed.iter().map(|t| t.trace_id.as_str()).collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "each trace once over the stream");
+    assert_eq!(ids.len(), 6);
+    let inspected: Vec<u32> = messages
+        .iter()
+        .map(|m| m.metrics.as_ref().unwrap().inspected_traces)
+        .collect();
+    assert!(inspected.windows(2).all(|w| w[0] <= w[1]), "{inspected:?}");
+    // The same traces as the HTTP search, and each one really matches.
+    let (status, body) = server
+        .get(&format!(
+            "/tempo/api/search?q={}&limit=6&start={start}&end={end}",
+            q(query)
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let http_ids: Vec<&str> = body["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["traceID"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, http_ids);
+    let failed = server
+        .sql("SELECT DISTINCT ltrim(encode(trace_id, 'hex'), '0') AS id FROM spans WHERE name = 'GetCart' AND status_code = 'ERROR'")
+        .await;
+    let failed: Vec<&str> = failed.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert!(failed.len() > 6, "{}", failed.len());
+    for t in &streamed {
+        assert!(
+            failed.contains(&t.trace_id.as_str()),
+            "{} did not match",
+            t.trace_id
+        );
+        assert_eq!(t.root_service_name, "frontend");
+        assert_eq!(t.span_sets[0].spans[0].name, "SELECT carts");
+        assert_eq!(t.span_sets[0].matched, 1);
+    }
+
+    // Metrics: one message, the same series as the HTTP API.
+    let step = 60u64;
+    let metrics_query = "{ } | count_over_time() by (resource.service.name)";
+    let messages: Vec<QueryRangeResponse> = stream_all(
+        &server,
+        "/tempopb.StreamingQuerier/MetricsQueryRange",
+        QueryRangeRequest {
+            query: metrics_query.into(),
+            start: u64::from(start) * 1_000_000_000,
+            end: u64::from(end) * 1_000_000_000,
+            step: step * 1_000_000_000,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(messages.len(), 1);
+    let (got, _) = decode_proto(&messages[0].encode_to_vec());
+    let (status, body) = server
+        .get(&format!(
+            "/tempo/api/metrics/query_range?q={}&start={start}&end={end}&step={step}",
+            q(metrics_query)
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_close(&got, &decode_json(&body), "streamed metrics");
+    assert_eq!(got.len(), 3);
+
+    // Refusals are gRPC statuses with a message.
+    let bad = stream_all::<_, SearchResponse>(
+        &server,
+        "/tempopb.StreamingQuerier/Search",
+        SearchRequest {
+            query: "{ nope = 1 }".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("unknown field"), "{}", bad.message());
+    let bad = stream_all::<_, QueryRangeResponse>(
+        &server,
+        "/tempopb.StreamingQuerier/MetricsQueryRange",
+        QueryRangeRequest {
+            query: "{ } > { } | rate()".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("structural"), "{}", bad.message());
+    let unknown = stream_all::<_, SearchResponse>(
+        &server,
+        "/tempopb.StreamingQuerier/SearchTags",
+        SearchRequest::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::Unimplemented);
+}

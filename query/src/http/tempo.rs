@@ -265,7 +265,7 @@ async fn search(
 }
 
 /// Tempo's name for a trace whose root span has not arrived.
-const NO_ROOT: &str = "<root span not yet received>";
+pub(crate) const NO_ROOT: &str = "<root span not yet received>";
 
 /// A found trace as Tempo's `TraceSearchMetadata`.
 fn search_result(t: &TraceMatch) -> Value {
@@ -640,7 +640,7 @@ fn metrics_bounds(p: &mut Params) -> Result<(i64, i64), Error> {
 
 /// Tempo's default step: about 240 points, rounded down to a whole 1 h,
 /// 5 m, 1 m, 15 s, 5 s or 1 s (50 ms multiples under a minute).
-fn default_step(start: i64, end: i64) -> i64 {
+pub(crate) fn default_step(start: i64, end: i64) -> i64 {
     let baseline = (end - start) / 240;
     const S: i64 = 1_000_000_000;
     if end - start < 60 * S {
@@ -742,7 +742,10 @@ fn search_metrics(answer: &metrics::Answer) -> tempo::SearchMetrics {
 }
 
 /// The range answer as `tempopb.QueryRangeResponse`.
-fn range_response(answer: &metrics::Answer, window: metrics::Window) -> tempo::QueryRangeResponse {
+pub(crate) fn range_response(
+    answer: &metrics::Answer,
+    window: metrics::Window,
+) -> tempo::QueryRangeResponse {
     let ms = |ns: i64| ns.div_euclid(1_000_000);
     let (status, message) = status_of(answer);
     tempo::QueryRangeResponse {

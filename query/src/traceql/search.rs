@@ -57,6 +57,18 @@ pub struct TraceMatch {
 /// candidate's tree. Pages through candidates (at most 50 pages) until
 /// `limit` traces match, all within the request's one deadline.
 pub async fn run(engine: &QueryEngine, search: &Search<'_>) -> Result<Found, QueryError> {
+    run_paged(engine, search, &mut |_, _| true).await
+}
+
+/// [`run`], telling `on_page` after each page of candidates the traces
+/// that page matched and how many candidates were looked at so far
+/// (streaming search sends them as they come); `on_page` returning false
+/// stops the search.
+pub async fn run_paged(
+    engine: &QueryEngine,
+    search: &Search<'_>,
+    on_page: &mut (dyn FnMut(&[TraceMatch], usize) -> bool + Send),
+) -> Result<Found, QueryError> {
     let Search {
         query,
         range,
@@ -88,6 +100,7 @@ pub async fn run(engine: &QueryEngine, search: &Search<'_>) -> Result<Found, Que
     let mut cursor: Option<Cursor> = None;
     // Candidates may fail the whole query: page until `limit` traces match.
     for _ in 0..50 {
+        let before = out.len();
         let (found, next) = search::find(engine, &filter, range, page, cursor).await?;
         if found.is_empty() {
             break;
@@ -118,12 +131,16 @@ pub async fn run(engine: &QueryEngine, search: &Search<'_>) -> Result<Found, Que
             ) {
                 out.push(result);
                 if out.len() == limit {
+                    on_page(&out[before..], inspected);
                     return Ok(Found {
                         traces: out,
                         inspected,
                     });
                 }
             }
+        }
+        if !on_page(&out[before..], inspected) {
+            break;
         }
         match next {
             Some(c) => cursor = Some(c),
