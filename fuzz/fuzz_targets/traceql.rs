@@ -24,6 +24,10 @@ fuzz_target!(|data: &[u8]| {
             let _ = e.to_string();
         }
     }
+    match traceql::parse_pipeline(text) {
+        Ok(pipeline) => walk(pipeline.query),
+        Err(e) => assert!(e.at <= text.len(), "error position {} past the end", e.at),
+    }
     match traceql::parse_metrics(text) {
         Ok(metrics) => {
             walk(metrics.filter);

@@ -194,4 +194,7 @@ pub struct Span {
     pub start_time_unix_nano: u64,
     #[prost(uint64, tag = "4")]
     pub duration_nanos: u64,
+    /// The fields of `select(...)`.
+    #[prost(message, repeated, tag = "5")]
+    pub attributes: Vec<KeyValue>,
 }

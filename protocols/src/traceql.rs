@@ -1,8 +1,13 @@
-//! A TraceQL subset for Tempo's `/api/search` (what Grafana's search builder
-//! and people write most):
+//! TraceQL for Tempo's `/api/search` and `/api/metrics/*` (the parts of
+//! Tempo's reference that docs/api.md lists as supported):
 //!
-//! - spansets `{ ... }` (`{}` matches every span), combined with `&&`, `||`,
-//!   `>` (child) and `>>` (descendant), with parentheses;
+//! - spansets `{ ... }` (`{}` matches every span), combined with `&&`, `||`
+//!   and the structural operators `>`, `>>`, `<`, `<<`, `~` with their
+//!   negated (`!>`, ...) and union (`&>`, ...) forms, with parentheses;
+//! - search pipelines ([`parse_pipeline`]): aggregate filters (`| count() >
+//!   2`, `| avg(duration) > 20ms`) and `| select(...)`;
+//! - metrics queries ([`parse_metrics`]): `| rate() by (...)` and the
+//!   other `*_over_time` functions;
 //! - inside a spanset, comparisons joined with `&&` / `||` and parentheses;
 //!   operators `=`, `!=`, `=~`, `!~` (regular expressions match the whole
 //!   value, as in Tempo), `>`, `>=`, `<`, `<=`;
@@ -15,7 +20,8 @@
 //!   `span:kind`, `span:duration`, `trace:duration`, `trace:rootName`,
 //!   `trace:rootService`;
 //! - literals: strings, integers, floats, durations (`150ms`), `true` /
-//!   `false`, statuses (`error`, `ok`, `unset`), kinds (`server`, ...).
+//!   `false`, statuses (`error`, `ok`, `unset`), kinds (`server`, ...),
+//!   `nil` (`!= nil`: has the attribute).
 //!
 //! The query crate compiles span-level comparisons to SQL and evaluates
 //! trace-level ones (`traceDuration`, `rootName`, `rootServiceName`,
@@ -31,10 +37,96 @@ pub enum Query {
     Spanset(Cond),
     And(Box<Query>, Box<Query>),
     Or(Box<Query>, Box<Query>),
-    /// Spans of the right side whose parent matches the left side.
-    Child(Box<Query>, Box<Query>),
-    /// Spans of the right side with an ancestor matching the left side.
-    Descendant(Box<Query>, Box<Query>),
+    /// A structural operator: spans of the right side in (or, negated,
+    /// not in) the relation to a span of the left side; union operators
+    /// return the spans of both sides that are.
+    Structural(Relation, Box<Query>, Box<Query>),
+}
+
+/// A structural operator (`>`, `>>`, `<`, `<<`, `~`, with `!` or `&`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relation {
+    pub kind: RelationKind,
+    pub mode: RelationMode,
+}
+
+/// What the right side's span is to the left side's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelationKind {
+    /// `>`: a child.
+    Child,
+    /// `>>`: a descendant.
+    Descendant,
+    /// `<`: the parent.
+    Parent,
+    /// `<<`: an ancestor.
+    Ancestor,
+    /// `~`: a sibling (same parent, another span).
+    Sibling,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelationMode {
+    /// The right side's spans that are in the relation.
+    Plain,
+    /// `!`: the right side's spans that are not.
+    Not,
+    /// `&`: the spans of both sides that are.
+    Union,
+}
+
+impl Relation {
+    pub fn plain(kind: RelationKind) -> Relation {
+        Relation {
+            kind,
+            mode: RelationMode::Plain,
+        }
+    }
+}
+
+/// A search query: the spanset expression and the pipeline stages after
+/// it (`| count() > 2`, `| select(...)`), in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pipeline {
+    pub query: Query,
+    pub stages: Vec<Stage>,
+}
+
+/// A pipeline stage of a search.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stage {
+    /// Keeps a trace's matching spans when the aggregate over them
+    /// compares true (`count() > 2`, `avg(duration) > 20ms`).
+    Filter {
+        aggregate: Aggregate,
+        op: Op,
+        value: Literal,
+    },
+    /// Returns these fields of the matching spans (`select(.a, name)`),
+    /// with their text as written.
+    Select(Vec<(String, Field)>),
+}
+
+/// An aggregate over a spanset.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Aggregate {
+    Count,
+    Avg(Field),
+    Min(Field),
+    Max(Field),
+    Sum(Field),
+}
+
+impl Aggregate {
+    /// The field aggregated, if any.
+    pub fn field(&self) -> Option<&Field> {
+        match self {
+            Aggregate::Count => None,
+            Aggregate::Avg(f) | Aggregate::Min(f) | Aggregate::Max(f) | Aggregate::Sum(f) => {
+                Some(f)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -103,6 +195,8 @@ pub enum Literal {
     Bool(bool),
     /// `error`, `ok`, `unset`, `server`, ... (lower case).
     Keyword(String),
+    /// `nil`: `= nil` is "has no such attribute", `!= nil` "has it".
+    Nil,
 }
 
 /// A TraceQL syntax error, with the position.
@@ -135,6 +229,9 @@ enum Token {
     Match,
     NotMatch,
     Descendant,
+    /// A structural operator other than `>`, `>>`, `<` (which are also
+    /// comparisons) and `!~` (also "does not match").
+    Rel(Relation),
     /// `|`: a pipeline stage follows (metrics queries).
     Pipe,
     Comma,
@@ -154,6 +251,31 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, ParseError> {
     while i < bytes.len() {
         let c = bytes[i];
         let two = text.get(i..i + 2).unwrap_or("");
+        let three = text.get(i..i + 3).unwrap_or("");
+        let rel = |kind, mode| Token::Rel(Relation { kind, mode });
+        use RelationKind as K;
+        use RelationMode as M;
+        let structural = match three {
+            "!>>" => Some((rel(K::Descendant, M::Not), 3)),
+            "!<<" => Some((rel(K::Ancestor, M::Not), 3)),
+            "&>>" => Some((rel(K::Descendant, M::Union), 3)),
+            "&<<" => Some((rel(K::Ancestor, M::Union), 3)),
+            _ => match two {
+                "<<" => Some((rel(K::Ancestor, M::Plain), 2)),
+                "!>" => Some((rel(K::Child, M::Not), 2)),
+                "!<" => Some((rel(K::Parent, M::Not), 2)),
+                "&>" => Some((rel(K::Child, M::Union), 2)),
+                "&<" => Some((rel(K::Parent, M::Union), 2)),
+                "&~" => Some((rel(K::Sibling, M::Union), 2)),
+                _ if c == b'~' => Some((rel(K::Sibling, M::Plain), 1)),
+                _ => None,
+            },
+        };
+        if let Some((token, len)) = structural {
+            out.push((i, token));
+            i += len;
+            continue;
+        }
         let (token, len) = match (c, two) {
             (b' ' | b'\t' | b'\n' | b'\r', _) => {
                 i += 1;
@@ -278,6 +400,128 @@ impl Parser {
         } else {
             self.err(format!("expected {what}"))
         }
+    }
+
+    /// A search pipeline stage: an aggregate filter or `select(...)`.
+    fn stage(&mut self) -> Result<Stage, ParseError> {
+        let at = self.at();
+        let Some(Token::Word(name)) = self.next() else {
+            self.pos -= 1;
+            return self
+                .err("expected a pipeline stage, e.g. count() > 2 or select(span.http.url)");
+        };
+        let fail = |message: String| Err(ParseError { at, message });
+        let aggregate = AGGREGATES.contains(&name.as_str());
+        if !aggregate && name != "select" {
+            return match name.as_str() {
+                "by" | "coalesce" => fail(format!("{name}() is not supported")),
+                "rate"
+                | "count_over_time"
+                | "min_over_time"
+                | "max_over_time"
+                | "avg_over_time"
+                | "sum_over_time"
+                | "quantile_over_time"
+                | "histogram_over_time" => fail(format!(
+                    "{name}() is a metrics function: send the query to /api/metrics/query_range"
+                )),
+                _ => fail(format!(
+                    "unknown pipeline stage {name:?}: count, avg, min, max, sum (compared, e.g. count() > 2) and select(...) are supported"
+                )),
+            };
+        }
+        self.expect(Token::LParen, &format!("'(' after {name}"))?;
+        let mut fields = Vec::new();
+        if self.peek() == Some(&Token::RParen) {
+            self.pos += 1;
+        } else {
+            loop {
+                let at = self.at();
+                let Some(Token::Word(word)) = self.next() else {
+                    self.pos -= 1;
+                    return self.err(format!("expected a field in {name}(...)"));
+                };
+                let field = field(&word).ok_or_else(|| ParseError {
+                    at,
+                    message: format!("unknown field {word:?} in {name}(...)"),
+                })?;
+                fields.push((word, field));
+                match self.next() {
+                    Some(Token::Comma) => continue,
+                    Some(Token::RParen) => break,
+                    _ => {
+                        self.pos -= 1;
+                        return self.err(format!("expected ',' or ')' in {name}(...)"));
+                    }
+                }
+            }
+        }
+        if name == "select" {
+            if fields.is_empty() {
+                return fail("select() needs at least one field".into());
+            }
+            return Ok(Stage::Select(fields));
+        }
+        let aggregate = match (name.as_str(), fields.len()) {
+            ("count", 0) => Aggregate::Count,
+            ("count", _) => return fail("count() takes no argument".into()),
+            (_, 1) => {
+                let (word, f) = fields.pop().expect("one field");
+                if !matches!(
+                    f,
+                    Field::Duration
+                        | Field::SpanAttr(_)
+                        | Field::ResourceAttr(_)
+                        | Field::AnyAttr(_)
+                ) {
+                    return fail(format!(
+                        "{name}() aggregates duration or a numeric attribute, not {word:?}"
+                    ));
+                }
+                match name.as_str() {
+                    "avg" => Aggregate::Avg(f),
+                    "min" => Aggregate::Min(f),
+                    "max" => Aggregate::Max(f),
+                    _ => Aggregate::Sum(f),
+                }
+            }
+            _ => return fail(format!("{name}() takes one field, e.g. {name}(duration)")),
+        };
+        let op = match self.next() {
+            Some(Token::Eq) => Op::Eq,
+            Some(Token::Ne) => Op::Ne,
+            Some(Token::Gt) => Op::Gt,
+            Some(Token::Ge) => Op::Ge,
+            Some(Token::Lt) => Op::Lt,
+            Some(Token::Le) => Op::Le,
+            _ => {
+                self.pos -= 1;
+                return self.err(format!(
+                    "expected a comparison after {name}(...), e.g. {name}(...) > 2"
+                ));
+            }
+        };
+        let at = self.at();
+        let value = match self.next() {
+            Some(Token::Word(w)) => match literal(&w) {
+                Some(v @ (Literal::Int(_) | Literal::Float(_) | Literal::Duration(_))) => v,
+                _ => {
+                    return Err(ParseError {
+                        at,
+                        message: format!("{w:?} is not a number or duration"),
+                    });
+                }
+            },
+            _ => {
+                self.pos -= 1;
+                return self.err("expected a number or duration");
+            }
+        };
+        Ok(Stage::Filter {
+            aggregate,
+            op,
+            value,
+        })
     }
 
     /// `name(args)` of a metrics function.
@@ -417,14 +661,21 @@ impl Parser {
     fn structural(&mut self) -> Result<Query, ParseError> {
         let mut left = self.spanset()?;
         loop {
-            let op = match self.peek() {
-                Some(Token::Gt) => Query::Child,
-                Some(Token::Descendant) => Query::Descendant,
+            let relation = match self.peek() {
+                Some(Token::Gt) => Relation::plain(RelationKind::Child),
+                Some(Token::Descendant) => Relation::plain(RelationKind::Descendant),
+                Some(Token::Lt) => Relation::plain(RelationKind::Parent),
+                // Between spansets `!~` is "not a sibling of".
+                Some(Token::NotMatch) => Relation {
+                    kind: RelationKind::Sibling,
+                    mode: RelationMode::Not,
+                },
+                Some(Token::Rel(r)) => *r,
                 _ => return Ok(left),
             };
             self.pos += 1;
             let right = self.spanset()?;
-            left = op(Box::new(left), Box::new(right));
+            left = Query::Structural(relation, Box::new(left), Box::new(right));
         }
     }
 
@@ -562,6 +813,7 @@ fn field(word: &str) -> Option<Field> {
 
 fn literal(word: &str) -> Option<Literal> {
     match word {
+        "nil" => return Some(Literal::Nil),
         "true" => return Some(Literal::Bool(true)),
         "false" => return Some(Literal::Bool(false)),
         "error" | "ok" | "unset" | "server" | "client" | "producer" | "consumer" | "internal"
@@ -595,6 +847,39 @@ pub fn parse(text: &str) -> Result<Query, ParseError> {
         return p.err("unexpected text after the query");
     }
     Ok(q)
+}
+
+const AGGREGATES: [&str; 5] = ["count", "avg", "min", "max", "sum"];
+
+/// Parses a TraceQL search: a spanset expression and its pipeline stages
+/// (a bare aggregate filter, `count() > 2`, means `{ } | count() > 2`).
+pub fn parse_pipeline(text: &str) -> Result<Pipeline, ParseError> {
+    let tokens = tokenize(text)?;
+    let mut p = Parser {
+        tokens,
+        pos: 0,
+        len: text.len(),
+    };
+    let mut stages = Vec::new();
+    let bare = matches!(p.peek(), Some(Token::Word(w)) if AGGREGATES.contains(&w.as_str()))
+        && p.tokens.get(p.pos + 1).map(|(_, t)| t) == Some(&Token::LParen);
+    let query = if bare {
+        stages.push(p.stage()?);
+        Query::Spanset(Cond::True)
+    } else {
+        p.query()?
+    };
+    while p.peek() == Some(&Token::Pipe) {
+        p.pos += 1;
+        stages.push(p.stage()?);
+    }
+    if p.peek() == Some(&Token::Word("with".into())) {
+        return p.err("with (...) hints are not supported");
+    }
+    if p.pos < p.tokens.len() {
+        return p.err("unexpected text after the query");
+    }
+    Ok(Pipeline { query, stages })
 }
 
 /// A TraceQL metrics query: `{ filter } | function(...) [by (...)]`.
@@ -710,7 +995,7 @@ impl Query {
     pub fn spansets(&self) -> Vec<&Cond> {
         match self {
             Query::Spanset(c) => vec![c],
-            Query::And(a, b) | Query::Or(a, b) | Query::Child(a, b) | Query::Descendant(a, b) => {
+            Query::And(a, b) | Query::Or(a, b) | Query::Structural(_, a, b) => {
                 let mut v = a.spansets();
                 v.extend(b.spansets());
                 v
@@ -828,7 +1113,15 @@ mod tests {
             r#"{ (span.http.status_code >= 500 || status = error) && .region =~ "eu-.*" && kind = server && span."a b" != "x" && event:name = "exception" } >> { traceDuration > 1.5s && rootServiceName = "api" }"#,
         )
         .unwrap();
-        let Query::Descendant(a, b) = &q else {
+        let Query::Structural(
+            Relation {
+                kind: RelationKind::Descendant,
+                mode: RelationMode::Plain,
+            },
+            a,
+            b,
+        ) = &q
+        else {
             panic!("{q:?}")
         };
         let Query::Spanset(a) = a.as_ref() else {
@@ -883,7 +1176,7 @@ mod tests {
         assert_eq!(q.spansets().len(), 2);
         let q = parse(r#"{name="a"} && {name="b"} || {name="c"} > {name="d"}"#).unwrap();
         assert!(
-            matches!(q, Query::Or(ref l, ref r) if matches!(**l, Query::And(..)) && matches!(**r, Query::Child(..)))
+            matches!(q, Query::Or(ref l, ref r) if matches!(**l, Query::And(..)) && matches!(**r, Query::Structural(r, ..) if r == Relation::plain(RelationKind::Child)))
         );
     }
 
@@ -962,6 +1255,89 @@ mod tests {
         }
         let e = parse("{} | rate()").unwrap_err().to_string();
         assert!(e.contains("/api/metrics/query_range"), "{e}");
+    }
+
+    #[test]
+    fn structural_operators_and_pipelines_parse() {
+        use RelationKind as K;
+        use RelationMode as M;
+        for (op, kind, mode) in [
+            (">", K::Child, M::Plain),
+            (">>", K::Descendant, M::Plain),
+            ("<", K::Parent, M::Plain),
+            ("<<", K::Ancestor, M::Plain),
+            ("~", K::Sibling, M::Plain),
+            ("!>", K::Child, M::Not),
+            ("!>>", K::Descendant, M::Not),
+            ("!<", K::Parent, M::Not),
+            ("!<<", K::Ancestor, M::Not),
+            ("!~", K::Sibling, M::Not),
+            ("&>", K::Child, M::Union),
+            ("&>>", K::Descendant, M::Union),
+            ("&<", K::Parent, M::Union),
+            ("&<<", K::Ancestor, M::Union),
+            ("&~", K::Sibling, M::Union),
+        ] {
+            let q = parse(&format!(r#"{{ name = "a" }} {op} {{ .x !~ "b.*" }}"#)).unwrap();
+            let Query::Structural(r, _, b) = &q else {
+                panic!("{op}: {q:?}")
+            };
+            assert_eq!((r.kind, r.mode), (kind, mode), "{op}");
+            // Inside a spanset `!~` is still "does not match".
+            assert!(
+                matches!(
+                    **b,
+                    Query::Spanset(Cond::Cmp(Cmp {
+                        op: Op::NotMatch,
+                        ..
+                    }))
+                ),
+                "{op}"
+            );
+        }
+        let p = parse_pipeline(
+            r#"{ status = error } | count() > 2 | avg(duration) >= 20ms | select(span.http.url, name)"#,
+        )
+        .unwrap();
+        assert_eq!(
+            p.stages,
+            vec![
+                Stage::Filter {
+                    aggregate: Aggregate::Count,
+                    op: Op::Gt,
+                    value: Literal::Int(2)
+                },
+                Stage::Filter {
+                    aggregate: Aggregate::Avg(Field::Duration),
+                    op: Op::Ge,
+                    value: Literal::Duration(20_000_000)
+                },
+                Stage::Select(vec![
+                    ("span.http.url".into(), Field::SpanAttr("http.url".into())),
+                    ("name".into(), Field::Name),
+                ]),
+            ]
+        );
+        let p = parse_pipeline("sum(span.bytes) > 1.5").unwrap();
+        assert_eq!(p.query, Query::Spanset(Cond::True));
+        assert_eq!(p.stages.len(), 1);
+        for (q, needle) in [
+            ("{ } | by(name)", "by() is not supported"),
+            ("{ } | rate()", "metrics function"),
+            ("{ } | count(duration) > 1", "takes no argument"),
+            ("{ } | avg() > 1", "takes one field"),
+            ("{ } | avg(kind) > 1", "aggregates duration"),
+            ("{ } | count() >", "expected a number"),
+            ("{ } | count() > \"x\"", "expected a number"),
+            ("{ } | count() =~ 1", "expected a comparison"),
+            ("{ } | select()", "at least one field"),
+            ("{ } | select(nope)", "unknown field"),
+            ("{ } | nope()", "unknown pipeline stage"),
+            ("{ } |", "expected a pipeline stage"),
+        ] {
+            let e = parse_pipeline(q).unwrap_err().to_string();
+            assert!(e.contains(needle), "{q}: {e}");
+        }
     }
 
     /// Found by fuzzing: a backslash before a character of several bytes

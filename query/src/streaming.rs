@@ -102,6 +102,7 @@ fn status(e: QueryError) -> Status {
 /// A search request as the search it asks for.
 struct Asked {
     query: Query,
+    stages: Vec<traceql::Stage>,
     range: TimeRange,
     limit: usize,
     spans_per_set: usize,
@@ -111,11 +112,12 @@ struct Asked {
 
 fn asked(r: &tempo::SearchRequest) -> Result<Asked, Status> {
     let bad = |m: String| Status::invalid_argument(m);
-    let query = if !r.query.is_empty() {
+    let (query, stages) = if !r.query.is_empty() {
         if !r.tags.is_empty() {
             return Err(bad("give Query (TraceQL) or Tags, not both".into()));
         }
-        traceql::parse(&r.query).map_err(|e| bad(e.to_string()))?
+        let p = traceql::parse_pipeline(&r.query).map_err(|e| bad(e.to_string()))?;
+        (p.query, p.stages)
     } else if !r.tags.is_empty() {
         let mut tags: Vec<_> = r.tags.iter().collect();
         tags.sort();
@@ -123,9 +125,10 @@ fn asked(r: &tempo::SearchRequest) -> Result<Asked, Status> {
             .iter()
             .map(|(k, v)| format!("{k}=\"{}\"", v.replace('"', "")))
             .collect();
-        traceql::legacy_tags(&text.join(" ")).map_err(|e| bad(e.to_string()))?
+        let q = traceql::legacy_tags(&text.join(" ")).map_err(|e| bad(e.to_string()))?;
+        (q, Vec::new())
     } else {
-        Query::Spanset(Cond::True)
+        (Query::Spanset(Cond::True), Vec::new())
     };
     let count = |name: &str, v: u32, default: usize| -> Result<usize, Status> {
         match v {
@@ -159,6 +162,7 @@ fn asked(r: &tempo::SearchRequest) -> Result<Asked, Status> {
     }
     Ok(Asked {
         query,
+        stages,
         range,
         limit: count("Limit", r.limit, 20)?,
         spans_per_set: count("SpansPerSpanSet", r.spans_per_span_set, 3)?,
@@ -183,11 +187,13 @@ pub fn metadata(t: &TraceMatch) -> tempo::TraceSearchMetadata {
             spans: t
                 .spans
                 .iter()
-                .map(|s| tempo::Span {
+                .zip(&t.selected)
+                .map(|(s, selected)| tempo::Span {
                     span_id: s.id_hex(),
                     name: s.name.to_string(),
                     start_time_unix_nano: u64::try_from(s.start).unwrap_or_default(),
                     duration_nanos: u64::try_from(s.duration).unwrap_or_default(),
+                    attributes: crate::http::tempo::key_values(selected),
                 })
                 .collect(),
             matched: u32::try_from(t.matched).unwrap_or(u32::MAX),
@@ -228,6 +234,7 @@ impl ServerStreamingService<tempo::SearchRequest> for SearchMethod {
                 async move {
                     let search = Search {
                         query: &asked.query,
+                        stages: &asked.stages,
                         range: asked.range,
                         limit: asked.limit,
                         spans_per_set: asked.spans_per_set,

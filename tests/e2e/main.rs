@@ -31,7 +31,7 @@ mod stopping;
 mod tempo;
 mod tenants;
 mod tls;
-mod traceql_metrics;
+mod traceql;
 mod upgrade;
 mod watch;
 mod zipkin;

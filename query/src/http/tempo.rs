@@ -202,11 +202,17 @@ async fn search(
     let mut p = Params::from_query(q);
     let text = p.one("q").map_err(|e| bad(e.0))?;
     let tags = p.one("tags").map_err(|e| bad(e.0))?;
-    let query = match (text, tags) {
+    let pipeline = match (text, tags) {
         (Some(_), Some(_)) => return Err(bad("give q (TraceQL) or tags, not both")),
-        (Some(q), None) => traceql::parse(&q).map_err(|e| bad(e.to_string()))?,
-        (None, Some(t)) => traceql::legacy_tags(&t).map_err(|e| bad(e.to_string()))?,
-        (None, None) => Query::Spanset(Cond::True),
+        (Some(q), None) => traceql::parse_pipeline(&q).map_err(|e| bad(e.to_string()))?,
+        (None, Some(t)) => traceql::Pipeline {
+            query: traceql::legacy_tags(&t).map_err(|e| bad(e.to_string()))?,
+            stages: Vec::new(),
+        },
+        (None, None) => traceql::Pipeline {
+            query: Query::Spanset(Cond::True),
+            stages: Vec::new(),
+        },
     };
     let duration = |p: &mut Params, name: &'static str| -> Result<Option<i64>, Error> {
         match p.one(name).map_err(|e| bad(e.0))? {
@@ -248,7 +254,8 @@ async fn search(
     let found = traceql::search::run(
         &engine,
         &traceql::search::Search {
-            query: &query,
+            query: &pipeline.query,
+            stages: &pipeline.stages,
             range,
             limit,
             spans_per_set: spss,
@@ -272,13 +279,18 @@ fn search_result(t: &TraceMatch) -> Value {
     let shown: Vec<Value> = t
         .spans
         .iter()
-        .map(|s| {
-            json!({
+        .zip(&t.selected)
+        .map(|(s, selected)| {
+            let mut o = json!({
                 "spanID": s.id_hex(),
                 "name": s.name.to_string(),
                 "startTimeUnixNano": s.start.to_string(),
                 "durationNanos": s.duration.to_string(),
-            })
+            });
+            if !selected.is_empty() {
+                o["attributes"] = json_labels(&key_values(selected));
+            }
+            o
         })
         .collect();
     let service_stats: Map<String, Value> = t
@@ -707,7 +719,7 @@ fn any_value(v: &metrics::LabelValue) -> AnyValue {
     }
 }
 
-fn key_values(labels: &[(String, metrics::LabelValue)]) -> Vec<KeyValue> {
+pub(crate) fn key_values(labels: &[(String, metrics::LabelValue)]) -> Vec<KeyValue> {
     labels
         .iter()
         .map(|(k, v)| KeyValue {

@@ -1,9 +1,12 @@
 //! TraceQL evaluated over one candidate trace: the trace-level comparisons
 //! that SQL cannot decide span by span, and the spanset operators (`&&`,
-//! `||`, `>`, `>>`) over the trace's tree, from each span's span-level
+//! `||`, and the structural `>`, `>>`, `<`, `<<`, `~` with their `!` and
+//! `&` forms) over the trace's tree, from each span's span-level
 //! results that SQL computed.
 
-use tracelake_protocols::traceql::{Cmp, Cond, Field, Literal, Op, Query};
+use tracelake_protocols::traceql::{
+    Cmp, Cond, Field, Literal, Op, Query, Relation, RelationKind, RelationMode,
+};
 
 use crate::analysis::Tree;
 
@@ -126,38 +129,81 @@ pub fn matches(
             }
             x.iter().zip(&y).map(|(a, b)| *a || *b).collect()
         }
-        Query::Child(a, b) => {
+        Query::Structural(relation, a, b) => {
             let x = matches(a, tree, atoms, offsets, leaf, facts);
             let y = matches(b, tree, atoms, offsets, leaf, facts);
-            (0..n)
-                .map(|i| y[i] && tree.parent[i].is_some_and(|p| x[p]))
-                .collect()
-        }
-        Query::Descendant(a, b) => {
-            let x = matches(a, tree, atoms, offsets, leaf, facts);
-            let y = matches(b, tree, atoms, offsets, leaf, facts);
-            (0..n)
-                .map(|i| {
-                    if !y[i] {
-                        return false;
-                    }
-                    let mut p = tree.parent[i];
-                    let mut steps = 0;
-                    while let Some(q) = p {
-                        if x[q] {
-                            return true;
-                        }
-                        steps += 1;
-                        if steps > n {
-                            break;
-                        }
-                        p = tree.parent[q];
-                    }
-                    false
-                })
-                .collect()
+            structural(*relation, tree, &x, &y)
         }
     }
+}
+
+/// Ancestors of span `i`, nearest first (a parent cycle ends the walk).
+fn ancestors(tree: &Tree, i: usize) -> impl Iterator<Item = usize> + '_ {
+    let mut p = tree.parent[i];
+    let mut steps = 0;
+    std::iter::from_fn(move || {
+        let q = p?;
+        steps += 1;
+        if steps > tree.spans.len() {
+            return None;
+        }
+        p = tree.parent[q];
+        Some(q)
+    })
+}
+
+/// A structural operator over the spans matched by its left (`x`) and
+/// right (`y`) sides: the right side's spans in the relation (`Not`: not
+/// in it); `Union` adds the left side's spans they are related through.
+fn structural(relation: Relation, tree: &Tree, x: &[bool], y: &[bool]) -> Vec<bool> {
+    let n = tree.spans.len();
+    // Left-side spans below each right-side span, walking up once from
+    // each left-side span.
+    let mut below: Vec<Vec<usize>> = Vec::new();
+    if relation.kind == RelationKind::Ancestor {
+        below = vec![Vec::new(); n];
+        for j in (0..n).filter(|&j| x[j]) {
+            for q in ancestors(tree, j) {
+                if y[q] {
+                    below[q].push(j);
+                }
+            }
+        }
+    }
+    // The left-side spans that span `i` is in the relation with.
+    let partners = |i: usize| -> Vec<usize> {
+        match relation.kind {
+            RelationKind::Child => tree.parent[i].filter(|&p| x[p]).into_iter().collect(),
+            RelationKind::Descendant => ancestors(tree, i).filter(|&q| x[q]).collect(),
+            RelationKind::Parent => tree.children[i].iter().copied().filter(|&c| x[c]).collect(),
+            RelationKind::Ancestor => below[i].clone(),
+            RelationKind::Sibling => match tree.parent[i] {
+                Some(p) => tree.children[p]
+                    .iter()
+                    .copied()
+                    .filter(|&j| j != i && x[j])
+                    .collect(),
+                None => Vec::new(),
+            },
+        }
+    };
+    let mut out = vec![false; n];
+    for i in (0..n).filter(|&i| y[i]) {
+        let related = partners(i);
+        match relation.mode {
+            RelationMode::Plain => out[i] = !related.is_empty(),
+            RelationMode::Not => out[i] = related.is_empty(),
+            RelationMode::Union => {
+                if !related.is_empty() {
+                    out[i] = true;
+                    for j in related {
+                        out[j] = true;
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -239,7 +239,7 @@ fn attribute_sql(field: &Field) -> (String, String) {
 }
 
 /// SQL of a `by (...)` label's text and type code.
-fn label_sql(text: &str, field: &Field) -> Result<(String, String), Unsupported> {
+pub(crate) fn label_sql(text: &str, field: &Field) -> Result<(String, String), Unsupported> {
     let untyped = |v: &str| (v.to_string(), "CAST(NULL AS TINYINT)".to_string());
     Ok(match field {
         Field::SpanAttr(_) | Field::ResourceAttr(_) | Field::AnyAttr(_) => attribute_sql(field),
@@ -274,9 +274,9 @@ pub fn matched_sql(query: &Query, around: TimeRange) -> Result<String, Unsupport
             matched_sql(a, around)?,
             matched_sql(b, around)?
         ),
-        Query::Child(..) | Query::Descendant(..) => {
+        Query::Structural(..) => {
             return Err(Unsupported(
-                "structural operators (>, >>) are not supported in metrics queries".into(),
+                "structural operators (>, >>, <, <<, ~ and their ! and & forms) are not supported in metrics queries".into(),
             ));
         }
     })
@@ -684,7 +684,7 @@ impl Ord for LabelKey {
 
 /// A label's text as the type its attribute had (type codes of the
 /// `*_attribute_types` maps: 1 bool, 2 int, 3 float).
-fn typed(text: &str, code: Option<i64>) -> LabelValue {
+pub(crate) fn typed(text: &str, code: Option<i64>) -> LabelValue {
     match code {
         Some(1) => LabelValue::Bool(text == "true"),
         Some(2) => text

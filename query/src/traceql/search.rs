@@ -5,8 +5,13 @@ use std::collections::HashMap;
 use arrow::array::{Array, AsArray, RecordBatch};
 use tracelake_protocols::params::{SpanFilter, TimeRange};
 
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
+use tracelake_protocols::traceql::{Aggregate, Field, Literal, Op, Stage};
+
 use super::Query;
 use super::eval::{TraceFacts, matches};
+use super::metrics::{LabelValue, label_sql, typed};
 use crate::analysis::{Span, Tree};
 use crate::engine::{QueryEngine, QueryError};
 use crate::fetch::{self, COLUMNS, MAX_SPANS, TRACE_MARGIN_NS, TraceId};
@@ -18,6 +23,8 @@ use crate::sql::binary;
 #[derive(Debug, Clone, Copy)]
 pub struct Search<'a> {
     pub query: &'a Query,
+    /// Pipeline stages after the spanset expression, in order.
+    pub stages: &'a [Stage],
     pub range: TimeRange,
     /// Traces to find at most.
     pub limit: usize,
@@ -47,6 +54,8 @@ pub struct TraceMatch {
     pub spans: Vec<Span>,
     /// How many spans matched in all.
     pub matched: usize,
+    /// The `select(...)` fields of each of `spans` that it has.
+    pub selected: Vec<Vec<(String, LabelValue)>>,
     /// Per service: spans, errors.
     pub services: Vec<(String, u64, u64)>,
 }
@@ -71,6 +80,7 @@ pub async fn run_paged(
 ) -> Result<Found, QueryError> {
     let Search {
         query,
+        stages,
         range,
         limit,
         spans_per_set,
@@ -94,6 +104,48 @@ pub async fn run_paged(
         .enumerate()
         .map(|(i, c)| format!(", coalesce({}, FALSE) AS a{i}", c.sql()))
         .collect();
+    // Values the stages need per span: the aggregated attributes and the
+    // selected fields.
+    let mut measures = Vec::new();
+    let mut selects: Vec<String> = Vec::new();
+    let mut extra_sql = String::new();
+    for stage in stages {
+        match stage {
+            Stage::Filter { aggregate, .. } => {
+                if let Some(f @ (Field::SpanAttr(_) | Field::ResourceAttr(_) | Field::AnyAttr(_))) =
+                    aggregate.field()
+                {
+                    let (text, _) = label_sql("", f).map_err(|e| QueryError::Invalid(e.0))?;
+                    extra_sql.push_str(&format!(
+                        ", try_cast({text} AS DOUBLE) AS m{}",
+                        measures.len()
+                    ));
+                    measures.push(f.clone());
+                }
+            }
+            Stage::Select(fields) => {
+                for (name, f) in fields {
+                    let (text, kind) = match f {
+                        Field::Duration => {
+                            ("duration_ns".to_string(), "CAST(2 AS TINYINT)".to_string())
+                        }
+                        _ => label_sql(name, f)
+                            .map_err(|e| QueryError::Invalid(e.0.replace("by (", "select(")))?,
+                    };
+                    let i = selects.len();
+                    extra_sql.push_str(&format!(
+                        ", CAST({text} AS VARCHAR) AS s{i}, CAST({kind} AS TINYINT) AS t{i}"
+                    ));
+                    selects.push(name.clone());
+                }
+            }
+        }
+    }
+    let extras = Extras {
+        atoms: comparisons.len(),
+        measures: measures.len(),
+        selects: selects.len(),
+    };
     let page = (limit * 2).max(20);
     let mut out = Vec::new();
     let mut inspected = 0;
@@ -107,12 +159,12 @@ pub async fn run_paged(
         }
         let ids: Vec<String> = found.iter().map(|m| binary(&m.trace_id)).collect();
         let sql = format!(
-            "SELECT {COLUMNS}{atom_sql} FROM spans WHERE {} AND trace_id IN ({})",
+            "SELECT {COLUMNS}{atom_sql}{extra_sql} FROM spans WHERE {} AND trace_id IN ({})",
             range.widened(TRACE_MARGIN_NS).sql(),
             ids.join(", ")
         );
         let batches = engine.internal_sql(&sql, MAX_SPANS).await?;
-        let mut traces = load_with_atoms(&batches, comparisons.len())?;
+        let mut traces = load_with_atoms(&batches, &extras)?;
         for m in &found {
             crate::executor::checkpoint()?;
             let Some((spans, atoms)) = traces.remove(&m.trace_id) else {
@@ -120,14 +172,19 @@ pub async fn run_paged(
             };
             inspected += 1;
             if let Some(result) = evaluate(
-                query,
-                &offsets,
+                &Evaluation {
+                    query,
+                    stages,
+                    measures: &measures,
+                    selects: &selects,
+                    offsets: &offsets,
+                    spans_per_set,
+                    min_duration,
+                    max_duration,
+                },
                 m.trace_id,
                 spans,
                 &atoms,
-                spans_per_set,
-                min_duration,
-                max_duration,
             ) {
                 out.push(result);
                 if out.len() == limit {
@@ -153,29 +210,80 @@ pub async fn run_paged(
     })
 }
 
-type WithAtoms = HashMap<TraceId, (Vec<Span>, Vec<Vec<bool>>)>;
+/// How many columns of each kind follow [`COLUMNS`] in a search's rows.
+struct Extras {
+    atoms: usize,
+    measures: usize,
+    selects: usize,
+}
 
-fn load_with_atoms(batches: &[RecordBatch], atoms: usize) -> Result<WithAtoms, QueryError> {
+/// One span's values beyond [`COLUMNS`]: its span-level comparisons, the
+/// attributes aggregated by filter stages, the selected fields.
+#[derive(Debug, Default, Clone)]
+pub struct Row {
+    atoms: Vec<bool>,
+    measures: Vec<Option<f64>>,
+    selected: Vec<Option<LabelValue>>,
+}
+
+type WithAtoms = HashMap<TraceId, (Vec<Span>, Vec<Row>)>;
+
+fn load_with_atoms(batches: &[RecordBatch], extras: &Extras) -> Result<WithAtoms, QueryError> {
     let mut out: WithAtoms = HashMap::new();
+    let as_type = |batch: &RecordBatch, i: usize, to: &DataType| {
+        cast(batch.column(i), to).map_err(|e| QueryError::Internal(format!("search: {e}")))
+    };
     for batch in batches {
         let grouped = fetch::group_by_trace(std::slice::from_ref(batch))?;
         let ids = batch.column(0).as_binary::<i32>();
-        let flags: Vec<_> = (0..atoms)
-            .map(|a| batch.column(fetch::COLUMN_COUNT + a).as_boolean())
+        let first = fetch::COLUMN_COUNT;
+        let flags: Vec<_> = (0..extras.atoms)
+            .map(|a| batch.column(first + a).as_boolean())
             .collect();
+        let first = first + extras.atoms;
+        let measures = (0..extras.measures)
+            .map(|m| as_type(batch, first + m, &DataType::Float64))
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = first + extras.measures;
+        let selects = (0..extras.selects)
+            .map(|i| {
+                Ok((
+                    as_type(batch, first + 2 * i, &DataType::Utf8)?,
+                    as_type(batch, first + 2 * i + 1, &DataType::Int64)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, QueryError>>()?;
         // group_by_trace keeps row order within a trace: walk rows again to
-        // attach each row's atoms to its trace.
-        let mut rows_of: HashMap<TraceId, Vec<Vec<bool>>> = HashMap::new();
+        // attach each row's values to its trace.
+        let mut rows_of: HashMap<TraceId, Vec<Row>> = HashMap::new();
         for row in 0..batch.num_rows() {
+            let measured = measures
+                .iter()
+                .map(|m| {
+                    let m = m.as_primitive::<arrow::datatypes::Float64Type>();
+                    (!m.is_null(row)).then(|| m.value(row))
+                })
+                .collect();
+            let selected = selects
+                .iter()
+                .map(|(v, t)| {
+                    let v = v.as_string::<i32>();
+                    let t = t.as_primitive::<arrow::datatypes::Int64Type>();
+                    (!v.is_null(row))
+                        .then(|| typed(v.value(row), (!t.is_null(row)).then(|| t.value(row))))
+                })
+                .collect();
             rows_of
                 .entry(fetch::trace_id(ids.value(row)))
                 .or_default()
-                .push(
-                    flags
+                .push(Row {
+                    atoms: flags
                         .iter()
                         .map(|f| !f.is_null(row) && f.value(row))
                         .collect(),
-                );
+                    measures: measured,
+                    selected,
+                });
         }
         for (id, spans) in grouped {
             let entry = out.entry(id).or_default();
@@ -186,17 +294,88 @@ fn load_with_atoms(batches: &[RecordBatch], atoms: usize) -> Result<WithAtoms, Q
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn evaluate(
-    query: &Query,
-    offsets: &[usize],
-    id: TraceId,
-    mut spans: Vec<Span>,
-    atoms: &[Vec<bool>],
+/// What evaluating a candidate trace needs of the search.
+struct Evaluation<'a> {
+    query: &'a Query,
+    stages: &'a [Stage],
+    /// The attributes filter stages aggregate, in `Row::measures` order.
+    measures: &'a [Field],
+    /// The selected fields' names, in `Row::selected` order.
+    selects: &'a [String],
+    offsets: &'a [usize],
     spans_per_set: usize,
     min_duration: Option<i64>,
     max_duration: Option<i64>,
+}
+
+/// An aggregate of the matched spans (`None` when no span has the field).
+fn aggregate(
+    aggregate: &Aggregate,
+    hits: &[usize],
+    tree: &Tree,
+    rows: &[Row],
+    measures: &[Field],
+) -> Option<f64> {
+    let Some(field) = aggregate.field() else {
+        return Some(hits.len() as f64);
+    };
+    let values: Vec<f64> = match field {
+        Field::Duration => hits
+            .iter()
+            .map(|&i| tree.spans[i].duration as f64)
+            .collect(),
+        f => {
+            let m = measures.iter().position(|x| x == f)?;
+            hits.iter()
+                .filter_map(|&i| rows[tree.spans[i].key].measures[m])
+                .collect()
+        }
+    };
+    if values.is_empty() {
+        return None;
+    }
+    Some(match aggregate {
+        Aggregate::Count => values.len() as f64,
+        Aggregate::Avg(_) => values.iter().sum::<f64>() / values.len() as f64,
+        Aggregate::Min(_) => values.iter().copied().fold(f64::INFINITY, f64::min),
+        Aggregate::Max(_) => values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        Aggregate::Sum(_) => values.iter().sum(),
+    })
+}
+
+fn compares(x: f64, op: Op, value: &Literal) -> bool {
+    let v = match value {
+        Literal::Int(i) | Literal::Duration(i) => *i as f64,
+        Literal::Float(f) => *f,
+        _ => return false,
+    };
+    match op {
+        Op::Eq => x == v,
+        Op::Ne => x != v,
+        Op::Gt => x > v,
+        Op::Ge => x >= v,
+        Op::Lt => x < v,
+        Op::Le => x <= v,
+        Op::Match | Op::NotMatch => false,
+    }
+}
+
+fn evaluate(
+    e: &Evaluation<'_>,
+    id: TraceId,
+    mut spans: Vec<Span>,
+    atoms: &[Row],
 ) -> Option<TraceMatch> {
+    let Evaluation {
+        query,
+        stages,
+        measures,
+        selects,
+        offsets,
+        spans_per_set,
+        min_duration,
+        max_duration,
+    } = *e;
     for (i, s) in spans.iter_mut().enumerate() {
         s.key = i;
     }
@@ -223,17 +402,37 @@ fn evaluate(
         id: hex::encode(id),
     };
     let mut leaf = 0;
-    let matched = matches(query, &tree, atoms, offsets, &mut leaf, &facts);
+    let flags: Vec<Vec<bool>> = atoms.iter().map(|r| r.atoms.clone()).collect();
+    let matched = matches(query, &tree, &flags, offsets, &mut leaf, &facts);
     let mut hits: Vec<usize> = (0..tree.spans.len()).filter(|&i| matched[i]).collect();
     if hits.is_empty() {
         return None;
     }
+    for stage in stages {
+        if let Stage::Filter {
+            aggregate: a,
+            op,
+            value,
+        } = stage
+            && !aggregate(a, &hits, &tree, atoms, measures).is_some_and(|x| compares(x, *op, value))
+        {
+            return None;
+        }
+    }
     hits.sort_by_key(|&i| tree.spans[i].start);
-    let spans = hits
+    let shown: Vec<usize> = hits.iter().take(spans_per_set).copied().collect();
+    let selected = shown
         .iter()
-        .take(spans_per_set)
-        .map(|&i| tree.spans[i].clone())
+        .map(|&i| {
+            let row = &atoms[tree.spans[i].key];
+            selects
+                .iter()
+                .zip(&row.selected)
+                .filter_map(|(name, v)| Some((name.clone(), v.clone()?)))
+                .collect()
+        })
         .collect();
+    let spans = shown.iter().map(|&i| tree.spans[i].clone()).collect();
     let services = tree
         .service_counts()
         .into_iter()
@@ -246,6 +445,7 @@ fn evaluate(
         duration,
         spans,
         matched: hits.len(),
+        selected,
         services,
     })
 }

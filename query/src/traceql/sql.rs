@@ -44,6 +44,9 @@ impl Sql for Cmp {
         let op = op(self.op);
         let text = |column: &str| -> String {
             match (&self.value, self.op) {
+                (Literal::Nil, Op::Eq) => format!("{column} IS NULL"),
+                (Literal::Nil, Op::Ne) => format!("{column} IS NOT NULL"),
+                (Literal::Nil, _) => "FALSE".into(),
                 (Literal::Str(s), Op::Match | Op::NotMatch) => {
                     format!("{column} {op} {}", quote(&format!("^(?:{s})$")))
                 }

@@ -1,9 +1,11 @@
-//! TraceQL metrics (`/tempo/api/metrics/query_range` and `/query`) over
-//! the analytics workload: every function, grouped and filtered, compared
-//! with the same figure computed here from the raw rows (read with SQL);
-//! responses decoded as Grafana decodes them: Tempo's JSON, and protobuf
-//! with Tempo's message definitions (written out below from
-//! pkg/tempopb/tempo.proto).
+//! TraceQL over the analytics workload, through Tempo's API: metrics
+//! (`/tempo/api/metrics/query_range` and `/query`), every function grouped
+//! and filtered, compared with the same figure computed here from the raw
+//! rows (read with SQL), responses decoded as Grafana decodes them (Tempo's
+//! JSON, and protobuf with Tempo's message definitions, written out below
+//! from pkg/tempopb/tempo.proto); streaming over gRPC
+//! (`tempopb.StreamingQuerier`); and the structural operators and pipeline
+//! stages of search, each against a hand-computed result.
 
 use std::collections::BTreeMap;
 
@@ -909,4 +911,261 @@ async fn streaming_search_and_metrics_over_grpc() {
     .await
     .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::Unimplemented);
+}
+
+// ---- structural operators and pipeline stages ----------------------------------
+
+/// Every trace the search finds (limit 200): id -> its first spanset.
+async fn search_sets(
+    server: &TestServer,
+    query: &str,
+    start: u32,
+    end: u32,
+) -> BTreeMap<String, Value> {
+    let (status, body) = server
+        .get(&format!(
+            "/tempo/api/search?q={}&limit=200&spss=10&start={start}&end={end}",
+            q(query)
+        ))
+        .await;
+    assert_eq!(status, 200, "{query}: {body}");
+    body["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["traceID"].as_str().unwrap().to_string(),
+                t["spanSets"][0].clone(),
+            )
+        })
+        .collect()
+}
+
+/// The names of a spanset's spans, sorted.
+fn names(set: &Value) -> Vec<String> {
+    let mut v: Vec<String> = set["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structural_operators_and_pipeline_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &["--flush-max-age", "300ms"]).await;
+    for r in &workload(150) {
+        server.export(r).await;
+    }
+    let rows = rows(&server).await;
+    let now_s = (now_nanos() / 1_000_000_000) as u32;
+    let (start, end) = (now_s - 45 * 60, now_s);
+    // Each trace: GET /x (frontend server) > call cart (client) > GetCart
+    // (cart server) > SELECT carts (client); checkout traces (every other
+    // one) also GET /checkout > publish order > process order.
+    let mut traces: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
+    for r in &rows {
+        traces
+            .entry(r.trace.trim_start_matches('0').to_string())
+            .or_default()
+            .push(r);
+    }
+    assert_eq!(traces.len(), 150);
+    let checkout: Vec<&String> = traces
+        .iter()
+        .filter(|(_, spans)| spans.len() == 6)
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(checkout.len(), 75);
+    let failed: Vec<&String> = traces
+        .iter()
+        .filter(|(_, spans)| spans.iter().any(|s| s.root && s.error))
+        .map(|(id, _)| id)
+        .collect();
+    assert!(!failed.is_empty());
+    let ids = |found: &BTreeMap<String, Value>| found.keys().cloned().collect::<Vec<_>>();
+    let all: Vec<String> = traces.keys().cloned().collect();
+    let owned = |v: &[&String]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    // Each structural operator with the spans it must return.
+    /// The names of the spans expected, given whether the trace is a
+    /// checkout (`root`: the root span's name).
+    type Spans<'a> = &'a dyn Fn(bool) -> Vec<&'static str>;
+    let cases: [(&str, &Vec<String>, Spans); 7] = [
+        // The parent (<) of "call cart" among server spans: the root.
+        (
+            r#"{ name = "call cart" } < { kind = server }"#,
+            &all,
+            &|_| vec!["root"],
+        ),
+        // Ancestors (<<) of SELECT carts.
+        (r#"{ name = "SELECT carts" } << { }"#, &all, &|_| {
+            vec!["GetCart", "call cart", "root"]
+        }),
+        // The sibling (~) of "call cart": "publish order", in checkouts.
+        (
+            r#"{ name = "call cart" } ~ { }"#,
+            &owned(&checkout),
+            &|_| vec!["publish order"],
+        ),
+        // Leaves: spans that are the parent of no span (!<).
+        (r#"{ } !< { }"#, &all, &|c| {
+            if c {
+                vec!["SELECT carts", "process order"]
+            } else {
+                vec!["SELECT carts"]
+            }
+        }),
+        // Client spans that are not children (!>) of GetCart.
+        (
+            r#"{ name = "GetCart" } !> { kind = client }"#,
+            &all,
+            &|_| vec!["call cart"],
+        ),
+        // Union child (&>): client spans under a server span, and those
+        // server spans.
+        (r#"{ kind = server } &> { kind = client }"#, &all, &|_| {
+            vec!["GetCart", "SELECT carts", "call cart", "root"]
+        }),
+        // Not a descendant (!>>) of the root: the root itself.
+        (
+            r#"{ kind = server && name =~ "GET .*" } !>> { }"#,
+            &all,
+            &|_| vec!["root"],
+        ),
+    ];
+    for (query, expected_traces, expected_spans) in cases {
+        let found = search_sets(&server, query, start, end).await;
+        assert_eq!(&ids(&found), expected_traces, "{query}: traces");
+        for (id, set) in &found {
+            let is_checkout = traces[id].len() == 6;
+            let root_name = traces[id].iter().find(|s| s.root).unwrap().name.clone();
+            let mut want: Vec<String> = expected_spans(is_checkout)
+                .iter()
+                .map(|n| {
+                    if *n == "root" {
+                        root_name.clone()
+                    } else {
+                        n.to_string()
+                    }
+                })
+                .collect();
+            want.sort();
+            assert_eq!(names(set), want, "{query}: spans of {id}");
+            assert_eq!(set["matched"], want.len(), "{query}");
+        }
+    }
+
+    // nil: has or lacks an attribute.
+    for (query, want) in [
+        (
+            "{ span.peer.service != nil && kind = client }",
+            vec!["SELECT carts", "call cart"],
+        ),
+        (
+            "{ span.http.route = nil && kind = server }",
+            vec!["GetCart"],
+        ),
+    ] {
+        let found = search_sets(&server, query, start, end).await;
+        assert_eq!(ids(&found), all, "{query}");
+        for set in found.values() {
+            assert_eq!(names(set), want, "{query}");
+        }
+    }
+
+    // Aggregate filters.
+    let found = search_sets(&server, "{ } | count() > 5", start, end).await;
+    assert_eq!(ids(&found), owned(&checkout));
+    let found = search_sets(&server, "{ status = error } | count() >= 3", start, end).await;
+    assert_eq!(ids(&found), owned(&failed));
+    let found = search_sets(
+        &server,
+        "max(span.http.response.status_code) >= 500",
+        start,
+        end,
+    )
+    .await;
+    assert_eq!(
+        ids(&found),
+        owned(&failed),
+        "a bare aggregate means {{ }} | ..."
+    );
+    let slow_cart: Vec<String> = traces
+        .iter()
+        .filter(|(_, spans)| {
+            let cart: Vec<i64> = spans
+                .iter()
+                .filter(|s| s.service == "cart")
+                .map(|s| s.duration)
+                .collect();
+            cart.iter().sum::<i64>() as f64 / cart.len() as f64 > 30e6
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(!slow_cart.is_empty() && slow_cart.len() < 150);
+    let found = search_sets(
+        &server,
+        r#"{ resource.service.name = "cart" } | avg(duration) > 30ms"#,
+        start,
+        end,
+    )
+    .await;
+    assert_eq!(ids(&found), slow_cart);
+
+    // select(): the fields of the returned spans, typed.
+    let found = search_sets(
+        &server,
+        r#"{ name = "GetCart" } | select(resource.deployment.environment, span.peer.service, duration)"#,
+        start,
+        end,
+    )
+    .await;
+    assert_eq!(found.len(), 150);
+    for (id, set) in &found {
+        let span = &set["spans"][0];
+        let row = traces[id].iter().find(|s| s.name == "GetCart").unwrap();
+        let attributes = span["attributes"].as_array().unwrap();
+        assert_eq!(
+            attributes.len(),
+            2,
+            "{span}: peer.service is absent on GetCart"
+        );
+        assert_eq!(attributes[0]["key"], "resource.deployment.environment");
+        assert!(matches!(
+            attributes[0]["value"]["stringValue"].as_str(),
+            Some("prod" | "staging")
+        ));
+        assert_eq!(attributes[1]["key"], "duration");
+        assert_eq!(attributes[1]["value"]["intValue"], row.duration.to_string());
+    }
+
+    // What is not supported is refused, by name.
+    for (query, needle) in [
+        ("{ } | by(resource.service.name)", "by() is not supported"),
+        ("{ } | rate()", "metrics function"),
+        ("{ } | count()", "expected a comparison"),
+        (
+            "{ } | avg(name) > 1",
+            "aggregates duration or a numeric attribute",
+        ),
+        ("{ } | select()", "at least one field"),
+        ("{ } | frobnicate()", "unknown pipeline stage"),
+        ("{ } with (most_recent=true)", "with (...) hints"),
+        ("{ span.size > 10 * 1024 }", "unexpected character"),
+        ("{ event.exception.type = \"x\" }", "unknown field"),
+    ] {
+        let (status, body) = server
+            .get(&format!(
+                "/tempo/api/search?q={}&start={start}&end={end}",
+                q(query)
+            ))
+            .await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.to_string().contains(needle), "{query}: {body}");
+    }
 }
