@@ -185,6 +185,16 @@ settings! {
     /// at /jaeger/api/sampling; reread when it changes and on SIGHUP
     /// [default: none: no sampling endpoint]
     sampling_strategies_file: PathBuf, env = "TRACELAKE_SAMPLING_STRATEGIES_FILE";
+    /// Adaptive sampling, as Jaeger's: the traces per second to sample of
+    /// each service's root operation. Probabilities are computed from the
+    /// default tenant's stored root spans and answered on the sampling port
+    /// for the services the strategies file does not list (query nodes)
+    /// [default: none: off]
+    adaptive_sampling_target: f64, env = "TRACELAKE_ADAPTIVE_SAMPLING_TARGET";
+    /// How often adaptive sampling recomputes its probabilities
+    adaptive_sampling_interval: String, env = "TRACELAKE_ADAPTIVE_SAMPLING_INTERVAL", default = "60s";
+    /// The stored traffic adaptive sampling estimates each operation's rate from
+    adaptive_sampling_lookback: String, env = "TRACELAKE_ADAPTIVE_SAMPLING_LOOKBACK", default = "10m";
     /// Arrow Flight SQL listen address [default: <listen-address>:4319]
     flight_sql_listen: SocketAddr, env = "TRACELAKE_FLIGHT_SQL_LISTEN";
     /// TOML file of access tokens (`[[tokens]]` with name, token_sha256,
@@ -331,6 +341,15 @@ impl std::fmt::Display for Roles {
     }
 }
 
+/// Adaptive sampling's settings (`--adaptive-sampling-*`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AdaptiveSampling {
+    /// Traces per second per root operation.
+    pub(crate) target: f64,
+    pub(crate) interval: Duration,
+    pub(crate) lookback: Duration,
+}
+
 /// Settings with defaults applied and values parsed.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -365,6 +384,7 @@ pub(crate) struct Config {
     pub(crate) flight_sql_listen: SocketAddr,
     pub(crate) jaeger_sampling_listen: SocketAddr,
     pub(crate) sampling_strategies_file: Option<PathBuf>,
+    pub(crate) adaptive_sampling: Option<AdaptiveSampling>,
     pub(crate) zipkin_listen: SocketAddr,
     pub(crate) jaeger_http_listen: SocketAddr,
     pub(crate) jaeger_compact_listen: SocketAddr,
@@ -479,6 +499,39 @@ impl Settings {
         if !(-20..=19).contains(&nice) {
             bail!("query nice must be between -20 and 19");
         }
+        let adaptive_sampling = match s.adaptive_sampling_target {
+            None => None,
+            Some(target) => {
+                if !(target.is_finite() && target > 0.0) {
+                    bail!(
+                        "--adaptive-sampling-target must be a positive number of traces per second, not {target}"
+                    );
+                }
+                if !roles.query {
+                    bail!(
+                        "--adaptive-sampling-target is for query nodes (--role query or all): it reads the stored spans"
+                    );
+                }
+                let interval = duration(
+                    s.adaptive_sampling_interval.clone(),
+                    "adaptive sampling interval",
+                )?;
+                let lookback = duration(
+                    s.adaptive_sampling_lookback.clone(),
+                    "adaptive sampling lookback",
+                )?;
+                if interval < Duration::from_millis(100) || lookback < Duration::from_secs(1) {
+                    bail!(
+                        "--adaptive-sampling-interval must be at least 100ms and --adaptive-sampling-lookback at least 1s"
+                    );
+                }
+                Some(AdaptiveSampling {
+                    target,
+                    interval,
+                    lookback,
+                })
+            }
+        };
         let compaction_nice = set(s.compaction_nice);
         if !(0..=19).contains(&compaction_nice) {
             bail!("compaction nice must be between 0 and 19 (it can only lower the priority)");
@@ -648,6 +701,7 @@ impl Settings {
             flight_sql_listen: s.flight_sql_listen.unwrap_or(listen(4319)),
             jaeger_sampling_listen: s.jaeger_sampling_listen.unwrap_or(listen(5778)),
             sampling_strategies_file: s.sampling_strategies_file,
+            adaptive_sampling,
             auth_tokens_file: s.auth_tokens_file,
             jaeger_udp_without_auth: set(s.jaeger_udp_without_auth),
             tls,
@@ -1015,6 +1069,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("invalid node id"), "{err}");
+    }
+
+    #[test]
+    fn adaptive_sampling_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolve = |f: fn(&mut Settings)| {
+            let mut settings = Settings {
+                data_dir: Some(dir.path().to_path_buf()),
+                adaptive_sampling_target: Some(2.0),
+                ..Settings::default()
+            };
+            f(&mut settings);
+            settings.resolve(None).map(|c| c.adaptive_sampling)
+        };
+        assert_eq!(
+            resolve(|_| {}).unwrap(),
+            Some(AdaptiveSampling {
+                target: 2.0,
+                interval: Duration::from_secs(60),
+                lookback: Duration::from_secs(600),
+            })
+        );
+        assert_eq!(
+            resolve(|s| s.adaptive_sampling_target = None).unwrap(),
+            None
+        );
+        for (f, needle) in [
+            (
+                (|s: &mut Settings| s.adaptive_sampling_target = Some(0.0)) as fn(&mut Settings),
+                "positive number",
+            ),
+            (
+                |s| s.adaptive_sampling_target = Some(f64::NAN),
+                "positive number",
+            ),
+            (|s| s.role = Some("ingest".into()), "for query nodes"),
+            (
+                |s| s.adaptive_sampling_interval = Some("10ms".into()),
+                "at least 100ms",
+            ),
+            (
+                |s| s.adaptive_sampling_lookback = Some("soon".into()),
+                "lookback",
+            ),
+        ] {
+            let e = format!("{:#}", resolve(f).unwrap_err());
+            assert!(e.contains(needle), "{e}");
+        }
     }
 
     #[test]

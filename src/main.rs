@@ -348,14 +348,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if roles.query {
         http = http.merge(tracelake_ui::router());
     }
-    let strategies = match &config.sampling_strategies_file {
-        Some(path) => {
-            let strategies = sampling::watch_strategies(path.clone())?;
-            http = http.merge(sampling::router("/jaeger/api/sampling", strategies.clone()));
-            Some(strategies)
-        }
+    let file = match &config.sampling_strategies_file {
+        Some(path) => Some(sampling::watch_strategies(path.clone())?),
         None => None,
     };
+    let adaptive = config
+        .adaptive_sampling
+        .map(|settings| sampling::adaptive(tenants.engine_arc(), settings));
+    let strategies =
+        (file.is_some() || adaptive.is_some()).then(|| sampling::Provider { file, adaptive });
+    if let Some(provider) = &strategies {
+        http = http.merge(sampling::router("/jaeger/api/sampling", provider.clone()));
+    }
     let http = http.merge(tenants::dispatch(
         Arc::clone(&tenants),
         auth::Listener::Http,

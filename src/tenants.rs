@@ -460,6 +460,11 @@ impl Tenants {
         &self.first_engine
     }
 
+    /// The default tenant's engine, shared.
+    pub(crate) fn engine_arc(&self) -> Arc<QueryEngine> {
+        Arc::clone(&self.first_engine)
+    }
+
     /// Flushes and closes every tenant's collector (after the listeners
     /// that take spans have stopped).
     pub(crate) async fn shutdown(&self) {

@@ -207,6 +207,62 @@ pub struct Edge {
     pub uninstrumented: bool,
 }
 
+/// The root spans of a (service, operation) since a time: what adaptive
+/// sampling estimates traffic from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RootTraffic {
+    pub service: String,
+    pub operation: String,
+    /// The traces the spans tagged by a probabilistic sampler stand for
+    /// (`1 / sampler.param` each, as Jaeger SDKs tag root spans).
+    pub weighted: f64,
+    /// Spans without such a tag.
+    pub untagged: u64,
+}
+
+/// [`RootTraffic`] of every root operation with spans since `since_ns`.
+pub async fn root_traffic(
+    engine: &QueryEngine,
+    since_ns: i64,
+) -> Result<Vec<RootTraffic>, QueryError> {
+    let param = "try_cast(span_attributes['sampler.param'] AS DOUBLE)";
+    let tagged = format!(
+        "span_attributes['sampler.type'] = 'probabilistic' AND {param} > 0 AND {param} <= 1"
+    );
+    let sql = format!(
+        "SELECT service_name AS service, name AS operation, \
+         CAST(coalesce(sum(CASE WHEN {tagged} THEN 1.0 / {param} END), 0) AS DOUBLE) AS weighted, \
+         CAST(sum(CASE WHEN {tagged} THEN 0 ELSE 1 END) AS BIGINT) AS untagged \
+         FROM spans WHERE parent_span_id IS NULL AND start_time_unix_nano >= {since_ns} \
+         AND service_name IS NOT NULL AND name IS NOT NULL \
+         GROUP BY service_name, name"
+    );
+    let batches = engine.internal_sql(&sql, 1_000_000).await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let as_type = |i: usize, to: &arrow::datatypes::DataType| {
+            arrow::compute::cast(b.column(i), to)
+                .map_err(|e| QueryError::Internal(format!("root traffic: {e}")))
+        };
+        use arrow::datatypes::DataType::{Float64, Int64, Utf8};
+        let (service, operation) = (as_type(0, &Utf8)?, as_type(1, &Utf8)?);
+        let (weighted, untagged) = (as_type(2, &Float64)?, as_type(3, &Int64)?);
+        let service = service.as_string::<i32>();
+        let operation = operation.as_string::<i32>();
+        let weighted = weighted.as_primitive::<Float64Type>();
+        let untagged = untagged.as_primitive::<Int64Type>();
+        for r in 0..b.num_rows() {
+            out.push(RootTraffic {
+                service: service.value(r).to_string(),
+                operation: operation.value(r).to_string(),
+                weighted: weighted.value(r),
+                untagged: u64::try_from(untagged.value(r)).unwrap_or_default(),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Service dependency edges of spans starting in `range`.
 ///
 /// - Instrumented calls: a span whose parent is on another service gives an

@@ -2,6 +2,8 @@
 //! out; api_v3 snapshots), search over an OTLP trace, shared Zipkin span ids
 //! made unique, and errors in Jaeger's envelopes.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
 use crate::server::{FILLER_PARTITION, FLUSH_BYTES, TestServer, fixtures, metric, python_with};
@@ -725,4 +727,160 @@ async fn jaeger_sdks_take_their_sampling_strategy_from_the_file() {
         assert!(std::time::Instant::now() < deadline, "not reread: {body}");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// Adaptive sampling: each root operation's probability computed from the
+/// stored root spans (weighted by their clients' `sampler.param`), served
+/// to a jaeger-client tracer, which samples at it; children do not count;
+/// a service the strategies file lists keeps the file's strategy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_sampling_follows_the_stored_traffic() {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sampling.json");
+    std::fs::write(
+        &file,
+        json!({"service_strategies": [{"service": "pinned", "type": "probabilistic", "param": 0.7}]})
+            .to_string(),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            "--sampling-strategies-file",
+            file.to_str().unwrap(),
+            "--jaeger-sampling-listen",
+            &port.to_string(),
+            "--adaptive-sampling-target",
+            "2",
+            "--adaptive-sampling-interval",
+            "500ms",
+            "--adaptive-sampling-lookback",
+            "10m",
+        ],
+    )
+    .await;
+    // "GET /cart": 3,000 root spans of clients sampling at 0.5 over the
+    // last 5 minutes = 6,000 traces in the 10-minute lookback = 10/s, so
+    // 0.2 samples the target 2/s. Each has a child, which does not count.
+    // "GET /health": 60 untagged = 0.1/s, under the target: 1.
+    let now = now_nanos();
+    let double = |key: &str, v: f64| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::DoubleValue(v)),
+        }),
+        key_strindex: 0,
+    };
+    let mut spans = Vec::new();
+    for i in 0..3000u64 {
+        let start = now - 300_000_000_000 + i * 100_000_000;
+        let mut root = span(0x5a00 + u128::from(i), 2 * i + 1);
+        root.name = "GET /cart".into();
+        root.start_time_unix_nano = start;
+        root.end_time_unix_nano = start + 5_000_000;
+        root.attributes = vec![
+            kv("sampler.type", "probabilistic"),
+            double("sampler.param", 0.5),
+        ];
+        let mut child = span(0x5a00 + u128::from(i), 2 * i + 2);
+        child.name = "SELECT carts".into();
+        child.parent_span_id = root.span_id.clone();
+        child.start_time_unix_nano = start + 1_000_000;
+        child.end_time_unix_nano = start + 2_000_000;
+        spans.push(root);
+        spans.push(child);
+    }
+    for i in 0..60u64 {
+        let mut root = span(0x9a00 + u128::from(i), 10_000 + i);
+        root.name = "GET /health".into();
+        root.start_time_unix_nano = now - 240_000_000_000 + i * 1_000_000_000;
+        root.end_time_unix_nano = root.start_time_unix_nano + 1_000_000;
+        spans.push(root);
+    }
+    for chunk in spans.chunks(1000) {
+        server.export(&request("shop", chunk.to_vec())).await;
+    }
+    let get = |url: String| async move {
+        let r = reqwest::get(url).await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let operations = |body: &Value| -> BTreeMap<String, f64> {
+        body["operationSampling"]["perOperationStrategies"]
+            .as_array()
+            .map(|ops| {
+                ops.iter()
+                    .map(|o| {
+                        (
+                            o["operation"].as_str().unwrap().to_string(),
+                            o["probabilisticSampling"]["samplingRate"].as_f64().unwrap(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let body = loop {
+        let (status, body) = get(format!("http://{port}/sampling?service=shop")).await;
+        assert_eq!(status, 200);
+        if operations(&body).len() == 2 {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no adaptive strategy: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let ops = operations(&body);
+    assert!((ops["GET /cart"] - 0.2).abs() < 0.005, "{body}");
+    assert_eq!(ops["GET /health"], 1.0, "{body}");
+    assert_eq!(
+        body["operationSampling"]["defaultSamplingProbability"], 0.001,
+        "operations not seen yet: Jaeger's initial probability"
+    );
+    // Recomputed every 500 ms, the tagged traffic's estimate holds.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (_, again) = get(server.url("/jaeger/api/sampling?service=shop")).await;
+    assert_eq!(operations(&again), ops, "{again}");
+    let (_, pinned) = get(format!("http://{port}/sampling?service=pinned")).await;
+    assert_eq!(
+        pinned["probabilisticSampling"]["samplingRate"], 0.7,
+        "{pinned}"
+    );
+    let (_, unseen) = get(format!("http://{port}/sampling?service=unseen")).await;
+    assert_eq!(
+        unseen["probabilisticSampling"]["samplingRate"], 0.001,
+        "{unseen}"
+    );
+
+    let Some(python) = python_with("jaeger_client", "jaeger-client") else {
+        return;
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/sampling_client.py"
+    );
+    let out = crate::procs::json_output(tokio::process::Command::new(&python).args([
+        script,
+        "127.0.0.1",
+        &port.port().to_string(),
+        "shop",
+    ]))
+    .await;
+    assert_eq!(out["shop"]["sampler"], "AdaptiveSampler", "{out}");
+    assert!(
+        (out["shop"]["operations"]["GET /cart"].as_f64().unwrap() - 0.2).abs() < 0.005,
+        "{out}"
+    );
+    let fraction = out["shop"]["sampled_fraction"].as_f64().unwrap();
+    assert!(
+        (fraction - 0.2).abs() < 0.03,
+        "GET /cart sampled at 0.2: {out}"
+    );
 }

@@ -193,9 +193,93 @@ impl Strategies {
     }
 }
 
+impl Strategies {
+    /// Whether the file lists `service` itself.
+    pub fn lists(&self, service: &str) -> bool {
+        self.service_strategies.iter().any(|s| s.service == service)
+    }
+}
+
+/// Adaptive sampling's lowest probability (Jaeger's
+/// `min_sampling_probability`).
+pub const ADAPTIVE_MIN_PROBABILITY: f64 = 1e-5;
+/// Traces per second sampled of every operation whatever its probability
+/// (Jaeger's `min_samples_per_second`: one a minute).
+pub const ADAPTIVE_LOWER_BOUND: f64 = 1.0 / 60.0;
+
+/// The probability that samples `target` traces per second of an operation
+/// that has `traffic` traces per second (1 for an operation with less
+/// traffic than the target).
+pub fn adaptive_probability(target: f64, traffic: f64) -> f64 {
+    if traffic <= target {
+        return 1.0;
+    }
+    (target / traffic).clamp(ADAPTIVE_MIN_PROBABILITY, 1.0)
+}
+
+/// Adaptive sampling's probabilities: per service, per root operation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Adaptive {
+    pub services: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>>,
+}
+
+impl Adaptive {
+    /// The probability last given to an operation, if any.
+    pub fn probability(&self, service: &str, operation: &str) -> Option<f64> {
+        self.services.get(service)?.get(operation).copied()
+    }
+
+    /// The per-operation `SamplingStrategyResponse` of a service seen in
+    /// the traffic; its operations not seen yet get Jaeger's initial
+    /// probability.
+    pub fn response(&self, service: &str) -> Option<Value> {
+        let operations = self.services.get(service)?;
+        Some(json!({
+            "strategyType": "PROBABILISTIC",
+            "probabilisticSampling": {"samplingRate": DEFAULT_PROBABILITY},
+            "operationSampling": {
+                "defaultSamplingProbability": DEFAULT_PROBABILITY,
+                "defaultLowerBoundTracesPerSecond": ADAPTIVE_LOWER_BOUND,
+                "perOperationStrategies": operations
+                    .iter()
+                    .map(|(op, p)| json!({
+                        "operation": op,
+                        "probabilisticSampling": {"samplingRate": p},
+                    }))
+                    .collect::<Vec<_>>(),
+            },
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adaptive_probabilities_aim_at_the_target() {
+        assert_eq!(adaptive_probability(2.0, 10.0), 0.2);
+        assert_eq!(
+            adaptive_probability(2.0, 1.0),
+            1.0,
+            "less traffic than the target"
+        );
+        assert_eq!(adaptive_probability(2.0, 0.0), 1.0);
+        assert_eq!(adaptive_probability(1.0, 1e9), ADAPTIVE_MIN_PROBABILITY);
+        let mut a = Adaptive::default();
+        a.services
+            .entry("shop".into())
+            .or_default()
+            .insert("GET /cart".into(), 0.25);
+        let r = a.response("shop").unwrap();
+        assert_eq!(
+            r["operationSampling"]["perOperationStrategies"][0],
+            json!({"operation": "GET /cart", "probabilisticSampling": {"samplingRate": 0.25}})
+        );
+        assert_eq!(r["operationSampling"]["defaultSamplingProbability"], 0.001);
+        assert!(a.response("unseen").is_none());
+        assert_eq!(a.probability("shop", "GET /cart"), Some(0.25));
+    }
 
     const FILE: &str = r#"{
       "service_strategies": [
