@@ -48,7 +48,7 @@ export async function renderServices(main) {
 }
 
 function line(m, label, stepNs, kind) {
-  return el("tr", { class: kind },
+  return el("tr", { class: kind, "data-name": m.name },
     el("td", {}, label),
     el("td", {}, m.requests),
     el("td", {}, `${m.rate.toPrecision(3)}/s`),
@@ -61,7 +61,7 @@ function line(m, label, stepNs, kind) {
   );
 }
 
-/** A small line chart of `value` over the buckets (missing buckets are 0). */
+/** A small line chart of `value` over the buckets (missing buckets are 0; one bucket is a dot). */
 function spark(series, value, stepNs) {
   const NS = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(NS, "svg");
@@ -79,6 +79,16 @@ function spark(series, value, stepNs) {
     const v = i < 0 ? 0 : value(series[i]);
     const x = t1 === t0 ? 80 : ((k - t0) / (t1 - t0)) * 156 + 2;
     pts.push(`${x.toFixed(1)},${(26 - (v / max) * 24).toFixed(1)}`);
+  }
+  if (pts.length === 1) {
+    // One bucket: a point (a line needs two).
+    const [x, y] = pts[0].split(",");
+    const dot = document.createElementNS(NS, "circle");
+    dot.setAttribute("cx", x);
+    dot.setAttribute("cy", y);
+    dot.setAttribute("r", "3");
+    svg.append(dot);
+    return svg;
   }
   const poly = document.createElementNS(NS, "polyline");
   poly.setAttribute("points", pts.join(" "));
