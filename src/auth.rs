@@ -317,7 +317,7 @@ pub(crate) fn required_scope(listener: Listener, method: &Method, path: &str) ->
             "/health" | "/ready" => None,
             // The web UI's page and files: the same code for everyone,
             // no data; it signs in and sends the token with its API calls.
-            "/" | "/search" | "/services" | "/map" | "/sql" => None,
+            "/" | "/search" | "/services" | "/map" | "/sql" | "/compare" => None,
             p if one_segment_under(p, "/ui/") || one_segment_under(p, "/trace/") => None,
             "/metrics" | "/api/v1/storage" => Some(Scope::Admin),
             _ => Some(Scope::Query),

@@ -29,7 +29,7 @@ fn int_kv(key: &str, value: i64) -> KeyValue {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn span(
+pub(crate) fn span(
     trace: u128,
     id: u64,
     parent: u64,
@@ -62,7 +62,7 @@ fn span(
 }
 
 /// One request with spans of several services (`(service, environment)`).
-fn export(spans: Vec<((&str, &str), Span)>) -> ExportTraceServiceRequest {
+pub(crate) fn export(spans: Vec<((&str, &str), Span)>) -> ExportTraceServiceRequest {
     let mut by_service: BTreeMap<(&str, &str), Vec<Span>> = BTreeMap::new();
     for (service, s) in spans {
         by_service.entry(service).or_default().push(s);
@@ -88,10 +88,10 @@ fn export(spans: Vec<((&str, &str), Span)>) -> ExportTraceServiceRequest {
     }
 }
 
-const SERVER: i32 = 2;
-const CLIENT: i32 = 3;
-const PRODUCER: i32 = 4;
-const CONSUMER: i32 = 5;
+pub(crate) const SERVER: i32 = 2;
+pub(crate) const CLIENT: i32 = 3;
+pub(crate) const PRODUCER: i32 = 4;
+pub(crate) const CONSUMER: i32 = 5;
 
 /// A seeded workload: frontend -> cart -> (postgres, uninstrumented), some
 /// traces publishing to a worker, errors, spread over the last 40 minutes.

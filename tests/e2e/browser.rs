@@ -555,6 +555,274 @@ async fn services_map_and_sql_console_in_the_browser() {
     assert!(error.contains("400") && error.contains("nope"), "{error}");
 }
 
+/// What the comparison of the two traces of [`two_traces_compared_in_the_browser`] shows.
+async fn check_comparison(browser: &Browser) {
+    assert_eq!(browser.count("#compare-tree tr.compare-node").await, 7);
+    assert_eq!(browser.count("#compare-tree tr.both").await, 4);
+    let a_first = browser
+        .exec("return new URLSearchParams(location.search).get('a')")
+        .await;
+    // Which side is A depends on the order of the results (newest
+    // first: B, then A).
+    let (only_first, only_second) = if a_first.as_str().unwrap().ends_with("b2") {
+        (1, 2)
+    } else {
+        (2, 1)
+    };
+    assert_eq!(browser.count("#compare-tree tr.only-a").await, only_first);
+    assert_eq!(browser.count("#compare-tree tr.only-b").await, only_second);
+    let db = browser
+        .text("#compare-tree tr[data-path='frontend: GET /checkout > frontend: call cart > cart: GetCart > cart: SELECT carts']")
+        .await;
+    assert!(db.contains("1 × 20ms") && db.contains("2 × 25ms"), "{db}");
+    assert!(db.contains("5ms"), "{db}");
+    let root = browser
+        .text("#compare-tree tr[data-path='frontend: GET /checkout']")
+        .await;
+    assert!(root.contains("50ms"), "{root}");
+    let payments = browser
+        .text("#compare-tree tr[data-path='frontend: GET /checkout > frontend: call payments']")
+        .await;
+    assert!(payments.contains("only in"), "{payments}");
+    assert!(browser.count("#compare-breakdown tbody tr").await >= 6);
+    let summary = browser.text("#compare-summary").await;
+    assert!(summary.contains("50ms"), "{summary}");
+}
+
+/// Trace comparison: two traces ticked in the search results, their span
+/// trees merged (spans only in A, only in B, in both with the difference),
+/// the breakdown side by side, and the comparison's URL reloaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_traces_compared_in_the_browser() {
+    use crate::analytics::{CLIENT, CONSUMER, PRODUCER, SERVER, export, span};
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start(data.path(), &[]).await;
+    const MS: u64 = 1_000_000;
+    let t0 = crate::spans::now_nanos() - 60_000 * MS;
+    let (a, b) = (0xa1u128, 0xb2u128);
+    let env = ("frontend", "prod");
+    // A: checkout with one database call and an order published.
+    server
+        .export(&export(vec![
+            (
+                env,
+                span(
+                    a,
+                    1,
+                    0,
+                    "GET /checkout",
+                    SERVER,
+                    t0,
+                    100 * MS,
+                    false,
+                    vec![],
+                ),
+            ),
+            (
+                env,
+                span(
+                    a,
+                    2,
+                    1,
+                    "call cart",
+                    CLIENT,
+                    t0 + MS,
+                    40 * MS,
+                    false,
+                    vec![],
+                ),
+            ),
+            (
+                ("cart", "prod"),
+                span(
+                    a,
+                    3,
+                    2,
+                    "GetCart",
+                    SERVER,
+                    t0 + 2 * MS,
+                    35 * MS,
+                    false,
+                    vec![],
+                ),
+            ),
+            (
+                ("cart", "prod"),
+                span(
+                    a,
+                    4,
+                    3,
+                    "SELECT carts",
+                    CLIENT,
+                    t0 + 3 * MS,
+                    20 * MS,
+                    false,
+                    vec![],
+                ),
+            ),
+            (
+                env,
+                span(
+                    a,
+                    5,
+                    1,
+                    "publish order",
+                    PRODUCER,
+                    t0 + 50 * MS,
+                    MS,
+                    false,
+                    vec![],
+                ),
+            ),
+            (
+                ("worker", "prod"),
+                span(
+                    a,
+                    6,
+                    5,
+                    "process order",
+                    CONSUMER,
+                    t0 + 55 * MS,
+                    10 * MS,
+                    false,
+                    vec![],
+                ),
+            ),
+        ]))
+        .await;
+    // B: slower, two database calls, a payment call, no order.
+    let t1 = t0 + 1000 * MS;
+    server
+        .export(&export(vec![
+            (
+                env,
+                span(
+                    b,
+                    1,
+                    0,
+                    "GET /checkout",
+                    SERVER,
+                    t1,
+                    150 * MS,
+                    false,
+                    vec![],
+                ),
+            ),
+            (
+                env,
+                span(
+                    b,
+                    2,
+                    1,
+                    "call cart",
+                    CLIENT,
+                    t1 + MS,
+                    60 * MS,
+                    false,
+                    vec![],
+                ),
+            ),
+            (
+                ("cart", "prod"),
+                span(
+                    b,
+                    3,
+                    2,
+                    "GetCart",
+                    SERVER,
+                    t1 + 2 * MS,
+                    55 * MS,
+                    false,
+                    vec![],
+                ),
+            ),
+            (
+                ("cart", "prod"),
+                span(
+                    b,
+                    4,
+                    3,
+                    "SELECT carts",
+                    CLIENT,
+                    t1 + 3 * MS,
+                    20 * MS,
+                    false,
+                    vec![],
+                ),
+            ),
+            (
+                ("cart", "prod"),
+                span(
+                    b,
+                    5,
+                    3,
+                    "SELECT carts",
+                    CLIENT,
+                    t1 + 25 * MS,
+                    30 * MS,
+                    false,
+                    vec![],
+                ),
+            ),
+            (
+                env,
+                span(
+                    b,
+                    6,
+                    1,
+                    "call payments",
+                    CLIENT,
+                    t1 + 70 * MS,
+                    30 * MS,
+                    false,
+                    vec![],
+                ),
+            ),
+        ]))
+        .await;
+    let ui = format!("http://{}", server.http);
+    browser
+        .goto(&format!("{ui}/search?service=frontend&lookback=1h"))
+        .await;
+    browser.wait("#results-table tbody tr").await;
+    assert_eq!(browser.count("#results-table tbody tr").await, 2);
+    assert_eq!(
+        browser
+            .exec("return document.querySelector('#compare-picked').disabled")
+            .await,
+        true
+    );
+    browser
+        .click("#results-table tbody tr:nth-child(1) input.pick")
+        .await;
+    browser
+        .click("#results-table tbody tr:nth-child(2) input.pick")
+        .await;
+    assert_eq!(
+        browser.exec("return location.pathname").await,
+        "/search",
+        "ticking does not open the trace"
+    );
+    browser.click("#compare-picked").await;
+    browser.wait("#compare-tree tbody tr").await;
+    let search = browser.exec("return location.search").await;
+    let search = search.as_str().unwrap().to_string();
+    assert!(search.contains("a=") && search.contains("b="), "{search}");
+    check_comparison(&browser).await;
+    browser.screenshot("compare").await;
+    // The comparison's URL opens it again.
+    browser.goto(&format!("{ui}/compare{search}")).await;
+    browser.wait("#compare-tree tbody tr").await;
+    check_comparison(&browser).await;
+    // Without ids, the form.
+    browser.goto(&format!("{ui}/compare")).await;
+    browser.wait("#compare-form").await;
+    assert!(browser.text("main").await.contains("Give two trace ids"));
+}
+
 /// The service map of the benchmark's 34-service topology stays readable:
 /// no edge label until asked for, fewer edge crossings than columns in
 /// name order, a focused service with its callers and callees (the rest

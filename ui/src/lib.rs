@@ -44,6 +44,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../static/map.js"),
     ),
     (
+        "compare.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../static/compare.js"),
+    ),
+    (
         "sql.js",
         "text/javascript; charset=utf-8",
         include_str!("../static/sql.js"),
@@ -61,6 +66,7 @@ pub fn router() -> Router {
         .route("/services", get(index))
         .route("/map", get(index))
         .route("/sql", get(index))
+        .route("/compare", get(index))
         .route("/ui/{file}", get(asset))
 }
 

@@ -1,6 +1,7 @@
 // tracelake UI: a small router over the views. Every view's state lives in
 // its URL, so any view can be shared or reloaded.
 
+import { renderCompare } from "/ui/compare.js";
 import { renderMap } from "/ui/map.js";
 import { renderSearch } from "/ui/search.js";
 import { renderServices } from "/ui/services.js";
@@ -173,6 +174,7 @@ function route() {
   if (path === "/services") return renderServices(main);
   if (path === "/map") return renderMap(main);
   if (path === "/sql") return renderSql(main);
+  if (path === "/compare") return renderCompare(main);
   main.append(el("div", { class: "empty" }, `No view at ${path}. `, el("a", { href: "/search" }, "Search traces")));
 }
 

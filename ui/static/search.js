@@ -176,7 +176,18 @@ function scatter(traces) {
 }
 
 function table(traces) {
+  // Two traces ticked: compare them.
+  const picked = [];
+  const compare = el("button", { id: "compare-picked", disabled: true, onclick: () => navigate(`/compare?a=${picked[0]}&b=${picked[1]}`) }, "Compare 2 ticked traces");
+  const tick = (id, box) => {
+    const at = picked.indexOf(id);
+    if (box.checked && at < 0) picked.push(id);
+    if (!box.checked && at >= 0) picked.splice(at, 1);
+    compare.disabled = picked.length !== 2;
+  };
   const rows = traces.map((t) => el("tr", { class: "clickable result", "data-trace": t.traceId, onclick: () => navigate(`/trace/${t.traceId}`) },
+    el("td", { onclick: (e) => e.stopPropagation() },
+      el("input", { type: "checkbox", class: "pick", title: "tick two traces to compare them", onchange: (e) => tick(t.traceId, e.target) })),
     el("td", {}, el("a", { href: `/trace/${t.traceId}` }, `${t.rootServiceName}: ${t.rootName}`),
       t.rootMissing ? el("span", { class: "marker" }, "root missing") : null),
     el("td", {}, fmtTime(t.startTimeUnixNano)),
@@ -185,7 +196,8 @@ function table(traces) {
     el("td", {}, t.errorCount ? el("span", { class: "badge-error" }, t.errorCount) : "0"),
     el("td", {}, t.services.map((s) => el("span", { class: "chip", style: { background: serviceColor(s.name) }, title: `${s.spanCount} spans` }, s.name))),
   ));
-  return el("table", { class: "grid", id: "results-table" },
-    el("thead", {}, el("tr", {}, ...["Trace", "Start", "Duration", "Spans", "Errors", "Services"].map((h) => el("th", {}, h)))),
-    el("tbody", {}, rows));
+  return el("div", {}, el("div", { class: "toolbar" }, compare),
+    el("table", { class: "grid", id: "results-table" },
+      el("thead", {}, el("tr", {}, ...["", "Trace", "Start", "Duration", "Spans", "Errors", "Services"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, rows)));
 }
