@@ -191,6 +191,7 @@ struct Row {
     span: String,
     root: bool,
     code: Option<i64>,
+    parent: Option<String>,
 }
 
 async fn rows(server: &TestServer) -> Vec<Row> {
@@ -198,7 +199,8 @@ async fn rows(server: &TestServer) -> Vec<Row> {
         .sql(
             "SELECT service_name, name, kind, status_code, start_time_unix_nano AS t, duration_ns, \
              encode(trace_id, 'hex') AS tr, encode(span_id, 'hex') AS sp, parent_span_id IS NULL AS root, \
-             span_attributes['http.response.status_code'] AS code FROM spans",
+             span_attributes['http.response.status_code'] AS code, \
+             encode(parent_span_id, 'hex') AS parent FROM spans",
         )
         .await
         .iter()
@@ -213,6 +215,7 @@ async fn rows(server: &TestServer) -> Vec<Row> {
             span: r["sp"].as_str().unwrap().into(),
             root: r["root"].as_bool().unwrap(),
             code: r["code"].as_str().map(|c| c.parse().unwrap()),
+            parent: r["parent"].as_str().map(str::to_string),
         })
         .collect()
 }
@@ -599,6 +602,48 @@ async fn traceql_metrics_match_the_raw_rows() {
     assert_eq!(want.len(), 2, "{:?}", want.keys());
     assert_close(&got, &want, "&& of spansets");
 
+    // Structural operators between spansets: parent (>), not a parent
+    // of any span (!<: leaves), sibling (~).
+    let span_of = |trace: &str, id: &str| rows.iter().find(|r| r.trace == trace && r.span == id);
+    let parent_of = |r: &Row| r.parent.as_deref().and_then(|p| span_of(&r.trace, p));
+    let is_parent = |r: &Row| {
+        rows.iter()
+            .any(|c| c.trace == r.trace && c.parent.as_deref() == Some(r.span.as_str()))
+    };
+    let siblings = |r: &Row| {
+        rows.iter()
+            .filter(|s| {
+                s.trace == r.trace && s.span != r.span && s.parent.is_some() && s.parent == r.parent
+            })
+            .collect::<Vec<_>>()
+    };
+    type Keep<'a> = Box<dyn Fn(&Row) -> bool + 'a>;
+    let cases: Vec<(&str, Keep)> = vec![
+        (
+            "{ name = \"GetCart\" } > { kind = client } | count_over_time() by (name)",
+            Box::new(|r| r.kind == "CLIENT" && parent_of(r).is_some_and(|p| p.name == "GetCart")),
+        ),
+        (
+            "{ } !< { } | count_over_time() by (name)",
+            Box::new(|r| !is_parent(r)),
+        ),
+        (
+            "{ name = \"call cart\" } ~ { } | count_over_time() by (name)",
+            Box::new(|r| siblings(r).iter().any(|s| s.name == "call cart")),
+        ),
+    ];
+    for (query, keep) in cases {
+        let (got, _) = proto(query).await;
+        let want = expect(
+            &group(&rows, &window, keep, by_name),
+            &window,
+            Some(0.0),
+            |rs| rs.len() as f64,
+        );
+        assert!(!want.is_empty(), "{query}");
+        assert_close(&got, &want, query);
+    }
+
     // Instant: one value per series over the whole window.
     let (status, body) = get(
         &server,
@@ -632,7 +677,8 @@ async fn traceql_metrics_match_the_raw_rows() {
             "",
             "unknown metrics function",
         ),
-        ("{ } > { } | rate()", "", "structural operators"),
+        ("{ } >> { } | rate()", "", "descendant and ancestor"),
+        ("{ } &> { } | rate()", "", "union structural"),
         ("{ } | rate() by (traceDuration)", "", "by (traceDuration)"),
         ("{ } | rate()", "&step=0.01", "intervals"),
         ("{ } | rate()", "&step=-5", "step must be positive"),
@@ -895,14 +941,14 @@ async fn streaming_search_and_metrics_over_grpc() {
         &server,
         "/tempopb.StreamingQuerier/MetricsQueryRange",
         QueryRangeRequest {
-            query: "{ } > { } | rate()".into(),
+            query: "{ } >> { } | rate()".into(),
             ..Default::default()
         },
     )
     .await
     .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
-    assert!(bad.message().contains("structural"), "{}", bad.message());
+    assert!(bad.message().contains("descendant"), "{}", bad.message());
     let unknown = stream_all::<_, SearchResponse>(
         &server,
         "/tempopb.StreamingQuerier/SearchTags",

@@ -24,7 +24,9 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use tracelake_protocols::params::TimeRange;
-use tracelake_protocols::traceql::{Cmp, Cond, Field, Function, Literal, Metrics, Op, Query};
+use tracelake_protocols::traceql::{
+    Cmp, Cond, Field, Function, Literal, Metrics, Op, Query, Relation, RelationKind, RelationMode,
+};
 
 use crate::engine::{QueryEngine, QueryError};
 use crate::fetch::TRACE_MARGIN_NS;
@@ -274,12 +276,54 @@ pub fn matched_sql(query: &Query, around: TimeRange) -> Result<String, Unsupport
             matched_sql(a, around)?,
             matched_sql(b, around)?
         ),
-        Query::Structural(..) => {
-            return Err(Unsupported(
-                "structural operators (>, >>, <, <<, ~ and their ! and & forms) are not supported in metrics queries".into(),
-            ));
-        }
+        Query::Structural(relation, a, b) => structural_sql(*relation, a, b, around)?,
     })
+}
+
+/// A structural operator as a correlated subquery: the right side's spans
+/// with (`!`: without) a span of the left side as parent, child or sibling.
+/// Descendants and ancestors need a walk SQL has no bound for, and union
+/// forms return spans of both sides: both are refused, as is an operand
+/// that is itself structural (its subquery would not know its span).
+fn structural_sql(
+    relation: Relation,
+    a: &Query,
+    b: &Query,
+    around: TimeRange,
+) -> Result<String, Unsupported> {
+    let refuse = |what: &str| {
+        Err(Unsupported(format!(
+            "{what} are not supported in metrics queries: use >, <, ~ or their ! forms between spansets"
+        )))
+    };
+    if relation.mode == RelationMode::Union {
+        return refuse("union structural operators (&>, &>>, &<, &<<, &~)");
+    }
+    if matches!(a, Query::Structural(..)) || matches!(b, Query::Structural(..)) {
+        return refuse("chained structural operators");
+    }
+    // How the left side's span `o` relates to the outer span.
+    let link = match relation.kind {
+        RelationKind::Child => "o.span_id = spans.parent_span_id",
+        RelationKind::Parent => "o.parent_span_id = spans.span_id",
+        RelationKind::Sibling => {
+            "o.parent_span_id = spans.parent_span_id AND o.span_id <> spans.span_id"
+        }
+        RelationKind::Descendant | RelationKind::Ancestor => {
+            return refuse("descendant and ancestor operators (>>, <<)");
+        }
+    };
+    let exists = format!(
+        "EXISTS (SELECT 1 FROM spans o WHERE {} AND o.trace_id = spans.trace_id AND {link} AND ({}))",
+        around.sql(),
+        matched_sql(a, around)?
+    );
+    let not = if relation.mode == RelationMode::Not {
+        "NOT "
+    } else {
+        ""
+    };
+    Ok(format!("(({}) AND {not}{exists})", matched_sql(b, around)?))
 }
 
 /// SQL true for the spans of traces in which `query` matches a span.
@@ -732,7 +776,9 @@ mod tests {
     fn unsupported_parts_are_named() {
         let w = Window::range(0, 60_000_000_000, 1_000_000_000);
         for (q, needle) in [
-            ("{} > {} | rate()", "structural operators"),
+            ("{} >> {} | rate()", "descendant and ancestor"),
+            ("{} &> {} | rate()", "union structural"),
+            ("{} > {} > {} | rate()", "chained structural"),
             (
                 "{} | rate() by (duration)",
                 "by (duration) is not supported",
