@@ -917,12 +917,13 @@ mod tests {
         }
         assert_eq!(
             help.matches("[default:").count(),
-            Settings::DEFAULTS.len() + 27,
-            "each default once, plus the twenty-seven computed ones written in their help (node id, \
+            Settings::DEFAULTS.len() + 28,
+            "each default once, plus the twenty-eight computed ones written in their help (node id, \
              ingest peers, SQL worker listener and workers, \
              query threads, storage URL, S3 endpoint and region, nine listeners, the tokens file, the \
              TLS certificate, client CA and cluster CA files, the tenant limits file, the sampling \
-             strategies file, the Kafka brokers, CA file, SASL user and dead-letter topic)"
+             strategies file, the adaptive sampling target, the Kafka brokers, CA file, SASL user and \
+             dead-letter topic)"
         );
     }
 

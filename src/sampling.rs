@@ -56,6 +56,10 @@ impl Provider {
     }
 }
 
+/// The probabilities given to each (service, operation), by the time
+/// bucket (start time / interval) they were given in.
+type Served = std::collections::HashMap<(String, String), std::collections::BTreeMap<i64, f64>>;
+
 /// Runs adaptive sampling on `engine`'s spans: the probabilities,
 /// recomputed every interval (a failed round keeps the last ones and is
 /// logged).
@@ -67,10 +71,10 @@ pub(crate) fn adaptive(
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(settings.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut served = Served::new();
         loop {
             ticks.tick().await;
-            let last = Arc::clone(&tx.borrow());
-            match compute(&engine, settings, &last).await {
+            match compute(&engine, settings, &mut served).await {
                 Ok(next) => {
                     if tx.send(Arc::new(next)).is_err() {
                         return;
@@ -86,20 +90,26 @@ pub(crate) fn adaptive(
 }
 
 /// One round: the traffic of each (service, root operation) and its
-/// probability.
+/// probability. An untagged span stands for `1 /` the probability its
+/// operation had when it started (given before its time bucket; 1 before
+/// any was given), so that spans kept at an older, higher probability are
+/// not counted as if kept at the newest one.
 async fn compute(
     engine: &Arc<QueryEngine>,
     settings: AdaptiveSampling,
-    last: &Adaptive,
+    served: &mut Served,
 ) -> anyhow::Result<Adaptive> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let since = now.saturating_sub(settings.lookback).as_nanos();
     let since = i64::try_from(since).unwrap_or(i64::MAX);
+    let bucket_ns = i64::try_from(settings.interval.as_nanos())
+        .unwrap_or(i64::MAX)
+        .max(1);
     let work = {
         let engine = Arc::clone(engine);
-        async move { tracelake_query::analytics::root_traffic(&engine, since).await }
+        async move { tracelake_query::analytics::root_traffic(&engine, since, bucket_ns).await }
     };
     let traffic = engine
         .executor()
@@ -107,17 +117,41 @@ async fn compute(
         .await
         .and_then(|r| r)?;
     let seconds = settings.lookback.as_secs_f64();
-    let mut next = Adaptive::default();
+    let mut traces: std::collections::BTreeMap<(String, String), f64> = Default::default();
     for t in traffic {
-        // Untagged spans came through the probability last given (all of
-        // them, before any was given).
-        let given = last.probability(&t.service, &t.operation).unwrap_or(1.0);
-        let traces = t.weighted + t.untagged as f64 / given;
-        next.services.entry(t.service).or_default().insert(
-            t.operation,
-            adaptive_probability(settings.target, traces / seconds),
-        );
+        let key = (t.service, t.operation);
+        let given = served
+            .get(&key)
+            .and_then(|by_bucket| by_bucket.range(..t.bucket).next_back())
+            .map_or(1.0, |(_, p)| *p);
+        *traces.entry(key).or_default() += t.weighted + t.untagged as f64 / given;
     }
+    let now_bucket = i64::try_from(now.as_nanos()).unwrap_or(i64::MAX) / bucket_ns;
+    let oldest = since / bucket_ns;
+    let mut next = Adaptive::default();
+    for ((service, operation), traces) in traces {
+        let p = adaptive_probability(settings.target, traces / seconds);
+        let history = served
+            .entry((service.clone(), operation.clone()))
+            .or_default();
+        history.insert(now_bucket, p);
+        // What no span of the lookback can need any more: all but the
+        // last probability given before its oldest bucket.
+        while history.len() > 1 && history.keys().nth(1).is_some_and(|&b| b <= oldest) {
+            history.pop_first();
+        }
+        next.services
+            .entry(service)
+            .or_default()
+            .insert(operation, p);
+    }
+    // Operations without traffic in the lookback are forgotten.
+    let seen: std::collections::HashSet<(String, String)> = next
+        .services
+        .iter()
+        .flat_map(|(s, ops)| ops.keys().map(move |o| (s.clone(), o.clone())))
+        .collect();
+    served.retain(|k, _| seen.contains(k));
     Ok(next)
 }
 

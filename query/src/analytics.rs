@@ -213,6 +213,8 @@ pub struct Edge {
 pub struct RootTraffic {
     pub service: String,
     pub operation: String,
+    /// The spans' time bucket: start time / `bucket_ns`.
+    pub bucket: i64,
     /// The traces the spans tagged by a probabilistic sampler stand for
     /// (`1 / sampler.param` each, as Jaeger SDKs tag root spans).
     pub weighted: f64,
@@ -220,10 +222,12 @@ pub struct RootTraffic {
     pub untagged: u64,
 }
 
-/// [`RootTraffic`] of every root operation with spans since `since_ns`.
+/// [`RootTraffic`] of every root operation and time bucket of
+/// `bucket_ns` (positive) with spans since `since_ns`.
 pub async fn root_traffic(
     engine: &QueryEngine,
     since_ns: i64,
+    bucket_ns: i64,
 ) -> Result<Vec<RootTraffic>, QueryError> {
     let param = "try_cast(span_attributes['sampler.param'] AS DOUBLE)";
     let tagged = format!(
@@ -231,11 +235,12 @@ pub async fn root_traffic(
     );
     let sql = format!(
         "SELECT service_name AS service, name AS operation, \
+         CAST(start_time_unix_nano / {bucket_ns} AS BIGINT) AS bucket, \
          CAST(coalesce(sum(CASE WHEN {tagged} THEN 1.0 / {param} END), 0) AS DOUBLE) AS weighted, \
          CAST(sum(CASE WHEN {tagged} THEN 0 ELSE 1 END) AS BIGINT) AS untagged \
          FROM spans WHERE parent_span_id IS NULL AND start_time_unix_nano >= {since_ns} \
          AND service_name IS NOT NULL AND name IS NOT NULL \
-         GROUP BY service_name, name"
+         GROUP BY 1, 2, 3"
     );
     let batches = engine.internal_sql(&sql, 1_000_000).await?;
     let mut out = Vec::new();
@@ -246,7 +251,9 @@ pub async fn root_traffic(
         };
         use arrow::datatypes::DataType::{Float64, Int64, Utf8};
         let (service, operation) = (as_type(0, &Utf8)?, as_type(1, &Utf8)?);
-        let (weighted, untagged) = (as_type(2, &Float64)?, as_type(3, &Int64)?);
+        let bucket = as_type(2, &Int64)?;
+        let (weighted, untagged) = (as_type(3, &Float64)?, as_type(4, &Int64)?);
+        let bucket = bucket.as_primitive::<Int64Type>();
         let service = service.as_string::<i32>();
         let operation = operation.as_string::<i32>();
         let weighted = weighted.as_primitive::<Float64Type>();
@@ -255,6 +262,7 @@ pub async fn root_traffic(
             out.push(RootTraffic {
                 service: service.value(r).to_string(),
                 operation: operation.value(r).to_string(),
+                bucket: bucket.value(r),
                 weighted: weighted.value(r),
                 untagged: u64::try_from(untagged.value(r)).unwrap_or_default(),
             });

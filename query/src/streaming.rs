@@ -295,24 +295,15 @@ impl ServerStreamingService<tempo::QueryRangeRequest> for MetricsMethod {
                 e => e,
             };
             let start = match as_ns(r.start, "start")? {
-                0 => end - HOUR_NS,
+                0 => end.saturating_sub(HOUR_NS),
                 s => s,
             };
-            if end <= start {
-                return Err(bad("end must be after start".into()));
-            }
+            metrics::bounds(start, end).map_err(|e| bad(e.0))?;
             let step = match as_ns(r.step, "step")? {
                 0 => crate::http::tempo::default_step(start, end),
                 s => s,
             };
-            let window = Window::range(start, end, step);
-            if window.intervals() > metrics::MAX_INTERVALS {
-                return Err(bad(format!(
-                    "start to end by step gives {} intervals: at most {} are allowed; use a larger step",
-                    window.intervals(),
-                    metrics::MAX_INTERVALS
-                )));
-            }
+            let window = Window::range(start, end, step).map_err(|e| bad(e.0))?;
             let options = metrics::Options {
                 exemplars: match r.exemplars {
                     0 => 100,

@@ -805,6 +805,22 @@ async fn adaptive_sampling_follows_the_stored_traffic() {
     for chunk in spans.chunks(1000) {
         server.export(&request("shop", chunk.to_vec())).await;
     }
+    // "nightly": 3,000 untagged root spans (clients that do not tag, as
+    // OpenTelemetry's) = 5/s: 0.4. They were kept before any probability
+    // was given, so later rounds count them at 1, not at 0.4: the
+    // probability holds instead of falling round after round.
+    let nightly: Vec<_> = (0..3000u64)
+        .map(|i| {
+            let mut root = span(0x7a00 + u128::from(i), 20_000 + i);
+            root.name = "nightly".into();
+            root.start_time_unix_nano = now - 300_000_000_000 + i * 100_000_000;
+            root.end_time_unix_nano = root.start_time_unix_nano + 1_000_000;
+            root
+        })
+        .collect();
+    for chunk in nightly.chunks(1000) {
+        server.export(&request("batch", chunk.to_vec())).await;
+    }
     let get = |url: String| async move {
         let r = reqwest::get(url).await.unwrap();
         (r.status().as_u16(), r.json::<Value>().await.unwrap())
@@ -844,10 +860,20 @@ async fn adaptive_sampling_follows_the_stored_traffic() {
         body["operationSampling"]["defaultSamplingProbability"], 0.001,
         "operations not seen yet: Jaeger's initial probability"
     );
-    // Recomputed every 500 ms, the tagged traffic's estimate holds.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (_, batch) = get(format!("http://{port}/sampling?service=batch")).await;
+    assert!(
+        (operations(&batch)["nightly"] - 0.4).abs() < 0.005,
+        "{batch}"
+    );
+    // Recomputed every 500 ms, the estimates hold.
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
     let (_, again) = get(server.url("/jaeger/api/sampling?service=shop")).await;
     assert_eq!(operations(&again), ops, "{again}");
+    let (_, again) = get(format!("http://{port}/sampling?service=batch")).await;
+    assert!(
+        (operations(&again)["nightly"] - 0.4).abs() < 0.005,
+        "untagged traffic counted at the probability of its time: {again}"
+    );
     let (_, pinned) = get(format!("http://{port}/sampling?service=pinned")).await;
     assert_eq!(
         pinned["probabilisticSampling"]["samplingRate"], 0.7,

@@ -683,6 +683,7 @@ async fn traceql_metrics_match_the_raw_rows() {
         ("{ } | rate()", "&step=0.01", "intervals"),
         ("{ } | rate()", "&step=-5", "step must be positive"),
         ("{ } | rate()", "&step=soon", "step"),
+        ("{ } | rate()", "&step=5e9", "step must be from"),
         ("{ } | rate()", "&exemplars=lots", "exemplars"),
     ] {
         let (status, body) = get(
@@ -703,10 +704,18 @@ async fn traceql_metrics_match_the_raw_rows() {
         assert_eq!(status, 400, "{query}{extra}: {body}");
         assert!(body.contains(needle), "{query}{extra}: {body}");
     }
-    let (status, body) = server
-        .get("/tempo/api/metrics/query_range?q=%7B%7D%20%7C%20rate()&start=200&end=100")
-        .await;
-    assert_eq!(status, 400, "{body}");
+    for bounds in [
+        "start=200&end=100",
+        "start=9223372036&end=9223372037",
+        "end=9223372036854775807&since=9999999h",
+    ] {
+        let (status, body) = server
+            .get(&format!(
+                "/tempo/api/metrics/query_range?q=%7B%7D%20%7C%20rate()&{bounds}"
+            ))
+            .await;
+        assert_eq!(status, 400, "{bounds}: {body}");
+    }
 }
 
 // ---- tempopb.StreamingQuerier ------------------------------------------------

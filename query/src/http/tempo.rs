@@ -617,7 +617,7 @@ fn tempo_time(name: &str, v: &str) -> Result<i64, Error> {
             return Err(bad_time());
         }
         return if v.len() <= 10 {
-            Ok(n * 1_000_000_000)
+            n.checked_mul(1_000_000_000).ok_or_else(bad_time)
         } else {
             Ok(n)
         };
@@ -642,11 +642,9 @@ fn metrics_bounds(p: &mut Params) -> Result<(i64, i64), Error> {
     };
     let start = match p.one("start").map_err(|e| bad(e.0))? {
         Some(v) => tempo_time("start", &v)?,
-        None => end.min(now) - since,
+        None => end.min(now).saturating_sub(since),
     };
-    if end <= start {
-        return Err(bad("end must be after start"));
-    }
+    metrics::bounds(start, end).map_err(|e| bad(e.0))?;
     Ok((start, end))
 }
 
@@ -886,14 +884,7 @@ async fn metrics_range(
     if step <= 0 {
         return Err(bad("step must be positive"));
     }
-    let window = metrics::Window::range(start, end, step);
-    if window.intervals() > metrics::MAX_INTERVALS {
-        return Err(bad(format!(
-            "start to end by step gives {} intervals: at most {} are allowed; use a larger step",
-            window.intervals(),
-            metrics::MAX_INTERVALS
-        )));
-    }
+    let window = metrics::Window::range(start, end, step).map_err(|e| bad(e.0))?;
     let options = metrics_options(&mut p)?;
     let answer = run_metrics(&engine, &query, window, options).await?;
     let response = range_response(&answer, window);
@@ -916,7 +907,7 @@ async fn metrics_instant(
         exemplars: 0,
         ..metrics_options(&mut p)?
     };
-    let window = metrics::Window::instant(start, end);
+    let window = metrics::Window::instant(start, end).map_err(|e| bad(e.0))?;
     let answer = run_metrics(&engine, &query, window, options).await?;
     let (status, message) = status_of(&answer);
     let response = tempo::QueryInstantResponse {
@@ -978,6 +969,11 @@ mod metrics_params {
         );
         assert!(tempo_time("start", "yesterday").is_err());
         assert!(tempo_time("start", "-5").is_err());
+        assert!(tempo_time("start", "9000000000").is_ok());
+        assert!(
+            tempo_time("start", "9999999999").is_err(),
+            "seconds that overflow nanoseconds"
+        );
         const S: i64 = 1_000_000_000;
         assert_eq!(default_step(0, 3600 * S), 15 * S);
         assert_eq!(default_step(0, 24 * 3600 * S), 300 * S);

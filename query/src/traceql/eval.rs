@@ -137,73 +137,78 @@ pub fn matches(
     }
 }
 
-/// Ancestors of span `i`, nearest first (a parent cycle ends the walk).
-fn ancestors(tree: &Tree, i: usize) -> impl Iterator<Item = usize> + '_ {
-    let mut p = tree.parent[i];
-    let mut steps = 0;
-    std::iter::from_fn(move || {
-        let q = p?;
-        steps += 1;
-        if steps > tree.spans.len() {
-            return None;
-        }
-        p = tree.parent[q];
-        Some(q)
-    })
-}
-
 /// A structural operator over the spans matched by its left (`x`) and
 /// right (`y`) sides: the right side's spans in the relation (`Not`: not
 /// in it); `Union` adds the left side's spans they are related through.
+/// Linear in the spans: each relation is a pass over the tree (top-down
+/// for "has such an ancestor", bottom-up for "has such a descendant",
+/// counts per parent for siblings).
 fn structural(relation: Relation, tree: &Tree, x: &[bool], y: &[bool]) -> Vec<bool> {
     let n = tree.spans.len();
-    // Left-side spans below each right-side span, walking up once from
-    // each left-side span.
-    let mut below: Vec<Vec<usize>> = Vec::new();
-    if relation.kind == RelationKind::Ancestor {
-        below = vec![Vec::new(); n];
-        for j in (0..n).filter(|&j| x[j]) {
-            for q in ancestors(tree, j) {
-                if y[q] {
-                    below[q].push(j);
-                }
+    // Top-down: whether some ancestor is in `set`.
+    let above = |set: &[bool]| {
+        let mut out = vec![false; n];
+        for &i in &tree.order {
+            if let Some(p) = tree.parent[i] {
+                out[i] = set[p] || out[p];
             }
         }
-    }
-    // The left-side spans that span `i` is in the relation with.
-    let partners = |i: usize| -> Vec<usize> {
-        match relation.kind {
-            RelationKind::Child => tree.parent[i].filter(|&p| x[p]).into_iter().collect(),
-            RelationKind::Descendant => ancestors(tree, i).filter(|&q| x[q]).collect(),
-            RelationKind::Parent => tree.children[i].iter().copied().filter(|&c| x[c]).collect(),
-            RelationKind::Ancestor => below[i].clone(),
-            RelationKind::Sibling => match tree.parent[i] {
-                Some(p) => tree.children[p]
-                    .iter()
-                    .copied()
-                    .filter(|&j| j != i && x[j])
-                    .collect(),
-                None => Vec::new(),
-            },
-        }
+        out
     };
-    let mut out = vec![false; n];
-    for i in (0..n).filter(|&i| y[i]) {
-        let related = partners(i);
-        match relation.mode {
-            RelationMode::Plain => out[i] = !related.is_empty(),
-            RelationMode::Not => out[i] = related.is_empty(),
-            RelationMode::Union => {
-                if !related.is_empty() {
-                    out[i] = true;
-                    for j in related {
-                        out[j] = true;
-                    }
-                }
+    // Bottom-up: whether some descendant is in `set`.
+    let below = |set: &[bool]| {
+        let mut out = vec![false; n];
+        for &i in tree.order.iter().rev() {
+            if let Some(p) = tree.parent[i] {
+                out[p] |= set[i] || out[i];
             }
         }
-    }
-    out
+        out
+    };
+    let child_in = |set: &[bool]| {
+        let mut out = vec![false; n];
+        for (i, parent) in tree.parent.iter().enumerate() {
+            if let Some(p) = *parent {
+                out[p] |= set[i];
+            }
+        }
+        out
+    };
+    let parent_in = |set: &[bool]| -> Vec<bool> {
+        (0..n)
+            .map(|i| tree.parent[i].is_some_and(|p| set[p]))
+            .collect()
+    };
+    // Another child of the same parent in `set`.
+    let sibling_in = |set: &[bool]| -> Vec<bool> {
+        let mut count = vec![0usize; n];
+        for (i, parent) in tree.parent.iter().enumerate() {
+            if let Some(p) = *parent
+                && set[i]
+            {
+                count[p] += 1;
+            }
+        }
+        (0..n)
+            .map(|i| tree.parent[i].is_some_and(|p| count[p] > usize::from(set[i])))
+            .collect()
+    };
+    // `related[i]`: span i has a left-side span in the relation;
+    // `partner[j]`: span j has a right-side span in the converse relation.
+    let (related, partner) = match relation.kind {
+        RelationKind::Child => (parent_in(x), child_in(y)),
+        RelationKind::Parent => (child_in(x), parent_in(y)),
+        RelationKind::Descendant => (above(x), below(y)),
+        RelationKind::Ancestor => (below(x), above(y)),
+        RelationKind::Sibling => (sibling_in(x), sibling_in(y)),
+    };
+    (0..n)
+        .map(|i| match relation.mode {
+            RelationMode::Plain => y[i] && related[i],
+            RelationMode::Not => y[i] && !related[i],
+            RelationMode::Union => (y[i] && related[i]) || (x[i] && partner[i]),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! aggregation over the spans table: the filter becomes a SQL condition
 //! that is true for exactly the spans the TraceQL filter matches, each span
 //! falls into one interval of the window, and the function is an aggregate
-//! grouped by the `by (...)` labels and the interval. Exemplars (the
-//! slowest span, or the extreme one for `min`/`max_over_time`, of each
-//! series and interval) come out of the same aggregation.
+//! grouped by the `by (...)` labels and the interval. Exemplars (per
+//! series and interval, the span with the largest measured value: the
+//! slowest for counting functions and durations, the smallest value for
+//! `min_over_time`) come out of the same aggregation.
 //!
 //! Intervals follow Tempo: a range query's start is aligned down and its
 //! end up to the step, one more interval is put before the start, and the
@@ -34,6 +35,14 @@ use crate::sql::{Sql, binary, quote};
 
 /// At most this many intervals per series (Prometheus' limit).
 pub const MAX_INTERVALS: i64 = 11_000;
+/// The latest time a window may reach (2100-01-01), nanoseconds: what
+/// keeps its arithmetic far from overflowing.
+pub const MAX_TIME: i64 = 4_102_444_800_000_000_000;
+
+/// At most this many samples are returned for counting functions (which
+/// fill empty intervals): beyond, fewer series and a partial answer.
+const MAX_SAMPLES: i64 = 10_000_000;
+
 /// At most this many (series, interval) groups are aggregated.
 const MAX_GROUPS: usize = 2_000_000;
 
@@ -54,8 +63,26 @@ pub struct Window {
 
 impl Window {
     /// A range query from `start` to `end` by `step`, aligned as Tempo
-    /// aligns it. `step` must be positive and `end` after `start`.
-    pub fn range(start: i64, end: i64, step: i64) -> Window {
+    /// aligns it; refused unless `0 <= start < end <= MAX_TIME`, `0 <
+    /// step <= MAX_TIME` and the window has at most [`MAX_INTERVALS`].
+    pub fn range(start: i64, end: i64, step: i64) -> Result<Window, Unsupported> {
+        bounds(start, end)?;
+        if !(1..=MAX_TIME).contains(&step) {
+            return Err(Unsupported(format!(
+                "step must be from 1ns to 130 years, got {step}ns"
+            )));
+        }
+        let window = Window::aligned(start, end, step);
+        if window.intervals() > MAX_INTERVALS {
+            return Err(Unsupported(format!(
+                "start to end by step gives {} intervals: at most {MAX_INTERVALS} are allowed; use a larger step",
+                window.intervals()
+            )));
+        }
+        Ok(window)
+    }
+
+    fn aligned(start: i64, end: i64, step: i64) -> Window {
         let first = start - start.rem_euclid(step);
         let last = match end.rem_euclid(step) {
             0 => end,
@@ -69,14 +96,15 @@ impl Window {
         }
     }
 
-    /// An instant query over `[start, end]`.
-    pub fn instant(start: i64, end: i64) -> Window {
-        Window {
+    /// An instant query over `[start, end]` (bounded as [`Window::range`]).
+    pub fn instant(start: i64, end: i64) -> Result<Window, Unsupported> {
+        bounds(start, end)?;
+        Ok(Window {
             lower: start - 1,
             upper: end,
             step: end - start + 1,
             instant: true,
-        }
+        })
     }
 
     /// How many intervals (samples per series) the window has.
@@ -109,6 +137,19 @@ impl Window {
             end: self.upper + 1,
         }
     }
+}
+
+/// Refuses a window outside 1970..2100 or ending before it starts.
+pub fn bounds(start: i64, end: i64) -> Result<(), Unsupported> {
+    if !(0..=MAX_TIME).contains(&start) || !(0..=MAX_TIME).contains(&end) {
+        return Err(Unsupported(
+            "start and end must be between 1970 and 2100".into(),
+        ));
+    }
+    if end <= start {
+        return Err(Unsupported("end must be after start".into()));
+    }
+    Ok(())
 }
 
 /// A series label's value, typed as the attribute was.
@@ -299,8 +340,15 @@ fn structural_sql(
     if relation.mode == RelationMode::Union {
         return refuse("union structural operators (&>, &>>, &<, &<<, &~)");
     }
-    if matches!(a, Query::Structural(..)) || matches!(b, Query::Structural(..)) {
-        return refuse("chained structural operators");
+    fn has_structural(q: &Query) -> bool {
+        match q {
+            Query::Spanset(_) => false,
+            Query::Structural(..) => true,
+            Query::And(a, b) | Query::Or(a, b) => has_structural(a) || has_structural(b),
+        }
+    }
+    if has_structural(a) || has_structural(b) {
+        return refuse("nested or chained structural operators");
     }
     // How the left side's span `o` relates to the outer span.
     let link = match relation.kind {
@@ -572,8 +620,18 @@ impl Plan {
             }
         }
         let total = groups.len();
-        let keep = total.min(options.max_series.max(1));
+        let mut keep = total.min(options.max_series.max(1));
+        // Counting functions fill every interval of every series: their
+        // samples are bounded too.
+        if matches!(
+            self.function,
+            Function::Rate | Function::CountOverTime | Function::HistogramOverTime(_)
+        ) {
+            let most = (MAX_SAMPLES / intervals.max(1)) as usize;
+            keep = keep.min(most.max(1));
+        }
         let per_series = options.exemplars.div_ceil(keep.max(1));
+        let mut exemplars_left = options.exemplars;
         let mut series = Vec::new();
         for (key, rows) in groups.into_iter().take(keep) {
             // Missing values are left out; when every one is missing,
@@ -600,7 +658,10 @@ impl Plan {
                 )),
                 _ => {}
             }
-            let exemplars = pick(&rows, per_series);
+            let mut exemplars = pick(&rows, per_series.min(exemplars_left));
+            // Quantile series share their interval's exemplar: counted once.
+            exemplars.truncate(exemplars_left);
+            exemplars_left -= exemplars.len();
             match &self.function {
                 Function::Rate | Function::CountOverTime | Function::HistogramOverTime(_) => {
                     let per = if self.function == Function::Rate {
@@ -752,7 +813,7 @@ mod tests {
         // start 95 s, end 185 s, step 30 s: samples at 90, 120, 150, 180,
         // 210 s (one before the aligned start).
         let s = 1_000_000_000;
-        let w = Window::range(95 * s, 185 * s, 30 * s);
+        let w = Window::range(95 * s, 185 * s, 30 * s).unwrap();
         assert_eq!(w.intervals(), 5);
         assert_eq!(
             (0..5).map(|k| w.timestamp(k) / s).collect::<Vec<_>>(),
@@ -765,7 +826,19 @@ mod tests {
         assert_eq!(k(120 * s + 1), 2);
         assert_eq!(w.spans().start, 60 * s + 1);
         assert_eq!(w.spans().end, 210 * s + 1);
-        let i = Window::instant(10 * s, 20 * s);
+        let i = Window::instant(10 * s, 20 * s).unwrap();
+        // Out of bounds: refused, never an overflow.
+        for (a, b, st) in [
+            (0, i64::MAX, s),
+            (-5, 10, 1),
+            (10, 5, 1),
+            (0, 10 * s, 0),
+            (0, 10 * s, i64::MAX),
+            (0, MAX_TIME, 1),
+        ] {
+            assert!(Window::range(a, b, st).is_err(), "{a} {b} {st}");
+        }
+        assert!(Window::instant(0, i64::MAX).is_err());
         assert_eq!(
             (i.intervals(), i.timestamp(0), i.seconds()),
             (1, 20 * s, 10.0)
@@ -774,11 +847,12 @@ mod tests {
 
     #[test]
     fn unsupported_parts_are_named() {
-        let w = Window::range(0, 60_000_000_000, 1_000_000_000);
+        let w = Window::range(0, 60_000_000_000, 1_000_000_000).unwrap();
         for (q, needle) in [
             ("{} >> {} | rate()", "descendant and ancestor"),
             ("{} &> {} | rate()", "union structural"),
             ("{} > {} > {} | rate()", "chained structural"),
+            ("({} > {} || {}) > {} | rate()", "nested or chained"),
             (
                 "{} | rate() by (duration)",
                 "by (duration) is not supported",
