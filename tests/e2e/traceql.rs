@@ -617,6 +617,20 @@ async fn traceql_metrics_match_the_raw_rows() {
             })
             .collect::<Vec<_>>()
     };
+    let ancestors = |r: &Row| {
+        let mut out = Vec::new();
+        let mut at = parent_of(r);
+        while let Some(p) = at {
+            out.push(p);
+            at = parent_of(p);
+        }
+        out
+    };
+    let has_descendant = |r: &Row, name: &str| {
+        rows.iter().any(|d| {
+            d.trace == r.trace && d.name == name && ancestors(d).iter().any(|a| a.span == r.span)
+        })
+    };
     type Keep<'a> = Box<dyn Fn(&Row) -> bool + 'a>;
     let cases: Vec<(&str, Keep)> = vec![
         (
@@ -626,6 +640,22 @@ async fn traceql_metrics_match_the_raw_rows() {
         (
             "{ } !< { } | count_over_time() by (name)",
             Box::new(|r| !is_parent(r)),
+        ),
+        (
+            "{ name = \"call cart\" } >> { } | count_over_time() by (name)",
+            Box::new(|r| ancestors(r).iter().any(|a| a.name == "call cart")),
+        ),
+        (
+            "{ name = \"SELECT carts\" } << { } | count_over_time() by (name)",
+            Box::new(|r| has_descendant(r, "SELECT carts")),
+        ),
+        (
+            "{ kind = server && name =~ \"GET .*\" } !>> { } | count_over_time() by (name)",
+            Box::new(|r| {
+                !ancestors(r)
+                    .iter()
+                    .any(|a| a.kind == "SERVER" && a.name.starts_with("GET "))
+            }),
         ),
         (
             "{ name = \"call cart\" } ~ { } | count_over_time() by (name)",
@@ -677,7 +707,6 @@ async fn traceql_metrics_match_the_raw_rows() {
             "",
             "unknown metrics function",
         ),
-        ("{ } >> { } | rate()", "", "descendant and ancestor"),
         ("{ } &> { } | rate()", "", "union structural"),
         ("{ } | rate() by (traceDuration)", "", "by (traceDuration)"),
         ("{ } | rate()", "&step=0.01", "intervals"),
@@ -950,14 +979,14 @@ async fn streaming_search_and_metrics_over_grpc() {
         &server,
         "/tempopb.StreamingQuerier/MetricsQueryRange",
         QueryRangeRequest {
-            query: "{ } >> { } | rate()".into(),
+            query: "{ } &> { } | rate()".into(),
             ..Default::default()
         },
     )
     .await
     .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
-    assert!(bad.message().contains("descendant"), "{}", bad.message());
+    assert!(bad.message().contains("union"), "{}", bad.message());
     let unknown = stream_all::<_, SearchResponse>(
         &server,
         "/tempopb.StreamingQuerier/SearchTags",

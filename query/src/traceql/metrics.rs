@@ -35,6 +35,10 @@ use crate::sql::{Sql, binary, quote};
 
 /// At most this many intervals per series (Prometheus' limit).
 pub const MAX_INTERVALS: i64 = 11_000;
+/// How many levels a descendant or ancestor walk goes at most (it also
+/// ends a parent cycle).
+pub const MAX_DEPTH: i64 = 256;
+
 /// The latest time a window may reach (2100-01-01), nanoseconds: what
 /// keeps its arithmetic far from overflowing.
 pub const MAX_TIME: i64 = 4_102_444_800_000_000_000;
@@ -322,10 +326,11 @@ pub fn matched_sql(query: &Query, around: TimeRange) -> Result<String, Unsupport
 }
 
 /// A structural operator as a correlated subquery: the right side's spans
-/// with (`!`: without) a span of the left side as parent, child or sibling.
-/// Descendants and ancestors need a walk SQL has no bound for, and union
-/// forms return spans of both sides: both are refused, as is an operand
-/// that is itself structural (its subquery would not know its span).
+/// with (`!`: without) a span of the left side as parent, child or sibling,
+/// or as ancestor or descendant (a recursive walk of at most
+/// [`MAX_DEPTH`] levels). Union forms return spans of both sides and are
+/// refused, as is an operand that is itself structural (its subquery would
+/// not know its span).
 fn structural_sql(
     relation: Relation,
     a: &Query,
@@ -334,7 +339,7 @@ fn structural_sql(
 ) -> Result<String, Unsupported> {
     let refuse = |what: &str| {
         Err(Unsupported(format!(
-            "{what} are not supported in metrics queries: use >, <, ~ or their ! forms between spansets"
+            "{what} are not supported in metrics queries: use >, >>, <, <<, ~ or their ! forms between spansets"
         )))
     };
     if relation.mode == RelationMode::Union {
@@ -350,22 +355,56 @@ fn structural_sql(
     if has_structural(a) || has_structural(b) {
         return refuse("nested or chained structural operators");
     }
-    // How the left side's span `o` relates to the outer span.
-    let link = match relation.kind {
-        RelationKind::Child => "o.span_id = spans.parent_span_id",
-        RelationKind::Parent => "o.parent_span_id = spans.span_id",
-        RelationKind::Sibling => {
-            "o.parent_span_id = spans.parent_span_id AND o.span_id <> spans.span_id"
-        }
-        RelationKind::Descendant | RelationKind::Ancestor => {
-            return refuse("descendant and ancestor operators (>>, <<)");
-        }
+    let left = matched_sql(a, around)?;
+    let (from, to) = (around.start, around.end);
+    let within =
+        |t: &str| format!("{t}.start_time_unix_nano >= {from} AND {t}.start_time_unix_nano < {to}");
+    // Descendants (ancestors) of the left side's spans, walked up to
+    // MAX_DEPTH levels from their children (parents).
+    let walk = |down: bool| {
+        let (next, prev) = if down {
+            (
+                "c.parent_span_id = l.span_id",
+                "c.parent_span_id = d.span_id",
+            )
+        } else {
+            (
+                "c.span_id = l.parent_span_id",
+                "c.span_id = d.parent_span_id",
+            )
+        };
+        format!(
+            "EXISTS (WITH RECURSIVE d(trace_id, span_id, parent_span_id, depth) AS (\
+             SELECT c.trace_id, c.span_id, c.parent_span_id, 1 FROM spans c JOIN \
+             (SELECT trace_id, span_id, parent_span_id FROM spans WHERE {range} AND ({left})) l \
+             ON c.trace_id = l.trace_id AND {next} WHERE {c_within} \
+             UNION SELECT c.trace_id, c.span_id, c.parent_span_id, d.depth + 1 FROM spans c JOIN d \
+             ON c.trace_id = d.trace_id AND {prev} WHERE {c_within} AND d.depth < {MAX_DEPTH}) \
+             SELECT 1 FROM d WHERE d.trace_id = spans.trace_id AND d.span_id = spans.span_id)",
+            range = around.sql(),
+            c_within = within("c"),
+        )
     };
-    let exists = format!(
-        "EXISTS (SELECT 1 FROM spans o WHERE {} AND o.trace_id = spans.trace_id AND {link} AND ({}))",
-        around.sql(),
-        matched_sql(a, around)?
-    );
+    // How the left side's span `o` relates to the outer span; siblings
+    // need the parent present (an orphan has no siblings, as in search).
+    let link = match relation.kind {
+        RelationKind::Child => "o.span_id = spans.parent_span_id".to_string(),
+        RelationKind::Parent => "o.parent_span_id = spans.span_id".to_string(),
+        RelationKind::Sibling => format!(
+            "o.parent_span_id = spans.parent_span_id AND o.span_id <> spans.span_id AND EXISTS \
+             (SELECT 1 FROM spans pp WHERE {} AND pp.trace_id = o.trace_id AND pp.span_id = o.parent_span_id)",
+            within("pp")
+        ),
+        RelationKind::Descendant | RelationKind::Ancestor => String::new(),
+    };
+    let exists = match relation.kind {
+        RelationKind::Descendant => walk(true),
+        RelationKind::Ancestor => walk(false),
+        _ => format!(
+            "EXISTS (SELECT 1 FROM spans o WHERE {} AND o.trace_id = spans.trace_id AND {link} AND ({left}))",
+            within("o"),
+        ),
+    };
     let not = if relation.mode == RelationMode::Not {
         "NOT "
     } else {
@@ -849,7 +888,6 @@ mod tests {
     fn unsupported_parts_are_named() {
         let w = Window::range(0, 60_000_000_000, 1_000_000_000).unwrap();
         for (q, needle) in [
-            ("{} >> {} | rate()", "descendant and ancestor"),
             ("{} &> {} | rate()", "union structural"),
             ("{} > {} > {} | rate()", "chained structural"),
             ("({} > {} || {}) > {} | rate()", "nested or chained"),
