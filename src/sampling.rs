@@ -11,9 +11,9 @@
 //! default tenant's root spans of the lookback window, each span counting
 //! as the traces it stands for (`1 / sampler.param` when the client tagged
 //! it with a probabilistic sampler, as Jaeger SDKs do; else `1 /` the
-//! probability last given to its operation), and the operation gets the
-//! probability that samples the target rate of it. Services the file
-//! lists keep the file's strategy.
+//! probability its operation had when the span started), and the
+//! operation gets the probability that samples the target rate of it.
+//! Services the file lists keep the file's strategy.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

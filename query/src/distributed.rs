@@ -411,22 +411,56 @@ pub fn worker_routes(worker: Worker, token: Option<String>) -> axum::Router {
     tonic::service::Routes::new(service).into_axum_router()
 }
 
-/// The gRPC status of a call to a SQL worker that failed because the
-/// worker went away or could not be reached (our own scans make no gRPC
-/// call: a status in a query's error comes from the distributed engine's
-/// calls). Other statuses (a refused token, nodes of different versions)
-/// are failures to fix, not to retry: `None`, and they are reported as
-/// internal errors, logged with an id.
-pub fn worker_lost(e: &DataFusionError) -> Option<&tonic::Status> {
-    crate::error::find_cause::<tonic::Status>(e).filter(|status| {
-        matches!(
-            status.code(),
-            tonic::Code::Unavailable
-                | tonic::Code::Unknown
-                | tonic::Code::Aborted
-                | tonic::Code::Cancelled
-                | tonic::Code::DeadlineExceeded
-        )
+/// The gRPC codes of a call to a SQL worker that failed because the worker
+/// went away or could not be reached.
+const LOST: [tonic::Code; 5] = [
+    tonic::Code::Unavailable,
+    tonic::Code::Unknown,
+    tonic::Code::Aborted,
+    tonic::Code::Cancelled,
+    tonic::Code::DeadlineExceeded,
+];
+
+/// A call to a SQL worker that failed because the worker went away or
+/// could not be reached: its code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerLost {
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+impl std::fmt::Display for WorkerLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+/// Whether a query failed because a SQL worker went away or could not be
+/// reached (our own scans make no gRPC call: a status in a query's error
+/// comes from the distributed engine's calls). The status is found as a
+/// cause, or, when another worker met it and sent the error on, in the
+/// text the distributed engine rebuilds the error from (tonic's `code:
+/// '<description>'`). Other statuses (a refused token, nodes of different
+/// versions) are failures to fix, not to retry: `None`, and they are
+/// reported as internal errors, logged with an id.
+pub fn worker_lost(e: &DataFusionError) -> Option<WorkerLost> {
+    if let Some(status) = crate::error::find_cause::<tonic::Status>(e) {
+        return LOST.contains(&status.code()).then(|| WorkerLost {
+            code: status.code(),
+            message: status.message().to_string(),
+        });
+    }
+    let text = e.to_string();
+    LOST.iter().find_map(|&code| {
+        let mark = format!("code: '{}'", code.description());
+        let at = text.find(&mark)?;
+        let message = text[at + mark.len()..]
+            .split("message: \"")
+            .nth(1)
+            .and_then(|m| m.split('"').next())
+            .unwrap_or_default()
+            .to_string();
+        Some(WorkerLost { code, message })
     })
 }
 
@@ -513,7 +547,32 @@ mod tests {
         resolver.check();
         let error = resolver.get_urls().unwrap_err();
         let status = worker_lost(&error).expect("a lost-worker status");
-        assert!(status.message().contains(&down_at), "{status}");
+        assert!(status.message.contains(&down_at), "{status}");
+    }
+
+    /// A worker that could not reach another sends the error on as text
+    /// (the distributed engine rebuilds it from its message): still a lost
+    /// worker, a 503.
+    #[test]
+    fn a_lost_worker_is_recognised_after_another_worker_sent_it_on() {
+        let status = tonic::Status::unavailable("tcp connect error");
+        #[derive(Debug)]
+        struct AsText(String);
+        impl std::fmt::Display for AsText {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl std::error::Error for AsText {}
+        let sent_on = DataFusionError::External(Box::new(AsText(status.to_string())));
+        let lost = worker_lost(&sent_on).expect("recognised from the text");
+        assert_eq!(lost.code, tonic::Code::Unavailable);
+        assert_eq!(lost.message, "tcp connect error");
+        let refused = DataFusionError::External(Box::new(AsText(
+            tonic::Status::unauthenticated("bad token").to_string(),
+        )));
+        assert!(worker_lost(&refused).is_none());
+        assert!(worker_lost(&DataFusionError::Plan("code: 'x'".into())).is_none());
     }
 
     #[test]

@@ -60,8 +60,7 @@ impl From<DataFusionError> for QueryError {
             return Self::Unavailable(format!(
                 "a SQL worker failed during the query ({}: {}); the query was stopped, \
                  with no partial answer: retry",
-                status.code(),
-                status.message()
+                status.code, status.message
             ));
         }
         match e.find_root() {
