@@ -402,6 +402,37 @@ impl Parser {
         }
     }
 
+    /// `(field, ...)` after `name`: the fields with their text as written
+    /// (none for `()`).
+    fn fields(&mut self, name: &str) -> Result<Vec<(String, Field)>, ParseError> {
+        self.expect(Token::LParen, &format!("'(' after {name}"))?;
+        let mut fields = Vec::new();
+        if self.peek() == Some(&Token::RParen) {
+            self.pos += 1;
+            return Ok(fields);
+        }
+        loop {
+            let at = self.at();
+            let Some(Token::Word(word)) = self.next() else {
+                self.pos -= 1;
+                return self.err(format!("expected a field in {name}(...)"));
+            };
+            let field = field(&word).ok_or_else(|| ParseError {
+                at,
+                message: format!("unknown field {word:?} in {name}(...)"),
+            })?;
+            fields.push((word, field));
+            match self.next() {
+                Some(Token::Comma) => continue,
+                Some(Token::RParen) => return Ok(fields),
+                _ => {
+                    self.pos -= 1;
+                    return self.err(format!("expected ',' or ')' in {name}(...)"));
+                }
+            }
+        }
+    }
+
     /// A search pipeline stage: an aggregate filter or `select(...)`.
     fn stage(&mut self) -> Result<Stage, ParseError> {
         let at = self.at();
@@ -430,32 +461,7 @@ impl Parser {
                 )),
             };
         }
-        self.expect(Token::LParen, &format!("'(' after {name}"))?;
-        let mut fields = Vec::new();
-        if self.peek() == Some(&Token::RParen) {
-            self.pos += 1;
-        } else {
-            loop {
-                let at = self.at();
-                let Some(Token::Word(word)) = self.next() else {
-                    self.pos -= 1;
-                    return self.err(format!("expected a field in {name}(...)"));
-                };
-                let field = field(&word).ok_or_else(|| ParseError {
-                    at,
-                    message: format!("unknown field {word:?} in {name}(...)"),
-                })?;
-                fields.push((word, field));
-                match self.next() {
-                    Some(Token::Comma) => continue,
-                    Some(Token::RParen) => break,
-                    _ => {
-                        self.pos -= 1;
-                        return self.err(format!("expected ',' or ')' in {name}(...)"));
-                    }
-                }
-            }
-        }
+        let mut fields = self.fields(&name)?;
         if name == "select" {
             if fields.is_empty() {
                 return fail("select() needs at least one field".into());
@@ -952,26 +958,13 @@ pub fn parse_metrics(text: &str) -> Result<Metrics, ParseError> {
     let mut by = Vec::new();
     if p.peek() == Some(&Token::Word("by".into())) {
         p.pos += 1;
-        p.expect(Token::LParen, "'(' after by")?;
-        loop {
-            let at = p.at();
-            let Some(Token::Word(word)) = p.next() else {
-                p.pos -= 1;
-                return p.err("expected an attribute or intrinsic to group by");
-            };
-            let field = field(&word).ok_or_else(|| ParseError {
+        let at = p.at();
+        by = p.fields("by")?;
+        if by.is_empty() {
+            return Err(ParseError {
                 at,
-                message: format!("unknown field {word:?} in by(...)"),
-            })?;
-            by.push((word, field));
-            match p.next() {
-                Some(Token::Comma) => continue,
-                Some(Token::RParen) => break,
-                _ => {
-                    p.pos -= 1;
-                    return p.err("expected ',' or ')' in by(...)");
-                }
-            }
+                message: "by() needs an attribute or intrinsic to group by".into(),
+            });
         }
     }
     match p.peek() {

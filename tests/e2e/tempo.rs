@@ -103,7 +103,8 @@ fn sample() -> Vec<Span> {
     spans
 }
 
-async fn get_raw(server: &TestServer, path: &str, accept: &str) -> (u16, Vec<u8>) {
+/// GET `path` with an `Accept` header: status and body bytes.
+pub(crate) async fn get_raw(server: &TestServer, path: &str, accept: &str) -> (u16, Vec<u8>) {
     let r = reqwest::Client::new()
         .get(server.url(path))
         .header("accept", accept)

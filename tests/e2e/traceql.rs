@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::analytics::workload;
 use crate::server::TestServer;
 use crate::spans::now_nanos;
+use crate::tempo::get_raw as get;
 
 /// `tempopb.QueryRangeResponse` and its parts, from Tempo's proto.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -342,16 +343,6 @@ fn percentile(values: &[f64], p: f64) -> f64 {
 
 fn secs(r: &Row) -> f64 {
     r.duration as f64 / 1e9
-}
-
-async fn get(server: &TestServer, path: &str, accept: &str) -> (u16, Vec<u8>) {
-    let r = reqwest::Client::new()
-        .get(server.url(path))
-        .header("accept", accept)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
 }
 
 fn q(text: &str) -> String {

@@ -776,22 +776,16 @@ pub(crate) fn range_response(
                     .exemplars
                     .iter()
                     .map(|e| tempo::Exemplar {
-                        labels: vec![
-                            KeyValue {
-                                key: "trace:id".into(),
-                                value: Some(any_value(&metrics::LabelValue::Str(hex::encode(
-                                    &e.trace_id,
-                                )))),
-                                key_strindex: 0,
-                            },
-                            KeyValue {
-                                key: "span:id".into(),
-                                value: Some(any_value(&metrics::LabelValue::Str(hex::encode(
-                                    &e.span_id,
-                                )))),
-                                key_strindex: 0,
-                            },
-                        ],
+                        labels: key_values(&[
+                            (
+                                "trace:id".into(),
+                                metrics::LabelValue::Str(hex::encode(&e.trace_id)),
+                            ),
+                            (
+                                "span:id".into(),
+                                metrics::LabelValue::Str(hex::encode(&e.span_id)),
+                            ),
+                        ]),
                         value: e.value,
                         timestamp_ms: ms(e.timestamp),
                     })
@@ -851,14 +845,25 @@ fn range_json(r: &tempo::QueryRangeResponse) -> Value {
             })
         })
         .collect();
+    json_answer(series, r.metrics.as_ref(), r.status, &r.message)
+}
+
+/// A metrics answer's JSON envelope: the series, the metrics, and
+/// `"status": "PARTIAL"` with the message when it is partial.
+fn json_answer(
+    series: Vec<Value>,
+    metrics: Option<&tempo::SearchMetrics>,
+    status: i32,
+    message: &str,
+) -> Value {
     let mut o = Map::new();
     o.insert("series".into(), Value::Array(series));
-    if let Some(m) = &r.metrics {
+    if let Some(m) = metrics {
         o.insert("metrics".into(), json_metrics(m));
     }
-    if r.status != 0 {
+    if status != 0 {
         o.insert("status".into(), json!("PARTIAL"));
-        o.insert("message".into(), json!(r.message));
+        o.insert("message".into(), json!(message));
     }
     Value::Object(o)
 }
@@ -933,16 +938,13 @@ async fn metrics_instant(
         .iter()
         .map(|s| json!({ "labels": json_labels(&s.labels), "value": s.value }))
         .collect();
-    let mut o = Map::new();
-    o.insert("series".into(), Value::Array(series));
-    if let Some(m) = &response.metrics {
-        o.insert("metrics".into(), json_metrics(m));
-    }
-    if response.status != 0 {
-        o.insert("status".into(), json!("PARTIAL"));
-        o.insert("message".into(), json!(response.message));
-    }
-    Ok(axum::Json(Value::Object(o)).into_response())
+    Ok(axum::Json(json_answer(
+        series,
+        response.metrics.as_ref(),
+        response.status,
+        &response.message,
+    ))
+    .into_response())
 }
 
 #[cfg(test)]
