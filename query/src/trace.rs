@@ -23,6 +23,8 @@ use crate::engine::{QueryEngine, QueryError, SPANS};
 use crate::fetch::{self, Strings};
 use tracelake_protocols::params::TimeRange;
 
+mod columns;
+
 /// Error parsing a trace id.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid trace id {0:?}: expected 1 to 32 hex digits")]
@@ -139,107 +141,168 @@ pub async fn fetch_many(
     Ok(batches)
 }
 
+/// A trace's rows with its tree and breakdown, ready to be written out.
+struct Assembly<'a> {
+    views: Vec<SpanRows<'a>>,
+    /// (batch, row) of each span of the tree, by its key.
+    rows: Vec<(usize, usize)>,
+    tree: Tree,
+    breakdown: Breakdown,
+}
+
+impl<'a> Assembly<'a> {
+    /// The tree of `batches`' rows, or `None` when there are none.
+    fn new(batches: &'a [RecordBatch]) -> Result<Option<Self>, QueryError> {
+        let views: Vec<SpanRows<'_>> = batches
+            .iter()
+            .map(SpanRows::try_new)
+            .collect::<Result<_, _>>()
+            .map_err(internal)?;
+        let mut rows = Vec::new();
+        let mut spans = Vec::new();
+        let mut strings = Strings::default();
+        for (b, view) in views.iter().enumerate() {
+            for row in 0..view.len() {
+                spans.push(Span {
+                    key: rows.len(),
+                    span_id: fetch::span_id(view.span_id(row)),
+                    parent_span_id: view.parent_span_id(row).map(fetch::span_id),
+                    service: strings.get(view.service_name(row)),
+                    name: strings.get(view.name(row)),
+                    kind: strings.get(view.kind(row)),
+                    start: view.start_time_unix_nano(row),
+                    duration: view.duration_ns(row),
+                    error: view.status_code(row) == "ERROR",
+                });
+                rows.push((b, row));
+            }
+        }
+        if spans.is_empty() {
+            return Ok(None);
+        }
+        let tree = Tree::new(spans);
+        let breakdown = tree.breakdown();
+        Ok(Some(Self {
+            views,
+            rows,
+            tree,
+            breakdown,
+        }))
+    }
+
+    /// The trace's first (skew-adjusted) start.
+    fn start(&self) -> i64 {
+        (0..self.tree.spans.len())
+            .map(|i| self.tree.start(i))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Everything of the answer but its spans.
+    fn header(&self, trace_id: &[u8; 16]) -> Map<String, Value> {
+        let tree = &self.tree;
+        let hex_id = |i: usize| tree.spans[i].id_hex();
+        let start = self.start();
+        let end = (0..tree.spans.len())
+            .map(|i| tree.end(i))
+            .max()
+            .unwrap_or(start);
+        let warnings: Vec<String> = tree
+            .shifts
+            .iter()
+            .map(|s| {
+                format!(
+                    "clock skew: span {} ({}) shifted by {} ns to fit its parent {} ({})",
+                    hex_id(s.span),
+                    tree.spans[s.span].service,
+                    s.delta,
+                    hex_id(s.parent),
+                    tree.spans[s.parent].service
+                )
+            })
+            .chain(
+                (0..tree.spans.len())
+                    .filter(|&i| tree.orphan[i])
+                    .map(|i| format!("span {} has no parent in the trace (orphan)", hex_id(i))),
+            )
+            .collect();
+        let Value::Object(header) = json!({
+            "traceId": hex::encode(trace_id),
+            "spanCount": tree.order.len(),
+            "startTimeUnixNano": start.to_string(),
+            "durationNs": end - start,
+            "rootSpanIds": tree.roots.iter().map(|&r| hex_id(r)).collect::<Vec<_>>(),
+            "mainRootSpanId": tree.main_root().map(hex_id),
+            "warnings": warnings,
+            "clockSkewAdjustments": tree.shifts.iter().map(|s| json!({
+                "spanId": hex_id(s.span),
+                "parentSpanId": hex_id(s.parent),
+                "shiftNs": s.delta,
+            })).collect::<Vec<_>>(),
+            "criticalPath": critical_path_json(tree),
+            "breakdown": breakdown_json(&self.breakdown),
+        }) else {
+            unreachable!("an object")
+        };
+        header
+    }
+
+    /// The spans as objects, in tree order.
+    fn spans_json(&self) -> Result<Vec<Value>, QueryError> {
+        let tree = &self.tree;
+        let hex_id = |i: usize| tree.spans[i].id_hex();
+        let mut out = Vec::with_capacity(tree.order.len());
+        for &i in &tree.order {
+            let (b, row) = self.rows[tree.spans[i].key];
+            let mut span = span_json(&self.views[b], row).map_err(internal)?;
+            let obj = span.as_object_mut().expect("span is an object");
+            obj.insert("depth".into(), json!(tree.depth[i]));
+            obj.insert("orphan".into(), json!(tree.orphan[i]));
+            obj.insert(
+                "children".into(),
+                json!(
+                    tree.children[i]
+                        .iter()
+                        .map(|&c| hex_id(c))
+                        .collect::<Vec<_>>()
+                ),
+            );
+            obj.insert("clockSkewNs".into(), json!(tree.skew[i]));
+            obj.insert("selfTimeNs".into(), json!(self.breakdown.self_times[i]));
+            obj.insert(
+                "criticalPathNs".into(),
+                json!(self.breakdown.critical.get(i).copied().unwrap_or(0)),
+            );
+            out.push(span);
+        }
+        Ok(out)
+    }
+}
+
+fn internal(e: tracelake_schema::model::Error) -> QueryError {
+    QueryError::Internal(e.to_string())
+}
+
 /// The trace as JSON, or `None` when it has no spans.
 pub fn assemble(trace_id: &[u8; 16], batches: &[RecordBatch]) -> Result<Option<Value>, QueryError> {
-    let internal = |e: tracelake_schema::model::Error| QueryError::Internal(e.to_string());
-    let views: Vec<SpanRows<'_>> = batches
-        .iter()
-        .map(SpanRows::try_new)
-        .collect::<Result<_, _>>()
-        .map_err(internal)?;
-    let mut rows = Vec::new();
-    let mut spans = Vec::new();
-    let mut strings = Strings::default();
-    for (b, view) in views.iter().enumerate() {
-        for row in 0..view.len() {
-            spans.push(Span {
-                key: rows.len(),
-                span_id: fetch::span_id(view.span_id(row)),
-                parent_span_id: view.parent_span_id(row).map(fetch::span_id),
-                service: strings.get(view.service_name(row)),
-                name: strings.get(view.name(row)),
-                kind: strings.get(view.kind(row)),
-                start: view.start_time_unix_nano(row),
-                duration: view.duration_ns(row),
-                error: view.status_code(row) == "ERROR",
-            });
-            rows.push((b, row));
-        }
-    }
-    if spans.is_empty() {
+    let Some(assembly) = Assembly::new(batches)? else {
         return Ok(None);
+    };
+    let mut trace = assembly.header(trace_id);
+    trace.insert("spans".into(), Value::Array(assembly.spans_json()?));
+    Ok(Some(Value::Object(trace)))
+}
+
+/// The trace in the web UI's columnar encoding ([`columns`]), as JSON
+/// bytes, or `None` when it has no spans.
+pub fn assemble_columns(
+    trace_id: &[u8; 16],
+    batches: &[RecordBatch],
+) -> Result<Option<Vec<u8>>, QueryError> {
+    match Assembly::new(batches)? {
+        Some(assembly) => columns::encode(&assembly, trace_id).map(Some),
+        None => Ok(None),
     }
-    let tree = Tree::new(spans);
-    let breakdown = tree.breakdown();
-    let hex_id = |i: usize| tree.spans[i].id_hex();
-    let mut out = Vec::with_capacity(tree.order.len());
-    for &i in &tree.order {
-        let (b, row) = rows[tree.spans[i].key];
-        let mut span = span_json(&views[b], row).map_err(internal)?;
-        let obj = span.as_object_mut().expect("span is an object");
-        obj.insert("depth".into(), json!(tree.depth[i]));
-        obj.insert("orphan".into(), json!(tree.orphan[i]));
-        obj.insert(
-            "children".into(),
-            json!(
-                tree.children[i]
-                    .iter()
-                    .map(|&c| hex_id(c))
-                    .collect::<Vec<_>>()
-            ),
-        );
-        obj.insert("clockSkewNs".into(), json!(tree.skew[i]));
-        obj.insert("selfTimeNs".into(), json!(breakdown.self_times[i]));
-        obj.insert(
-            "criticalPathNs".into(),
-            json!(breakdown.critical.get(i).copied().unwrap_or(0)),
-        );
-        out.push(span);
-    }
-    let start = (0..tree.spans.len())
-        .map(|i| tree.start(i))
-        .min()
-        .unwrap_or(0);
-    let end = (0..tree.spans.len())
-        .map(|i| tree.end(i))
-        .max()
-        .unwrap_or(start);
-    let warnings: Vec<String> = tree
-        .shifts
-        .iter()
-        .map(|s| {
-            format!(
-                "clock skew: span {} ({}) shifted by {} ns to fit its parent {} ({})",
-                hex_id(s.span),
-                tree.spans[s.span].service,
-                s.delta,
-                hex_id(s.parent),
-                tree.spans[s.parent].service
-            )
-        })
-        .chain(
-            (0..tree.spans.len())
-                .filter(|&i| tree.orphan[i])
-                .map(|i| format!("span {} has no parent in the trace (orphan)", hex_id(i))),
-        )
-        .collect();
-    Ok(Some(json!({
-        "traceId": hex::encode(trace_id),
-        "spanCount": out.len(),
-        "startTimeUnixNano": start.to_string(),
-        "durationNs": end - start,
-        "rootSpanIds": tree.roots.iter().map(|&r| hex_id(r)).collect::<Vec<_>>(),
-        "mainRootSpanId": tree.main_root().map(hex_id),
-        "warnings": warnings,
-        "clockSkewAdjustments": tree.shifts.iter().map(|s| json!({
-            "spanId": hex_id(s.span),
-            "parentSpanId": hex_id(s.parent),
-            "shiftNs": s.delta,
-        })).collect::<Vec<_>>(),
-        "criticalPath": critical_path_json(&tree),
-        "breakdown": breakdown_json(&breakdown),
-        "spans": out,
-    })))
 }
 
 fn critical_path_json(tree: &Tree) -> Value {
@@ -342,13 +405,17 @@ fn span_json(rows: &SpanRows<'_>, row: usize) -> Result<Value, tracelake_schema:
 pub fn attributes_json(attrs: &[KeyValue]) -> Value {
     let mut map = Map::with_capacity(attrs.len());
     for kv in attrs {
-        map.insert(kv.key.clone(), any_json(kv.value.as_ref()));
+        map.insert(kv.key.clone(), any_json(value_of(kv.value.as_ref())));
     }
     Value::Object(map)
 }
 
-fn any_json(value: Option<&AnyValue>) -> Value {
-    match value.and_then(|v| v.value.as_ref()) {
+fn value_of(value: Option<&AnyValue>) -> Option<&Any> {
+    value.and_then(|v| v.value.as_ref())
+}
+
+fn any_json(value: Option<&Any>) -> Value {
+    match value {
         None | Some(Any::StringValueStrindex(_)) => Value::Null,
         Some(Any::StringValue(s)) => json!(s),
         Some(Any::BoolValue(b)) => json!(b),
@@ -356,9 +423,12 @@ fn any_json(value: Option<&AnyValue>) -> Value {
         Some(Any::DoubleValue(d)) if d.is_finite() => json!(d),
         Some(Any::DoubleValue(d)) => json!(d.to_string()),
         Some(Any::BytesValue(b)) => json!(BASE64.encode(b)),
-        Some(Any::ArrayValue(a)) => {
-            Value::Array(a.values.iter().map(|v| any_json(Some(v))).collect())
-        }
+        Some(Any::ArrayValue(a)) => Value::Array(
+            a.values
+                .iter()
+                .map(|v| any_json(v.value.as_ref()))
+                .collect(),
+        ),
         Some(Any::KvlistValue(kv)) => attributes_json(&kv.values),
     }
 }

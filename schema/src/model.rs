@@ -348,6 +348,95 @@ impl<'a> SpanRows<'a> {
     }
 }
 
+/// What identifies a row's resource (or scope), borrowed from the columns:
+/// rows with equal keys have equal resources, so a reader can decode each
+/// resource once ([`SpanRows::resource_key`], [`SpanRows::scope_key`]).
+/// Unequal keys may still be equal resources (keys of batches whose
+/// dedicated columns differ), never the reverse.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupKey<'a>(Vec<KeyPart<'a>>);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum KeyPart<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
+}
+
+impl<'a> GroupKey<'a> {
+    fn text(&mut self, a: &'a StringArray, row: usize) {
+        self.0
+            .push(KeyPart::Text((!a.is_null(row)).then(|| a.value(row))));
+    }
+
+    fn int(&mut self, a: &'a Int64Array, row: usize) {
+        self.0
+            .push(KeyPart::Int((!a.is_null(row)).then(|| a.value(row))));
+    }
+
+    /// A map's entries at `row`, after their count (or a null).
+    fn map(&mut self, map: &'a MapArray, row: usize) {
+        if map.is_null(row) {
+            self.0.push(KeyPart::Int(None));
+            return;
+        }
+        let offsets = map.value_offsets();
+        let (from, to) = (offsets[row] as usize, offsets[row + 1] as usize);
+        self.0.push(KeyPart::Int(Some((to - from) as i64)));
+        let entries = map.entries();
+        let keys = entries.column(0).as_string::<i32>();
+        let values = entries.column(1);
+        for i in from..to {
+            self.0.push(KeyPart::Text(Some(keys.value(i))));
+            self.0.push(match values.as_string_opt::<i32>() {
+                Some(text) => KeyPart::Text((!text.is_null(i)).then(|| text.value(i))),
+                None => {
+                    let codes = values.as_primitive::<arrow_array::types::Int8Type>();
+                    KeyPart::Int((!codes.is_null(i)).then(|| i64::from(codes.value(i))))
+                }
+            });
+        }
+    }
+
+    /// Dedicated columns' values at `row`, each after its key.
+    fn dedicated(&mut self, columns: &'a [(&'static str, ArrayRef)], row: usize) {
+        for (key, array) in columns {
+            self.0.push(KeyPart::Text(Some(key)));
+            self.0.push(match array.as_string_opt::<i32>() {
+                Some(text) => KeyPart::Text((!text.is_null(row)).then(|| text.value(row))),
+                None => {
+                    let ints = array.as_primitive::<Int64Type>();
+                    KeyPart::Int((!ints.is_null(row)).then(|| ints.value(row)))
+                }
+            });
+        }
+    }
+}
+
+impl<'a> SpanRows<'a> {
+    /// What identifies the resource of `row` ([`GroupKey`]).
+    pub fn resource_key(&self, row: usize) -> GroupKey<'_> {
+        let mut key = GroupKey(Vec::with_capacity(32));
+        key.map(self.resource_attributes, row);
+        key.map(self.resource_attribute_types, row);
+        key.dedicated(&self.resource_dedicated, row);
+        key.int(self.resource_dropped_attributes_count, row);
+        key.text(self.resource_schema_url, row);
+        key
+    }
+
+    /// What identifies the instrumentation scope of `row` ([`GroupKey`]).
+    pub fn scope_key(&self, row: usize) -> GroupKey<'_> {
+        let mut key = GroupKey(Vec::with_capacity(8));
+        key.text(self.scope_name, row);
+        key.text(self.scope_version, row);
+        key.map(self.scope_attributes, row);
+        key.map(self.scope_attribute_types, row);
+        key.int(self.scope_dropped_attributes_count, row);
+        key.text(self.scope_schema_url, row);
+        key
+    }
+}
+
 /// The columns of `columns` that `batch` has and that hold a value.
 fn dedicated_columns(
     batch: &RecordBatch,

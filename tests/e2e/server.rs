@@ -217,7 +217,7 @@ impl TestServer {
         );
         let (jaeger_compact, jaeger_binary) = (free_udp_port(), free_udp_port());
         let child = procs::Guard::spawn(
-            Command::new(env!("CARGO_BIN_EXE_tracelake"))
+            Command::new(server_binary())
                 .arg("serve")
                 .arg("--data-dir")
                 .arg(data_dir)
@@ -520,5 +520,21 @@ impl TestServer {
             assert!(Instant::now() < deadline, "server did not stop within 60 s");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// The server binary the tests start: this build's, or for measurements
+/// against another build (a release binary) the one `TRACELAKE_SERVER_BIN`
+/// names. Refused under CI, where every test runs this build.
+pub(crate) fn server_binary() -> std::ffi::OsString {
+    match std::env::var_os("TRACELAKE_SERVER_BIN") {
+        Some(path) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "TRACELAKE_SERVER_BIN is for measurements, not for CI"
+            );
+            path
+        }
+        None => env!("CARGO_BIN_EXE_tracelake").into(),
     }
 }

@@ -13,7 +13,7 @@ export async function renderTrace(main, traceId) {
   main.append(el("div", { class: "muted" }, `Loading trace ${traceId}…`));
   let trace;
   try {
-    trace = await api(`/api/v1/traces/${encodeURIComponent(traceId)}`);
+    trace = await api(`/api/v1/traces/${encodeURIComponent(traceId)}?layout=columns`);
   } catch (e) {
     main.replaceChildren(e.status === 404
       ? el("div", { class: "empty", id: "trace-not-found" }, `Trace ${traceId} was not found. It may be older than the retention, or not sent yet.`)
@@ -28,23 +28,110 @@ export async function renderTrace(main, traceId) {
   console.info(`trace ${traceId}: ${trace.spanCount} spans rendered in ${ms.toFixed(1)} ms`);
 }
 
+/**
+ * The server's columnar trace (`?layout=columns`, see docs/api.md): span
+ * `i`'s fields are `columns.<field>[i]`, strings are indexes into
+ * `strings`, each resource and scope is listed once. The waterfall reads
+ * the columns; a span's whole record is made only when it is shown.
+ */
+export class Spans {
+  constructor(trace) {
+    this.c = trace.columns;
+    this.str = trace.strings;
+    this.resources = trace.resources;
+    this.scopes = trace.scopes;
+    this.t0 = BigInt(trace.startTimeUnixNano);
+    this.length = this.c.spanId.length;
+    this.children = new Int32Array(this.length);
+    for (const p of this.c.parent) if (p >= 0) this.children[p]++;
+  }
+
+  id(i) { return this.c.spanId[i]; }
+  service(i) { return this.str[this.c.service[i]]; }
+  name(i) { return this.str[this.c.name[i]]; }
+  error(i) { return this.str[this.c.status[i]] === "ERROR"; }
+  duration(i) { return this.c.duration[i]; }
+  depth(i) { return this.c.depth[i]; }
+  skew(i) { return this.c.clockSkew[i]; }
+  orphan(i) { return this.c.orphan[i] === 1; }
+
+  /** A time of the encoding as nanoseconds from the trace's start. */
+  offset(v) { return typeof v === "number" ? v : Number(BigInt(v) - this.t0); }
+
+  /** A time of the encoding as absolute nanoseconds (a string). */
+  absolute(v) { return typeof v === "number" ? (this.t0 + BigInt(v)).toString() : v; }
+
+  /** Event `[time, name, attributes, dropped]`s of span `i`. */
+  events(i) { return this.c.events[i]; }
+
+  /** A flat `[key, value, …]` attribute list as an object. */
+  attributes(flat) {
+    const out = {};
+    for (let k = 0; k < flat.length; k += 2) {
+      const v = flat[k + 1];
+      out[this.str[flat[k]]] = typeof v === "number" ? this.str[v] : v[0];
+    }
+    return out;
+  }
+
+  /** Span `i` as the span-list answer has it. */
+  span(i) {
+    const c = this.c;
+    const str = (v) => this.str[v];
+    const parent = c.parent[i];
+    const [rAttrs, rDropped, rUrl] = this.resources[c.resource[i]];
+    const [sName, sVersion, sAttrs, sDropped, sUrl] = this.scopes[c.scope[i]];
+    const start = this.absolute(c.start[i]);
+    return {
+      spanId: c.spanId[i],
+      parentSpanId: parent >= 0 ? c.spanId[parent] : c.orphanParentSpanId[i] >= 0 ? str(c.orphanParentSpanId[i]) : null,
+      traceState: str(c.traceState[i]),
+      flags: c.flags[i],
+      name: this.name(i),
+      kind: str(c.kind[i]),
+      serviceName: this.service(i),
+      startTimeUnixNano: start,
+      endTimeUnixNano: (BigInt(start) + BigInt(c.duration[i])).toString(),
+      durationNs: c.duration[i],
+      status: { code: str(c.status[i]), message: str(c.statusMessage[i]) },
+      attributes: this.attributes(c.attributes[i]),
+      droppedAttributesCount: c.droppedAttributesCount[i],
+      events: c.events[i].map(([time, name, attrs, dropped]) => ({
+        timeUnixNano: this.absolute(time), name: str(name), attributes: this.attributes(attrs), droppedAttributesCount: dropped,
+      })),
+      droppedEventsCount: c.droppedEventsCount[i],
+      links: c.links[i].map(([traceId, spanId, state, flags, attrs, dropped]) => ({
+        traceId, spanId, traceState: str(state), flags, attributes: this.attributes(attrs), droppedAttributesCount: dropped,
+      })),
+      droppedLinksCount: c.droppedLinksCount[i],
+      resource: { attributes: this.attributes(rAttrs), droppedAttributesCount: rDropped, schemaUrl: str(rUrl) },
+      scope: { name: str(sName), version: str(sVersion), attributes: this.attributes(sAttrs), droppedAttributesCount: sDropped, schemaUrl: str(sUrl) },
+      depth: c.depth[i],
+      orphan: this.orphan(i),
+      childCount: this.children[i],
+      clockSkewNs: c.clockSkew[i],
+      selfTimeNs: c.selfTime[i],
+      criticalPathNs: c.criticalPath[i],
+    };
+  }
+}
+
 class TraceView {
   constructor(main, trace) {
     this.main = main;
     this.trace = trace;
-    const spans = trace.spans;
+    const spans = (this.spans = new Spans(trace));
     const n = spans.length;
     const t0 = BigInt(trace.startTimeUnixNano);
     this.total = Math.max(trace.durationNs, 1);
     this.offset = new Float64Array(n);
-    this.parent = new Int32Array(n).fill(-1);
+    this.parent = Int32Array.from(spans.c.parent);
     this.end = new Int32Array(n);
     const stack = [];
     for (let i = 0; i < n; i++) {
-      const s = spans[i];
-      this.offset[i] = Number(BigInt(s.startTimeUnixNano) - t0) + (s.clockSkewNs || 0);
-      while (stack.length && spans[stack[stack.length - 1]].depth >= s.depth) this.end[stack.pop()] = i;
-      if (stack.length && s.depth > 0) this.parent[i] = stack[stack.length - 1];
+      this.offset[i] = spans.offset(spans.c.start[i]) + spans.skew(i);
+      const depth = spans.depth(i);
+      while (stack.length && spans.depth(stack[stack.length - 1]) >= depth) this.end[stack.pop()] = i;
       stack.push(i);
     }
     while (stack.length) this.end[stack.pop()] = n;
@@ -57,13 +144,13 @@ class TraceView {
     this.collapsed = new Uint8Array(n);
     this.matches = new Set();
     const wanted = new URLSearchParams(location.search).get("span");
-    this.selected = wanted ? Math.max(0, spans.findIndex((s) => s.spanId === wanted)) : 0;
+    this.selected = wanted ? Math.max(0, spans.c.spanId.indexOf(wanted)) : 0;
     this.computeVisible();
   }
 
   computeVisible() {
     const out = [];
-    const n = this.trace.spans.length;
+    const n = this.spans.length;
     for (let i = 0; i < n; i++) {
       out.push(i);
       if (this.collapsed[i]) i = this.end[i] - 1;
@@ -73,9 +160,11 @@ class TraceView {
 
   mount() {
     const t = this.trace;
-    const root = t.spans.find((s) => s.spanId === t.mainRootSpanId) || t.spans[0];
-    const services = new Set(t.spans.map((s) => s.serviceName));
-    const errors = t.spans.filter((s) => s.status.code === "ERROR").length;
+    const spans = this.spans;
+    const root = Math.max(0, spans.c.spanId.indexOf(t.mainRootSpanId));
+    const services = new Set(spans.c.service);
+    let errors = 0;
+    for (let i = 0; i < spans.length; i++) if (spans.error(i)) errors++;
     this.search = el("input", { id: "trace-search", placeholder: "Find in trace (name, service, attribute)", size: 36, spellcheck: "false" });
     this.searchCount = el("span", { class: "muted", id: "trace-search-count" });
     this.scroller = el("div", { class: "waterfall", id: "waterfall", tabindex: "0" });
@@ -84,7 +173,7 @@ class TraceView {
     this.details = el("div", { class: "details", id: "span-details" });
     this.minimap = el("canvas", { class: "minimap", id: "minimap", height: 40 });
     const head = el("div", { class: "trace-head" },
-      el("h1", {}, `${root.serviceName}: ${root.name}`),
+      el("h1", {}, `${spans.service(root)}: ${spans.name(root)}`),
       el("span", { class: "mono muted" }, t.traceId),
       el("span", {}, `${fmtTime(t.startTimeUnixNano)} · ${fmtDuration(t.durationNs)} · ${t.spanCount} spans · ${services.size} services · `,
         errors ? el("span", { class: "badge-error" }, `${errors} errors`) : "no errors"),
@@ -116,7 +205,7 @@ class TraceView {
     this.search.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); this.nextMatch(); } });
     this.minimap.addEventListener("click", (e) => {
       const f = e.offsetY / this.minimap.clientHeight;
-      const i = Math.floor(f * this.trace.spans.length);
+      const i = Math.floor(f * this.spans.length);
       this.reveal(i);
       this.scrollTo(i);
     });
@@ -126,8 +215,8 @@ class TraceView {
   }
 
   setAll(collapse) {
-    const spans = this.trace.spans;
-    for (let i = 0; i < spans.length; i++) this.collapsed[i] = collapse && spans[i].children.length > 0 && i !== 0 ? 1 : 0;
+    const spans = this.spans;
+    for (let i = 0; i < spans.length; i++) this.collapsed[i] = collapse && spans.children[i] > 0 && i !== 0 ? 1 : 0;
     this.refresh();
   }
 
@@ -138,7 +227,7 @@ class TraceView {
   }
 
   toggle(i) {
-    if (!this.trace.spans[i].children.length) return;
+    if (!this.spans.children[i]) return;
     this.collapsed[i] ^= 1;
     this.refresh();
   }
@@ -155,39 +244,42 @@ class TraceView {
   }
 
   row(i, v) {
-    const s = this.trace.spans[i];
+    const spans = this.spans;
+    const id = spans.id(i);
+    const service = spans.service(i);
+    const duration = spans.duration(i);
+    const skew = spans.skew(i);
     const pct = (x) => `${Math.max(0, Math.min(100, (x / this.total) * 100))}%`;
     const left = this.offset[i];
     const bar = el("div", {
-      class: `bar${s.status.code === "ERROR" ? " error" : ""}`,
-      style: { left: pct(left), width: pct(s.durationNs), background: serviceColor(s.serviceName) },
+      class: `bar${spans.error(i) ? " error" : ""}`,
+      style: { left: pct(left), width: pct(duration), background: serviceColor(service) },
     });
     const area = el("div", { class: "bar-area" }, bar);
-    for (const [a, b] of this.critical.get(s.spanId) || []) {
+    for (const [a, b] of this.critical.get(id) || []) {
       area.append(el("div", { class: "cp", title: "critical path", style: { left: pct(a), width: pct(b - a) } }));
     }
-    const t0 = BigInt(this.trace.startTimeUnixNano);
-    for (const e of s.events) {
-      const at = Number(BigInt(e.timeUnixNano) - t0) + (s.clockSkewNs || 0);
-      area.append(el("div", { class: "evt", title: e.name, style: { left: pct(at) } }));
+    for (const [time, name] of spans.events(i)) {
+      const at = spans.offset(time) + skew;
+      area.append(el("div", { class: "evt", title: spans.str[name], style: { left: pct(at) } }));
     }
-    const endFrac = (left + s.durationNs) / this.total;
-    area.append(el("span", { class: "dur", style: endFrac < 0.85 ? { left: `calc(${pct(left + s.durationNs)} + 4px)` } : { right: `calc(${(1 - left / this.total) * 100}% + 4px)` } }, fmtDuration(s.durationNs)));
-    const hasChildren = s.children.length > 0;
-    const label = el("div", { class: "label", style: { "padding-left": `${s.depth * 12}px` } },
+    const endFrac = (left + duration) / this.total;
+    area.append(el("span", { class: "dur", style: endFrac < 0.85 ? { left: `calc(${pct(left + duration)} + 4px)` } : { right: `calc(${(1 - left / this.total) * 100}% + 4px)` } }, fmtDuration(duration)));
+    const hasChildren = spans.children[i] > 0;
+    const label = el("div", { class: "label", style: { "padding-left": `${spans.depth(i) * 12}px` } },
       el("span", { class: "toggle", onclick: (e) => { e.stopPropagation(); this.toggle(i); } }, hasChildren ? (this.collapsed[i] ? "▸" : "▾") : ""),
-      el("span", { class: "svc", style: { color: serviceColor(s.serviceName) } }, s.serviceName),
-      el("span", { class: "op" }, s.name),
-      s.orphan ? el("span", { class: "marker", title: "parent not in the trace" }, "orphan") : null,
-      s.clockSkewNs ? el("span", { class: "marker", title: `shifted ${fmtDuration(s.clockSkewNs)} for clock skew` }, "skew") : null,
+      el("span", { class: "svc", style: { color: serviceColor(service) } }, service),
+      el("span", { class: "op" }, spans.name(i)),
+      spans.orphan(i) ? el("span", { class: "marker", title: "parent not in the trace" }, "orphan") : null,
+      skew ? el("span", { class: "marker", title: `shifted ${fmtDuration(skew)} for clock skew` }, "skew") : null,
       this.collapsed[i] ? el("span", { class: "marker" }, `+${this.end[i] - i - 1}`) : null,
     );
     const classes = ["row"];
     if (i === this.selected) classes.push("selected");
     if (this.matches.has(i)) classes.push("match");
-    if (this.critical.has(s.spanId)) classes.push("on-critical-path");
+    if (this.critical.has(id)) classes.push("on-critical-path");
     return el("div", {
-      class: classes.join(" "), "data-span": s.spanId, "data-index": i,
+      class: classes.join(" "), "data-span": id, "data-index": i,
       style: { top: `${v * ROW_H}px` },
       onclick: () => this.select(i, true),
     }, label, area);
@@ -199,14 +291,13 @@ class TraceView {
     const h = c.height;
     const ctx = c.getContext("2d");
     ctx.clearRect(0, 0, w, h);
-    const spans = this.trace.spans;
+    const spans = this.spans;
     const step = Math.max(1, Math.floor(spans.length / 4000));
     for (let i = 0; i < spans.length; i += step) {
-      const s = spans[i];
-      ctx.fillStyle = s.status.code === "ERROR" ? "#c8322d" : serviceColor(s.serviceName);
+      ctx.fillStyle = spans.error(i) ? "#c8322d" : serviceColor(spans.service(i));
       const x = (this.offset[i] / this.total) * w;
       const y = (i / spans.length) * h;
-      ctx.fillRect(x, y, Math.max(1, (s.durationNs / this.total) * w), Math.max(1, h / spans.length));
+      ctx.fillRect(x, y, Math.max(1, (spans.duration(i) / this.total) * w), Math.max(1, h / spans.length));
     }
   }
 
@@ -217,7 +308,7 @@ class TraceView {
       this.minimap.parentElement.style.position = "relative";
       this.minimap.parentElement.append(this.viewport);
     }
-    const n = this.trace.spans.length;
+    const n = this.spans.length;
     const first = this.visible[Math.floor(this.scroller.scrollTop / ROW_H)] || 0;
     const count = Math.ceil((this.scroller.clientHeight || 600) / ROW_H);
     const h = this.minimap.clientHeight;
@@ -246,7 +337,7 @@ class TraceView {
 
   select(i, updateUrl) {
     this.selected = i;
-    const s = this.trace.spans[i];
+    const s = this.spans.span(i);
     if (updateUrl) history.replaceState(null, "", `/trace/${this.trace.traceId}?span=${s.spanId}`);
     this.draw();
     this.details.replaceChildren(...this.describe(s, i));
@@ -255,7 +346,7 @@ class TraceView {
   describe(s, i) {
     const kv = (obj) => el("div", { class: "kv" }, ...Object.entries(obj).flatMap(([k, v]) =>
       [el("div", {}, k), el("div", { class: "mono" }, typeof v === "object" ? JSON.stringify(v) : String(v))]));
-    const parent = this.parent[i] >= 0 ? this.trace.spans[this.parent[i]] : null;
+    const parent = this.parent[i] >= 0 ? { serviceName: this.spans.service(this.parent[i]), name: this.spans.name(this.parent[i]) } : null;
     return [
       el("h2", {}, el("span", { style: { color: serviceColor(s.serviceName) } }, s.serviceName), " ", s.name),
       kv({
@@ -306,10 +397,11 @@ class TraceView {
     const q = this.search.value.trim().toLowerCase();
     this.matches = new Set();
     if (q) {
-      this.trace.spans.forEach((s, i) => {
-        const hay = `${s.serviceName} ${s.name} ${s.spanId} ${JSON.stringify(s.attributes)}`.toLowerCase();
-        if (hay.includes(q)) this.matches.add(i);
-      });
+      // What a span is found by, made at the first search.
+      const spans = this.spans;
+      this.hay ??= Array.from({ length: spans.length }, (_, i) =>
+        `${spans.service(i)} ${spans.name(i)} ${spans.id(i)} ${JSON.stringify(spans.attributes(spans.c.attributes[i]))}`.toLowerCase());
+      this.hay.forEach((hay, i) => { if (hay.includes(q)) this.matches.add(i); });
     }
     this.searchCount.textContent = q ? `${this.matches.size} matches` : "";
     this.draw();

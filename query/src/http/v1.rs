@@ -4,7 +4,8 @@
 //! - `POST /api/v1/sql` with `{"sql": "..."}`: rows as JSON, or as an Arrow
 //!   IPC stream with `Accept: application/vnd.apache.arrow.stream`.
 //! - `GET /api/v1/traces/{trace_id}`: the trace's spans as a tree with the
-//!   latency breakdown; `.../breakdown` the breakdown alone.
+//!   latency breakdown (`layout=columns`: the web UI's columnar encoding);
+//!   `.../breakdown` the breakdown alone.
 //! - `GET /api/v1/services`, `/api/v1/services/{service}/operations`,
 //!   `/api/v1/search`, `/api/v1/breakdown`, `/api/v1/metrics/red`,
 //!   `/api/v1/dependencies`: see [`tracelake_protocols::params`] for their parameters.
@@ -259,11 +260,33 @@ async fn load_trace(engine: &QueryEngine, trace_id: &str) -> Result<Value, ApiEr
         .ok_or_else(|| ApiError::not_found(format!("trace {} not found", hex::encode(id))))
 }
 
+/// The trace as span objects, or with `layout=columns` in the web UI's
+/// columnar encoding ([`trace::assemble_columns`]).
 async fn trace_by_id(
     State(engine): State<Arc<QueryEngine>>,
     Path(trace_id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    Ok(axum::Json(load_trace(&engine, &trace_id).await?).into_response())
+    let mut p = Params::from_query(query);
+    let layout = p.one("layout")?;
+    p.finish()?;
+    match layout.as_deref() {
+        None | Some("spans") => {
+            Ok(axum::Json(load_trace(&engine, &trace_id).await?).into_response())
+        }
+        Some("columns") => {
+            let id = trace::parse_trace_id(&trace_id)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let batches = trace::fetch(&engine, &id).await?;
+            let body = trace::assemble_columns(&id, &batches)?.ok_or_else(|| {
+                ApiError::not_found(format!("trace {} not found", hex::encode(id)))
+            })?;
+            Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+        }
+        Some(other) => Err(ApiError::bad_request(format!(
+            "invalid layout {other:?}: expected spans or columns"
+        ))),
+    }
 }
 
 /// The trace's breakdown, critical path and warnings, without its spans.
