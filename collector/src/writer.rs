@@ -123,12 +123,25 @@ pub fn writer_properties(rows: usize, row_group_rows: usize, zstd_level: i32) ->
 pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<DataFile> {
     let rows = batches.iter().map(RecordBatch::num_rows).sum();
     let order = sort_order(batches)?;
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
     let columns = file_columns();
+    // Per file column: each batch's array, or `None` when the column is
+    // null in every batch (most dedicated attribute columns of a
+    // workload), whose sorted rows are then simply nulls.
+    let inputs: Vec<Option<Vec<&dyn Array>>> = columns
+        .iter()
+        .map(|&c| {
+            let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
+            arrays
+                .iter()
+                .any(|a| a.null_count() < a.len())
+                .then_some(arrays)
+        })
+        .collect();
+    let schema = file_schema();
     let mut bytes = Vec::with_capacity(rows * 64);
     let mut writer = ArrowWriter::try_new(
         &mut bytes,
-        file_schema(),
+        std::sync::Arc::clone(&schema),
         Some(writer_properties(
             rows,
             FLUSH_ROW_GROUP_ROWS,
@@ -138,7 +151,15 @@ pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<Dat
     let mut stats = Stats::default();
     let mut keys = KeysBuilder::new();
     for chunk in order.chunks(FLUSH_ROW_GROUP_ROWS) {
-        let batch = arrow::compute::interleave_record_batch(&refs, chunk)?.project(&columns)?;
+        let sorted = inputs
+            .iter()
+            .zip(schema.fields())
+            .map(|(arrays, field)| match arrays {
+                Some(arrays) => arrow::compute::interleave(arrays, chunk),
+                None => Ok(arrow::array::new_null_array(field.data_type(), chunk.len())),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new(std::sync::Arc::clone(&schema), sorted)?;
         stats.update(&batch);
         keys.extend(batch_keys(&batch)?);
         writer.write(&batch)?;
@@ -363,6 +384,115 @@ mod tests {
             partition_values("date=2026-11-21/hour=00/x")["hour"].as_deref(),
             Some("0")
         );
+    }
+
+    /// Rows of batches whose columns differ in which hold values (a
+    /// dedicated column set in one batch only, a map attribute in another,
+    /// events in a third) come back from the file each as it was sent, in
+    /// the file's sort order.
+    #[test]
+    fn a_partition_file_holds_every_row_as_sent_in_sort_order() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::span::Event;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        use tracelake_schema::model::SpanRows;
+        use tracelake_schema::otlp::{Acceptance, SpansBuilder};
+
+        let kv = |key: &str, value: Any| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            key_strindex: 0,
+        };
+        let span = |trace: u8, id: u64, start: u64| Span {
+            trace_id: [trace; 16].to_vec(),
+            span_id: id.to_be_bytes().to_vec(),
+            name: format!("op {id}"),
+            kind: 2,
+            start_time_unix_nano: 1_764_900_000_000_000_000 + start,
+            end_time_unix_nano: 1_764_900_000_000_000_000 + start + 10,
+            ..Default::default()
+        };
+        let batch = |service: &str, spans: Vec<Span>| {
+            let request = ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![kv("service.name", Any::StringValue(service.into()))],
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        spans,
+                        ..Default::default()
+                    }],
+                    schema_url: String::new(),
+                }],
+            };
+            let mut builder = SpansBuilder::with_capacity(4);
+            builder.append_request(&request, &Acceptance::ANY_TIME);
+            builder.finish()
+        };
+        let with_route = |mut s: Span| {
+            s.attributes = vec![
+                kv("http.route", Any::StringValue("/items/{id}".into())),
+                kv("http.response.status_code", Any::IntValue(200)),
+            ];
+            s
+        };
+        let with_custom = |mut s: Span| {
+            s.attributes = vec![kv("custom", Any::BoolValue(true))];
+            s
+        };
+        let with_event = |mut s: Span| {
+            s.events = vec![Event {
+                time_unix_nano: s.start_time_unix_nano + 1,
+                name: "retry".into(),
+                ..Default::default()
+            }];
+            s
+        };
+        let batches = vec![
+            batch(
+                "a",
+                vec![with_route(span(2, 1, 30)), with_route(span(1, 2, 20))],
+            ),
+            batch("b", vec![with_custom(span(1, 3, 10)), span(3, 4, 0)]),
+            batch("c", vec![with_event(span(2, 5, 5))]),
+        ];
+        let file = write_partition((20_000, 0), &batches).unwrap();
+        assert_eq!(file.rows, 5);
+        let read: Vec<RecordBatch> =
+            ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(file.bytes))
+                .unwrap()
+                .build()
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let rows = |batches: &[RecordBatch]| {
+            let mut out = Vec::new();
+            for b in batches {
+                let view = SpanRows::try_new(b).unwrap();
+                for row in 0..view.len() {
+                    out.push((view.span(row).unwrap(), view.resource(row).unwrap()));
+                }
+            }
+            out
+        };
+        let written = rows(&read);
+        // Sorted: by trace key (the id's low half), then id, then start.
+        let order: Vec<u64> = written
+            .iter()
+            .map(|(s, _)| u64::from_be_bytes(s.span_id[..].try_into().unwrap()))
+            .collect();
+        assert_eq!(order, [3, 2, 5, 1, 4]);
+        let mut sent = rows(&batches);
+        sent.sort_by_key(|(s, _)| s.span_id.clone());
+        let mut written = written;
+        written.sort_by_key(|(s, _)| s.span_id.clone());
+        assert_eq!(written, sent);
+        assert!(!written[0].0.attributes.is_empty() && !written[4].0.events.is_empty());
     }
 
     #[test]
