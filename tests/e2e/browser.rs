@@ -503,6 +503,10 @@ async fn the_columnar_trace_decodes_to_the_span_list() {
     // On another service, starting before its caller: shifted.
     let server_span = mk(3, 2, 0, 2_000_000, 2);
     let orphan = mk(4, 99, 3_000_000, 1_000_000, 1);
+    // Zipkin's shared span: a CLIENT and a SERVER span with one id, the
+    // SERVER's stored parent being the CLIENT's.
+    let shared_client = mk(5, 1, 6_000_000, 2_000_000, 3);
+    let shared_server = mk(5, 1, 6_100_000, 1_000_000, 2);
     let resource = |service: &str| Resource {
         attributes: vec![
             kv("service.name", service),
@@ -524,7 +528,7 @@ async fn the_columnar_trace_decodes_to_the_span_list() {
                 resource: Some(resource("frontend")),
                 scope_spans: vec![ScopeSpans {
                     scope: Some(scope("tomcat")),
-                    spans: vec![root, client, orphan],
+                    spans: vec![root, client, orphan, shared_client],
                     schema_url: "https://opentelemetry.io/schemas/1.4.0".into(),
                 }],
                 schema_url: String::new(),
@@ -533,7 +537,7 @@ async fn the_columnar_trace_decodes_to_the_span_list() {
                 resource: Some(resource("cart")),
                 scope_spans: vec![ScopeSpans {
                     scope: Some(scope("grpc")),
-                    spans: vec![server_span],
+                    spans: vec![server_span, shared_server],
                     schema_url: String::new(),
                 }],
                 schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
@@ -568,7 +572,7 @@ async fn the_columnar_trace_decodes_to_the_span_list() {
     assert!(decoded.get("error").is_none(), "{decoded}");
     let list = decoded["list"]["spans"].as_array().unwrap();
     let spans = decoded["spans"].as_array().unwrap();
-    assert_eq!(list.len(), 4);
+    assert_eq!(list.len(), 6);
     assert_eq!(spans.len(), list.len());
     for (decoded, listed) in spans.iter().zip(list) {
         let mut listed = listed.clone();
@@ -578,6 +582,12 @@ async fn the_columnar_trace_decodes_to_the_span_list() {
     }
     // The case each part covers is there.
     assert!(list.iter().any(|s| s["orphan"] == json!(true)));
+    assert_eq!(
+        list.iter()
+            .filter(|s| s["spanId"] == json!(format!("{:016x}", 5)))
+            .count(),
+        2
+    );
     assert!(list.iter().any(|s| s["clockSkewNs"] != json!(0)));
     assert!(
         list.iter()

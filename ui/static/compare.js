@@ -5,6 +5,18 @@
 // side. The URL is /compare?a=<trace id>&b=<trace id>.
 
 import { api, el, errorBox, fmtDuration, navigate, serviceColor } from "/ui/app.js";
+import { Spans } from "/ui/trace.js";
+
+/** A trace (columnar, as the trace view reads it) with the span fields the
+ * comparison uses. */
+async function load(id) {
+  const trace = await api(`/api/v1/traces/${encodeURIComponent(id)}?layout=columns`);
+  const s = new Spans(trace);
+  trace.spans = Array.from({ length: s.length }, (_, i) => ({
+    spanId: s.id(i), parentSpanId: s.parentId(i), serviceName: s.service(i), name: s.name(i), durationNs: s.duration(i),
+  }));
+  return trace;
+}
 
 export async function renderCompare(main) {
   const params = new URLSearchParams(location.search);
@@ -27,7 +39,7 @@ export async function renderCompare(main) {
   body.append(el("div", { class: "muted" }, "Loading…"));
   let ta, tb;
   try {
-    [ta, tb] = await Promise.all([a, b].map((id) => api(`/api/v1/traces/${encodeURIComponent(id)}`)));
+    [ta, tb] = await Promise.all([a, b].map(load));
   } catch (e) {
     body.replaceChildren(errorBox(e));
     return;

@@ -55,6 +55,12 @@ export class Spans {
   skew(i) { return this.c.clockSkew[i]; }
   orphan(i) { return this.c.orphan[i] === 1; }
 
+  /** The stored parent span id of span `i`, or null for a root. */
+  parentId(i) {
+    const c = this.c;
+    return c.parentSpanId[i] >= 0 ? this.str[c.parentSpanId[i]] : c.parent[i] >= 0 ? c.spanId[c.parent[i]] : null;
+  }
+
   /** A time of the encoding as nanoseconds from the trace's start. */
   offset(v) { return typeof v === "number" ? v : Number(BigInt(v) - this.t0); }
 
@@ -78,13 +84,12 @@ export class Spans {
   span(i) {
     const c = this.c;
     const str = (v) => this.str[v];
-    const parent = c.parent[i];
     const [rAttrs, rDropped, rUrl] = this.resources[c.resource[i]];
     const [sName, sVersion, sAttrs, sDropped, sUrl] = this.scopes[c.scope[i]];
     const start = this.absolute(c.start[i]);
     return {
       spanId: c.spanId[i],
-      parentSpanId: parent >= 0 ? c.spanId[parent] : c.orphanParentSpanId[i] >= 0 ? str(c.orphanParentSpanId[i]) : null,
+      parentSpanId: this.parentId(i),
       traceState: str(c.traceState[i]),
       flags: c.flags[i],
       name: this.name(i),

@@ -51,12 +51,20 @@ pub(super) fn encode(a: &Assembly<'_>, trace_id: &[u8; 16]) -> Result<Vec<u8>, Q
         c.span_id.hex(&span.span_id);
         c.parent
             .int(a.tree.parent[i].map_or(-1, |p| position[p] as i64));
-        c.orphan_parent
-            .int(if a.tree.orphan[i] && !span.parent_span_id.is_empty() {
-                w.strings.index(&hex::encode(&span.parent_span_id)) as i64
-            } else {
+        // The stored parent id, where it is not the id of the span at
+        // `parent`: an orphan's, or a Zipkin shared SERVER span's (its tree
+        // parent is the CLIENT span of the same id).
+        let tree_parent_id = a.tree.parent[i].map(|p| {
+            let (pb, prow) = a.rows[a.tree.spans[p].key];
+            a.views[pb].span_id(prow)
+        });
+        c.parent_span_id.int(
+            if span.parent_span_id.is_empty() || tree_parent_id == Some(&span.parent_span_id[..]) {
                 -1
-            });
+            } else {
+                w.strings.index(&hex::encode(&span.parent_span_id)) as i64
+            },
+        );
         c.depth.int(a.tree.depth[i] as i64);
         c.start.time(span.start_time_unix_nano as i64, t0);
         c.duration.int(view.duration_ns(row));
@@ -168,7 +176,7 @@ pub(super) fn encode(a: &Assembly<'_>, trace_id: &[u8; 16]) -> Result<Vec<u8>, Q
     let columns: [(&str, &Col); 25] = [
         ("spanId", &c.span_id),
         ("parent", &c.parent),
-        ("orphanParentSpanId", &c.orphan_parent),
+        ("parentSpanId", &c.parent_span_id),
         ("depth", &c.depth),
         ("start", &c.start),
         ("duration", &c.duration),
@@ -284,7 +292,7 @@ fn fmt_int(buf: &mut [u8; 20], v: i64) -> &[u8] {
 struct Columns {
     span_id: Col,
     parent: Col,
-    orphan_parent: Col,
+    parent_span_id: Col,
     depth: Col,
     start: Col,
     duration: Col,
@@ -354,7 +362,7 @@ impl Writer {
         [
             &c.span_id,
             &c.parent,
-            &c.orphan_parent,
+            &c.parent_span_id,
             &c.depth,
             &c.start,
             &c.duration,
