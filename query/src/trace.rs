@@ -293,6 +293,15 @@ pub fn assemble(trace_id: &[u8; 16], batches: &[RecordBatch]) -> Result<Option<V
     Ok(Some(Value::Object(trace)))
 }
 
+/// The trace as JSON without its spans (the header of [`assemble`]), or
+/// `None` when it has no spans.
+pub fn assemble_header(
+    trace_id: &[u8; 16],
+    batches: &[RecordBatch],
+) -> Result<Option<Value>, QueryError> {
+    Ok(Assembly::new(batches)?.map(|a| Value::Object(a.header(trace_id))))
+}
+
 /// The trace in the web UI's columnar encoding ([`columns`]), as JSON
 /// bytes, or `None` when it has no spans.
 pub fn assemble_columns(

@@ -351,8 +351,8 @@ impl<'a> SpanRows<'a> {
 /// What identifies a row's resource (or scope), borrowed from the columns:
 /// rows with equal keys have equal resources, so a reader can decode each
 /// resource once ([`SpanRows::resource_key`], [`SpanRows::scope_key`]).
-/// Unequal keys may still be equal resources (keys of batches whose
-/// dedicated columns differ), never the reverse.
+/// Equal resources have equal keys, whichever batches (with whichever
+/// dedicated columns) hold their rows.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GroupKey<'a>(Vec<KeyPart<'a>>);
 
@@ -397,18 +397,25 @@ impl<'a> GroupKey<'a> {
         }
     }
 
-    /// Dedicated columns' values at `row`, each after its key.
+    /// The dedicated columns that hold a value at `row`, after their count,
+    /// each value after its key: a column a batch lacks and a null one
+    /// give the same parts.
     fn dedicated(&mut self, columns: &'a [(&'static str, ArrayRef)], row: usize) {
+        let count = self.0.len();
+        self.0.push(KeyPart::Int(Some(0)));
+        let mut set = 0;
         for (key, array) in columns {
+            if array.is_null(row) {
+                continue;
+            }
+            set += 1;
             self.0.push(KeyPart::Text(Some(key)));
             self.0.push(match array.as_string_opt::<i32>() {
-                Some(text) => KeyPart::Text((!text.is_null(row)).then(|| text.value(row))),
-                None => {
-                    let ints = array.as_primitive::<Int64Type>();
-                    KeyPart::Int((!ints.is_null(row)).then(|| ints.value(row)))
-                }
+                Some(text) => KeyPart::Text(Some(text.value(row))),
+                None => KeyPart::Int(Some(array.as_primitive::<Int64Type>().value(row))),
             });
         }
+        self.0[count] = KeyPart::Int(Some(set));
     }
 }
 
@@ -532,4 +539,79 @@ pub fn to_otlp(batches: &[RecordBatch]) -> Result<ExportTraceServiceRequest> {
     Ok(ExportTraceServiceRequest {
         resource_spans: out,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+
+    use super::*;
+    use crate::otlp::{Acceptance, SpansBuilder};
+
+    fn kv(key: &str, value: Any) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            key_strindex: 0,
+        }
+    }
+
+    /// One batch of one span per resource.
+    fn batch(resources: Vec<Vec<KeyValue>>) -> RecordBatch {
+        let request = ExportTraceServiceRequest {
+            resource_spans: resources
+                .into_iter()
+                .enumerate()
+                .map(|(i, attributes)| ResourceSpans {
+                    resource: Some(Resource {
+                        attributes,
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![Span {
+                            trace_id: vec![1; 16],
+                            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+                            start_time_unix_nano: 1,
+                            end_time_unix_nano: 2,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    schema_url: String::new(),
+                })
+                .collect(),
+        };
+        let mut builder = SpansBuilder::with_capacity(4);
+        builder.append_request(&request, &Acceptance::ANY_TIME);
+        builder.finish()
+    }
+
+    /// Equal resources have equal keys in batches whose dedicated columns
+    /// differ; resources that differ in a value, a type or a dedicated
+    /// attribute do not.
+    #[test]
+    fn resource_keys_are_equal_exactly_for_equal_resources() {
+        let r = vec![kv("service.name", Any::StringValue("a".into()))];
+        let mut s = r.clone();
+        s.push(kv("k8s.namespace.name", Any::StringValue("shop".into())));
+        let mut as_text = r.clone();
+        as_text.push(kv("x", Any::StringValue("1".into())));
+        let mut as_int = r.clone();
+        as_int.push(kv("x", Any::IntValue(1)));
+        // In the first batch the namespace column holds a value; the second
+        // has none.
+        let first = batch(vec![r.clone(), s, as_text, as_int]);
+        let second = batch(vec![r]);
+        let (one, two) = (
+            SpanRows::try_new(&first).unwrap(),
+            SpanRows::try_new(&second).unwrap(),
+        );
+        assert_eq!(one.resource_dedicated.len(), 1);
+        assert!(two.resource_dedicated.is_empty());
+        assert_eq!(one.resource_key(0), two.resource_key(0));
+        for (a, b) in [(0, 1), (0, 2), (2, 3), (1, 3)] {
+            assert_ne!(one.resource_key(a), one.resource_key(b), "{a} {b}");
+        }
+        assert_eq!(one.scope_key(0), two.scope_key(0));
+    }
 }

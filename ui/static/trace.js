@@ -50,15 +50,16 @@ export class Spans {
   service(i) { return this.str[this.c.service[i]]; }
   name(i) { return this.str[this.c.name[i]]; }
   error(i) { return this.str[this.c.status[i]] === "ERROR"; }
-  duration(i) { return this.c.duration[i]; }
+  /** Past 2^53 ns the encoding has a string; the waterfall a number. */
+  duration(i) { return Number(this.c.duration[i]); }
   depth(i) { return this.c.depth[i]; }
   skew(i) { return this.c.clockSkew[i]; }
   orphan(i) { return this.c.orphan[i] === 1; }
 
-  /** The stored parent span id of span `i`, or null for a root. */
+  /** The stored parent span id of span `i`, or null. */
   parentId(i) {
-    const c = this.c;
-    return c.parentSpanId[i] >= 0 ? this.str[c.parentSpanId[i]] : c.parent[i] >= 0 ? c.spanId[c.parent[i]] : null;
+    const p = this.c.parentSpanId[i];
+    return p >= 0 ? this.str[p] : null;
   }
 
   /** A time of the encoding as nanoseconds from the trace's start. */
@@ -70,12 +71,21 @@ export class Spans {
   /** Event `[time, name, attributes, dropped]`s of span `i`. */
   events(i) { return this.c.events[i]; }
 
-  /** A flat `[key, value, …]` attribute list as an object. */
+  /**
+   * A flat `[key, value, …]` attribute list as an object, keys in order
+   * (as the span list has them). `__proto__` is a key like any other.
+   */
   attributes(flat) {
-    const out = {};
+    const entries = [];
     for (let k = 0; k < flat.length; k += 2) {
       const v = flat[k + 1];
-      out[this.str[flat[k]]] = typeof v === "number" ? this.str[v] : v[0];
+      entries.push([this.str[flat[k]], typeof v === "number" ? this.str[v] : v[0]]);
+    }
+    entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const out = {};
+    for (const [key, value] of entries) {
+      if (key === "__proto__") Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
+      else out[key] = value;
     }
     return out;
   }
@@ -97,7 +107,7 @@ export class Spans {
       serviceName: this.service(i),
       startTimeUnixNano: start,
       endTimeUnixNano: (BigInt(start) + BigInt(c.duration[i])).toString(),
-      durationNs: c.duration[i],
+      durationNs: this.duration(i),
       status: { code: str(c.status[i]), message: str(c.statusMessage[i]) },
       attributes: this.attributes(c.attributes[i]),
       droppedAttributesCount: c.droppedAttributesCount[i],

@@ -293,10 +293,12 @@ async fn trace_by_id(
 async fn trace_breakdown(
     State(engine): State<Arc<QueryEngine>>,
     Path(trace_id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let mut trace = load_trace(&engine, &trace_id).await?;
-    if let Some(obj) = trace.as_object_mut() {
-        obj.remove("spans");
-    }
+    Params::from_query(query).finish()?;
+    let id = trace::parse_trace_id(&trace_id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let batches = trace::fetch(&engine, &id).await?;
+    let trace = trace::assemble_header(&id, &batches)?
+        .ok_or_else(|| ApiError::not_found(format!("trace {} not found", hex::encode(id))))?;
     Ok(axum::Json(trace).into_response())
 }

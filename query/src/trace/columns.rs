@@ -14,7 +14,9 @@
 //!   value as the span-list answer writes it (`[200]`, `[true]`, `[[…]]`).
 //! - Times are nanoseconds from the trace's `startTimeUnixNano` as numbers,
 //!   or, past ±2^53 ns (where a JavaScript number would round), as a string
-//!   of the absolute time.
+//!   of the absolute time; durations past ±2^53 ns are strings too.
+//! - `parent` is the tree's parent (an index), `parentSpanId` the stored
+//!   parent id, which may differ (orphans, Zipkin shared spans).
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -29,7 +31,7 @@ use super::{Assembly, any_json};
 use crate::engine::QueryError;
 
 /// Largest time offset a JavaScript number holds exactly.
-const EXACT: i64 = 1 << 53;
+const EXACT: u64 = 1 << 53;
 
 /// The trace of `assembly` in the columnar encoding, as JSON bytes.
 pub(super) fn encode(a: &Assembly<'_>, trace_id: &[u8; 16]) -> Result<Vec<u8>, QueryError> {
@@ -51,23 +53,16 @@ pub(super) fn encode(a: &Assembly<'_>, trace_id: &[u8; 16]) -> Result<Vec<u8>, Q
         c.span_id.hex(&span.span_id);
         c.parent
             .int(a.tree.parent[i].map_or(-1, |p| position[p] as i64));
-        // The stored parent id, where it is not the id of the span at
-        // `parent`: an orphan's, or a Zipkin shared SERVER span's (its tree
-        // parent is the CLIENT span of the same id).
-        let tree_parent_id = a.tree.parent[i].map(|p| {
-            let (pb, prow) = a.rows[a.tree.spans[p].key];
-            a.views[pb].span_id(prow)
+        // The stored parent id: the tree's parent may be another (a Zipkin
+        // shared SERVER span's is the CLIENT span of the same id).
+        c.parent_span_id.int(if span.parent_span_id.is_empty() {
+            -1
+        } else {
+            w.strings.index(&hex::encode(&span.parent_span_id)) as i64
         });
-        c.parent_span_id.int(
-            if span.parent_span_id.is_empty() || tree_parent_id == Some(&span.parent_span_id[..]) {
-                -1
-            } else {
-                w.strings.index(&hex::encode(&span.parent_span_id)) as i64
-            },
-        );
         c.depth.int(a.tree.depth[i] as i64);
         c.start.time(span.start_time_unix_nano as i64, t0);
-        c.duration.int(view.duration_ns(row));
+        c.duration.exact(view.duration_ns(row));
         c.name.int(w.strings.index(&span.name) as i64);
         c.service
             .int(w.strings.index(view.service_name(row)) as i64);
@@ -247,6 +242,16 @@ impl Col {
         self.0.extend_from_slice(b"\",");
     }
 
+    /// `v` as a number, or past what a JavaScript number holds exactly, as
+    /// a string.
+    fn exact(&mut self, v: i64) {
+        if v.unsigned_abs() < EXACT {
+            self.int(v);
+        } else {
+            write!(self.0, "\"{v}\",").unwrap();
+        }
+    }
+
     fn time(&mut self, at: i64, t0: i64) {
         time(&mut self.0, at, t0);
         self.0.push(b',');
@@ -257,7 +262,7 @@ impl Col {
 /// what a JavaScript number holds.
 fn time(out: &mut Vec<u8>, at: i64, t0: i64) {
     match at.checked_sub(t0) {
-        Some(d) if d.abs() < EXACT => {
+        Some(d) if d.unsigned_abs() < EXACT => {
             let mut b = itoa_buf();
             out.extend_from_slice(fmt_int(&mut b, d));
         }
@@ -437,6 +442,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn durations_past_what_a_number_holds_are_strings() {
+        let mut c = Col::default();
+        c.exact((1 << 53) - 1);
+        c.exact(1 << 53);
+        c.exact(-(1 << 53));
+        assert_eq!(
+            String::from_utf8(c.0).unwrap(),
+            "9007199254740991,\"9007199254740992\",\"-9007199254740992\","
+        );
+    }
+
+    #[test]
     fn integers_print_as_decimal() {
         for v in [0, 7, -7, 10, 1_234_567_890, i64::MIN, i64::MAX, -(1 << 53)] {
             let mut b = itoa_buf();
@@ -455,6 +472,12 @@ mod tests {
         time(&mut out, 1_000, 1_005);
         out.push(b' ');
         time(&mut out, 0, 1_764_900_000_000_000_000);
-        assert_eq!(String::from_utf8(out).unwrap(), "5 -5 \"0\"");
+        out.push(b' ');
+        // Exactly -2^63 from the start: no overflow, an absolute string.
+        time(&mut out, i64::MIN + 5, 5);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "5 -5 \"0\" \"9223372036854775813\""
+        );
     }
 }
