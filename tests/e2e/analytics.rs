@@ -43,11 +43,7 @@ pub(crate) fn span(
     Span {
         trace_id: trace.to_be_bytes().to_vec(),
         span_id: id.to_be_bytes().to_vec(),
-        parent_span_id: if parent == 0 {
-            Vec::new()
-        } else {
-            parent.to_be_bytes().to_vec()
-        },
+        parent_span_id: crate::spans::parent_id(parent),
         name: name.into(),
         kind,
         start_time_unix_nano: start,

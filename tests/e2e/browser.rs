@@ -429,11 +429,7 @@ async fn the_columnar_trace_decodes_to_the_span_list() {
     let mk = |id: u64, parent: u64, offset: u64, duration: u64, kind: i32| Span {
         trace_id: trace.to_be_bytes().to_vec(),
         span_id: id.to_be_bytes().to_vec(),
-        parent_span_id: if parent == 0 {
-            Vec::new()
-        } else {
-            parent.to_be_bytes().to_vec()
-        },
+        parent_span_id: crate::spans::parent_id(parent),
         name: format!("op \"{id}\" ✓"),
         kind,
         start_time_unix_nano: start + offset,
@@ -681,11 +677,7 @@ async fn a_ten_thousand_span_trace_renders_only_what_is_visible() {
     let mk = |id: u64, parent: u64, name: String, offset: u64, duration: u64| Span {
         trace_id: trace.to_be_bytes().to_vec(),
         span_id: id.to_be_bytes().to_vec(),
-        parent_span_id: if parent == 0 {
-            Vec::new()
-        } else {
-            parent.to_be_bytes().to_vec()
-        },
+        parent_span_id: crate::spans::parent_id(parent),
         name,
         kind: 1,
         start_time_unix_nano: start + offset,
@@ -1348,11 +1340,7 @@ fn large_trace(
     let mk = |id: u64, parent: u64, offset: u64| Span {
         trace_id: trace.to_be_bytes().to_vec(),
         span_id: id.to_be_bytes().to_vec(),
-        parent_span_id: if parent == 0 {
-            Vec::new()
-        } else {
-            parent.to_be_bytes().to_vec()
-        },
+        parent_span_id: crate::spans::parent_id(parent),
         name: format!("GET /api/v{}/items/{{id}}", id % 50),
         kind: 2,
         start_time_unix_nano: start + offset,

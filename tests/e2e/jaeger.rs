@@ -651,10 +651,7 @@ async fn jaeger_sdks_take_their_sampling_strategy_from_the_file() {
         .to_string()
     };
     std::fs::write(&file, strategies(0.25)).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let port = crate::server::free_port();
     let server = TestServer::start(
         &dir.path().join("data"),
         &[
@@ -744,10 +741,7 @@ async fn adaptive_sampling_follows_the_stored_traffic() {
             .to_string(),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let port = crate::server::free_port();
     let server = TestServer::start(
         &dir.path().join("data"),
         &[

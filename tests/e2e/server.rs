@@ -124,7 +124,8 @@ fn listens_on(pid: u32, port: u16) -> bool {
     })
 }
 
-fn free_port() -> SocketAddr {
+/// A loopback address with a port nobody listens on now.
+pub(crate) fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
 }

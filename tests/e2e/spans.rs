@@ -25,6 +25,15 @@ pub(crate) fn kv(key: &str, value: &str) -> KeyValue {
     }
 }
 
+/// A span's parent id for a test's numbered spans: 0 is none.
+pub(crate) fn parent_id(parent: u64) -> Vec<u8> {
+    if parent == 0 {
+        Vec::new()
+    } else {
+        parent.to_be_bytes().to_vec()
+    }
+}
+
 /// A server span with id `span_id` in trace `trace`, starting now.
 pub(crate) fn span(trace: u128, span_id: u64) -> Span {
     let start = now_nanos();

@@ -30,7 +30,7 @@ use tracelake_schema::opentelemetry_proto::tonic::common::v1::KeyValue;
 use tracelake_schema::opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use tracelake_schema::spans::{SPAN_KINDS, STATUS_CODES};
 
-use super::{Assembly, any_json};
+use super::{Assembly, any_json, internal};
 use crate::engine::QueryError;
 
 /// Largest time offset a JavaScript number holds exactly.
@@ -38,7 +38,6 @@ const EXACT: u64 = 1 << 53;
 
 /// The trace of `assembly` in the columnar encoding, as JSON bytes.
 pub(super) fn encode(a: &Assembly<'_>, trace_id: &[u8; 16]) -> Result<Vec<u8>, QueryError> {
-    let internal = |e: tracelake_schema::model::Error| QueryError::Internal(e.to_string());
     let n = a.tree.order.len();
     let t0 = a.start();
     let mut w = Writer::new(n);
@@ -94,7 +93,7 @@ pub(super) fn encode(a: &Assembly<'_>, trace_id: &[u8; 16]) -> Result<Vec<u8>, Q
         if r == next {
             let (resource, schema_url) = view.resource(row).map_err(internal)?;
             w.resources.push(b'[');
-            w.attributes_into_resources(&resource.attributes);
+            w.strings.attributes(&mut w.resources, &resource.attributes);
             write!(w.resources, ",{},", resource.dropped_attributes_count).unwrap();
             let url = w.strings.index(&schema_url);
             write!(w.resources, "{url}],").unwrap();
@@ -109,38 +108,36 @@ pub(super) fn encode(a: &Assembly<'_>, trace_id: &[u8; 16]) -> Result<Vec<u8>, Q
                 w.strings.index(&scope.version),
             );
             write!(w.scopes, "[{name},{version},").unwrap();
-            w.attributes_into_scopes(&scope.attributes);
+            w.strings.attributes(&mut w.scopes, &scope.attributes);
             let url = w.strings.index(&schema_url);
             write!(w.scopes, ",{},{url}],", scope.dropped_attributes_count).unwrap();
         }
         w.cols.scope.int(s as i64);
         // Attributes, events and links.
-        let mut buf = std::mem::take(&mut w.cols.attributes.0);
-        w.attributes(&mut buf, &span.attributes);
+        let buf = &mut w.cols.attributes.0;
+        w.strings.attributes(buf, &span.attributes);
         buf.push(b',');
-        w.cols.attributes.0 = buf;
         w.cols
             .dropped_attributes
             .int(i64::from(span.dropped_attributes_count));
-        let mut buf = std::mem::take(&mut w.cols.events.0);
+        let buf = &mut w.cols.events.0;
         buf.push(b'[');
         for (k, e) in span.events.iter().enumerate() {
             if k > 0 {
                 buf.push(b',');
             }
             buf.push(b'[');
-            time(&mut buf, e.time_unix_nano as i64, t0);
+            time(buf, e.time_unix_nano as i64, t0);
             let name = w.strings.index(&e.name);
             write!(buf, ",{name},").unwrap();
-            w.attributes(&mut buf, &e.attributes);
+            w.strings.attributes(buf, &e.attributes);
             write!(buf, ",{}]", e.dropped_attributes_count).unwrap();
         }
         buf.extend_from_slice(b"],");
-        w.cols.events.0 = buf;
         w.cols
             .dropped_events
             .int(i64::from(span.dropped_events_count));
-        let mut buf = std::mem::take(&mut w.cols.links.0);
+        let buf = &mut w.cols.links.0;
         buf.push(b'[');
         for (k, l) in span.links.iter().enumerate() {
             if k > 0 {
@@ -155,11 +152,10 @@ pub(super) fn encode(a: &Assembly<'_>, trace_id: &[u8; 16]) -> Result<Vec<u8>, Q
                 l.flags
             )
             .unwrap();
-            w.attributes(&mut buf, &l.attributes);
+            w.strings.attributes(buf, &l.attributes);
             write!(buf, ",{}]", l.dropped_attributes_count).unwrap();
         }
         buf.extend_from_slice(b"],");
-        w.cols.links.0 = buf;
         w.cols
             .dropped_links
             .int(i64::from(span.dropped_links_count));
@@ -167,9 +163,6 @@ pub(super) fn encode(a: &Assembly<'_>, trace_id: &[u8; 16]) -> Result<Vec<u8>, Q
     // The header, as the span-list answer has it, then the columns.
     let header = serde_json::to_vec(&Value::Object(a.header(trace_id)))
         .map_err(|e| QueryError::Internal(e.to_string()))?;
-    let mut out = Vec::with_capacity(w.len() + header.len() + 256);
-    out.extend_from_slice(&header[..header.len() - 1]);
-    out.extend_from_slice(b",\"layout\":\"columns\",\"columns\":{");
     let c = &w.cols;
     let columns: [(&str, &Col); 25] = [
         ("spanId", &c.span_id),
@@ -198,6 +191,15 @@ pub(super) fn encode(a: &Assembly<'_>, trace_id: &[u8; 16]) -> Result<Vec<u8>, Q
         ("links", &c.links),
         ("droppedLinksCount", &c.dropped_links),
     ];
+    let strings: usize = w.strings.list.iter().map(|s| s.len() + 3).sum();
+    let size = columns.iter().map(|(_, c)| c.0.len() + 32).sum::<usize>()
+        + w.resources.len()
+        + w.scopes.len()
+        + strings
+        + header.len();
+    let mut out = Vec::with_capacity(size + 64);
+    out.extend_from_slice(&header[..header.len() - 1]);
+    out.extend_from_slice(b",\"layout\":\"columns\",\"columns\":{");
     for (k, (name, col)) in columns.iter().enumerate() {
         if k > 0 {
             out.push(b',');
@@ -342,6 +344,30 @@ impl Strings {
         self.index.insert(s.into(), i);
         i
     }
+
+    /// `attrs` as a flat `[key, value, …]` array into `out`.
+    fn attributes(&mut self, out: &mut Vec<u8>, attrs: &[KeyValue]) {
+        out.push(b'[');
+        for (k, kv) in attrs.iter().enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            let key = self.index(&kv.key);
+            write!(out, "{key},").unwrap();
+            match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Any::StringValue(s)) => {
+                    let v = self.index(s);
+                    write!(out, "{v}").unwrap();
+                }
+                other => {
+                    out.push(b'[');
+                    serde_json::to_writer(&mut *out, &any_json(other)).expect("a value serialises");
+                    out.push(b']');
+                }
+            }
+        }
+        out.push(b']');
+    }
 }
 
 struct Writer {
@@ -363,80 +389,6 @@ impl Writer {
         w.strings.index("");
         w.cols.span_id.0.reserve(spans * 19);
         w
-    }
-
-    fn len(&self) -> usize {
-        let c = &self.cols;
-        [
-            &c.span_id,
-            &c.parent,
-            &c.parent_span_id,
-            &c.depth,
-            &c.start,
-            &c.duration,
-            &c.name,
-            &c.service,
-            &c.kind,
-            &c.status,
-            &c.status_message,
-            &c.trace_state,
-            &c.flags,
-            &c.skew,
-            &c.self_time,
-            &c.critical,
-            &c.orphan,
-            &c.resource,
-            &c.scope,
-            &c.attributes,
-            &c.dropped_attributes,
-            &c.events,
-            &c.dropped_events,
-            &c.links,
-            &c.dropped_links,
-        ]
-        .iter()
-        .map(|c| c.0.len())
-        .sum::<usize>()
-            + self.resources.len()
-            + self.scopes.len()
-            + self.strings.list.iter().map(|s| s.len() + 3).sum::<usize>()
-    }
-
-    /// `attrs` as a flat `[key, value, …]` array into `out`.
-    fn attributes(&mut self, out: &mut Vec<u8>, attrs: &[KeyValue]) {
-        out.push(b'[');
-        for (k, kv) in attrs.iter().enumerate() {
-            if k > 0 {
-                out.push(b',');
-            }
-            let key = self.strings.index(&kv.key);
-            write!(out, "{key},").unwrap();
-            match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(Any::StringValue(s)) => {
-                    let v = self.strings.index(s);
-                    write!(out, "{v}").unwrap();
-                }
-                other => {
-                    let value = any_json(other);
-                    out.push(b'[');
-                    serde_json::to_writer(&mut *out, &value).expect("a value serialises");
-                    out.push(b']');
-                }
-            }
-        }
-        out.push(b']');
-    }
-
-    fn attributes_into_resources(&mut self, attrs: &[KeyValue]) {
-        let mut buf = std::mem::take(&mut self.resources);
-        self.attributes(&mut buf, attrs);
-        self.resources = buf;
-    }
-
-    fn attributes_into_scopes(&mut self, attrs: &[KeyValue]) {
-        let mut buf = std::mem::take(&mut self.scopes);
-        self.attributes(&mut buf, attrs);
-        self.scopes = buf;
     }
 }
 
