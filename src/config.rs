@@ -53,6 +53,24 @@ macro_rules! settings {
     };
 }
 
+/// `--dedicated-columns`: the configured columns, checked as a table's
+/// layout would be (so that a bad list stops the start, naming the entry).
+fn dedicated_columns(
+    text: Option<&str>,
+) -> anyhow::Result<Vec<tracelake_schema::layout::Configured>> {
+    let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let configured = text
+        .split(',')
+        .map(|entry| entry.trim().parse())
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|e| anyhow::anyhow!("invalid --dedicated-columns: {e}"))?;
+    tracelake_schema::layout::Layout::new(configured.clone())
+        .map_err(|e| anyhow::anyhow!("invalid --dedicated-columns: {e}"))?;
+    Ok(configured)
+}
+
 /// The default `texts` (none or one) of setting `name`, parsed.
 fn default_of<T: std::str::FromStr>(name: &str, texts: &[&str]) -> anyhow::Result<Option<T>>
 where
@@ -250,6 +268,12 @@ settings! {
     /// Nice value of the compaction thread, so that ingest wins the CPU
     /// when both want it; 0 keeps the server's priority
     compaction_nice: i32, env = "TRACELAKE_COMPACTION_NICE", default = "10";
+    /// Attributes that get a typed column of their own in every tenant's
+    /// table, beside the built-in ones (Tempo's dedicated columns): a comma
+    /// list of SET:KEY or SET:TYPE:KEY, SET span or resource, TYPE string
+    /// (the default) or int; at most 20 string and 5 int columns per set.
+    /// Columns are added, never removed [default: none]
+    dedicated_columns: String, env = "TRACELAKE_DEDICATED_COLUMNS";
     /// Reject spans that start further in the future than this
     max_span_future: String, env = "TRACELAKE_MAX_SPAN_FUTURE", default = "1h";
     /// Largest request body, after decompression
@@ -400,6 +424,8 @@ pub(crate) struct Config {
     pub(crate) compaction_delay: Duration,
     pub(crate) compaction_target_bytes: u64,
     pub(crate) compaction_nice: i32,
+    /// `--dedicated-columns`, checked.
+    pub(crate) dedicated: Vec<tracelake_schema::layout::Configured>,
     pub(crate) max_span_future: Duration,
     pub(crate) max_request_bytes: usize,
     pub(crate) max_buffer_bytes: usize,
@@ -716,6 +742,7 @@ impl Settings {
                 .filter(|d| !d.is_zero()),
             compaction_delay: duration(s.compaction_delay, "compaction delay")?,
             compaction_target_bytes: set(s.compaction_target_bytes),
+            dedicated: dedicated_columns(s.dedicated_columns.as_deref())?,
             compaction_nice,
             max_span_future: duration(s.max_span_future, "max span future")?,
             max_request_bytes: set(s.max_request_bytes),
@@ -917,9 +944,9 @@ mod tests {
         }
         assert_eq!(
             help.matches("[default:").count(),
-            Settings::DEFAULTS.len() + 28,
-            "each default once, plus the twenty-eight computed ones written in their help (node id, \
-             ingest peers, SQL worker listener and workers, \
+            Settings::DEFAULTS.len() + 29,
+            "each default once, plus the twenty-nine computed ones written in their help (node id, \
+             ingest peers, SQL worker listener and workers, dedicated columns, \
              query threads, storage URL, S3 endpoint and region, nine listeners, the tokens file, the \
              TLS certificate, client CA and cluster CA files, the tenant limits file, the sampling \
              strategies file, the adaptive sampling target, the Kafka brokers, CA file, SASL user and \
@@ -1178,6 +1205,29 @@ mod tests {
         let distributed = config.distributed.unwrap();
         assert_eq!(distributed.token.as_deref(), Some("s"));
         assert_eq!(distributed.bytes_per_task, 16 << 20);
+    }
+
+    #[test]
+    fn dedicated_columns_are_parsed_and_checked() {
+        use tracelake_schema::layout::{AttributeSet, Configured};
+        assert_eq!(
+            dedicated_columns(Some("span:app.tenant, resource:int:team.size")).unwrap(),
+            [
+                Configured::text(AttributeSet::Span, "app.tenant"),
+                Configured::int(AttributeSet::Resource, "team.size"),
+            ]
+        );
+        assert!(dedicated_columns(None).unwrap().is_empty());
+        assert!(dedicated_columns(Some(" ")).unwrap().is_empty());
+        for (bad, says) in [
+            ("span:http.route", "built-in column http_route"),
+            ("span:a,span:a", "configured twice"),
+            ("tenant", "SET:KEY"),
+        ] {
+            let err = dedicated_columns(Some(bad)).unwrap_err().to_string();
+            assert!(err.contains("invalid --dedicated-columns"), "{err}");
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

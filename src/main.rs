@@ -297,6 +297,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 lease_ttl: config.compactor_lease_ttl,
             },
             kafka: config.kafka.clone(),
+            dedicated: config.dedicated.clone(),
         },
         query_role: roles.query,
         peers: config.peers.clone(),

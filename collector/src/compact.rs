@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, BinaryArray, Int64Array, RecordBatch};
 use arrow::compute::interleave_record_batch;
-use arrow::datatypes::Int64Type;
+use arrow::datatypes::{Int64Type, SchemaRef};
 use bytes::Bytes;
 use deltalake::kernel::Add;
 use deltalake::{ObjectStore, Path};
@@ -49,7 +49,8 @@ use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStream};
 use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use tokio::sync::watch;
-use tracelake_schema::spans::{START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY, file_schema};
+use tracelake_schema::layout::Layout;
+use tracelake_schema::spans::{START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY};
 
 use crate::buffer::Buffer;
 use crate::flush::Flusher;
@@ -239,7 +240,10 @@ impl Compactor {
         let started = Instant::now();
         let partition = inputs[0].partition.clone();
         let job = uuid::Uuid::new_v4().simple().to_string();
-        let mut merge = Merge::open(&self.store, &inputs).await?;
+        // The table's layout as of the listing that chose the inputs: the
+        // output has every column any input (or the table) has.
+        let schema = Arc::clone(self.table.layout().file_schema());
+        let mut merge = Merge::open(&self.store, &inputs, &schema).await?;
         let mut outputs: Vec<Add> = Vec::new();
         let mut report = JobReport {
             partition: partition.clone(),
@@ -274,6 +278,7 @@ impl Compactor {
                     &partition,
                     full.then_some(job.as_str()),
                     outputs.len(),
+                    &schema,
                 )?),
             };
             o.write(&batch).await?;
@@ -435,6 +440,8 @@ impl AsyncFileReader for StoreReader {
 struct Input {
     stream: ParquetRecordBatchStream<StoreReader>,
     path: String,
+    /// The merge's schema, which every batch is given.
+    schema: SchemaRef,
     batch: RecordBatch,
     keys: Int64Array,
     ids: BinaryArray,
@@ -479,7 +486,10 @@ impl Input {
             if self.keys.null_count() + self.starts.null_count() > 0 {
                 return Err(wrong());
             }
-            self.batch = batch;
+            self.batch = Layout::conform(&batch, &self.schema).map_err(|source| Error::Read {
+                path: self.path.clone(),
+                source: source.into(),
+            })?;
             self.row = 0;
             return Ok(true);
         }
@@ -500,8 +510,13 @@ struct Merge {
 }
 
 impl Merge {
-    async fn open(store: &Arc<dyn ObjectStore>, files: &[PartitionFile]) -> Result<Self, Error> {
-        let schema = file_schema();
+    /// The merge of `files` into rows of `schema` (a layout's file schema;
+    /// a column an input lacks is null there).
+    async fn open(
+        store: &Arc<dyn ObjectStore>,
+        files: &[PartitionFile],
+        schema: &SchemaRef,
+    ) -> Result<Self, Error> {
         let mut merge = Self {
             inputs: Vec::with_capacity(files.len()),
             heap: BinaryHeap::with_capacity(files.len()),
@@ -536,7 +551,8 @@ impl Merge {
             let mut input = Input {
                 stream,
                 path: file.path.clone(),
-                batch: RecordBatch::new_empty(Arc::clone(&schema)),
+                schema: Arc::clone(schema),
+                batch: RecordBatch::new_empty(Arc::clone(schema)),
                 keys: Int64Array::from(Vec::<i64>::new()),
                 ids: BinaryArray::from(Vec::<&[u8]>::new()),
                 starts: Int64Array::from(Vec::<i64>::new()),
@@ -609,6 +625,7 @@ impl Output {
         partition: &str,
         job: Option<&str>,
         index: usize,
+        schema: &SchemaRef,
     ) -> Result<Self, Error> {
         let name = match job {
             Some(job) => format!("{COMPACTED_PREFIX}{job}-{index:05}.zstd.parquet"),
@@ -616,9 +633,9 @@ impl Output {
         };
         let path = format!("{partition}/{name}");
         let sink = BufWriter::new(Arc::clone(store), Path::from(path.as_str()));
-        let props = writer_properties(ROW_GROUP_ROWS * 8, ROW_GROUP_ROWS, ZSTD_LEVEL);
+        let props = writer_properties(schema, ROW_GROUP_ROWS * 8, ROW_GROUP_ROWS, ZSTD_LEVEL);
         let writer =
-            AsyncArrowWriter::try_new(sink, file_schema(), Some(props)).map_err(|source| {
+            AsyncArrowWriter::try_new(sink, Arc::clone(schema), Some(props)).map_err(|source| {
                 Error::Write {
                     path: path.clone(),
                     source,
@@ -804,6 +821,7 @@ mod tests {
             max_request_bytes: 1 << 20,
             node: crate::NodeConfig::default(),
             kafka: None,
+            dedicated: Vec::new(),
         };
         let collector = Collector::start(config, Arc::new(Metrics::default()))
             .await

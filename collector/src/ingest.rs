@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arrow::array::RecordBatch;
 use tokio::sync::Notify;
 use tracelake_protocols::Sink;
+use tracelake_schema::layout::Layout;
 use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tracelake_schema::otlp::{Acceptance, Rejections, SpansBuilder};
 
@@ -298,6 +299,9 @@ pub struct Ingest {
     config: IngestConfig,
     /// Woken when the buffer may have become due for a flush.
     flush: Arc<Notify>,
+    /// The table layout the rows are built in (its configured dedicated
+    /// columns), fixed for the process: every buffered row has one schema.
+    layout: Arc<Layout>,
 }
 
 impl IngestConfig {
@@ -326,8 +330,10 @@ impl Ingest {
         metrics: Arc<Metrics>,
         config: IngestConfig,
         flush: Arc<Notify>,
+        layout: Arc<Layout>,
     ) -> Self {
         Self {
+            layout,
             bucket: parking_lot::Mutex::new(Bucket::new(IngestLimits::default())),
             trace_sizes: parking_lot::Mutex::new(TraceSizes::default()),
             wal,
@@ -339,6 +345,11 @@ impl Ingest {
     }
 
     /// Replaces the limits (the bucket starts full when the rate changes).
+    /// The layout rows are built in.
+    pub fn layout(&self) -> &Arc<Layout> {
+        &self.layout
+    }
+
     pub fn set_limits(&self, limits: IngestLimits) {
         let mut bucket = self.bucket.lock();
         if bucket.limits != limits {
@@ -460,7 +471,7 @@ impl Ingest {
     where
         F: FnOnce(&mut Sink<'_>) -> Result<(), IngestError>,
     {
-        let mut builder = SpansBuilder::with_capacity(capacity);
+        let mut builder = SpansBuilder::for_layout(Arc::clone(&self.layout), capacity);
         let mut sink = Sink::new(&mut builder, self.acceptance());
         fill(&mut sink)?;
         let mut rejections = sink.rejections;

@@ -380,6 +380,7 @@ impl Kafka {
         let connection = Arc::new(Mutex::new(Some("connecting".to_string())));
         let run = Run {
             config: Arc::new(config),
+            layout: table.layout(),
             table,
             store,
             ingest,
@@ -437,6 +438,9 @@ impl KafkaView {
 
 struct Run {
     config: Arc<KafkaConfig>,
+    /// The layout rows are built in (the table's when the receiver
+    /// started), fixed so that every buffered row has one schema.
+    layout: Arc<tracelake_schema::layout::Layout>,
     table: Arc<Table>,
     store: Arc<dyn ObjectStore>,
     ingest: crate::ingest::IngestConfig,
@@ -1036,6 +1040,7 @@ impl Consumer {
         let count = records.len() as u64;
         let encoding = self.encoding;
         let acceptance = self.run.ingest.acceptance();
+        let layout = Arc::clone(&self.run.layout);
         let decoded = tokio::task::spawn_blocking(move || {
             let mut batches = Vec::with_capacity(records.len());
             let mut bad: Vec<Bad> = Vec::new();
@@ -1053,7 +1058,7 @@ impl Consumer {
                     continue;
                 };
                 // A message that fails half-way leaves nothing behind.
-                let mut one = SpansBuilder::with_capacity(8);
+                let mut one = SpansBuilder::for_layout(Arc::clone(&layout), 8);
                 let mut sink = Sink::new(&mut one, acceptance);
                 match encoding.decode(value, &mut sink) {
                     Ok(()) => {
@@ -1073,9 +1078,7 @@ impl Consumer {
             let batch = match batches.first() {
                 Some(first) => arrow::compute::concat_batches(&first.schema(), &batches)
                     .map_err(|e| e.to_string()),
-                None => Ok(RecordBatch::new_empty(
-                    tracelake_schema::spans::spans_schema(),
-                )),
+                None => Ok(RecordBatch::new_empty(Arc::clone(layout.schema()))),
             };
             (batch, bad, rejections, last)
         })

@@ -34,6 +34,7 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tracelake_schema::layout::Layout;
 use url::Url;
 
 use crate::buffer::Buffer;
@@ -159,6 +160,9 @@ pub struct CollectorConfig {
     pub node: NodeConfig,
     /// The Kafka receiver, on an ingest node of the tenant it feeds.
     pub kafka: Option<kafka::KafkaConfig>,
+    /// Dedicated attribute columns the table gets, besides the built-in
+    /// ones ([`tracelake_schema::layout`]); columns it has are kept.
+    pub dedicated: Vec<tracelake_schema::layout::Configured>,
 }
 
 /// The lease's task and its stop signal, stopped when dropped.
@@ -228,6 +232,14 @@ impl Collector {
             (stop, tokio::spawn(lease.run(stopped, held)))
         }));
         upgrade::bring_up_to_date(&table, shared, lease.as_deref()).await?;
+        // The layout rows are built in from here on: the table's, with
+        // the configured columns it lacks added (by an ingest node; the
+        // others only read them).
+        let layout = if node.ingest && !config.dedicated.is_empty() {
+            table.add_dedicated_columns(&config.dedicated).await?
+        } else {
+            table.layout()
+        };
         let gauges = metrics.tenant_gauges(&config.tenant);
         let (wal, replayed) = if node.ingest {
             let mut committed = table.committed_seq().await?;
@@ -251,14 +263,17 @@ impl Collector {
         let buffer = Arc::new(Buffer::new(table.version().await, gauges));
         let rows: usize = replayed.iter().map(|r| r.batch.num_rows()).sum();
         for record in &replayed {
-            // Records written before an upgrade are in the older layout.
-            if tracelake_schema::upgrade::layout_version(&record.batch.schema()) == 2 {
-                let batch = tracelake_schema::upgrade::from_v2(&record.batch)
-                    .map_err(|e| Error::Upgrade(e.to_string()))?;
-                buffer.insert(record.seq, &batch);
+            // Records written before an upgrade are in the older layout;
+            // those written before a column was added lack it.
+            let batch = if tracelake_schema::upgrade::layout_version(&record.batch.schema()) == 2 {
+                tracelake_schema::upgrade::from_v2(&record.batch)
+                    .map_err(|e| Error::Upgrade(e.to_string()))?
             } else {
-                buffer.insert(record.seq, &record.batch);
-            }
+                record.batch.clone()
+            };
+            let batch = Layout::conform(&batch, layout.schema())
+                .map_err(|e| Error::Upgrade(format!("WAL record {}: {e}", record.seq)))?;
+            buffer.insert(record.seq, &batch);
         }
         if !replayed.is_empty() {
             tracing::info!(
@@ -276,6 +291,7 @@ impl Collector {
                 Arc::clone(&metrics),
                 config.ingest.clone(),
                 Arc::clone(&wake),
+                Arc::clone(&layout),
             ))
         });
         let maintenance = if node.compact {
@@ -396,7 +412,12 @@ impl Collector {
     /// nodes), or an empty router on a node that does not ingest.
     pub fn live_router(&self) -> axum::Router {
         match &self.ingest {
-            Some(_) => live::router(Arc::clone(&self.buffer), self.table.app_id(), self.kafka()),
+            Some(ingest) => live::router(
+                Arc::clone(&self.buffer),
+                self.table.app_id(),
+                self.kafka(),
+                Arc::clone(ingest.layout().schema()),
+            ),
             None => axum::Router::new(),
         }
     }

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use arrow::datatypes::SchemaRef;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -25,6 +26,8 @@ struct Source {
     writer: Arc<str>,
     /// The Kafka partitions' buffers, each named in the groups header.
     kafka: Option<crate::kafka::KafkaView>,
+    /// The buffered rows' schema (the node's table layout).
+    schema: SchemaRef,
 }
 
 #[derive(Deserialize)]
@@ -32,11 +35,19 @@ struct Params {
     trace_id: Option<String>,
 }
 
-pub fn router(buffer: Arc<Buffer>, writer: &str, kafka: Option<crate::kafka::KafkaView>) -> Router {
+/// The router of the rows in `buffer` (and `kafka`'s), whose stored schema
+/// is `schema`.
+pub fn router(
+    buffer: Arc<Buffer>,
+    writer: &str,
+    kafka: Option<crate::kafka::KafkaView>,
+    schema: SchemaRef,
+) -> Router {
     Router::new().route(PATH, get(serve)).with_state(Source {
         buffer,
         writer: writer.into(),
         kafka,
+        schema,
     })
 }
 
@@ -49,7 +60,9 @@ async fn serve(State(source): State<Source>, Query(params): Query<Params>) -> Re
     for (writer, buffer) in source.kafka.iter().flat_map(|k| k.buffers()) {
         groups.push((Some(writer), buffer.snapshot().groups));
     }
-    let encoded = tokio::task::spawn_blocking(move || encode(&groups, trace_id.as_ref())).await;
+    let schema = source.schema;
+    let encoded =
+        tokio::task::spawn_blocking(move || encode(&groups, trace_id.as_ref(), &schema)).await;
     let (groups, body) = match encoded {
         Ok(Ok(encoded)) => encoded,
         Ok(Err(error)) => {

@@ -22,6 +22,7 @@ use deltalake::kernel::{Action, Add, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableError, ObjectStore};
 use tokio::sync::Mutex;
+use tracelake_schema::layout::{Configured, Layout};
 use tracelake_schema::spans::{
     DATE, HOUR, PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, spans_schema,
 };
@@ -107,6 +108,20 @@ pub struct Table {
     /// The layout version the table holds (older than [`SCHEMA_VERSION`]
     /// until [`crate::upgrade`] has rewritten it).
     layout_version: std::sync::atomic::AtomicU32,
+    /// The table schema's layout (its configured dedicated columns), as of
+    /// the last version read.
+    layout: std::sync::RwLock<Arc<Layout>>,
+}
+
+/// The layout of a table's schema: its configured dedicated columns.
+fn columns_of(snapshot: &deltalake::table::state::DeltaTableState) -> Result<Arc<Layout>> {
+    use deltalake::kernel::engine::arrow_conversion::TryIntoArrow as _;
+    let schema: arrow::datatypes::Schema = snapshot
+        .schema()
+        .as_ref()
+        .try_into_arrow()
+        .map_err(|e| Error::Schema(e.to_string()))?;
+    Layout::of_schema(&schema).map_err(Error::Schema)
 }
 
 /// Layout versions that [`crate::upgrade`] rewrites into the current one.
@@ -193,13 +208,16 @@ impl Table {
                 .map_err(err)?;
             tracing::info!(%url, "created spans table");
         }
-        let layout_version = layout_of(table.snapshot().map_err(err)?, url)?;
+        let snapshot = table.snapshot().map_err(err)?;
+        let layout_version = layout_of(snapshot, url)?;
+        let layout = columns_of(snapshot)?;
         Ok(Self {
             url: url.clone(),
             app_id: WAL_APP_ID.to_string(),
             table: Mutex::new(table),
             metrics,
             layout_version: layout_version.into(),
+            layout: layout.into(),
         })
     }
 
@@ -220,10 +238,73 @@ impl Table {
     pub async fn refresh(&self) -> Result<()> {
         let mut table = self.table.lock().await;
         table.update_state().await.map_err(|e| self.err(e))?;
-        let layout = layout_of(table.snapshot().map_err(|e| self.err(e))?, &self.url)?;
+        let snapshot = table.snapshot().map_err(|e| self.err(e))?;
+        let layout = layout_of(snapshot, &self.url)?;
         self.layout_version
             .store(layout, std::sync::atomic::Ordering::Release);
+        self.set_layout(columns_of(snapshot)?);
         Ok(())
+    }
+
+    /// The table schema's layout, as of the last version this handle read:
+    /// the standard columns and the configured dedicated ones.
+    pub fn layout(&self) -> Arc<Layout> {
+        Arc::clone(&self.layout.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn set_layout(&self, layout: Arc<Layout>) {
+        *self.layout.write().unwrap_or_else(|e| e.into_inner()) = layout;
+    }
+
+    /// Gives the table a dedicated column for each of `wanted` it lacks, in
+    /// one commit of the grown schema (files written before read the new
+    /// columns as null); returns the table's layout. A key the table has as
+    /// a column of the other type is an error.
+    pub async fn add_dedicated_columns(&self, wanted: &[Configured]) -> Result<Arc<Layout>> {
+        use deltalake::kernel::MetadataExt as _;
+        let mut table = self.table.lock().await;
+        table.update_state().await.map_err(|e| self.err(e))?;
+        let state = table.snapshot().map_err(|e| self.err(e))?;
+        let have = columns_of(state)?;
+        let layout = have.with(wanted).map_err(Error::Schema)?;
+        if Arc::ptr_eq(&layout, &have) {
+            self.set_layout(have);
+            return Ok(layout);
+        }
+        let schema: StructType = layout
+            .schema()
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| Error::Schema(e.to_string()))?;
+        let added: Vec<_> = layout.configured()[have.configured().len()..]
+            .iter()
+            .filter_map(|c| schema.field(c.column()).cloned())
+            .collect();
+        let metadata = state
+            .metadata()
+            .clone()
+            .with_schema(&schema)
+            .map_err(|e| Error::Schema(e.to_string()))?;
+        let finalized = CommitBuilder::from(commit_properties())
+            .with_actions(vec![Action::Metadata(metadata)])
+            .build(
+                Some(state),
+                table.log_store(),
+                DeltaOperation::AddColumn { fields: added },
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        table.state = Some(finalized.snapshot());
+        tracing::info!(
+            url = %self.url,
+            columns = ?layout.configured()[have.configured().len()..]
+                .iter()
+                .map(Configured::column)
+                .collect::<Vec<_>>(),
+            "added dedicated columns"
+        );
+        self.set_layout(Arc::clone(&layout));
+        Ok(layout)
     }
 
     /// The layout version the table's files are in (the table property).
@@ -239,7 +320,9 @@ impl Table {
         use deltalake::kernel::MetadataExt as _;
         let mut table = self.table.lock().await;
         let state = table.snapshot().map_err(|e| self.err(e))?;
-        let schema: StructType = spans_schema()
+        let schema: StructType = self
+            .layout()
+            .schema()
             .as_ref()
             .try_into_kernel()
             .map_err(|e| Error::Schema(e.to_string()))?;
@@ -430,6 +513,12 @@ impl Table {
         let mut table = self.table.lock().await;
         table.update_state().await.map_err(|e| self.err(e))?;
         let state = table.snapshot().map_err(|e| self.err(e))?;
+        // The schema the files are rewritten in (compaction) is the one of
+        // the version they were listed at.
+        let layout = columns_of(state)?;
+        if layout.configured() != self.layout().configured() {
+            self.set_layout(layout);
+        }
         Ok(state
             .log_data()
             .iter()

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use deltalake::{ObjectStore, Path};
 use futures::StreamExt as _;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
-use tracelake_schema::spans::{PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY};
+use tracelake_schema::spans::{PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, file_schema};
 use tracelake_schema::upgrade::from_v2;
 
 use crate::compact::{Error, Output, StoreReader};
@@ -244,7 +244,7 @@ async fn rewrite(
         .with_batch_size(READ_BATCH_ROWS)
         .build()
         .map_err(read)?;
-    let mut out = Output::create(store, partition, None, index)?;
+    let mut out = Output::create(store, partition, None, index, &file_schema())?;
     let mut rows = 0u64;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(read)?;

@@ -19,10 +19,11 @@
 //! being opened.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{SortColumn, lexsort_to_indices};
-use arrow::datatypes::Int64Type;
+use arrow::datatypes::{Int64Type, Schema, SchemaRef};
 use chrono::NaiveDate;
 use deltalake::kernel::Add;
 use parquet::arrow::ArrowWriter;
@@ -33,7 +34,7 @@ use parquet::schema::types::ColumnPath;
 use serde_json::{Map, Value, json};
 use tracelake_schema::spans::{
     DURATION_NS, HOUR, PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SERVICE_NAME,
-    SPAN_ID, START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY, file_schema, spans_schema,
+    SPAN_ID, START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY, spans_schema,
 };
 use tracelake_schema::trace_keys::KeysBuilder;
 
@@ -73,9 +74,15 @@ const FLUSH_ROW_GROUP_ROWS: usize = 64 * 1024;
 /// group, thanks to the page index on the sorted `trace_key`.
 const PAGE_ROWS: usize = 8 * 1024;
 
-/// Writer settings of a data file of about `rows` rows with row groups of
-/// at most `row_group_rows`, compressed with zstd at `zstd_level`.
-pub fn writer_properties(rows: usize, row_group_rows: usize, zstd_level: i32) -> WriterProperties {
+/// Writer settings of a data file of `schema` (a layout's file schema) of
+/// about `rows` rows with row groups of at most `row_group_rows`,
+/// compressed with zstd at `zstd_level`.
+pub fn writer_properties(
+    schema: &Schema,
+    rows: usize,
+    row_group_rows: usize,
+    zstd_level: i32,
+) -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(zstd_level).expect("valid zstd level"),
@@ -106,7 +113,7 @@ pub fn writer_properties(rows: usize, row_group_rows: usize, zstd_level: i32) ->
     ] {
         props = props.set_column_dictionary_enabled(ColumnPath::from(unique), false);
     }
-    for field in file_schema().fields() {
+    for field in schema.fields() {
         if !field.data_type().is_nested() {
             props = props.set_column_statistics_enabled(
                 ColumnPath::from(field.name().as_str()),
@@ -119,11 +126,16 @@ pub fn writer_properties(rows: usize, row_group_rows: usize, zstd_level: i32) ->
 
 /// Encodes the rows of one partition as a Parquet file and describes it.
 /// The sorted rows are materialised one row group at a time, so a flush
-/// holds one row group's copy, not the partition's.
+/// holds one row group's copy, not the partition's. The batches share one
+/// stored schema (their layout's); the file has its columns but the
+/// partition columns.
 pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<DataFile> {
     let rows = batches.iter().map(RecordBatch::num_rows).sum();
     let order = sort_order(batches)?;
-    let columns = file_columns();
+    let stored = batches
+        .first()
+        .map_or_else(spans_schema, RecordBatch::schema);
+    let (columns, schema) = file_columns(&stored);
     // Per file column: each batch's array, or `None` when the column is
     // null in every batch (most dedicated attribute columns of a
     // workload), whose sorted rows are then simply nulls.
@@ -137,12 +149,12 @@ pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<Dat
                 .then_some(arrays)
         })
         .collect();
-    let schema = file_schema();
     let mut bytes = Vec::with_capacity(rows * 64);
     let mut writer = ArrowWriter::try_new(
         &mut bytes,
         std::sync::Arc::clone(&schema),
         Some(writer_properties(
+            &schema,
             rows,
             FLUSH_ROW_GROUP_ROWS,
             FLUSH_ZSTD_LEVEL,
@@ -234,16 +246,17 @@ pub fn add_action(path: &str, size: u64, stats: &Stats) -> Add {
     }
 }
 
-fn file_columns() -> Vec<usize> {
-    let all = spans_schema();
-    file_schema()
+/// The positions in `stored` of the data file's columns (all but the
+/// partition columns), and the file's schema.
+fn file_columns(stored: &Schema) -> (Vec<usize>, SchemaRef) {
+    let (columns, fields): (Vec<usize>, Vec<_>) = stored
         .fields()
         .iter()
-        .map(|f| {
-            all.index_of(f.name())
-                .expect("file columns are spans columns")
-        })
-        .collect()
+        .enumerate()
+        .filter(|(_, f)| !PARTITION_COLUMNS.contains(&f.name().as_str()))
+        .map(|(i, f)| (i, Arc::clone(f)))
+        .unzip();
+    (columns, Arc::new(Schema::new(fields)))
 }
 
 /// The order of rows in every data file: by `trace_key`, then `trace_id`

@@ -17,8 +17,13 @@
 //!
 //! Expressions whose input has no dedicated columns (a subquery that
 //! selected only the map) are left alone.
+//!
+//! The configured dedicated columns of a table ([`tracelake_schema::layout`])
+//! are found by their field metadata in the plan's schemas and rewritten
+//! the same way; the merge functions take them as `key, column` pairs
+//! after the built-in columns, so that a SQL worker needs no configuration.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -37,6 +42,7 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::prelude::coalesce;
 use tracelake_schema::attributes::TypeCode;
+use tracelake_schema::layout::{AttributeSet, Configured};
 use tracelake_schema::spans::{
     DEDICATED_SCOPES, MAP_ENTRIES, MAP_KEY, MAP_VALUE, attribute_types_type, attributes_type,
 };
@@ -53,10 +59,26 @@ impl AnalyzerRule for DedicatedAttributes {
         // Every column some node of the plan has: what an outer reference
         // (in a correlated subquery) can point at.
         let mut known = HashSet::new();
+        // The configured columns any node has: (scope, key) -> (name, int).
+        let mut configured = HashMap::new();
         plan.apply_with_subqueries(|node| {
             known.extend(node.schema().columns());
+            for field in node.schema().fields() {
+                if let Some(Ok(c)) = Configured::of_field(field) {
+                    let scope = match c.set {
+                        AttributeSet::Span => 0,
+                        AttributeSet::Resource => 1,
+                    };
+                    configured
+                        .entry((scope, c.key))
+                        .or_insert_with(|| (field.name().clone(), c.int));
+                }
+            }
             Ok(TreeNodeRecursion::Continue)
         })?;
+        // In column order, for the merges.
+        let mut configured: Vec<ConfiguredColumn> = configured.into_iter().collect();
+        configured.sort();
         plan.transform_up_with_subqueries(|node| {
             let inputs: Vec<DFSchemaRef> = node
                 .inputs()
@@ -69,6 +91,7 @@ impl AnalyzerRule for DedicatedAttributes {
             let cx = Cx {
                 inputs: &inputs,
                 known: &known,
+                configured: &configured,
             };
             let preserver = NamePreserver::new(&node);
             node.map_expressions(|expr| {
@@ -87,6 +110,23 @@ struct Cx<'a> {
     inputs: &'a [DFSchemaRef],
     /// Every column of the plan, for outer references.
     known: &'a HashSet<Column>,
+    /// The configured dedicated columns of the plan's tables:
+    /// `((scope, key), (column, int))`, sorted.
+    configured: &'a [ConfiguredColumn],
+}
+
+/// A configured dedicated column: `((scope, key), (column, int))`.
+type ConfiguredColumn = ((usize, String), (String, bool));
+
+impl Cx<'_> {
+    /// The configured column of `key` in scope `scope`: its name and
+    /// whether it holds integers.
+    fn configured(&self, scope: usize, key: &str) -> Option<(&str, bool)> {
+        self.configured
+            .iter()
+            .find(|((s, k), _)| *s == scope && k == key)
+            .map(|(_, (name, int))| (name.as_str(), *int))
+    }
 }
 
 /// The column an input column or an outer reference names.
@@ -161,14 +201,18 @@ fn rewrite(expr: Expr, cx: &Cx<'_>) -> Result<Transformed<Expr>> {
                 ) => k,
                 _ => return Ok(Transformed::no(expr)),
             };
-            let column = DEDICATED_SCOPES[scope]
-                .get(key)
-                .and_then(|d| Some((d, beside(&args[0], d.column, d.data_type(), cx)?)));
-            let Some((d, column)) = column else {
+            let column = match DEDICATED_SCOPES[scope].get(key) {
+                Some(d) => beside(&args[0], d.column, d.data_type(), cx).map(|c| (d.int, c)),
+                None => cx.configured(scope, key).and_then(|(name, int)| {
+                    let data_type = if int { DataType::Int64 } else { DataType::Utf8 };
+                    beside(&args[0], name, data_type, cx).map(|c| (int, c))
+                }),
+            };
+            let Some((int, column)) = column else {
                 // A key of the map alone: the stored map, not the merged one.
                 return Ok(Transformed::new(expr, false, TreeNodeRecursion::Jump));
             };
-            let new = match (types, d.int) {
+            let new = match (types, int) {
                 (false, false) => coalesce(vec![column, expr.clone()]),
                 (false, true) => coalesce(vec![cast(column, DataType::Utf8), expr.clone()]),
                 (true, true) => coalesce(vec![
@@ -196,6 +240,21 @@ fn rewrite(expr: Expr, cx: &Cx<'_>) -> Result<Transformed<Expr>> {
                 .collect();
             let mut args = vec![expr.clone()];
             args.extend(columns);
+            // The configured columns beside this map, as `key, column`.
+            for ((s, key), (name, int)) in cx.configured {
+                if *s != scope || (types && !int) {
+                    continue;
+                }
+                let data_type = if *int {
+                    DataType::Int64
+                } else {
+                    DataType::Utf8
+                };
+                if let Some(column) = beside(&expr, name, data_type, cx) {
+                    args.push(lit(key.as_str()));
+                    args.push(column);
+                }
+            }
             Ok(Transformed::new(
                 Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(merge(scope, types)), args)),
                 true,
@@ -206,19 +265,15 @@ fn rewrite(expr: Expr, cx: &Cx<'_>) -> Result<Transformed<Expr>> {
     }
 }
 
-/// `with_dedicated_<map>(<map>, <every dedicated column of its scope>)`
-/// (`with_dedicated_span_attributes`): the map with each column's value
-/// (integers as text) added; with `types`,
+/// `with_dedicated_<map>(<map>, <every dedicated column of its scope>[,
+/// key, column]...)` (`with_dedicated_span_attributes`): the map with each
+/// column's value (integers as text) added, the built-in columns first,
+/// then the configured ones as pairs of key and column; with `types`,
 /// `with_dedicated_<type-code map>(<type-code map>, <every integer
-/// column>)`: the codes with the integer code added for each
-/// integer column that holds a value. `scope` indexes
+/// column>[, key, column]...)`: the codes with the integer code added for
+/// each integer column that holds a value. `scope` indexes
 /// [`DEDICATED_SCOPES`].
 pub fn merge(scope: usize, types: bool) -> ScalarUDF {
-    let columns = DEDICATED_SCOPES[scope]
-        .columns
-        .iter()
-        .filter(|d| !types || d.int)
-        .count();
     let map = if types {
         DEDICATED_SCOPES[scope].types
     } else {
@@ -228,7 +283,7 @@ pub fn merge(scope: usize, types: bool) -> ScalarUDF {
         name: format!("with_dedicated_{map}"),
         scope,
         types,
-        signature: Signature::any(1 + columns, Volatility::Immutable),
+        signature: Signature::variadic_any(Volatility::Immutable),
     })
 }
 
@@ -278,22 +333,37 @@ impl ScalarUDFImpl for Merge {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(rows))
-            .collect::<Result<Vec<ArrayRef>>>()?;
-        let map = arrays[0].as_map();
-        let columns = &arrays[1..];
-        let keys: Vec<&str> = DEDICATED_SCOPES[self.scope]
+        let mut keys: Vec<&str> = DEDICATED_SCOPES[self.scope]
             .columns
             .iter()
             .filter(|d| !self.types || d.int)
             .map(|d| d.key)
             .collect();
-        if keys.len() != columns.len() {
-            return exec_err!("{} takes {} columns", self.name(), keys.len());
+        let builtin = keys.len();
+        if args.args.len() < 1 + builtin || !(args.args.len() - 1 - builtin).is_multiple_of(2) {
+            return exec_err!(
+                "{} takes the map, {builtin} columns, then pairs of key and column",
+                self.name()
+            );
         }
+        let mut arrays = vec![args.args[0].to_array(rows)?];
+        for a in &args.args[1..1 + builtin] {
+            arrays.push(a.to_array(rows)?);
+        }
+        for pair in args.args[1 + builtin..].chunks(2) {
+            let ColumnarValue::Scalar(
+                ScalarValue::Utf8(Some(key))
+                | ScalarValue::Utf8View(Some(key))
+                | ScalarValue::LargeUtf8(Some(key)),
+            ) = &pair[0]
+            else {
+                return exec_err!("{}: a configured column's key must be text", self.name());
+            };
+            keys.push(key);
+            arrays.push(pair[1].to_array(rows)?);
+        }
+        let map = arrays[0].as_map();
+        let columns = &arrays[1..];
         let out: ArrayRef = if self.types {
             Arc::new(merge_types(map, &keys, columns)?)
         } else {
@@ -425,6 +495,111 @@ mod tests {
     }
 
     use datafusion::common::tree_node::TreeNode as _;
+
+    /// A table of spans in a layout with configured columns, queried with
+    /// the rule: the keys are found by the columns' metadata.
+    #[tokio::test]
+    async fn configured_columns_are_read_for_their_keys() {
+        use std::sync::Arc;
+
+        use datafusion::arrow::util::pretty::pretty_format_batches;
+        use datafusion::datasource::MemTable;
+        use datafusion::prelude::SessionContext;
+        use tracelake_schema::layout::{AttributeSet, Configured, Layout};
+        use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use tracelake_schema::opentelemetry_proto::tonic::common::v1::any_value::Value;
+        use tracelake_schema::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+        use tracelake_schema::opentelemetry_proto::tonic::trace::v1::{
+            ResourceSpans, ScopeSpans, Span,
+        };
+        use tracelake_schema::otlp::{Acceptance, SpansBuilder};
+
+        let layout = Layout::new(vec![
+            Configured::text(AttributeSet::Span, "app.tenant"),
+            Configured::int(AttributeSet::Span, "app.retries"),
+        ])
+        .unwrap();
+        let kv = |key: &str, value: Value| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            key_strindex: 0,
+        };
+        let span = |id: u8, attributes| Span {
+            trace_id: vec![1; 16],
+            span_id: vec![id; 8],
+            name: "op".into(),
+            start_time_unix_nano: 1_000,
+            end_time_unix_nano: 2_000,
+            attributes,
+            ..Default::default()
+        };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![
+                        span(
+                            1,
+                            vec![
+                                kv("app.tenant", Value::StringValue("acme".into())),
+                                kv("app.retries", Value::IntValue(2)),
+                            ],
+                        ),
+                        // A value of another type than the column's: in
+                        // the map.
+                        span(2, vec![kv("app.retries", Value::StringValue("two".into()))]),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut builder = SpansBuilder::for_layout(Arc::clone(&layout), 2);
+        builder.append_request(&request, &Acceptance::ANY_TIME);
+        let batch = builder.finish();
+        let ctx = SessionContext::new();
+        for udf in super::merges() {
+            ctx.register_udf(udf);
+        }
+        ctx.add_analyzer_rule(Arc::new(super::DedicatedAttributes));
+        let table = MemTable::try_new(Arc::clone(layout.schema()), vec![vec![batch]]).unwrap();
+        ctx.register_table("spans", Arc::new(table)).unwrap();
+        let run = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move {
+                let df = ctx.sql(sql).await.unwrap();
+                pretty_format_batches(&df.collect().await.unwrap())
+                    .unwrap()
+                    .to_string()
+            }
+        };
+        let text = run(
+            "SELECT span_attributes['app.tenant'] AS t, span_attributes['app.retries'] AS r, \
+             span_attribute_types['app.retries'] AS c FROM spans ORDER BY span_id",
+        )
+        .await;
+        let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| ")).collect();
+        assert_eq!(
+            rows,
+            [
+                "| t    | r   | c |",
+                "| acme | 2   | 2 |",
+                "|      | two |   |"
+            ],
+            "{text}"
+        );
+        let text =
+            run("SELECT count(*) AS n FROM spans WHERE span_attributes['app.tenant'] = 'acme'")
+                .await;
+        assert!(text.contains("| 1 |"), "{text}");
+        // The whole map has every key, the configured ones included.
+        let text =
+            run("SELECT array_sort(map_keys(span_attributes)) AS k FROM spans ORDER BY span_id")
+                .await;
+        assert!(text.contains("[app.retries, app.tenant]"), "{text}");
+        assert!(text.contains("| [app.retries]"), "{text}");
+        let text = run("SELECT span_attribute_types FROM spans ORDER BY span_id").await;
+        assert!(text.contains("{app.retries: 2}"), "{text}");
+    }
 
     #[tokio::test]
     async fn a_dedicated_key_reads_its_column_not_the_map() {

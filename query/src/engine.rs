@@ -262,6 +262,8 @@ impl QueryEngine {
     }
 
     async fn plan_in(&self, ctx: &SessionContext, sql: &str) -> Result<DataFrame, QueryError> {
+        // The first plan sees the table's configured columns.
+        self.spans.ensure_layout().await?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)

@@ -30,7 +30,6 @@ use arrow_flight::{
 use futures::{Stream, TryStreamExt as _};
 use prost::Message as _;
 use tonic::{Request, Response, Status, Streaming};
-use tracelake_schema::spans::spans_schema;
 
 use crate::engine::{QueryEngine, QueryError, SPANS};
 use crate::executor::{Class, Scope};
@@ -318,7 +317,9 @@ impl FlightSqlService for FlightSql {
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let mut b = query.into_builder();
-        b.append(CATALOG, DB_SCHEMA, SPANS, "TABLE", &spans_schema())
+        let spans = self.engine.spans();
+        spans.ensure_layout().await.map_err(internal)?;
+        b.append(CATALOG, DB_SCHEMA, SPANS, "TABLE", spans.layout().schema())
             .map_err(internal)?;
         Self::one_batch(b.build())
     }

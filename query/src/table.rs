@@ -9,10 +9,12 @@
 //! twice or missed. Each side is cast to the canonical spans schema, so the
 //! union (and every API reading it) sees one set of types.
 //!
-//! The table offers SQL's schema ([`sql_schema`]): the stored columns plus
-//! `start_time`, computed from `start_time_unix_nano`; a condition on
-//! `start_time` also becomes one on `start_time_unix_nano`, whose per-file
-//! and per-page statistics prune.
+//! The table offers SQL's schema (its layout's
+//! [`tracelake_schema::layout::Layout::sql_schema`]): the stored columns
+//! plus `start_time`, computed from `start_time_unix_nano`, and the
+//! configured dedicated columns the table's schema has, as of the last
+//! version read; a condition on `start_time` also becomes one on
+//! `start_time_unix_nano`, whose per-file and per-page statistics prune.
 
 use std::fmt;
 use std::sync::Arc;
@@ -41,9 +43,10 @@ use datafusion::prelude::{col, lit};
 use datafusion::scalar::ScalarValue;
 use deltalake::DeltaTable;
 use tokio::sync::Mutex;
+use tracelake_schema::layout::Layout;
 use tracelake_schema::spans::{
     SCHEMA_VERSION, SCHEMA_VERSION_KEY, START_TIME, START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY,
-    spans_schema, sql_schema, timestamp_type, trace_key,
+    timestamp_type, trace_key,
 };
 use url::Url;
 
@@ -125,6 +128,9 @@ pub struct SpansTable {
     /// The root of the table's object store, and the table's path there.
     store: (ObjectStoreUrl, deltalake::Path),
     bounds: crate::scan::BoundsCache,
+    /// The table schema's layout (its configured dedicated columns) and
+    /// the table version it was read at; `None` before the first read.
+    layout: parking_lot::RwLock<Option<(Option<u64>, Arc<Layout>)>>,
 }
 
 impl fmt::Debug for SpansTable {
@@ -145,7 +151,53 @@ impl SpansTable {
             live,
             index: TraceIndex::default(),
             bounds: Default::default(),
+            layout: Default::default(),
         })
+    }
+
+    /// The table's layout as of the last version read (the standard one
+    /// before the first read, or while no table exists).
+    pub fn layout(&self) -> Arc<Layout> {
+        match &*self.layout.read() {
+            Some((_, layout)) => Arc::clone(layout),
+            None => Arc::clone(Layout::standard()),
+        }
+    }
+
+    /// Reads the table's layout if no read has yet: before the first
+    /// query is planned, so that it sees the configured columns. Later
+    /// versions' columns are seen from the read that meets them.
+    pub async fn ensure_layout(&self) -> Result<()> {
+        if self.layout.read().is_none() {
+            let mut guard = self.delta.lock().await;
+            self.load(&mut guard).await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps [`SpansTable::layout`] that of `table`'s version.
+    fn note_layout(&self, table: &DeltaTable) -> Result<()> {
+        use deltalake::kernel::engine::arrow_conversion::TryIntoArrow as _;
+        let version = table.version();
+        if matches!(&*self.layout.read(), Some((v, _)) if *v == version) {
+            return Ok(());
+        }
+        let schema: arrow::datatypes::Schema = table
+            .snapshot()
+            .map_err(external)?
+            .schema()
+            .as_ref()
+            .try_into_arrow()
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let layout = Layout::of_schema(&schema).map_err(DataFusionError::Plan)?;
+        let mut current = self.layout.write();
+        // The same columns: keep the layout (and its schemas) as it is.
+        let layout = match &*current {
+            Some((_, have)) if have.configured() == layout.configured() => Arc::clone(have),
+            _ => layout,
+        };
+        *current = Some((version, layout));
+        Ok(())
     }
 
     /// The live rows not in `table` (its version as loaded).
@@ -158,7 +210,12 @@ impl SpansTable {
         for snapshot in live {
             rows.extend(self.rows_not_in(table, snapshot).await?);
         }
-        Ok(rows)
+        // In the table's layout: a writer may have started before a
+        // column was added (or be another node that adds none).
+        let schema = Arc::clone(self.layout().schema());
+        rows.iter()
+            .map(|batch| Ok(Layout::conform(batch, &schema)?))
+            .collect()
     }
 
     /// The rows of one writer's snapshot not in `table`.
@@ -219,6 +276,7 @@ impl SpansTable {
         if table.version().is_none() {
             return Ok(None);
         }
+        self.note_layout(table)?;
         let layout = table
             .snapshot()
             .map_err(external)?
@@ -278,8 +336,13 @@ impl SpansTable {
                 Some(table) => {
                     let holders = self.index.holders(table, trace_key(trace_id)).await?;
                     let store = table.log_store().object_store(None);
+                    let schema = Arc::clone(self.layout().schema());
                     for holder in &holders {
-                        out.extend(self.index.read_trace(&store, holder, trace_id).await?);
+                        out.extend(
+                            self.index
+                                .read_trace(&store, holder, trace_id, &schema)
+                                .await?,
+                        );
                     }
                     self.live_rows(Some(table), live).await?
                 }
@@ -303,7 +366,7 @@ impl SpansTable {
 #[async_trait]
 impl TableProvider for SpansTable {
     fn schema(&self) -> SchemaRef {
-        sql_schema()
+        Arc::clone(self.layout().sql_schema())
     }
 
     fn table_type(&self) -> TableType {
@@ -325,8 +388,11 @@ impl TableProvider for SpansTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let sql = sql_schema();
-        let schema = spans_schema();
+        // The layout at planning or a later one: SQL's schema only grows
+        // at its end, so the projection's positions are the same in both.
+        let layout = self.layout();
+        let sql = Arc::clone(layout.sql_schema());
+        let schema = Arc::clone(layout.schema());
         // The stored columns the projection needs, each once.
         let wanted: Vec<usize> = match projection {
             Some(p) => p.clone(),

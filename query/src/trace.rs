@@ -91,22 +91,20 @@ async fn fetch_by_query(
         .await?
         .filter(col(TRACE_ID).eq(lit(ScalarValue::Binary(Some(trace_id.to_vec())))))?
         // The stored columns, as the direct read returns them.
-        .select_columns(&stored_columns())?;
+        .select_columns(&stored_columns(&engine.spans().layout()))?;
     // A trace may be larger than an SQL result may be.
     let (_, batches) = engine.collect_at_most(df, MAX_TRACE_SPANS).await?;
     Ok(batches)
 }
 
 /// The stored columns' names (SQL's `spans` adds `start_time`).
-fn stored_columns() -> Vec<&'static str> {
-    static NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
-        tracelake_schema::spans::spans_schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect()
-    });
-    NAMES.iter().map(String::as_str).collect()
+fn stored_columns(layout: &tracelake_schema::layout::Layout) -> Vec<&str> {
+    layout
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect()
 }
 
 /// Most spans a trace-by-id answer holds.

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, Date32Array, Int32Array, RecordBatch, Scalar,
 };
-use arrow::datatypes::Int64Type;
+use arrow::datatypes::{Int64Type, SchemaRef};
 use bytes::Bytes;
 use datafusion::common::Result;
 use datafusion::datasource::listing::PartitionedFile;
@@ -49,7 +49,7 @@ use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 use tokio::sync::Mutex;
-use tracelake_schema::spans::{DATE, HOUR, TRACE_ID, TRACE_KEY, spans_schema, trace_key};
+use tracelake_schema::spans::{DATE, HOUR, TRACE_ID, TRACE_KEY, trace_key};
 use tracelake_schema::trace_keys;
 
 #[derive(Default)]
@@ -173,6 +173,7 @@ impl TraceIndex {
         store: &Arc<dyn ObjectStore>,
         holder: &Holder,
         trace_id: &[u8],
+        schema: &SchemaRef,
     ) -> Result<Vec<RecordBatch>> {
         let key = trace_key(trace_id);
         let open = || -> Result<SendReader> {
@@ -277,7 +278,6 @@ impl TraceIndex {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             let rows = batch.num_rows();
-            let schema = spans_schema();
             let mut columns: Vec<ArrayRef> = schema
                 .fields()
                 .iter()
@@ -289,7 +289,7 @@ impl TraceIndex {
                 .collect();
             columns.push(Arc::new(Date32Array::from(vec![date; rows])));
             columns.push(Arc::new(Int32Array::from(vec![hour; rows])));
-            out.push(RecordBatch::try_new(schema, columns)?);
+            out.push(RecordBatch::try_new(Arc::clone(schema), columns)?);
         }
         Ok(out)
     }

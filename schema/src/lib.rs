@@ -6,6 +6,7 @@
 //! Pure: no I/O, no async, so everything here is tested as plain functions.
 
 pub mod attributes;
+pub mod layout;
 pub mod live;
 pub mod model;
 pub mod otlp;

@@ -12,7 +12,7 @@
 use arrow_array::{BinaryArray, RecordBatch, Scalar};
 use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
-use arrow_schema::ArrowError;
+use arrow_schema::{ArrowError, SchemaRef};
 
 use crate::spans::{TRACE_ID, spans_schema};
 
@@ -29,14 +29,15 @@ pub type Groups = Vec<(u64, Vec<RecordBatch>)>;
 /// writer header's), else the writer's application id.
 pub type WriterGroups = Vec<(Option<String>, Groups)>;
 
-/// `groups` as the groups header and the IPC stream; with `trace_id`, only
-/// that trace's rows (groups left without rows are left out).
+/// `groups` (rows in the layout whose stored schema is `schema`) as the
+/// groups header and the IPC stream; with `trace_id`, only that trace's rows
+/// (groups left without rows are left out).
 pub fn encode(
     groups: &WriterGroups,
     trace_id: Option<&[u8; 16]>,
+    schema: &SchemaRef,
 ) -> Result<(String, Vec<u8>), ArrowError> {
-    let schema = spans_schema();
-    let mut writer = StreamWriter::try_new(Vec::new(), &schema)?;
+    let mut writer = StreamWriter::try_new(Vec::new(), schema)?;
     let wanted = trace_id.map(|id| Scalar::new(BinaryArray::from(vec![id.as_slice()])));
     let mut header = Vec::new();
     for (source, (upto, batches)) in groups
@@ -101,7 +102,15 @@ pub fn decode(header: &str, body: &[u8]) -> Result<WriterGroups, ArrowError> {
         }
     }
     let mut batches = StreamReader::try_new(body, None)?;
-    if batches.schema().fields() != spans_schema().fields() {
+    // Every standard column, as this version stores it; configured
+    // dedicated columns may follow (the sender's table layout).
+    let sent = batches.schema();
+    let standard = spans_schema();
+    let same = standard.fields().iter().all(|f| {
+        sent.field_with_name(f.name())
+            .is_ok_and(|s| s.data_type() == f.data_type())
+    });
+    if !same {
         return Err(ArrowError::SchemaError(
             "buffered rows in another spans schema (a node of another version)".into(),
         ));
@@ -194,7 +203,7 @@ mod tests {
                 vec![(41, vec![batch(&[2, 4])])],
             ),
         ];
-        let (header, body) = encode(&groups, None).unwrap();
+        let (header, body) = encode(&groups, None, &spans_schema()).unwrap();
         assert_eq!(header, "7:2,9:1,41:1@kafka:spans:3");
         let back = decode(&header, &body).unwrap();
         assert_eq!(
@@ -202,20 +211,25 @@ mod tests {
             [(None, 7, 3), (None, 9, 1), (Some("kafka:spans:3"), 41, 2)]
         );
         assert_eq!(back[0].1[0].1[0], groups[0].1[0].1[0]);
-        let (header, body) = encode(&groups, Some(&[2; 16])).unwrap();
+        let (header, body) = encode(&groups, Some(&[2; 16]), &spans_schema()).unwrap();
         assert_eq!(header, "7:2,41:1@kafka:spans:3");
         assert_eq!(
             rows(&decode(&header, &body).unwrap()),
             [(None, 7, 2), (Some("kafka:spans:3"), 41, 1)]
         );
-        let (header, body) = encode(&groups, Some(&[5; 16])).unwrap();
+        let (header, body) = encode(&groups, Some(&[5; 16]), &spans_schema()).unwrap();
         assert!(header.is_empty());
         assert!(decode(&header, &body).unwrap().is_empty());
     }
 
     #[test]
     fn a_header_that_does_not_fit_the_stream_is_an_error() {
-        let (header, body) = encode(&vec![(None, vec![(7, vec![batch(&[1])])])], None).unwrap();
+        let (header, body) = encode(
+            &vec![(None, vec![(7, vec![batch(&[1])])])],
+            None,
+            &spans_schema(),
+        )
+        .unwrap();
         for bad in ["7:2", "", "7", "x:1", "7@w", "x:1@w"] {
             let err = decode(bad, &body).unwrap_err().to_string();
             assert!(err.contains("x-tracelake-groups"), "{bad}: {err}");

@@ -22,7 +22,9 @@ use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
 use crate::attributes::{self, DecodeError};
+use crate::layout::{KEY_METADATA, SET_METADATA};
 use crate::spans::*;
+use arrow_schema::DataType;
 use std::sync::Arc;
 
 /// Error reading spans back from Arrow.
@@ -44,6 +46,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Attribute(#[from] DecodeError),
+    #[error("{0}")]
+    Layout(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -79,9 +83,10 @@ pub struct SpanRows<'a> {
     scope_attribute_types: &'a MapArray,
     scope_dropped_attributes_count: &'a Int64Array,
     scope_schema_url: &'a StringArray,
-    /// The dedicated attribute columns the batch has, with their keys.
-    dedicated: Vec<(&'static str, ArrayRef)>,
-    resource_dedicated: Vec<(&'static str, ArrayRef)>,
+    /// The dedicated attribute columns the batch has (built in, then
+    /// configured), with their keys.
+    dedicated: Vec<(&'a str, ArrayRef)>,
+    resource_dedicated: Vec<(&'a str, ArrayRef)>,
     len: usize,
 }
 
@@ -133,6 +138,7 @@ impl<'a> SpanRows<'a> {
         let mut rows = Self::try_new_v2(batch)?;
         rows.dedicated = dedicated_columns(batch, DEDICATED)?;
         rows.resource_dedicated = dedicated_columns(batch, RESOURCE_DEDICATED)?;
+        configured_columns(batch, &mut rows.dedicated, &mut rows.resource_dedicated)?;
         Ok(rows)
     }
 
@@ -400,7 +406,7 @@ impl<'a> GroupKey<'a> {
     /// The dedicated columns that hold a value at `row`, after their count,
     /// each value after its key: a column a batch lacks and a null one
     /// give the same parts.
-    fn dedicated(&mut self, columns: &'a [(&'static str, ArrayRef)], row: usize) {
+    fn dedicated(&mut self, columns: &'a [(&'a str, ArrayRef)], row: usize) {
         let count = self.0.len();
         self.0.push(KeyPart::Int(Some(0)));
         let mut set = 0;
@@ -445,10 +451,10 @@ impl<'a> SpanRows<'a> {
 }
 
 /// The columns of `columns` that `batch` has and that hold a value.
-fn dedicated_columns(
+fn dedicated_columns<'a>(
     batch: &RecordBatch,
     columns: &'static [Dedicated],
-) -> Result<Vec<(&'static str, ArrayRef)>> {
+) -> Result<Vec<(&'a str, ArrayRef)>> {
     let mut out = Vec::new();
     for d in columns {
         if let Some(array) = batch.column_by_name(d.column) {
@@ -467,9 +473,44 @@ fn dedicated_columns(
     Ok(out)
 }
 
+/// Adds to `span` and `resource` the configured dedicated columns of
+/// `batch` that hold a value: those whose field metadata names an attribute
+/// set and key ([`crate::layout`]).
+fn configured_columns<'a>(
+    batch: &'a RecordBatch,
+    span: &mut Vec<(&'a str, ArrayRef)>,
+    resource: &mut Vec<(&'a str, ArrayRef)>,
+) -> Result<()> {
+    for (field, array) in batch.schema_ref().fields().iter().zip(batch.columns()) {
+        let metadata = field.metadata();
+        let Some(set) = metadata.get(SET_METADATA) else {
+            continue;
+        };
+        let to = match set.as_str() {
+            "span" => &mut *span,
+            "resource" => &mut *resource,
+            _ => continue,
+        };
+        let Some(key) = metadata.get(KEY_METADATA) else {
+            continue;
+        };
+        if !matches!(array.data_type(), DataType::Utf8 | DataType::Int64) {
+            return Err(Error::Layout(format!(
+                "dedicated column {} has type {}, not Utf8 or Int64",
+                field.name(),
+                array.data_type()
+            )));
+        }
+        if array.null_count() < array.len() {
+            to.push((key.as_str(), Arc::clone(array)));
+        }
+    }
+    Ok(())
+}
+
 /// Appends to `out` (the map's attributes) the value of each dedicated
 /// column at `row`.
-fn add_dedicated(out: &mut Vec<KeyValue>, columns: &[(&'static str, ArrayRef)], row: usize) {
+fn add_dedicated(out: &mut Vec<KeyValue>, columns: &[(&str, ArrayRef)], row: usize) {
     let from_map = out.len();
     for (key, array) in columns {
         // A map that SQL already merged with the columns has the key.

@@ -25,9 +25,10 @@ use view::{
 };
 
 use crate::attributes::AttributesBuilder;
+use crate::layout::{Layout, MAX_CONFIGURED_INT, MAX_CONFIGURED_TEXT, SetColumns};
 use crate::spans::{
-    DEDICATED, Dedicated, DedicatedScope, RESOURCE_DEDICATED, RESOURCE_SCOPE, SPAN_KINDS,
-    SPAN_SCOPE, STATUS_CODES, event_fields, link_fields, partition_of, spans_schema, trace_key,
+    DEDICATED, Dedicated, RESOURCE_DEDICATED, SPAN_KINDS, STATUS_CODES, event_fields, link_fields,
+    partition_of, trace_key,
 };
 
 /// Service name stored when the resource has no `service.name` (the value
@@ -198,22 +199,25 @@ impl DedicatedBuilder {
     }
 }
 
-/// Most dedicated columns of one scope.
-const MAX_DEDICATED: usize = 64;
-const _: () =
-    assert!(DEDICATED.len() <= MAX_DEDICATED && RESOURCE_DEDICATED.len() <= MAX_DEDICATED);
+/// Most dedicated columns of one attribute set: the built-in ones and the
+/// most a configuration adds.
+const MAX_DEDICATED: usize = 72;
+const _: () = assert!(
+    DEDICATED.len() + MAX_CONFIGURED_TEXT + MAX_CONFIGURED_INT <= MAX_DEDICATED
+        && RESOURCE_DEDICATED.len() + MAX_CONFIGURED_TEXT + MAX_CONFIGURED_INT <= MAX_DEDICATED
+);
 
 /// The values of an attribute set that go to its scope's dedicated
 /// columns: for each column, its key's (last) value when that has the
 /// column's type.
-struct Picked<'a> {
-    scope: &'static DedicatedScope,
+struct Picked<'a, 's> {
+    scope: &'s SetColumns,
     values: [Option<ValueRef<'a>>; MAX_DEDICATED],
     any: bool,
 }
 
-impl<'a> Picked<'a> {
-    fn of<A: AttributeView>(attrs: &'a [A], scope: &'static DedicatedScope) -> Self {
+impl<'a, 's> Picked<'a, 's> {
+    fn of<A: AttributeView>(attrs: &'a [A], scope: &'s SetColumns) -> Self {
         let mut values = [None; MAX_DEDICATED];
         let mut any = false;
         for kv in attrs {
@@ -225,7 +229,7 @@ impl<'a> Picked<'a> {
         }
         if any {
             any = false;
-            for (value, column) in values.iter_mut().zip(scope.columns) {
+            for (value, column) in values.iter_mut().zip(&scope.columns) {
                 let fits = matches!(
                     (column.int, &value),
                     (false, Some(ValueRef::Str(_))) | (true, Some(ValueRef::Int(_)))
@@ -302,6 +306,7 @@ pub struct SpansBuilder {
     date: Date32Builder,
     hour: Int32Builder,
     rows: usize,
+    layout: Arc<Layout>,
 }
 
 impl Default for SpansBuilder {
@@ -321,7 +326,14 @@ fn append_opt_str(b: &mut StringBuilder, s: &str) {
 }
 
 impl SpansBuilder {
+    /// Builders for about `rows` rows in the standard layout.
     pub fn with_capacity(rows: usize) -> Self {
+        Self::for_layout(Arc::clone(Layout::standard()), rows)
+    }
+
+    /// Builders for about `rows` rows in `layout` (a table's, with its
+    /// configured dedicated columns).
+    pub fn for_layout(layout: Arc<Layout>, rows: usize) -> Self {
         let text = || StringBuilder::with_capacity(rows, rows * 16);
         let int = || Int64Builder::with_capacity(rows);
         let ids = |len| BinaryBuilder::with_capacity(rows, rows * len);
@@ -339,7 +351,7 @@ impl SpansBuilder {
             duration_ns: int(),
             status_code: text(),
             status_message: text(),
-            dedicated: DedicatedBuilder::for_columns(DEDICATED, rows),
+            dedicated: DedicatedBuilder::for_columns(&layout.span().columns, rows),
             attributes: AttributesBuilder::with_capacity(rows),
             dropped_attributes_count: int(),
             events: EventsBuilder::default(),
@@ -349,7 +361,7 @@ impl SpansBuilder {
             resource_attributes: AttributesBuilder::with_capacity(rows),
             resource_dropped_attributes_count: int(),
             resource_schema_url: text(),
-            resource_dedicated: DedicatedBuilder::for_columns(RESOURCE_DEDICATED, rows),
+            resource_dedicated: DedicatedBuilder::for_columns(&layout.resource().columns, rows),
             scope_name: text(),
             scope_version: text(),
             scope_attributes: AttributesBuilder::with_capacity(rows),
@@ -358,6 +370,7 @@ impl SpansBuilder {
             date: Date32Builder::with_capacity(rows),
             hour: Int32Builder::with_capacity(rows),
             rows: 0,
+            layout,
         }
     }
 
@@ -500,7 +513,7 @@ impl SpansBuilder {
         rows: usize,
     ) {
         let service = service_name(resource.attributes).unwrap_or(UNKNOWN_SERVICE);
-        let picked = Picked::of(resource.attributes, &RESOURCE_SCOPE);
+        let picked = Picked::of(resource.attributes, self.layout.resource());
         for _ in 0..rows {
             self.service_name.append_value(service);
             picked.append(
@@ -514,10 +527,11 @@ impl SpansBuilder {
         }
     }
 
-    /// The span attributes: each [dedicated](DEDICATED) key whose (last)
-    /// value has its column's type into that column, the rest into the map.
+    /// The span attributes: each [dedicated](DEDICATED) key (built in or
+    /// configured) whose (last) value has its column's type into that
+    /// column, the rest into the map.
     fn append_attributes<A: AttributeView>(&mut self, attrs: &[A]) {
-        let picked = Picked::of(attrs, &SPAN_SCOPE);
+        let picked = Picked::of(attrs, self.layout.span());
         picked.append(attrs, &mut self.dedicated, &mut self.attributes);
     }
 
@@ -542,7 +556,13 @@ impl SpansBuilder {
             Arc::new(self.status_code.finish()),
             Arc::new(self.status_message.finish()),
         ];
-        columns.extend(self.dedicated.iter_mut().map(DedicatedBuilder::finish));
+        let span_builtin = self.layout.span().builtin_len();
+        let resource_builtin = self.layout.resource().builtin_len();
+        columns.extend(
+            self.dedicated[..span_builtin]
+                .iter_mut()
+                .map(DedicatedBuilder::finish),
+        );
         columns.extend([
             Arc::new(attributes) as ArrayRef,
             Arc::new(attribute_types),
@@ -557,7 +577,7 @@ impl SpansBuilder {
             Arc::new(self.resource_schema_url.finish()),
         ]);
         columns.extend(
-            self.resource_dedicated
+            self.resource_dedicated[..resource_builtin]
                 .iter_mut()
                 .map(DedicatedBuilder::finish),
         );
@@ -568,11 +588,21 @@ impl SpansBuilder {
             Arc::new(scope_attribute_types),
             Arc::new(self.scope_dropped_attributes_count.finish()),
             Arc::new(self.scope_schema_url.finish()),
-            Arc::new(self.date.finish()),
+        ]);
+        // The configured columns ([`Layout`]), before the partition columns.
+        columns.extend(
+            self.dedicated[span_builtin..]
+                .iter_mut()
+                .chain(&mut self.resource_dedicated[resource_builtin..])
+                .map(DedicatedBuilder::finish),
+        );
+        columns.extend([
+            Arc::new(self.date.finish()) as ArrayRef,
             Arc::new(self.hour.finish()),
         ]);
         self.rows = 0;
-        RecordBatch::try_new(spans_schema(), columns).expect("builders produce the spans schema")
+        RecordBatch::try_new(Arc::clone(self.layout.schema()), columns)
+            .expect("builders produce their layout's schema")
     }
 }
 

@@ -20,15 +20,18 @@
 //! stored there and *not* in the map, so nothing is stored twice; a value of
 //! another type stays in the map. The query service rewrites
 //! `span_attributes['k']` (`resource_attributes['k']`) of such a key to read
-//! its column.
+//! its column. A table can have more such columns, for keys its operators
+//! choose ([`crate::layout`]).
 //!
 //! Version 2 (before 2026-12) stored `start_time` too, and copies of ten
 //! attributes in typed columns while keeping them in the map; tables of
 //! that version are rewritten in place at start ([`crate::upgrade`]).
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, Field, Fields, SchemaRef, TimeUnit};
+
+use crate::layout::Layout;
 
 /// Version of the layout described here; stored in the table properties and in
 /// every Parquet file's key-value metadata under [`SCHEMA_VERSION_KEY`].
@@ -372,7 +375,9 @@ pub(crate) fn list_of(fields: Fields) -> DataType {
     )))
 }
 
-static SPANS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+/// The fields of the standard layout (no configured columns), partition
+/// columns last.
+pub(crate) fn standard_fields() -> Vec<Field> {
     let mut fields = vec![
         Field::new(TRACE_ID, DataType::Binary, false),
         Field::new(TRACE_KEY, DataType::Int64, false),
@@ -421,45 +426,30 @@ static SPANS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(DATE, DataType::Date32, true),
         Field::new(HOUR, DataType::Int32, true),
     ]);
-    Arc::new(Schema::new(fields))
-});
+    fields
+}
 
 /// The spans schema as stored (the Delta table's, and the rows the
-/// collector buffers), partition columns (`date`, `hour`) last.
+/// collector buffers) in the standard layout, partition columns (`date`,
+/// `hour`) last. A table with configured dedicated columns has them too
+/// ([`Layout::schema`]).
 pub fn spans_schema() -> SchemaRef {
-    Arc::clone(&SPANS_SCHEMA)
+    Arc::clone(Layout::standard().schema())
 }
 
-static SQL_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    let stored = spans_schema();
-    let mut fields: Vec<Field> = Vec::with_capacity(stored.fields().len() + 1);
-    for field in stored.fields() {
-        if field.name() == START_TIME_UNIX_NANO {
-            fields.push(Field::new(START_TIME, timestamp_type(), true));
-        }
-        fields.push(field.as_ref().clone());
-    }
-    Arc::new(Schema::new(fields))
-});
-
-/// The `spans` table of SQL: the stored columns, plus `start_time` (the
-/// start in microseconds, as a UTC timestamp) before
-/// `start_time_unix_nano`, from which it is computed.
+/// The `spans` table of SQL in the standard layout: the stored columns,
+/// plus `start_time` (the start in microseconds, as a UTC timestamp) before
+/// `start_time_unix_nano`, from which it is computed
+/// ([`Layout::sql_schema`]).
 pub fn sql_schema() -> SchemaRef {
-    Arc::clone(&SQL_SCHEMA)
+    Arc::clone(Layout::standard().sql_schema())
 }
 
-/// The schema of the data files: the spans schema without the partition
-/// columns, whose values live in the Delta log and the file paths.
+/// The schema of the data files in the standard layout: the spans schema
+/// without the partition columns, whose values live in the Delta log and
+/// the file paths ([`Layout::file_schema`]).
 pub fn file_schema() -> SchemaRef {
-    let schema = spans_schema();
-    let fields: Vec<_> = schema
-        .fields()
-        .iter()
-        .filter(|f| !PARTITION_COLUMNS.contains(&f.name().as_str()))
-        .cloned()
-        .collect();
-    Arc::new(Schema::new(fields))
+    Arc::clone(Layout::standard().file_schema())
 }
 
 /// OTLP span kinds as stored in `kind`, indexed by their OTLP enum number.

@@ -9,6 +9,7 @@ mod cluster;
 mod compaction;
 mod crash;
 mod crash_points;
+mod dedicated;
 mod delta_readers;
 mod disk_full;
 mod distributed;

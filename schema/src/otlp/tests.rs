@@ -35,8 +35,11 @@ fn canonical(mut request: ExportTraceServiceRequest) -> ExportTraceServiceReques
     request
 }
 
-fn roundtrip(request: &ExportTraceServiceRequest) -> ExportTraceServiceRequest {
-    let mut builder = SpansBuilder::default();
+fn roundtrip(
+    request: &ExportTraceServiceRequest,
+    layout: &Arc<Layout>,
+) -> ExportTraceServiceRequest {
+    let mut builder = SpansBuilder::for_layout(Arc::clone(layout), 16);
     let rejected = builder.append_request(request, &Acceptance::ANY_TIME);
     assert_eq!(rejected.count, 0, "{}", rejected.message());
     let batch = builder.finish();
@@ -44,7 +47,25 @@ fn roundtrip(request: &ExportTraceServiceRequest) -> ExportTraceServiceRequest {
 }
 
 fn assert_identity(request: ExportTraceServiceRequest) {
-    let back = canonical(roundtrip(&request));
+    assert_identity_in(request, Layout::standard());
+}
+
+/// A layout with configured columns for keys [`request`] generates: a
+/// string and an integer column per set, of keys that have no built-in
+/// column there.
+fn configured_layout() -> Arc<Layout> {
+    use crate::layout::{AttributeSet, Configured};
+    Layout::new(vec![
+        Configured::text(AttributeSet::Span, "k"),
+        Configured::int(AttributeSet::Span, "k8s.namespace.name"),
+        Configured::text(AttributeSet::Resource, "thread.name"),
+        Configured::int(AttributeSet::Resource, "k"),
+    ])
+    .unwrap()
+}
+
+fn assert_identity_in(request: ExportTraceServiceRequest, layout: &Arc<Layout>) {
+    let back = canonical(roundtrip(&request, layout));
     let expected = canonical(request);
     // Compare encodings: byte-equal protobuf is identity, NaN included.
     if back.encode_to_vec() != expected.encode_to_vec() {
@@ -58,6 +79,11 @@ proptest! {
     #[test]
     fn otlp_to_arrow_to_otlp_is_identity(request in request()) {
         assert_identity(request);
+    }
+
+    #[test]
+    fn otlp_to_arrow_to_otlp_is_identity_with_configured_columns(request in request()) {
+        assert_identity_in(request, &configured_layout());
     }
 }
 
@@ -244,4 +270,56 @@ fn a_dedicated_key_of_another_type_stays_in_the_map() {
             ("thread.name", &Some(Value::IntValue(7))),
         ]
     );
+}
+
+#[test]
+fn configured_columns_take_their_keys_out_of_the_map() {
+    let layout = configured_layout();
+    let mut span = simple_span(vec![1; 16], vec![2; 8]);
+    span.attributes = vec![
+        kv("k", Value::StringValue("acme".into())),
+        // The integer column's key with a string value stays in the map.
+        kv("k8s.namespace.name", Value::StringValue("shop".into())),
+        kv("http.route", Value::StringValue("/cart".into())),
+    ];
+    let mut request = request_of(vec![span]);
+    request.resource_spans[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes
+        .extend([
+            kv("k", Value::IntValue(3)),
+            kv("thread.name", Value::StringValue("main".into())),
+        ]);
+    let mut builder = SpansBuilder::for_layout(Arc::clone(&layout), 4);
+    builder.append_request(&request, &Acceptance::ANY_TIME);
+    let batch = builder.finish();
+    assert_eq!(batch.schema_ref(), layout.schema());
+    let col = |name: &str| Arc::clone(batch.column_by_name(name).unwrap());
+    assert_eq!(col("span_k").as_string::<i32>().value(0), "acme");
+    assert!(col("span_k8s_namespace_name").is_null(0));
+    assert_eq!(col("http_route").as_string::<i32>().value(0), "/cart");
+    assert_eq!(col("resource_k").as_primitive::<Int64Type>().value(0), 3);
+    assert_eq!(
+        col("resource_thread_name").as_string::<i32>().value(0),
+        "main"
+    );
+    let keys = |map: &str| -> Vec<String> {
+        let map = col(map).as_map().value(0);
+        map.column(0)
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(keys(spans::SPAN_ATTRIBUTES), ["k8s.namespace.name"]);
+    assert_eq!(keys(spans::RESOURCE_ATTRIBUTES), ["service.name"]);
+    // Read back with the keys (from the columns' metadata), and in the
+    // standard layout (a table without the columns) the keys stay in the
+    // map.
+    for layout in [layout, Arc::clone(Layout::standard())] {
+        assert_identity_in(request.clone(), &layout);
+    }
 }
