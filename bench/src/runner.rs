@@ -146,11 +146,17 @@ impl Server {
             .args(["--flight-sql-listen", &free_tcp()?.to_string()])
             .args(["--jaeger-compact-listen", &free_udp()?.to_string()])
             .args(["--jaeger-binary-listen", &free_udp()?.to_string()])
-            // The workload lies in the past hours; keep all of it, compact
-            // every closed hour at once and delete replaced files at once.
+            // The workload lies in the past hours; keep all of it and
+            // compact every closed hour at once. The vacuum grace outlasts
+            // any compaction job: a job's output is committed only if no
+            // vacuum ran more than the grace after it was written (the
+            // vacuum may have deleted it), so with a grace of 0s a job
+            // longer than the check interval (an hour of a 100 M run takes
+            // ~40 s) was never committed. Sizes come from the table, not
+            // the disk, so replaced files left on disk count for nothing.
             .args(["--max-span-age", "30d", "--retention", "0s"])
             .args(["--compaction-interval", "2s", "--compaction-delay", "0s"])
-            .args(["--vacuum-grace", "0s", "--retention-check-interval", "10s"])
+            .args(["--vacuum-grace", "1h", "--retention-check-interval", "10s"])
             .args(["--flush-max-age", "5s"])
             .args(["--query-timeout", "300s", "--query-max-rows", "1000000"])
             .args(["--log-filter", "warn,tracelake_collector::compact=info"])
