@@ -262,49 +262,63 @@ impl Table {
     /// a column of the other type is an error.
     pub async fn add_dedicated_columns(&self, wanted: &[Configured]) -> Result<Arc<Layout>> {
         use deltalake::kernel::MetadataExt as _;
+        // Nodes started together with the same new columns race: the
+        // commits that lose (Delta refuses a concurrent metadata change)
+        // read the table again, and mostly find nothing left to add.
+        const ATTEMPTS: usize = 5;
         let mut table = self.table.lock().await;
-        table.update_state().await.map_err(|e| self.err(e))?;
-        let state = table.snapshot().map_err(|e| self.err(e))?;
-        let have = columns_of(state)?;
-        let layout = have.with(wanted).map_err(Error::Schema)?;
-        if Arc::ptr_eq(&layout, &have) {
-            self.set_layout(have);
+        for attempt in 1.. {
+            table.update_state().await.map_err(|e| self.err(e))?;
+            let state = table.snapshot().map_err(|e| self.err(e))?;
+            let have = columns_of(state)?;
+            let layout = have.with(wanted).map_err(Error::Schema)?;
+            if Arc::ptr_eq(&layout, &have) {
+                self.set_layout(have);
+                return Ok(layout);
+            }
+            let schema: StructType = layout
+                .schema()
+                .as_ref()
+                .try_into_kernel()
+                .map_err(|e| Error::Schema(e.to_string()))?;
+            let added: Vec<_> = layout.configured()[have.configured().len()..]
+                .iter()
+                .filter_map(|c| schema.field(c.column()).cloned())
+                .collect();
+            let metadata = state
+                .metadata()
+                .clone()
+                .with_schema(&schema)
+                .map_err(|e| Error::Schema(e.to_string()))?;
+            let committed = CommitBuilder::from(commit_properties())
+                .with_actions(vec![Action::Metadata(metadata)])
+                .build(
+                    Some(state),
+                    table.log_store(),
+                    DeltaOperation::AddColumn { fields: added },
+                )
+                .await;
+            let finalized = match committed {
+                Ok(finalized) => finalized,
+                Err(error) if attempt < ATTEMPTS => {
+                    tracing::warn!(%error, attempt, "adding dedicated columns; trying again");
+                    continue;
+                }
+                Err(error) => return Err(self.err(error)),
+            };
+            table.state = Some(finalized.snapshot());
+            tracing::info!(
+                url = %self.url,
+                columns = ?layout.configured()[have.configured().len()..]
+                    .iter()
+                    .map(Configured::column)
+                    .collect::<Vec<_>>(),
+                "added dedicated columns"
+            );
+            self.set_layout(Arc::clone(&layout));
             return Ok(layout);
         }
-        let schema: StructType = layout
-            .schema()
-            .as_ref()
-            .try_into_kernel()
-            .map_err(|e| Error::Schema(e.to_string()))?;
-        let added: Vec<_> = layout.configured()[have.configured().len()..]
-            .iter()
-            .filter_map(|c| schema.field(c.column()).cloned())
-            .collect();
-        let metadata = state
-            .metadata()
-            .clone()
-            .with_schema(&schema)
-            .map_err(|e| Error::Schema(e.to_string()))?;
-        let finalized = CommitBuilder::from(commit_properties())
-            .with_actions(vec![Action::Metadata(metadata)])
-            .build(
-                Some(state),
-                table.log_store(),
-                DeltaOperation::AddColumn { fields: added },
-            )
-            .await
-            .map_err(|e| self.err(e))?;
-        table.state = Some(finalized.snapshot());
-        tracing::info!(
-            url = %self.url,
-            columns = ?layout.configured()[have.configured().len()..]
-                .iter()
-                .map(Configured::column)
-                .collect::<Vec<_>>(),
-            "added dedicated columns"
-        );
-        self.set_layout(Arc::clone(&layout));
-        Ok(layout)
+        unreachable!("the loop returns")
     }
 
     /// The layout version the table's files are in (the table property).

@@ -328,6 +328,28 @@ impl ScalarUDFImpl for Merge {
         if args.first() != Some(&want) {
             return exec_err!("{} expects the map column first", self.name());
         }
+        // After the built-in columns, pairs of a text key and a column of
+        // text or integers (integers only for the type codes).
+        let builtin = DEDICATED_SCOPES[self.scope]
+            .columns
+            .iter()
+            .filter(|d| !self.types || d.int)
+            .count();
+        let pairs = args.get(1 + builtin..).unwrap_or_default();
+        let fits = args.len() > builtin
+            && pairs.len().is_multiple_of(2)
+            && pairs.chunks(2).all(|pair| {
+                matches!(
+                    pair[0],
+                    DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+                ) && (pair[1] == DataType::Int64 || (!self.types && pair[1] == DataType::Utf8))
+            });
+        if !fits {
+            return exec_err!(
+                "{} takes the map, {builtin} columns, then pairs of a text key and a column",
+                self.name()
+            );
+        }
         Ok(want)
     }
 

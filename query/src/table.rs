@@ -200,21 +200,21 @@ impl SpansTable {
         Ok(())
     }
 
-    /// The live rows not in `table` (its version as loaded).
+    /// The live rows not in `table` (its version as loaded), with the
+    /// stored columns `schema` (the reader's layout: a writer may have
+    /// started before a column was added, or be a node that adds none).
     async fn live_rows(
         &self,
         table: Option<&DeltaTable>,
         live: Vec<LiveSnapshot>,
+        schema: &SchemaRef,
     ) -> Result<Vec<RecordBatch>> {
         let mut rows = Vec::new();
         for snapshot in live {
             rows.extend(self.rows_not_in(table, snapshot).await?);
         }
-        // In the table's layout: a writer may have started before a
-        // column was added (or be another node that adds none).
-        let schema = Arc::clone(self.layout().schema());
         rows.iter()
-            .map(|batch| Ok(Layout::conform(batch, &schema)?))
+            .map(|batch| Ok(Layout::conform(batch, schema)?))
             .collect()
     }
 
@@ -296,17 +296,19 @@ impl SpansTable {
 
     /// The data files of the table's latest version (`None` while no
     /// table exists), with `trace_keys` only those holding one of them
-    /// ([`TraceIndex`]); and the rows of `live` not in that version.
+    /// ([`TraceIndex`]); and the rows of `live` not in that version, with
+    /// the stored columns `schema`.
     async fn committed_files(
         &self,
         live: Vec<LiveSnapshot>,
         trace_keys: Option<&[i64]>,
+        schema: &SchemaRef,
     ) -> Result<(Option<Vec<DataFile>>, Vec<RecordBatch>)> {
         let mut guard = self.delta.lock().await;
         let Some(table) = self.load(&mut guard).await? else {
-            return Ok((None, self.live_rows(None, live).await?));
+            return Ok((None, self.live_rows(None, live, schema).await?));
         };
-        let live = self.live_rows(Some(table), live).await?;
+        let live = self.live_rows(Some(table), live, schema).await?;
         let mut files = crate::scan::data_files(table, &self.store.1, &self.bounds)?;
         if let Some(keys) = trace_keys {
             match self.index.files_holding(table, keys).await {
@@ -344,9 +346,12 @@ impl SpansTable {
                                 .await?,
                         );
                     }
-                    self.live_rows(Some(table), live).await?
+                    self.live_rows(Some(table), live, &schema).await?
                 }
-                None => self.live_rows(None, live).await?,
+                None => {
+                    let schema = Arc::clone(self.layout().schema());
+                    self.live_rows(None, live, &schema).await?
+                }
             }
         };
         let wanted = Scalar::new(BinaryArray::from(vec![trace_id.as_slice()]));
@@ -414,7 +419,11 @@ impl TableProvider for SpansTable {
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         let (filters, trace_keys) = with_trace_keys(filters);
         let filters = stored_filters(filters);
-        let (committed, live) = self.committed_files(live, trace_keys.as_deref()).await?;
+        // Both sides in the layout the plan was made with (or a later
+        // one): a column added since is not read by this query.
+        let (committed, live) = self
+            .committed_files(live, trace_keys.as_deref(), &schema)
+            .await?;
         if let Some(files) = committed {
             let plan = crate::scan::parquet_scan(
                 state,

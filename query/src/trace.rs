@@ -85,13 +85,16 @@ async fn fetch_by_query(
     engine: &QueryEngine,
     trace_id: &[u8; 16],
 ) -> Result<Vec<RecordBatch>, QueryError> {
+    // Taken before the table is: its layout is this one or a later one
+    // (layouts only grow), which has every column this one names.
+    let layout = engine.spans().layout();
     let df = engine
         .context()
         .table(SPANS)
         .await?
         .filter(col(TRACE_ID).eq(lit(ScalarValue::Binary(Some(trace_id.to_vec())))))?
         // The stored columns, as the direct read returns them.
-        .select_columns(&stored_columns(&engine.spans().layout()))?;
+        .select_columns(&stored_columns(&layout))?;
     // A trace may be larger than an SQL result may be.
     let (_, batches) = engine.collect_at_most(df, MAX_TRACE_SPANS).await?;
     Ok(batches)

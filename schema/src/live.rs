@@ -14,6 +14,7 @@ use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{ArrowError, SchemaRef};
 
+use crate::layout::Layout;
 use crate::spans::{TRACE_ID, spans_schema};
 
 /// Header naming the writer's Delta application id.
@@ -66,7 +67,9 @@ pub fn encode(
                     arrow_select::filter::filter_record_batch(batch, &mask)?
                 }
             };
-            writer.write(&batch)?;
+            // Rows of a receiver that started in an older layout of the
+            // table (Kafka's) in the stream's.
+            writer.write(&Layout::conform(&batch, schema)?)?;
             count += 1;
         }
         if count > 0 {

@@ -25,7 +25,7 @@ use view::{
 };
 
 use crate::attributes::AttributesBuilder;
-use crate::layout::{Layout, MAX_CONFIGURED_INT, MAX_CONFIGURED_TEXT, SetColumns};
+use crate::layout::{AttributeSet, Layout, MAX_CONFIGURED_INT, MAX_CONFIGURED_TEXT, SetColumns};
 use crate::spans::{
     DEDICATED, Dedicated, RESOURCE_DEDICATED, SPAN_KINDS, STATUS_CODES, event_fields, link_fields,
     partition_of, trace_key,
@@ -589,13 +589,17 @@ impl SpansBuilder {
             Arc::new(self.scope_dropped_attributes_count.finish()),
             Arc::new(self.scope_schema_url.finish()),
         ]);
-        // The configured columns ([`Layout`]), before the partition columns.
-        columns.extend(
-            self.dedicated[span_builtin..]
-                .iter_mut()
-                .chain(&mut self.resource_dedicated[resource_builtin..])
-                .map(DedicatedBuilder::finish),
-        );
+        // The configured columns ([`Layout`]) in the order the layout has
+        // them (each set's in its own order), before the partition columns.
+        let mut span = self.dedicated[span_builtin..].iter_mut();
+        let mut resource = self.resource_dedicated[resource_builtin..].iter_mut();
+        for configured in self.layout.configured() {
+            let builder = match configured.set {
+                AttributeSet::Span => span.next(),
+                AttributeSet::Resource => resource.next(),
+            };
+            columns.push(builder.expect("a builder per configured column").finish());
+        }
         columns.extend([
             Arc::new(self.date.finish()) as ArrayRef,
             Arc::new(self.hour.finish()),

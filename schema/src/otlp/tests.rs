@@ -55,11 +55,12 @@ fn assert_identity(request: ExportTraceServiceRequest) {
 /// column there.
 fn configured_layout() -> Arc<Layout> {
     use crate::layout::{AttributeSet, Configured};
+    // The sets interleaved, as columns added over time are.
     Layout::new(vec![
-        Configured::text(AttributeSet::Span, "k"),
-        Configured::int(AttributeSet::Span, "k8s.namespace.name"),
         Configured::text(AttributeSet::Resource, "thread.name"),
+        Configured::text(AttributeSet::Span, "k"),
         Configured::int(AttributeSet::Resource, "k"),
+        Configured::int(AttributeSet::Span, "k8s.namespace.name"),
     ])
     .unwrap()
 }
