@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use rand::rngs::StdRng;
@@ -14,19 +14,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::server::{TestServer, python_with};
-use crate::spans::{kv, now_nanos};
+use crate::spans::{int_kv, kv, now_nanos};
 
 const MS: u64 = 1_000_000;
-
-fn int_kv(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(Any::IntValue(value)),
-        }),
-        key_strindex: 0,
-    }
-}
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn span(

@@ -7,26 +7,14 @@
 
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::{Value, json};
 
 use crate::server::TestServer;
-use crate::spans::{kv, request, span};
+use crate::spans::{int_kv, kv, request, span};
 
 const HOUR_NS: u64 = 3_600_000_000_000;
 const COLUMNS: &str = "span:app.tenant,span:int:app.retries,resource:team.name";
-
-fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(Any::IntValue(value)),
-        }),
-        key_strindex: 0,
-    }
-}
 
 /// Trace `trace`'s one span, in the hour two hours before `anchor`'s (a
 /// closed hour, compacted without waiting), with the configured keys.
@@ -39,7 +27,7 @@ fn tagged(
     s.end_time_unix_nano = s.start_time_unix_nano + 1_000_000;
     s.attributes = vec![
         kv("app.tenant", "acme"),
-        int("app.retries", 2),
+        int_kv("app.retries", 2),
         kv("http.route", "/cart"),
     ];
     let mut r = request("shop", vec![s]);

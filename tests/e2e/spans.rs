@@ -25,6 +25,16 @@ pub(crate) fn kv(key: &str, value: &str) -> KeyValue {
     }
 }
 
+pub(crate) fn int_kv(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(Value::IntValue(value)),
+        }),
+        key_strindex: 0,
+    }
+}
+
 /// A span's parent id for a test's numbered spans: 0 is none.
 pub(crate) fn parent_id(parent: u64) -> Vec<u8> {
     if parent == 0 {
