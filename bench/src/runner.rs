@@ -439,6 +439,10 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Value> {
             temp.path().to_path_buf()
         }
     };
+    // Before the hour of ingest a large run takes, not after it.
+    if config.duckdb {
+        ensure_duckdb()?;
+    }
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     eprintln!("[bench] decode-only ceiling on {threads} threads");
     let ceiling_config = Config {
