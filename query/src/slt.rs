@@ -67,14 +67,20 @@ impl sqllogictest::AsyncDB for Engine {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_behaviour_files() {
     let f = crate::testing::fixture();
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/slt");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
+    // The directory `cargo test` names at run time, so that a test binary
+    // built in another checkout (a shared target directory) reads this
+    // checkout's files; the one it was built in otherwise.
+    let dir = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("slt");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "slt"))
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no .slt files in {dir}");
+    assert!(!files.is_empty(), "no .slt files in {}", dir.display());
     for file in files {
         let engine = Arc::clone(&f.engine);
         let mut runner = sqllogictest::Runner::new(move || {
