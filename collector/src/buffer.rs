@@ -235,11 +235,7 @@ fn split_by_partition(batch: &RecordBatch) -> Vec<(PartitionKey, RecordBatch)> {
 
 #[cfg(test)]
 mod tests {
-    use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use tracelake_schema::opentelemetry_proto::tonic::trace::v1::{
-        ResourceSpans, ScopeSpans, Span,
-    };
-    use tracelake_schema::otlp::{Acceptance, SpansBuilder};
+    use tracelake_schema::opentelemetry_proto::tonic::trace::v1::Span;
 
     use super::*;
 
@@ -257,18 +253,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        let mut b = SpansBuilder::default();
-        b.append_request(&request, &Acceptance::ANY_TIME);
-        b.finish()
+        crate::test_spans::batch(spans)
     }
 
     #[test]

@@ -24,6 +24,8 @@ mod plain;
 pub mod s3;
 pub mod storage;
 pub mod table;
+#[cfg(test)]
+mod test_spans;
 pub mod upgrade;
 pub mod wal;
 pub mod writer;

@@ -523,14 +523,12 @@ mod tests {
     /// few values keeps its dictionary. Every value reads back.
     #[test]
     fn dictionaries_stop_at_their_limit() {
-        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
         use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
         use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
-        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        use opentelemetry_proto::tonic::trace::v1::Span;
         use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
         use parquet::column::page::Page;
         use parquet::file::reader::{FileReader, SerializedFileReader};
-        use tracelake_schema::otlp::{Acceptance, SpansBuilder};
 
         let url = |i: u32| {
             format!(
@@ -555,18 +553,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let request = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        let mut builder = SpansBuilder::with_capacity(20_000);
-        builder.append_request(&request, &Acceptance::ANY_TIME);
-        let file = write_partition((20_000, 0), &[builder.finish()]).unwrap();
+        let file = write_partition((20_000, 0), &[crate::test_spans::batch(spans)]).unwrap();
         let bytes = bytes::Bytes::from(file.bytes);
 
         let reader = SerializedFileReader::new(bytes.clone()).unwrap();
