@@ -304,6 +304,9 @@ settings! {
     query_max_queued: usize, env = "TRACELAKE_QUERY_MAX_QUEUED", default = "32";
     /// Memory limit of query execution
     query_memory_limit_bytes: usize, env = "TRACELAKE_QUERY_MEMORY_LIMIT_BYTES", default = "2147483648";
+    /// Memory the data files' footers and page indexes read by trace
+    /// lookups may keep (least recently used first out)
+    query_trace_metadata_bytes: usize, env = "TRACELAKE_QUERY_TRACE_METADATA_BYTES", default = "268435456";
     /// Most rows a SQL result may have
     query_max_rows: usize, env = "TRACELAKE_QUERY_MAX_ROWS", default = "100000";
     /// Log filter, tracing-subscriber syntax
@@ -434,6 +437,7 @@ pub(crate) struct Config {
     pub(crate) wal_segment_bytes: u64,
     pub(crate) query: tracelake_query::ExecutorConfig,
     pub(crate) query_memory_limit_bytes: usize,
+    pub(crate) query_trace_metadata_bytes: usize,
     pub(crate) query_max_rows: usize,
     pub(crate) log_filter: String,
     pub(crate) log_json: bool,
@@ -761,6 +765,7 @@ impl Settings {
                 max_queued: set(s.query_max_queued),
             },
             query_memory_limit_bytes: set(s.query_memory_limit_bytes),
+            query_trace_metadata_bytes: set(s.query_trace_metadata_bytes),
             query_max_rows: set(s.query_max_rows),
             log_filter: set(s.log_filter),
             log_json,

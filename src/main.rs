@@ -306,6 +306,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         query: QueryConfig {
             executor: config.query.clone(),
             memory_limit_bytes: config.query_memory_limit_bytes,
+            trace_metadata_bytes: config.query_trace_metadata_bytes,
             max_result_rows: config.query_max_rows,
             distributed: config.distributed.clone(),
         },

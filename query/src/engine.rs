@@ -92,6 +92,9 @@ pub struct QueryConfig {
     pub executor: ExecutorConfig,
     /// Memory pool size for query execution.
     pub memory_limit_bytes: usize,
+    /// Memory the data files' footers and page indexes that trace lookups
+    /// read may keep ([`crate::trace_index::MetadataCache`]).
+    pub trace_metadata_bytes: usize,
     /// Most rows a result may have.
     pub max_result_rows: usize,
     /// The SQL workers that users' SQL is planned across (`None`: this
@@ -110,6 +113,9 @@ pub struct QueryEngine {
     /// one set of query threads, one admission control, one memory pool.
     executor: Arc<Executor>,
     runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    /// The data files' metadata trace lookups keep, one budget for every
+    /// tenant's table.
+    trace_metadata: Arc<crate::trace_index::MetadataCache>,
     /// The tenant's longest search time range (`None`: any), changeable
     /// while running.
     max_search_window: parking_lot::Mutex<Option<Duration>>,
@@ -127,7 +133,17 @@ impl QueryEngine {
             .build_arc()?;
         let executor = Executor::new(config.executor.clone())
             .map_err(|e| QueryError::Internal(format!("cannot start the query threads: {e}")))?;
-        Self::with_shared(table_url, live, config, Arc::new(executor), runtime)
+        let trace_metadata = Arc::new(crate::trace_index::MetadataCache::new(
+            config.trace_metadata_bytes,
+        ));
+        Self::with_shared(
+            table_url,
+            live,
+            config,
+            Arc::new(executor),
+            runtime,
+            trace_metadata,
+        )
     }
 
     /// An engine over another table (another tenant's) sharing this one's
@@ -145,6 +161,7 @@ impl QueryEngine {
             self.config.clone(),
             Arc::clone(&self.executor),
             Arc::clone(&self.runtime),
+            Arc::clone(&self.trace_metadata),
         )
     }
 
@@ -154,6 +171,7 @@ impl QueryEngine {
         config: QueryConfig,
         executor: Arc<Executor>,
         runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+        trace_metadata: Arc<crate::trace_index::MetadataCache>,
     ) -> Result<Self, QueryError> {
         let mut session = SessionConfig::new()
             .with_information_schema(true)
@@ -165,7 +183,11 @@ impl QueryEngine {
             .parquet
             .schema_force_view_types = false;
         let ctx = SessionContext::new_with_config_rt(session, Arc::clone(&runtime));
-        let spans = Arc::new(SpansTable::new(table_url, live)?);
+        let spans = Arc::new(SpansTable::new(
+            table_url,
+            live,
+            Arc::clone(&trace_metadata),
+        )?);
         ctx.register_table(SPANS, Arc::clone(&spans) as _)?;
         ctx.register_udf(crate::udf::event_names());
         ctx.register_udf(crate::udf::date_trunc());
@@ -181,6 +203,7 @@ impl QueryEngine {
             spans,
             executor,
             runtime,
+            trace_metadata,
             max_search_window: parking_lot::Mutex::new(None),
         })
     }
@@ -338,6 +361,7 @@ mod tests {
                 ..ExecutorConfig::default()
             },
             memory_limit_bytes,
+            trace_metadata_bytes: crate::trace_index::DEFAULT_METADATA_BUDGET,
             max_result_rows: 10,
             distributed: None,
         };

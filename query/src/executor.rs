@@ -884,6 +884,7 @@ mod tests {
         let config = crate::QueryConfig {
             executor: ExecutorConfig { timeout, ..config },
             memory_limit_bytes: 1 << 30,
+            trace_metadata_bytes: crate::trace_index::DEFAULT_METADATA_BUDGET,
             max_result_rows: 1000,
             distributed: None,
         };

@@ -142,14 +142,20 @@ impl fmt::Debug for SpansTable {
 }
 
 impl SpansTable {
-    pub fn new(url: Url, live: Option<Arc<dyn LiveSpans>>) -> Result<Self> {
+    /// The table at `url`, with `live` the rows not yet in it, keeping the
+    /// file metadata its trace lookups read in `metadata`.
+    pub fn new(
+        url: Url,
+        live: Option<Arc<dyn LiveSpans>>,
+        metadata: Arc<crate::trace_index::MetadataCache>,
+    ) -> Result<Self> {
         Ok(Self {
             store: crate::scan::store_root(&url)?,
             url,
             delta: Mutex::new(None),
             watermarks: Default::default(),
             live,
-            index: TraceIndex::default(),
+            index: TraceIndex::new(metadata),
             bounds: Default::default(),
             layout: Default::default(),
         })

@@ -133,6 +133,7 @@ pub(crate) fn fixture() -> Fixture {
             ..ExecutorConfig::default()
         },
         memory_limit_bytes: 1 << 30,
+        trace_metadata_bytes: crate::trace_index::DEFAULT_METADATA_BUDGET,
         max_result_rows: 1000,
         distributed: None,
     };

@@ -12,12 +12,21 @@
 //!
 //! Data files never change, so the index is a cache: each file's distinct
 //! `trace_key`s (8 bytes per trace; the column is tiny, its values repeat
-//! span after span), read the first time a lookup meets the file, and its
-//! footer and page index, read by the first lookup that reads the file;
-//! both are dropped when the file leaves the table. The keys are persisted
-//! beside the data ([`tracelake_schema::trace_keys`]): after a restart,
-//! and on every node of a cluster, the first lookup reads one small object
-//! per file (sixteen at a time), not the files' footers and key columns.
+//! span after span), read the first time a lookup meets the file and
+//! dropped when the file leaves the table. The keys are persisted beside
+//! the data ([`tracelake_schema::trace_keys`]): after a restart, and on
+//! every node of a cluster, the first lookup reads one small object per
+//! file (sixteen at a time), not the files' footers and key columns.
+//!
+//! The files' metadata is cached too ([`MetadataCache`], one budget in
+//! bytes for every tenant's table, least recently used first out): each
+//! file's footer without its page index, loaded ahead of the lookups when
+//! the index meets new files, newest hour first, while the budget has
+//! room; and the page index of the row groups a lookup read. A lookup of
+//! a file opened before reads no metadata. (A compacted hour of 7.7 M spans
+//! has a 2.7 MB footer in memory and an 8.9 MB page index, about 0.2 MB a
+//! row group with its page index: the whole page index of every file
+//! would cost four times the memory, for row groups lookups rarely read.)
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -42,7 +51,9 @@ use datafusion::parquet::arrow::arrow_reader::{
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
 use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use datafusion::parquet::errors::Result as ParquetResult;
-use datafusion::parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
+use datafusion::parquet::file::metadata::{
+    PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader,
+};
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use deltalake::DeltaTable;
 use futures::StreamExt as _;
@@ -52,10 +63,10 @@ use tokio::sync::Mutex;
 use tracelake_schema::spans::{DATE, HOUR, TRACE_ID, TRACE_KEY, trace_key};
 use tracelake_schema::trace_keys;
 
-#[derive(Default)]
 pub struct TraceIndex {
     /// Data file path → what the index knows of it.
     files: Mutex<HashMap<String, Arc<IndexedFile>>>,
+    cache: Arc<MetadataCache>,
 }
 
 /// `date` (days since the epoch) and `hour` of a partition.
@@ -63,12 +74,25 @@ type Partition = (i32, i32);
 
 /// One data file of the table.
 struct IndexedFile {
+    /// The file's key in [`MetadataCache`] (unique in the process: tables of
+    /// several tenants share them).
+    id: u64,
     size: u64,
     partition: Partition,
     /// Sorted distinct trace keys.
     keys: Arc<[i64]>,
-    /// Footer and page index, loaded by the first lookup that reads it.
-    metadata: tokio::sync::OnceCell<ArrowReaderMetadata>,
+}
+
+impl IndexedFile {
+    fn new(size: u64, partition: Partition, keys: Arc<[i64]>) -> Self {
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Self {
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            size,
+            partition,
+            keys,
+        }
+    }
 }
 
 /// A data file that holds a trace key.
@@ -84,7 +108,17 @@ impl std::fmt::Debug for TraceIndex {
 }
 
 impl TraceIndex {
-    /// Brings the index up to date with `table`'s files; returns them.
+    /// An empty index keeping its files' metadata in `cache`.
+    pub fn new(cache: Arc<MetadataCache>) -> Self {
+        Self {
+            files: Mutex::default(),
+            cache,
+        }
+    }
+
+    /// Brings the index up to date with `table`'s files; returns them. The
+    /// footers of files it had not met are loaded in the background
+    /// ([`warm`]).
     async fn refresh(&self, table: &DeltaTable) -> Result<Vec<(String, Arc<IndexedFile>)>> {
         let snapshot = table.snapshot().map_err(external)?;
         // (path, size, (date, hour))
@@ -101,7 +135,13 @@ impl TraceIndex {
             .collect();
         let mut index = self.files.lock().await;
         let live: HashSet<&str> = files.iter().map(|f| f.0.as_str()).collect();
-        index.retain(|path, _| live.contains(path.as_str()));
+        index.retain(|path, file| {
+            let keep = live.contains(path.as_str());
+            if !keep {
+                self.cache.forget(file.id);
+            }
+            keep
+        });
         let store = table.log_store().object_store(None);
         // Files the index has not met yet, loaded a few at a time.
         let new: Vec<(String, u64, Partition)> = files
@@ -122,15 +162,15 @@ impl TraceIndex {
             }
         }))
         .buffer_unordered(LOAD_CONCURRENCY);
+        let mut met = Vec::new();
         while let Some(file) = loaded.next().await {
             let (path, size, partition, keys) = file?;
-            let entry = IndexedFile {
-                size,
-                partition,
-                keys,
-                metadata: tokio::sync::OnceCell::new(),
-            };
-            index.insert(path, Arc::new(entry));
+            let entry = Arc::new(IndexedFile::new(size, partition, keys));
+            met.push((path.clone(), Arc::clone(&entry)));
+            index.insert(path, entry);
+        }
+        if !met.is_empty() && self.cache.has_room() {
+            tokio::spawn(warm(Arc::clone(&self.cache), Arc::clone(&store), met));
         }
         Ok(files
             .into_iter()
@@ -176,35 +216,19 @@ impl TraceIndex {
         schema: &SchemaRef,
     ) -> Result<Vec<RecordBatch>> {
         let key = trace_key(trace_id);
-        let open = || -> Result<SendReader> {
-            Ok(SendReader(
-                DefaultParquetFileReaderFactory::new(Arc::clone(store)).create_reader(
-                    0,
-                    PartitionedFile::new(holder.path.as_str(), holder.file.size),
-                    None,
-                    &ExecutionPlanMetricsSet::new(),
-                )?,
-            ))
+        let id = holder.file.id;
+        let footer = match self.cache.get(id, &Part::Footer) {
+            Some(footer) => footer,
+            None => {
+                let footer = load_footer(store, &holder.path, holder.file.size).await?;
+                self.cache.insert(id, Part::Footer, footer.clone());
+                footer
+            }
         };
-        let metadata = holder
-            .file
-            .metadata
-            .get_or_try_init(|| async {
-                let mut reader = open()?;
-                ArrowReaderMetadata::load_async(
-                    &mut reader,
-                    ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
-                )
-                .await
-                .map_err(DataFusionError::from)
-            })
-            .await?
-            .clone();
-        let parquet = metadata.metadata();
         let stats = StatisticsConverter::try_new(
             TRACE_KEY,
-            metadata.schema(),
-            parquet.file_metadata().schema_descr(),
+            footer.schema(),
+            footer.metadata().file_metadata().schema_descr(),
         )?;
         let holds = |min: &ArrayRef, max: &ArrayRef, i: usize| {
             let (min, max) = (
@@ -213,16 +237,41 @@ impl TraceIndex {
             );
             (min.is_null(i) || min.value(i) <= key) && (max.is_null(i) || key <= max.value(i))
         };
+        let whole = footer.metadata();
         let (mins, maxes) = (
-            stats.row_group_mins(parquet.row_groups())?,
-            stats.row_group_maxes(parquet.row_groups())?,
+            stats.row_group_mins(whole.row_groups())?,
+            stats.row_group_maxes(whole.row_groups())?,
         );
-        let row_groups: Vec<usize> = (0..parquet.num_row_groups())
+        let holding: Vec<usize> = (0..whole.num_row_groups())
             .filter(|&i| holds(&mins, &maxes, i))
             .collect();
-        if row_groups.is_empty() {
+        if holding.is_empty() {
             return Ok(Vec::new());
         }
+        // The file as far as this read goes: the row groups that may hold
+        // the key, with their page index (which the footer's row groups
+        // locate).
+        let mut reader = open(store, &holder.path, holder.file.size)?;
+        let metadata = match self.cache.get(id, &Part::RowGroups(holding.clone())) {
+            Some(metadata) => metadata,
+            None => {
+                let row_groups = holding.iter().map(|&i| whole.row_group(i).clone());
+                let mut page_index = ParquetMetaDataReader::new_with_metadata(
+                    ParquetMetaData::new(whole.file_metadata().clone(), row_groups.collect()),
+                )
+                .with_page_index_policy(PageIndexPolicy::Optional);
+                page_index.load_page_index(&mut reader).await?;
+                let metadata = ArrowReaderMetadata::try_new(
+                    Arc::new(page_index.finish()?),
+                    ArrowReaderOptions::new().with_schema(Arc::clone(footer.schema())),
+                )?;
+                self.cache
+                    .insert(id, Part::RowGroups(holding), metadata.clone());
+                metadata
+            }
+        };
+        let parquet = metadata.metadata();
+        let row_groups: Vec<usize> = (0..parquet.num_row_groups()).collect();
         // Columns null in every row group read (most dedicated attribute
         // columns, in a file of spans that never set their key) are not
         // read: their nulls are made here.
@@ -244,7 +293,7 @@ impl TraceIndex {
             .filter(|&root| !all_null(root))
             .collect();
         let mut builder =
-            ParquetRecordBatchStreamBuilder::new_with_metadata(open()?, metadata.clone())
+            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata.clone())
                 .with_row_groups(row_groups.clone())
                 .with_projection(ProjectionMask::roots(descr, read));
         if let (Some(columns), Some(offsets)) = (parquet.column_index(), parquet.offset_index())
@@ -316,6 +365,208 @@ fn partition_values(date: &str, hour: &str) -> Option<Partition> {
 /// Files whose keys are loaded at once when the index meets many (after a
 /// start).
 const LOAD_CONCURRENCY: usize = 16;
+
+/// A reader of the data file at `path`.
+fn open(store: &Arc<dyn ObjectStore>, path: &str, size: u64) -> Result<SendReader> {
+    Ok(SendReader(
+        DefaultParquetFileReaderFactory::new(Arc::clone(store)).create_reader(
+            0,
+            PartitionedFile::new(path, size),
+            None,
+            &ExecutionPlanMetricsSet::new(),
+        )?,
+    ))
+}
+
+/// The footer of the data file at `path` (no page index).
+async fn load_footer(
+    store: &Arc<dyn ObjectStore>,
+    path: &str,
+    size: u64,
+) -> Result<ArrowReaderMetadata> {
+    let mut reader = open(store, path, size)?;
+    Ok(ArrowReaderMetadata::load_async(
+        &mut reader,
+        ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Skip),
+    )
+    .await?)
+}
+
+/// Loads the footers of `files` (just met by the index) into `cache`,
+/// newest hour first, while they fit: the files a lookup is likeliest to
+/// read are open before it comes. Best effort: a file whose footer cannot
+/// be read is left to the lookup that needs it.
+async fn warm(
+    cache: Arc<MetadataCache>,
+    store: Arc<dyn ObjectStore>,
+    mut files: Vec<(String, Arc<IndexedFile>)>,
+) {
+    files.sort_by_key(|(path, file)| std::cmp::Reverse((file.partition, path.clone())));
+    let mut loads = futures::stream::iter(files.into_iter().map(|(path, file)| {
+        let store = &store;
+        async move { (load_footer(store, &path, file.size).await, path, file) }
+    }))
+    .buffered(WARM_CONCURRENCY);
+    while let Some((footer, path, file)) = loads.next().await {
+        match footer {
+            Ok(footer) => {
+                if !cache.insert_if_room(file.id, Part::Footer, footer) {
+                    return;
+                }
+            }
+            Err(error) => tracing::debug!(%path, %error, "footer not loaded ahead"),
+        }
+    }
+}
+
+/// Footers loaded at once ahead of lookups (decoding one is CPU work on
+/// the query threads).
+const WARM_CONCURRENCY: usize = 2;
+
+/// What [`MetadataCache`] keeps of a data file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Part {
+    /// Its footer, without the page index.
+    Footer,
+    /// The row groups a lookup reads (their indexes in the file) with
+    /// their page index: about 2 % of the footer each in a compacted hour.
+    RowGroups(Vec<usize>),
+}
+
+/// The parts of data files' metadata the trace index keeps, within a
+/// budget of bytes in memory: a lookup that loads one beyond it drops
+/// those used least recently (loaded again when needed); loading ahead
+/// ([`warm`]) only fills free room.
+pub struct MetadataCache {
+    budget: usize,
+    state: parking_lot::Mutex<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    /// Bytes the entries take.
+    bytes: usize,
+    /// Incremented on every use: the age of the entries.
+    clock: u64,
+    /// By [`IndexedFile::id`] and part: the metadata, its size, its last
+    /// use.
+    entries: HashMap<(u64, Part), (ArrowReaderMetadata, usize, u64)>,
+}
+
+impl std::fmt::Debug for MetadataCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state.lock();
+        f.debug_struct("MetadataCache")
+            .field("budget", &self.budget)
+            .field("bytes", &state.bytes)
+            .field("entries", &state.entries.len())
+            .finish()
+    }
+}
+
+/// What [`MetadataCache`] may keep when the server is not told: the
+/// footers of about 95 compacted hours of 7.7 M spans.
+pub const DEFAULT_METADATA_BUDGET: usize = 256 << 20;
+
+impl MetadataCache {
+    /// Empty, holding at most `budget` bytes.
+    pub fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            state: Default::default(),
+        }
+    }
+
+    /// `part` of file `id`, if kept.
+    fn get(&self, id: u64, part: &Part) -> Option<ArrowReaderMetadata> {
+        let mut state = self.state.lock();
+        state.clock += 1;
+        let now = state.clock;
+        // The key is built to be looked up (a part's row groups are one or
+        // two indexes: no allocation worth avoiding).
+        let (metadata, _, used) = state.entries.get_mut(&(id, part.clone()))?;
+        *used = now;
+        Some(metadata.clone())
+    }
+
+    /// Keeps `part` of file `id`, dropping the least recently used
+    /// entries while over the budget (an entry larger than the budget is
+    /// not kept).
+    fn insert(&self, id: u64, part: Part, metadata: ArrowReaderMetadata) {
+        let size = metadata.metadata().memory_size();
+        let mut state = self.state.lock();
+        let key = (id, part);
+        if size > self.budget || state.entries.contains_key(&key) {
+            return;
+        }
+        while state.bytes + size > self.budget {
+            let Some(oldest) = state
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, _, used))| *used)
+                .map(|(key, _)| key.clone())
+            else {
+                break;
+            };
+            state.remove(&oldest);
+        }
+        state.put(key, metadata, size);
+    }
+
+    /// Keeps `part` of file `id` if it fits beside the others; whether it
+    /// did.
+    fn insert_if_room(&self, id: u64, part: Part, metadata: ArrowReaderMetadata) -> bool {
+        let size = metadata.metadata().memory_size();
+        let mut state = self.state.lock();
+        if state.bytes + size > self.budget {
+            return false;
+        }
+        let key = (id, part);
+        if !state.entries.contains_key(&key) {
+            state.put(key, metadata, size);
+        }
+        true
+    }
+
+    /// Whether another entry may fit.
+    fn has_room(&self) -> bool {
+        self.state.lock().bytes < self.budget
+    }
+
+    /// Drops what is kept of file `id` (which left its table).
+    fn forget(&self, id: u64) {
+        let mut state = self.state.lock();
+        let parts: Vec<(u64, Part)> = state
+            .entries
+            .keys()
+            .filter(|(file, _)| *file == id)
+            .cloned()
+            .collect();
+        for key in parts {
+            state.remove(&key);
+        }
+    }
+
+    /// The entries kept and the bytes they take.
+    pub fn held(&self) -> (usize, usize) {
+        let state = self.state.lock();
+        (state.entries.len(), state.bytes)
+    }
+}
+
+impl CacheState {
+    fn put(&mut self, key: (u64, Part), metadata: ArrowReaderMetadata, size: usize) {
+        self.clock += 1;
+        self.entries.insert(key, (metadata, size, self.clock));
+        self.bytes += size;
+    }
+
+    fn remove(&mut self, key: &(u64, Part)) {
+        if let Some((_, size, _)) = self.entries.remove(key) {
+            self.bytes -= size;
+        }
+    }
+}
 
 /// The sorted distinct trace keys of the data file at `path`: its persisted
 /// keys, or else (a file written by an older release, or whose keys'
@@ -398,4 +649,379 @@ impl AsyncFileReader for SendReader {
 
 fn external(e: deltalake::DeltaTableError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::basic::Compression;
+    use datafusion::parquet::file::properties::WriterProperties;
+    use object_store::memory::InMemory;
+    use object_store::path::Path as Location;
+    use object_store::{GetOptions, GetResult, ListResult, ObjectMeta, PutOptions, PutPayload};
+
+    use super::*;
+
+    /// Rows per file (8 spans per trace), row group, page.
+    const ROWS: usize = 4096;
+    const SPANS_PER_TRACE: usize = 8;
+
+    /// The trace id of trace `t` of file `file`: its key (low 8 bytes)
+    /// grows with `t`, as in a compacted file.
+    fn trace_id(file: u8, t: usize) -> Vec<u8> {
+        let mut id = vec![file; 8];
+        id.extend_from_slice(&((file as i64) << 32 | t as i64).to_be_bytes());
+        id
+    }
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new(TRACE_ID, DataType::Binary, false),
+            Field::new(TRACE_KEY, DataType::Int64, false),
+            Field::new("name", DataType::Utf8, false),
+            Field::new(DATE, DataType::Date32, false),
+            Field::new(HOUR, DataType::Int32, false),
+        ]))
+    }
+
+    /// A data file of `ROWS` spans sorted by trace key: 4 row groups of 8
+    /// pages, uncompressed 64-byte names (so that what a read skips shows
+    /// in the bytes it reads).
+    fn data_file(file: u8) -> Bytes {
+        let ids: Vec<Vec<u8>> = (0..ROWS)
+            .map(|r| trace_id(file, r / SPANS_PER_TRACE))
+            .collect();
+        let stored = Arc::new(Schema::new(schema().fields()[..3].to_vec()));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&stored),
+            vec![
+                Arc::new(BinaryArray::from_iter_values(&ids)),
+                Arc::new(Int64Array::from_iter_values(
+                    ids.iter().map(|id| trace_key(id)),
+                )),
+                Arc::new(StringArray::from_iter_values((0..ROWS).map(|r| {
+                    format!("{:064x}", (r as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                }))),
+            ],
+        )
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_compression(Compression::UNCOMPRESSED)
+            .set_dictionary_enabled(false)
+            .set_max_row_group_row_count(Some(ROWS / 4))
+            .set_data_page_row_count_limit(ROWS / 32)
+            .set_write_batch_size(ROWS / 64)
+            .build();
+        let mut out = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut out, stored, Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        out.into()
+    }
+
+    /// An in-memory store counting the bytes read from it.
+    #[derive(Debug, Default)]
+    struct Counting {
+        inner: InMemory,
+        read: AtomicUsize,
+    }
+
+    impl std::fmt::Display for Counting {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Counting")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Counting {
+        async fn put_opts(
+            &self,
+            location: &Location,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Location,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Location,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            let got = self.inner.get_opts(location, options).await?;
+            let range = &got.range;
+            self.read
+                .fetch_add((range.end - range.start) as usize, Ordering::Relaxed);
+            Ok(got)
+        }
+
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<Location>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<Location>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Location>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Location>,
+        ) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Location,
+            to: &Location,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    /// `files` data files in a counting store, as the index's holders.
+    async fn stored(files: u8) -> (Arc<Counting>, Vec<Holder>, usize) {
+        let store = Arc::new(Counting::default());
+        let mut holders = Vec::new();
+        let mut size = 0;
+        for file in 0..files {
+            let bytes = data_file(file);
+            size = bytes.len();
+            let path = format!("date=2024-10-01/hour=05/part-{file}.parquet");
+            store
+                .put(&Location::from(path.as_str()), bytes.into())
+                .await
+                .unwrap();
+            let keys: Vec<i64> = (0..ROWS / SPANS_PER_TRACE)
+                .map(|t| trace_key(&trace_id(file, t)))
+                .collect();
+            let file = IndexedFile::new(size as u64, (20_000, 5), keys.into());
+            holders.push(Holder {
+                path,
+                file: Arc::new(file),
+            });
+        }
+        (store, holders, size)
+    }
+
+    /// Span count and (date, hour) of what a read returned.
+    fn read(batches: &[RecordBatch], id: &[u8]) -> (usize, Vec<(i32, i32)>) {
+        let mut where_ = Vec::new();
+        let mut n = 0;
+        for b in batches {
+            let ids = b.column_by_name(TRACE_ID).unwrap().as_binary::<i32>();
+            assert!(ids.iter().all(|i| i == Some(id)));
+            let dates = b
+                .column_by_name(DATE)
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Date32Type>();
+            let hours = b
+                .column_by_name(HOUR)
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Int32Type>();
+            where_.extend((0..b.num_rows()).map(|r| (dates.value(r), hours.value(r))));
+            n += b.num_rows();
+        }
+        where_.dedup();
+        (n, where_)
+    }
+
+    /// A lookup reads its trace's spans, and of the file the footer (once),
+    /// the page index of the row group that holds the key, and of that row
+    /// group the pages holding the key. (The reader reads the predicate's
+    /// column to batch boundaries, 1024 rows, a whole row group here, and
+    /// the store coalesces nearby ranges: a trace in a row group's first
+    /// pages shows the pruning best.)
+    #[tokio::test]
+    async fn a_lookup_reads_the_pages_holding_its_trace() {
+        let (counting, holders, size) = stored(1).await;
+        let store: Arc<dyn ObjectStore> = Arc::clone(&counting) as _;
+        let index = TraceIndex::new(Arc::new(MetadataCache::new(DEFAULT_METADATA_BUDGET)));
+        let lookup = |t: usize| {
+            let (index, store, holder, counting) = (&index, &store, &holders[0], &counting);
+            async move {
+                let id = trace_id(0, t);
+                let before = counting.read.load(Ordering::Relaxed);
+                let got = index
+                    .read_trace(store, holder, &id, &schema())
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    read(&got, &id),
+                    (SPANS_PER_TRACE, vec![(20_000, 5)]),
+                    "trace {t}"
+                );
+                counting.read.load(Ordering::Relaxed) - before
+            }
+        };
+        let first = lookup(0).await;
+        assert_eq!(
+            index.cache.held().0,
+            2,
+            "the footer and a row group's page index"
+        );
+        let again = lookup(1).await;
+        assert!(
+            first > again,
+            "only the first read loads metadata: {first} {again}"
+        );
+        assert_eq!(lookup(1).await, again, "the same pages");
+        // 128 traces a row group, 16 a page.
+        for t in [1, 128, 256, 384 + 3] {
+            let bytes = lookup(t).await;
+            assert!(bytes < size / 8, "trace {t}: {bytes} bytes of {size} read");
+        }
+        for t in [100, 200, 300, 511] {
+            let bytes = lookup(t).await;
+            assert!(bytes < size / 4, "trace {t}: {bytes} bytes of {size} read");
+        }
+        assert_eq!(
+            index.cache.held().0,
+            5,
+            "the footer, 4 row groups' page index"
+        );
+        // A key the file does not hold (beyond its last row group's range).
+        let absent = trace_id(1, 0);
+        let got = index
+            .read_trace(&store, &holders[0], &absent, &schema())
+            .await
+            .unwrap();
+        assert_eq!(read(&got, &absent).0, 0);
+    }
+
+    /// With room for what one lookup reads (a footer and a row group's
+    /// page index) and half a footer, lookups across three files stay
+    /// within it, keep the file read last, and still find every trace.
+    #[tokio::test]
+    async fn the_cache_stays_within_its_budget() {
+        let (counting, holders, _) = stored(3).await;
+        let store: Arc<dyn ObjectStore> = counting;
+        let footer = load_footer(&store, &holders[0].path, holders[0].file.size)
+            .await
+            .unwrap()
+            .metadata()
+            .memory_size();
+        let unbounded = TraceIndex::new(Arc::new(MetadataCache::new(usize::MAX)));
+        let id = trace_id(0, 7);
+        unbounded
+            .read_trace(&store, &holders[0], &id, &schema())
+            .await
+            .unwrap();
+        let (parts, one_lookup) = unbounded.cache.held();
+        assert_eq!(parts, 2);
+        let budget = one_lookup + footer / 2;
+        let index = TraceIndex::new(Arc::new(MetadataCache::new(budget)));
+        for round in 0..2 {
+            for (file, holder) in holders.iter().enumerate() {
+                let id = trace_id(file as u8, 7 + 130 * round);
+                let got = index
+                    .read_trace(&store, holder, &id, &schema())
+                    .await
+                    .unwrap();
+                assert_eq!(read(&got, &id).0, SPANS_PER_TRACE);
+                let (_, bytes) = index.cache.held();
+                assert!(bytes <= budget, "{bytes} bytes held, budget {budget}");
+                assert!(index.cache.get(holder.file.id, &Part::Footer).is_some());
+                for other in holders.iter().filter(|h| h.file.id != holder.file.id) {
+                    assert!(index.cache.get(other.file.id, &Part::Footer).is_none());
+                }
+            }
+        }
+    }
+
+    /// The least recently used entry goes first; loading ahead fills only
+    /// free room; a file that left its table takes all its parts with it.
+    #[tokio::test]
+    async fn the_least_recently_used_go_first() {
+        let (counting, holders, _) = stored(4).await;
+        let store: Arc<dyn ObjectStore> = counting;
+        let mut loaded = Vec::new();
+        for h in &holders {
+            loaded.push(load_footer(&store, &h.path, h.file.size).await.unwrap());
+        }
+        let size = loaded[0].metadata().memory_size();
+        let cache = MetadataCache::new(size * 5 / 2);
+        let kept = |cache: &MetadataCache| -> Vec<bool> {
+            (0..4)
+                .map(|i| cache.get(i as u64 + 1000, &Part::Footer).is_some())
+                .collect()
+        };
+        cache.insert(1000, Part::Footer, loaded[0].clone());
+        cache.insert(1001, Part::Footer, loaded[1].clone());
+        assert!(cache.get(1000, &Part::Footer).is_some(), "1000 used last");
+        cache.insert(1002, Part::Footer, loaded[2].clone());
+        assert_eq!(cache.held().0, 2);
+        assert_eq!(kept(&cache), [true, false, true, false]);
+        assert!(
+            !cache.insert_if_room(1003, Part::Footer, loaded[3].clone()),
+            "no room"
+        );
+        assert_eq!(kept(&cache), [true, false, true, false]);
+        cache.forget(1000);
+        assert_eq!(cache.held(), (1, size));
+        assert!(cache.insert_if_room(1003, Part::Footer, loaded[3].clone()));
+        assert_eq!(kept(&cache), [false, false, true, true]);
+        // Another part of a file is another entry; forgetting the file
+        // drops them all.
+        let part = Part::RowGroups(vec![2]);
+        cache.insert(1003, part.clone(), loaded[0].clone());
+        assert!(cache.get(1003, &part).is_some());
+        assert!(cache.get(1003, &Part::RowGroups(vec![2, 3])).is_none());
+        cache.forget(1003);
+        assert!(cache.get(1003, &part).is_none());
+        assert_eq!(kept(&cache), [false, false, false, false]);
+        assert_eq!(cache.held(), (0, 0));
+        // An entry larger than the whole budget is not kept.
+        let tiny = MetadataCache::new(size - 1);
+        tiny.insert(1, Part::Footer, loaded[0].clone());
+        assert_eq!(tiny.held(), (0, 0));
+    }
+
+    /// Loading ahead takes the newest hours first and stops when the budget
+    /// is full.
+    #[tokio::test]
+    async fn loading_ahead_takes_the_newest_hours_first() {
+        let (counting, holders, _) = stored(3).await;
+        let store: Arc<dyn ObjectStore> = counting;
+        let size = load_footer(&store, &holders[0].path, holders[0].file.size)
+            .await
+            .unwrap()
+            .metadata()
+            .memory_size();
+        let cache = Arc::new(MetadataCache::new(size * 5 / 2));
+        // Files 0, 1, 2 in hours 5, 7, 6.
+        let files: Vec<(String, Arc<IndexedFile>)> = holders
+            .iter()
+            .zip([5, 7, 6])
+            .map(|(h, hour)| {
+                let file = IndexedFile::new(h.file.size, (20_000, hour), Arc::clone(&h.file.keys));
+                (h.path.clone(), Arc::new(file))
+            })
+            .collect();
+        let ids: Vec<u64> = files.iter().map(|(_, f)| f.id).collect();
+        warm(Arc::clone(&cache), store, files).await;
+        assert_eq!(cache.held().0, 2);
+        let kept = |id: u64| cache.get(id, &Part::Footer).is_some();
+        assert!(kept(ids[1]) && kept(ids[2]));
+        assert!(!kept(ids[0]), "the oldest hour did not fit");
+    }
 }

@@ -18,6 +18,10 @@
 //! row filter on `trace_id`, no column null in every row group read), and
 //! prints the size per span and the lookups' median. With a third argument
 //! `noread` it only times the lookups of an existing `OUT`.
+//!
+//! `meta FILE` times loading `FILE`'s footer with and without its page
+//! index, and the page index of one row group from a loaded footer (what
+//! the trace index keeps and reads), and prints their sizes in memory.
 
 use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, RecordBatchReader, Scalar};
 use arrow::datatypes::Int64Type;
@@ -163,6 +167,9 @@ fn lookup(path: &str, meta: &ArrowReaderMetadata, id: &[u8]) -> usize {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args[1] == "meta" {
+        return metadata_costs(&args[2]);
+    }
     let (input, output) = (&args[1], &args[2]);
     if args.get(3).map(String::as_str) != Some("noread") {
         let t = Instant::now();
@@ -245,4 +252,96 @@ fn main() {
         times[times.len() * 9 / 10],
         spans / times.len()
     );
+}
+
+/// What loading `path`'s footer and page index costs, part by part: the
+/// median time of five loads and the size in memory.
+fn metadata_costs(path: &str) {
+    use parquet::file::metadata::{PageIndexPolicy, ParquetStatisticsPolicy};
+    let all = || ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+    let variants: Vec<(&str, ArrowReaderOptions)> = vec![
+        ("footer only", ArrowReaderOptions::new()),
+        (
+            "footer + offset index",
+            ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Required),
+        ),
+        ("footer + page index", all()),
+        (
+            "page index, no encoding/size stats",
+            all()
+                .with_encoding_stats_policy(ParquetStatisticsPolicy::SkipAll)
+                .with_size_stats_policy(ParquetStatisticsPolicy::SkipAll),
+        ),
+        (
+            "page index, encoding stats as mask, no size stats",
+            all()
+                .with_encoding_stats_as_mask(true)
+                .with_size_stats_policy(ParquetStatisticsPolicy::SkipAll),
+        ),
+    ];
+    for (name, options) in variants {
+        let mut times = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..7 {
+            let t = Instant::now();
+            let meta =
+                ArrowReaderMetadata::load(&File::open(path).unwrap(), options.clone()).unwrap();
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            bytes = meta.metadata().memory_size();
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "{name}: median {:.1} ms, {:.1} MB in memory",
+            times[3],
+            bytes as f64 / 1e6
+        );
+    }
+    // The page index of one row group, from a cached footer.
+    let file = File::open(path).unwrap();
+    let footer = parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(&file)
+        .unwrap();
+    let n = footer.num_row_groups();
+    let page_index_start = footer
+        .row_groups()
+        .iter()
+        .flat_map(|rg| rg.columns())
+        .filter_map(|c| c.column_index_offset())
+        .min()
+        .unwrap();
+    let footer_start = {
+        use std::os::unix::fs::FileExt;
+        let mut tail = [0u8; 4];
+        let len = file.metadata().unwrap().len();
+        file.read_exact_at(&mut tail, len - 8).unwrap();
+        len - 8 - u32::from_le_bytes(tail) as u64
+    };
+    println!(
+        "page index bytes on disk ~{:.2} MB",
+        (footer_start - page_index_start as u64) as f64 / 1e6
+    );
+    for rg in [0, n / 2, n - 1] {
+        let mut times = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..9 {
+            let t = Instant::now();
+            let one = parquet::file::metadata::ParquetMetaData::new(
+                footer.file_metadata().clone(),
+                vec![footer.row_group(rg).clone()],
+            );
+            let mut reader = parquet::file::metadata::ParquetMetaDataReader::new_with_metadata(one)
+                .with_page_index_policy(PageIndexPolicy::Required);
+            reader.read_page_indexes(&file).unwrap();
+            let m = reader.finish().unwrap();
+            assert_eq!(m.offset_index().unwrap().len(), 1);
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            bytes = m.memory_size();
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!(
+            "row group {rg} with its page index: median {:.2} ms, {:.2} MB in memory",
+            times[4],
+            bytes as f64 / 1e6
+        );
+    }
 }
