@@ -317,6 +317,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     tenants.engine().executor().register_metrics(&mut registry);
+    tenants
+        .engine()
+        .trace_metadata()
+        .register_metrics(&mut registry);
     if let Some(peers) = &config.peers {
         peers.metrics.register(&mut registry);
     }

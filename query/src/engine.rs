@@ -240,6 +240,12 @@ impl QueryEngine {
         &self.ctx
     }
 
+    /// The metadata cache of the trace lookups, one for every tenant's
+    /// engine (for its metrics).
+    pub fn trace_metadata(&self) -> &crate::trace_index::MetadataCache {
+        &self.trace_metadata
+    }
+
     pub fn config(&self) -> &QueryConfig {
         &self.config
     }

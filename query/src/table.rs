@@ -124,7 +124,7 @@ pub struct SpansTable {
     /// The writers' watermarks at one table version (read once per version).
     watermarks: parking_lot::Mutex<Watermarks>,
     live: Option<Arc<dyn LiveSpans>>,
-    index: TraceIndex,
+    index: Arc<TraceIndex>,
     /// The root of the table's object store, and the table's path there.
     store: (ObjectStoreUrl, deltalake::Path),
     bounds: crate::scan::BoundsCache,
@@ -155,7 +155,7 @@ impl SpansTable {
             delta: Mutex::new(None),
             watermarks: Default::default(),
             live,
-            index: TraceIndex::new(metadata),
+            index: Arc::new(TraceIndex::new(metadata)),
             bounds: Default::default(),
             layout: Default::default(),
         })
@@ -315,6 +315,9 @@ impl SpansTable {
             return Ok((None, self.live_rows(None, live, schema).await?));
         };
         let live = self.live_rows(Some(table), live, schema).await?;
+        // A scan of the table (SQL, a search) brings the trace index up to
+        // its version ahead of the lookups.
+        self.index.follow(table);
         let mut files = crate::scan::data_files(table, &self.store.1, &self.bounds)?;
         if let Some(keys) = trace_keys {
             match self.index.files_holding(table, keys).await {

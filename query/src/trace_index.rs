@@ -67,6 +67,9 @@ pub struct TraceIndex {
     /// Data file path → what the index knows of it.
     files: Mutex<HashMap<String, Arc<IndexedFile>>>,
     cache: Arc<MetadataCache>,
+    /// The table version [`TraceIndex::follow`] last refreshed at (plus
+    /// one; 0: none).
+    followed: std::sync::atomic::AtomicU64,
 }
 
 /// `date` (days since the epoch) and `hour` of a partition.
@@ -113,7 +116,32 @@ impl TraceIndex {
         Self {
             files: Mutex::default(),
             cache,
+            followed: Default::default(),
         }
+    }
+
+    /// Refreshes the index in the background when `table` is at a version
+    /// this has not followed yet: the first query to see a commit (a
+    /// flush's, a compaction's) has the new files' keys and footers loaded
+    /// before a lookup asks for them. Call it on a query runtime (the work
+    /// is spawned on the current one).
+    pub fn follow(self: &Arc<Self>, table: &DeltaTable) {
+        let Some(version) = table.version() else {
+            return;
+        };
+        if self
+            .followed
+            .swap(version + 1, std::sync::atomic::Ordering::Relaxed)
+            == version + 1
+        {
+            return;
+        }
+        let (index, table) = (Arc::clone(self), table.clone());
+        tokio::spawn(async move {
+            if let Err(error) = index.refresh(&table).await {
+                tracing::debug!(%error, "trace index not refreshed ahead");
+            }
+        });
     }
 
     /// Brings the index up to date with `table`'s files; returns them. The
@@ -409,6 +437,10 @@ async fn warm(
     .buffered(WARM_CONCURRENCY);
     while let Some((footer, path, file)) = loads.next().await {
         match footer {
+            // Unless the file left the index meanwhile (only this task
+            // still holds it): its footer would wait for the least
+            // recently used to go.
+            Ok(_) if Arc::strong_count(&file) == 1 => {}
             Ok(footer) => {
                 if !cache.insert_if_room(file.id, Part::Footer, footer) {
                     return;
@@ -440,6 +472,9 @@ enum Part {
 pub struct MetadataCache {
     budget: usize,
     state: parking_lot::Mutex<CacheState>,
+    /// `tracelake_trace_metadata_bytes` and `_entries`.
+    bytes: prometheus_client::metrics::gauge::Gauge,
+    entries: prometheus_client::metrics::gauge::Gauge,
 }
 
 #[derive(Default)]
@@ -474,7 +509,29 @@ impl MetadataCache {
         Self {
             budget,
             state: Default::default(),
+            bytes: Default::default(),
+            entries: Default::default(),
         }
+    }
+
+    /// Registers `tracelake_trace_metadata_bytes` and `_entries`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "tracelake_trace_metadata_bytes",
+            "Memory the data files' footers and page indexes kept for trace lookups take",
+            self.bytes.clone(),
+        );
+        registry.register(
+            "tracelake_trace_metadata_entries",
+            "Footers and row groups' page indexes kept for trace lookups",
+            self.entries.clone(),
+        );
+    }
+
+    /// The gauges after a change of `state`.
+    fn publish(&self, state: &CacheState) {
+        self.bytes.set(state.bytes as i64);
+        self.entries.set(state.entries.len() as i64);
     }
 
     /// `part` of file `id`, if kept.
@@ -511,6 +568,7 @@ impl MetadataCache {
             state.remove(&oldest);
         }
         state.put(key, metadata, size);
+        self.publish(&state);
     }
 
     /// Keeps `part` of file `id` if it fits beside the others; whether it
@@ -524,6 +582,7 @@ impl MetadataCache {
         let key = (id, part);
         if !state.entries.contains_key(&key) {
             state.put(key, metadata, size);
+            self.publish(&state);
         }
         true
     }
@@ -545,6 +604,7 @@ impl MetadataCache {
         for key in parts {
             state.remove(&key);
         }
+        self.publish(&state);
     }
 
     /// The entries kept and the bytes they take.
@@ -996,11 +1056,11 @@ mod tests {
         assert_eq!(tiny.held(), (0, 0));
     }
 
-    /// Loading ahead takes the newest hours first and stops when the budget
-    /// is full.
+    /// Loading ahead takes the newest hours first, skips files that left
+    /// the index meanwhile, and stops when the budget is full.
     #[tokio::test]
     async fn loading_ahead_takes_the_newest_hours_first() {
-        let (counting, holders, _) = stored(3).await;
+        let (counting, holders, _) = stored(4).await;
         let store: Arc<dyn ObjectStore> = counting;
         let size = load_footer(&store, &holders[0].path, holders[0].file.size)
             .await
@@ -1008,20 +1068,24 @@ mod tests {
             .metadata()
             .memory_size();
         let cache = Arc::new(MetadataCache::new(size * 5 / 2));
-        // Files 0, 1, 2 in hours 5, 7, 6.
+        // Files 0, 1, 2, 3 in hours 5, 7, 6, 8.
         let files: Vec<(String, Arc<IndexedFile>)> = holders
             .iter()
-            .zip([5, 7, 6])
+            .zip([5, 7, 6, 8])
             .map(|(h, hour)| {
                 let file = IndexedFile::new(h.file.size, (20_000, hour), Arc::clone(&h.file.keys));
                 (h.path.clone(), Arc::new(file))
             })
             .collect();
+        // The index holds the first three; the fourth, the newest, left it.
+        let index: Vec<Arc<IndexedFile>> = files[..3].iter().map(|(_, f)| Arc::clone(f)).collect();
         let ids: Vec<u64> = files.iter().map(|(_, f)| f.id).collect();
         warm(Arc::clone(&cache), store, files).await;
         assert_eq!(cache.held().0, 2);
         let kept = |id: u64| cache.get(id, &Part::Footer).is_some();
         assert!(kept(ids[1]) && kept(ids[2]));
         assert!(!kept(ids[0]), "the oldest hour did not fit");
+        assert!(!kept(ids[3]), "a file no longer in the index");
+        drop(index);
     }
 }

@@ -235,11 +235,38 @@ async fn closed_hours_are_compacted_into_disjoint_files_and_lookups_touch_one() 
     assert_eq!(emptied.0, 404, "{emptied:?}");
     let count = server.sql("SELECT count(*) AS n FROM spans").await;
     assert_eq!(count[0]["n"], total);
-    // Keys lost (or a table written before they were kept): the lookup
-    // reads the key columns, finds the trace, and persists the keys again.
+    // Keys lost (or a table written before they were kept): the index
+    // reads the key columns and persists the keys again, and loads the
+    // files' footers, as soon as a query sees the table, before any
+    // lookup asks (in the background: a count is answered first).
     server.terminate();
     std::fs::remove_dir_all(&keys_dir).unwrap();
     let server = TestServer::start(data.path(), &args).await;
+    let count = server.sql("SELECT count(*) AS n FROM spans").await;
+    assert_eq!(count[0]["n"], total);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = reqwest::get(server.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let footers = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("tracelake_trace_metadata_entries "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .expect("tracelake_trace_metadata_entries in /metrics") as usize;
+        let keys = files_ending(&keys_dir, ".keys");
+        if keys == files && footers == files {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not loaded ahead in 30 s: {keys} keys and {footers} footers of {files} files"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let again = server.get(&format!("/api/v1/traces/{probe:032x}")).await;
     assert_eq!(again, before);
     assert_eq!(files_ending(&keys_dir, ".keys"), files);
