@@ -883,6 +883,13 @@ mod tests {
         (store, holders, size)
     }
 
+    /// The memory a footer of `holder`'s file (all files of [`stored`] are
+    /// alike) takes.
+    async fn footer_size(store: &Arc<dyn ObjectStore>, holder: &Holder) -> usize {
+        let footer = load_footer(store, &holder.path, holder.file.size);
+        footer.await.unwrap().metadata().memory_size()
+    }
+
     /// Span count and (date, hour) of what a read returned.
     fn read(batches: &[RecordBatch], id: &[u8]) -> (usize, Vec<(i32, i32)>) {
         let mut where_ = Vec::new();
@@ -975,11 +982,7 @@ mod tests {
     async fn the_cache_stays_within_its_budget() {
         let (counting, holders, _) = stored(3).await;
         let store: Arc<dyn ObjectStore> = counting;
-        let footer = load_footer(&store, &holders[0].path, holders[0].file.size)
-            .await
-            .unwrap()
-            .metadata()
-            .memory_size();
+        let footer = footer_size(&store, &holders[0]).await;
         let unbounded = TraceIndex::new(Arc::new(MetadataCache::new(usize::MAX)));
         let id = trace_id(0, 7);
         unbounded
@@ -1062,11 +1065,7 @@ mod tests {
     async fn loading_ahead_takes_the_newest_hours_first() {
         let (counting, holders, _) = stored(4).await;
         let store: Arc<dyn ObjectStore> = counting;
-        let size = load_footer(&store, &holders[0].path, holders[0].file.size)
-            .await
-            .unwrap()
-            .metadata()
-            .memory_size();
+        let size = footer_size(&store, &holders[0]).await;
         let cache = Arc::new(MetadataCache::new(size * 5 / 2));
         // Files 0, 1, 2, 3 in hours 5, 7, 6, 8.
         let files: Vec<(String, Arc<IndexedFile>)> = holders

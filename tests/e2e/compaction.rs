@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::server::TestServer;
+use crate::server::{TestServer, metric};
 use crate::spans::{request, span};
 
 const HOUR_NS: u64 = 3_600_000_000_000;
@@ -246,17 +246,8 @@ async fn closed_hours_are_compacted_into_disjoint_files_and_lookups_touch_one() 
     assert_eq!(count[0]["n"], total);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let metrics = reqwest::get(server.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let footers = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("tracelake_trace_metadata_entries "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .expect("tracelake_trace_metadata_entries in /metrics") as usize;
+        let metrics = server.metrics().await;
+        let footers = metric(&metrics, "tracelake_trace_metadata_entries") as usize;
         let keys = files_ending(&keys_dir, ".keys");
         if keys == files && footers == files {
             break;
