@@ -245,7 +245,7 @@ impl TraceIndex {
     ) -> Result<Vec<RecordBatch>> {
         let key = trace_key(trace_id);
         let id = holder.file.id;
-        let footer = match self.cache.get(id, &Part::Footer) {
+        let footer = match self.cache.get(id, Part::Footer) {
             Some(footer) => footer,
             None => {
                 let footer = load_footer(store, &holder.path, holder.file.size).await?;
@@ -280,7 +280,7 @@ impl TraceIndex {
         // the key, with their page index (which the footer's row groups
         // locate).
         let mut reader = open(store, &holder.path, holder.file.size)?;
-        let metadata = match self.cache.get(id, &Part::RowGroups(holding.clone())) {
+        let metadata = match self.cache.get(id, Part::RowGroups(holding.clone())) {
             Some(metadata) => metadata,
             None => {
                 let row_groups = holding.iter().map(|&i| whole.row_group(i).clone());
@@ -535,13 +535,11 @@ impl MetadataCache {
     }
 
     /// `part` of file `id`, if kept.
-    fn get(&self, id: u64, part: &Part) -> Option<ArrowReaderMetadata> {
+    fn get(&self, id: u64, part: Part) -> Option<ArrowReaderMetadata> {
         let mut state = self.state.lock();
         state.clock += 1;
         let now = state.clock;
-        // The key is built to be looked up (a part's row groups are one or
-        // two indexes: no allocation worth avoiding).
-        let (metadata, _, used) = state.entries.get_mut(&(id, part.clone()))?;
+        let (metadata, _, used) = state.entries.get_mut(&(id, part))?;
         *used = now;
         Some(metadata.clone())
     }
@@ -1003,9 +1001,9 @@ mod tests {
                 assert_eq!(read(&got, &id).0, SPANS_PER_TRACE);
                 let (_, bytes) = index.cache.held();
                 assert!(bytes <= budget, "{bytes} bytes held, budget {budget}");
-                assert!(index.cache.get(holder.file.id, &Part::Footer).is_some());
+                assert!(index.cache.get(holder.file.id, Part::Footer).is_some());
                 for other in holders.iter().filter(|h| h.file.id != holder.file.id) {
-                    assert!(index.cache.get(other.file.id, &Part::Footer).is_none());
+                    assert!(index.cache.get(other.file.id, Part::Footer).is_none());
                 }
             }
         }
@@ -1025,12 +1023,12 @@ mod tests {
         let cache = MetadataCache::new(size * 5 / 2);
         let kept = |cache: &MetadataCache| -> Vec<bool> {
             (0..4)
-                .map(|i| cache.get(i as u64 + 1000, &Part::Footer).is_some())
+                .map(|i| cache.get(i as u64 + 1000, Part::Footer).is_some())
                 .collect()
         };
         cache.insert(1000, Part::Footer, loaded[0].clone());
         cache.insert(1001, Part::Footer, loaded[1].clone());
-        assert!(cache.get(1000, &Part::Footer).is_some(), "1000 used last");
+        assert!(cache.get(1000, Part::Footer).is_some(), "1000 used last");
         cache.insert(1002, Part::Footer, loaded[2].clone());
         assert_eq!(cache.held().0, 2);
         assert_eq!(kept(&cache), [true, false, true, false]);
@@ -1047,10 +1045,10 @@ mod tests {
         // drops them all.
         let part = Part::RowGroups(vec![2]);
         cache.insert(1003, part.clone(), loaded[0].clone());
-        assert!(cache.get(1003, &part).is_some());
-        assert!(cache.get(1003, &Part::RowGroups(vec![2, 3])).is_none());
+        assert!(cache.get(1003, part.clone()).is_some());
+        assert!(cache.get(1003, Part::RowGroups(vec![2, 3])).is_none());
         cache.forget(1003);
-        assert!(cache.get(1003, &part).is_none());
+        assert!(cache.get(1003, part.clone()).is_none());
         assert_eq!(kept(&cache), [false, false, false, false]);
         assert_eq!(cache.held(), (0, 0));
         // An entry larger than the whole budget is not kept.
@@ -1081,7 +1079,7 @@ mod tests {
         let ids: Vec<u64> = files.iter().map(|(_, f)| f.id).collect();
         warm(Arc::clone(&cache), store, files).await;
         assert_eq!(cache.held().0, 2);
-        let kept = |id: u64| cache.get(id, &Part::Footer).is_some();
+        let kept = |id: u64| cache.get(id, Part::Footer).is_some();
         assert!(kept(ids[1]) && kept(ids[2]));
         assert!(!kept(ids[0]), "the oldest hour did not fit");
         assert!(!kept(ids[3]), "a file no longer in the index");
