@@ -139,6 +139,16 @@ fn map_column(expr: &Expr) -> Option<&Column> {
 
 /// The column `name` beside the map `map` refers to (same relation, same
 /// kind of reference), if there is one.
+/// The type of a dedicated column in SQL's `spans` table (text as views:
+/// `Layout::sql_schema`).
+fn sql_type(int: bool) -> DataType {
+    if int {
+        DataType::Int64
+    } else {
+        DataType::Utf8View
+    }
+}
+
 fn beside(map: &Expr, name: &str, data_type: DataType, cx: &Cx<'_>) -> Option<Expr> {
     match map {
         Expr::Column(c) => {
@@ -164,7 +174,7 @@ fn dedicated_columns(scope: usize, map: &Expr, cx: &Cx<'_>) -> Option<Vec<Expr>>
     DEDICATED_SCOPES[scope]
         .columns
         .iter()
-        .map(|d| beside(map, d.column, d.data_type(), cx))
+        .map(|d| beside(map, d.column, sql_type(d.int), cx))
         .collect()
 }
 
@@ -202,10 +212,9 @@ fn rewrite(expr: Expr, cx: &Cx<'_>) -> Result<Transformed<Expr>> {
                 _ => return Ok(Transformed::no(expr)),
             };
             let column = match DEDICATED_SCOPES[scope].get(key) {
-                Some(d) => beside(&args[0], d.column, d.data_type(), cx).map(|c| (d.int, c)),
+                Some(d) => beside(&args[0], d.column, sql_type(d.int), cx).map(|c| (d.int, c)),
                 None => cx.configured(scope, key).and_then(|(name, int)| {
-                    let data_type = if int { DataType::Int64 } else { DataType::Utf8 };
-                    beside(&args[0], name, data_type, cx).map(|c| (int, c))
+                    beside(&args[0], name, sql_type(int), cx).map(|c| (int, c))
                 }),
             };
             let Some((int, column)) = column else {
@@ -213,7 +222,8 @@ fn rewrite(expr: Expr, cx: &Cx<'_>) -> Result<Transformed<Expr>> {
                 return Ok(Transformed::new(expr, false, TreeNodeRecursion::Jump));
             };
             let new = match (types, int) {
-                (false, false) => coalesce(vec![column, expr.clone()]),
+                // The map's text type: this rule runs after type coercion.
+                (false, false) => coalesce(vec![cast(column, DataType::Utf8), expr.clone()]),
                 (false, true) => coalesce(vec![cast(column, DataType::Utf8), expr.clone()]),
                 (true, true) => coalesce(vec![
                     when(column.is_not_null(), lit(TypeCode::Int as i8)).end()?,
@@ -245,12 +255,7 @@ fn rewrite(expr: Expr, cx: &Cx<'_>) -> Result<Transformed<Expr>> {
                 if *s != scope || (types && !int) {
                     continue;
                 }
-                let data_type = if *int {
-                    DataType::Int64
-                } else {
-                    DataType::Utf8
-                };
-                if let Some(column) = beside(&expr, name, data_type, cx) {
+                if let Some(column) = beside(&expr, name, sql_type(*int), cx) {
                     args.push(lit(key.as_str()));
                     args.push(column);
                 }
@@ -342,7 +347,8 @@ impl ScalarUDFImpl for Merge {
                 matches!(
                     pair[0],
                     DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
-                ) && (pair[1] == DataType::Int64 || (!self.types && pair[1] == DataType::Utf8))
+                ) && (pair[1] == DataType::Int64
+                    || (!self.types && matches!(pair[1], DataType::Utf8 | DataType::Utf8View)))
             });
         if !fits {
             return exec_err!(
@@ -419,12 +425,13 @@ fn merge_values(map: &MapArray, keys: &[&str], columns: &[ArrayRef]) -> Result<M
                 continue;
             }
             out.keys().append_value(key);
-            match column.as_string_opt::<i32>() {
-                Some(text) => out.values().append_value(text.value(row)),
-                None => {
-                    let v = column.as_primitive::<Int64Type>().value(row);
-                    out.values().append_value(v.to_string());
-                }
+            if let Some(text) = column.as_string_view_opt() {
+                out.values().append_value(text.value(row));
+            } else if let Some(text) = column.as_string_opt::<i32>() {
+                out.values().append_value(text.value(row));
+            } else {
+                let v = column.as_primitive::<Int64Type>().value(row);
+                out.values().append_value(v.to_string());
             }
         }
         out.append(true)?;

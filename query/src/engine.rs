@@ -176,7 +176,8 @@ impl QueryEngine {
         let mut session = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("tracelake", "public");
-        // Keep strings as Utf8 so both sides of the spans union agree.
+        // Parquet schemas DataFusion infers keep `Utf8`; the spans table
+        // declares its own types (strings as views: `Layout::scan_schema`).
         session
             .options_mut()
             .execution
@@ -297,7 +298,7 @@ impl QueryEngine {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        Ok(ctx.sql_with_options(sql, options).await?)
+        Ok(plain_strings(ctx.sql_with_options(sql, options).await?)?)
     }
 
     /// Runs `df` to completion under the time and row limits.
@@ -348,6 +349,35 @@ impl QueryEngine {
         let df = self.plan_sql(sql).await?;
         self.collect(df).await
     }
+}
+
+/// `df` with its `Utf8View` columns as `Utf8`: the scan reads strings as
+/// views (`Layout::scan_schema`), but answers keep the types docs/api.md
+/// lists, for Flight SQL's clients, the JSON and the APIs alike. Only the
+/// answer's rows are cast, after any grouping or filtering on views.
+pub(crate) fn plain_strings(df: DataFrame) -> datafusion::error::Result<DataFrame> {
+    use arrow::datatypes::DataType;
+    use datafusion::logical_expr::{Expr, cast};
+    let schema = df.schema();
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| f.data_type() == &DataType::Utf8View)
+    {
+        return Ok(df);
+    }
+    let exprs: Vec<Expr> = schema
+        .iter()
+        .map(|(qualifier, field)| {
+            let column = Expr::Column(datafusion::common::Column::from((qualifier, field)));
+            if field.data_type() == &DataType::Utf8View {
+                cast(column, DataType::Utf8).alias_qualified(qualifier.cloned(), field.name())
+            } else {
+                column
+            }
+        })
+        .collect();
+    df.select(exprs)
 }
 
 #[cfg(test)]

@@ -420,7 +420,9 @@ impl TableProvider for SpansTable {
             }
         }
         let projection = Some(&stored);
-        let projected = project_schema(&schema, projection)?;
+        // What the scan yields: strings as views, as SQL declares them.
+        let scan = Arc::clone(layout.scan_schema());
+        let projected = project_schema(&scan, projection)?;
         let live = match &self.live {
             Some(live) => live.snapshot(None).await,
             None => Vec::new(),
@@ -437,7 +439,7 @@ impl TableProvider for SpansTable {
             let plan = crate::scan::parquet_scan(
                 state,
                 self.store.0.clone(),
-                &schema,
+                &scan,
                 files,
                 projection,
                 &filters,
@@ -648,7 +650,7 @@ fn external(e: deltalake::DeltaTableError) -> DataFusionError {
 }
 
 /// Casts `plan`'s columns (same names and order) to the types of `schema`
-/// where they differ, e.g. view types read from Parquet back to `Utf8`.
+/// where they differ, e.g. the buffered rows' `Utf8` to the scan's `Utf8View`.
 fn cast_to(plan: Arc<dyn ExecutionPlan>, schema: &SchemaRef) -> Result<Arc<dyn ExecutionPlan>> {
     let input = plan.schema();
     if input.fields().len() != schema.fields().len() {

@@ -95,6 +95,7 @@ async fn fetch_by_query(
         .filter(col(TRACE_ID).eq(lit(ScalarValue::Binary(Some(trace_id.to_vec())))))?
         // The stored columns, as the direct read returns them.
         .select_columns(&stored_columns(&layout))?;
+    let df = crate::engine::plain_strings(df)?;
     // A trace may be larger than an SQL result may be.
     let (_, batches) = engine.collect_at_most(df, MAX_TRACE_SPANS).await?;
     Ok(batches)
@@ -138,7 +139,7 @@ pub async fn fetch_many(
                 .and(col(START_TIME_UNIX_NANO).lt(lit(r.end))),
         )?;
     }
-    let (_, batches) = engine.collect(df).await?;
+    let (_, batches) = engine.collect(crate::engine::plain_strings(df)?).await?;
     Ok(batches)
 }
 

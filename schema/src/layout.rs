@@ -158,7 +158,8 @@ impl Configured {
         };
         let int = match field.data_type() {
             DataType::Int64 => true,
-            DataType::Utf8 => false,
+            // `Utf8View` in SQL's schema of the table.
+            DataType::Utf8 | DataType::Utf8View => false,
             other => {
                 return Some(Err(format!(
                     "dedicated column {} has type {other}, not Int64 or Utf8",
@@ -278,6 +279,7 @@ pub struct Layout {
     resource: SetColumns,
     schema: SchemaRef,
     file: SchemaRef,
+    scan: SchemaRef,
     sql: SchemaRef,
 }
 
@@ -311,13 +313,21 @@ impl Layout {
             sql.push(field);
         }
         sql.extend(configured.iter().map(Configured::field));
+        let scan = Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| as_view(f))
+                .collect::<Vec<_>>(),
+        ));
         Ok(Arc::new(Self {
             span: SetColumns::new(AttributeSet::Span, &configured),
             resource: SetColumns::new(AttributeSet::Resource, &configured),
             configured,
             schema,
             file,
-            sql: Arc::new(Schema::new(sql)),
+            scan,
+            sql: Arc::new(Schema::new(sql.iter().map(as_view).collect::<Vec<_>>())),
         }))
     }
 
@@ -385,9 +395,22 @@ impl Layout {
     }
 
     /// SQL's `spans` table: the stored columns, `start_time` (computed)
-    /// before `start_time_unix_nano`, the configured columns last.
+    /// before `start_time_unix_nano`, the configured columns last; its
+    /// string columns as `Utf8View` ([`Layout::scan_schema`]).
     pub fn sql_schema(&self) -> &SchemaRef {
         &self.sql
+    }
+
+    /// The stored schema as queries read it: the top-level string columns
+    /// as `Utf8View`. Parquet turns a dictionary-encoded page (the
+    /// low-cardinality columns that queries group by: services,
+    /// operations, statuses, systems) into views of the dictionary's
+    /// values without copying a string, and DataFusion groups and compares
+    /// views without following them for strings of up to 12 bytes
+    /// (BENCHMARKS.md, "String columns as views"). The nested maps keep
+    /// `Utf8`.
+    pub fn scan_schema(&self) -> &SchemaRef {
+        &self.scan
     }
 
     /// `batch` (rows of this or an older layout of the table, the standard
@@ -417,6 +440,14 @@ impl Layout {
             columns,
             &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
         )
+    }
+}
+
+/// `field` with `Utf8View` for a `Utf8` type (top level only).
+fn as_view(field: &Field) -> Field {
+    match field.data_type() {
+        DataType::Utf8 => field.clone().with_data_type(DataType::Utf8View),
+        _ => field.clone(),
     }
 }
 

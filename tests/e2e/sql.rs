@@ -173,6 +173,48 @@ async fn a_thirty_thousand_span_trace_reads_back_whole_through_the_apis() {
     }
 }
 
+/// Committed string columns are read from Parquet as views (no string
+/// copied out of a dictionary page; BENCHMARKS.md, "String columns as
+/// views"), grouped and filtered as views, and answered as `Utf8`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strings_are_scanned_as_views_and_answered_as_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start(dir.path(), &[]).await;
+    let mut spans: Vec<_> = (1..=4).map(|i| span(TRACE, i)).collect();
+    spans[0].attributes = vec![kv("http.route", "/checkout")];
+    server.export(&request("views", spans)).await;
+    // SIGTERM commits; after the restart the rows are in Parquet only.
+    server.terminate();
+    server = TestServer::start(dir.path(), &[]).await;
+
+    let sql = "SELECT service_name, count(*) AS n FROM spans \
+               WHERE span_attributes['http.route'] <> '/checkout' GROUP BY service_name";
+    let rows = server.sql(&format!("EXPLAIN VERBOSE {sql}")).await;
+    let plan = rows
+        .iter()
+        .find(|r| r["plan_type"] == "physical_plan_with_schema")
+        .and_then(|r| r["plan"].as_str())
+        .unwrap_or_else(|| panic!("no physical plan with schema: {rows:?}"));
+    let scan = plan
+        .lines()
+        .find(|l| l.contains("DataSourceExec"))
+        .unwrap_or_else(|| panic!("no Parquet scan: {plan}"));
+    assert!(scan.contains("service_name:Utf8View"), "{plan}");
+    let grouped = plan
+        .lines()
+        .find(|l| l.contains("mode=Partial"))
+        .unwrap_or_else(|| panic!("no partial aggregate: {plan}"));
+    assert!(grouped.contains("service_name:Utf8View"), "{plan}");
+
+    let (status, body) = server.sql_response(sql).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["rows"],
+        serde_json::json!([{"service_name": "views", "n": 3}])
+    );
+    assert_eq!(body["columns"][0]["type"], "Utf8", "{body}");
+}
+
 /// Settings: a flag beats the environment, the environment beats the file,
 /// the file beats the default (here, the SQL row cap).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
