@@ -1231,8 +1231,17 @@ impl Consumer {
                 buffer.committed(version);
                 Ok(Some(upto))
             }
+            // Another consumer's commit landed after the check above.
             Err(crate::table::Error::Fenced { committed: now, .. }) => {
-                buffer.restore();
+                if now == Some(upto) {
+                    // It holds these very offsets: the rows are in the
+                    // table. Kept, they would be committed again with the
+                    // next offsets, as the caller takes `upto` for ours.
+                    buffer.committed(table.version().await.unwrap_or(0));
+                } else {
+                    // The caller drops them and fetches after `now`.
+                    buffer.restore();
+                }
                 Ok(now)
             }
             Err(error) => {

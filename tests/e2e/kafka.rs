@@ -824,9 +824,10 @@ async fn two_nodes_share_partitions_and_a_change_of_owner_duplicates_nothing() {
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while committed(&a).await != sent {
+        let now = committed(&a).await;
         assert!(
-            committed(&a).await <= sent,
-            "more spans committed than sent"
+            now <= sent,
+            "more spans committed than sent: {now} of {sent}"
         );
         assert!(Instant::now() < deadline, "not all committed in 60 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
