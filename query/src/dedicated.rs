@@ -137,8 +137,6 @@ fn map_column(expr: &Expr) -> Option<&Column> {
     }
 }
 
-/// The column `name` beside the map `map` refers to (same relation, same
-/// kind of reference), if there is one.
 /// The type of a dedicated column in SQL's `spans` table (text as views:
 /// `Layout::sql_schema`).
 fn sql_type(int: bool) -> DataType {
@@ -149,6 +147,8 @@ fn sql_type(int: bool) -> DataType {
     }
 }
 
+/// The column `name` beside the map `map` refers to (same relation, same
+/// kind of reference), if there is one.
 fn beside(map: &Expr, name: &str, data_type: DataType, cx: &Cx<'_>) -> Option<Expr> {
     match map {
         Expr::Column(c) => {
@@ -222,9 +222,8 @@ fn rewrite(expr: Expr, cx: &Cx<'_>) -> Result<Transformed<Expr>> {
                 return Ok(Transformed::new(expr, false, TreeNodeRecursion::Jump));
             };
             let new = match (types, int) {
-                // The map's text type: this rule runs after type coercion.
-                (false, false) => coalesce(vec![cast(column, DataType::Utf8), expr.clone()]),
-                (false, true) => coalesce(vec![cast(column, DataType::Utf8), expr.clone()]),
+                // As the map's text (this rule runs after type coercion).
+                (false, _) => coalesce(vec![cast(column, DataType::Utf8), expr.clone()]),
                 (true, true) => coalesce(vec![
                     when(column.is_not_null(), lit(TypeCode::Int as i8)).end()?,
                     expr.clone(),
