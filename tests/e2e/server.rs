@@ -336,6 +336,36 @@ impl TestServer {
         self.child.as_ref().unwrap().id()
     }
 
+    /// Whether the server has stopped itself (a `stop` fault point: state
+    /// `T` in `/proc/<pid>/stat`).
+    pub(crate) fn is_stopped(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .ok()
+            .and_then(|s| Some(s.rsplit_once(')')?.1.trim_start().starts_with('T')))
+            .unwrap_or(false)
+    }
+
+    /// Waits up to 60 s for the server to stop itself at a `stop` fault
+    /// point (`what` names that point in the failure message); fails if it
+    /// exits instead.
+    pub(crate) async fn until_stopped(&mut self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.is_stopped() {
+            assert!(self.try_exit().is_none(), "exited before {what}");
+            assert!(Instant::now() < deadline, "never reached {what} in 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGCONT: a server stopped at a fault point runs on.
+    pub(crate) fn resume(&self) {
+        let status = Command::new("kill")
+            .args(["-CONT", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// The server's exit status if it has exited by itself.
     pub(crate) fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
         let status = self.child.as_mut()?.try_wait().unwrap()?;

@@ -416,25 +416,7 @@ async fn a_compactor_stalled_mid_upgrade_loses_its_lease_and_commits_nothing() {
         ]),
         &CREDENTIALS,
     );
-    let pid = stalled.pid();
-    let is_stopped = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| Some(s.rsplit_once(')')?.1.trim_start().starts_with('T')))
-            .unwrap_or(false)
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !is_stopped() {
-        assert!(
-            stalled.try_exit().is_none(),
-            "the first compactor exited before its commit"
-        );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first compactor never reached its commit"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    stalled.until_stopped("the first compactor's commit").await;
 
     // The next compactor waits for the lease to run out, then upgrades.
     let mut next = TestServer::spawn_unready_with_env(
@@ -443,12 +425,8 @@ async fn a_compactor_stalled_mid_upgrade_loses_its_lease_and_commits_nothing() {
         &CREDENTIALS,
     );
     next.until_ready().await;
-    assert!(is_stopped(), "the first compactor ran on");
-    let resumed = std::process::Command::new("kill")
-        .args(["-CONT", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(resumed.success());
+    assert!(stalled.is_stopped(), "the first compactor ran on");
+    stalled.resume();
     stalled.until_ready().await;
 
     let query =
