@@ -359,11 +359,16 @@ impl TestServer {
 
     /// SIGCONT: a server stopped at a fault point runs on.
     pub(crate) fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Sends `signal` (`-TERM`) to the server with kill(1).
+    fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-CONT", &self.pid().to_string()])
+            .args([signal, &self.pid().to_string()])
             .status()
             .unwrap();
-        assert!(status.success());
+        assert!(status.success(), "kill {signal}: {status}");
     }
 
     /// The server's exit status if it has exited by itself.
@@ -527,20 +532,12 @@ impl TestServer {
 
     /// Sends SIGTERM and returns at once (see [`TestServer::wait_exit`]).
     pub(crate) fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.signal("-TERM");
     }
 
     /// SIGTERM and wait for a clean exit.
     pub(crate) fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.signal("-TERM");
         let mut child = self.child.take().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
