@@ -18,11 +18,6 @@ rounds=${3:-2}
 work=$(mktemp -d)
 base=27200
 . "$(dirname "$0")/lib.sh"
-cleanup() {
-  stop
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 # run MODE: one server, one drive; prints spans/s and compactions done.
 run() {

@@ -20,11 +20,6 @@ rounds=${4:-3}
 work=$(mktemp -d)
 base=27100
 . "$(dirname "$0")/lib.sh"
-cleanup() {
-  stop
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 : >"$work/results"
 for round in $(seq "$rounds"); do

@@ -63,3 +63,12 @@ stop() {
   [ -z "$server_pid" ] || { kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; }
   server_pid=
 }
+
+# On exit, by default: the server that `serve` started stops and the
+# script's scratch directory `work`, if it set one, goes. A script with more
+# to clean up defines its own `cleanup` after sourcing this file.
+cleanup() {
+  stop
+  [ -z "${work:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT

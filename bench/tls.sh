@@ -17,11 +17,6 @@ rounds=${3:-3}
 work=$(mktemp -d)
 base=27100
 . "$(dirname "$0")/lib.sh"
-cleanup() {
-  stop
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 # A CA and a server certificate for 127.0.0.1 (P-256).
 cat >"$work/openssl.cnf" <<'EOF'

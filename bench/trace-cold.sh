@@ -21,11 +21,6 @@ ids=${IDS:-20}
 work=$(mktemp -d)
 base=27400
 . "$(dirname "$0")/lib.sh"
-cleanup() {
-  stop
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 # read_all: every id once; the latencies (ms), one a line.
 read_all() {

@@ -19,11 +19,6 @@ rounds=${3:-5}
 work=$(mktemp -d)
 base=27300
 . "$(dirname "$0")/lib.sh"
-cleanup() {
-  stop
-  rm -rf "$work"
-}
-trap cleanup EXIT
 args=(--flush-max-age 1s --compaction-interval 0s)
 table="$work/d/tenants/default/spans"
 
