@@ -16,12 +16,14 @@
 //!
 //! The `Add` action carries Delta statistics (row count, min/max/null counts)
 //! for the columns queries filter on most, so whole files are skipped without
-//! being opened.
+//! being opened, and tags listing the keys of the attribute maps
+//! ([`map_keys_tag`]), so a query on a key a file's map lacks does not read
+//! the map there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, MapArray, RecordBatch};
 use arrow::compute::{SortColumn, lexsort_to_indices};
 use arrow::datatypes::{Int64Type, Schema, SchemaRef};
 use chrono::NaiveDate;
@@ -33,8 +35,9 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde_json::{Map, Value, json};
 use tracelake_schema::spans::{
-    DURATION_NS, HOUR, PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SERVICE_NAME,
-    SPAN_ID, START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY, spans_schema,
+    DURATION_NS, HOUR, KEYED_MAPS, MAX_TAGGED_KEYS, PARTITION_COLUMNS, SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY, SERVICE_NAME, SPAN_ID, START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY,
+    map_keys_tag, spans_schema,
 };
 use tracelake_schema::trace_keys::KeysBuilder;
 
@@ -248,7 +251,7 @@ pub fn add_action(path: &str, size: u64, stats: &Stats) -> Add {
         modification_time: chrono::Utc::now().timestamp_millis(),
         data_change: true,
         stats: Some(stats.to_json().to_string()),
-        tags: None,
+        tags: Some(stats.tags()),
         deletion_vector: None,
         base_row_id: None,
         default_row_commit_version: None,
@@ -328,6 +331,60 @@ pub struct Stats {
     rows: usize,
     ints: [(Option<i64>, Option<i64>, usize); INT_STATS.len()],
     service: (Option<String>, Option<String>, usize),
+    /// The keys of each of [`KEYED_MAPS`], for the file's tags.
+    maps: [MapKeys; KEYED_MAPS.len()],
+}
+
+/// The distinct keys of one attribute map column, until there are more than
+/// [`MAX_TAGGED_KEYS`].
+#[derive(Debug, Default, Clone)]
+struct MapKeys {
+    keys: HashSet<String>,
+    /// More keys than are listed: the file gets no tag for this map.
+    overflow: bool,
+}
+
+impl MapKeys {
+    fn update(&mut self, map: &MapArray) {
+        if self.overflow {
+            return;
+        }
+        let keys = map.keys().as_string::<i32>();
+        let offsets = map.value_offsets();
+        // A row's keys are mostly the previous row's in the same order (the
+        // spans of a trace share their resource and scope): those are
+        // known, and compared rather than hashed.
+        let mut previous = 0..0;
+        for row in offsets.windows(2) {
+            let entries = row[0] as usize..row[1] as usize;
+            for (i, entry) in entries.clone().enumerate() {
+                let key = keys.value(entry);
+                let before = previous.start + i;
+                if before < previous.end && keys.value(before) == key {
+                    continue;
+                }
+                if !self.keys.contains(key) {
+                    if self.keys.len() == MAX_TAGGED_KEYS {
+                        self.overflow = true;
+                        self.keys = HashSet::new();
+                        return;
+                    }
+                    self.keys.insert(key.to_string());
+                }
+            }
+            previous = entries;
+        }
+    }
+
+    /// The tag's value: the keys as a JSON array, sorted.
+    fn tag(&self) -> Option<String> {
+        if self.overflow {
+            return None;
+        }
+        let mut keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
+        keys.sort_unstable();
+        Some(Value::from(keys).to_string())
+    }
 }
 
 impl Stats {
@@ -360,6 +417,20 @@ impl Stats {
         {
             *hi = Some(max.to_string());
         }
+        for ((map, _), keys) in KEYED_MAPS.iter().zip(&mut self.maps) {
+            let array = batch.column_by_name(map).expect("spans column");
+            keys.update(array.as_map());
+        }
+    }
+
+    /// The file's Delta tags: the keys of each attribute map
+    /// ([`map_keys_tag`]).
+    pub fn tags(&self) -> HashMap<String, Option<String>> {
+        KEYED_MAPS
+            .iter()
+            .zip(&self.maps)
+            .filter_map(|((map, _), keys)| Some((map_keys_tag(map), Some(keys.tag()?))))
+            .collect()
     }
 
     pub fn to_json(&self) -> Value {
@@ -396,6 +467,7 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracelake_schema::spans::{RESOURCE_ATTRIBUTES, SPAN_ATTRIBUTES};
 
     #[test]
     fn partition_values_come_from_the_path() {
@@ -486,6 +558,15 @@ mod tests {
         ];
         let file = write_partition((20_000, 0), &batches).unwrap();
         assert_eq!(file.rows, 5);
+        // The keys of the maps, for readers to skip a map that lacks a key:
+        // the keys with columns are not in it.
+        let tags = file.add.tags.as_ref().expect("tags");
+        let tag = |map: &str| tags[&map_keys_tag(map)].clone();
+        assert_eq!(tag(SPAN_ATTRIBUTES).as_deref(), Some(r#"["custom"]"#));
+        assert_eq!(
+            tag(RESOURCE_ATTRIBUTES).as_deref(),
+            Some(r#"["service.name"]"#)
+        );
         let read: Vec<RecordBatch> =
             ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(file.bytes))
                 .unwrap()
@@ -516,6 +597,42 @@ mod tests {
         written.sort_by_key(|(s, _)| s.span_id.clone());
         assert_eq!(written, sent);
         assert!(!written[0].0.attributes.is_empty() && !written[4].0.events.is_empty());
+    }
+
+    /// A map's keys are each listed once, those of a row like the row
+    /// before it (compared, not hashed) as well as the others; past
+    /// [`MAX_TAGGED_KEYS`] keys the map gets no list.
+    #[test]
+    fn map_keys_are_listed_until_there_are_too_many() {
+        use arrow::array::builder::{MapBuilder, StringBuilder};
+
+        let map = |rows: &[&[&str]]| {
+            let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+            for row in rows {
+                for key in *row {
+                    b.keys().append_value(key);
+                    b.values().append_value("v");
+                }
+                b.append(!row.is_empty()).unwrap();
+            }
+            b.finish()
+        };
+        let mut keys = MapKeys::default();
+        keys.update(&map(&[&["a", "b"], &["a", "b"], &["a", "c"], &[], &["d"]]));
+        // A slice: its offsets do not start at zero.
+        keys.update(&map(&[&["x"], &["e", "a"], &["e", "a"]]).slice(1, 2));
+        assert_eq!(keys.tag().as_deref(), Some(r#"["a","b","c","d","e"]"#));
+
+        let many: Vec<String> = (0..=MAX_TAGGED_KEYS).map(|i| format!("k{i}")).collect();
+        let rows: Vec<&[&str]> = Vec::new();
+        let mut all = MapKeys::default();
+        let names: Vec<&str> = many.iter().map(String::as_str).collect();
+        all.update(&map(&[&names[..MAX_TAGGED_KEYS]]));
+        assert!(all.tag().is_some());
+        all.update(&map(&[&names[MAX_TAGGED_KEYS..]]));
+        assert_eq!(all.tag(), None);
+        all.update(&map(&rows));
+        assert_eq!(all.tag(), None);
     }
 
     /// A column of distinct values stops adding to its dictionary at

@@ -495,7 +495,8 @@ fn adds(
 mod tests {
     use datafusion::logical_expr::LogicalPlan;
 
-    /// The columns the `spans` scan of `sql`'s optimized plan reads.
+    /// The columns the `spans` scan of `sql`'s optimized plan reads: its
+    /// projection, then those of the conditions it applies itself.
     async fn scanned(sql: &str) -> Vec<String> {
         let f = crate::testing::fixture();
         let plan = f
@@ -515,6 +516,9 @@ mod tests {
                         .iter()
                         .map(|f| f.name().clone()),
                 );
+                for filter in &scan.filters {
+                    columns.extend(filter.column_refs().iter().map(|c| c.name.clone()));
+                }
             }
             Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
         })

@@ -24,6 +24,7 @@ pub mod executor;
 pub mod fetch;
 pub mod flight;
 pub mod http;
+mod map_keys;
 pub mod peers;
 pub mod scan;
 pub mod search;

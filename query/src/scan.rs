@@ -49,6 +49,8 @@ use tracelake_schema::spans::{
 };
 use url::Url;
 
+use crate::map_keys::{FileKeys, file_keys};
+
 const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 
 /// One data file of the table's snapshot.
@@ -65,6 +67,8 @@ pub(crate) struct DataFile {
     /// (min, max) of the columns the Delta log keeps statistics for and
     /// queries prune by ([`PRUNED_BY_STATS`]), where the log has them.
     pub bounds: Bounds,
+    /// The keys of its attribute maps, where its tags list them.
+    pub keys: Arc<FileKeys>,
 }
 
 /// The integer columns whose per-file min/max from the Delta log prune
@@ -109,7 +113,9 @@ pub(crate) fn store_root(table_url: &Url) -> Result<(ObjectStoreUrl, Path)> {
 /// from the log's JSON once per file (files never change), not at every
 /// query.
 #[derive(Debug, Default)]
-pub(crate) struct BoundsCache(parking_lot::Mutex<std::collections::HashMap<String, Bounds>>);
+pub(crate) struct BoundsCache(
+    parking_lot::Mutex<std::collections::HashMap<String, (Bounds, Arc<FileKeys>)>>,
+);
 
 type Bounds = [Option<(i64, i64)>; 3];
 
@@ -145,17 +151,22 @@ pub(crate) fn data_files(
                 )));
             }
             let path: Path = base.parts().chain(f.object_store_path().parts()).collect();
-            let bounds = match known.get(relative.as_ref()) {
-                Some(bounds) => *bounds,
+            let (bounds, keys) = match known.get(relative.as_ref()) {
+                Some((bounds, keys)) => (*bounds, Arc::clone(keys)),
                 None => {
                     let bounds = stats_bounds(f.stats().as_deref());
-                    known.insert(relative.to_string(), bounds);
-                    bounds
+                    // The tags are read only through the `Add` action.
+                    #[allow(deprecated)]
+                    let add = f.add_action();
+                    let keys = Arc::new(file_keys(add.tags.as_ref()));
+                    known.insert(relative.to_string(), (bounds, Arc::clone(&keys)));
+                    (bounds, keys)
                 }
             };
             Ok(DataFile {
                 path,
                 bounds,
+                keys,
                 relative: relative.to_string(),
                 size: f.size().max(0) as u64,
                 date,
@@ -428,6 +439,7 @@ mod tests {
             date,
             hour,
             bounds: [None; 3],
+            keys: Arc::new(file_keys(None)),
         }
     }
 

@@ -16,6 +16,7 @@
 //! version read; a condition on `start_time` also becomes one on
 //! `start_time_unix_nano`, whose per-file and per-page statistics prune.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -23,13 +24,13 @@ use arrow::array::{BinaryArray, RecordBatch, Scalar};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{Result, project_schema};
+use datafusion::common::{DFSchema, Result, project_schema};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::expr::InList;
-use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::expressions::{
     BinaryExpr as PhysicalBinaryExpr, CastExpr, Column, Literal,
@@ -37,6 +38,7 @@ use datafusion::physical_expr::expressions::{
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::{col, lit};
@@ -391,8 +393,19 @@ impl TableProvider for SpansTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        // Used for file and row-group pruning; DataFusion re-applies them.
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        // Used for file and row-group pruning; DataFusion re-applies them,
+        // but for the conditions on attribute-map keys, which the scan
+        // applies itself ([`crate::map_keys`]).
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if crate::map_keys::is_applied_by_scan(f) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
     }
 
     async fn scan(
@@ -429,6 +442,11 @@ impl TableProvider for SpansTable {
         };
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         let (filters, trace_keys) = with_trace_keys(filters);
+        // The conditions this scan applies (DataFusion was told they are
+        // exact), and those that only prune.
+        let (applied, filters): (Vec<Expr>, Vec<Expr>) = filters
+            .into_iter()
+            .partition(crate::map_keys::is_applied_by_scan);
         let filters = stored_filters(filters);
         // Both sides in the layout the plan was made with (or a later
         // one): a column added since is not read by this query.
@@ -436,25 +454,71 @@ impl TableProvider for SpansTable {
             .committed_files(live, trace_keys.as_deref(), &schema)
             .await?;
         if let Some(files) = committed {
-            let plan = crate::scan::parquet_scan(
-                state,
-                self.store.0.clone(),
-                &scan,
-                files,
-                projection,
-                &filters,
-                limit,
-            )?;
-            inputs.push(cast_to(plan, &projected)?);
+            if applied.is_empty() {
+                let plan = crate::scan::parquet_scan(
+                    state,
+                    self.store.0.clone(),
+                    &scan,
+                    files,
+                    projection,
+                    &filters,
+                    limit,
+                )?;
+                inputs.push(cast_to(plan, &projected)?);
+            } else {
+                let sql_df = Arc::new(DFSchema::try_from(Arc::clone(&sql))?);
+                let lookups = crate::map_keys::lookups(&applied);
+                // The files by the looked-up keys their maps lack.
+                let mut groups: BTreeMap<Vec<bool>, Vec<DataFile>> = BTreeMap::new();
+                for file in files {
+                    let absent = lookups.iter().map(|l| l.absent_in(&file.keys)).collect();
+                    groups.entry(absent).or_default().push(file);
+                }
+                'groups: for (absent, files) in groups {
+                    let absent: Vec<_> = lookups
+                        .iter()
+                        .zip(absent)
+                        .filter_map(|(l, a)| a.then(|| l.clone()))
+                        .collect();
+                    let mut conditions = Vec::with_capacity(applied.len());
+                    for filter in &applied {
+                        let c = crate::map_keys::without(filter.clone(), &absent, &sql_df)?;
+                        if crate::map_keys::keeps_nothing(&c) {
+                            continue 'groups;
+                        }
+                        if !crate::map_keys::keeps_all(&c) {
+                            conditions.push(c);
+                        }
+                    }
+                    let columns = with_columns_of(&stored, &conditions, &schema)?;
+                    let mut pruning = filters.clone();
+                    pruning.extend(conditions.iter().cloned());
+                    // The limit stops the scan only where nothing filters
+                    // above it.
+                    let plan = crate::scan::parquet_scan(
+                        state,
+                        self.store.0.clone(),
+                        &scan,
+                        files,
+                        Some(&columns),
+                        &pruning,
+                        limit.filter(|_| conditions.is_empty()),
+                    )?;
+                    let plan = cast_to(plan, &project_schema(&scan, Some(&columns))?)?;
+                    inputs.push(filtered(state, plan, &conditions, &projected, limit)?);
+                }
+            }
         }
         if !live.is_empty() {
             let batches: Vec<RecordBatch> = live;
+            let columns = with_columns_of(&stored, &applied, &schema)?;
             let plan = MemorySourceConfig::try_new_exec(
                 &[batches],
                 Arc::clone(&schema),
-                projection.cloned(),
+                Some(columns.clone()),
             )?;
-            inputs.push(cast_to(plan, &projected)?);
+            let plan = cast_to(plan, &project_schema(&scan, Some(&columns))?)?;
+            inputs.push(filtered(state, plan, &applied, &projected, limit)?);
         }
         let plan = if inputs.is_empty() {
             Arc::new(EmptyExec::new(Arc::clone(&projected)))
@@ -463,6 +527,68 @@ impl TableProvider for SpansTable {
         };
         to_sql_columns(plan, &sql, &wanted)
     }
+}
+
+/// The stored columns `columns` (positions in `schema`) and after them
+/// those `conditions` read.
+fn with_columns_of(
+    columns: &[usize],
+    conditions: &[Expr],
+    schema: &SchemaRef,
+) -> Result<Vec<usize>> {
+    let mut out = columns.to_vec();
+    for condition in conditions {
+        for column in condition.column_refs() {
+            let i = schema.index_of(&column.name)?;
+            if !out.contains(&i) {
+                out.push(i);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The rows of `plan` meeting every condition of `conditions` (at most
+/// `limit` of them), as `projected`'s columns (a prefix of `plan`'s).
+fn filtered(
+    state: &dyn Session,
+    plan: Arc<dyn ExecutionPlan>,
+    conditions: &[Expr],
+    projected: &SchemaRef,
+    limit: Option<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let Some(condition) = conjunction(conditions.iter().cloned()) else {
+        // Every condition holds: only the projection.
+        return prefix(plan, projected);
+    };
+    let input = plan.schema();
+    let predicate = state.create_physical_expr(condition, &DFSchema::try_from(input)?)?;
+    let plan = Arc::new(
+        FilterExecBuilder::new(predicate, plan)
+            .with_fetch(limit)
+            .build()?,
+    );
+    prefix(plan, projected)
+}
+
+/// The first `projected.fields().len()` columns of `plan`.
+fn prefix(plan: Arc<dyn ExecutionPlan>, projected: &SchemaRef) -> Result<Arc<dyn ExecutionPlan>> {
+    let input = plan.schema();
+    if input.fields().len() == projected.fields().len() {
+        return Ok(plan);
+    }
+    let exprs = projected
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            (
+                Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>,
+                f.name().clone(),
+            )
+        })
+        .collect::<Vec<_>>();
+    Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
 }
 
 /// The stored column an SQL column is read from.

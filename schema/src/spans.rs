@@ -307,6 +307,29 @@ pub static RESOURCE_SCOPE: DedicatedScope = DedicatedScope {
 /// Both scopes with dedicated columns.
 pub static DEDICATED_SCOPES: [&DedicatedScope; 2] = [&SPAN_SCOPE, &RESOURCE_SCOPE];
 
+/// The top-level attribute maps whose keys a data file lists in its Delta
+/// `Add` tags ([`map_keys_tag`]), each with its type-code map (whose keys
+/// are among the map's).
+pub const KEYED_MAPS: [(&str, &str); 3] = [
+    (SPAN_ATTRIBUTES, SPAN_ATTRIBUTE_TYPES),
+    (RESOURCE_ATTRIBUTES, RESOURCE_ATTRIBUTE_TYPES),
+    (SCOPE_ATTRIBUTES, SCOPE_ATTRIBUTE_TYPES),
+];
+
+/// The Delta `Add` tag of a data file listing the distinct keys of its
+/// attribute map `map` (one of [`KEYED_MAPS`]) as a JSON array of strings.
+/// A lookup of any other key in that file is null, so a query need not
+/// read the map there. The tag is left out when the file's map has more
+/// than [`MAX_TAGGED_KEYS`] keys; a file without it (or written before
+/// tracelake kept them) may hold any key.
+pub fn map_keys_tag(map: &str) -> String {
+    format!("tracelake.mapKeys.{map}")
+}
+
+/// Most keys of one map a data file lists ([`map_keys_tag`]): the Delta
+/// log carries the list of every file.
+pub const MAX_TAGGED_KEYS: usize = 128;
+
 /// The dedicated column of span attribute `key`, if it has one.
 pub fn dedicated(key: &str) -> Option<&'static Dedicated> {
     dedicated_index(key).map(|i| &DEDICATED[i])

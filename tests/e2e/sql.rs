@@ -3,7 +3,7 @@
 use prost::Message as _;
 
 use crate::server::{TestServer, metric};
-use crate::spans::{kv, request, span};
+use crate::spans::{int_kv, kv, request, span};
 
 const TRACE: u128 = 0x5b8e_fff7_9803_8103_d269_b633_813f_c60c;
 
@@ -213,6 +213,128 @@ async fn strings_are_scanned_as_views_and_answered_as_utf8() {
         serde_json::json!([{"service_name": "views", "n": 3}])
     );
     assert_eq!(body["columns"][0]["type"], "Utf8", "{body}");
+}
+
+/// The projections of the Parquet scans of `sql`'s physical plan, one
+/// per scan (`projection=[a, b]` as DataFusion shows it).
+async fn scanned(server: &TestServer, sql: &str) -> Vec<Vec<String>> {
+    let rows = server.sql(&format!("EXPLAIN {sql}")).await;
+    let plan = rows
+        .iter()
+        .find(|r| r["plan_type"] == "physical_plan")
+        .and_then(|r| r["plan"].as_str())
+        .unwrap_or_else(|| panic!("no physical plan: {rows:?}"));
+    plan.lines()
+        .filter(|l| l.contains("DataSourceExec") && l.contains("file_type=parquet"))
+        .map(|l| {
+            let from = l.find("projection=[").expect("a projection") + "projection=[".len();
+            let to = from + l[from..].find(']').expect("its end");
+            l[from..to].split(", ").map(str::to_string).collect()
+        })
+        .collect()
+}
+
+/// A condition on an attribute key is applied by the scan, file by file:
+/// where a file's map lacks the key (its Delta tags list the keys of its
+/// maps), the map is not read, and a key with a column is a condition on
+/// the column alone; a file whose map has the key (a value of another type
+/// than the column's) is read with its map, and its rows are found; a file
+/// that cannot match is not read at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditions_on_attribute_keys_read_a_map_only_in_files_that_have_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--compaction-interval", "0s"];
+    let mut server = TestServer::start(dir.path(), &args).await;
+    // One file with the route in its column only.
+    let mut spans: Vec<_> = (1..=3).map(|i| span(TRACE, i)).collect();
+    spans[1].attributes = vec![kv("http.route", "/checkout")];
+    spans[2].attributes = Vec::new();
+    server.export(&request("columns", spans)).await;
+    // SIGTERM commits; the next file is another one.
+    server.terminate();
+    server = TestServer::start(dir.path(), &args).await;
+    // One with a route of another type (in the map) and a key of its own.
+    let mut spans: Vec<_> = (1..=2).map(|i| span(TRACE + 1, i)).collect();
+    spans[0].attributes = vec![int_kv("http.route", 7), kv("app.only.here", "x")];
+    server.export(&request("map", spans)).await;
+    server.terminate();
+    server = TestServer::start(dir.path(), &args).await;
+
+    let count = |condition: &str| {
+        format!(
+            "SELECT service_name, count(*) AS n FROM spans WHERE {condition} \
+             GROUP BY service_name ORDER BY service_name"
+        )
+    };
+    // A bare key as the search API asks it: the span's map, else the
+    // resource's.
+    let route = |v: &str| {
+        count(&format!(
+            "coalesce(span_attributes['http.route'], resource_attributes['http.route']) = '{v}'"
+        ))
+    };
+    let mut scans = scanned(&server, &route("/checkout")).await;
+    scans.sort_by_key(Vec::len);
+    assert_eq!(scans.len(), 2, "{scans:?}");
+    assert!(
+        !scans[0].iter().any(|c| c.ends_with("_attributes")),
+        "the file without the key reads no map: {scans:?}"
+    );
+    assert!(
+        scans[1].contains(&"span_attributes".to_string())
+            && !scans[1].contains(&"resource_attributes".to_string()),
+        "the file with the key reads the span map alone: {scans:?}"
+    );
+    assert_eq!(
+        server.sql(&route("/checkout")).await,
+        [serde_json::json!({"service_name": "columns", "n": 1})]
+    );
+    assert_eq!(
+        server.sql(&route("7")).await,
+        [serde_json::json!({"service_name": "map", "n": 1})]
+    );
+    // A key of one file: the other is not read.
+    let only = count("span_attributes['app.only.here'] = 'x'");
+    assert_eq!(scanned(&server, &only).await.len(), 1);
+    assert_eq!(
+        server.sql(&only).await,
+        [serde_json::json!({"service_name": "map", "n": 1})]
+    );
+    // A key of none: no file is read; its absence holds everywhere.
+    assert!(
+        scanned(&server, &count("span_attributes['app.nowhere'] = 'x'"))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        server
+            .sql(&count("span_attributes['app.nowhere'] IS NULL"))
+            .await,
+        [
+            serde_json::json!({"service_name": "columns", "n": 3}),
+            serde_json::json!({"service_name": "map", "n": 2})
+        ]
+    );
+    // The search API finds the trace of each file by its route.
+    let now = crate::spans::now_nanos() / 1_000_000_000;
+    for (route, trace) in [("/checkout", TRACE), ("7", TRACE + 1)] {
+        let (status, body) = server
+            .get(&format!(
+                "/api/v1/search?attr=http.route%3D{}&start={}&end={}",
+                route.replace('/', "%2F"),
+                now - 600,
+                now + 60
+            ))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let found: Vec<&str> = body["traces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["traceId"].as_str().unwrap())
+            .collect();
+        assert_eq!(found, [format!("{trace:032x}")], "{route}: {body}");
+    }
 }
 
 /// Settings: a flag beats the environment, the environment beats the file,
