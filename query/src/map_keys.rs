@@ -4,10 +4,10 @@
 //! tags ([`tracelake_schema::spans::map_keys_tag`]). A lookup of any other
 //! key (`span_attributes['k']`, or the `coalesce(<column>,
 //! span_attributes['k'])` that [`crate::dedicated`] makes of a key with a
-//! column) is null in that file. The spans table applies the conditions
-//! that look keys up itself (it tells DataFusion they are exact): for each
-//! set of files whose maps lack the same looked-up keys it puts nulls in
-//! place of those lookups ([`without`]), so that
+//! column) is null in that file. The spans table applies its conditions
+//! itself (it tells DataFusion they are exact): for each set of files whose
+//! maps lack the same looked-up keys it puts nulls in place of those
+//! lookups ([`file_sets`]), so that
 //! - the map is not read where no lookup of it remains: a search on a
 //!   dedicated key reads its column alone, not the long-tail map where the
 //!   column is null (nor the resource map a bare key also looks in);
@@ -17,7 +17,7 @@
 //! - the files where the condition became false or null are not read at
 //!   all (a key no file of an hour has).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode as _, TreeNodeRecursion};
@@ -26,7 +26,9 @@ use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
-use tracelake_schema::spans::{KEYED_MAPS, START_TIME, map_keys_tag};
+use tracelake_schema::spans::{KEYED_MAPS, map_keys_tag};
+
+use crate::scan::DataFile;
 
 /// The keys of each of [`KEYED_MAPS`] in one file; `None` where the file
 /// does not say (too many keys, or written before files listed them).
@@ -106,7 +108,7 @@ impl Lookup {
 }
 
 /// The lookups `expr` makes, each once, in order.
-pub(crate) fn lookups<'a>(exprs: impl IntoIterator<Item = &'a Expr>) -> Vec<Lookup> {
+fn lookups<'a>(exprs: impl IntoIterator<Item = &'a Expr>) -> Vec<Lookup> {
     let mut out = Vec::new();
     for expr in exprs {
         expr.apply(|e| {
@@ -123,17 +125,53 @@ pub(crate) fn lookups<'a>(exprs: impl IntoIterator<Item = &'a Expr>) -> Vec<Look
     out
 }
 
-/// Whether the spans table applies condition `filter` itself: it looks a
-/// key up in an attribute map, and reads only stored columns.
-pub(crate) fn is_applied_by_scan(filter: &Expr) -> bool {
-    !lookups([filter]).is_empty() && !filter.column_refs().iter().any(|c| c.name == START_TIME)
+/// `files` in sets that each need the same conditions: `conditions` with
+/// the lookups of the keys the set's maps lack made null ([`without`]),
+/// those that became true left out; the files where a condition became
+/// false or null are in no set. `schema` is the table's SQL schema.
+pub(crate) fn file_sets(
+    files: Vec<DataFile>,
+    conditions: &[Expr],
+    schema: &DFSchemaRef,
+) -> Result<Vec<(Vec<Expr>, Vec<DataFile>)>> {
+    let lookups = lookups(conditions);
+    let mut by_absent: BTreeMap<Vec<bool>, Vec<DataFile>> = BTreeMap::new();
+    for file in files {
+        let absent = lookups.iter().map(|l| l.absent_in(&file.keys)).collect();
+        by_absent.entry(absent).or_default().push(file);
+    }
+    let mut sets: Vec<(Vec<Expr>, Vec<DataFile>)> = Vec::new();
+    'sets: for (absent, files) in by_absent {
+        let absent: Vec<Lookup> = lookups
+            .iter()
+            .zip(absent)
+            .filter(|(_, absent)| *absent)
+            .map(|(l, _)| l.clone())
+            .collect();
+        let mut kept = Vec::with_capacity(conditions.len());
+        for condition in conditions {
+            let condition = without(condition.clone(), &absent, schema)?;
+            if keeps_nothing(&condition) {
+                continue 'sets;
+            }
+            if !keeps_all(&condition) {
+                kept.push(condition);
+            }
+        }
+        // Sets left with the same conditions are read as one.
+        match sets.iter_mut().find(|(c, _)| *c == kept) {
+            Some((_, same)) => same.extend(files),
+            None => sets.push((kept, files)),
+        }
+    }
+    Ok(sets)
 }
 
 /// `filter` in the files where each lookup `absent` names is null, made as
 /// simple as DataFusion makes it (so that the Parquet scan prunes by what
 /// remains): a `coalesce` loses its null arguments, a comparison with null
 /// becomes null. `schema` is the table's SQL schema.
-pub(crate) fn without(filter: Expr, absent: &[Lookup], schema: &DFSchemaRef) -> Result<Expr> {
+fn without(filter: Expr, absent: &[Lookup], schema: &DFSchemaRef) -> Result<Expr> {
     if absent.is_empty() {
         return Ok(filter);
     }
@@ -177,7 +215,7 @@ fn is_null(expr: &Expr) -> bool {
 }
 
 /// Whether condition `expr` (simplified) keeps no row: false or null.
-pub(crate) fn keeps_nothing(expr: &Expr) -> bool {
+fn keeps_nothing(expr: &Expr) -> bool {
     matches!(
         expr,
         Expr::Literal(
@@ -188,7 +226,7 @@ pub(crate) fn keeps_nothing(expr: &Expr) -> bool {
 }
 
 /// Whether condition `expr` (simplified) keeps every row.
-pub(crate) fn keeps_all(expr: &Expr) -> bool {
+fn keeps_all(expr: &Expr) -> bool {
     matches!(expr, Expr::Literal(ScalarValue::Boolean(Some(true)), _))
 }
 
@@ -226,7 +264,6 @@ mod tests {
     #[test]
     fn a_file_without_the_key_reads_the_column_alone() {
         let condition = dedicated_condition();
-        assert!(is_applied_by_scan(&condition));
         let found = lookups([&condition]);
         assert_eq!(found.len(), 1);
         let schema = schema();
@@ -260,18 +297,18 @@ mod tests {
         assert!(keeps_all(&all), "{all}");
     }
 
+    /// A lookup of a computed key is no lookup of a known key.
     #[test]
-    fn only_map_lookups_on_stored_columns_are_applied_by_the_scan() {
-        assert!(!is_applied_by_scan(&col("service_name").eq(lit("a"))));
-        assert!(!is_applied_by_scan(
-            &route().eq(lit("/a")).and(col(START_TIME).is_not_null())
-        ));
-        // A lookup of a computed key is no lookup of a known key.
-        assert!(!is_applied_by_scan(
-            &datafusion::functions::core::get_field()
-                .call(vec![col(SPAN_ATTRIBUTES), col("service_name")])
-                .is_null()
-        ));
+    fn only_literal_keys_of_the_attribute_maps_are_lookups() {
+        assert!(lookups([&col("service_name").eq(lit("a"))]).is_empty());
+        let computed = datafusion::functions::core::get_field()
+            .call(vec![col(SPAN_ATTRIBUTES), col("service_name")])
+            .is_null();
+        assert!(lookups([&computed]).is_empty());
+        assert_eq!(
+            lookups([&route().eq(lit("/a")).or(route().is_null())]).len(),
+            1
+        );
     }
 
     #[test]

@@ -15,8 +15,10 @@
 //! configured dedicated columns the table's schema has, as of the last
 //! version read; a condition on `start_time` also becomes one on
 //! `start_time_unix_nano`, whose per-file and per-page statistics prune.
+//! The scan applies every condition on stored columns itself, so that a
+//! lookup in an attribute map is left out where a file's map lacks the key
+//! ([`crate::map_keys`]); DataFusion applies those on `start_time`.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -393,13 +395,14 @@ impl TableProvider for SpansTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        // Used for file and row-group pruning; DataFusion re-applies them,
-        // but for the conditions on attribute-map keys, which the scan
-        // applies itself ([`crate::map_keys`]).
+        // Every condition prunes files, row groups and pages; the scan
+        // applies those on stored columns itself (those on attribute-map
+        // keys file set by file set: `crate::map_keys`), DataFusion those
+        // on the computed `start_time`.
         Ok(filters
             .iter()
             .map(|f| {
-                if crate::map_keys::is_applied_by_scan(f) {
+                if applied_by_scan(f) {
                     TableProviderFilterPushDown::Exact
                 } else {
                     TableProviderFilterPushDown::Inexact
@@ -441,12 +444,13 @@ impl TableProvider for SpansTable {
             None => Vec::new(),
         };
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        // The conditions this scan applies (DataFusion was told so).
+        let applied: Vec<Expr> = filters
+            .iter()
+            .filter(|f| applied_by_scan(f))
+            .cloned()
+            .collect();
         let (filters, trace_keys) = with_trace_keys(filters);
-        // The conditions this scan applies (DataFusion was told they are
-        // exact), and those that only prune.
-        let (applied, filters): (Vec<Expr>, Vec<Expr>) = filters
-            .into_iter()
-            .partition(crate::map_keys::is_applied_by_scan);
         let filters = stored_filters(filters);
         // Both sides in the layout the plan was made with (or a later
         // one): a column added since is not read by this query.
@@ -454,59 +458,24 @@ impl TableProvider for SpansTable {
             .committed_files(live, trace_keys.as_deref(), &schema)
             .await?;
         if let Some(files) = committed {
-            if applied.is_empty() {
+            let sql_schema = Arc::new(DFSchema::try_from(Arc::clone(&sql))?);
+            for (conditions, files) in crate::map_keys::file_sets(files, &applied, &sql_schema)? {
+                let columns = with_columns_of(&stored, &conditions, &schema)?;
+                let mut pruning = filters.clone();
+                pruning.extend(conditions.iter().filter(|c| !filters.contains(c)).cloned());
+                // The limit stops the scan only where nothing filters above
+                // it.
                 let plan = crate::scan::parquet_scan(
                     state,
                     self.store.0.clone(),
                     &scan,
                     files,
-                    projection,
-                    &filters,
-                    limit,
+                    Some(&columns),
+                    &pruning,
+                    limit.filter(|_| conditions.is_empty()),
                 )?;
-                inputs.push(cast_to(plan, &projected)?);
-            } else {
-                let sql_df = Arc::new(DFSchema::try_from(Arc::clone(&sql))?);
-                let lookups = crate::map_keys::lookups(&applied);
-                // The files by the looked-up keys their maps lack.
-                let mut groups: BTreeMap<Vec<bool>, Vec<DataFile>> = BTreeMap::new();
-                for file in files {
-                    let absent = lookups.iter().map(|l| l.absent_in(&file.keys)).collect();
-                    groups.entry(absent).or_default().push(file);
-                }
-                'groups: for (absent, files) in groups {
-                    let absent: Vec<_> = lookups
-                        .iter()
-                        .zip(absent)
-                        .filter_map(|(l, a)| a.then(|| l.clone()))
-                        .collect();
-                    let mut conditions = Vec::with_capacity(applied.len());
-                    for filter in &applied {
-                        let c = crate::map_keys::without(filter.clone(), &absent, &sql_df)?;
-                        if crate::map_keys::keeps_nothing(&c) {
-                            continue 'groups;
-                        }
-                        if !crate::map_keys::keeps_all(&c) {
-                            conditions.push(c);
-                        }
-                    }
-                    let columns = with_columns_of(&stored, &conditions, &schema)?;
-                    let mut pruning = filters.clone();
-                    pruning.extend(conditions.iter().cloned());
-                    // The limit stops the scan only where nothing filters
-                    // above it.
-                    let plan = crate::scan::parquet_scan(
-                        state,
-                        self.store.0.clone(),
-                        &scan,
-                        files,
-                        Some(&columns),
-                        &pruning,
-                        limit.filter(|_| conditions.is_empty()),
-                    )?;
-                    let plan = cast_to(plan, &project_schema(&scan, Some(&columns))?)?;
-                    inputs.push(filtered(state, plan, &conditions, &projected, limit)?);
-                }
+                let plan = cast_to(plan, &project_schema(&scan, Some(&columns))?)?;
+                inputs.push(filtered(state, plan, &conditions, &projected, limit)?);
             }
         }
         if !live.is_empty() {
@@ -527,6 +496,12 @@ impl TableProvider for SpansTable {
         };
         to_sql_columns(plan, &sql, &wanted)
     }
+}
+
+/// Whether the scan applies condition `filter` itself: it reads only
+/// stored columns (`start_time` is computed above the scan).
+fn applied_by_scan(filter: &Expr) -> bool {
+    !filter.column_refs().iter().any(|c| c.name == START_TIME)
 }
 
 /// The stored columns `columns` (positions in `schema`) and after them
