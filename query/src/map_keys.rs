@@ -11,9 +11,9 @@
 //! - the map is not read where no lookup of it remains: a search on a
 //!   dedicated key reads its column alone, not the long-tail map where the
 //!   column is null (nor the resource map a bare key also looks in);
-//! - what remains prunes row groups and pages by their statistics and
-//!   bloom filters like any column condition (`coalesce(CAST(c AS Utf8),
-//!   NULL) = 'v'` is `c = 'v'`);
+//! - what remains prunes row groups and pages by their statistics like
+//!   any column condition (`coalesce(CAST(c AS Utf8), NULL) = 'v'` is
+//!   `c = 'v'`);
 //! - the files where the condition became false or null are not read at
 //!   all (a key no file of an hour has).
 
