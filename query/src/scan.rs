@@ -109,9 +109,9 @@ pub(crate) fn store_root(table_url: &Url) -> Result<(ObjectStoreUrl, Path)> {
     Ok((ObjectStoreUrl::parse(root)?, base))
 }
 
-/// The [`PRUNED_BY_STATS`] bounds of each data file, by path: parsed
-/// from the log's JSON once per file (files never change), not at every
-/// query.
+/// The [`PRUNED_BY_STATS`] bounds and the attribute-map keys
+/// ([`FileKeys`]) of each data file, by path: parsed from the log's JSON
+/// and tags once per file (files never change), not at every query.
 #[derive(Debug, Default)]
 pub(crate) struct BoundsCache(
     parking_lot::Mutex<std::collections::HashMap<String, (Bounds, Arc<FileKeys>)>>,
