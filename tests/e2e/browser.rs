@@ -11,7 +11,7 @@
 //! (see `procs`).
 
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -66,10 +66,7 @@ impl Browser {
             );
             return None;
         };
-        let driver_addr = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let driver_addr = crate::server::free_port();
         let driver = procs::Guard::spawn(
             Command::new("chromedriver")
                 .arg(format!("--port={}", driver_addr.port()))

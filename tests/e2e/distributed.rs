@@ -20,8 +20,7 @@ use crate::server::TestServer;
 const TOKEN: &str = "cluster-secret";
 
 fn free_port() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
+    crate::server::free_port().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,11 +53,7 @@ impl Broker {
     /// A broker that tells clients to reach it at `advertised` (a TLS
     /// front's address, [`tls_front`]) instead of its own.
     async fn start_advertising(binary: &str, advertised: Option<&str>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::server::free_port().port();
         let url = format!("tcp://127.0.0.1:{port}");
         let advertised = advertised.map_or_else(|| url.clone(), |a| format!("tcp://{a}"));
         let child = procs::Guard::spawn(

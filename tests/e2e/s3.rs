@@ -23,11 +23,7 @@ pub(crate) struct Moto {
 
 impl Moto {
     pub(crate) async fn start(python: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::server::free_port().port();
         let child = procs::Guard::spawn(
             std::process::Command::new(python)
                 .args([

@@ -124,15 +124,45 @@ fn listens_on(pid: u32, port: u16) -> bool {
     })
 }
 
-/// A loopback address with a port nobody listens on now.
+/// A loopback address for a server a test is about to start: its port is
+/// free for TCP and UDP now, and nothing but a deliberate bind takes it
+/// before the server does.
+///
+/// A port the kernel hands out for `127.0.0.1:0` lies in its ephemeral
+/// range, from which every outgoing connection also takes its local port:
+/// while a server starts (seconds, when it waits for an upgrade or replays
+/// its WAL) the tests' clients and the servers' calls to S3 open many, and
+/// one taking the port ends the start with "address in use". So ports come
+/// from below that range, where only binds land, and a counter keeps this
+/// process from handing one out twice.
 pub(crate) fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
-fn free_udp_port() -> SocketAddr {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOWEST: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // The first port of the kernel's ephemeral range (Linux's default
+    // where the file cannot be read).
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral < LOWEST + 1_000 {
+        // Too little room below it: whatever the kernel hands out.
+        return TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+    }
+    let span = ephemeral - LOWEST;
+    // Another test process starts elsewhere in the range.
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let port = LOWEST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if TcpListener::bind(addr).is_ok() && std::net::UdpSocket::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free loopback port below {ephemeral}");
 }
 
 impl TestServer {
@@ -216,7 +246,7 @@ impl TestServer {
             free_port(),
             free_port(),
         );
-        let (jaeger_compact, jaeger_binary) = (free_udp_port(), free_udp_port());
+        let (jaeger_compact, jaeger_binary) = (free_port(), free_port());
         let child = procs::Guard::spawn(
             Command::new(server_binary())
                 .arg("serve")

@@ -651,13 +651,7 @@ async fn a_cluster_speaks_tls_between_its_nodes() {
             TestServer::start_tls_with_env(&data, &args, &token, client).await
         }
     };
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .to_string()
-    };
+    let free = || crate::server::free_port().to_string();
     let (worker_a, worker_q) = (free(), free());
     let workers = format!("{worker_a},{worker_q}");
     let data = dir.path().join("a");
