@@ -150,19 +150,48 @@ mod imp {
             }
             Action::Stop => {
                 eprintln!("tracelake: fault point {point}: stopping (SIGSTOP)");
-                let stopped = std::process::Command::new("kill")
-                    .args(["-STOP", &std::process::id().to_string()])
-                    .status();
-                match stopped {
-                    Ok(status) if status.success() => Ok(()),
-                    _ => {
-                        eprintln!("tracelake: fault point {point}: cannot stop; aborting");
-                        std::process::abort();
-                    }
-                }
+                stop_here();
+                eprintln!("tracelake: fault point {point}: running on (SIGCONT)");
+                Ok(())
             }
             Action::Enospc => Err(io::Error::from_raw_os_error(28)),
             Action::Eio => Err(io::Error::from_raw_os_error(5)),
+        }
+    }
+
+    /// Stops the process with SIGSTOP; returns once a SIGCONT has let it
+    /// run on, never before it stopped.
+    ///
+    /// A signal sent to the process is taken by one of its threads, the
+    /// main one if it can, and that thread stops the others only once it
+    /// runs: on a busy machine, milliseconds after `kill` has returned,
+    /// during which the thread at the fault point would run on past it (a
+    /// commit it was to stop before has landed that way). So this thread
+    /// waits until the signal has been taken (it is then no longer pending
+    /// for the process, `ShdPnd` in `/proc/thread-self/status`): by then the
+    /// thread that took it has told this one to stop, which it does on its
+    /// way back from that read.
+    fn stop_here() {
+        const SIGSTOP_BIT: u64 = 1 << (19 - 1);
+        let sent = std::process::Command::new("kill")
+            .args(["-STOP", &std::process::id().to_string()])
+            .status();
+        if !sent.is_ok_and(|s| s.success()) {
+            eprintln!("tracelake: cannot send SIGSTOP; aborting");
+            std::process::abort();
+        }
+        let pending = || -> Option<bool> {
+            let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;
+            let mask = status.lines().find_map(|l| l.strip_prefix("ShdPnd:"))?;
+            Some(u64::from_str_radix(mask.trim(), 16).ok()? & SIGSTOP_BIT != 0)
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while pending().unwrap_or(false) {
+            if std::time::Instant::now() > deadline {
+                eprintln!("tracelake: SIGSTOP not taken in 10 s; aborting");
+                std::process::abort();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 

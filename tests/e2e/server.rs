@@ -261,7 +261,13 @@ impl TestServer {
                 .args(["--jaeger-compact-listen", &jaeger_compact.to_string()])
                 .args(["--jaeger-binary-listen", &jaeger_binary.to_string()])
                 .args(args)
-                .env("TRACELAKE_LOG", "warn,tracelake_collector=info")
+                // `TRACELAKE_TEST_LOG` sets the servers' log filter when a
+                // failure needs more than this.
+                .env(
+                    "TRACELAKE_LOG",
+                    std::env::var("TRACELAKE_TEST_LOG")
+                        .unwrap_or_else(|_| "warn,tracelake_collector=info".into()),
+                )
                 .envs(envs.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -366,13 +372,26 @@ impl TestServer {
         self.child.as_ref().unwrap().id()
     }
 
-    /// Whether the server has stopped itself (a `stop` fault point: state
-    /// `T` in `/proc/<pid>/stat`).
+    /// Whether the server has stopped itself (a `stop` fault point): every
+    /// thread in state `T` (`/proc/<pid>/task/<tid>/stat`; the process's
+    /// own stat shows its main thread only, which may stop before others).
     pub(crate) fn is_stopped(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .ok()
-            .and_then(|s| Some(s.rsplit_once(')')?.1.trim_start().starts_with('T')))
-            .unwrap_or(false)
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return false;
+        };
+        let mut any = false;
+        for task in tasks.flatten() {
+            let stopped = std::fs::read_to_string(task.path().join("stat"))
+                .ok()
+                .and_then(|s| Some(s.rsplit_once(')')?.1.trim_start().starts_with('T')));
+            match stopped {
+                Some(true) => any = true,
+                // A thread that ended meanwhile has no say.
+                None => {}
+                Some(false) => return false,
+            }
+        }
+        any
     }
 
     /// Waits up to 60 s for the server to stop itself at a `stop` fault
