@@ -633,7 +633,7 @@ impl Output {
         };
         let path = format!("{partition}/{name}");
         let sink = BufWriter::new(Arc::clone(store), Path::from(path.as_str()));
-        let props = writer_properties(schema, ROW_GROUP_ROWS * 8, ROW_GROUP_ROWS, ZSTD_LEVEL);
+        let props = writer_properties(schema, ROW_GROUP_ROWS, ZSTD_LEVEL);
         let writer =
             AsyncArrowWriter::try_new(sink, Arc::clone(schema), Some(props)).map_err(|source| {
                 Error::Write {

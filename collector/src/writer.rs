@@ -10,8 +10,11 @@
 //!   statistics of `trace_key` narrow lookups to a file, a row group and a
 //!   page.
 //! - zstd compression, dictionary encoding (except the high-cardinality id
-//!   and time columns), page-level statistics and page index, a bloom filter
-//!   on `trace_id`.
+//!   and time columns), page-level statistics and page index. No bloom
+//!   filter: a lookup by trace id reads only files the trace index says
+//!   hold the trace's key, and there the sorted `trace_key` gives the one
+//!   row group and page, so a `trace_id` filter (written until 2026-12-06)
+//!   never skipped a row group and cost every SQL lookup its reads.
 //! - Key-value metadata `tracelake.schema.version`.
 //!
 //! The `Add` action carries Delta statistics (row count, min/max/null counts)
@@ -86,12 +89,11 @@ const PAGE_ROWS: usize = 8 * 1024;
 /// store 3.6% fewer bytes; 8 KiB and below grow the file again.
 const DICTIONARY_PAGE_BYTES: usize = 32 * 1024;
 
-/// Writer settings of a data file of `schema` (a layout's file schema) of
-/// about `rows` rows with row groups of at most `row_group_rows`,
-/// compressed with zstd at `zstd_level`.
+/// Writer settings of a data file of `schema` (a layout's file schema)
+/// with row groups of at most `row_group_rows`, compressed with zstd at
+/// `zstd_level`.
 pub fn writer_properties(
     schema: &Schema,
-    rows: usize,
     row_group_rows: usize,
     zstd_level: i32,
 ) -> WriterProperties {
@@ -110,13 +112,7 @@ pub fn writer_properties(
         .set_key_value_metadata(Some(vec![KeyValue::new(
             SCHEMA_VERSION_KEY.to_string(),
             SCHEMA_VERSION.to_string(),
-        )]))
-        .set_column_bloom_filter_enabled(ColumnPath::from(TRACE_ID), true)
-        .set_column_bloom_filter_fpp(ColumnPath::from(TRACE_ID), 0.01)
-        .set_column_bloom_filter_max_ndv(
-            ColumnPath::from(TRACE_ID),
-            rows.clamp(1, row_group_rows) as u64,
-        );
+        )]));
     for unique in [
         TRACE_ID,
         TRACE_KEY,
@@ -168,7 +164,6 @@ pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<Dat
         std::sync::Arc::clone(&schema),
         Some(writer_properties(
             &schema,
-            rows,
             FLUSH_ROW_GROUP_ROWS,
             FLUSH_ZSTD_LEVEL,
         )),

@@ -234,10 +234,14 @@ pub async fn search(
     limit: usize,
     cursor: Option<Cursor>,
 ) -> Result<SearchPage, SearchError> {
-    if let Some(service) = &filter.service {
+    let (matches, next) = find(engine, filter, range, limit, cursor).await?;
+    // A match is a span of the service in the range: the service is
+    // known. Only an empty page asks whether it is unknown.
+    if matches.is_empty()
+        && let Some(service) = &filter.service
+    {
         require_service(engine, service, range).await?;
     }
-    let (matches, next) = find(engine, filter, range, limit, cursor).await?;
     let ids: Vec<TraceId> = matches.iter().map(|m| m.trace_id).collect();
     let mut found: BTreeMap<TraceId, Vec<_>> =
         fetch::traces(engine, &ids, range.widened(TRACE_MARGIN_NS))

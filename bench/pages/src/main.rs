@@ -2,16 +2,17 @@
 //! `tracelake-bench run --data-dir D` store) as `OUT` with the compactor's
 //! writer settings (a copy of `collector::writer::writer_properties` for
 //! compacted files: 128k-row row groups, zstd 3, 8k-row pages, page
-//! statistics on scalar columns, a bloom filter on `trace_id`, no
-//! dictionary on the unique columns), with these changed by environment
-//! variables:
+//! statistics on scalar columns, no dictionary on the unique columns),
+//! with these changed by environment variables:
 //!
 //! - `DICT_LIMIT`: dictionary page limit in bytes (default 32768, the
 //!   server's; 1048576 is parquet's default, the server's before),
 //! - `PAGE_BYTES`: data page byte limit (default 1 MiB, parquet's),
 //! - `PAGE_ROWS`: data page row limit (default 8192),
 //! - `WRITE_BATCH`: parquet's write batch size (default 1024),
-//! - `PARENT_DICT=0`: no dictionary on `parent_span_id`.
+//! - `PARENT_DICT=0`: no dictionary on `parent_span_id`,
+//! - `BLOOM=1`: a bloom filter on `trace_id` (fpp 0.01, sized for a row
+//!   group of distinct ids), which the writer had until 2026-12-06.
 //!
 //! Then it reads 40 trace ids spread over `OUT` five times each, the way
 //! `SpansTable::trace_spans` does (row groups and pages by `trace_key`, a
@@ -50,6 +51,7 @@ fn props(schema: &arrow::datatypes::Schema) -> WriterProperties {
     let dict = arg("DICT_LIMIT", 32 * 1024);
     let batch = arg("WRITE_BATCH", 1024);
     let parent_dict = arg("PARENT_DICT", 1) == 1;
+    let bloom = arg("BLOOM", 0) == 1;
     let mut p = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
         .set_dictionary_enabled(true)
@@ -58,10 +60,13 @@ fn props(schema: &arrow::datatypes::Schema) -> WriterProperties {
         .set_data_page_row_count_limit(page_rows)
         .set_data_page_size_limit(page_bytes)
         .set_dictionary_page_size_limit(dict)
-        .set_write_batch_size(batch)
-        .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
-        .set_column_bloom_filter_fpp(ColumnPath::from("trace_id"), 0.01)
-        .set_column_bloom_filter_max_ndv(ColumnPath::from("trace_id"), 128 * 1024);
+        .set_write_batch_size(batch);
+    if bloom {
+        p = p
+            .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
+            .set_column_bloom_filter_fpp(ColumnPath::from("trace_id"), 0.01)
+            .set_column_bloom_filter_max_ndv(ColumnPath::from("trace_id"), 128 * 1024);
+    }
     for unique in [
         "trace_id",
         "trace_key",
