@@ -32,7 +32,7 @@ use arrow::datatypes::{Int64Type, Schema, SchemaRef};
 use chrono::NaiveDate;
 use deltalake::kernel::Add;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -122,6 +122,12 @@ pub fn writer_properties(
     ] {
         props = props.set_column_dictionary_enabled(ColumnPath::from(unique), false);
     }
+    // A trace's spans are adjacent, so most `trace_id`s repeat the one
+    // before: DELTA_BYTE_ARRAY stores such a value as a shared prefix of 16
+    // bytes and no suffix, leaving zstd a page of a few bytes per trace to
+    // inflate where PLAIN gave it 20 bytes a span (a search decodes the
+    // column for every span of its hours).
+    props = props.set_column_encoding(ColumnPath::from(TRACE_ID), Encoding::DELTA_BYTE_ARRAY);
     for field in schema.fields() {
         if !field.data_type().is_nested() {
             props = props.set_column_statistics_enabled(
@@ -562,13 +568,19 @@ mod tests {
             tag(RESOURCE_ATTRIBUTES).as_deref(),
             Some(r#"["service.name"]"#)
         );
-        let read: Vec<RecordBatch> =
-            ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(file.bytes))
-                .unwrap()
-                .build()
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(file.bytes)).unwrap();
+        // Trace ids as prefixes of the one before (most are the same).
+        let trace_id = reader.metadata().row_group(0).column(0);
+        assert_eq!(trace_id.column_path().string(), TRACE_ID);
+        assert!(
+            trace_id
+                .encodings()
+                .any(|e| e == parquet::basic::Encoding::DELTA_BYTE_ARRAY),
+            "{:?}",
+            trace_id.encodings().collect::<Vec<_>>()
+        );
+        let read: Vec<RecordBatch> = reader.build().unwrap().collect::<Result<_, _>>().unwrap();
         let rows = |batches: &[RecordBatch]| {
             let mut out = Vec::new();
             for b in batches {

@@ -12,7 +12,9 @@
 //! - `WRITE_BATCH`: parquet's write batch size (default 1024),
 //! - `PARENT_DICT=0`: no dictionary on `parent_span_id`,
 //! - `BLOOM=1`: a bloom filter on `trace_id` (fpp 0.01, sized for a row
-//!   group of distinct ids), which the writer had until 2026-12-06.
+//!   group of distinct ids), which the writer had until 2026-12-06,
+//! - `TRACE_ID_PLAIN=1`: `trace_id` PLAIN, as the writer had it until
+//!   2026-12-06, instead of DELTA_BYTE_ARRAY.
 //!
 //! Then it reads 40 trace ids spread over `OUT` five times each, the way
 //! `SpansTable::trace_spans` does (row groups and pages by `trace_key`, a
@@ -32,7 +34,7 @@ use parquet::arrow::arrow_reader::{
     RowFilter, RowSelection, RowSelector,
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use std::fs::File;
@@ -52,6 +54,7 @@ fn props(schema: &arrow::datatypes::Schema) -> WriterProperties {
     let batch = arg("WRITE_BATCH", 1024);
     let parent_dict = arg("PARENT_DICT", 1) == 1;
     let bloom = arg("BLOOM", 0) == 1;
+    let trace_id_plain = arg("TRACE_ID_PLAIN", 0) == 1;
     let mut p = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
         .set_dictionary_enabled(true)
@@ -61,6 +64,9 @@ fn props(schema: &arrow::datatypes::Schema) -> WriterProperties {
         .set_data_page_size_limit(page_bytes)
         .set_dictionary_page_size_limit(dict)
         .set_write_batch_size(batch);
+    if !trace_id_plain {
+        p = p.set_column_encoding(ColumnPath::from("trace_id"), Encoding::DELTA_BYTE_ARRAY);
+    }
     if bloom {
         p = p
             .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
