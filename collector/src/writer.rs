@@ -128,6 +128,10 @@ pub fn writer_properties(
     // inflate where PLAIN gave it 20 bytes a span (a search decodes the
     // column for every span of its hours).
     props = props.set_column_encoding(ColumnPath::from(TRACE_ID), Encoding::DELTA_BYTE_ARRAY);
+    // Durations fit in the low four or five of their eight bytes: split
+    // into byte streams, zstd finds the high ones all zero (a compacted hour
+    // rewritten: 34.11 -> 33.71 bytes/span, bench/pages ENCODINGS).
+    props = props.set_column_encoding(ColumnPath::from(DURATION_NS), Encoding::BYTE_STREAM_SPLIT);
     for field in schema.fields() {
         if !field.data_type().is_nested() {
             props = props.set_column_statistics_enabled(
@@ -570,15 +574,27 @@ mod tests {
         );
         let reader =
             ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(file.bytes)).unwrap();
-        // Trace ids as prefixes of the one before (most are the same).
-        let trace_id = reader.metadata().row_group(0).column(0);
-        assert_eq!(trace_id.column_path().string(), TRACE_ID);
+        // Trace ids as prefixes of the one before (most are the same),
+        // durations split into byte streams (their high bytes are zero).
+        let row_group = reader.metadata().row_group(0);
+        let encodings = |name: &str| -> Vec<parquet::basic::Encoding> {
+            let column = row_group
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == name)
+                .expect(name);
+            column.encodings().collect()
+        };
+        use parquet::basic::Encoding::{BYTE_STREAM_SPLIT, DELTA_BYTE_ARRAY};
         assert!(
-            trace_id
-                .encodings()
-                .any(|e| e == parquet::basic::Encoding::DELTA_BYTE_ARRAY),
+            encodings(TRACE_ID).contains(&DELTA_BYTE_ARRAY),
             "{:?}",
-            trace_id.encodings().collect::<Vec<_>>()
+            encodings(TRACE_ID)
+        );
+        assert!(
+            encodings(DURATION_NS).contains(&BYTE_STREAM_SPLIT),
+            "{:?}",
+            encodings(DURATION_NS)
         );
         let read: Vec<RecordBatch> = reader.build().unwrap().collect::<Result<_, _>>().unwrap();
         let rows = |batches: &[RecordBatch]| {

@@ -14,7 +14,10 @@
 //! - `BLOOM=1`: a bloom filter on `trace_id` (fpp 0.01, sized for a row
 //!   group of distinct ids), which the writer had until 2026-12-06,
 //! - `TRACE_ID_PLAIN=1`: `trace_id` PLAIN, as the writer had it until
-//!   2026-12-06, instead of DELTA_BYTE_ARRAY.
+//!   2026-12-06, instead of DELTA_BYTE_ARRAY,
+//! - `ENCODINGS=col:enc,...`: a column's encoding (`plain`, `delta` for
+//!   DELTA_BINARY_PACKED, `dlba` DELTA_LENGTH_BYTE_ARRAY, `dba`
+//!   DELTA_BYTE_ARRAY, `bss` BYTE_STREAM_SPLIT), its dictionary off.
 //!
 //! Then it reads 40 trace ids spread over `OUT` five times each, the way
 //! `SpansTable::trace_spans` does (row groups and pages by `trace_key`, a
@@ -84,6 +87,22 @@ fn props(schema: &arrow::datatypes::Schema) -> WriterProperties {
     }
     if !parent_dict {
         p = p.set_column_dictionary_enabled(ColumnPath::from("parent_span_id"), false);
+    }
+    for spec in std::env::var("ENCODINGS").unwrap_or_default().split(',') {
+        let Some((column, name)) = spec.split_once(':') else {
+            continue;
+        };
+        let encoding = match name {
+            "plain" => Encoding::PLAIN,
+            "delta" => Encoding::DELTA_BINARY_PACKED,
+            "dlba" => Encoding::DELTA_LENGTH_BYTE_ARRAY,
+            "dba" => Encoding::DELTA_BYTE_ARRAY,
+            "bss" => Encoding::BYTE_STREAM_SPLIT,
+            other => panic!("unknown encoding {other}"),
+        };
+        p = p
+            .set_column_dictionary_enabled(ColumnPath::from(column), false)
+            .set_column_encoding(ColumnPath::from(column), encoding);
     }
     for f in schema.fields() {
         if !f.data_type().is_nested() {
