@@ -810,6 +810,13 @@ async fn bad_parameters_get_400_with_a_message() {
     let (status, body) = server.get("/api/v1/search?service=shop").await;
     assert_eq!(status, 200);
     assert_eq!(body["traces"].as_array().unwrap().len(), 1);
+    // A known service with nothing matching is an empty page, not an
+    // unknown service.
+    let (status, body) = server
+        .get("/api/v1/search?service=shop&minDuration=1h")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["traces"], serde_json::json!([]), "{body}");
 }
 
 /// Runs `tests/python/flight_sql_client.py` with the ADBC Flight SQL driver.
