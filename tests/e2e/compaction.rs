@@ -17,12 +17,9 @@ fn trace_id(i: u128) -> u128 {
 
 /// Files of the plan's Parquet scans, from `EXPLAIN`.
 async fn files_scanned(server: &TestServer, sql: &str) -> usize {
-    let rows = server.sql(&format!("EXPLAIN {sql}")).await;
-    let plan = rows
-        .iter()
-        .find(|r| r["plan_type"] == "physical_plan")
-        .map(|r| r["plan"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_else(|| panic!("no physical plan in {rows:?}"));
+    let plan = server
+        .plan(&format!("EXPLAIN {sql}"), "physical_plan")
+        .await;
     plan.lines()
         .filter(|l| l.contains("DataSourceExec") && l.contains("file_groups"))
         .map(|l| l.matches(".parquet").count())

@@ -339,6 +339,18 @@ impl TestServer {
         format!("{}://{}/v1/traces", self.scheme, self.otlp_http)
     }
 
+    /// The plan of type `plan_type` (`physical_plan`,
+    /// `physical_plan_with_schema`, ...) that `explain` (`EXPLAIN ...` or
+    /// `EXPLAIN VERBOSE ...`) shows.
+    pub(crate) async fn plan(&self, explain: &str, plan_type: &str) -> String {
+        let rows = self.sql(explain).await;
+        rows.iter()
+            .find(|r| r["plan_type"] == plan_type)
+            .and_then(|r| r["plan"].as_str())
+            .unwrap_or_else(|| panic!("no {plan_type} in {rows:?}"))
+            .to_string()
+    }
+
     /// Runs SQL and returns the JSON rows; panics on an error status.
     pub(crate) async fn sql(&self, sql: &str) -> Vec<Value> {
         let (status, body) = self.sql_response(sql).await;

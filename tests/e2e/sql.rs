@@ -189,12 +189,12 @@ async fn strings_are_scanned_as_views_and_answered_as_utf8() {
 
     let sql = "SELECT service_name, count(*) AS n FROM spans \
                WHERE span_attributes['http.route'] <> '/checkout' GROUP BY service_name";
-    let rows = server.sql(&format!("EXPLAIN VERBOSE {sql}")).await;
-    let plan = rows
-        .iter()
-        .find(|r| r["plan_type"] == "physical_plan_with_schema")
-        .and_then(|r| r["plan"].as_str())
-        .unwrap_or_else(|| panic!("no physical plan with schema: {rows:?}"));
+    let plan = server
+        .plan(
+            &format!("EXPLAIN VERBOSE {sql}"),
+            "physical_plan_with_schema",
+        )
+        .await;
     let scan = plan
         .lines()
         .find(|l| l.contains("DataSourceExec"))
@@ -218,12 +218,9 @@ async fn strings_are_scanned_as_views_and_answered_as_utf8() {
 /// The projections of the Parquet scans of `sql`'s physical plan, one
 /// per scan (`projection=[a, b]` as DataFusion shows it).
 async fn scanned(server: &TestServer, sql: &str) -> Vec<Vec<String>> {
-    let rows = server.sql(&format!("EXPLAIN {sql}")).await;
-    let plan = rows
-        .iter()
-        .find(|r| r["plan_type"] == "physical_plan")
-        .and_then(|r| r["plan"].as_str())
-        .unwrap_or_else(|| panic!("no physical plan: {rows:?}"));
+    let plan = server
+        .plan(&format!("EXPLAIN {sql}"), "physical_plan")
+        .await;
     plan.lines()
         .filter(|l| l.contains("DataSourceExec") && l.contains("file_type=parquet"))
         .map(|l| {
