@@ -11,9 +11,10 @@
 //! - the map is not read where no lookup of it remains: a search on a
 //!   dedicated key reads its column alone, not the long-tail map where the
 //!   column is null (nor the resource map a bare key also looks in);
-//! - what remains prunes row groups and pages by their statistics like
-//!   any column condition (`coalesce(CAST(c AS Utf8), NULL) = 'v'` is
-//!   `c = 'v'`);
+//! - what remains prunes row groups and pages by their statistics (and
+//!   bloom filters) like any column condition (`coalesce(CAST(c AS Utf8),
+//!   NULL) = 'v'` is `c = 'v'`, in the `CASE` form DataFusion's simplifier
+//!   gives a `coalesce` too);
 //! - the files where the condition became false or null are not read at
 //!   all (a key no file of an hour has).
 
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use datafusion::common::tree_node::{Transformed, TreeNode as _, TreeNodeRecursion};
 use datafusion::common::{DFSchemaRef, Result, ScalarValue};
 use datafusion::logical_expr::Expr;
-use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::expr::{Case, ScalarFunction};
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use tracelake_schema::spans::{KEYED_MAPS, map_keys_tag};
@@ -200,6 +201,32 @@ fn without(filter: Expr, absent: &[Lookup], schema: &DFSchemaRef) -> Result<Expr
                         })),
                     })
                 }
+                // DataFusion's simplifier makes `coalesce(a, b)` into
+                // `CASE WHEN a IS NOT NULL THEN a ELSE b END` before the
+                // conditions reach the table: the same, in that form.
+                Expr::Case(case) if is_coalesce(&case) => {
+                    let else_null = case.else_expr.as_deref().is_none_or(is_null);
+                    let kept: Vec<(Box<Expr>, Box<Expr>)> = case
+                        .when_then_expr
+                        .iter()
+                        .filter(|(_, then)| !is_null(then))
+                        .cloned()
+                        .collect();
+                    if kept.len() == case.when_then_expr.len() && !else_null {
+                        return Ok(Transformed::no(Expr::Case(case)));
+                    }
+                    Ok(Transformed::yes(match (kept.len(), case.else_expr) {
+                        (0, Some(e)) => *e,
+                        // All null: the first (typed) null stands for them.
+                        (0, None) => *case.when_then_expr[0].1.clone(),
+                        (1, _) if else_null => *kept[0].1.clone(),
+                        (_, else_expr) => Expr::Case(Case {
+                            expr: None,
+                            when_then_expr: kept,
+                            else_expr: else_expr.filter(|_| !else_null),
+                        }),
+                    }))
+                }
                 e => Ok(Transformed::no(e)),
             }
         })?
@@ -208,6 +235,16 @@ fn without(filter: Expr, absent: &[Lookup], schema: &DFSchemaRef) -> Result<Expr
         .with_schema(Arc::clone(schema))
         .build();
     ExprSimplifier::new(context).simplify(nulled)
+}
+
+/// Whether `case` is a `coalesce` as DataFusion writes one: no operand,
+/// and each branch `WHEN x IS NOT NULL THEN x`.
+fn is_coalesce(case: &Case) -> bool {
+    case.expr.is_none()
+        && case
+            .when_then_expr
+            .iter()
+            .all(|(when, then)| matches!(&**when, Expr::IsNotNull(x) if x == then))
 }
 
 fn is_null(expr: &Expr) -> bool {
@@ -246,6 +283,7 @@ mod tests {
             DFSchema::try_from(Schema::new(vec![
                 Field::new("http_route", DataType::Utf8View, true),
                 Field::new(SPAN_ATTRIBUTES, attributes_type(), true),
+                Field::new(KEYED_MAPS[1].0, attributes_type(), true),
                 Field::new("service_name", DataType::Utf8View, true),
             ]))
             .unwrap(),
@@ -261,27 +299,46 @@ mod tests {
         coalesce(vec![cast(col("http_route"), DataType::Utf8), route()]).eq(lit("/a"))
     }
 
+    /// `condition` as the table gets it: simplified by DataFusion's
+    /// optimizer, which makes each `coalesce` a `CASE`.
+    fn simplified(condition: Expr) -> Expr {
+        let context = SimplifyContext::builder().with_schema(schema()).build();
+        let condition = ExprSimplifier::new(context).simplify(condition).unwrap();
+        assert!(condition.to_string().contains("CASE"), "{condition}");
+        condition
+    }
+
     #[test]
     fn a_file_without_the_key_reads_the_column_alone() {
-        let condition = dedicated_condition();
-        let found = lookups([&condition]);
-        assert_eq!(found.len(), 1);
         let schema = schema();
-        let clean = without(condition.clone(), &found, &schema).unwrap();
-        let columns: Vec<String> = clean
-            .column_refs()
-            .into_iter()
-            .map(|c| c.name.clone())
-            .collect();
-        assert_eq!(columns, ["http_route"], "{clean}");
-        // A plain comparison of the column, which statistics and bloom
-        // filters prune by: no cast, no coalesce left.
-        assert!(
-            matches!(&clean, Expr::BinaryExpr(b) if matches!(*b.left, Expr::Column(_))),
-            "{clean}"
-        );
-        // Where the file says nothing, the lookup stays.
-        assert_eq!(without(condition.clone(), &[], &schema).unwrap(), condition);
+        // The span's key, and a bare key as the search API asks it (the
+        // span's map, else the resource's).
+        let resource_route = get_field(col(KEYED_MAPS[1].0), "http.route");
+        let bare = coalesce(vec![
+            coalesce(vec![cast(col("http_route"), DataType::Utf8), route()]),
+            resource_route,
+        ])
+        .eq(lit("/a"));
+        for (condition, lookups_made) in [(dedicated_condition(), 1), (bare, 2)] {
+            let condition = simplified(condition);
+            let found = lookups([&condition]);
+            assert_eq!(found.len(), lookups_made, "{condition}");
+            let clean = without(condition.clone(), &found, &schema).unwrap();
+            let columns: Vec<String> = clean
+                .column_refs()
+                .into_iter()
+                .map(|c| c.name.clone())
+                .collect();
+            assert_eq!(columns, ["http_route"], "{clean}");
+            // A plain comparison of the column, which statistics and bloom
+            // filters prune by: no cast, no coalesce or `CASE` left.
+            assert!(
+                matches!(&clean, Expr::BinaryExpr(b) if matches!(*b.left, Expr::Column(_))),
+                "{clean}"
+            );
+            // Where the file says nothing, the lookup stays.
+            assert_eq!(without(condition.clone(), &[], &schema).unwrap(), condition);
+        }
     }
 
     #[test]
