@@ -183,12 +183,16 @@ impl QueryEngine {
             .execution
             .parquet
             .schema_force_view_types = false;
-        // Bloom filters are not read: files written since 2026-12-06 have
-        // none, and the `trace_id` filter of older files never skips a row
-        // group a lookup reads (the trace index picks the files holding the
-        // trace's key, their sorted `trace_key` the row group), while
-        // reading it cost a 20-trace fetch 5 ms of its 37.
-        session.options_mut().execution.parquet.bloom_filter_on_read = false;
+        // Bloom filters are read: the writer puts them on the dedicated
+        // string columns, where an equality condition on a rare value skips
+        // row groups that statistics cannot (DataFusion reads a filter only
+        // for a column the predicate compares and a row group that has
+        // one). Files written before 2026-12-06 also have one on
+        // `trace_id`, which a lookup's `trace_id` filter then reads to no
+        // gain (the trace index and the sorted `trace_key` already narrow it
+        // to one row group): a 20-trace fetch spent 5 ms of its 37 there, on
+        // those files only.
+        session.options_mut().execution.parquet.bloom_filter_on_read = true;
         let ctx = SessionContext::new_with_config_rt(session, Arc::clone(&runtime));
         let spans = Arc::new(SpansTable::new(
             table_url,

@@ -339,6 +339,71 @@ async fn conditions_on_attribute_keys_read_a_map_only_in_files_that_have_the_key
     }
 }
 
+/// An equality condition on a dedicated string column skips, by the
+/// column's bloom filters, the files that cannot hold the value even where
+/// their statistics can: three files whose paths all span `/a/..` to
+/// `/z/..`, and one path of the middle file looked up (in SQL, and through
+/// the search API as an attribute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_equality_on_a_dedicated_column_skips_files_by_their_bloom_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--compaction-interval", "0s"];
+    let mut server = TestServer::start(dir.path(), &args).await;
+    for file in 0..3u128 {
+        let mut spans: Vec<_> = (1..=3).map(|i| span(TRACE + file, i)).collect();
+        for (s, path) in spans.iter_mut().zip(["/a", "/m", "/z"]) {
+            s.attributes = vec![kv("url.path", &format!("{path}/{file}"))];
+        }
+        server.export(&request("paths", spans)).await;
+        // SIGTERM commits; the next file is another one.
+        server.terminate();
+        server = TestServer::start(dir.path(), &args).await;
+    }
+    let count = "SELECT count(*) AS n FROM spans WHERE span_attributes['url.path'] = '/m/1'";
+    assert_eq!(server.sql(count).await, [serde_json::json!({"n": 1})]);
+    let plan = server
+        .plan(&format!("EXPLAIN ANALYZE {count}"), "Plan with Metrics")
+        .await;
+    let metric = |name: &str| {
+        let from = plan
+            .find(&format!("{name}="))
+            .unwrap_or_else(|| panic!("no {name} in {plan}"))
+            + name.len()
+            + 1;
+        let to = from + plan[from..].find([',', ']']).unwrap();
+        plan[from..to].to_string()
+    };
+    assert_eq!(
+        metric("row_groups_pruned_statistics"),
+        "3 total → 3 matched",
+        "statistics keep every file: {plan}"
+    );
+    assert_eq!(
+        metric("row_groups_pruned_bloom_filter"),
+        "3 total → 1 matched",
+        "bloom filters keep the one file with the path: {plan}"
+    );
+    let now = crate::spans::now_nanos() / 1_000_000_000;
+    let (status, body) = server
+        .get(&format!(
+            "/api/v1/search?attr=url.path%3D%2Fm%2F1&start={}&end={}",
+            now - 600,
+            now + 60
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["traces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["traceId"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        [format!("{:032x}", TRACE + 1)],
+        "{body}"
+    );
+}
+
 /// Settings: a flag beats the environment, the environment beats the file,
 /// the file beats the default (here, the SQL row cap).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
