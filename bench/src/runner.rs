@@ -745,13 +745,24 @@ async fn query_suite(
              WHERE db_system IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 LIMIT 10",
         )
         .await?;
+    // Paths that one request of the last hour had (an id in the path):
+    // the search for a rare value, which the bloom filters of the
+    // dedicated columns answer without reading the column.
+    let (paths, _) = first
+        .sql(&format!(
+            "SELECT url_path AS v FROM spans WHERE url_path IS NOT NULL \
+             AND start_time_unix_nano >= {} AND start_time_unix_nano < {} \
+             GROUP BY 1 HAVING count(*) = 1 ORDER BY 1 LIMIT {n}",
+            last_hour.0, last_hour.1
+        ))
+        .await?;
     let (p99, _) = first
         .sql("SELECT approx_percentile_cont(CAST(duration_ns AS DOUBLE), 0.99) AS p FROM spans")
         .await?;
     let p99_ms = (p99[0]["p"].as_f64().unwrap_or(1e6) / 1e6).max(1.0) as u64;
     let pick = |rows: &[Value], i: usize| rows[i % rows.len().max(1)].clone();
-    if ops.is_empty() || tables.is_empty() {
-        bail!("the store has no server spans or database spans");
+    if ops.is_empty() || tables.is_empty() || paths.is_empty() {
+        bail!("the store has no server spans or database spans in its last hour");
     }
 
     for i in 0..n {
@@ -763,7 +774,11 @@ async fn query_suite(
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let cases: [(&'static str, &str, Query); 4] = [
+        let path_value = pick(&paths, i)["v"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let cases: [(&'static str, &str, Query); 5] = [
             (
                 "search service+operation+minDuration, last hour",
                 "/api/v1/search",
@@ -779,6 +794,14 @@ async fn query_suite(
                 "/api/v1/search",
                 vec![
                     ("attr", format!("db.collection.name={table}")),
+                    ("limit", "20".into()),
+                ],
+            ),
+            (
+                "search attribute, one request's url.path, last hour",
+                "/api/v1/search",
+                vec![
+                    ("attr", format!("url.path={path_value}")),
                     ("limit", "20".into()),
                 ],
             ),
