@@ -641,7 +641,6 @@ mod tests {
         assert!(!has_bloom(TRACE_ID) && !has_bloom("http_response_status_code"));
         assert!(has_bloom("http_route") && has_bloom("url_path"));
         let route = leaf("http_route");
-        let mut reader = reader;
         let bloom = reader
             .get_row_group_column_bloom_filter(0, route)
             .unwrap()
