@@ -183,15 +183,10 @@ impl QueryEngine {
             .execution
             .parquet
             .schema_force_view_types = false;
-        // Bloom filters are read: the writer puts them on the dedicated
-        // string columns, where an equality condition on a rare value skips
-        // row groups that statistics cannot (DataFusion reads a filter only
-        // for a column the predicate compares and a row group that has
-        // one). Files written before 2026-12-06 also have one on
-        // `trace_id`, which a lookup's `trace_id` filter then reads to no
-        // gain (the trace index and the sorted `trace_key` already narrow it
-        // to one row group): a 20-trace fetch spent 5 ms of its 37 there, on
-        // those files only.
+        // Bloom filters are read where a condition names a column that has
+        // them (`scan::parquet_options`): the writer puts them on the
+        // dedicated string columns, where an equality on a rare value skips
+        // row groups that statistics cannot.
         session.options_mut().execution.parquet.bloom_filter_on_read = true;
         let ctx = SessionContext::new_with_config_rt(session, Arc::clone(&runtime));
         let spans = Arc::new(SpansTable::new(

@@ -241,6 +241,7 @@ fn without(filter: Expr, absent: &[Lookup], schema: &DFSchemaRef) -> Result<Expr
 /// and each branch `WHEN x IS NOT NULL THEN x`.
 fn is_coalesce(case: &Case) -> bool {
     case.expr.is_none()
+        && !case.when_then_expr.is_empty()
         && case
             .when_then_expr
             .iter()

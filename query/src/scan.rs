@@ -17,11 +17,13 @@
 //! `duration_ns` and `trace_key`; inside a file, the row-group and page
 //! statistics prune by every condition.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Date32Array, Int32Array, Int64Array, UInt64Array};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
+use datafusion::common::config::TableParquetOptions;
 use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::tree_node::{Transformed, TreeNode as _};
 use datafusion::common::{Column, DFSchema, Result, ScalarValue};
@@ -44,6 +46,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use deltalake::DeltaTable;
 use deltalake::{ObjectMeta, ObjectStore, Path};
+use tracelake_schema::layout::Layout;
 use tracelake_schema::spans::{
     DATE, DURATION_NS, HOUR, PARTITION_COLUMNS, START_TIME_UNIX_NANO, TRACE_KEY,
 };
@@ -261,7 +264,7 @@ pub(crate) fn parquet_scan(
             .with_table_partition_cols(partition_fields)
             .build(),
     )
-    .with_table_parquet_options(state.table_options().parquet.clone());
+    .with_table_parquet_options(parquet_options(state, schema, filters));
     if let Some(predicate) = predicate {
         source = source.with_predicate(predicate);
     }
@@ -272,6 +275,40 @@ pub(crate) fn parquet_scan(
         .with_limit(limit)
         .build();
     Ok(DataSourceExec::from_data_source(config))
+}
+
+/// The session's Parquet options for a scan with `filters`: bloom filters
+/// are read only when a filter names a dedicated string column (the
+/// columns the writer gives them). Each is a read per row group, which a
+/// trace lookup's `trace_id` condition would otherwise spend on the
+/// filters that files written before 2026-12-06 have on `trace_id`, and
+/// which never skip a row group the trace index and the sorted
+/// `trace_key` have not skipped already.
+fn parquet_options(
+    state: &dyn Session,
+    schema: &SchemaRef,
+    filters: &[Expr],
+) -> TableParquetOptions {
+    let mut options = state.table_options().parquet.clone();
+    if options.global.bloom_filter_on_read {
+        let dedicated: HashSet<&str> = match Layout::of_schema(schema) {
+            Ok(layout) => layout
+                .span()
+                .columns
+                .iter()
+                .chain(&layout.resource().columns)
+                .filter(|d| !d.int)
+                .map(|d| d.column)
+                .collect(),
+            Err(_) => HashSet::new(),
+        };
+        options.global.bloom_filter_on_read = filters.iter().any(|f| {
+            f.column_refs()
+                .iter()
+                .any(|c| dedicated.contains(c.name.as_str()))
+        });
+    }
+    options
 }
 
 /// `source` reading footers and page indexes through the runtime's
