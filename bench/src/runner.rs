@@ -761,8 +761,8 @@ async fn query_suite(
         .await?;
     let p99_ms = (p99[0]["p"].as_f64().unwrap_or(1e6) / 1e6).max(1.0) as u64;
     let pick = |rows: &[Value], i: usize| rows[i % rows.len().max(1)].clone();
-    if ops.is_empty() || tables.is_empty() || paths.is_empty() {
-        bail!("the store has no server spans or database spans in its last hour");
+    if ops.is_empty() || tables.is_empty() {
+        bail!("the store has no server spans or database spans");
     }
 
     for i in 0..n {
@@ -774,11 +774,7 @@ async fn query_suite(
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let path_value = pick(&paths, i)["v"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let cases: [(&'static str, &str, Query); 5] = [
+        let mut cases: Vec<(&'static str, &str, Query)> = vec![
             (
                 "search service+operation+minDuration, last hour",
                 "/api/v1/search",
@@ -794,14 +790,6 @@ async fn query_suite(
                 "/api/v1/search",
                 vec![
                     ("attr", format!("db.collection.name={table}")),
-                    ("limit", "20".into()),
-                ],
-            ),
-            (
-                "search attribute, one request's url.path, last hour",
-                "/api/v1/search",
-                vec![
-                    ("attr", format!("url.path={path_value}")),
                     ("limit", "20".into()),
                 ],
             ),
@@ -823,6 +811,20 @@ async fn query_suite(
                 ],
             ),
         ];
+        // Left out where no path of the last hour is one request's.
+        if let Some(value) = paths.get(i % paths.len().max(1)) {
+            cases.push((
+                "search attribute, one request's url.path, last hour",
+                "/api/v1/search",
+                vec![
+                    (
+                        "attr",
+                        format!("url.path={}", value["v"].as_str().unwrap_or_default()),
+                    ),
+                    ("limit", "20".into()),
+                ],
+            ));
+        }
         for (name, path, mut query) in cases {
             let (start, end) = if name.contains("whole store") {
                 whole

@@ -236,12 +236,17 @@ async fn benchmark_runner_reports_every_figure() {
     assert!(report["ingest_fraction_of_ceiling"].as_f64().unwrap() > 0.0);
     assert!(report["server_peak_rss_bytes"]["end"].as_u64().unwrap() > 0);
     let queries = report["queries"].as_object().unwrap();
-    assert_eq!(queries.len(), 6, "{queries:?}");
+    assert_eq!(queries.len(), 7, "{queries:?}");
     for (name, q) in queries {
         assert_eq!(q["runs"], 3, "{name}");
         assert!(q["median_ms"].as_f64().unwrap() > 0.0, "{name}");
     }
     assert!(queries["trace by id"]["spans_per_trace"].as_f64().unwrap() >= 5.0);
+    // A path one request of the last hour had: its one trace, every time.
+    assert_eq!(
+        queries["search attribute, one request's url.path, last hour"]["results_per_query"], 1.0,
+        "{report}"
+    );
     for name in [
         "search attribute only, last hour",
         "search minDuration only, whole store",
