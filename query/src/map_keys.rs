@@ -342,6 +342,46 @@ mod tests {
         }
     }
 
+    /// A `coalesce` of both maps and a default, as the optimizer writes it:
+    /// each map a file lacks leaves the `CASE`, the default stays; a `CASE`
+    /// whose value is not what it tests is left to DataFusion.
+    #[test]
+    fn a_coalesce_as_case_keeps_what_is_not_null() {
+        let schema = schema();
+        let resource_route = get_field(col(KEYED_MAPS[1].0), "http.route");
+        let condition =
+            simplified(coalesce(vec![route(), resource_route, lit("none")]).eq(lit("none")));
+        let found = lookups([&condition]);
+        assert_eq!(found.len(), 2, "{condition}");
+        // Neither map has the key: the default alone, which holds.
+        let neither = without(condition.clone(), &found, &schema).unwrap();
+        assert!(keeps_all(&neither), "{neither}");
+        // The span map lacks it: the resource map's value, else the default.
+        let span: Vec<Lookup> = found.iter().filter(|l| l.map == 0).cloned().collect();
+        let resource_only = without(condition.clone(), &span, &schema).unwrap();
+        let columns: Vec<String> = resource_only
+            .column_refs()
+            .into_iter()
+            .map(|c| c.name.clone())
+            .collect();
+        assert_eq!(columns, [KEYED_MAPS[1].0], "{resource_only}");
+        assert!(
+            resource_only.to_string().contains("none"),
+            "{resource_only}"
+        );
+        let not_coalesce = Case::new(
+            None,
+            vec![(Box::new(route().is_not_null()), Box::new(lit("x")))],
+            None,
+        );
+        assert!(!is_coalesce(&not_coalesce));
+        assert!(!is_coalesce(&Case::new(
+            None,
+            Vec::new(),
+            Some(Box::new(lit("x")))
+        )));
+    }
+
     #[test]
     fn a_key_no_file_has_keeps_nothing_there() {
         let schema = schema();
