@@ -183,10 +183,10 @@ impl QueryEngine {
             .execution
             .parquet
             .schema_force_view_types = false;
-        // Bloom filters are read where a condition names a column that has
-        // them (`scan::parquet_options`): the writer puts them on the
-        // dedicated string columns, where an equality on a rare value skips
-        // row groups that statistics cannot.
+        // Bloom filters are read on local disk where a condition names a
+        // column that has them (`scan::parquet_options`): the writer puts
+        // them on the dedicated string columns, where an equality on a rare
+        // value skips row groups that statistics cannot.
         session.options_mut().execution.parquet.bloom_filter_on_read = true;
         let ctx = SessionContext::new_with_config_rt(session, Arc::clone(&runtime));
         let spans = Arc::new(SpansTable::new(

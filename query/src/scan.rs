@@ -264,7 +264,7 @@ pub(crate) fn parquet_scan(
             .with_table_partition_cols(partition_fields)
             .build(),
     )
-    .with_table_parquet_options(parquet_options(state, schema, filters));
+    .with_table_parquet_options(parquet_options(state, &store, schema, filters));
     if let Some(predicate) = predicate {
         source = source.with_predicate(predicate);
     }
@@ -277,19 +277,26 @@ pub(crate) fn parquet_scan(
     Ok(DataSourceExec::from_data_source(config))
 }
 
-/// The session's Parquet options for a scan with `filters`: bloom filters
-/// are read only when a filter names a dedicated string column (the
-/// columns the writer gives them). Each is a read per row group, which a
-/// trace lookup's `trace_id` condition would otherwise spend on the
-/// filters that files written before 2026-12-06 have on `trace_id`, and
-/// which never skip a row group the trace index and the sorted
-/// `trace_key` have not skipped already.
+/// The session's Parquet options for a scan of the store `store` with
+/// `filters`. Bloom filters are read only on local disk, and only when a
+/// filter names a dedicated string column (the columns the writer gives
+/// them): DataFusion reads each row group's filter with a request of its
+/// own, one after the other, which on an object store cost more than the
+/// row groups they skip (BENCHMARKS.md, "Bloom filters on dedicated
+/// columns"), and which a trace lookup's `trace_id` condition would spend
+/// on the filters files written before 2026-12-06 have on `trace_id`,
+/// never skipping a row group the trace index and the sorted `trace_key`
+/// have not skipped already.
 fn parquet_options(
     state: &dyn Session,
+    store: &ObjectStoreUrl,
     schema: &SchemaRef,
     filters: &[Expr],
 ) -> TableParquetOptions {
     let mut options = state.table_options().parquet.clone();
+    if !store.as_str().starts_with("file:") {
+        options.global.bloom_filter_on_read = false;
+    }
     if options.global.bloom_filter_on_read {
         let dedicated: HashSet<&str> = match Layout::of_schema(schema) {
             Ok(layout) => layout
@@ -526,6 +533,35 @@ mod tests {
         assert_eq!(kept(col(START_TIME_UNIX_NANO).gt_eq(lit(hour + 150))), 2);
         assert_eq!(kept(col(START_TIME_UNIX_NANO).lt(lit(hour + 150))), 2);
         assert_eq!(kept(col(TRACE_KEY).is_null()), 3);
+    }
+
+    /// Bloom filters are read on local disk for a condition on a column
+    /// that has them; not for other columns, not on an object store.
+    #[test]
+    fn bloom_filters_are_read_for_dedicated_columns_on_local_disk() {
+        use datafusion::prelude::{SessionContext, col, lit};
+        let mut config = datafusion::prelude::SessionConfig::new();
+        config.options_mut().execution.parquet.bloom_filter_on_read = true;
+        let state = SessionContext::new_with_config(config).state();
+        let schema = tracelake_schema::spans::spans_schema();
+        let reads = |store: &str, filter: Expr| {
+            parquet_options(
+                &state,
+                &ObjectStoreUrl::parse(store).unwrap(),
+                &schema,
+                &[filter],
+            )
+            .global
+            .bloom_filter_on_read
+        };
+        let path = col("url_path").eq(lit("/a/1"));
+        assert!(reads("file://", path.clone()));
+        assert!(!reads("s3://bucket", path));
+        assert!(!reads("file://", col("trace_id").eq(lit(vec![1u8; 16]))));
+        assert!(!reads(
+            "file://",
+            col("http_response_status_code").eq(lit(200i64))
+        ));
     }
 
     #[test]
