@@ -462,6 +462,7 @@ fn value_lookups(path: &str, meta: &ArrowReaderMetadata, column: &str, size: u64
         })
         .collect();
     let mut times = Vec::new();
+    assert!(!values.is_empty(), "no value of {column} to look up");
     let (mut groups, mut matches) = (0, 0);
     for _ in 0..5 {
         for value in &values {
