@@ -10,12 +10,13 @@
 //!   statistics of `trace_key` narrow lookups to a file, a row group and a
 //!   page.
 //! - zstd compression, dictionary encoding (except the high-cardinality id
-//!   and time columns), page-level statistics and page index. Bloom
-//!   filters on the dedicated string columns (equality searches on rare
-//!   values), none on `trace_id`: a lookup by trace id reads only files the trace index says
-//!   hold the trace's key, and there the sorted `trace_key` gives the one
-//!   row group and page, so a `trace_id` filter (written until 2026-12-06)
-//!   never skipped a row group and cost every SQL lookup its reads.
+//!   and time columns), page-level statistics and page index.
+//! - Bloom filters on the dedicated string columns (equality searches on
+//!   rare values), none on `trace_id`: a lookup by trace id reads only
+//!   files the trace index says hold the trace's key, and there the sorted
+//!   `trace_key` gives the one row group and page, so a `trace_id` filter
+//!   (written until 2026-12-06) never skipped a row group and cost every
+//!   SQL lookup its reads.
 //! - Key-value metadata `tracelake.schema.version`.
 //!
 //! The `Add` action carries Delta statistics (row count, min/max/null counts)
