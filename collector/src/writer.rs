@@ -148,16 +148,11 @@ pub fn writer_properties(
     // bytes/span, lookups of a rare value 15-24 ms -> 1.4-2.7 ms;
     // BENCHMARKS.md, "Bloom filters on dedicated columns").
     if let Ok(layout) = Layout::of_schema(schema) {
-        for dedicated in layout
-            .span()
-            .columns
-            .iter()
-            .chain(&layout.resource().columns)
-        {
-            if dedicated.int || schema.field_with_name(dedicated.column).is_err() {
+        for name in layout.text_columns() {
+            if schema.field_with_name(name).is_err() {
                 continue;
             }
-            let column = ColumnPath::from(dedicated.column);
+            let column = ColumnPath::from(name);
             props = props
                 .set_column_bloom_filter_enabled(column.clone(), true)
                 .set_column_bloom_filter_fpp(column.clone(), BLOOM_FILTER_FPP)

@@ -300,6 +300,14 @@ mod tests {
         coalesce(vec![cast(col("http_route"), DataType::Utf8), route()]).eq(lit("/a"))
     }
 
+    /// The names of the columns `expr` reads.
+    fn columns(expr: &Expr) -> Vec<String> {
+        expr.column_refs()
+            .into_iter()
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
     /// `condition` as the table gets it: simplified by DataFusion's
     /// optimizer, which makes each `coalesce` a `CASE`.
     fn simplified(condition: Expr) -> Expr {
@@ -325,12 +333,7 @@ mod tests {
             let found = lookups([&condition]);
             assert_eq!(found.len(), lookups_made, "{condition}");
             let clean = without(condition.clone(), &found, &schema).unwrap();
-            let columns: Vec<String> = clean
-                .column_refs()
-                .into_iter()
-                .map(|c| c.name.clone())
-                .collect();
-            assert_eq!(columns, ["http_route"], "{clean}");
+            assert_eq!(columns(&clean), ["http_route"], "{clean}");
             // A plain comparison of the column, which statistics and bloom
             // filters prune by: no cast, no coalesce or `CASE` left.
             assert!(
@@ -359,12 +362,11 @@ mod tests {
         // The span map lacks it: the resource map's value, else the default.
         let span: Vec<Lookup> = found.iter().filter(|l| l.map == 0).cloned().collect();
         let resource_only = without(condition.clone(), &span, &schema).unwrap();
-        let columns: Vec<String> = resource_only
-            .column_refs()
-            .into_iter()
-            .map(|c| c.name.clone())
-            .collect();
-        assert_eq!(columns, [KEYED_MAPS[1].0], "{resource_only}");
+        assert_eq!(
+            columns(&resource_only),
+            [KEYED_MAPS[1].0],
+            "{resource_only}"
+        );
         assert!(
             resource_only.to_string().contains("none"),
             "{resource_only}"

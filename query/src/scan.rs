@@ -299,14 +299,7 @@ fn parquet_options(
     }
     if options.global.bloom_filter_on_read {
         let dedicated: HashSet<&str> = match Layout::of_schema(schema) {
-            Ok(layout) => layout
-                .span()
-                .columns
-                .iter()
-                .chain(&layout.resource().columns)
-                .filter(|d| !d.int)
-                .map(|d| d.column)
-                .collect(),
+            Ok(layout) => layout.text_columns().collect(),
             Err(_) => HashSet::new(),
         };
         options.global.bloom_filter_on_read = filters.iter().any(|f| {

@@ -382,6 +382,17 @@ impl Layout {
         &self.resource
     }
 
+    /// The names of the dedicated string columns of both sets (those the
+    /// writer gives bloom filters).
+    pub fn text_columns(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.span
+            .columns
+            .iter()
+            .chain(&self.resource.columns)
+            .filter(|d| !d.int)
+            .map(|d| d.column)
+    }
+
     /// The stored schema (the Delta table's and the buffered rows'),
     /// partition columns last.
     pub fn schema(&self) -> &SchemaRef {
