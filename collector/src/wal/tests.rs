@@ -156,3 +156,90 @@ async fn reopening_after_a_full_release_reuses_the_empty_segment() {
     let (_, replayed) = open(dir.path(), 1, 1 << 20);
     assert_eq!(values(&replayed), vec![(2, vec![2])]);
 }
+
+/// Spans whose dedicated columns are partly set: `http.route` on every
+/// span of the first record, on none of the second.
+fn spans(with_route: bool, count: usize) -> RecordBatch {
+    use tracelake_schema::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use tracelake_schema::opentelemetry_proto::tonic::trace::v1::Span;
+    let spans = (0..count)
+        .map(|i| Span {
+            trace_id: vec![7; 16],
+            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+            name: format!("op {i}"),
+            start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+            end_time_unix_nano: 1_700_000_000_000_001_000 + i as u64,
+            attributes: with_route
+                .then(|| KeyValue {
+                    key: "http.route".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(format!("/r/{i}"))),
+                    }),
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    crate::test_spans::batch(spans)
+}
+
+#[tokio::test]
+async fn columns_null_in_every_row_are_left_out_and_replay_as_nulls() {
+    let layout = tracelake_schema::layout::Layout::standard();
+    let with_route = spans(true, 300);
+    let without = spans(false, 200);
+    let null_columns = |b: &RecordBatch| {
+        b.columns()
+            .iter()
+            .filter(|c| c.null_count() == c.len())
+            .count()
+    };
+    assert!(null_columns(&without) > null_columns(&with_route));
+    assert!(
+        null_columns(&with_route) > 20,
+        "most dedicated columns are empty"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let (wal, _) = Wal::open(
+        dir.path(),
+        0,
+        1 << 30,
+        Arc::clone(&metrics),
+        Default::default(),
+    )
+    .unwrap();
+    // Each record has the columns it sets: http_route in the first only.
+    wal.append(&with_route, |_| ()).unwrap();
+    let (last, ()) = wal.append(&without, |_| ()).unwrap();
+    wal.synced(last).await.unwrap();
+    wal.close();
+    drop(wal);
+
+    // Every column encoded would take far more.
+    let mut full = Vec::new();
+    for b in [&with_route, &without] {
+        let mut w = StreamWriter::try_new(&mut full, &b.schema()).unwrap();
+        w.write(b).unwrap();
+        w.finish().unwrap();
+    }
+    let written = metrics.wal_bytes.get();
+    assert!(
+        written * 2 < full.len() as u64,
+        "{written} bytes written, {} with every column",
+        full.len()
+    );
+
+    let (_, replayed) = open(dir.path(), 0, 1 << 20);
+    assert_eq!(replayed.len(), 2);
+    assert!(replayed[0].batch.column_by_name("http_route").is_some());
+    assert!(replayed[1].batch.column_by_name("http_route").is_none());
+    for (record, original) in replayed.iter().zip([&with_route, &without]) {
+        let conformed =
+            tracelake_schema::layout::Layout::conform(&record.batch, layout.schema()).unwrap();
+        assert_eq!(&conformed, original);
+    }
+}
