@@ -9,7 +9,6 @@ use arrow::datatypes::Int64Type;
 
 use crate::analysis::Span;
 use crate::engine::{QueryEngine, QueryError};
-use crate::sql::{Sql, binary};
 use tracelake_protocols::params::TimeRange;
 
 /// Columns [`group_by_trace`] reads, in order.
@@ -104,22 +103,15 @@ pub fn group_by_trace(batches: &[RecordBatch]) -> Result<Vec<(TraceId, Vec<Span>
     Ok(out)
 }
 
-/// The spans of `traces` starting within `range`.
+/// The spans of `traces` starting within `range`, read as a trace by id
+/// is ([`crate::trace::fetch_columns`]), [`COLUMNS`] only.
 pub async fn traces(
     engine: &QueryEngine,
     ids: &[TraceId],
     range: TimeRange,
 ) -> Result<Vec<(TraceId, Vec<Span>)>, QueryError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let list: Vec<String> = ids.iter().map(|id| binary(id)).collect();
-    let sql = format!(
-        "SELECT {COLUMNS} FROM spans WHERE {} AND trace_id IN ({})",
-        range.sql(),
-        list.join(", ")
-    );
-    let batches = engine.internal_sql(&sql, MAX_SPANS).await?;
+    let columns: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
+    let batches = crate::trace::fetch_columns(engine, ids, Some(range), Some(&columns)).await?;
     group_by_trace(&batches)
 }
 

@@ -22,7 +22,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{BinaryArray, RecordBatch, Scalar};
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -335,50 +335,88 @@ impl SpansTable {
         Ok((Some(files), live))
     }
 
-    /// Every span of `trace_id`, in the spans schema, without a query plan:
-    /// the committed rows straight from the files the trace index names
-    /// (the table's latest version, read after the live rows were taken, as
-    /// every scan is), then the live rows not in it.
-    pub async fn trace_spans(&self, trace_id: &[u8; 16]) -> Result<Vec<RecordBatch>> {
+    /// Every span of `trace_ids` (of those starting within `range`, when
+    /// given), with `columns` of the spans schema (all when `None`), without
+    /// a query plan: the committed rows straight from the files the trace
+    /// index names (the table's latest version, read after the live rows
+    /// were taken, as every scan is), then the live rows not in it.
+    pub async fn traces_spans(
+        &self,
+        trace_ids: &[[u8; 16]],
+        range: Option<(i64, i64)>,
+        columns: Option<&[&str]>,
+    ) -> Result<Vec<RecordBatch>> {
+        if trace_ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let live = match &self.live {
-            Some(live) => live.snapshot(Some(trace_id)).await,
+            // One trace: a node asked may send only its rows.
+            Some(live) => {
+                live.snapshot(trace_ids.first().filter(|_| trace_ids.len() == 1))
+                    .await
+            }
             None => Vec::new(),
+        };
+        let schema = Arc::clone(self.layout().schema());
+        let wanted = match columns {
+            Some(columns) => {
+                let indices = columns
+                    .iter()
+                    .map(|c| schema.index_of(c))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                Arc::new(schema.project(&indices)?)
+            }
+            None => Arc::clone(&schema),
         };
         let mut out = Vec::new();
         let live = {
             let mut guard = self.delta.lock().await;
             match self.load(&mut guard).await? {
                 Some(table) => {
-                    let holders = self.index.holders(table, trace_key(trace_id)).await?;
+                    let holders = self.index.holders(table, trace_ids, range).await?;
                     let store = table.log_store().object_store(None);
-                    let schema = Arc::clone(self.layout().schema());
-                    for holder in &holders {
-                        out.extend(
-                            self.index
-                                .read_trace(&store, holder, trace_id, &schema)
-                                .await?,
-                        );
+                    for (holder, ids) in &holders {
+                        out.extend(self.index.read_traces(&store, holder, ids, &wanted).await?);
                     }
                     self.live_rows(Some(table), live, &schema).await?
                 }
-                None => {
-                    let schema = Arc::clone(self.layout().schema());
-                    self.live_rows(None, live, &schema).await?
-                }
+                None => self.live_rows(None, live, &schema).await?,
             }
         };
-        let wanted = Scalar::new(BinaryArray::from(vec![trace_id.as_slice()]));
         for batch in &live {
             let ids = batch.column_by_name(TRACE_ID).ok_or_else(|| {
                 DataFusionError::Internal("buffered rows without trace_id".into())
             })?;
-            let mask = arrow::compute::kernels::cmp::eq(ids, &wanted)?;
+            let mask = crate::trace_index::one_of(ids, trace_ids)?;
             if mask.true_count() > 0 {
-                out.push(arrow::compute::filter_record_batch(batch, &mask)?);
+                let rows = arrow::compute::filter_record_batch(batch, &mask)?;
+                out.push(Layout::conform(&rows, &wanted)?);
             }
         }
-        Ok(out)
+        match range {
+            Some((start, end)) => out
+                .iter()
+                .map(|batch| within(batch, start, end))
+                .filter(|b| !matches!(b, Ok(b) if b.num_rows() == 0))
+                .collect(),
+            None => Ok(out),
+        }
     }
+}
+
+/// The rows of `batch` whose `start_time_unix_nano` is in `start..end`.
+fn within(batch: &RecordBatch, start: i64, end: i64) -> Result<RecordBatch> {
+    let starts = batch.column_by_name(START_TIME_UNIX_NANO).ok_or_else(|| {
+        DataFusionError::Internal(format!(
+            "a time range needs {START_TIME_UNIX_NANO} among the columns read"
+        ))
+    })?;
+    let starts = starts.as_primitive::<arrow::datatypes::Int64Type>();
+    let mask: arrow::array::BooleanArray = starts
+        .iter()
+        .map(|t| Some(t.is_some_and(|t| start <= t && t < end)))
+        .collect();
+    Ok(arrow::compute::filter_record_batch(batch, &mask)?)
 }
 
 #[async_trait]

@@ -43,32 +43,58 @@ pub fn parse_trace_id(hex_id: &str) -> Result<[u8; 16], InvalidTraceId> {
     Ok(out)
 }
 
-/// All spans of a trace, in the canonical spans schema: read directly from
-/// the files the trace index names ([`crate::table::SpansTable::trace_spans`]),
-/// or, should that fail, through a query.
+/// All spans of a trace, in the canonical spans schema ([`fetch_many`]).
 pub async fn fetch(
     engine: &QueryEngine,
     trace_id: &[u8; 16],
 ) -> Result<Vec<RecordBatch>, QueryError> {
+    fetch_many(engine, &[*trace_id], None).await
+}
+
+/// All spans of several traces (starting within `range` when given), in
+/// the canonical spans schema ([`fetch_columns`]).
+pub async fn fetch_many(
+    engine: &QueryEngine,
+    trace_ids: &[[u8; 16]],
+    range: Option<TimeRange>,
+) -> Result<Vec<RecordBatch>, QueryError> {
+    fetch_columns(engine, trace_ids, range, None).await
+}
+
+/// `columns` (all stored columns when `None`) of the spans of
+/// `trace_ids` (starting within `range` when given): read directly from
+/// the files the trace index names
+/// ([`crate::table::SpansTable::traces_spans`]), or, should that fail,
+/// through a query. At most [`MAX_TRACE_SPANS`] spans a trace.
+pub async fn fetch_columns(
+    engine: &QueryEngine,
+    trace_ids: &[[u8; 16]],
+    range: Option<TimeRange>,
+    columns: Option<&[&str]>,
+) -> Result<Vec<RecordBatch>, QueryError> {
+    if trace_ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let direct = async {
         engine
             .spans()
-            .trace_spans(trace_id)
+            .traces_spans(trace_ids, range.map(|r| (r.start, r.end)), columns)
             .await
             .map_err(|e| QueryError::Internal(format!("direct trace read failed: {e}")))
     };
+    let most = MAX_TRACE_SPANS.saturating_mul(trace_ids.len());
     match engine.scope().bound(direct).await {
         Ok(batches) => {
             let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            if rows > MAX_TRACE_SPANS {
-                return Err(QueryError::TooManyRows(MAX_TRACE_SPANS));
+            if rows > most {
+                return Err(QueryError::TooManyRows(most));
             }
             Ok(batches)
         }
         Err(error) if !falls_back(&error, cfg!(debug_assertions)) => Err(error),
         Err(error) => {
             tracing::warn!(%error, "querying instead");
-            fetch_by_query(engine, trace_id).await
+            fetch_by_query(engine, trace_ids, range, columns, most).await
         }
     }
 }
@@ -80,49 +106,17 @@ fn falls_back(error: &QueryError, debug: bool) -> bool {
     !debug && !matches!(error, QueryError::Timeout(_) | QueryError::Cancelled)
 }
 
-/// All spans of a trace through a query plan (the fallback of [`fetch`]).
+/// What [`fetch_columns`] reads, through a query plan (its fallback).
 async fn fetch_by_query(
     engine: &QueryEngine,
-    trace_id: &[u8; 16],
+    trace_ids: &[[u8; 16]],
+    range: Option<TimeRange>,
+    columns: Option<&[&str]>,
+    most: usize,
 ) -> Result<Vec<RecordBatch>, QueryError> {
     // Taken before the table is: its layout is this one or a later one
     // (layouts only grow), which has every column this one names.
     let layout = engine.spans().layout();
-    let df = engine
-        .context()
-        .table(SPANS)
-        .await?
-        .filter(col(TRACE_ID).eq(lit(ScalarValue::Binary(Some(trace_id.to_vec())))))?
-        // The stored columns, as the direct read returns them.
-        .select_columns(&stored_columns(&layout))?;
-    let df = crate::engine::plain_strings(df)?;
-    // A trace may be larger than an SQL result may be.
-    let (_, batches) = engine.collect_at_most(df, MAX_TRACE_SPANS).await?;
-    Ok(batches)
-}
-
-/// The stored columns' names (SQL's `spans` adds `start_time`).
-fn stored_columns(layout: &tracelake_schema::layout::Layout) -> Vec<&str> {
-    layout
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect()
-}
-
-/// Most spans a trace-by-id answer holds.
-pub const MAX_TRACE_SPANS: usize = 1_000_000;
-
-/// All spans of several traces (starting within `range` when given).
-pub async fn fetch_many(
-    engine: &QueryEngine,
-    trace_ids: &[[u8; 16]],
-    range: Option<TimeRange>,
-) -> Result<Vec<RecordBatch>, QueryError> {
-    if trace_ids.is_empty() {
-        return Ok(Vec::new());
-    }
     let ids = trace_ids
         .iter()
         .map(|id| lit(ScalarValue::Binary(Some(id.to_vec()))))
@@ -139,9 +133,26 @@ pub async fn fetch_many(
                 .and(col(START_TIME_UNIX_NANO).lt(lit(r.end))),
         )?;
     }
-    let (_, batches) = engine.collect(crate::engine::plain_strings(df)?).await?;
+    // The stored columns, as the direct read returns them.
+    let df = df.select_columns(&columns.map_or_else(|| stored_columns(&layout), <[_]>::to_vec))?;
+    let df = crate::engine::plain_strings(df)?;
+    // A trace may be larger than an SQL result may be.
+    let (_, batches) = engine.collect_at_most(df, most).await?;
     Ok(batches)
 }
+
+/// The stored columns' names (SQL's `spans` adds `start_time`).
+fn stored_columns(layout: &tracelake_schema::layout::Layout) -> Vec<&str> {
+    layout
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect()
+}
+
+/// Most spans a trace-by-id answer holds.
+pub const MAX_TRACE_SPANS: usize = 1_000_000;
 
 /// A trace's rows with its tree and breakdown, ready to be written out.
 struct Assembly<'a> {
@@ -471,13 +482,50 @@ mod tests {
     async fn the_fallback_query_reads_what_the_direct_read_reads() {
         let f = crate::testing::fixture();
         let id = parse_trace_id(crate::testing::TRACE).unwrap();
-        let direct = f.engine.spans().trace_spans(&id).await.unwrap();
-        let queried = fetch_by_query(&f.engine, &id).await.unwrap();
+        let direct = f
+            .engine
+            .spans()
+            .traces_spans(&[id], None, None)
+            .await
+            .unwrap();
+        let queried = fetch_by_query(&f.engine, &[id], None, None, 10)
+            .await
+            .unwrap();
         assert_eq!(span_ids(&direct), span_ids(&queried));
         assert_eq!(span_ids(&queried).len(), 3);
         assert_eq!(direct[0].schema(), queried[0].schema());
-        let none = fetch_by_query(&f.engine, &[9; 16]).await.unwrap();
+        let none = fetch_by_query(&f.engine, &[[9; 16]], None, None, 10)
+            .await
+            .unwrap();
         assert!(span_ids(&none).is_empty());
+        // Some columns, within a range or not.
+        let columns = ["span_id", "start_time_unix_nano", "service_name"];
+        for (range, spans) in [((0, i64::MAX), 3), ((0, 1), 0)] {
+            let time = TimeRange {
+                start: range.0,
+                end: range.1,
+            };
+            let direct = f
+                .engine
+                .spans()
+                .traces_spans(&[id, [9; 16]], Some(range), Some(&columns))
+                .await
+                .unwrap();
+            let queried = fetch_by_query(&f.engine, &[id, [9; 16]], Some(time), Some(&columns), 10)
+                .await
+                .unwrap();
+            assert_eq!(span_ids(&direct), span_ids(&queried));
+            assert_eq!(span_ids(&direct).len(), spans);
+            for b in direct.iter().chain(&queried) {
+                let names: Vec<&str> = b
+                    .schema_ref()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect();
+                assert_eq!(names, columns);
+            }
+        }
     }
 
     #[test]

@@ -4,11 +4,11 @@
 //! ranges — however many hours the table keeps.
 //!
 //! Two uses: SQL and the APIs' queries scan only those files
-//! ([`TraceIndex::files_holding`]); trace by id skips query planning
-//! altogether ([`TraceIndex::holders`] names the files, and
-//! [`TraceIndex::read_trace`] reads from each only the row groups and pages
-//! whose key range holds the trace, decoding the other columns only for the
-//! rows whose `trace_id` matches).
+//! ([`TraceIndex::files_holding`]); trace by id, and the spans of the traces
+//! a search found, skip query planning altogether ([`TraceIndex::holders`]
+//! names the files, and [`TraceIndex::read_traces`] reads from each only the
+//! row groups and pages whose key range holds one of the traces, decoding
+//! the other columns only for the rows whose `trace_id` is one of them).
 //!
 //! Data files never change, so the index is a cache: each file's distinct
 //! `trace_key`s (8 bytes per trace; the column is tiny, its values repeat
@@ -33,7 +33,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, Date32Array, Int32Array, RecordBatch, Scalar,
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Date32Array, Int32Array, RecordBatch,
+    Scalar,
 };
 use arrow::datatypes::{Int64Type, SchemaRef};
 use bytes::Bytes;
@@ -87,6 +88,14 @@ struct IndexedFile {
 }
 
 impl IndexedFile {
+    /// Whether the file's hour overlaps `start..end` (nanoseconds).
+    fn touches(&self, (start, end): (i64, i64)) -> bool {
+        const HOUR_NS: i64 = 3_600_000_000_000;
+        let (date, hour) = self.partition;
+        let from = (i64::from(date) * 24 + i64::from(hour)) * HOUR_NS;
+        from < end && start < from + HOUR_NS
+    }
+
     fn new(size: u64, partition: Partition, keys: Arc<[i64]>) -> Self {
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Self {
@@ -99,6 +108,7 @@ impl IndexedFile {
 }
 
 /// A data file that holds a trace key.
+#[derive(Clone)]
 pub struct Holder {
     path: String,
     file: Arc<IndexedFile>,
@@ -221,29 +231,45 @@ impl TraceIndex {
             .collect())
     }
 
-    /// The files of `table` holding `key`.
-    pub async fn holders(&self, table: &DeltaTable, key: i64) -> Result<Vec<Holder>> {
+    /// The files of `table` holding one of `trace_ids`, each with those it
+    /// holds; with `range` (nanoseconds), only files of the hours it
+    /// touches.
+    pub async fn holders(
+        &self,
+        table: &DeltaTable,
+        trace_ids: &[[u8; 16]],
+        range: Option<(i64, i64)>,
+    ) -> Result<Vec<(Holder, Vec<[u8; 16]>)>> {
+        let keys: Vec<i64> = trace_ids.iter().map(|id| trace_key(id)).collect();
         Ok(self
             .refresh(table)
             .await?
             .into_iter()
-            .filter(|(_, f)| f.keys.binary_search(&key).is_ok())
-            .map(|(path, file)| Holder { path, file })
+            .filter(|(_, f)| range.is_none_or(|r| f.touches(r)))
+            .filter_map(|(path, file)| {
+                let ids: Vec<[u8; 16]> = trace_ids
+                    .iter()
+                    .zip(&keys)
+                    .filter(|(_, key)| file.keys.binary_search(key).is_ok())
+                    .map(|(id, _)| *id)
+                    .collect();
+                (!ids.is_empty()).then_some((Holder { path, file }, ids))
+            })
             .collect())
     }
 
-    /// The rows of `trace_id` in `holder`, in the spans schema: only the row
-    /// groups and pages whose `trace_key` range holds the key are read, and
-    /// of those only the rows whose `trace_id` matches are decoded beyond
-    /// that column.
-    pub async fn read_trace(
-        &self,
+    /// The rows of `trace_ids` in `holder`, with `schema`'s columns (the
+    /// spans schema or some of its columns, by name): only the row groups
+    /// and pages whose `trace_key` range holds one of the keys are read,
+    /// and of those only the rows whose `trace_id` is one of `trace_ids`
+    /// are decoded beyond that column.
+    pub async fn read_traces(
+        self: &Arc<Self>,
         store: &Arc<dyn ObjectStore>,
         holder: &Holder,
-        trace_id: &[u8],
+        trace_ids: &[[u8; 16]],
         schema: &SchemaRef,
     ) -> Result<Vec<RecordBatch>> {
-        let key = trace_key(trace_id);
         let id = holder.file.id;
         let footer = match self.cache.get(id, Part::Footer) {
             Some(footer) => footer,
@@ -258,71 +284,128 @@ impl TraceIndex {
             footer.schema(),
             footer.metadata().file_metadata().schema_descr(),
         )?;
-        let holds = |min: &ArrayRef, max: &ArrayRef, i: usize| {
-            let (min, max) = (
-                min.as_primitive::<Int64Type>(),
-                max.as_primitive::<Int64Type>(),
-            );
-            (min.is_null(i) || min.value(i) <= key) && (max.is_null(i) || key <= max.value(i))
-        };
         let whole = footer.metadata();
         let (mins, maxes) = (
             stats.row_group_mins(whole.row_groups())?,
             stats.row_group_maxes(whole.row_groups())?,
         );
-        let holding: Vec<usize> = (0..whole.num_row_groups())
-            .filter(|&i| holds(&mins, &maxes, i))
+        let wanted: Vec<Wanted> = trace_ids.iter().map(|id| (*id, trace_key(id))).collect();
+        // Row group by row group (a trace is in one, or two where a row
+        // group ends inside it): the page index of a row group is cached
+        // on its own, whichever lookups read it.
+        let mut groups: Vec<(usize, Vec<Wanted>)> = (0..whole.num_row_groups())
+            .map(|row_group| {
+                let here = wanted
+                    .iter()
+                    .filter(|(_, key)| holds(&mins, &maxes, row_group, *key))
+                    .copied()
+                    .collect();
+                (row_group, here)
+            })
+            .filter(|(_, here): &(usize, Vec<_>)| !here.is_empty())
             .collect();
-        if holding.is_empty() {
-            return Ok(Vec::new());
+        let read = |(row_group, here): (usize, Vec<Wanted>)| {
+            Arc::clone(self).read_row_group(
+                Arc::clone(store),
+                holder.clone(),
+                footer.clone(),
+                row_group,
+                here,
+                Arc::clone(schema),
+            )
+        };
+        if groups.len() <= 1 {
+            return match groups.pop() {
+                Some(group) => read(group).await,
+                None => Ok(Vec::new()),
+            };
         }
-        // The file as far as this read goes: the row groups that may hold
-        // the key, with their page index (which the footer's row groups
-        // locate).
-        let mut reader = open(store, &holder.path, holder.file.size)?;
-        let metadata = match self.cache.get(id, Part::RowGroups(holding.clone())) {
+        // Several (a search's page of traces): decoded on the runtime's
+        // threads at once; dropped with the request, the set aborts them.
+        let mut reads = tokio::task::JoinSet::new();
+        for (i, group) in groups.into_iter().enumerate() {
+            let read = read(group);
+            reads.spawn(async move { (i, read.await) });
+        }
+        let mut done = Vec::with_capacity(reads.len());
+        while let Some(joined) = reads.join_next().await {
+            let (i, batches) = joined.map_err(|e| DataFusionError::External(Box::new(e)))?;
+            done.push((i, batches?));
+        }
+        done.sort_by_key(|(i, _)| *i);
+        Ok(done.into_iter().flat_map(|(_, batches)| batches).collect())
+    }
+
+    /// The rows of `wanted` (trace ids and their keys) in one row group of
+    /// `holder`.
+    async fn read_row_group(
+        self: Arc<Self>,
+        store: Arc<dyn ObjectStore>,
+        holder: Holder,
+        footer: ArrowReaderMetadata,
+        row_group: usize,
+        wanted: Vec<Wanted>,
+        schema: SchemaRef,
+    ) -> Result<Vec<RecordBatch>> {
+        let stats = StatisticsConverter::try_new(
+            TRACE_KEY,
+            footer.schema(),
+            footer.metadata().file_metadata().schema_descr(),
+        )?;
+        let id = holder.file.id;
+        let whole = footer.metadata();
+        // The file as far as this read goes: the row group with its page
+        // index (which the footer's row group locates).
+        let mut reader = open(&store, &holder.path, holder.file.size)?;
+        let metadata = match self.cache.get(id, Part::RowGroups(vec![row_group])) {
             Some(metadata) => metadata,
             None => {
-                let row_groups = holding.iter().map(|&i| whole.row_group(i).clone());
-                let mut page_index = ParquetMetaDataReader::new_with_metadata(
-                    ParquetMetaData::new(whole.file_metadata().clone(), row_groups.collect()),
-                )
-                .with_page_index_policy(PageIndexPolicy::Optional);
+                let mut page_index =
+                    ParquetMetaDataReader::new_with_metadata(ParquetMetaData::new(
+                        whole.file_metadata().clone(),
+                        vec![whole.row_group(row_group).clone()],
+                    ))
+                    .with_page_index_policy(PageIndexPolicy::Optional);
                 page_index.load_page_index(&mut reader).await?;
                 let metadata = ArrowReaderMetadata::try_new(
                     Arc::new(page_index.finish()?),
                     ArrowReaderOptions::new().with_schema(Arc::clone(footer.schema())),
                 )?;
                 self.cache
-                    .insert(id, Part::RowGroups(holding), metadata.clone());
+                    .insert(id, Part::RowGroups(vec![row_group]), metadata.clone());
                 metadata
             }
         };
         let parquet = metadata.metadata();
-        let row_groups: Vec<usize> = (0..parquet.num_row_groups()).collect();
-        // Columns null in every row group read (most dedicated attribute
-        // columns, in a file of spans that never set their key) are not
-        // read: their nulls are made here.
+        let row_groups = [0];
+        let rg = parquet.row_group(0);
+        // Of `schema`'s columns, those the file has, less those null in
+        // every row (most dedicated attribute columns, in a file of spans
+        // that never set their key): their nulls are made here.
         let descr = parquet.file_metadata().schema_descr();
         let all_null = |root: usize| {
             (0..descr.num_columns())
                 .filter(|&leaf| descr.get_column_root_idx(leaf) == root)
                 .all(|leaf| {
-                    row_groups.iter().all(|&rg| {
-                        let rg = parquet.row_group(rg);
-                        rg.column(leaf)
-                            .statistics()
-                            .and_then(|s| s.null_count_opt())
-                            .is_some_and(|n| n as i64 == rg.num_rows())
-                    })
+                    rg.column(leaf)
+                        .statistics()
+                        .and_then(|s| s.null_count_opt())
+                        .is_some_and(|n| n as i64 == rg.num_rows())
                 })
         };
-        let read: Vec<usize> = (0..descr.root_schema().get_fields().len())
-            .filter(|&root| !all_null(root))
+        let read: Vec<usize> = descr
+            .root_schema()
+            .get_fields()
+            .iter()
+            .enumerate()
+            .filter(|(root, field)| {
+                schema.field_with_name(field.name()).is_ok() && !all_null(*root)
+            })
+            .map(|(root, _)| root)
             .collect();
         let mut builder =
             ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata.clone())
-                .with_row_groups(row_groups.clone())
+                .with_row_groups(row_groups.to_vec())
                 .with_projection(ProjectionMask::roots(descr, read));
         if let (Some(columns), Some(offsets)) = (parquet.column_index(), parquet.offset_index())
             && let Some(counts) =
@@ -333,7 +416,10 @@ impl TraceIndex {
             let selectors: Vec<RowSelector> = (0..counts.len())
                 .map(|page| {
                     let rows = counts.value(page) as usize;
-                    if holds(&mins, &maxes, page) {
+                    if wanted
+                        .iter()
+                        .any(|(_, key)| holds(&mins, &maxes, page, *key))
+                    {
                         RowSelector::select(rows)
                     } else {
                         RowSelector::skip(rows)
@@ -342,10 +428,10 @@ impl TraceIndex {
                 .collect();
             builder = builder.with_row_selection(RowSelection::from(selectors));
         }
-        let wanted = Scalar::new(BinaryArray::from(vec![trace_id]));
+        let ids: Vec<[u8; 16]> = wanted.iter().map(|(id, _)| *id).collect();
         let id_column = ProjectionMask::columns(builder.parquet_schema(), [TRACE_ID]);
         let filter = ArrowPredicateFn::new(id_column, move |batch: RecordBatch| {
-            arrow::compute::kernels::cmp::eq(batch.column(0), &wanted)
+            one_of(batch.column(0), &ids)
         });
         let mut stream = builder
             .with_row_filter(RowFilter::new(vec![Box::new(filter)]))
@@ -355,21 +441,57 @@ impl TraceIndex {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             let rows = batch.num_rows();
-            let mut columns: Vec<ArrayRef> = schema
+            let columns: Vec<ArrayRef> = schema
                 .fields()
                 .iter()
-                .filter(|f| f.name() != DATE && f.name() != HOUR)
-                .map(|f| match batch.column_by_name(f.name()) {
-                    Some(c) => Arc::clone(c),
-                    None => arrow::array::new_null_array(f.data_type(), rows),
+                .map(|f| match f.name().as_str() {
+                    DATE => Arc::new(Date32Array::from(vec![date; rows])) as ArrayRef,
+                    HOUR => Arc::new(Int32Array::from(vec![hour; rows])),
+                    name => match batch.column_by_name(name) {
+                        Some(c) => Arc::clone(c),
+                        None => arrow::array::new_null_array(f.data_type(), rows),
+                    },
                 })
                 .collect();
-            columns.push(Arc::new(Date32Array::from(vec![date; rows])));
-            columns.push(Arc::new(Int32Array::from(vec![hour; rows])));
-            out.push(RecordBatch::try_new(Arc::clone(schema), columns)?);
+            out.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
         }
         Ok(out)
     }
+}
+
+/// A trace id a read looks for, and its `trace_key`.
+type Wanted = ([u8; 16], i64);
+
+/// Whether row group or page `i` (of `min`'s and `max`'s `trace_key`
+/// statistics) may hold `key`.
+fn holds(min: &ArrayRef, max: &ArrayRef, i: usize, key: i64) -> bool {
+    let (min, max) = (
+        min.as_primitive::<Int64Type>(),
+        max.as_primitive::<Int64Type>(),
+    );
+    (min.is_null(i) || min.value(i) <= key) && (max.is_null(i) || key <= max.value(i))
+}
+
+/// Which rows of `trace_id` (a `trace_id` column) are one of `ids`.
+pub(crate) fn one_of(
+    trace_id: &ArrayRef,
+    ids: &[[u8; 16]],
+) -> std::result::Result<BooleanArray, arrow::error::ArrowError> {
+    if let [id] = ids {
+        let wanted = Scalar::new(BinaryArray::from(vec![id.as_slice()]));
+        return arrow::compute::kernels::cmp::eq(trace_id, &wanted);
+    }
+    let values = trace_id.as_binary_opt::<i32>().ok_or_else(|| {
+        arrow::error::ArrowError::SchemaError(format!(
+            "{TRACE_ID} is {}, not Binary",
+            trace_id.data_type()
+        ))
+    })?;
+    let ids: HashSet<&[u8]> = ids.iter().map(|id| id.as_slice()).collect();
+    Ok(values
+        .iter()
+        .map(|v| Some(v.is_some_and(|v| ids.contains(v))))
+        .collect())
 }
 
 /// The `date`/`hour` partition of a data file, from the log.
@@ -730,9 +852,9 @@ mod tests {
 
     /// The trace id of trace `t` of file `file`: its key (low 8 bytes)
     /// grows with `t`, as in a compacted file.
-    fn trace_id(file: u8, t: usize) -> Vec<u8> {
-        let mut id = vec![file; 8];
-        id.extend_from_slice(&((file as i64) << 32 | t as i64).to_be_bytes());
+    fn trace_id(file: u8, t: usize) -> [u8; 16] {
+        let mut id = [file; 16];
+        id[8..].copy_from_slice(&((file as i64) << 32 | t as i64).to_be_bytes());
         id
     }
 
@@ -750,7 +872,7 @@ mod tests {
     /// pages, uncompressed 64-byte names (so that what a read skips shows
     /// in the bytes it reads).
     fn data_file(file: u8) -> Bytes {
-        let ids: Vec<Vec<u8>> = (0..ROWS)
+        let ids: Vec<[u8; 16]> = (0..ROWS)
             .map(|r| trace_id(file, r / SPANS_PER_TRACE))
             .collect();
         let stored = Arc::new(Schema::new(schema().fields()[..3].to_vec()));
@@ -920,14 +1042,16 @@ mod tests {
     async fn a_lookup_reads_the_pages_holding_its_trace() {
         let (counting, holders, size) = stored(1).await;
         let store: Arc<dyn ObjectStore> = Arc::clone(&counting) as _;
-        let index = TraceIndex::new(Arc::new(MetadataCache::new(DEFAULT_METADATA_BUDGET)));
+        let index = Arc::new(TraceIndex::new(Arc::new(MetadataCache::new(
+            DEFAULT_METADATA_BUDGET,
+        ))));
         let lookup = |t: usize| {
             let (index, store, holder, counting) = (&index, &store, &holders[0], &counting);
             async move {
                 let id = trace_id(0, t);
                 let before = counting.read.load(Ordering::Relaxed);
                 let got = index
-                    .read_trace(store, holder, &id, &schema())
+                    .read_traces(store, holder, &[id], &schema())
                     .await
                     .unwrap();
                 assert_eq!(
@@ -967,10 +1091,55 @@ mod tests {
         // A key the file does not hold (beyond its last row group's range).
         let absent = trace_id(1, 0);
         let got = index
-            .read_trace(&store, &holders[0], &absent, &schema())
+            .read_traces(&store, &holders[0], &[absent], &schema())
             .await
             .unwrap();
         assert_eq!(read(&got, &absent).0, 0);
+    }
+
+    /// One read of several traces, in several row groups and pages and
+    /// one the file lacks, returns each of their spans once and no other,
+    /// with the columns asked for.
+    #[tokio::test]
+    async fn one_read_returns_several_traces_with_the_columns_asked_for() {
+        let (counting, holders, size) = stored(1).await;
+        let store: Arc<dyn ObjectStore> = Arc::clone(&counting) as _;
+        let index = Arc::new(TraceIndex::new(Arc::new(MetadataCache::new(
+            DEFAULT_METADATA_BUDGET,
+        ))));
+        // Two in one page, others in other pages and row groups.
+        let wanted = [3, 4, 100, 200, 511].map(|t| trace_id(0, t));
+        let absent = trace_id(1, 0);
+        let ids: Vec<[u8; 16]> = wanted.iter().copied().chain([absent]).collect();
+        let some = Arc::new(Schema::new(vec![
+            Field::new(HOUR, DataType::Int32, false),
+            Field::new(TRACE_ID, DataType::Binary, false),
+        ]));
+        let got = index
+            .read_traces(&store, &holders[0], &ids, &some)
+            .await
+            .unwrap();
+        let mut counts = std::collections::BTreeMap::new();
+        for b in &got {
+            assert_eq!(b.schema(), some);
+            assert!(
+                b.column(0)
+                    .as_primitive::<arrow::datatypes::Int32Type>()
+                    .values()
+                    .iter()
+                    .all(|&h| h == 5)
+            );
+            for id in b.column(1).as_binary::<i32>().iter() {
+                *counts.entry(id.unwrap().to_vec()).or_insert(0) += 1;
+            }
+        }
+        let expected: std::collections::BTreeMap<Vec<u8>, usize> = wanted
+            .iter()
+            .map(|id| (id.to_vec(), SPANS_PER_TRACE))
+            .collect();
+        assert_eq!(counts, expected);
+        let bytes = counting.read.load(Ordering::Relaxed);
+        assert!(bytes < size / 2, "{bytes} bytes of {size} read");
     }
 
     /// With room for what one lookup reads (a footer and a row group's
@@ -981,21 +1150,21 @@ mod tests {
         let (counting, holders, _) = stored(3).await;
         let store: Arc<dyn ObjectStore> = counting;
         let footer = footer_size(&store, &holders[0]).await;
-        let unbounded = TraceIndex::new(Arc::new(MetadataCache::new(usize::MAX)));
+        let unbounded = Arc::new(TraceIndex::new(Arc::new(MetadataCache::new(usize::MAX))));
         let id = trace_id(0, 7);
         unbounded
-            .read_trace(&store, &holders[0], &id, &schema())
+            .read_traces(&store, &holders[0], &[id], &schema())
             .await
             .unwrap();
         let (parts, one_lookup) = unbounded.cache.held();
         assert_eq!(parts, 2);
         let budget = one_lookup + footer / 2;
-        let index = TraceIndex::new(Arc::new(MetadataCache::new(budget)));
+        let index = Arc::new(TraceIndex::new(Arc::new(MetadataCache::new(budget))));
         for round in 0..2 {
             for (file, holder) in holders.iter().enumerate() {
                 let id = trace_id(file as u8, 7 + 130 * round);
                 let got = index
-                    .read_trace(&store, holder, &id, &schema())
+                    .read_traces(&store, holder, &[id], &schema())
                     .await
                     .unwrap();
                 assert_eq!(read(&got, &id).0, SPANS_PER_TRACE);
