@@ -65,7 +65,8 @@ pub async fn fetch_many(
 /// `trace_ids` (starting within `range` when given): read directly from
 /// the files the trace index names
 /// ([`crate::table::SpansTable::traces_spans`]), or, should that fail,
-/// through a query. At most [`MAX_TRACE_SPANS`] spans a trace.
+/// through a query. At most [`MAX_TRACE_SPANS`] spans for one trace,
+/// [`crate::fetch::MAX_SPANS`] for several (a search's page).
 pub async fn fetch_columns(
     engine: &QueryEngine,
     trace_ids: &[[u8; 16]],
@@ -82,7 +83,10 @@ pub async fn fetch_columns(
             .await
             .map_err(|e| QueryError::Internal(format!("direct trace read failed: {e}")))
     };
-    let most = MAX_TRACE_SPANS.saturating_mul(trace_ids.len());
+    let most = match trace_ids.len() {
+        1 => MAX_TRACE_SPANS,
+        _ => crate::fetch::MAX_SPANS,
+    };
     match engine.scope().bound(direct).await {
         Ok(batches) => {
             let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
