@@ -111,7 +111,8 @@ pub async fn traces(
     range: TimeRange,
 ) -> Result<Vec<(TraceId, Vec<Span>)>, QueryError> {
     let columns: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
-    let batches = crate::trace::fetch_columns(engine, ids, Some(range), Some(&columns)).await?;
+    let batches =
+        crate::trace::fetch_columns(engine, ids, Some(range), Some(&columns), MAX_SPANS).await?;
     group_by_trace(&batches)
 }
 

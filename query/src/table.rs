@@ -345,6 +345,7 @@ impl SpansTable {
         trace_ids: &[[u8; 16]],
         range: Option<(i64, i64)>,
         columns: Option<&[&str]>,
+        max_rows: usize,
     ) -> Result<Vec<RecordBatch>> {
         if trace_ids.is_empty() {
             return Ok(Vec::new());
@@ -357,31 +358,40 @@ impl SpansTable {
             }
             None => Vec::new(),
         };
-        let schema = Arc::clone(self.layout().schema());
-        let wanted = match columns {
-            Some(columns) => {
-                let indices = columns
-                    .iter()
-                    .map(|c| schema.index_of(c))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                Arc::new(schema.project(&indices)?)
-            }
-            None => Arc::clone(&schema),
-        };
+        let rows = crate::trace_index::RowBudget::new(max_rows);
         let mut out = Vec::new();
-        let live = {
+        let (live, wanted) = {
             let mut guard = self.delta.lock().await;
-            match self.load(&mut guard).await? {
+            let table = self.load(&mut guard).await?;
+            // The layout as that load found it: configured columns added
+            // since an earlier read included.
+            let schema = Arc::clone(self.layout().schema());
+            let wanted = match columns {
+                Some(columns) => {
+                    let indices = columns
+                        .iter()
+                        .map(|c| schema.index_of(c))
+                        .collect::<std::result::Result<Vec<_>, _>>()?;
+                    Arc::new(schema.project(&indices)?)
+                }
+                None => Arc::clone(&schema),
+            };
+            let live = match table {
                 Some(table) => {
                     let holders = self.index.holders(table, trace_ids, range).await?;
                     let store = table.log_store().object_store(None);
                     for (holder, ids) in &holders {
-                        out.extend(self.index.read_traces(&store, holder, ids, &wanted).await?);
+                        out.extend(
+                            self.index
+                                .read_traces(&store, holder, ids, &wanted, &rows)
+                                .await?,
+                        );
                     }
                     self.live_rows(Some(table), live, &schema).await?
                 }
                 None => self.live_rows(None, live, &schema).await?,
-            }
+            };
+            (live, wanted)
         };
         for batch in &live {
             let ids = batch.column_by_name(TRACE_ID).ok_or_else(|| {
@@ -389,8 +399,9 @@ impl SpansTable {
             })?;
             let mask = crate::trace_index::one_of(ids, trace_ids)?;
             if mask.true_count() > 0 {
-                let rows = arrow::compute::filter_record_batch(batch, &mask)?;
-                out.push(Layout::conform(&rows, &wanted)?);
+                rows.take(mask.true_count())?;
+                let kept = arrow::compute::filter_record_batch(batch, &mask)?;
+                out.push(Layout::conform(&kept, &wanted)?);
             }
         }
         match range {

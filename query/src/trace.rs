@@ -10,6 +10,7 @@
 use arrow::array::RecordBatch;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use datafusion::error::DataFusionError;
 use datafusion::prelude::{col, lit};
 use datafusion::scalar::ScalarValue;
 use serde_json::{Map, Value, json};
@@ -48,30 +49,33 @@ pub async fn fetch(
     engine: &QueryEngine,
     trace_id: &[u8; 16],
 ) -> Result<Vec<RecordBatch>, QueryError> {
-    fetch_many(engine, &[*trace_id], None).await
+    fetch_columns(engine, &[*trace_id], None, None, MAX_TRACE_SPANS).await
 }
 
 /// All spans of several traces (starting within `range` when given), in
-/// the canonical spans schema ([`fetch_columns`]).
+/// the canonical spans schema ([`fetch_columns`]), at most an SQL
+/// answer's rows in all.
 pub async fn fetch_many(
     engine: &QueryEngine,
     trace_ids: &[[u8; 16]],
     range: Option<TimeRange>,
 ) -> Result<Vec<RecordBatch>, QueryError> {
-    fetch_columns(engine, trace_ids, range, None).await
+    let most = engine.config().max_result_rows;
+    fetch_columns(engine, trace_ids, range, None, most).await
 }
 
 /// `columns` (all stored columns when `None`) of the spans of
 /// `trace_ids` (starting within `range` when given): read directly from
 /// the files the trace index names
 /// ([`crate::table::SpansTable::traces_spans`]), or, should that fail,
-/// through a query. At most [`MAX_TRACE_SPANS`] spans for one trace,
-/// [`crate::fetch::MAX_SPANS`] for several (a search's page).
+/// through a query. More than `most` spans in all fail with
+/// [`QueryError::TooManyRows`], before more are read.
 pub async fn fetch_columns(
     engine: &QueryEngine,
     trace_ids: &[[u8; 16]],
     range: Option<TimeRange>,
     columns: Option<&[&str]>,
+    most: usize,
 ) -> Result<Vec<RecordBatch>, QueryError> {
     if trace_ids.is_empty() {
         return Ok(Vec::new());
@@ -79,22 +83,16 @@ pub async fn fetch_columns(
     let direct = async {
         engine
             .spans()
-            .traces_spans(trace_ids, range.map(|r| (r.start, r.end)), columns)
+            .traces_spans(trace_ids, range.map(|r| (r.start, r.end)), columns, most)
             .await
-            .map_err(|e| QueryError::Internal(format!("direct trace read failed: {e}")))
-    };
-    let most = match trace_ids.len() {
-        1 => MAX_TRACE_SPANS,
-        _ => crate::fetch::MAX_SPANS,
+            .map_err(|e| match e {
+                DataFusionError::ResourcesExhausted(_) => QueryError::TooManyRows(most),
+                e => QueryError::Internal(format!("direct trace read failed: {e}")),
+            })
     };
     match engine.scope().bound(direct).await {
-        Ok(batches) => {
-            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            if rows > most {
-                return Err(QueryError::TooManyRows(most));
-            }
-            Ok(batches)
-        }
+        Ok(batches) => Ok(batches),
+        Err(error @ QueryError::TooManyRows(_)) => Err(error),
         Err(error) if !falls_back(&error, cfg!(debug_assertions)) => Err(error),
         Err(error) => {
             tracing::warn!(%error, "querying instead");
@@ -489,7 +487,7 @@ mod tests {
         let direct = f
             .engine
             .spans()
-            .traces_spans(&[id], None, None)
+            .traces_spans(&[id], None, None, 10)
             .await
             .unwrap();
         let queried = fetch_by_query(&f.engine, &[id], None, None, 10)
@@ -512,7 +510,7 @@ mod tests {
             let direct = f
                 .engine
                 .spans()
-                .traces_spans(&[id, [9; 16]], Some(range), Some(&columns))
+                .traces_spans(&[id, [9; 16]], Some(range), Some(&columns), 10)
                 .await
                 .unwrap();
             let queried = fetch_by_query(&f.engine, &[id, [9; 16]], Some(time), Some(&columns), 10)

@@ -92,8 +92,8 @@ impl IndexedFile {
     fn touches(&self, (start, end): (i64, i64)) -> bool {
         const HOUR_NS: i64 = 3_600_000_000_000;
         let (date, hour) = self.partition;
-        let from = (i64::from(date) * 24 + i64::from(hour)) * HOUR_NS;
-        from < end && start < from + HOUR_NS
+        let from = (i64::from(date) * 24 + i64::from(hour)).saturating_mul(HOUR_NS);
+        from < end && start < from.saturating_add(HOUR_NS)
     }
 
     fn new(size: u64, partition: Partition, keys: Arc<[i64]>) -> Self {
@@ -269,6 +269,7 @@ impl TraceIndex {
         holder: &Holder,
         trace_ids: &[[u8; 16]],
         schema: &SchemaRef,
+        rows: &RowBudget,
     ) -> Result<Vec<RecordBatch>> {
         let id = holder.file.id;
         let footer = match self.cache.get(id, Part::Footer) {
@@ -304,14 +305,14 @@ impl TraceIndex {
             })
             .filter(|(_, here): &(usize, Vec<_>)| !here.is_empty())
             .collect();
-        let read = |(row_group, here): (usize, Vec<Wanted>)| {
+        let read = |group: (usize, Vec<Wanted>)| {
             Arc::clone(self).read_row_group(
                 Arc::clone(store),
                 holder.clone(),
                 footer.clone(),
-                row_group,
-                here,
+                group,
                 Arc::clone(schema),
+                rows.clone(),
             )
         };
         if groups.len() <= 1 {
@@ -336,16 +337,16 @@ impl TraceIndex {
         Ok(done.into_iter().flat_map(|(_, batches)| batches).collect())
     }
 
-    /// The rows of `wanted` (trace ids and their keys) in one row group of
+    /// The rows of `wanted` (trace ids and their keys) in `row_group` of
     /// `holder`.
     async fn read_row_group(
         self: Arc<Self>,
         store: Arc<dyn ObjectStore>,
         holder: Holder,
         footer: ArrowReaderMetadata,
-        row_group: usize,
-        wanted: Vec<Wanted>,
+        (row_group, wanted): (usize, Vec<Wanted>),
         schema: SchemaRef,
+        rows: RowBudget,
     ) -> Result<Vec<RecordBatch>> {
         let stats = StatisticsConverter::try_new(
             TRACE_KEY,
@@ -440,6 +441,7 @@ impl TraceIndex {
         let mut out = Vec::new();
         while let Some(batch) = stream.next().await {
             let batch = batch?;
+            rows.take(batch.num_rows())?;
             let rows = batch.num_rows();
             let columns: Vec<ArrayRef> = schema
                 .fields()
@@ -456,6 +458,29 @@ impl TraceIndex {
             out.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
         }
         Ok(out)
+    }
+}
+
+/// Most rows a read may return, shared by the row groups it decodes at
+/// once: it fails as soon as they pass it, before holding more.
+#[derive(Clone)]
+pub struct RowBudget(Arc<std::sync::atomic::AtomicUsize>, usize);
+
+impl RowBudget {
+    pub fn new(max_rows: usize) -> Self {
+        Self(Default::default(), max_rows)
+    }
+
+    /// Counts `rows` more; fails with `ResourcesExhausted` past the most.
+    pub fn take(&self, rows: usize) -> Result<()> {
+        let taken = self.0.fetch_add(rows, std::sync::atomic::Ordering::Relaxed) + rows;
+        if taken > self.1 {
+            return Err(DataFusionError::ResourcesExhausted(format!(
+                "more than {} spans",
+                self.1
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -1051,7 +1076,7 @@ mod tests {
                 let id = trace_id(0, t);
                 let before = counting.read.load(Ordering::Relaxed);
                 let got = index
-                    .read_traces(store, holder, &[id], &schema())
+                    .read_traces(store, holder, &[id], &schema(), &RowBudget::new(usize::MAX))
                     .await
                     .unwrap();
                 assert_eq!(
@@ -1091,7 +1116,13 @@ mod tests {
         // A key the file does not hold (beyond its last row group's range).
         let absent = trace_id(1, 0);
         let got = index
-            .read_traces(&store, &holders[0], &[absent], &schema())
+            .read_traces(
+                &store,
+                &holders[0],
+                &[absent],
+                &schema(),
+                &RowBudget::new(usize::MAX),
+            )
             .await
             .unwrap();
         assert_eq!(read(&got, &absent).0, 0);
@@ -1116,7 +1147,13 @@ mod tests {
             Field::new(TRACE_ID, DataType::Binary, false),
         ]));
         let got = index
-            .read_traces(&store, &holders[0], &ids, &some)
+            .read_traces(
+                &store,
+                &holders[0],
+                &ids,
+                &some,
+                &RowBudget::new(usize::MAX),
+            )
             .await
             .unwrap();
         let mut counts = std::collections::BTreeMap::new();
@@ -1140,6 +1177,16 @@ mod tests {
         assert_eq!(counts, expected);
         let bytes = counting.read.load(Ordering::Relaxed);
         assert!(bytes < size / 2, "{bytes} bytes of {size} read");
+        // One span fewer than they hold is too few.
+        let short = RowBudget::new(wanted.len() * SPANS_PER_TRACE - 1);
+        let error = index
+            .read_traces(&store, &holders[0], &ids, &some, &short)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, DataFusionError::ResourcesExhausted(_)),
+            "{error}"
+        );
     }
 
     /// With room for what one lookup reads (a footer and a row group's
@@ -1153,7 +1200,13 @@ mod tests {
         let unbounded = Arc::new(TraceIndex::new(Arc::new(MetadataCache::new(usize::MAX))));
         let id = trace_id(0, 7);
         unbounded
-            .read_traces(&store, &holders[0], &[id], &schema())
+            .read_traces(
+                &store,
+                &holders[0],
+                &[id],
+                &schema(),
+                &RowBudget::new(usize::MAX),
+            )
             .await
             .unwrap();
         let (parts, one_lookup) = unbounded.cache.held();
@@ -1164,7 +1217,13 @@ mod tests {
             for (file, holder) in holders.iter().enumerate() {
                 let id = trace_id(file as u8, 7 + 130 * round);
                 let got = index
-                    .read_traces(&store, holder, &[id], &schema())
+                    .read_traces(
+                        &store,
+                        holder,
+                        &[id],
+                        &schema(),
+                        &RowBudget::new(usize::MAX),
+                    )
                     .await
                     .unwrap();
                 assert_eq!(read(&got, &id).0, SPANS_PER_TRACE);
