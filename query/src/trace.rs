@@ -91,21 +91,24 @@ pub async fn fetch_columns(
             })
     };
     match engine.scope().bound(direct).await {
-        Ok(batches) => Ok(batches),
-        Err(error @ QueryError::TooManyRows(_)) => Err(error),
-        Err(error) if !falls_back(&error, cfg!(debug_assertions)) => Err(error),
-        Err(error) => {
+        Err(error) if falls_back(&error, cfg!(debug_assertions)) => {
             tracing::warn!(%error, "querying instead");
             fetch_by_query(engine, trace_ids, range, columns, most).await
         }
+        result => result,
     }
 }
 
 /// Whether a failed direct read is retried as a query: in release builds,
-/// unless the request's time ran out or its client left. In debug builds
-/// (the tests) never: a failed direct read is a bug the tests must see.
+/// unless the request's time ran out, its client left or the traces have
+/// more spans than it may return. In debug builds (the tests) never: a
+/// failed direct read is a bug the tests must see.
 fn falls_back(error: &QueryError, debug: bool) -> bool {
-    !debug && !matches!(error, QueryError::Timeout(_) | QueryError::Cancelled)
+    !debug
+        && !matches!(
+            error,
+            QueryError::Timeout(_) | QueryError::Cancelled | QueryError::TooManyRows(_)
+        )
 }
 
 /// What [`fetch_columns`] reads, through a query plan (its fallback).
