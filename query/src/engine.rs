@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -69,6 +70,19 @@ impl From<DataFusionError> for QueryError {
             | DataFusionError::SchemaError(..)
             | DataFusionError::NotImplemented(_) => Self::Invalid(e.strip_backtrace()),
             DataFusionError::ResourcesExhausted(m) => Self::ResourcesExhausted(m.clone()),
+            // What the query asked of the values: a string that is not a
+            // number, a division by zero, an overflow.
+            DataFusionError::ArrowError(arrow, _)
+                if matches!(
+                    arrow.as_ref(),
+                    ArrowError::CastError(_)
+                        | ArrowError::ParseError(_)
+                        | ArrowError::DivideByZero
+                        | ArrowError::ArithmeticOverflow(_)
+                ) =>
+            {
+                Self::Invalid(e.strip_backtrace())
+            }
             _ => Self::Internal(e.strip_backtrace()),
         }
     }

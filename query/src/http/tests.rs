@@ -201,3 +201,40 @@ async fn the_native_api_gives_the_tree_and_its_errors_as_json() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error"].as_str().unwrap().contains("servce"), "{body}");
 }
+
+/// A query whose values cannot do what it asks (a string compared as a
+/// number, a division by zero) is the client's error, named, not a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_that_the_values_refuse_is_a_bad_request_that_says_why() {
+    let f = fixture();
+    let v1 = super::v1::router(Arc::clone(&f.engine));
+    for (sql, says) in [
+        (
+            "SELECT count(*) FROM spans WHERE kind = 2",
+            "Cannot cast string",
+        ),
+        (
+            "SELECT duration_ns / (duration_ns - duration_ns) FROM spans",
+            "Divide by zero",
+        ),
+    ] {
+        let response = v1
+            .clone()
+            .oneshot(
+                Request::post("/api/v1/sql")
+                    .header("content-type", "application/json")
+                    .body(Body::from(json!({ "sql": sql }).to_string()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{sql}: {body}");
+        let message = body["error"].as_str().unwrap();
+        assert!(message.contains(says), "{sql}: {message}");
+    }
+}
