@@ -8,16 +8,13 @@
 //! from [`crate::analysis::Tree`]; this module turns them into JSON.
 
 use arrow::array::RecordBatch;
-use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{col, lit};
 use datafusion::scalar::ScalarValue;
 use serde_json::{Map, Value, json};
 use tracelake_schema::model::SpanRows;
-use tracelake_schema::opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
-use tracelake_schema::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
-use tracelake_schema::spans::{SPAN_KINDS, START_TIME_UNIX_NANO, STATUS_CODES, TRACE_ID};
+use tracelake_schema::spans::{START_TIME_UNIX_NANO, TRACE_ID};
 
 use crate::analysis::{Breakdown, Span, Totals, Tree};
 use crate::engine::{QueryEngine, QueryError, SPANS};
@@ -25,6 +22,7 @@ use crate::fetch::{self, Strings};
 use tracelake_protocols::params::TimeRange;
 
 mod columns;
+mod json;
 
 /// Error parsing a trace id.
 #[derive(Debug, thiserror::Error)]
@@ -264,51 +262,28 @@ impl<'a> Assembly<'a> {
         };
         header
     }
-
-    /// The spans as objects, in tree order.
-    fn spans_json(&self) -> Result<Vec<Value>, QueryError> {
-        let tree = &self.tree;
-        let hex_id = |i: usize| tree.spans[i].id_hex();
-        let mut out = Vec::with_capacity(tree.order.len());
-        for &i in &tree.order {
-            let (b, row) = self.rows[tree.spans[i].key];
-            let mut span = span_json(&self.views[b], row).map_err(internal)?;
-            let obj = span.as_object_mut().expect("span is an object");
-            obj.insert("depth".into(), json!(tree.depth[i]));
-            obj.insert("orphan".into(), json!(tree.orphan[i]));
-            obj.insert(
-                "children".into(),
-                json!(
-                    tree.children[i]
-                        .iter()
-                        .map(|&c| hex_id(c))
-                        .collect::<Vec<_>>()
-                ),
-            );
-            obj.insert("clockSkewNs".into(), json!(tree.skew[i]));
-            obj.insert("selfTimeNs".into(), json!(self.breakdown.self_times[i]));
-            obj.insert(
-                "criticalPathNs".into(),
-                json!(self.breakdown.critical.get(i).copied().unwrap_or(0)),
-            );
-            out.push(span);
-        }
-        Ok(out)
-    }
 }
 
 fn internal(e: tracelake_schema::model::Error) -> QueryError {
     QueryError::Internal(e.to_string())
 }
 
-/// The trace as JSON, or `None` when it has no spans.
-pub fn assemble(trace_id: &[u8; 16], batches: &[RecordBatch]) -> Result<Option<Value>, QueryError> {
+/// The trace as JSON bytes, or `None` when it has no spans.
+pub fn assemble(
+    trace_id: &[u8; 16],
+    batches: &[RecordBatch],
+) -> Result<Option<Vec<u8>>, QueryError> {
     let Some(assembly) = Assembly::new(batches)? else {
         return Ok(None);
     };
-    let mut trace = assembly.header(trace_id);
-    trace.insert("spans".into(), Value::Array(assembly.spans_json()?));
-    Ok(Some(Value::Object(trace)))
+    let header = assembly.header(trace_id);
+    let document = json::Document {
+        header: &header,
+        assembly: &assembly,
+    };
+    serde_json::to_vec(&document)
+        .map(Some)
+        .map_err(|e| QueryError::Internal(e.to_string()))
 }
 
 /// The trace as JSON without its spans (the header of [`assemble`]), or
@@ -372,92 +347,6 @@ pub fn breakdown_json(b: &Breakdown) -> Value {
         "services": b.services.iter().map(|(s, t)| with(totals(t), &[("service", s)])).collect::<Vec<_>>(),
         "operations": b.operations.iter().map(|((s, o), t)| with(totals(t), &[("service", s), ("operation", o)])).collect::<Vec<_>>(),
     })
-}
-
-fn span_json(rows: &SpanRows<'_>, row: usize) -> Result<Value, tracelake_schema::model::Error> {
-    let span = rows.span(row)?;
-    let (resource, resource_schema_url) = rows.resource(row)?;
-    let (scope, scope_schema_url) = rows.scope(row)?;
-    let status = span.status.unwrap_or_default();
-    Ok(json!({
-        "spanId": hex::encode(&span.span_id),
-        "parentSpanId": (!span.parent_span_id.is_empty()).then(|| hex::encode(&span.parent_span_id)),
-        "traceState": span.trace_state,
-        "flags": span.flags,
-        "name": span.name,
-        "kind": SPAN_KINDS.get(span.kind as usize).copied().unwrap_or("UNSPECIFIED"),
-        "serviceName": rows.service_name(row),
-        "startTimeUnixNano": span.start_time_unix_nano.to_string(),
-        "endTimeUnixNano": span.end_time_unix_nano.to_string(),
-        "durationNs": rows.duration_ns(row),
-        "status": {
-            "code": STATUS_CODES.get(status.code as usize).copied().unwrap_or("UNSET"),
-            "message": status.message,
-        },
-        "attributes": attributes_json(&span.attributes),
-        "droppedAttributesCount": span.dropped_attributes_count,
-        "events": span.events.iter().map(|e| json!({
-            "timeUnixNano": e.time_unix_nano.to_string(),
-            "name": e.name,
-            "attributes": attributes_json(&e.attributes),
-            "droppedAttributesCount": e.dropped_attributes_count,
-        })).collect::<Vec<_>>(),
-        "droppedEventsCount": span.dropped_events_count,
-        "links": span.links.iter().map(|l| json!({
-            "traceId": hex::encode(&l.trace_id),
-            "spanId": hex::encode(&l.span_id),
-            "traceState": l.trace_state,
-            "flags": l.flags,
-            "attributes": attributes_json(&l.attributes),
-            "droppedAttributesCount": l.dropped_attributes_count,
-        })).collect::<Vec<_>>(),
-        "droppedLinksCount": span.dropped_links_count,
-        "resource": {
-            "attributes": attributes_json(&resource.attributes),
-            "droppedAttributesCount": resource.dropped_attributes_count,
-            "schemaUrl": resource_schema_url,
-        },
-        "scope": {
-            "name": scope.name,
-            "version": scope.version,
-            "attributes": attributes_json(&scope.attributes),
-            "droppedAttributesCount": scope.dropped_attributes_count,
-            "schemaUrl": scope_schema_url,
-        },
-    }))
-}
-
-/// Attributes as a JSON object with typed values: strings, numbers, booleans,
-/// arrays and objects; bytes as base64; non-finite doubles as strings.
-pub fn attributes_json(attrs: &[KeyValue]) -> Value {
-    let mut map = Map::with_capacity(attrs.len());
-    for kv in attrs {
-        map.insert(kv.key.clone(), any_json(value_of(kv.value.as_ref())));
-    }
-    Value::Object(map)
-}
-
-fn value_of(value: Option<&AnyValue>) -> Option<&Any> {
-    value.and_then(|v| v.value.as_ref())
-}
-
-fn any_json(value: Option<&Any>) -> Value {
-    match value {
-        None | Some(Any::StringValueStrindex(_)) => Value::Null,
-        Some(Any::StringValue(s)) => json!(s),
-        Some(Any::BoolValue(b)) => json!(b),
-        Some(Any::IntValue(i)) => json!(i),
-        Some(Any::DoubleValue(d)) if d.is_finite() => json!(d),
-        Some(Any::DoubleValue(d)) => json!(d.to_string()),
-        Some(Any::BytesValue(b)) => json!(BASE64.encode(b)),
-        Some(Any::ArrayValue(a)) => Value::Array(
-            a.values
-                .iter()
-                .map(|v| any_json(v.value.as_ref()))
-                .collect(),
-        ),
-        Some(Any::KvlistValue(kv)) => attributes_json(&kv.values),
-    }
 }
 
 #[cfg(test)]

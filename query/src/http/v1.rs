@@ -26,7 +26,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::analytics;
 use crate::engine::QueryEngine;
@@ -253,13 +253,6 @@ fn json_rows(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, Api
     Ok(out)
 }
 
-async fn load_trace(engine: &QueryEngine, trace_id: &str) -> Result<Value, ApiError> {
-    let id = trace::parse_trace_id(trace_id).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let batches = trace::fetch(engine, &id).await?;
-    trace::assemble(&id, &batches)?
-        .ok_or_else(|| ApiError::not_found(format!("trace {} not found", hex::encode(id))))
-}
-
 /// The trace as span objects, or with `layout=columns` in the web UI's
 /// columnar encoding ([`trace::assemble_columns`]).
 async fn trace_by_id(
@@ -270,23 +263,20 @@ async fn trace_by_id(
     let mut p = Params::from_query(query);
     let layout = p.one("layout")?;
     p.finish()?;
-    match layout.as_deref() {
-        None | Some("spans") => {
-            Ok(axum::Json(load_trace(&engine, &trace_id).await?).into_response())
+    let assemble = match layout.as_deref() {
+        None | Some("spans") => trace::assemble,
+        Some("columns") => trace::assemble_columns,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid layout {other:?}: expected spans or columns"
+            )));
         }
-        Some("columns") => {
-            let id = trace::parse_trace_id(&trace_id)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            let batches = trace::fetch(&engine, &id).await?;
-            let body = trace::assemble_columns(&id, &batches)?.ok_or_else(|| {
-                ApiError::not_found(format!("trace {} not found", hex::encode(id)))
-            })?;
-            Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
-        }
-        Some(other) => Err(ApiError::bad_request(format!(
-            "invalid layout {other:?}: expected spans or columns"
-        ))),
-    }
+    };
+    let id = trace::parse_trace_id(&trace_id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let batches = trace::fetch(&engine, &id).await?;
+    let body = assemble(&id, &batches)?
+        .ok_or_else(|| ApiError::not_found(format!("trace {} not found", hex::encode(id))))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// The trace's breakdown, critical path and warnings, without its spans.

@@ -30,7 +30,8 @@ use tracelake_schema::opentelemetry_proto::tonic::common::v1::KeyValue;
 use tracelake_schema::opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use tracelake_schema::spans::{SPAN_KINDS, STATUS_CODES};
 
-use super::{Assembly, any_json, internal};
+use super::json::AnyJson;
+use super::{Assembly, internal};
 use crate::engine::QueryError;
 
 /// Largest time offset a JavaScript number holds exactly.
@@ -361,7 +362,7 @@ impl Strings {
                 }
                 other => {
                     out.push(b'[');
-                    serde_json::to_writer(&mut *out, &any_json(other)).expect("a value serialises");
+                    serde_json::to_writer(&mut *out, &AnyJson(other)).expect("a value serialises");
                     out.push(b']');
                 }
             }
