@@ -916,7 +916,7 @@ mod tests {
         assert!(
             matched_sql(&q, around)
                 .unwrap()
-                .contains("parent_span_id IS NULL AND resource_attributes['service.name'] = 'api'")
+                .contains("parent_span_id IS NULL AND service_name = 'api'")
         );
     }
 }

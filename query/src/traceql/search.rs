@@ -1,12 +1,16 @@
 //! TraceQL search over the spans table (what Tempo's `/api/search` runs).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use tracelake_protocols::params::{SpanFilter, TimeRange};
 
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
+use datafusion::common::tree_node::{TreeNode as _, TreeNodeRecursion};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::DataFrame;
 use tracelake_protocols::traceql::{Aggregate, Field, Literal, Op, Stage};
 
 use super::Query;
@@ -17,7 +21,6 @@ use crate::engine::{QueryEngine, QueryError};
 use crate::fetch::{self, COLUMNS, MAX_SPANS, TRACE_MARGIN_NS, TraceId};
 use crate::search::{self, Cursor};
 use crate::sql::Sql;
-use crate::sql::binary;
 
 /// A TraceQL search.
 #[derive(Debug, Clone, Copy)]
@@ -99,16 +102,18 @@ pub async fn run_paged(
         offsets.push(comparisons.len());
         c.span_comparisons(&mut comparisons);
     }
-    let atom_sql: String = comparisons
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!(", coalesce({}, FALSE) AS a{i}", c.sql()))
-        .collect();
-    // Values the stages need per span: the aggregated attributes and the
-    // selected fields.
+    // What each candidate span is evaluated to, in the order
+    // `load_with_atoms` reads it: the analysis columns, each span-level
+    // comparison, then the values the stages need (the aggregated
+    // attributes and the selected fields).
+    let mut exprs: Vec<String> = COLUMNS.split(',').map(|c| c.trim().to_string()).collect();
+    exprs.extend(
+        comparisons
+            .iter()
+            .map(|c| format!("coalesce({}, FALSE)", c.sql())),
+    );
     let mut measures = Vec::new();
     let mut selects: Vec<String> = Vec::new();
-    let mut extra_sql = String::new();
     for stage in stages {
         match stage {
             Stage::Filter { aggregate, .. } => {
@@ -116,10 +121,7 @@ pub async fn run_paged(
                     aggregate.field()
                 {
                     let (text, _) = label_sql("", f).map_err(|e| QueryError::Invalid(e.0))?;
-                    extra_sql.push_str(&format!(
-                        ", try_cast({text} AS DOUBLE) AS m{}",
-                        measures.len()
-                    ));
+                    exprs.push(format!("try_cast({text} AS DOUBLE)"));
                     measures.push(f.clone());
                 }
             }
@@ -132,10 +134,8 @@ pub async fn run_paged(
                         _ => label_sql(name, f)
                             .map_err(|e| QueryError::Invalid(e.0.replace("by (", "select(")))?,
                     };
-                    let i = selects.len();
-                    extra_sql.push_str(&format!(
-                        ", CAST({text} AS VARCHAR) AS s{i}, CAST({kind} AS TINYINT) AS t{i}"
-                    ));
+                    exprs.push(format!("CAST({text} AS VARCHAR)"));
+                    exprs.push(format!("CAST({kind} AS TINYINT)"));
                     selects.push(name.clone());
                 }
             }
@@ -157,13 +157,8 @@ pub async fn run_paged(
         if found.is_empty() {
             break;
         }
-        let ids: Vec<String> = found.iter().map(|m| binary(&m.trace_id)).collect();
-        let sql = format!(
-            "SELECT {COLUMNS}{atom_sql}{extra_sql} FROM spans WHERE {} AND trace_id IN ({})",
-            range.widened(TRACE_MARGIN_NS).sql(),
-            ids.join(", ")
-        );
-        let batches = engine.internal_sql(&sql, MAX_SPANS).await?;
+        let ids: Vec<TraceId> = found.iter().map(|m| m.trace_id).collect();
+        let batches = evaluated_spans(engine, &ids, range.widened(TRACE_MARGIN_NS), &exprs).await?;
         let mut traces = load_with_atoms(&batches, &extras)?;
         for m in &found {
             crate::executor::checkpoint()?;
@@ -208,6 +203,60 @@ pub async fn run_paged(
         traces: out,
         inspected,
     })
+}
+
+/// The spans of `ids` starting within `range`, each evaluated to `exprs`
+/// (SQL over the spans table's columns): the columns those read, as the
+/// analyzer rewrites them (a dedicated attribute's lookup reads its
+/// column), are read as trace by id reads (the trace index, the pages
+/// holding the traces: [`crate::trace::fetch_columns`]), and `exprs` are
+/// evaluated over those rows in memory.
+async fn evaluated_spans(
+    engine: &QueryEngine,
+    ids: &[TraceId],
+    range: TimeRange,
+    exprs: &[String],
+) -> Result<Vec<RecordBatch>, QueryError> {
+    // Each named by its position: two may print the same.
+    let select = |df: DataFrame| -> datafusion::error::Result<DataFrame> {
+        let parsed = exprs
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Ok(df.parse_sql_expr(e)?.alias(format!("e{i}"))))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        df.select(parsed)
+    };
+    let ctx = engine.context();
+    engine.spans().ensure_layout().await?;
+    let schema = Arc::clone(engine.spans().layout().schema());
+    let probe = select(ctx.read_batch(RecordBatch::new_empty(schema))?)?.into_optimized_plan()?;
+    let columns = scanned_columns(&probe);
+    let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let batches =
+        crate::trace::fetch_columns(engine, ids, Some(range), Some(&columns), MAX_SPANS).await?;
+    if batches.is_empty() {
+        return Ok(batches);
+    }
+    let df = crate::engine::plain_strings(select(ctx.read_batches(batches)?)?)?;
+    Ok(engine.collect_at_most(df, MAX_SPANS).await?.1)
+}
+
+/// The columns the scans of `plan` read, in schema order.
+fn scanned_columns(plan: &LogicalPlan) -> Vec<String> {
+    let mut columns = std::collections::BTreeSet::new();
+    plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            columns.extend(
+                scan.projected_schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone()),
+            );
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .expect("the visit never fails");
+    columns.into_iter().collect()
 }
 
 /// How many columns of each kind follow [`COLUMNS`] in a search's rows.

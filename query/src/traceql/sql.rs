@@ -4,6 +4,7 @@
 use tracelake_protocols::traceql::{Cmp, Cond, Field, Literal, Op};
 
 use crate::sql::{Sql, quote};
+use tracelake_schema::otlp::UNKNOWN_SERVICE;
 
 /// The SQL operator of a TraceQL comparison operator.
 fn op(op: Op) -> &'static str {
@@ -67,6 +68,15 @@ impl Sql for Cmp {
         };
         match &self.field {
             Field::SpanAttr(k) => text(&format!("span_attributes[{}]", quote(k))),
+            // The service's name is also the `service_name` column (one
+            // narrow column, not the resource map), which holds the
+            // attribute's string value, or `unknown_service` without one.
+            Field::ResourceAttr(k) if k == "service.name" => match (&self.value, self.op) {
+                (Literal::Str(s), Op::Eq) if s != UNKNOWN_SERVICE => {
+                    format!("service_name = {}", quote(s))
+                }
+                _ => text("resource_attributes['service.name']"),
+            },
             Field::ResourceAttr(k) => text(&format!("resource_attributes[{}]", quote(k))),
             Field::AnyAttr(k) => text(&format!(
                 "coalesce(span_attributes[{k}], resource_attributes[{k}])",
@@ -119,7 +129,17 @@ mod tests {
         assert_eq!(
             spanset(r#"{resource.service.name="frontend" && name="GET /" && duration>100ms}"#)
                 .sql(),
-            "((resource_attributes['service.name'] = 'frontend' AND name = 'GET /') AND duration_ns > 100000000)"
+            "((service_name = 'frontend' AND name = 'GET /') AND duration_ns > 100000000)"
+        );
+        // Resources without the attribute have that name in the column:
+        // only the attribute tells them apart.
+        assert_eq!(
+            spanset(r#"{resource.service.name="unknown_service"}"#).sql(),
+            "resource_attributes['service.name'] = 'unknown_service'"
+        );
+        assert_eq!(
+            spanset(r#"{resource.service.name!="frontend"}"#).sql(),
+            "resource_attributes['service.name'] <> 'frontend'"
         );
         assert_eq!(
             spanset(
