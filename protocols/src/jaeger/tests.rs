@@ -323,3 +323,54 @@ fn hostile_input_is_an_error() {
     );
     assert!(from_agent_message(b"\x82\x81\x00\x03abc", Protocol::Compact).is_err());
 }
+
+/// One process per service and shown tags: spans of one resource share
+/// it wherever they come in the trace, resources that differ only where
+/// Jaeger shows nothing (a dropped count) share it, and another
+/// attribute makes another.
+#[test]
+fn processes_are_one_per_service_and_tags() {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+
+    let attr = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Any::StringValue(v.into())),
+        }),
+        key_strindex: 0,
+    };
+    let resource = |pod: &str, dropped: u32| Resource {
+        attributes: vec![attr("service.name", "cart"), attr("k8s.pod.name", pod)],
+        dropped_attributes_count: dropped,
+        ..Default::default()
+    };
+    let (a, a_dropped, b) = (resource("a", 0), resource("a", 3), resource("b", 0));
+    let span = Span::default();
+    let scope = InstrumentationScope::default();
+    let rows = [(&a, 1), (&b, 2), (&a_dropped, 3), (&a, 4), (&b, 5)];
+    let trace = ui_trace(
+        &[1; 16],
+        rows.iter().map(|&(resource, id)| UiSpan {
+            span: &span,
+            resource,
+            scope: &scope,
+            service: "cart",
+            span_id: id,
+            parent: None,
+        }),
+    );
+    let shown: Vec<&str> = trace["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["processID"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, ["p1", "p2", "p1", "p1", "p2"]);
+    let processes = trace["processes"].as_object().unwrap();
+    assert_eq!(processes.len(), 2);
+    assert_eq!(processes["p1"]["tags"][0]["value"], "a");
+    assert_eq!(processes["p2"]["tags"][0]["value"], "b");
+}
