@@ -346,6 +346,11 @@ mod tests {
         let id = crate::trace::parse_trace_id(crate::testing::TRACE).unwrap();
         let batches = crate::trace::fetch(&f.engine, &id).await.unwrap();
         let bytes = crate::trace::assemble(&id, &batches).unwrap().unwrap();
+        // (Values write keys sorted, without serde_json's preserve_order.)
+        assert_eq!(
+            serde_json::to_string(&json!({"b": 1, "a": 2})).unwrap(),
+            r#"{"a":2,"b":1}"#
+        );
         let value: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(serde_json::to_vec(&value).unwrap(), bytes);
         let keys: Vec<&str> = value

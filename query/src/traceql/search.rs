@@ -12,6 +12,7 @@ use datafusion::common::tree_node::{TreeNode as _, TreeNodeRecursion};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::DataFrame;
 use tracelake_protocols::traceql::{Aggregate, Field, Literal, Op, Stage};
+use tracelake_schema::layout::Layout;
 
 use super::Query;
 use super::eval::{TraceFacts, matches};
@@ -229,7 +230,8 @@ async fn evaluated_spans(
     let ctx = engine.context();
     engine.spans().ensure_layout().await?;
     let schema = Arc::clone(engine.spans().layout().schema());
-    let probe = select(ctx.read_batch(RecordBatch::new_empty(schema))?)?.into_optimized_plan()?;
+    let probe = select(ctx.read_batch(RecordBatch::new_empty(Arc::clone(&schema)))?)?
+        .into_optimized_plan()?;
     let columns = scanned_columns(&probe);
     let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
     let batches =
@@ -237,11 +239,28 @@ async fn evaluated_spans(
     if batches.is_empty() {
         return Ok(batches);
     }
+    // In the stored schema's fields, whose metadata names the configured
+    // columns (a read that fell back to a query has lost it).
+    let indices = columns
+        .iter()
+        .map(|c| schema.index_of(c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| QueryError::Internal(e.to_string()))?;
+    let stored = Arc::new(
+        schema
+            .project(&indices)
+            .map_err(|e| QueryError::Internal(e.to_string()))?,
+    );
+    let batches = batches
+        .iter()
+        .map(|b| Layout::conform(b, &stored))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| QueryError::Internal(e.to_string()))?;
     let df = crate::engine::plain_strings(select(ctx.read_batches(batches)?)?)?;
     Ok(engine.collect_at_most(df, MAX_SPANS).await?.1)
 }
 
-/// The columns the scans of `plan` read, in schema order.
+/// The columns the scans of `plan` read, by name.
 fn scanned_columns(plan: &LogicalPlan) -> Vec<String> {
     let mut columns = std::collections::BTreeSet::new();
     plan.apply(|node| {
