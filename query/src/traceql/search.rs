@@ -240,7 +240,7 @@ async fn evaluated_spans(
         return Ok(batches);
     }
     // In the stored schema's fields, whose metadata names the configured
-    // columns (a read that fell back to a query has lost it).
+    // columns (a read that fell back to a query may not carry it).
     let indices = columns
         .iter()
         .map(|c| schema.index_of(c))
