@@ -19,6 +19,8 @@
 //! lookup in an attribute map is left out where a file's map lacks the key
 //! ([`crate::map_keys`]); DataFusion applies those on `start_time`.
 
+mod latest;
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -46,7 +48,6 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::{col, lit};
 use datafusion::scalar::ScalarValue;
 use deltalake::DeltaTable;
-use tokio::sync::Mutex;
 use tracelake_schema::layout::Layout;
 use tracelake_schema::spans::{
     SCHEMA_VERSION, SCHEMA_VERSION_KEY, START_TIME, START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY,
@@ -56,6 +57,7 @@ use url::Url;
 
 use crate::scan::DataFile;
 use crate::trace_index::TraceIndex;
+use latest::{Latest, Turn};
 
 /// The table is in an older layout, which a compactor node is rewriting
 /// (`collector::upgrade`), or one newer than this release reads; a 503.
@@ -124,7 +126,10 @@ type Watermarks = (Option<u64>, std::collections::HashMap<String, Option<i64>>);
 
 pub struct SpansTable {
     url: Url,
-    delta: Mutex<Option<DeltaTable>>,
+    /// The table, brought to its latest version by one refresh at a time
+    /// for the reads that arrived before the refresh started; each
+    /// version is shared as a copy of its own, read without a lock.
+    delta: Latest<Option<DeltaTable>, Option<Arc<DeltaTable>>>,
     /// The writers' watermarks at one table version (read once per version).
     watermarks: parking_lot::Mutex<Watermarks>,
     live: Option<Arc<dyn LiveSpans>>,
@@ -156,7 +161,7 @@ impl SpansTable {
         Ok(Self {
             store: crate::scan::store_root(&url)?,
             url,
-            delta: Mutex::new(None),
+            delta: Latest::new(None),
             watermarks: Default::default(),
             live,
             index: Arc::new(TraceIndex::new(metadata)),
@@ -179,10 +184,26 @@ impl SpansTable {
     /// versions' columns are seen from the read that meets them.
     pub async fn ensure_layout(&self) -> Result<()> {
         if self.layout.read().is_none() {
-            let mut guard = self.delta.lock().await;
-            self.load(&mut guard).await?;
+            self.latest().await?;
         }
         Ok(())
+    }
+
+    /// The table at its latest version (`None` while no table exists):
+    /// loaded by a refresh that started after this call did, so every
+    /// commit made before the call is in it ([`Latest`]).
+    async fn latest(&self) -> Result<Option<Arc<DeltaTable>>> {
+        let mut refresh = match self.delta.get().await {
+            Turn::Fresh(table) => return Ok(table),
+            Turn::Refresh(refresh) => refresh,
+        };
+        // A version already shared is shared on.
+        let shared = self.delta.last().flatten();
+        let table = self.load(refresh.state()).await?.map(|table| match shared {
+            Some(same) if same.version() == table.version() => same,
+            _ => Arc::new(table.clone()),
+        });
+        Ok(refresh.publish(table))
     }
 
     /// Keeps [`SpansTable::layout`] that of `table`'s version.
@@ -314,17 +335,16 @@ impl SpansTable {
         trace_keys: Option<&[i64]>,
         schema: &SchemaRef,
     ) -> Result<(Option<Vec<DataFile>>, Vec<RecordBatch>)> {
-        let mut guard = self.delta.lock().await;
-        let Some(table) = self.load(&mut guard).await? else {
+        let Some(table) = self.latest().await? else {
             return Ok((None, self.live_rows(None, live, schema).await?));
         };
-        let live = self.live_rows(Some(table), live, schema).await?;
+        let live = self.live_rows(Some(&table), live, schema).await?;
         // A scan of the table (SQL, a search) brings the trace index up to
         // its version ahead of the lookups.
-        self.index.follow(table);
-        let mut files = crate::scan::data_files(table, &self.store.1, &self.bounds)?;
+        self.index.follow(&table);
+        let mut files = crate::scan::data_files(&table, &self.store.1, &self.bounds)?;
         if let Some(keys) = trace_keys {
-            match self.index.files_holding(table, keys).await {
+            match self.index.files_holding(&table, keys).await {
                 Ok(holding) => files.retain(|f| holding.contains(&f.relative)),
                 // Correct without it, only slower.
                 Err(error) => {
@@ -361,10 +381,10 @@ impl SpansTable {
         let rows = crate::trace_index::RowBudget::new(max_rows);
         let mut out = Vec::new();
         let (live, wanted) = {
-            let mut guard = self.delta.lock().await;
-            let table = self.load(&mut guard).await?;
-            // The layout as that load found it: configured columns added
-            // since an earlier read included.
+            let table = self.latest().await?;
+            // The layout as that load found it, or as a later one did:
+            // configured columns added since an earlier read included (a
+            // column its files lack is read as nulls).
             let schema = Arc::clone(self.layout().schema());
             let wanted = match columns {
                 Some(columns) => {
@@ -376,7 +396,7 @@ impl SpansTable {
                 }
                 None => Arc::clone(&schema),
             };
-            let live = match table {
+            let live = match table.as_deref() {
                 Some(table) => {
                     let holders = self.index.holders(table, trace_ids, range).await?;
                     let store = table.log_store().object_store(None);

@@ -71,7 +71,13 @@ pub struct TraceIndex {
     /// The table version [`TraceIndex::follow`] last refreshed at (plus
     /// one; 0: none).
     followed: std::sync::atomic::AtomicU64,
+    /// The files of the table version the last refresh was of: the next
+    /// lookup at that version finds them without going over the log.
+    listed: parking_lot::Mutex<Option<(Option<u64>, Files)>>,
 }
+
+/// A table version's data files (paths as its log names them).
+type Files = Arc<[(String, Arc<IndexedFile>)]>;
 
 /// `date` (days since the epoch) and `hour` of a partition.
 type Partition = (i32, i32);
@@ -127,6 +133,7 @@ impl TraceIndex {
             files: Mutex::default(),
             cache,
             followed: Default::default(),
+            listed: Default::default(),
         }
     }
 
@@ -157,7 +164,13 @@ impl TraceIndex {
     /// Brings the index up to date with `table`'s files; returns them. The
     /// footers of files it had not met are loaded in the background
     /// ([`warm`]).
-    async fn refresh(&self, table: &DeltaTable) -> Result<Vec<(String, Arc<IndexedFile>)>> {
+    async fn refresh(&self, table: &DeltaTable) -> Result<Files> {
+        let version = table.version();
+        if let Some((listed, files)) = &*self.listed.lock()
+            && *listed == version
+        {
+            return Ok(Arc::clone(files));
+        }
         let snapshot = table.snapshot().map_err(external)?;
         // (path, size, (date, hour))
         let files: Vec<(String, u64, Option<Partition>)> = snapshot
@@ -210,13 +223,15 @@ impl TraceIndex {
         if !met.is_empty() && self.cache.has_room() {
             tokio::spawn(warm(Arc::clone(&self.cache), Arc::clone(&store), met));
         }
-        Ok(files
+        let files: Files = files
             .into_iter()
             .filter_map(|(path, ..)| {
                 let entry = Arc::clone(index.get(&path)?);
                 Some((path, entry))
             })
-            .collect())
+            .collect();
+        *self.listed.lock() = Some((version, Arc::clone(&files)));
+        Ok(files)
     }
 
     /// The files of `table` (paths as its log names them) holding one of
@@ -225,9 +240,9 @@ impl TraceIndex {
         Ok(self
             .refresh(table)
             .await?
-            .into_iter()
+            .iter()
             .filter(|(_, file)| keys.iter().any(|k| file.keys.binary_search(k).is_ok()))
-            .map(|(path, _)| path)
+            .map(|(path, _)| path.clone())
             .collect())
     }
 
@@ -244,7 +259,7 @@ impl TraceIndex {
         Ok(self
             .refresh(table)
             .await?
-            .into_iter()
+            .iter()
             .filter(|(_, f)| range.is_none_or(|r| f.touches(r)))
             .filter_map(|(path, file)| {
                 let ids: Vec<[u8; 16]> = trace_ids
@@ -253,7 +268,10 @@ impl TraceIndex {
                     .filter(|(_, key)| file.keys.binary_search(key).is_ok())
                     .map(|(id, _)| *id)
                     .collect();
-                (!ids.is_empty()).then_some((Holder { path, file }, ids))
+                (!ids.is_empty()).then(|| {
+                    let (path, file) = (path.clone(), Arc::clone(file));
+                    (Holder { path, file }, ids)
+                })
             })
             .collect())
     }
