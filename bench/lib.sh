@@ -72,3 +72,18 @@ cleanup() {
   [ -z "${work:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
+
+# lookups PORT P IDS: trace by id of every id in the file IDS, P at a time,
+# on the server whose HTTP port is PORT; prints lookups/s, the median and
+# the p90 (curl's total time).
+lookups() {
+  local t0 t1 times
+  times=$(mktemp)
+  t0=$(date +%s.%N)
+  xargs -P "$2" -I{} curl -s -o /dev/null -w '%{time_total}\n' \
+    "http://127.0.0.1:$1/api/v1/traces/{}" <"$3" >"$times"
+  t1=$(date +%s.%N)
+  sort -n "$times" | awk -v s="$(echo "$t1 - $t0" | bc)" '{v[NR]=$1}
+    END {printf "%.1f lookups/s, median %.1f ms, p90 %.1f ms", NR/s, v[int((NR+1)/2)]*1000, v[int(NR*0.9)]*1000}'
+  rm -f "$times"
+}

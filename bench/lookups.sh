@@ -36,16 +36,6 @@ read -r service start end < <(sql "SELECT service_name AS s, max(start_time_unix
   python3 -c 'import json,sys; r=json.load(sys.stdin)["rows"][0]; e=r["m"]//1000+1; print(r["s"], e-3600*10**6, e)')
 search="/jaeger/api/traces?service=$service&limit=20&start=$start&end=$end"
 
-# lookups PORT P IDS: every id of IDS, P at a time: lookups/s, median, p90.
-lookups() {
-  local t0 t1
-  t0=$(date +%s.%N)
-  xargs -P "$2" -I{} curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$1/api/v1/traces/{}" <"$3" >"$work/times"
-  t1=$(date +%s.%N)
-  sort -n "$work/times" | awk -v s="$(echo "$t1 - $t0" | bc)" '{v[NR]=$1}
-    END {printf "%.1f lookups/s, median %.1f ms, p90 %.1f ms", NR/s, v[int((NR+1)/2)]*1000, v[int(NR*0.9)]*1000}'
-}
-
 # beside PORT: half the ids one at a time while searches run; and the
 # searches done meanwhile.
 beside() {
