@@ -274,10 +274,14 @@ impl SpansTable {
             .await
             .map_err(external)?;
         let mut cache = self.watermarks.lock();
-        if cache.0 != version {
+        // Kept for the newest version read (reads of an older one, still
+        // running, do not take it back).
+        if cache.0 < version {
             *cache = (version, Default::default());
         }
-        cache.1.insert(writer.to_string(), watermark);
+        if cache.0 == version {
+            cache.1.insert(writer.to_string(), watermark);
+        }
         drop(cache);
         Ok(live.rows_beyond(watermark))
     }

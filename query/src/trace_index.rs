@@ -65,10 +65,11 @@ use tracelake_schema::spans::{DATE, HOUR, TRACE_ID, TRACE_KEY, trace_key};
 use tracelake_schema::trace_keys;
 
 pub struct TraceIndex {
-    /// Data file path → what the index knows of it.
-    files: Mutex<HashMap<String, Arc<IndexedFile>>>,
+    /// Data file path → what the index knows of it, the files of the
+    /// newest table version met (and of none older).
+    files: Mutex<Indexed>,
     cache: Arc<MetadataCache>,
-    /// The table version [`TraceIndex::follow`] last refreshed at (plus
+    /// The newest table version [`TraceIndex::follow`] refreshed at (plus
     /// one; 0: none).
     followed: std::sync::atomic::AtomicU64,
     /// The files of the table version the last refresh was of: the next
@@ -78,6 +79,16 @@ pub struct TraceIndex {
 
 /// A table version's data files (paths as its log names them).
 type Files = Arc<[(String, Arc<IndexedFile>)]>;
+
+/// The files the index holds, and the table version they are of.
+#[derive(Default)]
+struct Indexed {
+    files: HashMap<String, Arc<IndexedFile>>,
+    /// The newest version met: a read at an older one (reads of several
+    /// versions run at once) neither drops the newer files nor keeps the
+    /// ones they replaced.
+    version: Option<u64>,
+}
 
 /// `date` (days since the epoch) and `hour` of a partition.
 type Partition = (i32, i32);
@@ -148,8 +159,8 @@ impl TraceIndex {
         };
         if self
             .followed
-            .swap(version + 1, std::sync::atomic::Ordering::Relaxed)
-            == version + 1
+            .fetch_max(version + 1, std::sync::atomic::Ordering::Relaxed)
+            > version
         {
             return;
         }
@@ -184,15 +195,20 @@ impl TraceIndex {
                 )
             })
             .collect();
-        let mut index = self.files.lock().await;
-        let live: HashSet<&str> = files.iter().map(|f| f.0.as_str()).collect();
-        index.retain(|path, file| {
-            let keep = live.contains(path.as_str());
-            if !keep {
-                self.cache.forget(file.id);
-            }
-            keep
-        });
+        let mut indexed = self.files.lock().await;
+        let older = indexed.version > version;
+        if !older {
+            indexed.version = version;
+            let live: HashSet<&str> = files.iter().map(|f| f.0.as_str()).collect();
+            indexed.files.retain(|path, file| {
+                let keep = live.contains(path.as_str());
+                if !keep {
+                    self.cache.forget(file.id);
+                }
+                keep
+            });
+        }
+        let index = &mut indexed.files;
         let store = table.log_store().object_store(None);
         // Files the index has not met yet, loaded a few at a time.
         let new: Vec<(String, u64, Partition)> = files
@@ -214,11 +230,18 @@ impl TraceIndex {
         }))
         .buffer_unordered(LOAD_CONCURRENCY);
         let mut met = Vec::new();
+        // An older version's files that a newer one replaced: read for this
+        // read alone.
+        let mut replaced = HashMap::new();
         while let Some(file) = loaded.next().await {
             let (path, size, partition, keys) = file?;
             let entry = Arc::new(IndexedFile::new(size, partition, keys));
-            met.push((path.clone(), Arc::clone(&entry)));
-            index.insert(path, entry);
+            if older {
+                replaced.insert(path, entry);
+            } else {
+                met.push((path.clone(), Arc::clone(&entry)));
+                index.insert(path, entry);
+            }
         }
         if !met.is_empty() && self.cache.has_room() {
             tokio::spawn(warm(Arc::clone(&self.cache), Arc::clone(&store), met));
@@ -226,11 +249,13 @@ impl TraceIndex {
         let files: Files = files
             .into_iter()
             .filter_map(|(path, ..)| {
-                let entry = Arc::clone(index.get(&path)?);
+                let entry = Arc::clone(index.get(&path).or_else(|| replaced.get(&path))?);
                 Some((path, entry))
             })
             .collect();
-        *self.listed.lock() = Some((version, Arc::clone(&files)));
+        if !older {
+            *self.listed.lock() = Some((version, Arc::clone(&files)));
+        }
         Ok(files)
     }
 
@@ -1301,6 +1326,113 @@ mod tests {
         let tiny = MetadataCache::new(size - 1);
         tiny.insert(1, Part::Footer, loaded[0].clone());
         assert_eq!(tiny.held(), (0, 0));
+    }
+
+    /// Reads of two versions at once (a read that began before a
+    /// compaction's commit, and one after): the older read finds the
+    /// files of its version, the index keeps the newer version's.
+    #[tokio::test]
+    async fn a_read_at_an_older_version_finds_its_files_and_leaves_the_newer_ones_indexed() {
+        use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+        use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+        use deltalake::kernel::{Action, Add, StructType};
+        use deltalake::protocol::{DeltaOperation, SaveMode};
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = url::Url::from_directory_path(dir.path()).unwrap();
+        let columns: StructType = schema().as_ref().try_into_kernel().unwrap();
+        let table = deltalake::DeltaTableBuilder::from_url(url.clone())
+            .unwrap()
+            .build()
+            .unwrap()
+            .create()
+            .with_columns(columns.fields().cloned())
+            .with_partition_columns([DATE, HOUR])
+            .await
+            .unwrap();
+        let path = |file: u8| format!("{DATE}=2024-10-01/{HOUR}=5/part-{file}.parquet");
+        let put = |file: u8| {
+            let bytes = data_file(file);
+            let at = dir.path().join(path(file));
+            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+            std::fs::write(&at, &bytes).unwrap();
+            Action::Add(Add {
+                path: path(file),
+                partition_values: [(DATE, "2024-10-01"), (HOUR, "5")]
+                    .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+                    .into(),
+                size: bytes.len() as i64,
+                modification_time: 0,
+                data_change: true,
+                stats: None,
+                tags: None,
+                deletion_vector: None,
+                base_row_id: None,
+                default_row_commit_version: None,
+                clustering_provider: None,
+            })
+        };
+        let commit = |table: DeltaTable, actions: Vec<Action>| {
+            let url = url.clone();
+            async move {
+                let operation = DeltaOperation::Write {
+                    mode: SaveMode::Append,
+                    partition_by: Some(vec![DATE.into(), HOUR.into()]),
+                    predicate: None,
+                };
+                CommitBuilder::from(CommitProperties::default())
+                    .with_actions(actions)
+                    .build(
+                        Some(table.snapshot().unwrap()),
+                        table.log_store(),
+                        operation,
+                    )
+                    .await
+                    .unwrap();
+                DeltaTable::try_from_url(url).await.unwrap()
+            }
+        };
+        // Version 1: file 0; version 2: file 0 replaced by file 1.
+        let v1 = commit(table, vec![put(0)]).await;
+        let removed = v1
+            .snapshot()
+            .unwrap()
+            .log_data()
+            .iter()
+            .map(|f| Action::Remove(f.remove_action(true)))
+            .collect::<Vec<_>>();
+        let v2 = commit(v1.clone(), [vec![put(1)], removed].concat()).await;
+        assert_eq!((v1.version(), v2.version()), (Some(1), Some(2)));
+
+        let index = TraceIndex::new(Arc::new(MetadataCache::new(usize::MAX)));
+        let (a, b) = (trace_id(0, 3), trace_id(1, 3));
+        let held = |got: Vec<(Holder, Vec<[u8; 16]>)>| {
+            got.into_iter()
+                .map(|(holder, ids)| (holder.path, ids))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            held(index.holders(&v2, &[a, b], None).await.unwrap()),
+            [(path(1), vec![b])]
+        );
+        assert_eq!(
+            held(index.holders(&v1, &[a, b], None).await.unwrap()),
+            [(path(0), vec![a])],
+            "the older read finds its version's files"
+        );
+        {
+            let indexed = index.files.lock().await;
+            assert_eq!(indexed.version, Some(2));
+            assert_eq!(
+                indexed.files.keys().collect::<Vec<_>>(),
+                [&path(1)],
+                "the older read took the index back"
+            );
+        }
+        assert_eq!(
+            held(index.holders(&v2, &[a, b], None).await.unwrap()),
+            [(path(1), vec![b])]
+        );
     }
 
     /// Loading ahead takes the newest hours first, skips files that left

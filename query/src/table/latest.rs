@@ -72,8 +72,8 @@ impl<S, T: Clone> Refresh<'_, S, T> {
         &mut self.state
     }
 
-    /// Publishes `value` to the callers waiting and to those that arrived
-    /// while this refresh ran.
+    /// Publishes `value` to the callers that arrived before this refresh
+    /// started and still wait (those that arrived since take the next).
     pub(super) fn publish(self, value: T) -> T {
         *self.latest.published.lock() = (self.number, Some(value.clone()));
         value
@@ -159,13 +159,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refresh_that_fails_publishes_nothing() {
-        let latest = Latest::<(), u64>::new(());
-        let Turn::Refresh(refresh) = latest.get().await else {
-            panic!("nothing published yet");
-        };
-        drop(refresh);
-        assert!(matches!(latest.get().await, Turn::Refresh(_)));
-        assert_eq!(latest.last(), None);
+    async fn a_refresh_dropped_in_flight_leaves_its_waiters_to_the_next() {
+        let latest = Arc::new(Latest::<(), u64>::new(()));
+        let store = Arc::new(Store {
+            commits: AtomicU64::new(1),
+            refreshes: AtomicUsize::new(0),
+            release: tokio::sync::Semaphore::new(1),
+        });
+        assert_eq!(read(&latest, &store).await, 1);
+        // A second refresh in flight, having read the log before a commit;
+        // reads queue behind it; then it is dropped (its request went).
+        let (l, s) = (Arc::clone(&latest), Arc::clone(&store));
+        let dropped = tokio::spawn(async move { read(&l, &s).await });
+        settle().await;
+        store.commits.store(2, SeqCst);
+        let waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let (l, s) = (Arc::clone(&latest), Arc::clone(&store));
+                tokio::spawn(async move { read(&l, &s).await })
+            })
+            .collect();
+        settle().await;
+        dropped.abort();
+        assert!(dropped.await.expect_err("aborted").is_cancelled());
+        assert_eq!(
+            latest.last(),
+            Some(1),
+            "a dropped refresh publishes nothing"
+        );
+        settle().await;
+        store.release.add_permits(1);
+        for read in waiting {
+            let seen = tokio::time::timeout(Duration::from_secs(5), read)
+                .await
+                .expect("the three reads share one refresh")
+                .expect("read");
+            assert_eq!(seen, 2, "a read took what was published before it came");
+        }
+        assert_eq!(store.refreshes.load(SeqCst), 3);
     }
 }
