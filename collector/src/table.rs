@@ -890,25 +890,31 @@ mod tests {
         assert_eq!(reader.snapshot().unwrap().log_data().num_files(), 56);
     }
 
-    /// A table an earlier release created (Delta's 30 days of log) gets
-    /// the shorter retention when a node opens it.
-    #[tokio::test]
-    async fn an_older_table_gets_the_shorter_log_retention_when_opened() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = Url::from_directory_path(dir.path()).unwrap();
+    /// A spans table at `url` as an older build made it: layout version
+    /// `version`, none of the table properties set since.
+    async fn made_by_an_older_build(url: &Url, version: &str) -> DeltaTable {
         let schema: StructType = spans_schema().as_ref().try_into_kernel().unwrap();
-        let key = deltalake::TableProperty::LogRetentionDuration.as_ref();
-        let older = deltalake::DeltaTableBuilder::from_url(url.clone())
+        deltalake::DeltaTableBuilder::from_url(url.clone())
             .unwrap()
             .build()
             .unwrap()
             .create()
             .with_columns(schema.fields().cloned())
             .with_partition_columns(PARTITION_COLUMNS)
-            .with_configuration([(SCHEMA_VERSION_KEY, Some(SCHEMA_VERSION.to_string()))])
+            .with_configuration([(SCHEMA_VERSION_KEY, Some(version.to_string()))])
             .with_raise_if_key_not_exists(false)
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// A table an earlier release created (Delta's 30 days of log) gets
+    /// the shorter retention when a node opens it.
+    #[tokio::test]
+    async fn an_older_table_gets_the_shorter_log_retention_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap();
+        let key = deltalake::TableProperty::LogRetentionDuration.as_ref();
+        let older = made_by_an_older_build(&url, &SCHEMA_VERSION.to_string()).await;
         assert!(
             !older
                 .snapshot()
@@ -1058,18 +1064,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = Url::from_directory_path(dir.path()).unwrap();
         // A table as an older build would have made it: schema version 1.
-        let schema: StructType = spans_schema().as_ref().try_into_kernel().unwrap();
-        deltalake::DeltaTableBuilder::from_url(url.clone())
-            .unwrap()
-            .build()
-            .unwrap()
-            .create()
-            .with_columns(schema.fields().cloned())
-            .with_partition_columns(PARTITION_COLUMNS)
-            .with_configuration([(SCHEMA_VERSION_KEY, Some("1".to_string()))])
-            .with_raise_if_key_not_exists(false)
-            .await
-            .unwrap();
+        made_by_an_older_build(&url, "1").await;
         let err = Table::open_or_create(&url, Arc::new(Metrics::default()))
             .await
             .err()
