@@ -29,7 +29,7 @@
 //! `/metrics` (`tracelake_compaction_*`).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,7 @@ use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use tokio::sync::watch;
 use tracelake_schema::layout::Layout;
-use tracelake_schema::spans::{START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY};
+use tracelake_schema::spans::{START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY, empty_columns};
 
 use crate::buffer::Buffer;
 use crate::flush::Flusher;
@@ -279,6 +279,7 @@ impl Compactor {
                     full.then_some(job.as_str()),
                     outputs.len(),
                     &schema,
+                    &merge.empty,
                 )?),
             };
             o.write(&batch).await?;
@@ -507,6 +508,11 @@ struct Merge {
     /// Pending output rows: (batch, row).
     pending: Vec<(usize, usize)>,
     last_key: Option<i64>,
+    /// The columns of the schema that no input holds a value in, by the
+    /// inputs' metadata: absent from every input, or in every input either
+    /// listed under [`EMPTY_COLUMNS_KEY`] or counted all null in every row
+    /// group (a file an older build wrote lists nothing).
+    empty: HashSet<String>,
 }
 
 impl Merge {
@@ -523,6 +529,7 @@ impl Merge {
             batches: Vec::new(),
             pending: Vec::with_capacity(WRITE_BATCH_ROWS),
             last_key: None,
+            empty: schema.fields().iter().map(|f| f.name().clone()).collect(),
         };
         for file in files {
             let read = |source| Error::Read {
@@ -537,6 +544,29 @@ impl Merge {
             let builder = ParquetRecordBatchStreamBuilder::new(reader)
                 .await
                 .map_err(read)?;
+            let metadata = builder.metadata();
+            let listed = empty_columns(
+                metadata
+                    .file_metadata()
+                    .key_value_metadata()
+                    .into_iter()
+                    .flatten()
+                    .map(|kv| (kv.key.as_str(), kv.value.as_deref())),
+            );
+            for group in metadata.row_groups() {
+                for chunk in group.columns() {
+                    let all_null = chunk
+                        .statistics()
+                        .and_then(|s| s.null_count_opt())
+                        .is_some_and(|nulls| nulls == group.num_rows() as u64);
+                    if let Some(column) = chunk.column_path().parts().first()
+                        && !all_null
+                        && !listed.contains(column.as_str())
+                    {
+                        merge.empty.remove(column);
+                    }
+                }
+            }
             // Read the columns of today's schema, in its order.
             let parquet_schema = builder.parquet_schema();
             let mask = parquet::arrow::ProjectionMask::columns(
@@ -626,6 +656,7 @@ impl Output {
         job: Option<&str>,
         index: usize,
         schema: &SchemaRef,
+        empty: &HashSet<String>,
     ) -> Result<Self, Error> {
         let name = match job {
             Some(job) => format!("{COMPACTED_PREFIX}{job}-{index:05}.zstd.parquet"),
@@ -633,7 +664,7 @@ impl Output {
         };
         let path = format!("{partition}/{name}");
         let sink = BufWriter::new(Arc::clone(store), Path::from(path.as_str()));
-        let props = writer_properties(schema, ROW_GROUP_ROWS, ZSTD_LEVEL);
+        let props = writer_properties(schema, ROW_GROUP_ROWS, ZSTD_LEVEL, empty);
         let writer =
             AsyncArrowWriter::try_new(sink, Arc::clone(schema), Some(props)).map_err(|source| {
                 Error::Write {
@@ -712,6 +743,7 @@ mod tests {
 
     use arrow::array::AsArray;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::basic::Compression;
     use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use tracelake_schema::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
     use tracelake_schema::opentelemetry_proto::tonic::resource::v1::Resource;
@@ -887,7 +919,145 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), rows);
+
+        // The columns no span set stay uncompressed through the merge; the
+        // others are compressed.
+        for f in &files {
+            let file = std::fs::File::open(table_dir.join(&f.path)).unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+            let compression = compressions(reader.metadata());
+            assert_eq!(
+                compression["links.list.element.span_id"],
+                Compression::UNCOMPRESSED
+            );
+            assert_eq!(compression["http_route"], Compression::UNCOMPRESSED);
+            assert!(matches!(compression["service_name"], Compression::ZSTD(_)));
+            assert!(matches!(
+                compression["resource_attributes.key_value.key"],
+                Compression::ZSTD(_)
+            ));
+        }
         collector.shutdown().await;
+    }
+
+    /// Each leaf column's compression in every row group of a file.
+    fn compressions(metadata: &ParquetMetaData) -> std::collections::HashMap<String, Compression> {
+        let mut out = std::collections::HashMap::new();
+        for group in metadata.row_groups() {
+            for chunk in group.columns() {
+                let path = chunk.column_path().string();
+                let before = out.insert(path.clone(), chunk.compression());
+                assert!(before.is_none_or(|b| b == chunk.compression()), "{path}");
+            }
+        }
+        out
+    }
+
+    /// A merge reads which columns hold nothing from its inputs' metadata:
+    /// those every input lists as such, or counts all null; not a list or
+    /// map in a file of an older build, which lists nothing and counts no
+    /// list's entries.
+    #[tokio::test]
+    async fn a_merge_finds_the_columns_its_inputs_hold_nothing_in() {
+        use crate::writer::write_partition;
+        use parquet::arrow::ArrowWriter;
+        use tracelake_schema::otlp::{Acceptance, SpansBuilder};
+        use tracelake_schema::spans::spans_schema;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let start = (now_ns() as u64) - 2 * 3_600_000_000_000;
+        let batch = |seed: u64, route: bool| {
+            let mut request = request(seed, 10, start);
+            if route {
+                let spans = &mut request.resource_spans[0].scope_spans[0].spans;
+                spans[0].attributes = vec![KeyValue {
+                    key: "http.route".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("/a".into())),
+                    }),
+                    ..Default::default()
+                }];
+            }
+            let mut builder = SpansBuilder::with_capacity(30);
+            builder.append_request(&request, &Acceptance::ANY_TIME);
+            builder.finish()
+        };
+        // This build's flush, with a route in one span; an older build's
+        // file, every column compressed.
+        let flushed = write_partition((20_000, 0), &[batch(1, true)]).unwrap();
+        let older = {
+            let file = write_partition((20_000, 0), &[batch(2, false)]).unwrap();
+            let read: Vec<RecordBatch> =
+                ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(file.bytes))
+                    .unwrap()
+                    .build()
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+            let props = writer_properties(&read[0].schema(), 1024, 1, &HashSet::new());
+            assert!(
+                props
+                    .key_value_metadata()
+                    .unwrap()
+                    .iter()
+                    .all(|kv| kv.key != tracelake_schema::spans::EMPTY_COLUMNS_KEY)
+            );
+            let mut bytes = Vec::new();
+            let mut writer =
+                ArrowWriter::try_new(&mut bytes, read[0].schema(), Some(props)).unwrap();
+            for b in &read {
+                writer.write(b).unwrap();
+            }
+            writer.close().unwrap();
+            let path = file.path.replace("part-", "older-");
+            (path, bytes)
+        };
+        let mut inputs = Vec::new();
+        for (path, bytes) in [(flushed.path, flushed.bytes), older] {
+            inputs.push(PartitionFile {
+                size: bytes.len() as u64,
+                path: path.clone(),
+                rows: None,
+                partition: "date=2024-10-04/hour=00".into(),
+                partition_end_ns: 0,
+            });
+            store.put(&Path::from(path), bytes.into()).await.unwrap();
+        }
+        let schema = Arc::clone(Layout::of_schema(&spans_schema()).unwrap().file_schema());
+        let flushed = Merge::open(&store, &inputs[..1], &schema)
+            .await
+            .unwrap()
+            .empty;
+        let both = Merge::open(&store, &inputs, &schema).await.unwrap().empty;
+        for column in [
+            "http_url",
+            "db_system",
+            "links",
+            "events",
+            "scope_attributes",
+        ] {
+            assert!(flushed.contains(column), "{column}: {flushed:?}");
+        }
+        for column in [
+            "http_route",
+            "service_name",
+            "span_id",
+            "resource_attributes",
+        ] {
+            assert!(!flushed.contains(column), "{column}");
+        }
+        // The older file counts its scalar columns' nulls, not its lists'.
+        assert!(
+            both.contains("http_url") && both.contains("db_system"),
+            "{both:?}"
+        );
+        assert!(
+            !both.contains("links") && !both.contains("events"),
+            "{both:?}"
+        );
+        assert!(!both.contains("http_route"));
     }
 
     #[test]

@@ -15,7 +15,7 @@
 //! again. Replaced files are removed from storage by vacuum after its grace
 //! period, as compacted ones are.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -244,7 +244,14 @@ async fn rewrite(
         .with_batch_size(READ_BATCH_ROWS)
         .build()
         .map_err(read)?;
-    let mut out = Output::create(store, partition, None, index, &file_schema())?;
+    let mut out = Output::create(
+        store,
+        partition,
+        None,
+        index,
+        &file_schema(),
+        &HashSet::new(),
+    )?;
     let mut rows = 0u64;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(read)?;

@@ -33,7 +33,7 @@ use arrow::compute::{SortColumn, lexsort_to_indices};
 use arrow::datatypes::{Int64Type, Schema, SchemaRef};
 use chrono::NaiveDate;
 use deltalake::kernel::Add;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -41,9 +41,9 @@ use parquet::schema::types::ColumnPath;
 use serde_json::{Map, Value, json};
 use tracelake_schema::layout::Layout;
 use tracelake_schema::spans::{
-    DURATION_NS, HOUR, KEYED_MAPS, MAX_TAGGED_KEYS, PARTITION_COLUMNS, SCHEMA_VERSION,
-    SCHEMA_VERSION_KEY, SERVICE_NAME, SPAN_ID, START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY,
-    map_keys_tag, spans_schema,
+    DURATION_NS, EMPTY_COLUMNS_KEY, HOUR, KEYED_MAPS, MAX_TAGGED_KEYS, PARTITION_COLUMNS,
+    SCHEMA_VERSION, SCHEMA_VERSION_KEY, SERVICE_NAME, SPAN_ID, START_TIME_UNIX_NANO, TRACE_ID,
+    TRACE_KEY, map_keys_tag, spans_schema,
 };
 use tracelake_schema::trace_keys::KeysBuilder;
 
@@ -97,11 +97,23 @@ const BLOOM_FILTER_FPP: f64 = 0.05;
 
 /// Writer settings of a data file of `schema` (a layout's file schema)
 /// with row groups of at most `row_group_rows`, compressed with zstd at
-/// `zstd_level`.
+/// `zstd_level`, but for the columns named in `empty`.
+///
+/// `empty` names the top-level columns that hold no value in the file
+/// (null, or an empty list or map, in every row): most dedicated attribute
+/// columns, links, scope attributes of a workload. The file lists them
+/// under [`EMPTY_COLUMNS_KEY`], so that a trace lookup makes them rather
+/// than reads them. Their column chunks are written uncompressed and
+/// without a dictionary. zstd made them larger
+/// (a chunk of nothing but definition levels), and a reader creates a
+/// zstd compressor and decompressor for every compressed column chunk it
+/// reads, which costs a trace lookup some 30 µs per column on a VM where
+/// `cpuid` traps (BENCHMARKS.md, "Empty columns uncompressed").
 pub fn writer_properties(
     schema: &Schema,
     row_group_rows: usize,
     zstd_level: i32,
+    empty: &HashSet<String>,
 ) -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
@@ -115,10 +127,7 @@ pub fn writer_properties(
         .set_statistics_enabled(EnabledStatistics::None)
         .set_max_row_group_row_count(Some(row_group_rows))
         .set_data_page_row_count_limit(PAGE_ROWS)
-        .set_key_value_metadata(Some(vec![KeyValue::new(
-            SCHEMA_VERSION_KEY.to_string(),
-            SCHEMA_VERSION.to_string(),
-        )]));
+        .set_key_value_metadata(Some(key_value_metadata(empty)));
     for unique in [
         TRACE_ID,
         TRACE_KEY,
@@ -167,7 +176,58 @@ pub fn writer_properties(
             );
         }
     }
+    if !empty.is_empty()
+        && let Ok(leaves) = ArrowSchemaConverter::new().convert(schema)
+    {
+        for leaf in leaves.columns() {
+            if leaf
+                .path()
+                .parts()
+                .first()
+                .is_some_and(|c| empty.contains(c))
+            {
+                props = props
+                    .set_column_compression(leaf.path().clone(), Compression::UNCOMPRESSED)
+                    .set_column_dictionary_enabled(leaf.path().clone(), false);
+            }
+        }
+    }
     props.build()
+}
+
+/// The key-value metadata of a data file: its layout's version, and the
+/// columns that hold nothing in it, if any.
+fn key_value_metadata(empty: &HashSet<String>) -> Vec<KeyValue> {
+    let mut metadata = vec![KeyValue::new(
+        SCHEMA_VERSION_KEY.to_string(),
+        SCHEMA_VERSION.to_string(),
+    )];
+    if !empty.is_empty() {
+        let mut names: Vec<&str> = empty.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        metadata.push(KeyValue::new(
+            EMPTY_COLUMNS_KEY.to_string(),
+            names.join(","),
+        ));
+    }
+    metadata
+}
+
+/// Whether `array` holds a value: a row that is neither null nor an empty
+/// list or map. The columns that do not are written uncompressed
+/// ([`writer_properties`]).
+pub(crate) fn holds_values(array: &dyn Array) -> bool {
+    if array.null_count() == array.len() {
+        return false;
+    }
+    let entries = |offsets: &[i32]| offsets.last() > offsets.first();
+    if let Some(list) = array.as_list_opt::<i32>() {
+        entries(list.value_offsets())
+    } else if let Some(map) = array.as_map_opt() {
+        entries(map.value_offsets())
+    } else {
+        true
+    }
 }
 
 /// Encodes the rows of one partition as a Parquet file and describes it.
@@ -195,6 +255,12 @@ pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<Dat
                 .then_some(arrays)
         })
         .collect();
+    let empty: HashSet<String> = inputs
+        .iter()
+        .zip(schema.fields())
+        .filter(|(arrays, _)| !arrays.iter().flatten().any(|a| holds_values(*a)))
+        .map(|(_, field)| field.name().clone())
+        .collect();
     let mut bytes = Vec::with_capacity(rows * 64);
     let mut writer = ArrowWriter::try_new(
         &mut bytes,
@@ -203,6 +269,7 @@ pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<Dat
             &schema,
             FLUSH_ROW_GROUP_ROWS,
             FLUSH_ZSTD_LEVEL,
+            &empty,
         )),
     )?;
     let mut stats = Stats::default();
@@ -643,6 +710,54 @@ mod tests {
             .unwrap()
             .expect("http_route's bloom filter");
         assert!(bloom.check(&"/items/{id}") && !bloom.check(&"/nowhere/at/all"));
+        // Columns that hold nothing in the file are not compressed: a
+        // dedicated column no span set, a list every span left empty.
+        let compression = |name: &str| row_group.column(leaf(name)).compression();
+        use parquet::basic::Compression::UNCOMPRESSED;
+        for empty in [
+            "db_system",
+            "links.list.element.span_id",
+            "scope_attributes.key_value.key",
+        ] {
+            assert_eq!(compression(empty), UNCOMPRESSED, "{empty}");
+        }
+        for filled in [
+            "http_route",
+            "service_name",
+            "events.list.element.name",
+            "span_attributes.key_value.key",
+        ] {
+            assert!(
+                matches!(compression(filled), Compression::ZSTD(_)),
+                "{filled}"
+            );
+        }
+        // ... and the file lists them, for a lookup to make them.
+        let listed = tracelake_schema::spans::empty_columns(
+            metadata
+                .file_metadata()
+                .key_value_metadata()
+                .unwrap()
+                .iter()
+                .map(|kv| (kv.key.as_str(), kv.value.as_deref())),
+        );
+        for empty in [
+            "db_system",
+            "links",
+            "scope_attributes",
+            "resource_attribute_types",
+        ] {
+            assert!(listed.contains(empty), "{empty}: {listed:?}");
+        }
+        for filled in [
+            "http_route",
+            "service_name",
+            "events",
+            "span_attributes",
+            "span_attribute_types",
+        ] {
+            assert!(!listed.contains(filled), "{filled}: {listed:?}");
+        }
         let read: Vec<RecordBatch> = reader.build().unwrap().collect::<Result<_, _>>().unwrap();
         let rows = |batches: &[RecordBatch]| {
             let mut out = Vec::new();

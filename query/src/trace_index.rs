@@ -61,7 +61,7 @@ use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 use tokio::sync::Mutex;
-use tracelake_schema::spans::{DATE, HOUR, TRACE_ID, TRACE_KEY, trace_key};
+use tracelake_schema::spans::{DATE, HOUR, TRACE_ID, TRACE_KEY, empty_columns, trace_key};
 use tracelake_schema::trace_keys;
 
 pub struct TraceIndex {
@@ -423,19 +423,31 @@ impl TraceIndex {
         let parquet = metadata.metadata();
         let row_groups = [0];
         let rg = parquet.row_group(0);
-        // Of `schema`'s columns, those the file has, less those null in
-        // every row (most dedicated attribute columns, in a file of spans
-        // that never set their key): their nulls are made here.
+        // Of `schema`'s columns, those the file has, less those that hold
+        // nothing: listed as such by the file (null, or empty lists and
+        // maps, in every row), or null in every row of the row group (most
+        // dedicated attribute columns, in a file of spans that never set
+        // their key). Their nulls are made here: a null list or map reads
+        // as an empty one.
         let descr = parquet.file_metadata().schema_descr();
+        let listed = empty_columns(
+            parquet
+                .file_metadata()
+                .key_value_metadata()
+                .into_iter()
+                .flatten()
+                .map(|kv| (kv.key.as_str(), kv.value.as_deref())),
+        );
         let all_null = |root: usize| {
-            (0..descr.num_columns())
-                .filter(|&leaf| descr.get_column_root_idx(leaf) == root)
-                .all(|leaf| {
-                    rg.column(leaf)
-                        .statistics()
-                        .and_then(|s| s.null_count_opt())
-                        .is_some_and(|n| n as i64 == rg.num_rows())
-                })
+            listed.contains(descr.root_schema().get_fields()[root].name())
+                || (0..descr.num_columns())
+                    .filter(|&leaf| descr.get_column_root_idx(leaf) == root)
+                    .all(|leaf| {
+                        rg.column(leaf)
+                            .statistics()
+                            .and_then(|s| s.null_count_opt())
+                            .is_some_and(|n| n as i64 == rg.num_rows())
+                    })
         };
         let read: Vec<usize> = descr
             .root_schema()

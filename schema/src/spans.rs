@@ -27,6 +27,7 @@
 //! attributes in typed columns while keeping them in the map; tables of
 //! that version are rewritten in place at start ([`crate::upgrade`]).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Fields, SchemaRef, TimeUnit};
@@ -38,6 +39,25 @@ use crate::layout::Layout;
 pub const SCHEMA_VERSION: u32 = 3;
 /// Metadata key under which [`SCHEMA_VERSION`] is recorded.
 pub const SCHEMA_VERSION_KEY: &str = "tracelake.schema.version";
+/// Metadata key of a Parquet file listing, comma-separated, the top-level
+/// columns that hold no value in the file: null, or an empty list or map,
+/// in every row. A reader may make them rather than read them; a writer
+/// merging files carries the list over (and stores them uncompressed).
+pub const EMPTY_COLUMNS_KEY: &str = "tracelake.empty.columns";
+
+/// The columns a file's key-value metadata (key, value) lists under
+/// [`EMPTY_COLUMNS_KEY`].
+pub fn empty_columns<'a>(
+    metadata: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> HashSet<&'a str> {
+    metadata
+        .into_iter()
+        .filter(|(key, _)| *key == EMPTY_COLUMNS_KEY)
+        .filter_map(|(_, value)| value)
+        .flat_map(|value| value.split(','))
+        .filter(|c| !c.is_empty())
+        .collect()
+}
 
 pub const TRACE_ID: &str = "trace_id";
 /// The last 8 bytes of `trace_id` as a big-endian signed integer (see
