@@ -23,6 +23,7 @@ mod latest;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
@@ -124,12 +125,33 @@ pub trait LiveSpans: Send + Sync {
 /// A table version and the writers' watermarks there.
 type Watermarks = (Option<u64>, std::collections::HashMap<String, Option<i64>>);
 
+/// The Delta table as the last refresh left it, and when that refresh
+/// last listed the log.
+#[derive(Default)]
+struct Loaded {
+    table: Option<DeltaTable>,
+    listed: Option<Instant>,
+    /// Listings of the log so far (for tests).
+    listings: u64,
+}
+
+/// How long after a listing of the Delta log a refresh asks only for the
+/// commit after its version. Delta versions follow one another, so while
+/// that commit does not exist no newer one does; a commit removes expired
+/// log entries only when they are older than the log's retention (hours,
+/// `collector::table::LOG_RETENTION`), and the commit after a version
+/// last seen as the newest within this interval is younger than that.
+/// One read of a missing file (a `stat` on disk, a GET on S3) instead of
+/// a listing of the log, its replay, and the thread it runs on: what a
+/// read pays while nothing is committed.
+const PROBE_WITHIN: Duration = Duration::from_secs(60);
+
 pub struct SpansTable {
     url: Url,
     /// The table, brought to its latest version by one refresh at a time
     /// for the reads that arrived before the refresh started; each
     /// version is shared as a copy of its own, read without a lock.
-    delta: Latest<Option<DeltaTable>, Option<Arc<DeltaTable>>>,
+    delta: Latest<Loaded, Option<Arc<DeltaTable>>>,
     /// The writers' watermarks at one table version (read once per version).
     watermarks: parking_lot::Mutex<Watermarks>,
     live: Option<Arc<dyn LiveSpans>>,
@@ -161,7 +183,7 @@ impl SpansTable {
         Ok(Self {
             store: crate::scan::store_root(&url)?,
             url,
-            delta: Latest::new(None),
+            delta: Latest::new(Loaded::default()),
             watermarks: Default::default(),
             live,
             index: Arc::new(TraceIndex::new(metadata)),
@@ -286,27 +308,38 @@ impl SpansTable {
         Ok(live.rows_beyond(watermark))
     }
 
-    /// The Delta table at its latest version in `guard`, or `None` while
+    /// The Delta table at its latest version in `loaded`, or `None` while
     /// no table exists.
-    async fn load<'a>(
-        &self,
-        guard: &'a mut Option<DeltaTable>,
-    ) -> Result<Option<&'a mut DeltaTable>> {
-        if guard.is_none() {
-            *guard = Some(
+    async fn load<'a>(&self, loaded: &'a mut Loaded) -> Result<Option<&'a mut DeltaTable>> {
+        if loaded.table.is_none() {
+            loaded.table = Some(
                 DeltaTable::try_from_url(self.url.clone())
                     .await
                     .map_err(external)?,
             );
         }
-        let table = guard.as_mut().expect("set above");
-        if let Err(error) = table.update_state().await {
-            // Not a table yet (nothing written): nothing to read.
-            if table.version().is_none() {
-                tracing::debug!(%error, "no spans table yet");
-                return Ok(None);
+        let table = loaded.table.as_mut().expect("set above");
+        let unchanged = match (table.version(), loaded.listed) {
+            (Some(version), Some(listed)) if listed.elapsed() < PROBE_WITHIN => table
+                .log_store()
+                .read_commit_entry(version + 1)
+                .await
+                .map_err(external)?
+                .is_none(),
+            _ => false,
+        };
+        if !unchanged {
+            let listing = Instant::now();
+            if let Err(error) = table.update_state().await {
+                // Not a table yet (nothing written): nothing to read.
+                if table.version().is_none() {
+                    tracing::debug!(%error, "no spans table yet");
+                    return Ok(None);
+                }
+                return Err(external(error));
             }
-            return Err(external(error));
+            loaded.listed = Some(listing);
+            loaded.listings += 1;
         }
         if table.version().is_none() {
             return Ok(None);
@@ -866,6 +899,117 @@ mod tests {
     use datafusion::scalar::ScalarValue;
 
     use super::*;
+
+    /// A read sees a commit another process made just before it, while
+    /// reads between commits ask for the next commit's file instead of
+    /// listing the log; a refresh whose last listing is older than
+    /// [`PROBE_WITHIN`] lists the log, as the commit after its version may
+    /// have left it since.
+    #[tokio::test]
+    async fn a_read_sees_a_commit_made_elsewhere_and_lists_the_log_only_for_one() {
+        use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+        use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+        use deltalake::kernel::{Action, Add, StructType};
+        use deltalake::protocol::{DeltaOperation, SaveMode};
+        use tracelake_schema::spans::{
+            DATE, HOUR, PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, spans_schema,
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap();
+        let columns: StructType = spans_schema().as_ref().try_into_kernel().unwrap();
+        deltalake::DeltaTableBuilder::from_url(url.clone())
+            .unwrap()
+            .build()
+            .unwrap()
+            .create()
+            .with_columns(columns.fields().cloned())
+            .with_partition_columns(PARTITION_COLUMNS)
+            .with_configuration([(SCHEMA_VERSION_KEY, Some(SCHEMA_VERSION.to_string()))])
+            .with_raise_if_key_not_exists(false)
+            .await
+            .unwrap();
+        // A commit by another handle on the table, as another node makes.
+        let commit = |file: u32| {
+            let url = url.clone();
+            async move {
+                let elsewhere = DeltaTable::try_from_url(url.clone()).await.unwrap();
+                let add = Add {
+                    path: format!("{DATE}=2024-10-01/{HOUR}=5/part-{file}.parquet"),
+                    partition_values: [(DATE, "2024-10-01"), (HOUR, "5")]
+                        .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+                        .into(),
+                    size: 1,
+                    modification_time: 0,
+                    data_change: true,
+                    stats: None,
+                    tags: None,
+                    deletion_vector: None,
+                    base_row_id: None,
+                    default_row_commit_version: None,
+                    clustering_provider: None,
+                };
+                let operation = DeltaOperation::Write {
+                    mode: SaveMode::Append,
+                    partition_by: None,
+                    predicate: None,
+                };
+                CommitBuilder::from(CommitProperties::default())
+                    .with_actions(vec![Action::Add(add)])
+                    .build(
+                        Some(elsewhere.snapshot().unwrap()),
+                        elsewhere.log_store(),
+                        operation,
+                    )
+                    .await
+                    .unwrap();
+                DeltaTable::try_from_url(url).await.unwrap()
+            }
+        };
+        let table = SpansTable::new(
+            url.clone(),
+            None,
+            Arc::new(crate::trace_index::MetadataCache::new(1 << 20)),
+        )
+        .unwrap();
+        let version = || async { table.latest().await.unwrap().unwrap().version() };
+        // The state of the next refresh, changed by `change`; the refresh
+        // is then dropped, publishing nothing.
+        let table = &table;
+        let next_refresh = |change: fn(&mut Loaded) -> u64| async move {
+            match table.delta.get().await {
+                Turn::Refresh(mut refresh) => change(refresh.state()),
+                Turn::Fresh(_) => unreachable!("no other read"),
+            }
+        };
+        let listings = || next_refresh(|loaded| loaded.listings);
+        assert_eq!(version().await, Some(0));
+        for _ in 0..5 {
+            assert_eq!(version().await, Some(0));
+        }
+        assert_eq!(listings().await, 1, "reads with nothing new listed the log");
+        commit(1).await;
+        assert_eq!(version().await, Some(1), "a commit made before the read");
+        assert_eq!(listings().await, 2);
+
+        // Versions 2 and 3, a checkpoint at 3, and version 2's entry gone
+        // from the log, as expired entries leave it.
+        commit(2).await;
+        let newest = commit(3).await;
+        deltalake::checkpoints::create_checkpoint(&newest, None)
+            .await
+            .unwrap();
+        std::fs::remove_file(dir.path().join("_delta_log/00000000000000000002.json")).unwrap();
+        // Last listed longer ago than a probe is trusted: the log is read.
+        next_refresh(|loaded| {
+            loaded.listed = Instant::now().checked_sub(PROBE_WITHIN * 2);
+            assert!(loaded.listed.is_some());
+            0
+        })
+        .await;
+        assert_eq!(version().await, Some(3));
+        assert_eq!(listings().await, 3);
+    }
 
     #[test]
     fn live_groups_the_watermark_has_reached_are_left_out() {
