@@ -509,9 +509,9 @@ struct Merge {
     pending: Vec<(usize, usize)>,
     last_key: Option<i64>,
     /// The columns of the schema that no input holds a value in, by the
-    /// inputs' metadata: absent from every input, or in every input either
-    /// listed under [`EMPTY_COLUMNS_KEY`] or counted all null in every row
-    /// group (a file an older build wrote lists nothing).
+    /// inputs' metadata: each input lacks the column, lists it under
+    /// `tracelake.empty.columns`, or counts it all null in every row group
+    /// (a file an older build wrote lists nothing).
     empty: HashSet<String>,
 }
 
@@ -926,6 +926,20 @@ mod tests {
             let file = std::fs::File::open(table_dir.join(&f.path)).unwrap();
             let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
             let compression = compressions(reader.metadata());
+            let listed = empty_columns(
+                reader
+                    .metadata()
+                    .file_metadata()
+                    .key_value_metadata()
+                    .unwrap()
+                    .iter()
+                    .map(|kv| (kv.key.as_str(), kv.value.as_deref())),
+            );
+            assert!(
+                listed.contains("links") && listed.contains("http_route"),
+                "{listed:?}"
+            );
+            assert!(!listed.contains("service_name") && !listed.contains("span_id"));
             assert_eq!(
                 compression["links.list.element.span_id"],
                 Compression::UNCOMPRESSED

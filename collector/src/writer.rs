@@ -108,7 +108,7 @@ const BLOOM_FILTER_FPP: f64 = 0.05;
 /// (a chunk of nothing but definition levels), and a reader creates a
 /// zstd compressor and decompressor for every compressed column chunk it
 /// reads, which costs a trace lookup some 30 µs per column on a VM where
-/// `cpuid` traps (BENCHMARKS.md, "Empty columns uncompressed").
+/// `cpuid` traps (BENCHMARKS.md, "Columns that hold nothing").
 pub fn writer_properties(
     schema: &Schema,
     row_group_rows: usize,

@@ -61,7 +61,9 @@ use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 use tokio::sync::Mutex;
-use tracelake_schema::spans::{DATE, HOUR, TRACE_ID, TRACE_KEY, empty_columns, trace_key};
+use tracelake_schema::spans::{
+    DATE, HOUR, TRACE_ID, TRACE_KEY, empty_column, empty_columns, trace_key,
+};
 use tracelake_schema::trace_keys;
 
 pub struct TraceIndex {
@@ -427,8 +429,8 @@ impl TraceIndex {
         // nothing: listed as such by the file (null, or empty lists and
         // maps, in every row), or null in every row of the row group (most
         // dedicated attribute columns, in a file of spans that never set
-        // their key). Their nulls are made here: a null list or map reads
-        // as an empty one.
+        // their key). They are made here, as the file holds them: empty
+        // lists and maps, nulls.
         let descr = parquet.file_metadata().schema_descr();
         let listed = empty_columns(
             parquet
@@ -506,6 +508,7 @@ impl TraceIndex {
                     HOUR => Arc::new(Int32Array::from(vec![hour; rows])),
                     name => match batch.column_by_name(name) {
                         Some(c) => Arc::clone(c),
+                        None if listed.contains(name) => empty_column(f.data_type(), rows),
                         None => arrow::array::new_null_array(f.data_type(), rows),
                     },
                 })
@@ -1118,6 +1121,97 @@ mod tests {
     /// column to batch boundaries, 1024 rows, a whole row group here, and
     /// the store coalesces nearby ranges: a trace in a row group's first
     /// pages shows the pruning best.)
+    /// Columns a file lists as holding nothing are not read, and come
+    /// back as the file holds them: empty lists and maps, not nulls (a
+    /// TraceQL condition on an event's name, and the columns layout's
+    /// resources, tell the two apart), and nulls.
+    #[tokio::test]
+    async fn columns_a_file_lists_as_empty_come_back_as_it_holds_them() {
+        use arrow::array::{ListArray, MapArray, MapBuilder, StringBuilder};
+        use datafusion::parquet::file::metadata::KeyValue;
+        use tracelake_schema::spans::{EMPTY_COLUMNS_KEY, empty_column};
+
+        let events = DataType::List(Arc::new(Field::new_list_field(
+            DataType::Struct(vec![Field::new("name", DataType::Utf8, true)].into()),
+            true,
+        )));
+        let attributes = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
+            .finish()
+            .data_type()
+            .clone();
+        let stored = Arc::new(Schema::new(vec![
+            Field::new(TRACE_ID, DataType::Binary, false),
+            Field::new(TRACE_KEY, DataType::Int64, false),
+            Field::new("events", events.clone(), true),
+            Field::new("attributes", attributes.clone(), true),
+            Field::new("note", DataType::Utf8, true),
+        ]));
+        let id = trace_id(0, 0);
+        let rows = 3;
+        let batch = RecordBatch::try_new(
+            Arc::clone(&stored),
+            vec![
+                Arc::new(BinaryArray::from_iter_values(vec![id; rows])),
+                Arc::new(Int64Array::from(vec![trace_key(&id); rows])),
+                empty_column(&events, rows),
+                empty_column(&attributes, rows),
+                empty_column(&DataType::Utf8, rows),
+            ],
+        )
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                EMPTY_COLUMNS_KEY.to_string(),
+                "attributes,events,note".to_string(),
+            )]))
+            .build();
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, stored, Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let path = "date=2024-10-01/hour=05/part-empty.parquet".to_string();
+        let size = bytes.len() as u64;
+        store
+            .put(&Location::from(path.as_str()), bytes.into())
+            .await
+            .unwrap();
+        let holder = Holder {
+            path,
+            file: Arc::new(IndexedFile::new(
+                size,
+                (20_000, 5),
+                vec![trace_key(&id)].into(),
+            )),
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(TRACE_ID, DataType::Binary, false),
+            Field::new(TRACE_KEY, DataType::Int64, false),
+            Field::new("events", events, true),
+            Field::new("attributes", attributes, true),
+            Field::new("note", DataType::Utf8, true),
+            Field::new(DATE, DataType::Date32, false),
+            Field::new(HOUR, DataType::Int32, false),
+        ]));
+        let index = Arc::new(TraceIndex::new(Arc::new(MetadataCache::new(
+            DEFAULT_METADATA_BUDGET,
+        ))));
+        let got = index
+            .read_traces(&store, &holder, &[id], &schema, &RowBudget::new(usize::MAX))
+            .await
+            .unwrap();
+        assert_eq!(read(&got, &id), (rows, vec![(20_000, 5)]));
+        for b in &got {
+            let events: &ListArray = b.column_by_name("events").unwrap().as_list();
+            assert_eq!(events.null_count(), 0);
+            assert!(events.iter().all(|e| e.is_some_and(|e| e.is_empty())));
+            let attributes: &MapArray = b.column_by_name("attributes").unwrap().as_map();
+            assert_eq!(attributes.null_count(), 0);
+            assert!((0..b.num_rows()).all(|r| attributes.value_length(r) == 0));
+            assert_eq!(b.column_by_name("note").unwrap().null_count(), b.num_rows());
+        }
+    }
+
     #[tokio::test]
     async fn a_lookup_reads_the_pages_holding_its_trace() {
         let (counting, holders, size) = stored(1).await;

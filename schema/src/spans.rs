@@ -30,6 +30,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use arrow_array::ArrayRef;
 use arrow_schema::{DataType, Field, Fields, SchemaRef, TimeUnit};
 
 use crate::layout::Layout;
@@ -44,6 +45,31 @@ pub const SCHEMA_VERSION_KEY: &str = "tracelake.schema.version";
 /// in every row. A reader may make them rather than read them; a writer
 /// merging files carries the list over (and stores them uncompressed).
 pub const EMPTY_COLUMNS_KEY: &str = "tracelake.empty.columns";
+
+/// `rows` rows of a column a file lists under [`EMPTY_COLUMNS_KEY`]: an
+/// empty list or map in each row for a list or map column (no writer
+/// stores a null one), a null for any other.
+pub fn empty_column(data_type: &DataType, rows: usize) -> ArrayRef {
+    use arrow_array::cast::AsArray as _;
+    use arrow_array::{ListArray, MapArray, new_empty_array, new_null_array};
+    use arrow_buffer::OffsetBuffer;
+    match data_type {
+        DataType::List(item) => Arc::new(ListArray::new(
+            Arc::clone(item),
+            OffsetBuffer::new_zeroed(rows),
+            new_empty_array(item.data_type()),
+            None,
+        )),
+        DataType::Map(entries, sorted) => Arc::new(MapArray::new(
+            Arc::clone(entries),
+            OffsetBuffer::new_zeroed(rows),
+            new_empty_array(entries.data_type()).as_struct().clone(),
+            None,
+            *sorted,
+        )),
+        other => new_null_array(other, rows),
+    }
+}
 
 /// The columns a file's key-value metadata (key, value) lists under
 /// [`EMPTY_COLUMNS_KEY`].
