@@ -89,10 +89,12 @@ pub enum Error {
 const COMMIT_ATTEMPTS: usize = 100;
 
 /// How long the table's log keeps a commit (`delta.logRetentionDuration`;
-/// Delta's default is 30 days). Every read of the latest version lists the
-/// log: on a local disk that walks every entry, about 1.2 µs each (an
-/// absent trace took 120 ms with 100,000 entries against 1.8 ms with 48),
-/// and a commit cleans up by listing it too. Expired commits go once a
+/// Delta's default is 30 days). A reader lists the log at least once a
+/// minute (`query::table`; between listings it reads the next commit's
+/// entry, which it trusts only where the retention is an hour or more): on
+/// a local disk that walks every entry, about 1.2 µs each (an absent trace
+/// took 120 ms with 100,000 entries against 1.8 ms with 48), and a commit
+/// cleans up by listing it too. Expired commits go once a
 /// checkpoint (every 50 commits) covers them; nothing reads versions that
 /// old (no time travel is offered, compaction jobs and reads last seconds
 /// to minutes, and a reader behind a cleaned-up commit catches up from the

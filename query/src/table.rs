@@ -23,7 +23,7 @@ mod latest;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
@@ -49,6 +49,7 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::prelude::{col, lit};
 use datafusion::scalar::ScalarValue;
 use deltalake::DeltaTable;
+use deltalake::table::config::TablePropertiesExt as _;
 use tracelake_schema::layout::Layout;
 use tracelake_schema::spans::{
     SCHEMA_VERSION, SCHEMA_VERSION_KEY, START_TIME, START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY,
@@ -125,25 +126,54 @@ pub trait LiveSpans: Send + Sync {
 /// A table version and the writers' watermarks there.
 type Watermarks = (Option<u64>, std::collections::HashMap<String, Option<i64>>);
 
-/// The Delta table as the last refresh left it, and when that refresh
-/// last listed the log.
+/// The Delta table as the last refresh left it, and when the log was last
+/// listed.
 #[derive(Default)]
 struct Loaded {
     table: Option<DeltaTable>,
-    listed: Option<Instant>,
+    /// When the last listing began, by both clocks: the monotonic one does
+    /// not count time a machine spent suspended, the wall clock may step.
+    listed: Option<(Instant, SystemTime)>,
     /// Listings of the log so far (for tests).
     listings: u64,
+}
+
+impl Loaded {
+    /// Whether a refresh may ask for the commit after the version held
+    /// instead of listing the log ([`PROBE_WITHIN`]).
+    fn may_probe(&self) -> bool {
+        let Some((instant, wall)) = self.listed else {
+            return false;
+        };
+        let recent = instant.elapsed() < PROBE_WITHIN
+            && SystemTime::now()
+                .duration_since(wall)
+                .is_ok_and(|age| age < PROBE_WITHIN);
+        // The log keeps its entries for hours (or for ever).
+        let kept = self
+            .table
+            .as_ref()
+            .and_then(|t| t.snapshot().ok())
+            .is_some_and(|s| {
+                let properties = s.table_config();
+                !properties.enable_expired_log_cleanup()
+                    || properties.log_retention_duration() >= PROBE_WITHIN * 60
+            });
+        recent && kept
+    }
 }
 
 /// How long after a listing of the Delta log a refresh asks only for the
 /// commit after its version. Delta versions follow one another, so while
 /// that commit does not exist no newer one does; a commit removes expired
-/// log entries only when they are older than the log's retention (hours,
-/// `collector::table::LOG_RETENTION`), and the commit after a version
-/// last seen as the newest within this interval is younger than that.
-/// One read of a missing file (a `stat` on disk, a GET on S3) instead of
-/// a listing of the log, its replay, and the thread it runs on: what a
-/// read pays while nothing is committed.
+/// log entries only when they are older than the log's retention, and the
+/// commit after a version last seen as the newest within this interval is
+/// younger than that. So a probe is trusted only where the log's
+/// retention is at least an hour (six hours on tables tracelake made,
+/// `collector::table::LOG_RETENTION`) and the listing is this recent by
+/// both clocks. One read of a missing file (a `stat` on disk, a GET on
+/// S3) instead of a listing of the log, its replay, and the thread it
+/// runs on: what a read pays while nothing is committed.
 const PROBE_WITHIN: Duration = Duration::from_secs(60);
 
 pub struct SpansTable {
@@ -311,25 +341,32 @@ impl SpansTable {
     /// The Delta table at its latest version in `loaded`, or `None` while
     /// no table exists.
     async fn load<'a>(&self, loaded: &'a mut Loaded) -> Result<Option<&'a mut DeltaTable>> {
-        if loaded.table.is_none() {
-            loaded.table = Some(
-                DeltaTable::try_from_url(self.url.clone())
-                    .await
-                    .map_err(external)?,
-            );
-        }
-        let table = loaded.table.as_mut().expect("set above");
-        let unchanged = match (table.version(), loaded.listed) {
-            (Some(version), Some(listed)) if listed.elapsed() < PROBE_WITHIN => table
-                .log_store()
-                .read_commit_entry(version + 1)
+        let listing = (Instant::now(), SystemTime::now());
+        let fresh = loaded.table.is_none();
+        if fresh {
+            let table = DeltaTable::try_from_url(self.url.clone())
                 .await
-                .map_err(external)?
-                .is_none(),
-            _ => false,
-        };
+                .map_err(external)?;
+            if table.version().is_some() {
+                loaded.listed = Some(listing);
+                loaded.listings += 1;
+            }
+            loaded.table = Some(table);
+        }
+        let unchanged = (fresh && loaded.listed.is_some())
+            || (loaded.may_probe() && {
+                let table = loaded.table.as_ref().expect("set above");
+                let next = table.version().map_or(0, |v| v + 1);
+                match table.log_store().read_commit_entry(next).await {
+                    Ok(entry) => entry.is_none(),
+                    Err(error) => {
+                        tracing::debug!(%error, next, "reading the next commit; listing the log");
+                        false
+                    }
+                }
+            });
+        let table = loaded.table.as_mut().expect("set above");
         if !unchanged {
-            let listing = Instant::now();
             if let Err(error) = table.update_state().await {
                 // Not a table yet (nothing written): nothing to read.
                 if table.version().is_none() {
@@ -900,23 +937,14 @@ mod tests {
 
     use super::*;
 
-    /// A read sees a commit another process made just before it, while
-    /// reads between commits ask for the next commit's file instead of
-    /// listing the log; a refresh whose last listing is older than
-    /// [`PROBE_WITHIN`] lists the log, as the commit after its version may
-    /// have left it since.
-    #[tokio::test]
-    async fn a_read_sees_a_commit_made_elsewhere_and_lists_the_log_only_for_one() {
+    /// A spans table at `url` whose log keeps entries for `retention`
+    /// (a Delta interval, `interval 6 hours`).
+    async fn table_keeping_its_log_for(url: &Url, retention: &str) {
+        use deltalake::kernel::StructType;
         use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
-        use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-        use deltalake::kernel::{Action, Add, StructType};
-        use deltalake::protocol::{DeltaOperation, SaveMode};
         use tracelake_schema::spans::{
-            DATE, HOUR, PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, spans_schema,
+            PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, spans_schema,
         };
-
-        let dir = tempfile::tempdir().unwrap();
-        let url = Url::from_directory_path(dir.path()).unwrap();
         let columns: StructType = spans_schema().as_ref().try_into_kernel().unwrap();
         deltalake::DeltaTableBuilder::from_url(url.clone())
             .unwrap()
@@ -925,90 +953,153 @@ mod tests {
             .create()
             .with_columns(columns.fields().cloned())
             .with_partition_columns(PARTITION_COLUMNS)
-            .with_configuration([(SCHEMA_VERSION_KEY, Some(SCHEMA_VERSION.to_string()))])
+            .with_configuration([
+                (SCHEMA_VERSION_KEY, Some(SCHEMA_VERSION.to_string())),
+                ("delta.logRetentionDuration", Some(retention.to_string())),
+            ])
             .with_raise_if_key_not_exists(false)
             .await
             .unwrap();
-        // A commit by another handle on the table, as another node makes.
-        let commit = |file: u32| {
-            let url = url.clone();
-            async move {
-                let elsewhere = DeltaTable::try_from_url(url.clone()).await.unwrap();
-                let add = Add {
-                    path: format!("{DATE}=2024-10-01/{HOUR}=5/part-{file}.parquet"),
-                    partition_values: [(DATE, "2024-10-01"), (HOUR, "5")]
-                        .map(|(k, v)| (k.to_string(), Some(v.to_string())))
-                        .into(),
-                    size: 1,
-                    modification_time: 0,
-                    data_change: true,
-                    stats: None,
-                    tags: None,
-                    deletion_vector: None,
-                    base_row_id: None,
-                    default_row_commit_version: None,
-                    clustering_provider: None,
-                };
-                let operation = DeltaOperation::Write {
-                    mode: SaveMode::Append,
-                    partition_by: None,
-                    predicate: None,
-                };
-                CommitBuilder::from(CommitProperties::default())
-                    .with_actions(vec![Action::Add(add)])
-                    .build(
-                        Some(elsewhere.snapshot().unwrap()),
-                        elsewhere.log_store(),
-                        operation,
-                    )
-                    .await
-                    .unwrap();
-                DeltaTable::try_from_url(url).await.unwrap()
-            }
+    }
+
+    /// A commit of one (made-up) file through a handle of its own on the
+    /// table at `url`, as another node makes; the table after it.
+    async fn commit_elsewhere(url: &Url, file: u32) -> DeltaTable {
+        use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+        use deltalake::kernel::{Action, Add};
+        use deltalake::protocol::{DeltaOperation, SaveMode};
+        use tracelake_schema::spans::{DATE, HOUR};
+        let elsewhere = DeltaTable::try_from_url(url.clone()).await.unwrap();
+        let add = Add {
+            path: format!("{DATE}=2024-10-01/{HOUR}=5/part-{file}.parquet"),
+            partition_values: [(DATE, "2024-10-01"), (HOUR, "5")]
+                .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+                .into(),
+            size: 1,
+            modification_time: 0,
+            data_change: true,
+            stats: None,
+            tags: None,
+            deletion_vector: None,
+            base_row_id: None,
+            default_row_commit_version: None,
+            clustering_provider: None,
         };
-        let table = SpansTable::new(
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: None,
+            predicate: None,
+        };
+        CommitBuilder::from(CommitProperties::default())
+            .with_actions(vec![Action::Add(add)])
+            .build(
+                Some(elsewhere.snapshot().unwrap()),
+                elsewhere.log_store(),
+                operation,
+            )
+            .await
+            .unwrap();
+        DeltaTable::try_from_url(url.clone()).await.unwrap()
+    }
+
+    /// Runs `change` on the state of the next refresh of `table`, which is
+    /// then dropped, publishing nothing.
+    async fn next_refresh<T>(table: &SpansTable, change: impl FnOnce(&mut Loaded) -> T) -> T {
+        match table.delta.get().await {
+            Turn::Refresh(mut refresh) => change(refresh.state()),
+            Turn::Fresh(_) => unreachable!("no other read"),
+        }
+    }
+
+    fn spans_table(url: &Url) -> SpansTable {
+        SpansTable::new(
             url.clone(),
             None,
             Arc::new(crate::trace_index::MetadataCache::new(1 << 20)),
         )
-        .unwrap();
-        let version = || async { table.latest().await.unwrap().unwrap().version() };
-        // The state of the next refresh, changed by `change`; the refresh
-        // is then dropped, publishing nothing.
-        let table = &table;
-        let next_refresh = |change: fn(&mut Loaded) -> u64| async move {
-            match table.delta.get().await {
-                Turn::Refresh(mut refresh) => change(refresh.state()),
-                Turn::Fresh(_) => unreachable!("no other read"),
-            }
-        };
-        let listings = || next_refresh(|loaded| loaded.listings);
-        assert_eq!(version().await, Some(0));
+        .unwrap()
+    }
+
+    async fn version(table: &SpansTable) -> Option<u64> {
+        table.latest().await.unwrap().unwrap().version()
+    }
+
+    /// A read sees a commit another node made just before it, while reads
+    /// between commits ask for the next commit's entry instead of listing
+    /// the log; a refresh whose last listing is older than [`PROBE_WITHIN`]
+    /// lists the log, as the commit after its version may have left it.
+    #[tokio::test]
+    async fn a_read_sees_a_commit_made_elsewhere_and_lists_the_log_only_for_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap();
+        table_keeping_its_log_for(&url, "interval 6 hours").await;
+        let table = spans_table(&url);
+        let listings = || next_refresh(&table, |loaded| loaded.listings);
+        assert_eq!(version(&table).await, Some(0));
         for _ in 0..5 {
-            assert_eq!(version().await, Some(0));
+            assert_eq!(version(&table).await, Some(0));
         }
         assert_eq!(listings().await, 1, "reads with nothing new listed the log");
-        commit(1).await;
-        assert_eq!(version().await, Some(1), "a commit made before the read");
+        commit_elsewhere(&url, 1).await;
+        assert_eq!(
+            version(&table).await,
+            Some(1),
+            "a commit made before the read"
+        );
         assert_eq!(listings().await, 2);
 
         // Versions 2 and 3, a checkpoint at 3, and version 2's entry gone
         // from the log, as expired entries leave it.
-        commit(2).await;
-        let newest = commit(3).await;
+        commit_elsewhere(&url, 2).await;
+        let newest = commit_elsewhere(&url, 3).await;
         deltalake::checkpoints::create_checkpoint(&newest, None)
             .await
             .unwrap();
         std::fs::remove_file(dir.path().join("_delta_log/00000000000000000002.json")).unwrap();
-        // Last listed longer ago than a probe is trusted: the log is read.
-        next_refresh(|loaded| {
-            loaded.listed = Instant::now().checked_sub(PROBE_WITHIN * 2);
-            assert!(loaded.listed.is_some());
-            0
+        assert_eq!(
+            version(&table).await,
+            Some(1),
+            "a probe within its minute trusts the missing entry"
+        );
+        // Last listed longer ago than a probe is trusted, by the wall
+        // clock alone, then by both: the log is listed.
+        let long_ago = PROBE_WITHIN * 2;
+        next_refresh(&table, |loaded| {
+            let (instant, _) = loaded.listed.unwrap();
+            loaded.listed = Some((instant, SystemTime::now() - long_ago));
         })
         .await;
-        assert_eq!(version().await, Some(3));
+        assert_eq!(version(&table).await, Some(3));
         assert_eq!(listings().await, 3);
+        // Again, last listed long ago by the monotonic clock alone.
+        commit_elsewhere(&url, 4).await;
+        let newest = commit_elsewhere(&url, 5).await;
+        deltalake::checkpoints::create_checkpoint(&newest, None)
+            .await
+            .unwrap();
+        std::fs::remove_file(dir.path().join("_delta_log/00000000000000000004.json")).unwrap();
+        assert_eq!(version(&table).await, Some(3));
+        if let Some(instant) = Instant::now().checked_sub(long_ago) {
+            next_refresh(&table, |loaded| {
+                loaded.listed = Some((instant, SystemTime::now()));
+            })
+            .await;
+            assert_eq!(version(&table).await, Some(5));
+        }
+    }
+
+    /// On a table whose log may lose entries within minutes (a retention
+    /// someone set), every refresh lists the log.
+    #[tokio::test]
+    async fn a_log_kept_for_minutes_is_listed_on_every_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap();
+        table_keeping_its_log_for(&url, "interval 5 minutes").await;
+        let table = spans_table(&url);
+        for _ in 0..4 {
+            assert_eq!(version(&table).await, Some(0));
+        }
+        assert_eq!(next_refresh(&table, |loaded| loaded.listings).await, 4);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One refresh at a time, shared: the reads of a table each need its
 //! latest version (every commit made before the read began), but a
-//! refresh (a listing of the Delta log) serves every read that arrived
+//! refresh (a listing of the Delta log, or a read of the next commit's
+//! entry, `SpansTable::load`) serves every read that arrived
 //! before it started. Reads that come while one runs wait for it and
 //! share the next.
 
