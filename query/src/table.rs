@@ -965,41 +965,9 @@ mod tests {
     /// A commit of one (made-up) file through a handle of its own on the
     /// table at `url`, as another node makes; the table after it.
     async fn commit_elsewhere(url: &Url, file: u32) -> DeltaTable {
-        use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-        use deltalake::kernel::{Action, Add};
-        use deltalake::protocol::{DeltaOperation, SaveMode};
-        use tracelake_schema::spans::{DATE, HOUR};
         let elsewhere = DeltaTable::try_from_url(url.clone()).await.unwrap();
-        let add = Add {
-            path: format!("{DATE}=2024-10-01/{HOUR}=5/part-{file}.parquet"),
-            partition_values: [(DATE, "2024-10-01"), (HOUR, "5")]
-                .map(|(k, v)| (k.to_string(), Some(v.to_string())))
-                .into(),
-            size: 1,
-            modification_time: 0,
-            data_change: true,
-            stats: None,
-            tags: None,
-            deletion_vector: None,
-            base_row_id: None,
-            default_row_commit_version: None,
-            clustering_provider: None,
-        };
-        let operation = DeltaOperation::Write {
-            mode: SaveMode::Append,
-            partition_by: None,
-            predicate: None,
-        };
-        CommitBuilder::from(CommitProperties::default())
-            .with_actions(vec![Action::Add(add)])
-            .build(
-                Some(elsewhere.snapshot().unwrap()),
-                elsewhere.log_store(),
-                operation,
-            )
-            .await
-            .unwrap();
-        DeltaTable::try_from_url(url.clone()).await.unwrap()
+        let path = format!("date=2024-10-01/hour=5/part-{file}.parquet");
+        crate::testing::commit(url, &elsewhere, vec![crate::testing::add(&path, 1)]).await
     }
 
     /// Runs `change` on the state of the next refresh of `table`, which is

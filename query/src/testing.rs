@@ -145,3 +145,53 @@ pub(crate) fn fixture() -> Fixture {
         t0,
     }
 }
+
+/// The `Add` action of a data file at `path` (partition 2024-10-01, hour
+/// 5) of `size` bytes, for tests that build a Delta log by hand.
+pub(crate) fn add(path: &str, size: i64) -> deltalake::kernel::Action {
+    use tracelake_schema::spans::{DATE, HOUR};
+    deltalake::kernel::Action::Add(deltalake::kernel::Add {
+        path: path.to_string(),
+        partition_values: [(DATE, "2024-10-01"), (HOUR, "5")]
+            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+            .into(),
+        size,
+        modification_time: 0,
+        data_change: true,
+        stats: None,
+        tags: None,
+        deletion_vector: None,
+        base_row_id: None,
+        default_row_commit_version: None,
+        clustering_provider: None,
+    })
+}
+
+/// Commits `actions` (an append) after `table`'s version of the table at
+/// `url`; the table as it is after.
+pub(crate) async fn commit(
+    url: &url::Url,
+    table: &deltalake::DeltaTable,
+    actions: Vec<deltalake::kernel::Action>,
+) -> deltalake::DeltaTable {
+    use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+    use deltalake::protocol::{DeltaOperation, SaveMode};
+    use tracelake_schema::spans::{DATE, HOUR};
+    let operation = DeltaOperation::Write {
+        mode: SaveMode::Append,
+        partition_by: Some(vec![DATE.into(), HOUR.into()]),
+        predicate: None,
+    };
+    CommitBuilder::from(CommitProperties::default())
+        .with_actions(actions)
+        .build(
+            Some(table.snapshot().unwrap()),
+            table.log_store(),
+            operation,
+        )
+        .await
+        .unwrap();
+    deltalake::DeltaTable::try_from_url(url.clone())
+        .await
+        .unwrap()
+}

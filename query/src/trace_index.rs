@@ -1440,9 +1440,7 @@ mod tests {
     #[tokio::test]
     async fn a_read_at_an_older_version_finds_its_files_and_leaves_the_newer_ones_indexed() {
         use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
-        use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-        use deltalake::kernel::{Action, Add, StructType};
-        use deltalake::protocol::{DeltaOperation, SaveMode};
+        use deltalake::kernel::{Action, StructType};
 
         let dir = tempfile::tempdir().unwrap();
         let url = url::Url::from_directory_path(dir.path()).unwrap();
@@ -1462,41 +1460,11 @@ mod tests {
             let at = dir.path().join(path(file));
             std::fs::create_dir_all(at.parent().unwrap()).unwrap();
             std::fs::write(&at, &bytes).unwrap();
-            Action::Add(Add {
-                path: path(file),
-                partition_values: [(DATE, "2024-10-01"), (HOUR, "5")]
-                    .map(|(k, v)| (k.to_string(), Some(v.to_string())))
-                    .into(),
-                size: bytes.len() as i64,
-                modification_time: 0,
-                data_change: true,
-                stats: None,
-                tags: None,
-                deletion_vector: None,
-                base_row_id: None,
-                default_row_commit_version: None,
-                clustering_provider: None,
-            })
+            crate::testing::add(&path(file), bytes.len() as i64)
         };
         let commit = |table: DeltaTable, actions: Vec<Action>| {
             let url = url.clone();
-            async move {
-                let operation = DeltaOperation::Write {
-                    mode: SaveMode::Append,
-                    partition_by: Some(vec![DATE.into(), HOUR.into()]),
-                    predicate: None,
-                };
-                CommitBuilder::from(CommitProperties::default())
-                    .with_actions(actions)
-                    .build(
-                        Some(table.snapshot().unwrap()),
-                        table.log_store(),
-                        operation,
-                    )
-                    .await
-                    .unwrap();
-                DeltaTable::try_from_url(url).await.unwrap()
-            }
+            async move { crate::testing::commit(&url, &table, actions).await }
         };
         // Version 1: file 0; version 2: file 0 replaced by file 1.
         let v1 = commit(table, vec![put(0)]).await;
