@@ -73,6 +73,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# two_readers BIN-A STORE-A BIN-B STORE-B: query-role servers, A's HTTP
+# port 27801 and B's 27901, on stores they only read, both stopped (and
+# the script's `work` removed) when the script ends.
+two_readers() {
+  pids=()
+  trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
+  launch "$1" "$2" "$work/a.log" 27800 --role query
+  pids+=("$launched_pid")
+  launch "$3" "$4" "$work/b.log" 27900 --role query
+  pids+=("$launched_pid")
+}
+
 # lookups PORT P IDS: trace by id of every id in the file IDS, P at a time,
 # on the server whose HTTP port is PORT; prints lookups/s, the median and
 # the p90 (curl's total time).

@@ -19,12 +19,7 @@ rounds=${4:-3}
 count=${5:-400}
 work=$(mktemp -d)
 . "$(dirname "$0")/lib.sh"
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
-launch "$bin" "$a" "$work/a.log" 27800 --role query
-pids+=("$launched_pid")
-launch "$bin" "$b" "$work/b.log" 27900 --role query
-pids+=("$launched_pid")
+two_readers "$bin" "$a" "$bin" "$b"
 
 curl -sf "http://127.0.0.1:27801/api/v1/sql" -H 'content-type: application/json' \
   -d "{\"sql\": \"SELECT encode(trace_id, 'hex') AS id FROM spans WHERE parent_span_id IS NULL ORDER BY span_id LIMIT $count\"}" |

@@ -18,12 +18,7 @@ rounds=${4:-3}
 count=${5:-400}
 work=$(mktemp -d)
 . "$(dirname "$0")/lib.sh"
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
-launch "$old" "$store" "$work/old.log" 27800 --role query
-pids+=("$launched_pid")
-launch "$new" "$store" "$work/new.log" 27900 --role query
-pids+=("$launched_pid")
+two_readers "$old" "$store" "$new" "$store"
 
 sql() {
   curl -sf "http://127.0.0.1:27801/api/v1/sql" -H 'content-type: application/json' \
