@@ -316,7 +316,17 @@ pub fn distributed_context(
     ctx: &SessionContext,
     config: &DistributedConfig,
 ) -> Result<SessionContext> {
-    let mut builder = SessionStateBuilder::new_from_existing(ctx.state());
+    // Workers know DataFusion's own nodes only: the partial groupings on
+    // strings stay DataFusion's there.
+    let state = ctx.state();
+    let rules = state
+        .physical_optimizers()
+        .iter()
+        .filter(|rule| rule.name() != crate::string_groups::StringGroups::NAME)
+        .cloned()
+        .collect();
+    let mut builder =
+        SessionStateBuilder::new_from_existing(state).with_physical_optimizer_rules(rules);
     if let Some(tls) = &config.tls {
         builder = builder.with_distributed_channel_resolver(TlsChannels::new(tls));
     }

@@ -9,8 +9,8 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder};
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt as _;
@@ -202,7 +202,15 @@ impl QueryEngine {
         // them on the dedicated string columns, where an equality on a rare
         // value skips row groups that statistics cannot.
         session.options_mut().execution.parquet.bloom_filter_on_read = true;
-        let ctx = SessionContext::new_with_config_rt(session, Arc::clone(&runtime));
+        // Partial groupings on string columns go by the strings' views
+        // (`crate::string_groups`), after DataFusion's own rules.
+        let state = SessionStateBuilder::new()
+            .with_config(session)
+            .with_runtime_env(Arc::clone(&runtime))
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(crate::string_groups::StringGroups))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         let spans = Arc::new(SpansTable::new(
             table_url,
             live,

@@ -30,6 +30,7 @@ pub mod scan;
 pub mod search;
 pub mod sql;
 pub mod streaming;
+pub mod string_groups;
 pub mod table;
 pub mod trace;
 pub mod trace_index;

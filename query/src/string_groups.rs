@@ -1,0 +1,837 @@
+//! The partial stage of a grouping on string columns, by the strings'
+//! views.
+//!
+//! DataFusion hashes every row's whole string to find its group
+//! (`GroupValuesBytesView`; two or more keys go through their own
+//! builders). Most string columns of the spans table are stored with a
+//! dictionary, and the Parquet reader makes each row's view point at the
+//! one copy of its value in that dictionary: within a batch, the rows of
+//! one value carry the same 16-byte view. [`StringGroups`] replaces each
+//! partial aggregation whose keys are all string-view columns with
+//! [`PartialStringAggregateExec`], which finds a row's group by its view
+//! in a small cache first and hashes the string only when the cache has
+//! not seen that view in the batch (once per distinct value and batch,
+//! in the common case). A grouping by `service_name` took 60% of its time
+//! in DataFusion's string hashing and comparison (BENCHMARKS.md, "Grouping
+//! on strings by their views").
+//!
+//! It is a partial stage, as the node it replaces: it emits the same
+//! columns (the keys, then each aggregate's state), and the final stage
+//! above merges them unchanged. Partial states may be emitted at any time,
+//! which bounds its memory without spilling: when the query's memory pool
+//! refuses it more, it emits what it holds and starts again; and where
+//! nearly every row is a group of its own (DataFusion's
+//! `skip_partial_aggregation_probe_*` settings), it emits after every
+//! batch, as DataFusion then skips the partial stage.
+//!
+//! Plans sent to SQL workers keep DataFusion's own node, which the workers
+//! know ([`crate::distributed`] leaves this rule out).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, StringViewArray, StringViewBuilder, UInt32Array};
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{HashMap, Result};
+use datafusion::config::ConfigOptions;
+use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::OrderingRequirements;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, aggregate_expressions};
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::expressions::Column;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, InputDistributionRequirements, InputOrderMode,
+    PlanProperties, SendableRecordBatchStream,
+};
+use futures::StreamExt;
+
+/// The physical optimizer rule: every eligible partial aggregation (see
+/// [`PartialStringAggregateExec::try_new`]) becomes a
+/// [`PartialStringAggregateExec`].
+#[derive(Debug, Default)]
+pub struct StringGroups;
+
+impl StringGroups {
+    pub const NAME: &'static str = "partial_string_aggregation";
+}
+
+impl PhysicalOptimizerRule for StringGroups {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(
+            |node| match PartialStringAggregateExec::try_new(Arc::clone(&node)) {
+                Some(exec) => Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>)),
+                None => Ok(Transformed::no(node)),
+            },
+        )
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// A partial aggregation grouped by string-view columns, by their views.
+#[derive(Debug)]
+pub struct PartialStringAggregateExec {
+    /// The node this one stands for: its input, keys, aggregates, schema
+    /// and properties.
+    aggregate: Arc<dyn ExecutionPlan>,
+    /// The keys' positions in the input.
+    keys: Vec<usize>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl PartialStringAggregateExec {
+    /// The node standing for `plan` where it is a partial aggregation of
+    /// one grouping set, grouped by input columns that are all string
+    /// views, with no limit, over unordered input, and every aggregate has
+    /// a groups accumulator and no `DISTINCT`.
+    pub fn try_new(plan: Arc<dyn ExecutionPlan>) -> Option<Self> {
+        let aggregate = plan.downcast_ref::<AggregateExec>()?;
+        let group_by = aggregate.group_expr();
+        let eligible = *aggregate.mode() == AggregateMode::Partial
+            && group_by.is_single()
+            && !group_by.has_grouping_set()
+            && !group_by.expr().is_empty()
+            && aggregate.limit_options().is_none()
+            && *aggregate.input_order_mode() == InputOrderMode::Linear
+            && aggregate
+                .aggr_expr()
+                .iter()
+                .all(|a| a.groups_accumulator_supported() && !a.is_distinct());
+        if !eligible {
+            return None;
+        }
+        let input = aggregate.input_schema();
+        let keys = group_by
+            .expr()
+            .iter()
+            .map(|(expr, _)| {
+                let column = expr.downcast_ref::<Column>()?;
+                (input.field(column.index()).data_type() == &DataType::Utf8View)
+                    .then_some(column.index())
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self {
+            aggregate: plan,
+            keys,
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    fn inner(&self) -> &AggregateExec {
+        self.aggregate
+            .downcast_ref::<AggregateExec>()
+            .expect("made from an AggregateExec")
+    }
+}
+
+impl DisplayAs for PartialStringAggregateExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PartialStringAggregateExec: ")?;
+        self.inner().fmt_as(t, f)
+    }
+}
+
+impl ExecutionPlan for PartialStringAggregateExec {
+    fn name(&self) -> &str {
+        "PartialStringAggregateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.aggregate.properties()
+    }
+
+    fn input_distribution_requirements(&self) -> InputDistributionRequirements {
+        self.aggregate.input_distribution_requirements()
+    }
+
+    fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
+        self.aggregate.required_input_ordering()
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        self.aggregate.children()
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        self.aggregate.apply_expressions(f)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let aggregate = Arc::clone(&self.aggregate).replace_children(children, options)?;
+        match Self::try_new(Arc::clone(&aggregate)) {
+            Some(exec) => Ok(Arc::new(exec)),
+            // A child whose schema differs: DataFusion's node.
+            None => Ok(aggregate),
+        }
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let aggregate = self.inner();
+        let input = aggregate.input().execute(partition, Arc::clone(&context))?;
+        let options = &context.session_config().options().execution;
+        let probe = (
+            options.skip_partial_aggregation_probe_rows_threshold,
+            options.skip_partial_aggregation_probe_ratio_threshold,
+        );
+        let groups = Groups {
+            interners: self.keys.iter().map(|_| Interner::new()).collect(),
+            keys: self.keys.clone(),
+            accumulators: aggregate
+                .aggr_expr()
+                .iter()
+                .map(|a| a.create_groups_accumulator())
+                .collect::<Result<_>>()?,
+            arguments: aggregate_expressions(aggregate.aggr_expr(), aggregate.mode(), 0)?,
+            filters: aggregate.filter_expr().to_vec(),
+            levels: self.keys.iter().skip(1).map(|_| Level::default()).collect(),
+            codes: Vec::new(),
+            indices: Vec::new(),
+            len: 0,
+        };
+        let schema = aggregate.schema();
+        let state = Stream {
+            input,
+            groups,
+            schema: Arc::clone(&schema),
+            reservation: MemoryConsumer::new(format!("PartialStringAggregateExec[{partition}]"))
+                .register(context.memory_pool()),
+            batch_size: context.session_config().batch_size(),
+            probe,
+            rows_seen: 0,
+            every_batch: false,
+            pending: VecDeque::new(),
+            done: false,
+            metrics: BaselineMetrics::new(&self.metrics, partition),
+        };
+        let stream = futures::stream::try_unfold(state, |mut state| async move {
+            loop {
+                if let Some(batch) = state.pending.pop_front() {
+                    state.metrics.record_output(batch.num_rows());
+                    return Ok(Some((batch, state)));
+                }
+                if state.done {
+                    return Ok(None);
+                }
+                match state.input.next().await {
+                    Some(batch) => state.add(&batch?)?,
+                    None => {
+                        state.done = true;
+                        state.emit()?;
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+/// The state of one partition's stream.
+struct Stream {
+    input: SendableRecordBatchStream,
+    groups: Groups,
+    schema: SchemaRef,
+    reservation: MemoryReservation,
+    batch_size: usize,
+    /// DataFusion's skip-partial-aggregation probe: (rows, ratio of groups
+    /// to rows).
+    probe: (usize, f64),
+    rows_seen: usize,
+    /// Nearly every row is a group of its own: emit after every batch.
+    every_batch: bool,
+    pending: VecDeque<RecordBatch>,
+    done: bool,
+    metrics: BaselineMetrics,
+}
+
+impl Stream {
+    fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        let timer = self.metrics.elapsed_compute().timer();
+        self.groups.update(batch)?;
+        self.rows_seen += batch.num_rows();
+        let (rows, ratio) = self.probe;
+        if !self.every_batch
+            && self.rows_seen >= rows
+            && self.groups.len as f64 >= ratio * self.rows_seen as f64
+        {
+            self.every_batch = true;
+        }
+        let fits = self.reservation.try_resize(self.groups.size()).is_ok();
+        timer.done();
+        if self.every_batch || !fits {
+            self.emit()?;
+        }
+        Ok(())
+    }
+
+    /// Queues every group's keys and states for output, and starts anew.
+    fn emit(&mut self) -> Result<()> {
+        let timer = self.metrics.elapsed_compute().timer();
+        if let Some(batch) = self.groups.emit(&self.schema)? {
+            let mut at = 0;
+            while at < batch.num_rows() {
+                let len = self.batch_size.max(1).min(batch.num_rows() - at);
+                self.pending.push_back(batch.slice(at, len));
+                at += len;
+            }
+        }
+        self.rows_seen = 0;
+        self.reservation.resize(self.groups.size());
+        timer.done();
+        Ok(())
+    }
+}
+
+/// The groups of one partition and their accumulators.
+struct Groups {
+    /// The keys' positions in the input.
+    keys: Vec<usize>,
+    /// One per key: its values' codes.
+    interners: Vec<Interner>,
+    /// One per key after the first: the groups of the keys up to it.
+    levels: Vec<Level>,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    /// Each accumulator's arguments, and its `FILTER (WHERE ...)`.
+    arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+    filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// Scratch: each key's codes for a batch, and the batch's groups.
+    codes: Vec<Vec<u32>>,
+    indices: Vec<usize>,
+    len: u32,
+}
+
+/// The groups of the first `i + 1` keys: each is a group of the first `i`
+/// and a code of key `i`, numbered 0, 1, ... in the order first seen. The
+/// first key's codes are its groups.
+#[derive(Default)]
+struct Level {
+    ids: HashMap<u64, u32>,
+    /// By group: the group of the keys before, and this key's code.
+    of: Vec<(u32, u32)>,
+}
+
+impl Level {
+    fn group(&mut self, before: u32, code: u32) -> u32 {
+        let next = self.of.len() as u32;
+        let id = *self
+            .ids
+            .entry(u64::from(before) << 32 | u64::from(code))
+            .or_insert(next);
+        if id == next {
+            self.of.push((before, code));
+        }
+        id
+    }
+}
+
+impl Groups {
+    fn update(&mut self, batch: &RecordBatch) -> Result<()> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        self.codes.resize_with(self.keys.len(), Vec::new);
+        for ((key, interner), codes) in self
+            .keys
+            .iter()
+            .zip(&mut self.interners)
+            .zip(&mut self.codes)
+        {
+            codes.clear();
+            interner.codes(batch.column(*key).as_string_view(), codes);
+        }
+        self.indices.clear();
+        self.indices
+            .extend(self.codes[0].iter().map(|&code| code as usize));
+        for (level, codes) in self.levels.iter_mut().zip(&self.codes[1..]) {
+            for (group, &code) in self.indices.iter_mut().zip(codes) {
+                *group = level.group(*group as u32, code) as usize;
+            }
+        }
+        self.len = match self.levels.last() {
+            Some(level) => level.of.len() as u32,
+            None => self.interners[0].len(),
+        };
+        for ((accumulator, arguments), filter) in self
+            .accumulators
+            .iter_mut()
+            .zip(&self.arguments)
+            .zip(&self.filters)
+        {
+            let values = arguments
+                .iter()
+                .map(|e| e.evaluate(batch)?.into_array(n))
+                .collect::<Result<Vec<_>>>()?;
+            let filter = match filter {
+                Some(f) => Some(f.evaluate(batch)?.into_array(n)?),
+                None => None,
+            };
+            accumulator.update_batch(
+                &values,
+                &self.indices,
+                filter.as_ref().map(|f| f.as_boolean()),
+                self.len as usize,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Every group's keys and states as one batch of `schema`, and the
+    /// groups cleared.
+    fn emit(&mut self, schema: &SchemaRef) -> Result<Option<RecordBatch>> {
+        if self.len == 0 {
+            return Ok(None);
+        }
+        // Each key's code for every group, from the last key back.
+        let mut codes: Vec<Vec<u32>> = vec![Vec::new(); self.keys.len()];
+        let mut before: Vec<u32> = (0..self.len).collect();
+        for (i, level) in self.levels.iter().enumerate().rev() {
+            codes[i + 1] = before.iter().map(|&g| level.of[g as usize].1).collect();
+            before = before.iter().map(|&g| level.of[g as usize].0).collect();
+        }
+        codes[0] = before;
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for (interner, codes) in self.interners.iter_mut().zip(codes) {
+            let values = interner.take();
+            if self.levels.is_empty() {
+                // The codes are the groups.
+                columns.push(Arc::new(values));
+            } else {
+                let codes = UInt32Array::from(codes);
+                columns.push(arrow::compute::take(&values, &codes, None)?);
+            }
+        }
+        for accumulator in &mut self.accumulators {
+            columns.extend(accumulator.state(EmitTo::All)?);
+        }
+        for level in &mut self.levels {
+            *level = Level::default();
+        }
+        self.len = 0;
+        Ok(Some(RecordBatch::try_new(Arc::clone(schema), columns)?))
+    }
+
+    /// Bytes held: the codes, the groups and the accumulators' states.
+    fn size(&self) -> usize {
+        let interners: usize = self.interners.iter().map(Interner::size).sum();
+        let levels: usize = self
+            .levels
+            .iter()
+            .map(|l| {
+                l.ids.capacity() * (size_of::<(u64, u32)>() + 1)
+                    + l.of.capacity() * size_of::<(u32, u32)>()
+            })
+            .sum();
+        let accumulators: usize = self.accumulators.iter().map(|a| a.size()).sum();
+        interners + levels + accumulators + self.indices.capacity() * size_of::<usize>()
+    }
+}
+
+/// The per-batch cache of views has `1 << CACHE_BITS` slots.
+const CACHE_BITS: u32 = 8;
+const CACHE_SLOTS: usize = 1 << CACHE_BITS;
+
+/// The codes of one key's values: 0, 1, ... in the order first seen.
+struct Interner {
+    codes: HashMap<Box<[u8]>, u32>,
+    null: Option<u32>,
+    /// The values by code.
+    values: StringViewBuilder,
+    len: u32,
+    bytes: usize,
+    /// Views seen in the current batch and their codes (`u32::MAX`: an
+    /// empty slot). A view names its bytes by position in its array's
+    /// buffers, so it is good for one batch.
+    cache: Box<[(u128, u32)]>,
+}
+
+impl Interner {
+    fn new() -> Self {
+        Self {
+            codes: HashMap::default(),
+            null: None,
+            values: StringViewBuilder::new(),
+            len: 0,
+            bytes: 0,
+            cache: vec![(0, u32::MAX); CACHE_SLOTS].into_boxed_slice(),
+        }
+    }
+
+    fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// Appends the code of each of `array`'s values to `out`.
+    fn codes(&mut self, array: &StringViewArray, out: &mut Vec<u32>) {
+        self.cache.fill((0, u32::MAX));
+        let views = array.views();
+        out.reserve(views.len());
+        let nulls = array.nulls().filter(|n| n.null_count() > 0);
+        for (row, &view) in views.iter().enumerate() {
+            if nulls.is_some_and(|n| n.is_null(row)) {
+                let code = self.null_code();
+                out.push(code);
+                continue;
+            }
+            let folded = (view as u64) ^ ((view >> 64) as u64);
+            let slot = (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE_BITS)) as usize;
+            let (seen, code) = self.cache[slot];
+            if seen == view && code != u32::MAX {
+                out.push(code);
+                continue;
+            }
+            let code = self.code(array.value(row));
+            self.cache[slot] = (view, code);
+            out.push(code);
+        }
+    }
+
+    fn code(&mut self, value: &str) -> u32 {
+        if let Some(&code) = self.codes.get(value.as_bytes()) {
+            return code;
+        }
+        let code = self.next();
+        self.codes.insert(value.as_bytes().into(), code);
+        self.values.append_value(value);
+        self.bytes += value.len();
+        code
+    }
+
+    fn null_code(&mut self) -> u32 {
+        match self.null {
+            Some(code) => code,
+            None => {
+                let code = self.next();
+                self.null = Some(code);
+                self.values.append_null();
+                code
+            }
+        }
+    }
+
+    fn next(&mut self) -> u32 {
+        let code = self.len;
+        self.len += 1;
+        code
+    }
+
+    /// The values by code; the codes start again from 0.
+    fn take(&mut self) -> StringViewArray {
+        let values = self.values.finish();
+        self.codes = HashMap::default();
+        self.null = None;
+        self.len = 0;
+        self.bytes = 0;
+        values
+    }
+
+    fn size(&self) -> usize {
+        self.codes.capacity() * (size_of::<(Box<[u8]>, u32)>() + 1)
+            + 2 * self.bytes
+            + self.len as usize * size_of::<u128>()
+            + CACHE_SLOTS * size_of::<(u128, u32)>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch, StringViewArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::util::pretty::pretty_format_batches;
+    use datafusion::catalog::MemTable;
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::execution::memory_pool::GreedyMemoryPool;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    use datafusion::physical_plan::{ExecutionPlan, collect};
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    use super::{PartialStringAggregateExec, StringGroups};
+
+    /// Values longer than a view holds inline, and short ones.
+    const SERVICES: [&str; 5] = [
+        "frontend",
+        "checkout-service-long-name",
+        "ad",
+        "",
+        "recommendation",
+    ];
+
+    /// `rows` rows from `seed`: `service` of a few values (every seventh
+    /// null) in views that share the value's bytes where `shared` (as the
+    /// Parquet reader makes them from a dictionary), else one copy per row;
+    /// `host` of three; `id` unique; `k` of 1,000, each three times, its
+    /// rows a `service` apart but not a `host`; `x` with nulls.
+    fn batch(seed: usize, rows: usize, shared: bool) -> RecordBatch {
+        let service: Vec<Option<&str>> = (0..rows)
+            .map(|i| (i % 7 != 3).then_some(SERVICES[(i * 31 + seed) % SERVICES.len()]))
+            .collect();
+        let service = if shared {
+            let values = StringViewArray::from(SERVICES.to_vec());
+            let codes: arrow::array::UInt32Array = service
+                .iter()
+                .map(|s| s.map(|s| SERVICES.iter().position(|v| *v == s).unwrap() as u32))
+                .collect();
+            arrow::compute::take(&values, &codes, None).unwrap()
+        } else {
+            Arc::new(StringViewArray::from(service)) as _
+        };
+        let host: StringViewArray = (0..rows)
+            .map(|i| Some(format!("host-{}-of-the-cluster", (i + seed) % 3)))
+            .collect();
+        let id: StringViewArray = (0..rows).map(|i| Some(format!("id-{seed}-{i}"))).collect();
+        let k: StringViewArray = (0..rows)
+            .map(|i| Some(format!("key-number-{}", i % 1000)))
+            .collect();
+        let x: Int64Array = (0..rows)
+            .map(|i| (i % 5 != 0).then_some(((i * 7919 + seed) % 1000) as i64))
+            .collect();
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                service,
+                Arc::new(host),
+                Arc::new(id),
+                Arc::new(k),
+                Arc::new(x),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![
+            Field::new("service", DataType::Utf8View, true),
+            Field::new("host", DataType::Utf8View, false),
+            Field::new("id", DataType::Utf8View, false),
+            Field::new("k", DataType::Utf8View, false),
+            Field::new("x", DataType::Int64, true),
+        ]))
+    }
+
+    /// A session over two partitions of batches of both kinds, with the
+    /// rule or without, whose memory pool holds `memory` bytes.
+    fn session(rule: bool, config: SessionConfig, memory: Option<usize>) -> SessionContext {
+        let mut builder = SessionStateBuilder::new()
+            .with_config(config.with_target_partitions(2))
+            .with_default_features();
+        if let Some(memory) = memory {
+            let runtime = RuntimeEnvBuilder::new()
+                .with_memory_pool(Arc::new(GreedyMemoryPool::new(memory)))
+                .build_arc()
+                .unwrap();
+            builder = builder.with_runtime_env(runtime);
+        }
+        if rule {
+            builder = builder.with_physical_optimizer_rule(Arc::new(StringGroups));
+        }
+        let ctx = SessionContext::new_with_state(builder.build());
+        let partitions = (0..2)
+            .map(|p| (0..4).map(|b| batch(p * 4 + b, 3000, b % 2 == 0)).collect())
+            .collect();
+        let table = MemTable::try_new(schema(), partitions).unwrap();
+        ctx.register_table("t", Arc::new(table)).unwrap();
+        ctx
+    }
+
+    async fn rows(ctx: &SessionContext, sql: &str) -> String {
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        pretty_format_batches(&batches).unwrap().to_string()
+    }
+
+    /// The partial stages of `sql`'s plan that the rule replaced.
+    async fn replaced(ctx: &SessionContext, sql: &str) -> usize {
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        count(&plan)
+    }
+
+    fn count(plan: &Arc<dyn ExecutionPlan>) -> usize {
+        usize::from(plan.downcast_ref::<PartialStringAggregateExec>().is_some())
+            + plan.children().into_iter().map(count).sum::<usize>()
+    }
+
+    #[tokio::test]
+    async fn groupings_on_strings_give_datafusions_answers() {
+        // The probe for groupings where nearly every row is a group after
+        // 1,000 rows: `id` is emitted batch by batch.
+        let config = || {
+            let mut config = SessionConfig::new();
+            config
+                .options_mut()
+                .execution
+                .skip_partial_aggregation_probe_rows_threshold = 1000;
+            config
+        };
+        let ours = session(true, config(), None);
+        let theirs = session(false, config(), None);
+        for sql in [
+            "SELECT service, count(*), count(x), sum(x), avg(x), min(x), max(host) \
+             FROM t GROUP BY service ORDER BY service",
+            "SELECT service, host, count(*), sum(x) FROM t GROUP BY service, host \
+             ORDER BY service, host",
+            "SELECT host, service, count(*) FILTER (WHERE x > 500), \
+             percentile_cont(0.9) WITHIN GROUP (ORDER BY x) \
+             FROM t WHERE x IS NOT NULL GROUP BY host, service ORDER BY host, service",
+            "SELECT k, service, host, count(*), max(x) FROM t GROUP BY k, service, host \
+             ORDER BY k, service, host",
+            "SELECT count(*), sum(n) FROM (SELECT id, count(*) AS n FROM t GROUP BY id)",
+            "SELECT id, sum(x) FROM t GROUP BY id ORDER BY id LIMIT 5",
+        ] {
+            assert_eq!(replaced(&ours, sql).await, 1, "{sql}");
+            assert_eq!(replaced(&theirs, sql).await, 0, "{sql}");
+            assert_eq!(rows(&ours, sql).await, rows(&theirs, sql).await, "{sql}");
+        }
+        // The answers are not empty.
+        let answer = rows(
+            &ours,
+            "SELECT service, count(*) FROM t GROUP BY service ORDER BY 1",
+        )
+        .await;
+        assert!(answer.contains("checkout-service-long-name"), "{answer}");
+        assert_eq!(answer.lines().count(), 4 + 6, "{answer}");
+        // A key of another type, or an expression, stays DataFusion's.
+        for sql in [
+            "SELECT x, count(*) FROM t GROUP BY x",
+            "SELECT lower(service), count(*) FROM t GROUP BY 1",
+        ] {
+            assert_eq!(replaced(&ours, sql).await, 0, "{sql}");
+        }
+    }
+
+    /// Runs the partial stage of `sql` alone: its batches, every partition's.
+    async fn partial(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
+        fn find(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+            if plan.downcast_ref::<PartialStringAggregateExec>().is_some() {
+                return Some(Arc::clone(plan));
+            }
+            plan.children().into_iter().find_map(find)
+        }
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let partial = find(&plan).expect("a partial stage on strings");
+        let partial = Arc::new(
+            datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(partial),
+        );
+        collect(partial, ctx.task_ctx()).await.unwrap()
+    }
+
+    /// Each key in `batches` (keys, then `count(*)`'s state) and its count
+    /// summed over the batches.
+    fn counts(batches: &[RecordBatch]) -> std::collections::BTreeMap<String, i64> {
+        let mut out = std::collections::BTreeMap::new();
+        for b in batches {
+            let ids = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<StringViewArray>()
+                .unwrap();
+            let n = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+            for i in 0..b.num_rows() {
+                *out.entry(ids.value(i).to_string()).or_insert(0) += n.value(i);
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_partial_stage_short_of_memory_emits_what_it_holds() {
+        // 1,000 keys, each 3 times in every batch: 12 times a partition.
+        let sql = "SELECT k, count(*) FROM t GROUP BY k";
+        let roomy = session(true, SessionConfig::new(), None);
+        let tight = session(true, SessionConfig::new(), Some(64 * 1024));
+        let whole = partial(&roomy, sql).await;
+        let parts = partial(&tight, sql).await;
+        let rows = |b: &[RecordBatch]| b.iter().map(|b| b.num_rows()).sum::<usize>();
+        // With room, each partition emits each key once.
+        assert_eq!(rows(&whole), 2 * 1000);
+        // Short of memory, it emitted keys more than once, and their counts
+        // add up to the same.
+        assert!(
+            rows(&parts) > rows(&whole),
+            "{} against {}",
+            rows(&parts),
+            rows(&whole)
+        );
+        assert_eq!(counts(&parts), counts(&whole));
+        assert!(counts(&whole).values().all(|&n| n == 24));
+    }
+
+    #[tokio::test]
+    async fn where_nearly_every_row_is_a_group_it_emits_after_every_batch() {
+        let sql = "SELECT id, count(*) FROM t GROUP BY id";
+        let mut config = SessionConfig::new();
+        config
+            .options_mut()
+            .execution
+            .skip_partial_aggregation_probe_rows_threshold = 1000;
+        let batches = partial(&session(true, config, None), sql).await;
+        // Four batches of 3,000 rows a partition, every id once: a batch
+        // out for each batch in.
+        assert_eq!(batches.len(), 8);
+        assert!(batches.iter().all(|b| b.num_rows() == 3000));
+        // Without the probe: what each partition holds, at the end.
+        let batches = partial(&session(true, SessionConfig::new(), None), sql).await;
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 24_000);
+        assert!(batches.len() < 8, "{}", batches.len());
+    }
+}
