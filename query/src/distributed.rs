@@ -499,6 +499,35 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn plans_for_the_workers_keep_datafusions_partial_aggregations() {
+        use crate::string_groups::StringGroups;
+        let state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(StringGroups))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        let config = DistributedConfig {
+            workers: "127.0.0.1:9".parse().unwrap(),
+            token: None,
+            bytes_per_task: 1,
+            tls: None,
+        };
+        let distributed = distributed_context(&ctx, &config).unwrap();
+        let rules = |ctx: &SessionContext| -> Vec<String> {
+            ctx.state()
+                .physical_optimizers()
+                .iter()
+                .map(|r| r.name().to_string())
+                .collect()
+        };
+        let (local, spread) = (rules(&ctx), rules(&distributed));
+        assert!(local.iter().any(|r| r == StringGroups::NAME), "{local:?}");
+        let mut expected = local.clone();
+        expected.retain(|r| r != StringGroups::NAME);
+        assert_eq!(spread, expected);
+    }
+
     #[test]
     fn a_worker_knows_every_function_a_plan_names() {
         let mut builder = datafusion::execution::SessionStateBuilder::new().with_default_features();
