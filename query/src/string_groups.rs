@@ -270,6 +270,7 @@ impl ExecutionPlan for PartialStringAggregateExec {
             probe,
             rows_seen: 0,
             groups_emitted: 0,
+            states: 0,
             every_batch: false,
             pending: VecDeque::new(),
             done: false,
@@ -302,16 +303,17 @@ impl ExecutionPlan for PartialStringAggregateExec {
 }
 
 /// States that grow with the rows rather than the groups (the value lists
-/// of an exact percentile) are emitted in pieces of about `PIECE` bytes,
-/// once they average `PIECE_PER_GROUP` bytes a group: the final stage
-/// merges the pieces as it would the partitions' states, and each batch
-/// between the two stages stays small enough to be copied through the
-/// repartition from the cache and memory the allocator reuses. A
-/// percentile per operation over 100 M spans took 5.0 s emitted whole and
-/// 3.1-3.6 s in pieces (BENCHMARKS.md, "Grouping on strings by their
-/// views").
+/// of an exact percentile, `array_agg`) are emitted in pieces of about
+/// `PIECE` bytes: the final stage merges the pieces as it would the
+/// partitions' states, and each batch between the two stages stays small
+/// enough to be copied through the repartition from the cache and memory
+/// the allocator reuses. A percentile per operation over 100 M spans took
+/// 5.0 s emitted whole and 3.1-3.6 s in pieces (BENCHMARKS.md, "Grouping
+/// on strings by their views"). Such states are told by a batch that made
+/// no group and still grew them by a byte a row or more; states of a
+/// fixed size a group (a HyperLogLog sketch, 16 KiB) grow only with new
+/// groups, and stay until the end.
 const PIECE: usize = 1 << 20;
-const PIECE_PER_GROUP: usize = 1 << 10;
 
 /// The state of one partition's stream.
 struct Stream {
@@ -327,6 +329,8 @@ struct Stream {
     /// emit that held it).
     rows_seen: usize,
     groups_emitted: usize,
+    /// The accumulators' bytes after the last batch.
+    states: usize,
     /// Nearly every row is a group of its own: emit after every batch.
     every_batch: bool,
     pending: VecDeque<RecordBatch>,
@@ -337,6 +341,7 @@ struct Stream {
 impl Stream {
     fn add(&mut self, batch: &RecordBatch) -> Result<()> {
         let timer = self.metrics.elapsed_compute().timer();
+        let groups_before = self.groups.len;
         self.groups.update(batch)?;
         self.rows_seen += batch.num_rows();
         if let Some((rows, ratio)) = self.probe
@@ -346,9 +351,15 @@ impl Stream {
             let groups = self.groups_emitted + self.groups.len as usize;
             self.every_batch = groups as f64 / self.rows_seen as f64 > ratio;
         }
-        let fits = self.reservation.try_resize(self.groups.size()).is_ok();
         let states = self.groups.states();
-        let piece = states > PIECE && states > PIECE_PER_GROUP * self.groups.len as usize;
+        let fits = self
+            .reservation
+            .try_resize(self.groups.size(states))
+            .is_ok();
+        let piece = states > PIECE
+            && self.groups.len == groups_before
+            && states >= self.states + batch.num_rows();
+        self.states = states;
         timer.done();
         if self.every_batch || !fits || piece {
             self.emit()?;
@@ -368,7 +379,8 @@ impl Stream {
                 at += len;
             }
         }
-        self.reservation.try_resize(self.groups.size())?;
+        self.states = self.groups.states();
+        self.reservation.try_resize(self.groups.size(self.states))?;
         timer.done();
         Ok(())
     }
@@ -514,8 +526,8 @@ impl Groups {
         self.accumulators.iter().map(|a| a.size()).sum()
     }
 
-    /// Bytes held: the codes, the groups and the accumulators' states.
-    fn size(&self) -> usize {
+    /// Bytes held: the codes, the groups and the accumulators' `states`.
+    fn size(&self, states: usize) -> usize {
         let interners: usize = self.interners.iter().map(Interner::size).sum();
         let levels: usize = self
             .levels
@@ -525,7 +537,7 @@ impl Groups {
                     + l.of.capacity() * size_of::<(u32, u32)>()
             })
             .sum();
-        interners + levels + self.states() + self.indices.capacity() * size_of::<usize>()
+        interners + levels + states + self.indices.capacity() * size_of::<usize>()
     }
 }
 
@@ -911,9 +923,11 @@ mod tests {
     #[tokio::test]
     async fn states_that_grow_with_the_rows_go_out_in_pieces() {
         // 400,000 values a partition in five groups: 3.2 MB of percentile
-        // state a partition, about a megabyte a piece.
+        // state a partition, about a megabyte a piece. Batches of 100,000
+        // rows; `name` one a row, the same in every batch.
         let schema = Arc::new(Schema::new(vec![
             Field::new("service", DataType::Utf8View, false),
+            Field::new("name", DataType::Utf8View, false),
             Field::new("x", DataType::Float64, false),
         ]));
         let partition = |p: usize| -> Vec<RecordBatch> {
@@ -925,14 +939,20 @@ mod tests {
                     let x: arrow::array::Float64Array = (0..n)
                         .map(|i| Some(((i * 7919 + b * 31 + p) % 100_003) as f64))
                         .collect();
-                    RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(service), Arc::new(x)])
-                        .unwrap()
+                    let name: StringViewArray =
+                        (0..n).map(|i| Some(format!("operation-{i}"))).collect();
+                    RecordBatch::try_new(
+                        Arc::clone(&schema),
+                        vec![Arc::new(service), Arc::new(name), Arc::new(x)],
+                    )
+                    .unwrap()
                 })
                 .collect()
         };
         let context = |rule: bool| {
+            // The probe off: `name` is a group a row within a batch.
             let mut builder = SessionStateBuilder::new()
-                .with_config(SessionConfig::new().with_target_partitions(2))
+                .with_config(probing(1.0).with_target_partitions(2))
                 .with_default_features();
             if rule {
                 builder = builder.with_physical_optimizer_rule(Arc::new(StringGroups));
@@ -952,5 +972,10 @@ mod tests {
         // Each partition's five groups went out in three pieces or more.
         let pieces = rows_in(&partial(&ours, sql).await);
         assert!(pieces >= 2 * 5 * 3, "{pieces}");
+        // 100,000 averages (1.6 MB a partition) grow with the groups only:
+        // each partition's groups go out once, at the end.
+        let sql = "SELECT name, avg(x) FROM big GROUP BY name ORDER BY name";
+        assert_eq!(rows(&ours, sql).await, rows(&theirs, sql).await);
+        assert_eq!(rows_in(&partial(&ours, sql).await), 2 * 100_000);
     }
 }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The runner's SQL suite on a finished store by two builds, interleaved
+# query by query and round by round (`tracelake-bench sql`): medians, the
+# new build's ratio to the old, and whether both gave the same rows
+# (BENCHMARKS.md, "Grouping on strings by their views"). Both servers are
+# query-role nodes on STORE, which they only read.
+#
+#   cargo build --release -p tracelake -p tracelake-bench
+#   bench/sql-builds.sh OLD-BIN-DIR NEW-BIN-DIR STORE [REPEAT]
+#
+# STORE is a runner's `--data-dir D` store (`D/store`); REPEAT (runs of
+# each query on each build) defaults to 10. The report is JSON on stdout.
+# Everything listens on 127.0.0.1 and stops when the script ends.
+set -euo pipefail
+old=$1 new=$2 store=$3
+repeat=${4:-10}
+work=$(mktemp -d)
+. "$(dirname "$0")/lib.sh"
+two_readers "$old" "$store" "$new" "$store"
+"$new/tracelake-bench" sql --endpoint http://127.0.0.1:27801 \
+  --endpoint http://127.0.0.1:27901 --repeat "$repeat"
