@@ -270,7 +270,7 @@ impl ExecutionPlan for PartialStringAggregateExec {
             probe,
             rows_seen: 0,
             groups_emitted: 0,
-            states: 0,
+            first: None,
             every_batch: false,
             pending: VecDeque::new(),
             done: false,
@@ -309,11 +309,13 @@ impl ExecutionPlan for PartialStringAggregateExec {
 /// enough to be copied through the repartition from the cache and memory
 /// the allocator reuses. A percentile per operation over 100 M spans took
 /// 5.0 s emitted whole and 3.1-3.6 s in pieces (BENCHMARKS.md, "Grouping
-/// on strings by their views"). Such states are told by a batch that made
-/// no group and still grew them by a byte a row or more; states of a
-/// fixed size a group (a HyperLogLog sketch, 16 KiB) grow only with new
-/// groups, and stay until the end.
+/// on strings by their views"). Such states are told by their bytes a
+/// group: `GROWN` times what they were after the first batch since the
+/// last emit, more than the slack of a vector's capacity explains; states
+/// of a fixed size a group (an average, a count) keep theirs, and stay
+/// until the end.
 const PIECE: usize = 1 << 20;
+const GROWN: usize = 4;
 
 /// The state of one partition's stream.
 struct Stream {
@@ -329,8 +331,9 @@ struct Stream {
     /// emit that held it).
     rows_seen: usize,
     groups_emitted: usize,
-    /// The accumulators' bytes after the last batch.
-    states: usize,
+    /// The accumulators' bytes a group after the first batch since the
+    /// last emit.
+    first: Option<usize>,
     /// Nearly every row is a group of its own: emit after every batch.
     every_batch: bool,
     pending: VecDeque<RecordBatch>,
@@ -341,7 +344,6 @@ struct Stream {
 impl Stream {
     fn add(&mut self, batch: &RecordBatch) -> Result<()> {
         let timer = self.metrics.elapsed_compute().timer();
-        let groups_before = self.groups.len;
         self.groups.update(batch)?;
         self.rows_seen += batch.num_rows();
         if let Some((rows, ratio)) = self.probe
@@ -356,10 +358,10 @@ impl Stream {
             .reservation
             .try_resize(self.groups.size(states))
             .is_ok();
-        let piece = states > PIECE
-            && self.groups.len == groups_before
-            && states >= self.states + batch.num_rows();
-        self.states = states;
+        // Bytes a group after the first batch since the last emit, and now.
+        let groups = (self.groups.len as usize).max(1);
+        let first = *self.first.get_or_insert(states / groups);
+        let piece = states > PIECE && states / groups > GROWN * first.max(1);
         timer.done();
         if self.every_batch || !fits || piece {
             self.emit()?;
@@ -379,8 +381,9 @@ impl Stream {
                 at += len;
             }
         }
-        self.states = self.groups.states();
-        self.reservation.try_resize(self.groups.size(self.states))?;
+        self.first = None;
+        self.reservation
+            .try_resize(self.groups.size(self.groups.states()))?;
         timer.done();
         Ok(())
     }
