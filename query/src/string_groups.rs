@@ -10,10 +10,10 @@
 //! partial aggregation whose keys are all string-view columns with
 //! [`PartialStringAggregateExec`], which finds a row's group by its view
 //! in a small cache first and hashes the string only when the cache has
-//! not seen that view in the batch (once per distinct value and batch,
-//! in the common case). A grouping by `service_name` took 60% of its time
-//! in DataFusion's string hashing and comparison (BENCHMARKS.md, "Grouping
-//! on strings by their views").
+//! not seen that view in the batch (once per distinct value and batch
+//! where a batch has fewer values than the cache's 256 slots). A grouping
+//! by `service_name` took 60% of its time in DataFusion's string hashing
+//! and comparison (BENCHMARKS.md, "Grouping on strings by their views").
 //!
 //! It is a partial stage, as the node it replaces: it emits the same
 //! columns (the keys, then each aggregate's state), and the final stage
@@ -22,8 +22,8 @@
 //! refuses it more, it emits what it holds and starts again; and where
 //! nearly every row is a group of its own (DataFusion's
 //! `skip_partial_aggregation_probe_*` settings), it emits after every
-//! batch, as DataFusion then skips the partial stage. States that grow
-//! with the rows (an exact percentile's values) go out in pieces of about
+//! batch, as DataFusion then skips the partial stage. States that are
+//! lists of values (an exact percentile's) go out in pieces once they pass
 //! a megabyte ([`PIECE`]).
 //!
 //! Plans sent to SQL workers keep DataFusion's own node, which the workers
@@ -270,6 +270,16 @@ impl ExecutionPlan for PartialStringAggregateExec {
             probe,
             rows_seen: 0,
             groups_emitted: 0,
+            lists: aggregate.aggr_expr().iter().any(|a| {
+                a.state_fields().is_ok_and(|fields| {
+                    fields.iter().any(|f| {
+                        matches!(
+                            f.data_type(),
+                            DataType::List(_) | DataType::LargeList(_) | DataType::ListView(_)
+                        )
+                    })
+                })
+            }),
             first: None,
             every_batch: false,
             pending: VecDeque::new(),
@@ -302,18 +312,17 @@ impl ExecutionPlan for PartialStringAggregateExec {
     }
 }
 
-/// States that grow with the rows rather than the groups (the value lists
-/// of an exact percentile, `array_agg`) are emitted in pieces of about
-/// `PIECE` bytes: the final stage merges the pieces as it would the
-/// partitions' states, and each batch between the two stages stays small
-/// enough to be copied through the repartition from the cache and memory
-/// the allocator reuses. A percentile per operation over 100 M spans took
-/// 5.0 s emitted whole and 3.1-3.6 s in pieces (BENCHMARKS.md, "Grouping
-/// on strings by their views"). Such states are told by their bytes a
-/// group: `GROWN` times what they were after the first batch since the
-/// last emit, more than the slack of a vector's capacity explains; states
-/// of a fixed size a group (an average, a count) keep theirs, and stay
-/// until the end.
+/// States that are lists of values (an exact percentile's or median's,
+/// `array_agg`'s: a list among an aggregate's state fields) grow with the
+/// rows rather than the groups, and are emitted in pieces: once the states
+/// pass `PIECE` bytes and hold `GROWN` times the bytes a group they held
+/// after the first batch since the last emit (more than the slack of a
+/// vector's capacity explains: many groups of short lists stay together).
+/// The final stage merges the pieces as it would the partitions' states.
+/// A percentile per operation over 100 M spans took 4.5-5.4 s emitted
+/// whole and 3.1-3.6 s in pieces of 1 MiB (BENCHMARKS.md, "Grouping on
+/// strings by their views"). Other states (counts, sums, sketches,
+/// strings) stay until the end, as in DataFusion's node.
 const PIECE: usize = 1 << 20;
 const GROWN: usize = 4;
 
@@ -331,8 +340,10 @@ struct Stream {
     /// emit that held it).
     rows_seen: usize,
     groups_emitted: usize,
-    /// The accumulators' bytes a group after the first batch since the
-    /// last emit.
+    /// Whether an aggregate's state is a list of values; and the
+    /// accumulators' bytes a group after the first batch since the last
+    /// emit.
+    lists: bool,
     first: Option<usize>,
     /// Nearly every row is a group of its own: emit after every batch.
     every_batch: bool,
@@ -343,6 +354,9 @@ struct Stream {
 
 impl Stream {
     fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
         let timer = self.metrics.elapsed_compute().timer();
         self.groups.update(batch)?;
         self.rows_seen += batch.num_rows();
@@ -361,7 +375,7 @@ impl Stream {
         // Bytes a group after the first batch since the last emit, and now.
         let groups = (self.groups.len as usize).max(1);
         let first = *self.first.get_or_insert(states / groups);
-        let piece = states > PIECE && states / groups > GROWN * first.max(1);
+        let piece = self.lists && states > PIECE && states / groups > GROWN * first.max(1);
         timer.done();
         if self.every_batch || !fits || piece {
             self.emit()?;
@@ -520,6 +534,9 @@ impl Groups {
         for level in &mut self.levels {
             *level = Level::default();
         }
+        // The scratch too: what is held after an emit is next to nothing.
+        self.indices = Vec::new();
+        self.codes = Vec::new();
         self.len = 0;
         Ok(Some(RecordBatch::try_new(Arc::clone(schema), columns)?))
     }
@@ -975,6 +992,12 @@ mod tests {
         // Each partition's five groups went out in three pieces or more.
         let pieces = rows_in(&partial(&ours, sql).await);
         assert!(pieces >= 2 * 5 * 3, "{pieces}");
+        // A state that is not a list stays whole, though it grows with
+        // the rows: `string_agg`'s text, 14 bytes a row here.
+        let sql = "SELECT service, length(string_agg(name, ',')) FROM big \
+                   GROUP BY service ORDER BY service";
+        assert_eq!(rows(&ours, sql).await, rows(&theirs, sql).await);
+        assert_eq!(rows_in(&partial(&ours, sql).await), 2 * 5);
         // 100,000 averages (1.6 MB a partition) grow with the groups only:
         // each partition's groups go out once, at the end.
         let sql = "SELECT name, avg(x) FROM big GROUP BY name ORDER BY name";
