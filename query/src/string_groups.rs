@@ -415,8 +415,10 @@ struct Groups {
     /// Each accumulator's arguments, and its `FILTER (WHERE ...)`.
     arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
-    /// Scratch: each key's codes for a batch, and the batch's groups.
-    codes: Vec<Vec<u32>>,
+    /// Scratch: each key's codes for a batch, and the batch's groups (the
+    /// first key's codes swapped in; its vector then holds the last
+    /// batch's groups, cleared before it is filled again).
+    codes: Vec<Vec<usize>>,
     indices: Vec<usize>,
     len: u32,
 }
@@ -467,12 +469,12 @@ impl Groups {
             };
             interner.codes(values, codes);
         }
-        self.indices.clear();
-        self.indices
-            .extend(self.codes[0].iter().map(|&code| code as usize));
+        // The first key's codes are its groups; each level after takes the
+        // groups before and its key's codes.
+        std::mem::swap(&mut self.indices, &mut self.codes[0]);
         for (level, codes) in self.levels.iter_mut().zip(&self.codes[1..]) {
             for (group, &code) in self.indices.iter_mut().zip(codes) {
-                *group = level.group(*group as u32, code) as usize;
+                *group = level.group(*group as u32, code as u32) as usize;
             }
         }
         self.len = match self.levels.last() {
@@ -546,7 +548,8 @@ impl Groups {
         self.accumulators.iter().map(|a| a.size()).sum()
     }
 
-    /// Bytes held: the codes, the groups and the accumulators' `states`.
+    /// Bytes held: the keys' values and codes, the levels, the
+    /// accumulators' `states` and the scratch.
     fn size(&self, states: usize) -> usize {
         let interners: usize = self.interners.iter().map(Interner::size).sum();
         let levels: usize = self
@@ -557,7 +560,9 @@ impl Groups {
                     + l.of.capacity() * size_of::<(u32, u32)>()
             })
             .sum();
-        interners + levels + states + self.indices.capacity() * size_of::<usize>()
+        let scratch: usize =
+            self.codes.iter().map(Vec::capacity).sum::<usize>() + self.indices.capacity();
+        interners + levels + states + scratch * size_of::<usize>()
     }
 }
 
@@ -596,7 +601,7 @@ impl Interner {
     }
 
     /// Appends the code of each of `array`'s values to `out`.
-    fn codes(&mut self, array: &StringViewArray, out: &mut Vec<u32>) {
+    fn codes(&mut self, array: &StringViewArray, out: &mut Vec<usize>) {
         self.cache.fill((0, u32::MAX));
         let views = array.views();
         out.reserve(views.len());
@@ -604,19 +609,19 @@ impl Interner {
         for (row, &view) in views.iter().enumerate() {
             if nulls.is_some_and(|n| n.is_null(row)) {
                 let code = self.null_code();
-                out.push(code);
+                out.push(code as usize);
                 continue;
             }
             let folded = (view as u64) ^ ((view >> 64) as u64);
             let slot = (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE_BITS)) as usize;
             let (seen, code) = self.cache[slot];
             if seen == view && code != u32::MAX {
-                out.push(code);
+                out.push(code as usize);
                 continue;
             }
             let code = self.code(array.value(row));
             self.cache[slot] = (view, code);
-            out.push(code);
+            out.push(code as usize);
         }
     }
 
