@@ -120,7 +120,8 @@ enum Command {
         out: Option<std::path::PathBuf>,
     },
     /// Run the SQL suite against running servers, interleaved, in one
-    /// sitting: medians, ratios to the first server, equal answers
+    /// sitting (and DuckDB, with --duckdb): medians, ratios to the first
+    /// server, equal answers
     Sql {
         /// A server's HTTP address (http://host:3200); repeat for several
         #[arg(long = "endpoint", required = true)]
@@ -128,6 +129,10 @@ enum Command {
         /// Runs of each query on each server
         #[arg(long, default_value_t = 10)]
         repeat: usize,
+        /// DuckDB too, over the files a runner's data directory lists
+        /// (`D/duckdb_input.json`)
+        #[arg(long)]
+        duckdb: Option<std::path::PathBuf>,
     },
     /// Run the reads of the query suite (trace by id, absent ids, the
     /// searches and the cross-trace breakdown) against running servers,
@@ -281,8 +286,12 @@ async fn main() -> anyhow::Result<()> {
                     .await?;
             println!("{report}");
         }
-        Command::Sql { endpoints, repeat } => {
-            let report = runner::sql_suite(&endpoints, repeat).await?;
+        Command::Sql {
+            endpoints,
+            repeat,
+            duckdb,
+        } => {
+            let report = runner::sql_suite(&endpoints, repeat, duckdb.as_deref()).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Command::Reads { endpoints, repeat } => {

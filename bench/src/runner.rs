@@ -6,10 +6,11 @@
 //! medians and p99s, bytes per span on disk and the server's peak RSS.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -293,11 +294,42 @@ pub const SQL_SUITE: &[(&str, &str)] = &[
 /// server is measured in the same sitting: the median per query and
 /// server, the ratio of each to the first server, and whether every server
 /// gave the first one's rows. `{start}`/`{end}` cover the day before now
-/// and the hour after.
-pub async fn sql_suite(endpoints: &[String], repeat: usize) -> anyhow::Result<Value> {
+/// and the hour after. With `duckdb` (the input a runner leaves in its
+/// data directory, `D/duckdb_input.json`: the live files of its store),
+/// DuckDB too, last in each round, its rows compared by count.
+pub async fn sql_suite(
+    endpoints: &[String],
+    repeat: usize,
+    duckdb: Option<&Path>,
+) -> anyhow::Result<Value> {
     let client = reqwest::Client::new();
     let now = now_ns();
     let (start, end) = (rfc3339(now - 24 * HOUR_NS), rfc3339(now + HOUR_NS));
+    let temp = tempfile::tempdir()?;
+    let mut duckdb = match duckdb {
+        Some(path) => {
+            let text = std::fs::read(path).with_context(|| {
+                format!(
+                    "{} (a runner's data directory has it after a run with DuckDB)",
+                    path.display()
+                )
+            })?;
+            let input: Value = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            let files: Vec<PathBuf> = input["files"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str().map(PathBuf::from))
+                .collect();
+            if files.is_empty() {
+                bail!("{} lists no files", path.display());
+            }
+            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+            Some(DuckDb::start(temp.path(), &files, threads)?)
+        }
+        None => None,
+    };
     let mut queries = serde_json::Map::new();
     for (name, text) in SQL_SUITE {
         let text = text.replace("{start}", &start).replace("{end}", &end);
@@ -314,13 +346,20 @@ pub async fn sql_suite(endpoints: &[String], repeat: usize) -> anyhow::Result<Va
         for endpoint in endpoints {
             answers.push(run(endpoint).await?.0); // warm
         }
+        let mut duck = (Samples::default(), 0);
+        if let Some(duckdb) = &mut duckdb {
+            duck.1 = duckdb.run(&text)?.0;
+        }
         for _ in 0..repeat.max(1) {
             for (i, endpoint) in endpoints.iter().enumerate() {
                 samples[i].0.push(run(endpoint).await?.1);
             }
+            if let Some(duckdb) = &mut duckdb {
+                duck.0.0.push(duckdb.run(&text)?.1);
+            }
         }
         let first = samples[0].median();
-        let per_server: Vec<Value> = endpoints
+        let mut per_server: Vec<Value> = endpoints
             .iter()
             .zip(&samples)
             .zip(&answers)
@@ -333,9 +372,40 @@ pub async fn sql_suite(endpoints: &[String], repeat: usize) -> anyhow::Result<Va
                 })
             })
             .collect();
+        if duckdb.is_some() {
+            // Its rows are compared by count: DuckDB's types print
+            // otherwise.
+            let rows = answers[0].as_array().map_or(0, Vec::len);
+            per_server.push(json!({
+                "endpoint": "duckdb",
+                "median_ms": duck.0.median(),
+                "ratio_to_first": duck.0.median() / first,
+                "first_x_duckdb": first / duck.0.median().max(1e-9),
+                "same_row_count_as_first": duck.1 == rows,
+            }));
+        }
         queries.insert(name.to_string(), Value::Array(per_server));
     }
     Ok(json!({ "repeat": repeat, "queries": queries }))
+}
+
+/// The table's directory and its live files (relative to it) in a
+/// server's `/api/v1/storage` report.
+fn store_files(storage: &Value) -> (PathBuf, Vec<String>) {
+    let files = storage["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["paths"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p.as_str().map(String::from))
+        .collect();
+    let table_dir = PathBuf::from(
+        storage["tableUrl"]
+            .as_str()
+            .and_then(|u| u.strip_prefix("file://"))
+            .unwrap_or_default(),
+    );
+    (table_dir, files)
 }
 
 /// Posts `sql` to `url` (a server's `/api/v1/sql`); (rows, ms).
@@ -509,19 +579,7 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Value> {
     .await?;
     let settle_seconds = settle.elapsed().as_secs_f64();
     let bytes = compacted["bytes"].as_u64().unwrap_or(0);
-    let files: Vec<String> = compacted["partitions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|p| p["paths"].as_array().cloned().unwrap_or_default())
-        .filter_map(|p| p.as_str().map(String::from))
-        .collect();
-    let table_dir = PathBuf::from(
-        compacted["tableUrl"]
-            .as_str()
-            .and_then(|u| u.strip_prefix("file://"))
-            .unwrap_or_default(),
-    );
+    let (table_dir, files) = store_files(&compacted);
 
     eprintln!("[bench] query suite");
     let reads = query_suite(
@@ -539,31 +597,46 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Value> {
         })
         .collect();
     let sql_window = (rfc3339(hour_start - HOUR_NS), rfc3339(hour_start));
+    let mut duckdb = match config.duckdb {
+        true => {
+            eprintln!("[bench] the SQL suite, in tracelake and DuckDB over the same files");
+            let paths: Vec<PathBuf> = files.iter().map(|f| table_dir.join(f)).collect();
+            Some(DuckDb::start(&data, &paths, threads)?)
+        }
+        false => None,
+    };
+    let suite: Vec<(&str, String)> = SQL_SUITE
+        .iter()
+        .map(|(name, text)| {
+            let text = text
+                .replace("{start}", &sql_window.0)
+                .replace("{end}", &sql_window.1);
+            (*name, text)
+        })
+        .collect();
     let mut sql: BTreeMap<&str, Samples> = BTreeMap::new();
     let mut sql_rows: BTreeMap<&str, usize> = BTreeMap::new();
-    for (name, text) in SQL_SUITE {
-        let text = text
-            .replace("{start}", &sql_window.0)
-            .replace("{end}", &sql_window.1);
-        sql_rows.insert(name, server.sql(&text).await?.0.len()); // warm
-        let s = sql.entry(name).or_default();
-        for _ in 0..config.repeat.max(3) {
-            s.0.push(server.sql(&text).await?.1);
+    let mut duck: BTreeMap<&str, Samples> = BTreeMap::new();
+    let mut duck_rows: BTreeMap<&str, usize> = BTreeMap::new();
+    // Warm, then round by round: each query in tracelake, then in DuckDB.
+    for (name, text) in &suite {
+        sql_rows.insert(name, server.sql(text).await?.0.len());
+        if let Some(duckdb) = &mut duckdb {
+            duck_rows.insert(name, duckdb.run(text)?.0);
         }
     }
-    let duckdb = if config.duckdb {
-        eprintln!("[bench] the SQL suite in DuckDB over the same files");
-        Some(duckdb_suite(
-            &data,
-            &table_dir,
-            &files,
-            &sql_window,
-            config.repeat.max(3),
-            threads,
-        )?)
-    } else {
-        None
-    };
+    for _ in 0..config.repeat.max(3) {
+        for (name, text) in &suite {
+            sql.entry(name)
+                .or_default()
+                .0
+                .push(server.sql(text).await?.1);
+            if let Some(duckdb) = &mut duckdb {
+                duck.entry(name).or_default().0.push(duckdb.run(text)?.1);
+            }
+        }
+    }
+    drop(duckdb);
     let rss_peak = server.peak_rss();
     let metrics = server
         .client
@@ -585,11 +658,11 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Value> {
         .map(|(name, s)| {
             let mut v = s.json();
             v["rows"] = json!(sql_rows[name]);
-            if let Some(d) = duckdb.as_ref().and_then(|d| d.get(*name)) {
-                let duck_median = d["median_ms"].as_f64().unwrap_or(0.0);
-                v["duckdb_median_ms"] = json!(duck_median);
-                v["duckdb_rows"] = d["rows"].clone();
-                v["ratio_to_duckdb"] = json!(s.median() / duck_median.max(1e-9));
+            if let Some(d) = duck.get(name) {
+                v["duckdb_runs"] = json!(d.0.len());
+                v["duckdb_median_ms"] = json!(d.median());
+                v["duckdb_rows"] = json!(duck_rows[name]);
+                v["ratio_to_duckdb"] = json!(s.median() / d.median().max(1e-9));
             }
             (name.to_string(), v)
         })
@@ -893,52 +966,89 @@ pub async fn reads_suite(endpoints: &[String], repeat: usize) -> anyhow::Result<
     }
     Ok(json!({ "repeat": repeat, "reads": out }))
 }
-/// Runs [`SQL_SUITE`] in DuckDB over `files` (relative to `table_dir`);
-/// name → latency summary.
-fn duckdb_suite(
-    data: &Path,
-    table_dir: &Path,
-    files: &[String],
-    window: &(String, String),
-    repeat: usize,
-    threads: usize,
-) -> anyhow::Result<serde_json::Map<String, Value>> {
-    ensure_duckdb()?;
-    let script = data.join("duckdb_suite.py");
-    std::fs::write(&script, DUCKDB_SCRIPT)?;
-    let input = data.join("duckdb_input.json");
-    let queries: Vec<Value> = SQL_SUITE
-        .iter()
-        .map(|(name, sql)| {
-            json!({
-                "name": name,
-                "sql": sql.replace("{start}", &window.0).replace("{end}", &window.1),
-            })
-        })
-        .collect();
-    let paths: Vec<String> = files
-        .iter()
-        .map(|f| table_dir.join(f).display().to_string())
-        .collect();
-    std::fs::write(
-        &input,
-        json!({ "files": paths, "queries": queries, "repeat": repeat, "threads": threads })
-            .to_string(),
-    )?;
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(&input)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run {}", python()))?;
-    if !out.status.success() {
-        bail!("the DuckDB suite failed ({})", out.status);
+/// DuckDB over a store's files: a Python process (`duckdb_suite.py`)
+/// that runs one query a line, so that its runs interleave with
+/// tracelake's, query by query, in the same sitting (the machines are
+/// shared, and a sitting moved the runner's ratios by a fifth when DuckDB
+/// ran after tracelake's runs). It ends when this is dropped.
+pub struct DuckDb {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl DuckDb {
+    /// Starts DuckDB over `files` (absolute paths) on `threads` threads,
+    /// its script and input written to `dir`.
+    pub fn start(dir: &Path, files: &[PathBuf], threads: usize) -> anyhow::Result<Self> {
+        ensure_duckdb()?;
+        let script = dir.join("duckdb_suite.py");
+        std::fs::write(&script, DUCKDB_SCRIPT)?;
+        let input = dir.join("duckdb_input.json");
+        let paths: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        std::fs::write(
+            &input,
+            json!({ "files": paths, "threads": threads }).to_string(),
+        )?;
+        let mut child = Command::new(python())
+            .arg(&script)
+            .arg(&input)
+            .env("TRACELAKE_OWNER", owner_marker())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot run {}", python()))?;
+        let stdin = child.stdin.take().context("DuckDB's stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("DuckDB's stdout")?);
+        let mut duckdb = Self {
+            child,
+            stdin,
+            stdout,
+        };
+        let ready = duckdb.answer("opening the files")?;
+        if ready["ready"] != true {
+            bail!("DuckDB did not open the files: {ready}");
+        }
+        Ok(duckdb)
     }
-    let result: Value = serde_json::from_slice(&out.stdout).context("DuckDB suite output")?;
-    result
-        .as_object()
-        .cloned()
-        .context("DuckDB suite output is not an object")
+
+    /// Runs `sql` and fetches its rows: (rows, ms).
+    pub fn run(&mut self, sql: &str) -> anyhow::Result<(usize, f64)> {
+        let sent =
+            writeln!(self.stdin, "{}", json!({ "sql": sql })).and_then(|()| self.stdin.flush());
+        if let Err(e) = sent {
+            let status = self.child.wait()?;
+            bail!("DuckDB ended ({status}) before {sql}: {e}");
+        }
+        let answer = self.answer(sql)?;
+        match (answer["rows"].as_u64(), answer["ms"].as_f64()) {
+            (Some(rows), Some(ms)) => Ok((rows as usize, ms)),
+            _ => bail!("DuckDB's answer to {sql} has no rows and ms: {answer}"),
+        }
+    }
+
+    /// The next line DuckDB writes, about `what`; its `error` as an error.
+    fn answer(&mut self, what: &str) -> anyhow::Result<Value> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            let status = self.child.wait()?;
+            bail!("DuckDB ended ({status}) before answering {what}");
+        }
+        let answer: Value = serde_json::from_str(&line)
+            .with_context(|| format!("DuckDB's answer to {what}: {line:?}"))?;
+        if let Some(error) = answer["error"].as_str() {
+            bail!("DuckDB, {what}: {error}");
+        }
+        Ok(answer)
+    }
+}
+
+impl Drop for DuckDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The Python interpreter that runs the DuckDB side: `TRACELAKE_PYTHON`,

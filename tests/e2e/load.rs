@@ -207,9 +207,10 @@ async fn overload_is_pushed_back_and_retried_without_loss() {
 /// same files (which must return as many rows as tracelake).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn benchmark_runner_reports_every_figure() {
-    use tracelake_bench::runner::{RunConfig, SQL_SUITE, run, table};
+    use tracelake_bench::runner::{RunConfig, SQL_SUITE, run, sql_suite, table};
     // Without them only the DuckDB part is skipped (and listed as such).
     let duckdb = crate::server::python_with("duckdb, pytz", "duckdb pytz").is_some();
+    let data = tempfile::tempdir().unwrap();
     let config = RunConfig {
         server: env!("CARGO_BIN_EXE_tracelake").into(),
         spans: 30_000,
@@ -221,7 +222,7 @@ async fn benchmark_runner_reports_every_figure() {
         pool_mib: 64,
         repeat: 3,
         duckdb,
-        data_dir: None,
+        data_dir: Some(data.path().to_path_buf()),
         settle_timeout: std::time::Duration::from_secs(120),
     };
     let report = run(&config).await.unwrap();
@@ -263,7 +264,72 @@ async fn benchmark_runner_reports_every_figure() {
         assert!(q["rows"].as_u64().unwrap() > 0, "{name}");
         if duckdb {
             assert_eq!(q["duckdb_rows"], q["rows"], "{name}");
+            assert_eq!(q["duckdb_runs"], 3, "{name}");
             assert!(q["ratio_to_duckdb"].as_f64().unwrap() > 0.0, "{name}");
         }
     }
+    if !duckdb {
+        return;
+    }
+    // `tracelake-bench sql --duckdb`: a query node on the runner's store,
+    // and DuckDB over the files the runner listed.
+    let server = TestServer::start(&data.path().join("store"), &["--role", "query"]).await;
+    let input = data.path().join("duckdb_input.json");
+    let report = sql_suite(&[server.url("")], 2, Some(&input)).await.unwrap();
+    for (name, per_server) in report["queries"].as_object().unwrap() {
+        let duck = &per_server[1];
+        assert_eq!(duck["endpoint"], "duckdb", "{name}: {report}");
+        assert_eq!(duck["same_row_count_as_first"], true, "{name}: {report}");
+        assert!(duck["first_x_duckdb"].as_f64().unwrap() > 0.0, "{name}");
+    }
+    assert_eq!(
+        report["queries"].as_object().unwrap().len(),
+        SQL_SUITE.len()
+    );
+}
+
+/// The runner's DuckDB baseline answers one query a line (so that its runs
+/// interleave with tracelake's), and a query it cannot run is an error
+/// naming the query, after which it goes on answering.
+#[test]
+fn duckdb_baseline_answers_query_by_query() {
+    use tracelake_bench::runner::DuckDb;
+    let Some(python) = crate::server::python_with("duckdb, pytz", "duckdb pytz") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("spans.parquet");
+    let made = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(format!(
+            "import duckdb; duckdb.sql(\"COPY (SELECT * FROM (VALUES \
+             (1700000000000000000, 'a'), (1700000001000000000, 'b'), \
+             (1700000002000000000, 'a')) t(start_time_unix_nano, service_name)) \
+             TO '{}' (FORMAT parquet)\")",
+            file.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // A file list gone stale: an error that names the file, at the start.
+    let gone = dir.path().join("compacted-gone.parquet");
+    let error = DuckDb::start(dir.path(), std::slice::from_ref(&gone), 1)
+        .err()
+        .expect("no such file")
+        .to_string();
+    assert!(error.contains("compacted-gone.parquet"), "{error}");
+    let mut duckdb = DuckDb::start(dir.path(), &[file], 1).unwrap();
+    let (rows, ms) = duckdb
+        .run("SELECT service_name, count(*) FROM spans GROUP BY 1")
+        .unwrap();
+    assert_eq!(rows, 2);
+    assert!(ms > 0.0);
+    let error = duckdb
+        .run("SELECT no_such_column FROM spans")
+        .unwrap_err()
+        .to_string();
+    // DuckDB's own words, not only the query the error repeats.
+    assert!(error.contains("Binder Error"), "{error}");
+    let sql = "SELECT * FROM spans WHERE start_time >= TIMESTAMP '2023-11-14 22:13:21'";
+    assert_eq!(duckdb.run(sql).unwrap().0, 2);
 }
