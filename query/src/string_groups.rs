@@ -448,11 +448,10 @@ impl Level {
 }
 
 impl Groups {
+    /// Takes a batch of one or more rows ([`Stream::add`] skips empty
+    /// ones) into its groups and accumulators.
     fn update(&mut self, batch: &RecordBatch) -> Result<()> {
         let n = batch.num_rows();
-        if n == 0 {
-            return Ok(());
-        }
         self.codes.resize_with(self.keys.len(), Vec::new);
         for ((key, interner), codes) in self
             .keys
