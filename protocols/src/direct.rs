@@ -274,10 +274,7 @@ pub(crate) fn context<'s, 'a>(
     resource: &'s Owner<'a>,
     scope: &'s Owner<'a>,
 ) -> Context<'s, Attribute<'a>> {
-    Context {
-        resource: resource.as_resource(),
-        scope: scope.as_scope(),
-    }
+    Context::new(resource.as_resource(), scope.as_scope())
 }
 
 /// Where a direct decoder writes: the builder, the acceptance window and

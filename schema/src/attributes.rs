@@ -104,41 +104,17 @@ impl AttributesBuilder {
 
     /// Appends one row holding `attrs`, each key once.
     pub(crate) fn append<A: AttributeView>(&mut self, attrs: &[A]) {
-        self.append_where(attrs, |_| true);
-    }
-
-    /// Appends one row holding the keys of `attrs` for which `keep` is true,
-    /// each key once.
-    pub(crate) fn append_where<A: AttributeView>(
-        &mut self,
-        attrs: &[A],
-        keep: impl Fn(&str) -> bool,
-    ) {
         if has_repeated_key(attrs) {
-            return self.append_deduplicated(attrs, keep);
+            return self.append_unique(last_values(attrs).map(|i| &attrs[i as usize]));
         }
-        self.append_unique(attrs.iter().filter(|kv| keep(kv.key())));
+        self.append_unique(attrs.iter());
     }
 
-    /// The slow path: the last value of each key, in the order keys first
-    /// appeared.
-    #[cold]
-    fn append_deduplicated<A: AttributeView>(&mut self, attrs: &[A], keep: impl Fn(&str) -> bool) {
-        let mut last: std::collections::HashMap<&str, &A> =
-            std::collections::HashMap::with_capacity(attrs.len());
-        for kv in attrs {
-            last.insert(kv.key(), kv);
-        }
-        let mut seen = std::collections::HashSet::with_capacity(attrs.len());
-        let unique: Vec<&A> = attrs
-            .iter()
-            .filter(|kv| keep(kv.key()) && seen.insert(kv.key()))
-            .map(|kv| last[kv.key()])
-            .collect();
-        self.append_unique(unique.into_iter());
-    }
-
-    fn append_unique<'a, A: AttributeView + 'a>(&mut self, attrs: impl Iterator<Item = &'a A>) {
+    /// Appends one row holding `attrs`, whose keys are unique.
+    pub(crate) fn append_unique<'a, A: AttributeView + 'a>(
+        &mut self,
+        attrs: impl Iterator<Item = &'a A>,
+    ) {
         for kv in attrs {
             let key = kv.key();
             self.values.keys().append_value(key);
@@ -163,7 +139,7 @@ impl AttributesBuilder {
 }
 
 /// Whether a key appears twice; without allocating for the usual few keys.
-fn has_repeated_key<A: AttributeView>(attrs: &[A]) -> bool {
+pub(crate) fn has_repeated_key<A: AttributeView>(attrs: &[A]) -> bool {
     if attrs.len() <= 32 {
         return attrs
             .iter()
@@ -172,6 +148,22 @@ fn has_repeated_key<A: AttributeView>(attrs: &[A]) -> bool {
     }
     let mut seen = std::collections::HashSet::with_capacity(attrs.len());
     !attrs.iter().all(|kv| seen.insert(kv.key()))
+}
+
+/// The set with each key once (the slow path, for sets that repeat a key):
+/// the index of each key's last value, in the order keys first appeared.
+#[cold]
+pub(crate) fn last_values<A: AttributeView>(attrs: &[A]) -> impl Iterator<Item = u32> + '_ {
+    let mut last: std::collections::HashMap<&str, u32> =
+        std::collections::HashMap::with_capacity(attrs.len());
+    for (i, kv) in attrs.iter().enumerate() {
+        last.insert(kv.key(), i as u32);
+    }
+    let mut seen = std::collections::HashSet::with_capacity(attrs.len());
+    attrs
+        .iter()
+        .filter(move |kv| seen.insert(kv.key()))
+        .map(move |kv| last[kv.key()])
 }
 
 /// Writes the text of `value` and returns its type code, `None` for strings.

@@ -24,7 +24,7 @@ use view::{
     AttributeView, Context, EventView, LinkView, ResourceRef, ScopeRef, SpanView, ValueRef,
 };
 
-use crate::attributes::AttributesBuilder;
+use crate::attributes::{AttributesBuilder, has_repeated_key, last_values};
 use crate::layout::{AttributeSet, Layout, MAX_CONFIGURED_INT, MAX_CONFIGURED_TEXT, SetColumns};
 use crate::spans::{
     DEDICATED, Dedicated, RESOURCE_DEDICATED, SPAN_KINDS, STATUS_CODES, event_fields, link_fields,
@@ -207,68 +207,79 @@ const _: () = assert!(
         && RESOURCE_DEDICATED.len() + MAX_CONFIGURED_TEXT + MAX_CONFIGURED_INT <= MAX_DEDICATED
 );
 
-/// The values of an attribute set that go to its scope's dedicated
-/// columns: for each column, its key's (last) value when that has the
-/// column's type.
-struct Picked<'a, 's> {
-    scope: &'s SetColumns,
-    values: [Option<ValueRef<'a>>; MAX_DEDICATED],
-    any: bool,
+/// Where the attributes of one set go, worked out once for every row that
+/// holds the set (all the spans of a resource): for each dedicated column of
+/// the set's scope, the attribute whose value it takes (its key's last
+/// value, when that has the column's type); and the attributes the map
+/// keeps (the rest), each key once, with its last value, where the key first
+/// appeared. Indices into the set, so a plan holds no borrow and is reused.
+struct Plan {
+    picked: [Option<u32>; MAX_DEDICATED],
+    map: Vec<u32>,
 }
 
-impl<'a, 's> Picked<'a, 's> {
-    fn of<A: AttributeView>(attrs: &'a [A], scope: &'s SetColumns) -> Self {
-        let mut values = [None; MAX_DEDICATED];
+impl Plan {
+    fn new() -> Self {
+        Self {
+            picked: [None; MAX_DEDICATED],
+            map: Vec::new(),
+        }
+    }
+
+    fn make<A: AttributeView>(&mut self, attrs: &[A], scope: &SetColumns) {
+        self.picked = [None; MAX_DEDICATED];
+        self.map.clear();
         let mut any = false;
-        for kv in attrs {
-            if let Some(i) = scope.index(kv.key()) {
-                // A repeated key's last value, as the map keeps it.
-                values[i] = Some(kv.value());
+        for (i, kv) in attrs.iter().enumerate() {
+            if let Some(c) = scope.index(kv.key()) {
+                self.picked[c] = Some(i as u32);
                 any = true;
             }
         }
+        // The attributes the columns take (at most one a column).
+        let mut taken = [0u32; MAX_DEDICATED];
+        let mut n_taken = 0;
         if any {
-            any = false;
-            for (value, column) in values.iter_mut().zip(&scope.columns) {
+            for (pick, column) in self.picked.iter_mut().zip(&scope.columns) {
+                let Some(i) = *pick else { continue };
                 let fits = matches!(
-                    (column.int, &value),
-                    (false, Some(ValueRef::Str(_))) | (true, Some(ValueRef::Int(_)))
+                    (column.int, attrs[i as usize].value()),
+                    (false, ValueRef::Str(_)) | (true, ValueRef::Int(_))
                 );
                 if fits {
-                    any = true;
+                    taken[n_taken] = i;
+                    n_taken += 1;
                 } else {
-                    *value = None;
+                    *pick = None;
                 }
             }
         }
-        Self { scope, values, any }
+        let taken = &taken[..n_taken];
+        let kept = |i: &u32| !taken.contains(i);
+        if has_repeated_key(attrs) {
+            self.map.extend(last_values(attrs).filter(kept));
+        } else {
+            self.map.extend((0..attrs.len() as u32).filter(kept));
+        }
     }
 
-    /// One row: the picked values into `columns`, the rest of `attrs` into
-    /// `map`.
+    /// One row: the picked values into `columns`, the rest of `attrs` (the
+    /// set the plan was made of) into `map`.
     fn append<A: AttributeView>(
         &self,
         attrs: &[A],
         columns: &mut [DedicatedBuilder],
         map: &mut AttributesBuilder,
     ) {
-        for (builder, value) in columns.iter_mut().zip(&self.values) {
-            match (builder, value) {
+        for (builder, pick) in columns.iter_mut().zip(&self.picked) {
+            match (builder, pick.map(|i| attrs[i as usize].value())) {
                 (DedicatedBuilder::Text(b), Some(ValueRef::Str(s))) => b.append_value(s),
-                (DedicatedBuilder::Int(b), Some(ValueRef::Int(i))) => b.append_value(*i),
+                (DedicatedBuilder::Int(b), Some(ValueRef::Int(i))) => b.append_value(i),
                 (DedicatedBuilder::Text(b), _) => b.append_null(),
                 (DedicatedBuilder::Int(b), _) => b.append_null(),
             }
         }
-        if self.any {
-            map.append_where(attrs, |key| {
-                self.scope
-                    .index(key)
-                    .is_none_or(|i| self.values[i].is_none())
-            });
-        } else {
-            map.append(attrs);
-        }
+        map.append_unique(self.map.iter().map(|&i| &attrs[i as usize]));
     }
 }
 
@@ -307,6 +318,14 @@ pub struct SpansBuilder {
     hour: Int32Builder,
     rows: usize,
     layout: Arc<Layout>,
+    /// The plan of the span attributes, remade for every span.
+    span_plan: Plan,
+    /// The plan of the resource attributes of [`Context`]
+    /// `resource_context` (0: of none), and the index of its
+    /// `service.name`.
+    resource_plan: Plan,
+    resource_service: Option<u32>,
+    resource_context: u64,
 }
 
 impl Default for SpansBuilder {
@@ -371,6 +390,10 @@ impl SpansBuilder {
             hour: Int32Builder::with_capacity(rows),
             rows: 0,
             layout,
+            span_plan: Plan::new(),
+            resource_plan: Plan::new(),
+            resource_service: None,
+            resource_context: 0,
         }
     }
 
@@ -397,20 +420,20 @@ impl SpansBuilder {
             let resource = rs.resource.as_ref().unwrap_or(&empty_resource);
             for ss in &rs.scope_spans {
                 let scope = ss.scope.as_ref().unwrap_or(&empty_scope);
-                let context = Context {
-                    resource: ResourceRef {
+                let context = Context::new(
+                    ResourceRef {
                         attributes: &resource.attributes,
                         dropped_attributes_count: resource.dropped_attributes_count,
                         schema_url: &rs.schema_url,
                     },
-                    scope: ScopeRef {
+                    ScopeRef {
                         name: &scope.name,
                         version: &scope.version,
                         attributes: &scope.attributes,
                         dropped_attributes_count: scope.dropped_attributes_count,
                         schema_url: &ss.schema_url,
                     },
-                };
+                );
                 for span in &ss.spans {
                     if let Err(r) = self.append_span(span, &context, acceptance) {
                         rejections.add(r);
@@ -434,7 +457,7 @@ impl SpansBuilder {
     ) -> Result<(), Rejection> {
         self.append_span_columns(span, acceptance)?;
         self.append_scope_columns(&cx.scope, 1);
-        self.append_resource_columns(&cx.resource, 1);
+        self.resource_columns(&cx.resource, cx.id, 1);
         Ok(())
     }
 
@@ -512,12 +535,37 @@ impl SpansBuilder {
         resource: &ResourceRef<'_, A>,
         rows: usize,
     ) {
-        let service = service_name(resource.attributes).unwrap_or(UNKNOWN_SERVICE);
-        let picked = Picked::of(resource.attributes, self.layout.resource());
+        self.resource_columns(resource, 0, rows);
+    }
+
+    /// The resource columns of the last `rows` rows, from the plan made for
+    /// the resource of context `context` when it is the last one planned
+    /// (0: a resource of no context, planned anew).
+    fn resource_columns<A: AttributeView>(
+        &mut self,
+        resource: &ResourceRef<'_, A>,
+        context: u64,
+        rows: usize,
+    ) {
+        let attrs = resource.attributes;
+        if context == 0 || context != self.resource_context {
+            self.resource_plan.make(attrs, self.layout.resource());
+            // The first `service.name`, when it is a string.
+            self.resource_service = attrs
+                .iter()
+                .position(|kv| kv.key() == "service.name")
+                .filter(|&i| matches!(attrs[i].value(), ValueRef::Str(_)))
+                .map(|i| i as u32);
+            self.resource_context = context;
+        }
+        let service = match self.resource_service.map(|i| attrs[i as usize].value()) {
+            Some(ValueRef::Str(s)) => s,
+            _ => UNKNOWN_SERVICE,
+        };
         for _ in 0..rows {
             self.service_name.append_value(service);
-            picked.append(
-                resource.attributes,
+            self.resource_plan.append(
+                attrs,
                 &mut self.resource_dedicated,
                 &mut self.resource_attributes,
             );
@@ -531,8 +579,9 @@ impl SpansBuilder {
     /// configured) whose (last) value has its column's type into that
     /// column, the rest into the map.
     fn append_attributes<A: AttributeView>(&mut self, attrs: &[A]) {
-        let picked = Picked::of(attrs, self.layout.span());
-        picked.append(attrs, &mut self.dedicated, &mut self.attributes);
+        self.span_plan.make(attrs, self.layout.span());
+        self.span_plan
+            .append(attrs, &mut self.dedicated, &mut self.attributes);
     }
 
     /// Takes the appended rows as a batch in the spans schema and resets the

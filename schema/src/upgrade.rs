@@ -52,20 +52,20 @@ pub fn from_v2(batch: &RecordBatch) -> Result<RecordBatch, Error> {
         let span = rows.span(row)?;
         let (resource, resource_url) = rows.resource(row)?;
         let (scope, scope_url) = rows.scope(row)?;
-        let cx = Context {
-            resource: ResourceRef {
+        let cx = Context::new(
+            ResourceRef {
                 attributes: &resource.attributes,
                 dropped_attributes_count: resource.dropped_attributes_count,
                 schema_url: &resource_url,
             },
-            scope: ScopeRef {
+            ScopeRef {
                 name: &scope.name,
                 version: &scope.version,
                 attributes: &scope.attributes,
                 dropped_attributes_count: scope.dropped_attributes_count,
                 schema_url: &scope_url,
             },
-        };
+        );
         out.append_span(&span, &cx, &Acceptance::ANY_TIME)
             .map_err(|reason| Error::Invalid { row, reason })?;
     }

@@ -324,3 +324,125 @@ fn configured_columns_take_their_keys_out_of_the_map() {
         assert_identity_in(request.clone(), &layout);
     }
 }
+
+/// The builder plans a context's resource once, for span after span; a
+/// context it meets again after another gets its own plan back, a context
+/// made from the same kind of values but other attributes never takes one
+/// made for another, and a failed span changes nothing.
+#[test]
+fn each_row_takes_the_resource_of_its_own_context() {
+    use view::{Context, ResourceRef, ScopeRef};
+    let text = |s: &str| Value::StringValue(s.into());
+    // `service.namespace` and `k8s.cluster.name` have resource columns;
+    // `b`'s namespace is an integer (it stays in the map), its name is the
+    // second key, and it repeats `host.name`.
+    let a = vec![
+        kv("service.name", text("a")),
+        kv("service.namespace", text("ns-a")),
+        kv("host.name", text("host-a")),
+    ];
+    let b = vec![
+        kv("host.name", text("host-b0")),
+        kv("service.name", text("b")),
+        kv("service.namespace", Value::IntValue(7)),
+        kv("k8s.cluster.name", text("cluster-b")),
+        kv("host.name", text("host-b")),
+    ];
+    let scope = InstrumentationScope::default();
+    let context = |attributes| {
+        Context::new(
+            ResourceRef {
+                attributes,
+                dropped_attributes_count: 0,
+                schema_url: "",
+            },
+            ScopeRef {
+                name: &scope.name,
+                version: &scope.version,
+                attributes: &scope.attributes,
+                dropped_attributes_count: 0,
+                schema_url: "",
+            },
+        )
+    };
+    let (cx_a, cx_b) = (context(&a[..]), context(&b[..]));
+    let mut builder = SpansBuilder::default();
+    let mut bad = simple_span(vec![1; 16], vec![9; 8]);
+    bad.trace_id = vec![0; 16];
+    let order = [&cx_a, &cx_a, &cx_b, &cx_b, &cx_a, &cx_b];
+    for (i, cx) in order.iter().enumerate() {
+        let span = simple_span(vec![1; 16], vec![i as u8 + 1; 8]);
+        builder
+            .append_span(&span, cx, &Acceptance::ANY_TIME)
+            .unwrap();
+        assert!(
+            builder
+                .append_span(&bad, cx, &Acceptance::ANY_TIME)
+                .is_err()
+        );
+    }
+    // A context of its own for every span, over one set of attributes.
+    for _ in 0..2 {
+        let span = simple_span(vec![1; 16], vec![7; 8]);
+        builder
+            .append_span(&span, &context(&b[..]), &Acceptance::ANY_TIME)
+            .unwrap();
+    }
+    let batch = builder.finish();
+    let col = |name| batch.column_by_name(name).unwrap();
+    let strings = |name| -> Vec<Option<String>> {
+        col(name)
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect()
+    };
+    let is_a = [true, true, false, false, true, false, false, false];
+    let pick = |a: Option<&str>, b: Option<&str>| -> Vec<Option<String>> {
+        is_a.iter()
+            .map(|&x| if x { a } else { b }.map(str::to_string))
+            .collect()
+    };
+    assert_eq!(strings(spans::SERVICE_NAME), pick(Some("a"), Some("b")));
+    assert_eq!(
+        strings("resource_service_namespace"),
+        pick(Some("ns-a"), None)
+    );
+    assert_eq!(
+        strings("resource_k8s_cluster_name"),
+        pick(None, Some("cluster-b"))
+    );
+    let maps = col(spans::RESOURCE_ATTRIBUTES).as_map();
+    for (row, &x) in is_a.iter().enumerate() {
+        let entries = maps.value(row);
+        let keys: Vec<&str> = entries
+            .column(0)
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .collect();
+        let values: Vec<&str> = entries
+            .column(1)
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .collect();
+        if x {
+            assert_eq!(
+                (keys, values),
+                (vec!["service.name", "host.name"], vec!["a", "host-a"]),
+                "row {row}"
+            );
+        } else {
+            // Each key once, where it first appeared, with its last value.
+            assert_eq!(
+                (keys, values),
+                (
+                    vec!["host.name", "service.name", "service.namespace"],
+                    vec!["host-b", "b", "7"]
+                ),
+                "row {row}"
+            );
+        }
+    }
+}

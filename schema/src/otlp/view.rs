@@ -93,10 +93,29 @@ pub struct ScopeRef<'a, A> {
 }
 
 /// What the spans of one resource and scope share.
+///
+/// Each context made has an id of its own, so a
+/// [`SpansBuilder`](crate::otlp::SpansBuilder) given the same context for
+/// span after span works out once where the resource's attributes go
+/// (dedicated columns, map) and writes every row from that. The fields are
+/// fixed when the context is made, so the id always stands for the same
+/// resource and scope.
 #[derive(Debug)]
 pub struct Context<'a, A> {
-    pub resource: ResourceRef<'a, A>,
-    pub scope: ScopeRef<'a, A>,
+    pub(crate) resource: ResourceRef<'a, A>,
+    pub(crate) scope: ScopeRef<'a, A>,
+    pub(crate) id: u64,
+}
+
+impl<'a, A> Context<'a, A> {
+    pub fn new(resource: ResourceRef<'a, A>, scope: ScopeRef<'a, A>) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self {
+            resource,
+            scope,
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 /// The `service.name` resource attribute, if it is a string.
