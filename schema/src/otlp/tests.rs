@@ -336,12 +336,12 @@ fn each_row_takes_the_resource_of_its_own_context() {
     // `service.namespace` and `k8s.cluster.name` have resource columns;
     // `b`'s namespace is an integer (it stays in the map), its name is the
     // second key, and it repeats `host.name`.
-    let a = vec![
+    let a = [
         kv("service.name", text("a")),
         kv("service.namespace", text("ns-a")),
         kv("host.name", text("host-a")),
     ];
-    let b = vec![
+    let b = [
         kv("host.name", text("host-b0")),
         kv("service.name", text("b")),
         kv("service.namespace", Value::IntValue(7)),
