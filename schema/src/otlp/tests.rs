@@ -415,18 +415,10 @@ fn each_row_takes_the_resource_of_its_own_context() {
     let maps = col(spans::RESOURCE_ATTRIBUTES).as_map();
     for (row, &x) in is_a.iter().enumerate() {
         let entries = maps.value(row);
-        let keys: Vec<&str> = entries
-            .column(0)
-            .as_string::<i32>()
-            .iter()
-            .flatten()
-            .collect();
-        let values: Vec<&str> = entries
-            .column(1)
-            .as_string::<i32>()
-            .iter()
-            .flatten()
-            .collect();
+        fn texts(column: &dyn arrow_array::Array) -> Vec<&str> {
+            column.as_string::<i32>().iter().flatten().collect()
+        }
+        let (keys, values) = (texts(entries.column(0)), texts(entries.column(1)));
         if x {
             assert_eq!(
                 (keys, values),
