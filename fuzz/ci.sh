@@ -31,7 +31,7 @@ cargo fuzz build -s none
 
 targets="${FUZZ_TARGETS:-$(cargo fuzz list)}"
 # Public samples kept beside the clone (never committed): extra starting
-# points for the Zipkin JSON target when they are there.
+# points for the Zipkin and OTLP/JSON targets when they are there.
 fixtures=../../shared/fixtures
 
 failed=()
@@ -39,11 +39,14 @@ summary=()
 for target in $targets; do
   corpus="corpus/$target"
   mkdir -p "$corpus"
-  if [ "$target" = zipkin_json ] && [ -d "$fixtures" ]; then
-    for f in "$fixtures"/zipkin_*.json "$fixtures"/opentelemetry-collector-contrib_sample*.json; do
-      if [ -f "$f" ]; then install -m 0644 "$f" "$corpus/fixture-$(basename "$f")"; fi
-    done
-  fi
+  samples=()
+  case "$target" in
+    zipkin_json) samples=("$fixtures"/zipkin_*.json "$fixtures"/opentelemetry-collector-contrib_sample*.json) ;;
+    otlp_json) samples=("$fixtures"/opentelemetry-proto_trace.json "$fixtures"/jaeger_otlp2jaeger-in.json) ;;
+  esac
+  for f in "${samples[@]}"; do
+    if [ -f "$f" ]; then install -m 0644 "$f" "$corpus/fixture-$(basename "$f")"; fi
+  done
   log="$(mktemp)"
   stamp="$(mktemp)" # older than this run's artifacts
   echo "== fuzz $target for ${seconds}s"

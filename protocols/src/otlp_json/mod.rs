@@ -27,3 +27,31 @@ pub fn camel_case(key: &str) -> String {
     }
     out
 }
+
+/// The OTLP/JSON requests among the public samples in `../shared/fixtures`
+/// (never committed; the folder sits beside the clone). Absent, the test
+/// skips with a message, except under `CI`, which always has them.
+#[cfg(test)]
+pub(crate) fn shared_otlp_samples() -> Vec<(&'static str, Vec<u8>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+    if !dir.is_dir() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is absent; CI always has the shared fixtures",
+            dir.display()
+        );
+        eprintln!("skipped: {} is absent", dir.display());
+        return Vec::new();
+    }
+    [
+        "opentelemetry-proto_trace.json",
+        "jaeger_otlp2jaeger-in.json",
+    ]
+    .into_iter()
+    .map(|name| {
+        let body = std::fs::read(dir.join(name))
+            .unwrap_or_else(|e| panic!("{name} in {}: {e}", dir.display()));
+        (name, body)
+    })
+    .collect()
+}

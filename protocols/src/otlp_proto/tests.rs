@@ -23,8 +23,12 @@ fn reference(body: &[u8]) -> Option<(RecordBatch, Rejections)> {
 }
 
 fn direct(body: &[u8]) -> Option<(RecordBatch, Rejections)> {
+    direct_in(body, WINDOW)
+}
+
+fn direct_in(body: &[u8], window: Acceptance) -> Option<(RecordBatch, Rejections)> {
     let mut builder = SpansBuilder::default();
-    let mut sink = Sink::new(&mut builder, WINDOW);
+    let mut sink = Sink::new(&mut builder, window);
     decode_into(body, &mut sink).ok()?;
     let rejections = sink.rejections;
     Some((builder.finish(), rejections))
@@ -135,4 +139,91 @@ fn errors_name_the_offset() {
     // (found by the otlp_proto fuzz target, docs/fuzzing.md finding 4).
     assert_eq!(reference(&[0x08, 0x08]), None);
     assert_eq!(direct(&[0x08, 0x08]), None);
+}
+
+/// The public OTLP/JSON samples (`../shared/fixtures`), as the protobuf an
+/// exporter would send for them: the direct decoder writes what prost and
+/// `append_request` write.
+#[test]
+fn the_shared_otlp_samples_as_protobuf_decode_as_prost_does() {
+    for (name, json) in crate::otlp_json::shared_otlp_samples() {
+        let request = crate::otlp_json::decode_request(&json).unwrap();
+        let mut builder = SpansBuilder::default();
+        let rejections = builder.append_request(&request, &Acceptance::ANY_TIME);
+        let expected = (builder.finish(), rejections);
+        assert!(expected.0.num_rows() > 0, "{name}: no span decoded");
+        let body = request.encode_to_vec();
+        assert_eq!(
+            direct_in(&body, Acceptance::ANY_TIME),
+            Some(expected),
+            "{name}: the direct decoder wrote other rows than prost"
+        );
+    }
+}
+
+/// Appends `field` as a length-delimited field holding `payload`.
+fn put(out: &mut Vec<u8>, field: u32, payload: &[u8]) {
+    prost::encoding::encode_key(field, prost::encoding::WireType::LengthDelimited, out);
+    prost::encoding::encode_varint(payload.len() as u64, out);
+    out.extend_from_slice(payload);
+}
+
+/// A request of one span whose attribute value is an `arrayValue` nested
+/// `depth` levels, written outside in (each level's length known first),
+/// so that no step recurses.
+fn nested_attribute(depth: usize) -> Vec<u8> {
+    let varint_len = |n: usize| prost::encoding::encoded_len_varint(n as u64);
+    let inner = [0x18, 0x01]; // AnyValue { int_value: 1 }
+    // lengths[i]: the AnyValue nested i levels deep.
+    let mut lengths = vec![inner.len()];
+    for i in 0..depth {
+        let array = 1 + varint_len(lengths[i]) + lengths[i];
+        lengths.push(1 + varint_len(array) + array);
+    }
+    let mut value = Vec::with_capacity(lengths[depth]);
+    for i in (0..depth).rev() {
+        let array = 1 + varint_len(lengths[i]) + lengths[i];
+        prost::encoding::encode_key(5, prost::encoding::WireType::LengthDelimited, &mut value);
+        prost::encoding::encode_varint(array as u64, &mut value);
+        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut value);
+        prost::encoding::encode_varint(lengths[i] as u64, &mut value);
+    }
+    value.extend_from_slice(&inner);
+    assert_eq!(value.len(), lengths[depth]);
+    let mut attribute = Vec::new();
+    put(&mut attribute, 1, b"k");
+    put(&mut attribute, 2, &value);
+    let mut span = Vec::new();
+    put(&mut span, 1, &[1; 16]);
+    put(&mut span, 2, &[2; 8]);
+    put(&mut span, 5, b"x");
+    prost::encoding::fixed64::encode(7, &(DAY_START + 1), &mut span);
+    prost::encoding::fixed64::encode(8, &(DAY_START + 2), &mut span);
+    put(&mut span, 9, &attribute);
+    let mut scope = Vec::new();
+    put(&mut scope, 2, &span);
+    let mut resource = Vec::new();
+    put(&mut resource, 2, &scope);
+    let mut request = Vec::new();
+    put(&mut request, 1, &resource);
+    request
+}
+
+/// A hostile body nesting attribute values without end is refused with an
+/// error, not a stack overflow (nested values go to prost, whose recursion
+/// limit is 100); values nested within it are written as prost writes them.
+#[test]
+fn values_nested_without_end_are_refused_with_an_error() {
+    let within = nested_attribute(40);
+    let got = direct(&within).expect("40 levels are taken");
+    assert_eq!(got.0.num_rows(), 1);
+    assert_eq!(Some(got), reference(&within));
+    for depth in [150, 200_000] {
+        let body = nested_attribute(depth);
+        let mut builder = SpansBuilder::default();
+        let mut sink = Sink::new(&mut builder, WINDOW);
+        let err = decode_into(&body, &mut sink).unwrap_err().to_string();
+        assert!(err.contains("invalid array value"), "{depth}: {err}");
+        assert_eq!(reference(&body), None, "{depth}");
+    }
 }

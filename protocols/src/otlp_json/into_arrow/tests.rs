@@ -15,15 +15,23 @@ const WINDOW: Acceptance = Acceptance {
 
 /// The reference: the normalising serde path, then `append_request`.
 fn reference(body: &[u8]) -> Result<(RecordBatch, Rejections), String> {
+    reference_in(body, WINDOW)
+}
+
+fn reference_in(body: &[u8], window: Acceptance) -> Result<(RecordBatch, Rejections), String> {
     let request = decode_request(body).map_err(|e| e.to_string())?;
     let mut builder = SpansBuilder::default();
-    let rejections = builder.append_request(&request, &WINDOW);
+    let rejections = builder.append_request(&request, &window);
     Ok((builder.finish(), rejections))
 }
 
 fn direct(body: &[u8]) -> Result<(RecordBatch, Rejections), String> {
+    direct_in(body, WINDOW)
+}
+
+fn direct_in(body: &[u8], window: Acceptance) -> Result<(RecordBatch, Rejections), String> {
     let mut builder = SpansBuilder::default();
-    let mut sink = Sink::new(&mut builder, WINDOW);
+    let mut sink = Sink::new(&mut builder, window);
     decode_into(body, &mut sink).map_err(|e| e.to_string())?;
     let rejections = sink.rejections;
     Ok((builder.finish(), rejections))
@@ -251,4 +259,74 @@ fn unknown_keys_are_bounded_and_null_ones_ignored() {
         err.contains("k0") && err.contains("k15") && !err.contains("k16"),
         "{err}"
     );
+}
+
+/// The public samples, as sent and in the other dialects exporters use,
+/// write the rows the serde path writes; and every prefix of them is refused
+/// by both decoders or written alike.
+#[test]
+fn the_shared_otlp_samples_decode_as_the_serde_path_does() {
+    for (name, body) in crate::otlp_json::shared_otlp_samples() {
+        let expected = reference_in(&body, Acceptance::ANY_TIME)
+            .unwrap_or_else(|e| panic!("{name}: the serde path refused it: {e}"));
+        assert!(expected.0.num_rows() > 0, "{name}: no span decoded");
+        assert_eq!(expected.1.count, 0, "{name}: {:?}", expected.1);
+        assert_eq!(
+            direct_in(&body, Acceptance::ANY_TIME),
+            Ok(expected),
+            "{name}: the direct decoder wrote other rows"
+        );
+        let json: Json = serde_json::from_slice(&body).unwrap();
+        for style in [
+            u64::MAX,
+            0x5555_5555_5555_5555,
+            0xaaaa_aaaa_aaaa_aaaa,
+            0x0f0f_0f0f_0f0f_0f0f,
+        ] {
+            let body = serde_json::to_vec(&dialect(json.clone(), style)).unwrap();
+            let expected = reference_in(&body, Acceptance::ANY_TIME);
+            assert!(expected.is_ok(), "{name}, dialect {style:x}: {expected:?}");
+            assert_eq!(
+                direct_in(&body, Acceptance::ANY_TIME),
+                expected,
+                "{name}, dialect {style:x}"
+            );
+        }
+        for cut in 0..body.len() {
+            let body = &body[..cut];
+            assert_eq!(
+                direct_in(body, Acceptance::ANY_TIME).ok(),
+                reference_in(body, Acceptance::ANY_TIME).ok(),
+                "{name} cut at byte {cut}"
+            );
+        }
+    }
+}
+
+/// A span whose attribute value is an `arrayValue` nested `depth` levels.
+fn nested_attribute(depth: usize) -> Vec<u8> {
+    let mut body = br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"x","startTimeUnixNano":"1795219200000000001","endTimeUnixNano":"1795219200000000002","attributes":[{"key":"k","value":"#.to_vec();
+    body.extend(br#"{"arrayValue":{"values":["#.repeat(depth));
+    body.extend(br#"{"intValue":"1"}"#);
+    body.extend(b"]}}".repeat(depth));
+    body.extend(b"}]}]}]}]}");
+    body
+}
+
+/// A hostile body nesting attribute values without end is refused with an
+/// error naming the limit, not a stack overflow (serde_json stops at 128
+/// levels of objects and arrays, three per `arrayValue`, on the 2 MiB
+/// stacks of test threads as of the blocking pool); values nested within
+/// it are written as the serde path writes them.
+#[test]
+fn values_nested_without_end_are_refused_with_an_error() {
+    let within = nested_attribute(30);
+    let got = direct(&within).unwrap();
+    assert_eq!(got.0.num_rows(), 1);
+    assert_eq!(Ok(got), reference(&within));
+    for depth in [40, 100_000] {
+        let err = direct(&nested_attribute(depth)).unwrap_err();
+        assert!(err.contains("recursion limit"), "{depth}: {err}");
+        assert!(reference(&nested_attribute(depth)).is_err());
+    }
 }
