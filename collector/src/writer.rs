@@ -41,13 +41,16 @@ use parquet::schema::types::ColumnPath;
 use serde_json::{Map, Value, json};
 use tracelake_schema::layout::Layout;
 use tracelake_schema::spans::{
-    DURATION_NS, EMPTY_COLUMNS_KEY, HOUR, KEYED_MAPS, MAX_TAGGED_KEYS, PARTITION_COLUMNS,
-    SCHEMA_VERSION, SCHEMA_VERSION_KEY, SERVICE_NAME, SPAN_ID, START_TIME_UNIX_NANO, TRACE_ID,
-    TRACE_KEY, map_keys_tag, spans_schema,
+    DURATION_NS, EMPTY_COLUMNS_KEY, HOUR, KEYED_MAPS, MAX_TAGGED_KEYS, PARENT_SPAN_ID,
+    PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SERVICE_NAME, SPAN_ID,
+    START_TIME_UNIX_NANO, TRACE_ID, TRACE_KEY, map_keys_tag, spans_schema,
 };
 use tracelake_schema::trace_keys::KeysBuilder;
 
 use crate::buffer::PartitionKey;
+
+/// The columns of random ids, which no statistics can prune by.
+const RANDOM_IDS: [&str; 2] = [SPAN_ID, PARENT_SPAN_ID];
 
 /// Error writing a data file.
 #[derive(Debug, thiserror::Error)]
@@ -121,9 +124,10 @@ pub fn writer_properties(
         ))
         .set_dictionary_enabled(true)
         .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
-        // Statistics (with the page index) on every scalar column; none on
-        // the attribute maps, events and links, which no query can prune
-        // by and whose per-value min/max cost ingest time.
+        // Statistics (with the page index) on the scalar columns reads
+        // prune by (below); none on the attribute maps, events and links,
+        // which no query can prune by and whose per-value min/max cost
+        // ingest time.
         .set_statistics_enabled(EnabledStatistics::None)
         .set_max_row_group_row_count(Some(row_group_rows))
         .set_data_page_row_count_limit(PAGE_ROWS)
@@ -168,12 +172,17 @@ pub fn writer_properties(
                 .set_column_bloom_filter_max_ndv(column, row_group_rows as u64);
         }
     }
+    // Statistics on the other scalar columns: min/max prune times,
+    // durations, trace keys, names and attribute values, and null counts
+    // let reads leave out a column null in a whole row group. Not on the
+    // span and parent ids: random 64-bit values, so every page's min and
+    // max span nearly the whole range and prune nothing, and a column null
+    // in a whole row group they never are.
     for field in schema.fields() {
-        if !field.data_type().is_nested() {
-            props = props.set_column_statistics_enabled(
-                ColumnPath::from(field.name().as_str()),
-                EnabledStatistics::Page,
-            );
+        let name = field.name().as_str();
+        if !field.data_type().is_nested() && !RANDOM_IDS.contains(&name) {
+            props = props
+                .set_column_statistics_enabled(ColumnPath::from(name), EnabledStatistics::Page);
         }
     }
     if !empty.is_empty()
@@ -710,6 +719,21 @@ mod tests {
             .unwrap()
             .expect("http_route's bloom filter");
         assert!(bloom.check(&"/items/{id}") && !bloom.check(&"/nowhere/at/all"));
+        // Statistics where reads prune or skip by them; none on the random
+        // ids or the nested columns.
+        let has_stats = |name: &str| row_group.column(leaf(name)).statistics().is_some();
+        for name in [
+            TRACE_ID,
+            TRACE_KEY,
+            START_TIME_UNIX_NANO,
+            DURATION_NS,
+            "http_route",
+        ] {
+            assert!(has_stats(name), "{name}");
+        }
+        for name in [SPAN_ID, PARENT_SPAN_ID, "span_attributes.key_value.key"] {
+            assert!(!has_stats(name), "{name}");
+        }
         // Columns that hold nothing in the file are not compressed: a
         // dedicated column no span set, a list every span left empty.
         let compression = |name: &str| row_group.column(leaf(name)).compression();
