@@ -27,6 +27,8 @@ pub enum Error {
     Shape(serde_json::Error),
     #[error("the top-level value must be an object")]
     NotAnObject,
+    #[error("invalid JSON: not UTF-8 at byte {0}")]
+    NotUtf8(usize),
     #[error(
         "no spans decoded; unknown field(s) {0} (expected resourceSpans[].scopeSpans[].spans[])"
     )]

@@ -330,3 +330,41 @@ fn values_nested_without_end_are_refused_with_an_error() {
         assert!(reference(&nested_attribute(depth)).is_err());
     }
 }
+
+/// A body that is not UTF-8 is refused naming where, as the serde path
+/// refuses it: in a value, and in a field neither decoder stores.
+#[test]
+fn a_body_that_is_not_utf8_is_refused_naming_the_byte() {
+    let good = [
+        &br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"caf"#[..],
+        "é".as_bytes(),
+        br#"","startTimeUnixNano":"1795219200000000001","endTimeUnixNano":"1795219200000000002","unknownField":"x"}]}]}]}"#,
+    ]
+    .concat();
+    let (batch, _) = direct(&good).unwrap();
+    assert_eq!(batch.num_rows(), 1);
+    assert_eq!(Ok((batch, Rejections::default())), reference(&good));
+    let at = good.windows(2).position(|w| w == b"\xc3\xa9").unwrap();
+    for (what, bad) in [
+        ("a cut character", good.to_vec().tap(|b| b[at + 1] = b'x')),
+        ("an unknown field's value", {
+            let i = good.windows(3).position(|w| w == b"\"x\"").unwrap();
+            good.to_vec().tap(|b| b[i + 1] = 0xff)
+        }),
+    ] {
+        let err = direct(&bad).unwrap_err();
+        assert!(err.contains("not UTF-8 at byte"), "{what}: {err}");
+        assert!(reference(&bad).is_err(), "{what}");
+    }
+}
+
+trait Tap: Sized {
+    fn tap(self, f: impl FnOnce(&mut Self)) -> Self;
+}
+
+impl Tap for Vec<u8> {
+    fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+}
