@@ -344,27 +344,19 @@ fn a_body_that_is_not_utf8_is_refused_naming_the_byte() {
     let (batch, _) = direct(&good).unwrap();
     assert_eq!(batch.num_rows(), 1);
     assert_eq!(Ok((batch, Rejections::default())), reference(&good));
-    let at = good.windows(2).position(|w| w == b"\xc3\xa9").unwrap();
+    let with = |i: usize, byte: u8| {
+        let mut body = good.clone();
+        body[i] = byte;
+        body
+    };
+    let at = good.windows(2).position(|w| w == "é".as_bytes()).unwrap();
+    let unknown = good.windows(3).position(|w| w == b"\"x\"").unwrap();
     for (what, bad) in [
-        ("a cut character", good.to_vec().tap(|b| b[at + 1] = b'x')),
-        ("an unknown field's value", {
-            let i = good.windows(3).position(|w| w == b"\"x\"").unwrap();
-            good.to_vec().tap(|b| b[i + 1] = 0xff)
-        }),
+        ("a cut character", with(at + 1, b'x')),
+        ("an unknown field's value", with(unknown + 1, 0xff)),
     ] {
         let err = direct(&bad).unwrap_err();
         assert!(err.contains("not UTF-8 at byte"), "{what}: {err}");
         assert!(reference(&bad).is_err(), "{what}");
-    }
-}
-
-trait Tap: Sized {
-    fn tap(self, f: impl FnOnce(&mut Self)) -> Self;
-}
-
-impl Tap for Vec<u8> {
-    fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
-        f(&mut self);
-        self
     }
 }
