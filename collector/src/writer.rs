@@ -176,8 +176,9 @@ pub fn writer_properties(
     // durations, trace keys, names and attribute values, and null counts
     // let reads leave out a column null in a whole row group. Not on the
     // span and parent ids: random 64-bit values, so every page's min and
-    // max span nearly the whole range and prune nothing, and a column null
-    // in a whole row group they never are.
+    // max span nearly the whole range and prune nothing; a span id is
+    // never null, and a parent id null in a whole row group (only roots)
+    // is rare, and listed in the file's metadata where the whole file is.
     for field in schema.fields() {
         let name = field.name().as_str();
         if !field.data_type().is_nested() && !RANDOM_IDS.contains(&name) {

@@ -2,7 +2,8 @@
 //! `tracelake-bench run --data-dir D` store) as `OUT` with the compactor's
 //! writer settings (a copy of `collector::writer::writer_properties` for
 //! compacted files: 128k-row row groups, zstd 3, 8k-row pages, page
-//! statistics on scalar columns, no dictionary on the unique columns),
+//! statistics on scalar columns but the span and parent ids, no
+//! dictionary on the unique columns),
 //! with these changed by environment variables:
 //!
 //! - `DICT_LIMIT`: dictionary page limit in bytes (default 32768, the
@@ -135,8 +136,10 @@ fn props(schema: &arrow::datatypes::Schema) -> WriterProperties {
             .set_column_dictionary_enabled(ColumnPath::from(column), false)
             .set_column_encoding(ColumnPath::from(column), encoding);
     }
+    // As the writer: none on the random span and parent ids.
     for f in schema.fields() {
-        if !f.data_type().is_nested() {
+        if !f.data_type().is_nested() && !["span_id", "parent_span_id"].contains(&f.name().as_str())
+        {
             p = p.set_column_statistics_enabled(
                 ColumnPath::from(f.name().as_str()),
                 EnabledStatistics::Page,

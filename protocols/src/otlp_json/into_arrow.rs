@@ -21,7 +21,9 @@
 //! `serde_json::Map` sorts keys), and a repeated key whose last value is
 //! `null` keeps the earlier value here; messages written as JSON arrays of
 //! their fields are refused here; `entityRefs` (not stored) and
-//! `keyStrindex` are skipped without checking their shape.
+//! `keyStrindex` are skipped without checking their shape, and a skipped
+//! field's strings without checking their escapes (a lone surrogate,
+//! `"\ud800"`, which the reference refuses).
 //!
 //! PERFORMANCE-CRITICAL: every OTLP/HTTP JSON span passes through here.
 

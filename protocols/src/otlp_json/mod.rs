@@ -40,7 +40,11 @@ pub(crate) fn shared_otlp_samples() -> Vec<(&'static str, Vec<u8>)> {
             "{} is absent; CI always has the shared fixtures",
             dir.display()
         );
-        eprintln!("skipped: {} is absent", dir.display());
+        // Straight to stderr: libtest hides a passing test's `eprintln!`.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("SKIPPED: {} is absent\n", dir.display()).as_bytes(),
+        );
         return Vec::new();
     }
     [

@@ -332,7 +332,8 @@ fn values_nested_without_end_are_refused_with_an_error() {
 }
 
 /// A body that is not UTF-8 is refused naming where, as the serde path
-/// refuses it: in a value, and in a field neither decoder stores.
+/// refuses it: in a value, in a field neither decoder stores, and cut
+/// inside a character.
 #[test]
 fn a_body_that_is_not_utf8_is_refused_naming_the_byte() {
     let good = [
@@ -350,13 +351,18 @@ fn a_body_that_is_not_utf8_is_refused_naming_the_byte() {
         body
     };
     let at = good.windows(2).position(|w| w == "é".as_bytes()).unwrap();
-    let unknown = good.windows(3).position(|w| w == b"\"x\"").unwrap();
-    for (what, bad) in [
-        ("a cut character", with(at + 1, b'x')),
-        ("an unknown field's value", with(unknown + 1, 0xff)),
+    let unknown = good.windows(3).position(|w| w == b"\"x\"").unwrap() + 1;
+    for (what, bad, byte) in [
+        ("a bad continuation byte", with(at + 1, b'x'), at),
+        ("an unknown field's value", with(unknown, 0xff), unknown),
+        ("a body cut inside a character", good[..at + 1].to_vec(), at),
     ] {
         let err = direct(&bad).unwrap_err();
-        assert!(err.contains("not UTF-8 at byte"), "{what}: {err}");
+        assert_eq!(
+            err,
+            format!("invalid JSON: not UTF-8 at byte {byte}"),
+            "{what}"
+        );
         assert!(reference(&bad).is_err(), "{what}");
     }
 }
