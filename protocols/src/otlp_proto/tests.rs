@@ -172,24 +172,26 @@ fn put(out: &mut Vec<u8>, field: u32, payload: &[u8]) {
 /// `depth` levels, written outside in (each level's length known first),
 /// so that no step recurses.
 fn nested_attribute(depth: usize) -> Vec<u8> {
-    let varint_len = |n: usize| prost::encoding::encoded_len_varint(n as u64);
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
     let inner = [0x18, 0x01]; // AnyValue { int_value: 1 }
-    // lengths[i]: the AnyValue nested i levels deep.
-    let mut lengths = vec![inner.len()];
-    for i in 0..depth {
-        let array = 1 + varint_len(lengths[i]) + lengths[i];
-        lengths.push(1 + varint_len(array) + array);
+    // levels[i]: the lengths of the ArrayValue holding the AnyValue nested
+    // i levels deep, and of the AnyValue around that ArrayValue.
+    let mut levels: Vec<(usize, usize)> = Vec::with_capacity(depth);
+    let mut any = inner.len();
+    for _ in 0..depth {
+        let array = 1 + encoded_len_varint(any as u64) + any;
+        levels.push((array, any));
+        any = 1 + encoded_len_varint(array as u64) + array;
     }
-    let mut value = Vec::with_capacity(lengths[depth]);
-    for i in (0..depth).rev() {
-        let array = 1 + varint_len(lengths[i]) + lengths[i];
-        prost::encoding::encode_key(5, prost::encoding::WireType::LengthDelimited, &mut value);
-        prost::encoding::encode_varint(array as u64, &mut value);
-        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut value);
-        prost::encoding::encode_varint(lengths[i] as u64, &mut value);
+    let mut value = Vec::with_capacity(any);
+    for &(array, held) in levels.iter().rev() {
+        encode_key(5, WireType::LengthDelimited, &mut value);
+        encode_varint(array as u64, &mut value);
+        encode_key(1, WireType::LengthDelimited, &mut value);
+        encode_varint(held as u64, &mut value);
     }
     value.extend_from_slice(&inner);
-    assert_eq!(value.len(), lengths[depth]);
+    assert_eq!(value.len(), any);
     let mut attribute = Vec::new();
     put(&mut attribute, 1, b"k");
     put(&mut attribute, 2, &value);

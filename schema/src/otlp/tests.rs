@@ -413,11 +413,11 @@ fn each_row_takes_the_resource_of_its_own_context() {
         pick(None, Some("cluster-b"))
     );
     let maps = col(spans::RESOURCE_ATTRIBUTES).as_map();
+    fn texts(column: &dyn arrow_array::Array) -> Vec<&str> {
+        column.as_string::<i32>().iter().flatten().collect()
+    }
     for (row, &x) in is_a.iter().enumerate() {
         let entries = maps.value(row);
-        fn texts(column: &dyn arrow_array::Array) -> Vec<&str> {
-            column.as_string::<i32>().iter().flatten().collect()
-        }
         let (keys, values) = (texts(entries.column(0)), texts(entries.column(1)));
         if x {
             assert_eq!(

@@ -325,9 +325,10 @@ fn values_nested_without_end_are_refused_with_an_error() {
     assert_eq!(got.0.num_rows(), 1);
     assert_eq!(Ok(got), reference(&within));
     for depth in [40, 100_000] {
-        let err = direct(&nested_attribute(depth)).unwrap_err();
+        let body = nested_attribute(depth);
+        let err = direct(&body).unwrap_err();
         assert!(err.contains("recursion limit"), "{depth}: {err}");
-        assert!(reference(&nested_attribute(depth)).is_err());
+        assert!(reference(&body).is_err());
     }
 }
 
