@@ -133,8 +133,79 @@ impl AttributesBuilder {
             .expect("attribute keys and types match");
     }
 
+    /// Appends `rows` rows, each holding `attrs`.
+    pub(crate) fn append_n<A: AttributeView>(&mut self, attrs: &[A], rows: usize) {
+        if rows <= 1 || attrs.is_empty() {
+            for _ in 0..rows {
+                self.append(attrs);
+            }
+        } else if has_repeated_key(attrs) {
+            let row = RowOfAttributes::new(last_values(attrs).map(|i| &attrs[i as usize]));
+            self.append_row_n(&row, rows);
+        } else {
+            self.append_row_n(&RowOfAttributes::new(attrs.iter()), rows);
+        }
+    }
+
+    /// Appends `rows` rows, each holding the one row of `row`.
+    pub(crate) fn append_row_n(&mut self, row: &RowOfAttributes, rows: usize) {
+        for _ in 0..rows {
+            // Neither can overflow: a batch's offsets are bounded by the
+            // request's size, far below i32::MAX.
+            let (keys, values) = self.values.entries();
+            keys.append_array(&row.keys)
+                .expect("attribute keys fit the batch");
+            values
+                .append_array(&row.values)
+                .expect("attribute values fit the batch");
+            self.values
+                .append(true)
+                .expect("attribute keys and values match");
+            let (keys, codes) = self.types.entries();
+            keys.append_array(&row.type_keys)
+                .expect("attribute keys fit the batch");
+            codes.append_slice(&row.type_codes);
+            self.types
+                .append(true)
+                .expect("attribute keys and types match");
+        }
+    }
+
     pub(crate) fn finish(&mut self) -> (MapArray, MapArray) {
         (self.values.finish(), self.types.finish())
+    }
+}
+
+/// The entries of one row of an attribute set, written once and copied into
+/// every row that holds the set ([`AttributesBuilder::append_row_n`]): the
+/// rows of a resource or a scope copy its bytes instead of writing each
+/// attribute again.
+pub(crate) struct RowOfAttributes {
+    keys: StringArray,
+    values: StringArray,
+    type_keys: StringArray,
+    type_codes: Vec<i8>,
+}
+
+impl RowOfAttributes {
+    /// The row of `attrs`, whose keys are unique.
+    pub(crate) fn new<'a, A: AttributeView + 'a>(attrs: impl Iterator<Item = &'a A>) -> Self {
+        let mut one = AttributesBuilder::with_capacity(1);
+        one.append_unique(attrs);
+        let (values, types) = one.finish();
+        let strings = |array: &dyn Array| string_column(array).clone();
+        Self {
+            keys: strings(values.keys()),
+            values: strings(values.values()),
+            type_keys: strings(types.keys()),
+            type_codes: types
+                .values()
+                .as_any()
+                .downcast_ref::<Int8Array>()
+                .expect("type codes are Int8")
+                .values()
+                .to_vec(),
+        }
     }
 }
 

@@ -24,7 +24,7 @@ use view::{
     AttributeView, Context, EventView, LinkView, ResourceRef, ScopeRef, SpanView, ValueRef,
 };
 
-use crate::attributes::{AttributesBuilder, has_repeated_key, last_values};
+use crate::attributes::{AttributesBuilder, RowOfAttributes, has_repeated_key, last_values};
 use crate::layout::{AttributeSet, Layout, MAX_CONFIGURED_INT, MAX_CONFIGURED_TEXT, SetColumns};
 use crate::spans::{
     DEDICATED, Dedicated, RESOURCE_DEDICATED, SPAN_KINDS, STATUS_CODES, event_fields, link_fields,
@@ -216,6 +216,8 @@ const _: () = assert!(
 struct Plan {
     picked: [Option<u32>; MAX_DEDICATED],
     map: Vec<u32>,
+    /// The map's row as written, once [`Plan::append_n`] has written it.
+    row: Option<RowOfAttributes>,
 }
 
 impl Plan {
@@ -223,12 +225,14 @@ impl Plan {
         Self {
             picked: [None; MAX_DEDICATED],
             map: Vec::new(),
+            row: None,
         }
     }
 
     fn make<A: AttributeView>(&mut self, attrs: &[A], scope: &SetColumns) {
         self.picked = [None; MAX_DEDICATED];
         self.map.clear();
+        self.row = None;
         let mut any = false;
         for (i, kv) in attrs.iter().enumerate() {
             if let Some(c) = scope.index(kv.key()) {
@@ -280,6 +284,39 @@ impl Plan {
             }
         }
         map.append_unique(self.map.iter().map(|&i| &attrs[i as usize]));
+    }
+
+    /// `rows` rows of the same set: each column's value written `rows`
+    /// times at once; the map's row written once, kept with the plan while
+    /// it is `reused` for later rows (the spans of a resource that arrive
+    /// one by one), and copied into each row.
+    fn append_n<A: AttributeView>(
+        &mut self,
+        attrs: &[A],
+        columns: &mut [DedicatedBuilder],
+        map: &mut AttributesBuilder,
+        rows: usize,
+        reused: bool,
+    ) {
+        if rows == 0 {
+            return;
+        }
+        if rows == 1 && !reused {
+            return self.append(attrs, columns, map);
+        }
+        for (builder, pick) in columns.iter_mut().zip(&self.picked) {
+            match (builder, pick.map(|i| attrs[i as usize].value())) {
+                (DedicatedBuilder::Text(b), Some(ValueRef::Str(s))) => b.append_value_n(s, rows),
+                (DedicatedBuilder::Int(b), Some(ValueRef::Int(i))) => b.append_value_n(i, rows),
+                (DedicatedBuilder::Text(b), _) => b.append_nulls(rows),
+                (DedicatedBuilder::Int(b), _) => b.append_nulls(rows),
+            }
+        }
+        let kept = &self.map;
+        let row = self
+            .row
+            .get_or_insert_with(|| RowOfAttributes::new(kept.iter().map(|&i| &attrs[i as usize])));
+        map.append_row_n(row, rows);
     }
 }
 
@@ -341,6 +378,15 @@ fn append_opt_str(b: &mut StringBuilder, s: &str) {
         b.append_null();
     } else {
         b.append_value(s);
+    }
+}
+
+/// [`append_opt_str`] for `n` rows.
+fn append_opt_str_n(b: &mut StringBuilder, s: &str, n: usize) {
+    if s.is_empty() {
+        b.append_nulls(n);
+    } else {
+        b.append_value_n(s, n);
     }
 }
 
@@ -519,14 +565,12 @@ impl SpansBuilder {
 
     /// The scope columns of the last `rows` rows.
     pub fn append_scope_columns<A: AttributeView>(&mut self, scope: &ScopeRef<'_, A>, rows: usize) {
-        for _ in 0..rows {
-            append_opt_str(&mut self.scope_name, scope.name);
-            append_opt_str(&mut self.scope_version, scope.version);
-            self.scope_attributes.append(scope.attributes);
-            self.scope_dropped_attributes_count
-                .append_value(i64::from(scope.dropped_attributes_count));
-            append_opt_str(&mut self.scope_schema_url, scope.schema_url);
-        }
+        append_opt_str_n(&mut self.scope_name, scope.name, rows);
+        append_opt_str_n(&mut self.scope_version, scope.version, rows);
+        self.scope_attributes.append_n(scope.attributes, rows);
+        self.scope_dropped_attributes_count
+            .append_value_n(i64::from(scope.dropped_attributes_count), rows);
+        append_opt_str_n(&mut self.scope_schema_url, scope.schema_url, rows);
     }
 
     /// The resource columns (and the service name) of the last `rows` rows.
@@ -562,17 +606,17 @@ impl SpansBuilder {
             Some(ValueRef::Str(s)) => s,
             _ => UNKNOWN_SERVICE,
         };
-        for _ in 0..rows {
-            self.service_name.append_value(service);
-            self.resource_plan.append(
-                attrs,
-                &mut self.resource_dedicated,
-                &mut self.resource_attributes,
-            );
-            self.resource_dropped_attributes_count
-                .append_value(i64::from(resource.dropped_attributes_count));
-            append_opt_str(&mut self.resource_schema_url, resource.schema_url);
-        }
+        self.service_name.append_value_n(service, rows);
+        self.resource_plan.append_n(
+            attrs,
+            &mut self.resource_dedicated,
+            &mut self.resource_attributes,
+            rows,
+            context != 0,
+        );
+        self.resource_dropped_attributes_count
+            .append_value_n(i64::from(resource.dropped_attributes_count), rows);
+        append_opt_str_n(&mut self.resource_schema_url, resource.schema_url, rows);
     }
 
     /// The span attributes: each [dedicated](DEDICATED) key (built in or

@@ -112,3 +112,43 @@ fn a_repeated_key_keeps_its_last_value_and_reads_back() {
     assert_eq!(back.len(), 40);
     assert_eq!(back[7], kv("k7", Some(Value::StringValue("last".into()))));
 }
+
+/// `append_n` (a row written once, then copied) writes what appending the
+/// set row by row writes: after rows already in the builder (the copied
+/// offsets shift), with nulls, type codes, a repeated key and no attributes.
+#[test]
+fn rows_copied_from_one_row_equal_rows_appended_one_by_one() {
+    let every_kind = vec![
+        kv("s", Some(Value::StringValue("GET".into()))),
+        kv("i", Some(Value::IntValue(-7))),
+        kv("empty", None),
+        KeyValue {
+            key: "absent".into(),
+            value: None,
+            key_strindex: 0,
+        },
+        kv("s", Some(Value::StringValue("last wins".into()))),
+        kv("d", Some(Value::DoubleValue(2.5))),
+    ];
+    let strings = vec![
+        kv("a", Some(Value::StringValue("x".into()))),
+        kv("b", Some(Value::StringValue(String::new()))),
+    ];
+    let sets: [&[KeyValue]; 3] = [&every_kind, &strings, &[]];
+    let (mut copied, mut appended) = (
+        AttributesBuilder::with_capacity(0),
+        AttributesBuilder::with_capacity(0),
+    );
+    for (set, rows) in sets.iter().zip([3, 4, 2]).chain(sets.iter().zip([1, 5, 0])) {
+        copied.append_n(set, rows);
+        for _ in 0..rows {
+            appended.append(set);
+        }
+    }
+    let (copied, appended) = (copied.finish(), appended.finish());
+    assert_eq!(copied.0.len(), 15);
+    assert_eq!(copied, appended);
+    let first = decode(&copied.0, Some(&copied.1), 2).unwrap();
+    assert_eq!(first.len(), 5, "the repeated key once");
+    assert_eq!(decode(&copied.0, Some(&copied.1), 14).unwrap(), strings);
+}
