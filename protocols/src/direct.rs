@@ -1,6 +1,7 @@
 //! The span the direct decoders ([`otlp_proto`](crate::otlp_proto),
 //! [`otlp_json`](crate::otlp_json)) fill as they read a request body, then
-//! hand to [`SpansBuilder::append_span`]: strings and bytes borrowed from
+//! hand to [`SpansBuilder::append_span_columns`], then a scope's and a
+//! resource's columns for all their rows: strings and bytes borrowed from
 //! the body where the wire format allows it, one scratch reused for every
 //! span of a request, so no tree of owned OTLP structs is built.
 
@@ -8,7 +9,7 @@ use std::borrow::Cow;
 
 use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
 use tracelake_schema::otlp::view::{
-    AttributeView, Context, EventView, LinkView, ResourceRef, ScopeRef, SpanView, ValueRef,
+    AttributeView, EventView, LinkView, ResourceRef, ScopeRef, SpanView, ValueRef,
 };
 use tracelake_schema::otlp::{Acceptance, Rejections, SpansBuilder};
 
@@ -269,14 +270,6 @@ impl<'a> Owner<'a> {
     }
 }
 
-/// The context of the spans of `resource` and `scope`.
-pub(crate) fn context<'s, 'a>(
-    resource: &'s Owner<'a>,
-    scope: &'s Owner<'a>,
-) -> Context<'s, Attribute<'a>> {
-    Context::new(resource.as_resource(), scope.as_scope())
-}
-
 /// Where a direct decoder writes: the builder, the acceptance window and
 /// the count of what was rejected.
 pub struct Sink<'b> {
@@ -294,8 +287,10 @@ impl<'b> Sink<'b> {
         }
     }
 
-    pub(crate) fn span<'a>(&mut self, span: &Span<'a>, cx: &Context<'_, Attribute<'a>>) {
-        if let Err(r) = self.builder.append_span(span, cx, &self.acceptance) {
+    /// A span's own columns; its scope's and resource's come after, for
+    /// all the rows of each at once.
+    pub(crate) fn span_columns(&mut self, span: &Span<'_>) {
+        if let Err(r) = self.builder.append_span_columns(span, &self.acceptance) {
             self.rejections.add(r);
         }
     }

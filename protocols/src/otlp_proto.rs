@@ -1,7 +1,8 @@
 //! OTLP protobuf (`ExportTraceServiceRequest`) decoded straight into the
 //! Arrow builders: a protobuf wire reader over the body that borrows every
 //! string and id from it and hands each span to
-//! [`SpansBuilder::append_span`](tracelake_schema::otlp::SpansBuilder::append_span),
+//! [`SpansBuilder::append_span_columns`](tracelake_schema::otlp::SpansBuilder::append_span_columns),
+//! then a scope's and a resource's columns for all their rows at once,
 //! with no `opentelemetry-proto` structs in between (the nested array and
 //! key-value-list attribute values, which are rare, excepted).
 //!
@@ -29,7 +30,7 @@ use std::borrow::Cow;
 use opentelemetry_proto::tonic::common::v1::{ArrayValue, EntityRef, KeyValueList};
 use prost::Message as _;
 
-use crate::direct::{Attribute, Event, Id, Link, Owner, Sink, Span, Value, context};
+use crate::direct::{Attribute, Event, Id, Link, Owner, Sink, Span, Value};
 
 /// Why a body is not an `ExportTraceServiceRequest`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -234,24 +235,23 @@ fn resource_spans<'a>(mut rs: Reader<'a>, sink: &mut Sink<'_>, span: &mut Span<'
             _ => pass.skip(field, wire)?,
         }
     }
+    let first_row = sink.builder.len();
     while let Some((field, wire)) = rs.key()? {
         match field {
             2 => {
                 rs.expect(wire, LEN)?;
-                scope_spans(rs.message()?, &resource, sink, span)?;
+                scope_spans(rs.message()?, sink, span)?;
             }
             _ => rs.skip(field, wire)?,
         }
     }
+    let rows = sink.builder.len() - first_row;
+    sink.builder
+        .append_resource_columns(&resource.as_resource(), rows);
     Ok(())
 }
 
-fn scope_spans<'a>(
-    mut ss: Reader<'a>,
-    resource: &Owner<'a>,
-    sink: &mut Sink<'_>,
-    span: &mut Span<'a>,
-) -> Result<()> {
+fn scope_spans<'a>(mut ss: Reader<'a>, sink: &mut Sink<'_>, span: &mut Span<'a>) -> Result<()> {
     let mut scope = Owner::default();
     let mut pass = ss;
     while let Some((field, wire)) = pass.key()? {
@@ -267,18 +267,20 @@ fn scope_spans<'a>(
             _ => pass.skip(field, wire)?,
         }
     }
-    let cx = context(resource, &scope);
+    let first_row = sink.builder.len();
     while let Some((field, wire)) = ss.key()? {
         match field {
             2 => {
                 ss.expect(wire, LEN)?;
                 span.clear();
                 read_span(ss.message()?, span)?;
-                sink.span(span, &cx);
+                sink.span_columns(span);
             }
             _ => ss.skip(field, wire)?,
         }
     }
+    let rows = sink.builder.len() - first_row;
+    sink.builder.append_scope_columns(&scope.as_scope(), rows);
     Ok(())
 }
 

@@ -927,10 +927,7 @@ impl<'de> Visitor<'de> for SpanSeed<'_, '_, '_, 'de> {
             }
         }
         self.state.spans += 1;
-        let sink = &mut *self.state.sink;
-        if let Err(r) = sink.builder.append_span_columns(&*s, &sink.acceptance) {
-            sink.rejections.add(r);
-        }
+        self.state.sink.span_columns(s);
         Ok(())
     }
 }
