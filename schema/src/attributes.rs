@@ -150,8 +150,8 @@ impl AttributesBuilder {
     /// Appends `rows` rows, each holding the one row of `row`.
     pub(crate) fn append_row_n(&mut self, row: &RowOfAttributes, rows: usize) {
         for _ in 0..rows {
-            // Neither can overflow: a batch's offsets are bounded by the
-            // request's size, far below i32::MAX.
+            // Fails only past i32::MAX bytes of keys or texts in one
+            // batch, where `append_value` panics as well.
             let (keys, values) = self.values.entries();
             keys.append_array(&row.keys)
                 .expect("attribute keys fit the batch");
