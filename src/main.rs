@@ -38,7 +38,7 @@ use crate::tenants::Tenants;
 
 /// jemalloc, not glibc's malloc: OTLP/protobuf ingest 1.12x as fast (the
 /// median of five alternated rounds), the decoders that allocate (prost's)
-/// 1.26x, at the same peak memory as glibc limited to four arenas, which
+/// 1.29x, at about the peak memory of glibc limited to four arenas, which
 /// this replaces (BENCHMARKS.md, "jemalloc").
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]

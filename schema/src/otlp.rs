@@ -1,7 +1,8 @@
 //! OTLP -> Arrow: validates spans and writes them straight into the column
 //! builders of the spans schema, without an intermediate per-span struct.
 //!
-//! PERFORMANCE-CRITICAL: every ingested span passes through [`SpansBuilder::append`].
+//! PERFORMANCE-CRITICAL: every ingested span passes through
+//! [`SpansBuilder::append_span_columns`].
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -216,6 +217,8 @@ const _: () = assert!(
 struct Plan {
     picked: [Option<u32>; MAX_DEDICATED],
     map: Vec<u32>,
+    /// Rows written from this plan since it was made.
+    rows: usize,
     /// The map's row as written, once [`Plan::append_n`] has written it.
     row: Option<RowOfAttributes>,
 }
@@ -225,6 +228,7 @@ impl Plan {
         Self {
             picked: [None; MAX_DEDICATED],
             map: Vec::new(),
+            rows: 0,
             row: None,
         }
     }
@@ -232,6 +236,7 @@ impl Plan {
     fn make<A: AttributeView>(&mut self, attrs: &[A], scope: &SetColumns) {
         self.picked = [None; MAX_DEDICATED];
         self.map.clear();
+        self.rows = 0;
         self.row = None;
         let mut any = false;
         for (i, kv) in attrs.iter().enumerate() {
@@ -288,8 +293,9 @@ impl Plan {
 
     /// `rows` rows of the same set: each column's value written `rows`
     /// times at once; the map's row written once, kept with the plan while
-    /// it is `reused` for later rows (the spans of a resource that arrive
-    /// one by one), and copied into each row.
+    /// it is `reused` for later rows (the spans of a context that arrive
+    /// one by one; kept from the second, as many contexts hold one span),
+    /// and copied into each row.
     fn append_n<A: AttributeView>(
         &mut self,
         attrs: &[A],
@@ -301,7 +307,9 @@ impl Plan {
         if rows == 0 {
             return;
         }
-        if rows == 1 && !reused {
+        let first = self.rows == 0;
+        self.rows += rows;
+        if rows == 1 && (!reused || first) {
             return self.append(attrs, columns, map);
         }
         for (builder, pick) in columns.iter_mut().zip(&self.picked) {
@@ -491,10 +499,11 @@ impl SpansBuilder {
     }
 
     /// Validates `span` and appends it as one row with its resource and
-    /// scope, or leaves the builder as it was and says why not. The one
-    /// writer of rows: [`append_request`](Self::append_request) and the
-    /// decoders that write straight from request bodies
-    /// (`tracelake_protocols`) end here.
+    /// scope, or leaves the builder as it was and says why not: for writers
+    /// that hold OTLP structs ([`append_request`](Self::append_request), the
+    /// v2 upgrade). The decoders that write straight from request bodies
+    /// (`tracelake_protocols`) write a group's rows with
+    /// [`append_span_columns`](Self::append_span_columns) instead.
     pub fn append_span<S: SpanView>(
         &mut self,
         span: &S,
@@ -507,10 +516,10 @@ impl SpansBuilder {
         Ok(())
     }
 
-    /// The span's own columns of a new row, for decoders that learn the
-    /// resource or scope of a group of spans only after its spans (JSON
-    /// objects have no field order): they then write the group's scope and
-    /// resource columns for all its rows at once with
+    /// The span's own columns of a new row, for decoders that write a
+    /// group of spans at a time (and may learn its resource or scope only
+    /// after its spans: JSON objects have no field order): they then write
+    /// the group's scope and resource columns for all its rows at once with
     /// [`append_scope_columns`](Self::append_scope_columns) and
     /// [`append_resource_columns`](Self::append_resource_columns), before
     /// the next group's rows. Until they have, the builder must not be
