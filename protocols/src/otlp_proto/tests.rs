@@ -229,3 +229,108 @@ fn values_nested_without_end_are_refused_with_an_error() {
         assert_eq!(reference(&body), None, "{depth}");
     }
 }
+
+/// A resource's columns, written once for all its rows and copied, read
+/// back row by row: the rows of two scopes (one span rejected), a key
+/// repeated (its last value, where it first appeared), values of every
+/// kind that the map keeps as text or null, and a dedicated column.
+#[test]
+fn every_row_of_a_resource_carries_its_attributes() {
+    use arrow_array::{Array as _, MapArray, StringArray};
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use tracelake_schema::attributes::decode;
+    use tracelake_schema::spans::{RESOURCE_ATTRIBUTE_TYPES, RESOURCE_ATTRIBUTES, SERVICE_NAME};
+
+    let span = |id: u8, start: u64| Span {
+        trace_id: vec![1; 16],
+        span_id: vec![id; 8],
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + 1,
+        ..Default::default()
+    };
+    let late = DAY_START + DAY_NS - 1;
+    let attributes = vec![
+        kv("service.name", Any::StringValue("checkout".into())),
+        kv("host.name", Any::StringValue("first".into())),
+        kv("cloud.region", Any::StringValue("eu-west-1".into())),
+        kv("pid", Any::IntValue(4242)),
+        kv("ratio", Any::DoubleValue(0.5)),
+        KeyValue {
+            key: "absent".into(),
+            value: None,
+            key_strindex: 0,
+        },
+        KeyValue {
+            key: "empty".into(),
+            value: Some(AnyValue { value: None }),
+            key_strindex: 0,
+        },
+        kv("host.name", Any::StringValue("last".into())),
+    ];
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: attributes.clone(),
+                ..Default::default()
+            }),
+            scope_spans: vec![
+                ScopeSpans {
+                    spans: vec![
+                        span(1, DAY_START + 1),
+                        span(2, late),
+                        span(3, DAY_START + 3),
+                    ],
+                    ..Default::default()
+                },
+                ScopeSpans {
+                    spans: vec![span(4, DAY_START + 4)],
+                    ..Default::default()
+                },
+            ],
+            schema_url: String::new(),
+        }],
+    };
+    let body = request.encode_to_vec();
+    let (batch, rejections) = direct(&body).unwrap();
+    assert_eq!(batch.num_rows(), 3, "{rejections:?}");
+    assert_eq!(reference(&body).unwrap().0, batch);
+
+    // What a reader gets back: each key once, the repeated one's last
+    // value where it first appeared; cloud.region in its own column, not
+    // in the map (service.name is in both).
+    let mut expected: Vec<KeyValue> = attributes[..7].to_vec();
+    expected[1] = attributes[7].clone();
+    expected.retain(|kv| kv.key != "cloud.region");
+    let map = |name: &str| {
+        batch
+            .column_by_name(name)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<MapArray>()
+            .unwrap()
+            .clone()
+    };
+    let (values, types) = (map(RESOURCE_ATTRIBUTES), map(RESOURCE_ATTRIBUTE_TYPES));
+    let strings = |name: &str| {
+        batch
+            .column_by_name(name)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .clone()
+    };
+    let (service, region) = (strings(SERVICE_NAME), strings("resource_cloud_region"));
+    for row in 0..batch.num_rows() {
+        assert_eq!(
+            decode(&values, Some(&types), row).unwrap(),
+            expected,
+            "row {row}"
+        );
+        assert_eq!(service.value(row), "checkout");
+        assert!(!region.is_null(row));
+        assert_eq!(region.value(row), "eu-west-1");
+    }
+}
