@@ -303,26 +303,14 @@ fn every_row_of_a_resource_carries_its_attributes() {
     let mut expected: Vec<KeyValue> = attributes[..7].to_vec();
     expected[1] = attributes[7].clone();
     expected.retain(|kv| kv.key != "cloud.region");
-    let map = |name: &str| {
-        batch
-            .column_by_name(name)
-            .unwrap()
-            .as_any()
-            .downcast_ref::<MapArray>()
-            .unwrap()
-            .clone()
-    };
-    let (values, types) = (map(RESOURCE_ATTRIBUTES), map(RESOURCE_ATTRIBUTE_TYPES));
-    let strings = |name: &str| {
-        batch
-            .column_by_name(name)
-            .unwrap()
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap()
-            .clone()
-    };
-    let (service, region) = (strings(SERVICE_NAME), strings("resource_cloud_region"));
+    let (values, types) = (
+        column::<MapArray>(&batch, RESOURCE_ATTRIBUTES),
+        column::<MapArray>(&batch, RESOURCE_ATTRIBUTE_TYPES),
+    );
+    let (service, region) = (
+        column::<StringArray>(&batch, SERVICE_NAME),
+        column::<StringArray>(&batch, "resource_cloud_region"),
+    );
     for row in 0..batch.num_rows() {
         assert_eq!(
             decode(&values, Some(&types), row).unwrap(),
@@ -333,4 +321,15 @@ fn every_row_of_a_resource_carries_its_attributes() {
         assert!(!region.is_null(row));
         assert_eq!(region.value(row), "eu-west-1");
     }
+}
+
+/// Column `name` of `batch` as its array type.
+fn column<T: arrow_array::Array + Clone + 'static>(batch: &RecordBatch, name: &str) -> T {
+    batch
+        .column_by_name(name)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<T>()
+        .unwrap()
+        .clone()
 }
