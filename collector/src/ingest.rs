@@ -475,7 +475,12 @@ impl Ingest {
         let mut sink = Sink::new(&mut builder, self.acceptance());
         fill(&mut sink)?;
         let mut rejections = sink.rejections;
-        let accepted = builder.len() as u64;
+        let mut batch = builder.try_finish().map_err(|e| IngestError::Limited {
+            limit: "max_repeated_bytes",
+            message: format!("request is too large once decoded: {e}"),
+            retry_after: None,
+        })?;
+        let accepted = batch.num_rows() as u64;
         let (max_spans, max_trace) = {
             let bucket = self.bucket.lock();
             (
@@ -505,7 +510,6 @@ impl Ingest {
                 },
             ));
         }
-        let mut batch = builder.finish();
         // The rate first: a request refused for it (and retried) must not
         // count towards its traces' sizes.
         self.bucket.lock().take(used_bytes(&batch))?;

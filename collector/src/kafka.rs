@@ -177,6 +177,69 @@ impl Encoding {
         }
         Ok(())
     }
+
+    /// The rows of one message, and the spans it rejected; or why the
+    /// whole message is bad (`undecodable`, or `too_large` once its spans
+    /// carry their resources): a message that fails half-way leaves
+    /// nothing behind.
+    fn batch(
+        self,
+        message: &[u8],
+        layout: &Arc<tracelake_schema::layout::Layout>,
+        acceptance: tracelake_schema::otlp::Acceptance,
+    ) -> Result<(RecordBatch, tracelake_schema::otlp::Rejections), (&'static str, String)> {
+        let mut builder = SpansBuilder::for_layout(Arc::clone(layout), 8);
+        let mut sink = Sink::new(&mut builder, acceptance);
+        self.decode(message, &mut sink)
+            .map_err(|message| ("undecodable", message))?;
+        let rejections = std::mem::take(&mut sink.rejections);
+        let batch = builder.try_finish().map_err(|too_large| {
+            (
+                "too_large",
+                format!("message is too large once decoded: {too_large}"),
+            )
+        })?;
+        Ok((batch, rejections))
+    }
+}
+
+/// Arrow bytes of messages joined into one buffered batch, at most (or
+/// one message's alone): far under the 2 GiB that a column's 32-bit
+/// offsets address, however large each message grows once decoded (up to
+/// `MAX_REPEATED_BYTES` of copies of its resources).
+const MAX_JOINED_BYTES: usize = 256 << 20;
+
+/// The batches of consecutive messages, each with its offset, joined into
+/// as few batches as keep each under `max_bytes` of Arrow memory (a batch
+/// over it on its own stays alone); each joined batch with the offset of
+/// its last message.
+fn join(
+    batches: Vec<(RecordBatch, i64)>,
+    max_bytes: usize,
+) -> Result<Vec<(RecordBatch, i64)>, arrow::error::ArrowError> {
+    let mut joined = Vec::new();
+    let mut group: Vec<RecordBatch> = Vec::new();
+    let (mut bytes, mut last) = (0, 0);
+    let mut close = |group: &mut Vec<RecordBatch>, last| {
+        if let Some(first) = group.first() {
+            let batch = arrow::compute::concat_batches(&first.schema(), group.iter())?;
+            joined.push((batch, last));
+            group.clear();
+        }
+        Ok::<_, arrow::error::ArrowError>(())
+    };
+    for (batch, offset) in batches {
+        let size = batch.get_array_memory_size();
+        if !group.is_empty() && bytes + size > max_bytes {
+            close(&mut group, last)?;
+            bytes = 0;
+        }
+        bytes += size;
+        last = offset;
+        group.push(batch);
+    }
+    close(&mut group, last)?;
+    Ok(joined)
 }
 
 /// Where consumption starts in a partition the table holds nothing of.
@@ -1045,9 +1108,7 @@ impl Consumer {
             let mut batches = Vec::with_capacity(records.len());
             let mut bad: Vec<Bad> = Vec::new();
             let mut rejections = tracelake_schema::otlp::Rejections::default();
-            let mut last = None;
             for RecordAndOffset { record, offset } in records {
-                last = Some(offset);
                 let Some(value) = &record.value else {
                     bad.push(Bad {
                         offset,
@@ -1057,34 +1118,26 @@ impl Consumer {
                     });
                     continue;
                 };
-                // A message that fails half-way leaves nothing behind.
-                let mut one = SpansBuilder::for_layout(Arc::clone(&layout), 8);
-                let mut sink = Sink::new(&mut one, acceptance);
-                match encoding.decode(value, &mut sink) {
-                    Ok(()) => {
-                        for (reason, n) in std::mem::take(&mut sink.rejections).reasons {
+                match encoding.batch(value, &layout, acceptance) {
+                    Ok((batch, taken)) => {
+                        for (reason, n) in taken.reasons {
                             rejections.add_n(reason, n);
                         }
-                        batches.push(one.finish());
+                        batches.push((batch, offset));
                     }
-                    Err(message) => bad.push(Bad {
+                    Err((reason, message)) => bad.push(Bad {
                         offset,
-                        reason: "undecodable",
+                        reason,
                         message,
                         record,
                     }),
                 }
             }
-            let batch = match batches.first() {
-                Some(first) => arrow::compute::concat_batches(&first.schema(), &batches)
-                    .map_err(|e| e.to_string()),
-                None => Ok(RecordBatch::new_empty(Arc::clone(layout.schema()))),
-            };
-            (batch, bad, rejections, last)
+            (join(batches, MAX_JOINED_BYTES), bad, rejections)
         })
         .await;
-        let (batch, bad, rejections, last) = match decoded {
-            Ok((Ok(batch), bad, rejections, last)) => (batch, bad, rejections, last),
+        let (joined, bad, rejections) = match decoded {
+            Ok((Ok(joined), bad, rejections)) => (joined, bad, rejections),
             Ok((Err(error), ..)) => return Err(format!("joining decoded batches: {error}")),
             Err(error) => return Err(format!("decoding task failed: {error}")),
         };
@@ -1122,7 +1175,7 @@ impl Consumer {
                 .inc();
         }
         let labels = [("protocol", PROTOCOL)];
-        let accepted = batch.num_rows() as u64;
+        let accepted: u64 = joined.iter().map(|(b, _)| b.num_rows() as u64).sum();
         self.run
             .metrics
             .spans_received
@@ -1140,8 +1193,8 @@ impl Consumer {
                 .get_or_create(&[("protocol", PROTOCOL), ("reason", reason.label())])
                 .inc_by(*n);
         }
-        if let Some(last) = last {
-            self.shared.buffer.insert(last as u64, &batch);
+        for (batch, offset) in &joined {
+            self.shared.buffer.insert(*offset as u64, batch);
         }
         Ok(())
     }
@@ -1334,6 +1387,117 @@ mod tests {
             assert_eq!(name.parse::<Encoding>().unwrap().name(), name);
         }
         assert!("otlp".parse::<Encoding>().unwrap_err().contains("unknown"));
+    }
+
+    /// A fetch's messages are joined into batches that stay under the
+    /// limit, so no column of a buffered batch nears 32-bit offsets however
+    /// many large messages a fetch holds; each batch says the offset of
+    /// its last message, in order, and a message over the limit on its own
+    /// stays alone.
+    #[test]
+    fn messages_join_into_batches_under_the_limit() {
+        use tracelake_schema::opentelemetry_proto::tonic::trace::v1::Span;
+        let message = |id: u8, name_bytes: usize| {
+            crate::test_spans::batch(vec![Span {
+                trace_id: vec![1; 16],
+                span_id: vec![id; 8],
+                name: "n".repeat(name_bytes),
+                start_time_unix_nano: 1,
+                end_time_unix_nano: 2,
+                ..Default::default()
+            }])
+        };
+        let batches: Vec<(RecordBatch, i64)> = [(1, 10), (2, 10), (3, 1 << 20), (4, 10), (5, 10)]
+            .into_iter()
+            .zip(10..)
+            .map(|((id, bytes), offset)| (message(id, bytes), offset))
+            .collect();
+        let size = |i: usize| batches[i].0.get_array_memory_size();
+        let limit = size(0) + size(1);
+        assert!(size(2) > limit && size(3) + size(4) <= limit);
+        let joined = join(batches, limit).unwrap();
+        let shape: Vec<(Vec<Vec<u8>>, i64)> = joined
+            .iter()
+            .map(|(batch, offset)| {
+                let ids = batch
+                    .column_by_name(tracelake_schema::spans::SPAN_ID)
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<arrow::array::BinaryArray>()
+                    .unwrap()
+                    .iter()
+                    .map(|id| id.unwrap().to_vec())
+                    .collect();
+                (ids, *offset)
+            })
+            .collect();
+        let ids = |ids: &[u8]| ids.iter().map(|&i| vec![i; 8]).collect::<Vec<_>>();
+        assert_eq!(
+            shape,
+            vec![(ids(&[1, 2]), 11), (ids(&[3]), 12), (ids(&[4, 5]), 14)]
+        );
+        assert!(join(Vec::new(), limit).unwrap().is_empty());
+    }
+
+    /// A message whose spans would copy their resource past the limit (a
+    /// 64 KiB resource over 4,200 spans, 270 MB once decoded, from a
+    /// message of 400 kB) is refused whole as too large, like one that
+    /// does not decode; the same spans under a small resource are rows.
+    #[test]
+    fn a_message_too_large_once_decoded_is_a_bad_one() {
+        use tracelake_schema::opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use tracelake_schema::opentelemetry_proto::tonic::common::v1::{
+            AnyValue, KeyValue, any_value,
+        };
+        use tracelake_schema::opentelemetry_proto::tonic::resource::v1::Resource;
+        use tracelake_schema::opentelemetry_proto::tonic::trace::v1::{
+            ResourceSpans, ScopeSpans, Span,
+        };
+        let message = |resource_bytes: usize| {
+            let spans = (1..=4_200u64)
+                .map(|i| Span {
+                    trace_id: vec![1; 16],
+                    span_id: i.to_be_bytes().to_vec(),
+                    start_time_unix_nano: 1,
+                    end_time_unix_nano: 2,
+                    ..Default::default()
+                })
+                .collect();
+            let blob = KeyValue {
+                key: "blob".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue("r".repeat(resource_bytes))),
+                }),
+                key_strindex: 0,
+            };
+            prost::Message::encode_to_vec(&ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![blob],
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        spans,
+                        ..Default::default()
+                    }],
+                    schema_url: String::new(),
+                }],
+            })
+        };
+        let layout = tracelake_schema::layout::Layout::standard();
+        let (reason, error) = Encoding::OtlpProto
+            .batch(&message(64 << 10), layout, Acceptance::ANY_TIME)
+            .unwrap_err();
+        assert_eq!(reason, "too_large");
+        assert!(error.contains("too large once decoded"), "{error}");
+        let (batch, rejections) = Encoding::OtlpProto
+            .batch(&message(16), layout, Acceptance::ANY_TIME)
+            .unwrap();
+        assert_eq!((batch.num_rows(), rejections.count), (4_200, 0));
+        let (reason, _) = Encoding::OtlpJson
+            .batch(b"{", layout, Acceptance::ANY_TIME)
+            .unwrap_err();
+        assert_eq!(reason, "undecodable");
     }
 
     #[test]

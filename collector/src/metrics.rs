@@ -142,8 +142,8 @@ impl Metrics {
         r.register(
             "limited_requests",
             "Requests refused (or spans rejected) for a tenant's limit (ingestion_rate, \
-             max_spans_per_request, max_bytes_per_trace, max_concurrent_queries), by tenant \
-             and limit",
+             max_spans_per_request, max_bytes_per_trace, max_concurrent_queries) or the \
+             server's (max_repeated_bytes), by tenant and limit",
             self.limited.clone(),
         );
         r.register_with_unit(

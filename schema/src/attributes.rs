@@ -133,25 +133,12 @@ impl AttributesBuilder {
             .expect("attribute keys and types match");
     }
 
-    /// Appends `rows` rows, each holding `attrs`.
-    pub(crate) fn append_n<A: AttributeView>(&mut self, attrs: &[A], rows: usize) {
-        if rows <= 1 || attrs.is_empty() {
-            for _ in 0..rows {
-                self.append(attrs);
-            }
-        } else if has_repeated_key(attrs) {
-            let row = RowOfAttributes::new(last_values(attrs).map(|i| &attrs[i as usize]));
-            self.append_row_n(&row, rows);
-        } else {
-            self.append_row_n(&RowOfAttributes::new(attrs.iter()), rows);
-        }
-    }
-
     /// Appends `rows` rows, each holding the one row of `row`.
     pub(crate) fn append_row_n(&mut self, row: &RowOfAttributes, rows: usize) {
         for _ in 0..rows {
             // Fails only past i32::MAX bytes of keys or texts in one
-            // batch, where `append_value` panics as well.
+            // batch, which the builder's limit on repeated bytes keeps
+            // it well under (`SpansBuilder`'s `MAX_REPEATED_BYTES`).
             let (keys, values) = self.values.entries();
             keys.append_array(&row.keys)
                 .expect("attribute keys fit the batch");
@@ -188,6 +175,11 @@ pub(crate) struct RowOfAttributes {
 }
 
 impl RowOfAttributes {
+    /// The bytes one copy of the row adds to the builder's keys and texts.
+    pub(crate) fn bytes(&self) -> usize {
+        self.keys.values().len() + self.values.values().len() + self.type_keys.values().len()
+    }
+
     /// The row of `attrs`, whose keys are unique.
     pub(crate) fn new<'a, A: AttributeView + 'a>(attrs: impl Iterator<Item = &'a A>) -> Self {
         let mut one = AttributesBuilder::with_capacity(1);

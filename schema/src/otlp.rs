@@ -263,7 +263,21 @@ impl Plan {
                 }
             }
         }
-        let taken = &taken[..n_taken];
+        self.keep(attrs, &taken[..n_taken]);
+    }
+
+    /// A plan of a set without dedicated columns (a scope's): the map
+    /// keeps every key.
+    fn make_unpicked<A: AttributeView>(&mut self, attrs: &[A]) {
+        self.picked = [None; MAX_DEDICATED];
+        self.map.clear();
+        self.rows = 0;
+        self.row = None;
+        self.keep(attrs, &[]);
+    }
+
+    /// The map keeps each key of `attrs` once, but those `taken`.
+    fn keep<A: AttributeView>(&mut self, attrs: &[A], taken: &[u32]) {
         let kept = |i: &u32| !taken.contains(i);
         if has_repeated_key(attrs) {
             self.map.extend(last_values(attrs).filter(kept));
@@ -295,7 +309,8 @@ impl Plan {
     /// times at once; the map's row written once, kept with the plan while
     /// it is `reused` for later rows (the spans of a context that arrive
     /// one by one; kept from the second, as many contexts hold one span),
-    /// and copied into each row.
+    /// and copied into each row. The copies are taken from `repeated`
+    /// first: nothing is written when they are over its limit.
     fn append_n<A: AttributeView>(
         &mut self,
         attrs: &[A],
@@ -303,6 +318,7 @@ impl Plan {
         map: &mut AttributesBuilder,
         rows: usize,
         reused: bool,
+        repeated: &mut Repeated,
     ) {
         if rows == 0 {
             return;
@@ -310,7 +326,25 @@ impl Plan {
         let first = self.rows == 0;
         self.rows += rows;
         if rows == 1 && (!reused || first) {
+            // One row, written as the request holds it: no copy.
             return self.append(attrs, columns, map);
+        }
+        let kept = &self.map;
+        let row = self
+            .row
+            .get_or_insert_with(|| RowOfAttributes::new(kept.iter().map(|&i| &attrs[i as usize])));
+        let texts: usize = columns
+            .iter()
+            .zip(&self.picked)
+            .filter_map(|(builder, pick)| {
+                match (builder, pick.map(|i| attrs[i as usize].value())) {
+                    (DedicatedBuilder::Text(_), Some(ValueRef::Str(s))) => Some(s.len()),
+                    _ => None,
+                }
+            })
+            .sum();
+        if !repeated.take(texts + row.bytes(), rows) {
+            return;
         }
         for (builder, pick) in columns.iter_mut().zip(&self.picked) {
             match (builder, pick.map(|i| attrs[i as usize].value())) {
@@ -320,11 +354,69 @@ impl Plan {
                 (DedicatedBuilder::Int(b), _) => b.append_nulls(rows),
             }
         }
-        let kept = &self.map;
-        let row = self
-            .row
-            .get_or_insert_with(|| RowOfAttributes::new(kept.iter().map(|&i| &attrs[i as usize])));
         map.append_row_n(row, rows);
+    }
+}
+
+/// The most bytes of values that the rows of one batch may hold as copies
+/// of their resource's and scope's (every span is stored with its
+/// resource and scope: a request of a large resource over many small spans
+/// grows many times over once decoded). It bounds what one request may
+/// take in memory and keeps every column of a batch well under Arrow's
+/// 2 GiB of 32-bit offsets.
+pub const MAX_REPEATED_BYTES: usize = 256 << 20;
+
+/// A batch whose rows would copy more than [`MAX_REPEATED_BYTES`] of
+/// their resources' and scopes' values ([`SpansBuilder::try_finish`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "its spans would hold at least {needed} bytes of copies of their resource's and scope's \
+     values, over the limit of {limit} (each span is stored with its resource and scope): \
+     send fewer spans per request, or smaller resources"
+)]
+pub struct TooLarge {
+    pub needed: usize,
+    pub limit: usize,
+}
+
+/// What the rows of a batch have copied of their resources' and scopes'
+/// values, against the limit; over it, the builder writes nothing more.
+#[derive(Debug)]
+struct Repeated {
+    used: usize,
+    limit: usize,
+    over: Option<TooLarge>,
+}
+
+impl Repeated {
+    fn new(limit: usize) -> Self {
+        Self {
+            used: 0,
+            limit,
+            over: None,
+        }
+    }
+
+    /// Takes `rows` copies of `bytes`: false, and over for good, when that
+    /// passes the limit (or when already over).
+    #[inline]
+    fn take(&mut self, bytes: usize, rows: usize) -> bool {
+        if self.over.is_some() {
+            return false;
+        }
+        let needed = bytes
+            .checked_mul(rows)
+            .and_then(|b| b.checked_add(self.used))
+            .unwrap_or(usize::MAX);
+        if needed > self.limit {
+            self.over = Some(TooLarge {
+                needed,
+                limit: self.limit,
+            });
+            return false;
+        }
+        self.used = needed;
+        true
     }
 }
 
@@ -371,6 +463,10 @@ pub struct SpansBuilder {
     resource_plan: Plan,
     resource_service: Option<u32>,
     resource_context: u64,
+    /// The plan of the scope attributes of [`Context`] `scope_context`.
+    scope_plan: Plan,
+    scope_context: u64,
+    repeated: Repeated,
 }
 
 impl Default for SpansBuilder {
@@ -448,7 +544,17 @@ impl SpansBuilder {
             resource_plan: Plan::new(),
             resource_service: None,
             resource_context: 0,
+            scope_plan: Plan::new(),
+            scope_context: 0,
+            repeated: Repeated::new(MAX_REPEATED_BYTES),
         }
+    }
+
+    /// Lowers the limit on copies of resource and scope values from
+    /// [`MAX_REPEATED_BYTES`] (it cannot be raised: the limit keeps columns
+    /// within 32-bit offsets).
+    pub fn limit_repeated_bytes(&mut self, bytes: usize) {
+        self.repeated.limit = bytes.min(MAX_REPEATED_BYTES);
     }
 
     /// Rows appended since the last [`finish`](Self::finish).
@@ -511,7 +617,7 @@ impl SpansBuilder {
         acceptance: &Acceptance,
     ) -> Result<(), Rejection> {
         self.append_span_columns(span, acceptance)?;
-        self.append_scope_columns(&cx.scope, 1);
+        self.scope_columns(&cx.scope, cx.id, 1);
         self.resource_columns(&cx.resource, cx.id, 1);
         Ok(())
     }
@@ -524,11 +630,17 @@ impl SpansBuilder {
     /// [`append_resource_columns`](Self::append_resource_columns), before
     /// the next group's rows. Until they have, the builder must not be
     /// finished.
+    ///
+    /// Once the rows are over the limit on copies ([`TooLarge`]) nothing
+    /// more is written: [`try_finish`](Self::try_finish) says so.
     pub fn append_span_columns<S: SpanView>(
         &mut self,
         span: &S,
         acceptance: &Acceptance,
     ) -> Result<(), Rejection> {
+        if self.repeated.over.is_some() {
+            return Ok(());
+        }
         let (start, duration) = validate(span, acceptance)?;
         self.rows += 1;
         let trace_id = span.trace_id();
@@ -574,9 +686,36 @@ impl SpansBuilder {
 
     /// The scope columns of the last `rows` rows.
     pub fn append_scope_columns<A: AttributeView>(&mut self, scope: &ScopeRef<'_, A>, rows: usize) {
+        self.scope_columns(scope, 0, rows);
+    }
+
+    /// The scope columns of the last `rows` rows, from the plan made for
+    /// the scope of context `context` when it is the last one planned (0:
+    /// a scope of no context, planned anew).
+    fn scope_columns<A: AttributeView>(
+        &mut self,
+        scope: &ScopeRef<'_, A>,
+        context: u64,
+        rows: usize,
+    ) {
+        let texts = scope.name.len() + scope.version.len() + scope.schema_url.len();
+        if rows == 0 || !self.repeated.take(texts, rows) {
+            return;
+        }
+        if context == 0 || context != self.scope_context {
+            self.scope_plan.make_unpicked(scope.attributes);
+            self.scope_context = context;
+        }
         append_opt_str_n(&mut self.scope_name, scope.name, rows);
         append_opt_str_n(&mut self.scope_version, scope.version, rows);
-        self.scope_attributes.append_n(scope.attributes, rows);
+        self.scope_plan.append_n(
+            scope.attributes,
+            &mut [],
+            &mut self.scope_attributes,
+            rows,
+            context != 0,
+            &mut self.repeated,
+        );
         self.scope_dropped_attributes_count
             .append_value_n(i64::from(scope.dropped_attributes_count), rows);
         append_opt_str_n(&mut self.scope_schema_url, scope.schema_url, rows);
@@ -601,6 +740,9 @@ impl SpansBuilder {
         rows: usize,
     ) {
         let attrs = resource.attributes;
+        if rows == 0 {
+            return;
+        }
         if context == 0 || context != self.resource_context {
             self.resource_plan.make(attrs, self.layout.resource());
             // The first `service.name`, when it is a string.
@@ -615,6 +757,12 @@ impl SpansBuilder {
             Some(ValueRef::Str(s)) => s,
             _ => UNKNOWN_SERVICE,
         };
+        if !self
+            .repeated
+            .take(service.len() + resource.schema_url.len(), rows)
+        {
+            return;
+        }
         self.service_name.append_value_n(service, rows);
         self.resource_plan.append_n(
             attrs,
@@ -622,6 +770,7 @@ impl SpansBuilder {
             &mut self.resource_attributes,
             rows,
             context != 0,
+            &mut self.repeated,
         );
         self.resource_dropped_attributes_count
             .append_value_n(i64::from(resource.dropped_attributes_count), rows);
@@ -639,7 +788,28 @@ impl SpansBuilder {
 
     /// Takes the appended rows as a batch in the spans schema and resets the
     /// builder.
+    ///
+    /// # Panics
+    /// When the rows went over the limit on copies of resource and scope
+    /// values: writers of requests from clients use
+    /// [`try_finish`](Self::try_finish).
     pub fn finish(&mut self) -> RecordBatch {
+        self.try_finish()
+            .unwrap_or_else(|e| panic!("rows over the builder's limit: {e}"))
+    }
+
+    /// Takes the appended rows as a batch in the spans schema, or says
+    /// that they went over the limit on copies of resource and scope values
+    /// (and drops them); resets the builder.
+    pub fn try_finish(&mut self) -> Result<RecordBatch, TooLarge> {
+        let limit = self.repeated.limit;
+        if let Some(over) = self.repeated.over {
+            let layout = Arc::clone(&self.layout);
+            *self = Self::for_layout(layout, 0);
+            self.repeated.limit = limit;
+            return Err(over);
+        }
+        self.repeated = Repeated::new(limit);
         let (attributes, attribute_types) = self.attributes.finish();
         let (resource_attributes, resource_attribute_types) = self.resource_attributes.finish();
         let (scope_attributes, scope_attribute_types) = self.scope_attributes.finish();
@@ -707,8 +877,10 @@ impl SpansBuilder {
             Arc::new(self.hour.finish()),
         ]);
         self.rows = 0;
-        RecordBatch::try_new(Arc::clone(self.layout.schema()), columns)
-            .expect("builders produce their layout's schema")
+        Ok(
+            RecordBatch::try_new(Arc::clone(self.layout.schema()), columns)
+                .expect("builders produce their layout's schema"),
+        )
     }
 }
 

@@ -24,6 +24,8 @@ pub enum Error {
         row: usize,
         reason: crate::otlp::Rejection,
     },
+    #[error("the stored rows are too large for one batch: {0}")]
+    TooLarge(#[from] crate::otlp::TooLarge),
 }
 
 /// The layout version of `batch`: its schema's [`SCHEMA_VERSION_KEY`]
@@ -69,5 +71,5 @@ pub fn from_v2(batch: &RecordBatch) -> Result<RecordBatch, Error> {
         out.append_span(&span, &cx, &Acceptance::ANY_TIME)
             .map_err(|reason| Error::Invalid { row, reason })?;
     }
-    Ok(out.finish())
+    Ok(out.try_finish()?)
 }

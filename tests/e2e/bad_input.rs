@@ -9,8 +9,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse
 use prost::Message as _;
 use serde_json::Value;
 
-use crate::server::TestServer;
-use crate::spans::{request, span};
+use crate::server::{TestServer, metric};
+use crate::spans::{kv, now_nanos, request, span};
 
 /// `google.rpc.Status`, as OTLP/HTTP error bodies carry it.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -274,4 +274,103 @@ async fn grpc_rejects_bad_spans_individually_and_oversize_messages() {
             .await
             .is_ok()
     );
+}
+
+/// Every stored span carries its resource: a 1 MiB resource over 2,100
+/// spans, a request of 1.2 MB, would copy 2.1 GiB once decoded, past the
+/// 2 GiB that an Arrow column's 32-bit offsets address (the decoder
+/// panicked there, and the answer was a 503 that exporters retry for
+/// ever). Refused whole as too large, not to be retried, over OTLP/HTTP
+/// protobuf and JSON and over gRPC; what was accepted before stays, and
+/// the server goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_too_large_once_decoded_is_refused_whole() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), &[]).await;
+    let good = request("grows", vec![span(11, 1)]).encode_to_vec();
+    assert_eq!(post(&server, PROTOBUF, None, good).await.status, 200);
+
+    let blob = "r".repeat(1 << 20);
+    let mut hostile = request("grows", (2..2_102).map(|i| span(11, i)).collect());
+    hostile.resource_spans[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes
+        .push(kv("blob", &blob));
+    let refused = |message: &str| {
+        assert!(
+            message.contains("too large once decoded")
+                && message.contains("268435456")
+                && message.contains("send fewer spans"),
+            "{message}"
+        );
+    };
+    let r = post(&server, PROTOBUF, None, hostile.encode_to_vec()).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.retry_after, None);
+    refused(&r.proto_status().message);
+
+    let start = now_nanos();
+    let spans: Vec<Value> = (2..2_102u64)
+        .map(|i| {
+            serde_json::json!({
+                "traceId": format!("{:032x}", 11), "spanId": format!("{i:016x}"),
+                "name": "op", "startTimeUnixNano": start.to_string(),
+                "endTimeUnixNano": (start + 1_000).to_string()})
+        })
+        .collect();
+    let body = serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "grows"}},
+            {"key": "blob", "value": {"stringValue": blob}}]},
+        "scopeSpans": [{"spans": spans}]}]});
+    let r = post(
+        &server,
+        "application/json",
+        None,
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    refused(r.json()["message"].as_str().unwrap());
+
+    let mut client = TraceServiceClient::connect(format!("http://{}", server.grpc))
+        .await
+        .unwrap();
+    let err = client.export(hostile).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        tonic_types::StatusExt::get_error_details(&err)
+            .retry_info()
+            .is_none(),
+        "a request that can never pass must not invite a retry"
+    );
+    refused(err.message());
+
+    // Nothing of the refused requests is stored; the server goes on.
+    let r = post(
+        &server,
+        PROTOBUF,
+        None,
+        request("grows", vec![span(11, 9_999)]).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let rows = server
+        .sql("SELECT count(*) AS n FROM spans WHERE service_name = 'grows'")
+        .await;
+    assert_eq!(rows[0]["n"], 2);
+    let metrics = server.metrics().await;
+    let errors = |protocol: &str| {
+        metric(
+            &metrics,
+            &format!(
+                "tracelake_request_errors_total{{protocol=\"{protocol}\",reason=\"max_repeated_bytes\"}}"
+            ),
+        )
+    };
+    assert_eq!((errors("otlp_http"), errors("otlp_grpc")), (2.0, 1.0));
 }

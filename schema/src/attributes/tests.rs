@@ -113,8 +113,8 @@ fn a_repeated_key_keeps_its_last_value_and_reads_back() {
     assert_eq!(back[7], kv("k7", Some(Value::StringValue("last".into()))));
 }
 
-/// `append_n` (a row written once, then copied) writes what appending the
-/// set row by row writes: after rows already in the builder (the copied
+/// A row written once ([`RowOfAttributes`]), then copied with
+/// `append_row_n`, writes what appending the set row by row writes: after rows already in the builder (the copied
 /// offsets shift), with nulls, type codes, a repeated key and no attributes.
 #[test]
 fn rows_copied_from_one_row_equal_rows_appended_one_by_one() {
@@ -140,7 +140,12 @@ fn rows_copied_from_one_row_equal_rows_appended_one_by_one() {
         AttributesBuilder::with_capacity(0),
     );
     for (set, rows) in sets.iter().zip([3, 4, 2]).chain(sets.iter().zip([1, 5, 0])) {
-        copied.append_n(set, rows);
+        let row = if has_repeated_key(set) {
+            RowOfAttributes::new(last_values(set).map(|i| &set[i as usize]))
+        } else {
+            RowOfAttributes::new(set.iter())
+        };
+        copied.append_row_n(&row, rows);
         for _ in 0..rows {
             appended.append(set);
         }

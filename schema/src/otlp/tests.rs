@@ -330,7 +330,7 @@ fn configured_columns_take_their_keys_out_of_the_map() {
 /// made from the same kind of values but other attributes never takes one
 /// made for another, and a failed span changes nothing.
 #[test]
-fn each_row_takes_the_resource_of_its_own_context() {
+fn each_row_takes_the_resource_and_scope_of_its_own_context() {
     use view::{Context, ResourceRef, ScopeRef};
     let text = |s: &str| Value::StringValue(s.into());
     // `service.namespace` and `k8s.cluster.name` have resource columns;
@@ -348,8 +348,13 @@ fn each_row_takes_the_resource_of_its_own_context() {
         kv("k8s.cluster.name", text("cluster-b")),
         kv("host.name", text("host-b")),
     ];
-    let scope = InstrumentationScope::default();
-    let context = |attributes| {
+    // `b`'s scope repeats a key as well; `a`'s has no attributes.
+    let scope_b = [
+        kv("lib", text("old")),
+        kv("pool", Value::IntValue(3)),
+        kv("lib", text("b-lib")),
+    ];
+    let context = |attributes, scope_attributes| {
         Context::new(
             ResourceRef {
                 attributes,
@@ -357,15 +362,15 @@ fn each_row_takes_the_resource_of_its_own_context() {
                 schema_url: "",
             },
             ScopeRef {
-                name: &scope.name,
-                version: &scope.version,
-                attributes: &scope.attributes,
+                name: "scope",
+                version: "",
+                attributes: scope_attributes,
                 dropped_attributes_count: 0,
                 schema_url: "",
             },
         )
     };
-    let (cx_a, cx_b) = (context(&a[..]), context(&b[..]));
+    let (cx_a, cx_b) = (context(&a[..], &[][..]), context(&b[..], &scope_b[..]));
     let mut builder = SpansBuilder::default();
     let mut bad = simple_span(vec![1; 16], vec![9; 8]);
     bad.trace_id = vec![0; 16];
@@ -385,7 +390,7 @@ fn each_row_takes_the_resource_of_its_own_context() {
     for _ in 0..2 {
         let span = simple_span(vec![1; 16], vec![7; 8]);
         builder
-            .append_span(&span, &context(&b[..]), &Acceptance::ANY_TIME)
+            .append_span(&span, &context(&b[..], &scope_b[..]), &Acceptance::ANY_TIME)
             .unwrap();
     }
     let batch = builder.finish();
@@ -437,4 +442,127 @@ fn each_row_takes_the_resource_of_its_own_context() {
             );
         }
     }
+    let scopes = col(spans::SCOPE_ATTRIBUTES).as_map();
+    let scope_types = col(spans::SCOPE_ATTRIBUTE_TYPES).as_map();
+    for (row, &x) in is_a.iter().enumerate() {
+        let entries = scopes.value(row);
+        let (keys, values) = (texts(entries.column(0)), texts(entries.column(1)));
+        let typed_entries = scope_types.value(row);
+        let typed = texts(typed_entries.column(0));
+        if x {
+            assert!(keys.is_empty() && typed.is_empty(), "row {row}");
+        } else {
+            assert_eq!(
+                (keys, values, typed),
+                (vec!["lib", "pool"], vec!["b-lib", "3"], vec!["pool"]),
+                "row {row}"
+            );
+        }
+    }
+}
+
+/// A request of spans whose copies of their resource and scope
+/// ([`MAX_REPEATED_BYTES`]) go over the limit (or would, for the next
+/// group): nothing more is written, `try_finish` says so and drops the
+/// rows, and the builder takes the next request as a fresh one.
+#[test]
+fn rows_over_the_limit_on_copies_are_refused_and_the_builder_starts_afresh() {
+    let big = "v".repeat(1000);
+    let with = |resource: &str, scope: &str, spans: usize| {
+        let spans = (0..spans)
+            .map(|i| simple_span(vec![1; 16], (i as u64 + 1).to_be_bytes().to_vec()))
+            .collect();
+        let mut request = request_of(spans);
+        let rs = &mut request.resource_spans[0];
+        rs.resource
+            .as_mut()
+            .unwrap()
+            .attributes
+            .push(kv("big", Value::StringValue(resource.into())));
+        rs.scope_spans[0].scope = Some(InstrumentationScope {
+            attributes: vec![kv("big", Value::StringValue(scope.into()))],
+            ..Default::default()
+        });
+        request
+    };
+    let mut builder = SpansBuilder::default();
+    builder.limit_repeated_bytes(50_000);
+    // 40 spans copy about 40 kB of either: under the limit.
+    for request in [with(&big, "", 40), with("", &big, 40)] {
+        builder.append_request(&request, &Acceptance::ANY_TIME);
+        assert_eq!(builder.try_finish().unwrap().num_rows(), 40);
+    }
+    // 60 spans, span by span through one context: over it at the 50th or
+    // so, by the resource's copies and then by the scope's.
+    for request in [with(&big, "", 60), with("", &big, 60)] {
+        builder.append_request(&request, &Acceptance::ANY_TIME);
+        assert!(builder.len() < 55, "{} rows written", builder.len());
+        let err = builder.try_finish().unwrap_err();
+        assert_eq!(err.limit, 50_000);
+        assert!(err.needed > 50_000, "{err:?}");
+        assert!(err.to_string().contains("send fewer spans"), "{err}");
+        assert!(builder.is_empty());
+        // Afresh, under the same limit.
+        builder.append_request(&with(&big, "", 3), &Acceptance::ANY_TIME);
+        assert_eq!(builder.try_finish().unwrap().num_rows(), 3);
+    }
+    // A group written at once (as the decoders of request bodies do):
+    // refused before anything is copied.
+    let resource = [kv("big", Value::StringValue(big.clone()))];
+    let resource = view::ResourceRef {
+        attributes: &resource[..],
+        dropped_attributes_count: 0,
+        schema_url: "",
+    };
+    for _ in 0..60 {
+        let span = simple_span(vec![1; 16], vec![2; 8]);
+        builder
+            .append_span_columns(&span, &Acceptance::ANY_TIME)
+            .unwrap();
+    }
+    builder.append_resource_columns(&resource, 60);
+    assert!(builder.try_finish().is_err());
+}
+
+/// The hard case at the real limit: a 1 MiB resource over 2,100 spans would
+/// copy 2.1 GiB, past the 2 GiB that a column's 32-bit offsets address
+/// (before the limit, the builder panicked there). Refused, whether the
+/// copies come span by span or as one group.
+#[test]
+fn copies_past_32_bit_offsets_are_refused_not_a_panic() {
+    let resource = [
+        kv("service.name", Value::StringValue("big".into())),
+        kv("blob", Value::StringValue("r".repeat(1 << 20))),
+    ];
+    let scope = InstrumentationScope::default();
+    let cx = view::Context::new(
+        view::ResourceRef {
+            attributes: &resource[..],
+            dropped_attributes_count: 0,
+            schema_url: "",
+        },
+        view::ScopeRef {
+            name: &scope.name,
+            version: &scope.version,
+            attributes: &scope.attributes,
+            dropped_attributes_count: 0,
+            schema_url: "",
+        },
+    );
+    let span = simple_span(vec![1; 16], vec![2; 8]);
+    let mut builder = SpansBuilder::default();
+    for _ in 0..2_100 {
+        builder
+            .append_span(&span, &cx, &Acceptance::ANY_TIME)
+            .unwrap();
+    }
+    let err = builder.try_finish().unwrap_err();
+    assert_eq!(err.limit, MAX_REPEATED_BYTES);
+    for _ in 0..2_100 {
+        builder
+            .append_span_columns(&span, &Acceptance::ANY_TIME)
+            .unwrap();
+    }
+    builder.append_resource_columns(&cx.resource, 2_100);
+    assert!(builder.try_finish().is_err());
 }
