@@ -38,8 +38,9 @@ pub enum IngestError {
         reason: &'static str,
         message: String,
     },
-    /// Over one of the tenant's limits ([`IngestLimits`]); `message` names
-    /// it and its value. `retry_after` is `None` when the same request can
+    /// Over one of the tenant's limits ([`IngestLimits`]), or the server's
+    /// on what a request may hold once decoded (`max_repeated_bytes`);
+    /// `message` names it and its value. `retry_after` is `None` when the same request can
     /// never pass (more spans than a request may hold, larger than the
     /// burst): exporters must not retry it.
     #[error("{message}")]
@@ -477,7 +478,7 @@ impl Ingest {
         let mut rejections = sink.rejections;
         let mut batch = builder.try_finish().map_err(|e| IngestError::Limited {
             limit: "max_repeated_bytes",
-            message: format!("request is too large once decoded: {e}"),
+            message: format!("request is {e}"),
             retry_after: None,
         })?;
         let accepted = batch.num_rows() as u64;

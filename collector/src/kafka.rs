@@ -48,7 +48,10 @@
 //! consumed from then on.
 //!
 //! # Bad messages
-//! A message that does not decode in its topic's encoding is counted
+//! A message that does not decode in its topic's encoding (reason
+//! `undecodable`), or whose spans would hold more than
+//! `MAX_REPEATED_BYTES` of their resources' and scopes' values once decoded
+//! (`too_large`), is counted
 //! (`tracelake_kafka_bad_messages_total{topic,reason}`), logged with its
 //! topic, partition and offset, and skipped; spans outside the accepted
 //! time window are rejected and counted as on every receiver. Neither
@@ -66,7 +69,8 @@
 //! While the buffered rows of all partitions hold more than the ingest
 //! buffer limit (`--max-buffer-bytes`, counted apart from the node's own
 //! buffer), no partition fetches: the lag grows on the broker instead
-//! (each partition may still add one fetch, at most 4 MiB of messages).
+//! (each partition may still add one fetch, at most 4 MiB of messages,
+//! which may each grow to `MAX_REPEATED_BYTES` and more once decoded).
 //!
 //! # Queries
 //! A partition's buffered rows are visible to queries before they are
@@ -193,12 +197,9 @@ impl Encoding {
         self.decode(message, &mut sink)
             .map_err(|message| ("undecodable", message))?;
         let rejections = std::mem::take(&mut sink.rejections);
-        let batch = builder.try_finish().map_err(|too_large| {
-            (
-                "too_large",
-                format!("message is too large once decoded: {too_large}"),
-            )
-        })?;
+        let batch = builder
+            .try_finish()
+            .map_err(|too_large| ("too_large", format!("message is {too_large}")))?;
         Ok((batch, rejections))
     }
 }
@@ -351,7 +352,8 @@ impl KafkaMetrics {
         );
         r.register(
             "bad_messages",
-            "Kafka messages skipped because they did not decode, by topic and reason",
+            "Kafka messages skipped because they did not decode (or were too large once \
+             decoded), by topic and reason",
             self.bad_messages.clone(),
         );
         r.register(
@@ -1163,7 +1165,7 @@ impl Consumer {
                 encoding = encoding.name(),
                 error = %message,
                 dead_letter_topic = self.dead_letter.as_ref().map(|(t, _)| t.as_str()),
-                "skipping a Kafka message that does not decode"
+                "skipping a Kafka message that does not decode or is too large once decoded"
             );
             self.run
                 .kafka_metrics
@@ -1440,8 +1442,8 @@ mod tests {
     }
 
     /// A message whose spans would copy their resource past the limit (a
-    /// 64 KiB resource over 4,200 spans, 270 MB once decoded, from a
-    /// message of 400 kB) is refused whole as too large, like one that
+    /// 64 KiB resource over 4,200 spans, 275 MB once decoded, from a
+    /// message of 270 kB) is refused whole as too large, like one that
     /// does not decode; the same spans under a small resource are rows.
     #[test]
     fn a_message_too_large_once_decoded_is_a_bad_one() {

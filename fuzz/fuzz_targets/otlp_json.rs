@@ -17,14 +17,15 @@ fuzz_target!(|data: &[u8]| {
         tracelake_fuzz::store(&request);
         let mut builder = SpansBuilder::default();
         let rejections = builder.append_request(&request, &Acceptance::ANY_TIME);
-        (builder.finish(), rejections)
+        builder.try_finish().ok().map(|batch| (batch, rejections))
     });
     let mut builder = SpansBuilder::default();
     let mut sink = Sink::new(&mut builder, Acceptance::ANY_TIME);
     let direct = otlp_json::decode_into(data, &mut sink)
         .ok()
         .map(|()| sink.rejections);
-    let direct = direct.map(|rejections| (builder.finish(), rejections));
+    // The inner `None`: refused whole as too large once decoded.
+    let direct = direct.map(|rejections| builder.try_finish().ok().map(|batch| (batch, rejections)));
     if let (Some(direct), Some(reference)) = (direct, reference)
         && !tracelake_fuzz::json_ambiguous(data)
     {

@@ -158,6 +158,13 @@ impl AttributesBuilder {
         }
     }
 
+    /// The bytes of keys and texts written so far.
+    pub(crate) fn bytes(&mut self) -> usize {
+        let (keys, values) = self.values.entries();
+        let (type_keys, _) = self.types.entries();
+        keys.values_slice().len() + values.values_slice().len() + type_keys.values_slice().len()
+    }
+
     pub(crate) fn finish(&mut self) -> (MapArray, MapArray) {
         (self.values.finish(), self.types.finish())
     }

@@ -233,11 +233,15 @@ impl Plan {
         }
     }
 
-    fn make<A: AttributeView>(&mut self, attrs: &[A], scope: &SetColumns) {
+    fn reset(&mut self) {
         self.picked = [None; MAX_DEDICATED];
         self.map.clear();
         self.rows = 0;
         self.row = None;
+    }
+
+    fn make<A: AttributeView>(&mut self, attrs: &[A], scope: &SetColumns) {
+        self.reset();
         let mut any = false;
         for (i, kv) in attrs.iter().enumerate() {
             if let Some(c) = scope.index(kv.key()) {
@@ -269,10 +273,7 @@ impl Plan {
     /// A plan of a set without dedicated columns (a scope's): the map
     /// keeps every key.
     fn make_unpicked<A: AttributeView>(&mut self, attrs: &[A]) {
-        self.picked = [None; MAX_DEDICATED];
-        self.map.clear();
-        self.rows = 0;
-        self.row = None;
+        self.reset();
         self.keep(attrs, &[]);
     }
 
@@ -305,12 +306,29 @@ impl Plan {
         map.append_unique(self.map.iter().map(|&i| &attrs[i as usize]));
     }
 
+    /// The bytes of the picked string values: what a row adds to the
+    /// dedicated text columns.
+    fn texts<A: AttributeView>(&self, attrs: &[A], columns: &[DedicatedBuilder]) -> usize {
+        columns
+            .iter()
+            .zip(&self.picked)
+            .filter_map(|(builder, pick)| {
+                match (builder, pick.map(|i| attrs[i as usize].value())) {
+                    (DedicatedBuilder::Text(_), Some(ValueRef::Str(s))) => Some(s.len()),
+                    _ => None,
+                }
+            })
+            .sum()
+    }
+
     /// `rows` rows of the same set: each column's value written `rows`
     /// times at once; the map's row written once, kept with the plan while
     /// it is `reused` for later rows (the spans of a context that arrive
     /// one by one; kept from the second, as many contexts hold one span),
-    /// and copied into each row. The copies are taken from `repeated`
-    /// first: nothing is written when they are over its limit.
+    /// and copied into each row. Every row is charged to `repeated`: copies
+    /// before they are written (nothing is written over its limit), a row
+    /// written from the request once it is (it is no larger than the
+    /// request, and nothing more is written once over).
     fn append_n<A: AttributeView>(
         &mut self,
         attrs: &[A],
@@ -325,24 +343,17 @@ impl Plan {
         }
         let first = self.rows == 0;
         self.rows += rows;
+        let texts = self.texts(attrs, columns);
         if rows == 1 && (!reused || first) {
-            // One row, written as the request holds it: no copy.
-            return self.append(attrs, columns, map);
+            let before = map.bytes();
+            self.append(attrs, columns, map);
+            repeated.take(texts + map.bytes() - before, 1);
+            return;
         }
         let kept = &self.map;
         let row = self
             .row
             .get_or_insert_with(|| RowOfAttributes::new(kept.iter().map(|&i| &attrs[i as usize])));
-        let texts: usize = columns
-            .iter()
-            .zip(&self.picked)
-            .filter_map(|(builder, pick)| {
-                match (builder, pick.map(|i| attrs[i as usize].value())) {
-                    (DedicatedBuilder::Text(_), Some(ValueRef::Str(s))) => Some(s.len()),
-                    _ => None,
-                }
-            })
-            .sum();
         if !repeated.take(texts + row.bytes(), rows) {
             return;
         }
@@ -358,29 +369,29 @@ impl Plan {
     }
 }
 
-/// The most bytes of values that the rows of one batch may hold as copies
-/// of their resource's and scope's (every span is stored with its
-/// resource and scope: a request of a large resource over many small spans
-/// grows many times over once decoded). It bounds what one request may
-/// take in memory and keeps every column of a batch well under Arrow's
-/// 2 GiB of 32-bit offsets.
+/// The most bytes of values that the rows of one batch may hold of their
+/// resources' and scopes' (every span is stored with its resource and
+/// scope: a request of a large resource over many small spans grows many
+/// times over once decoded). It bounds what one request may take in memory
+/// and keeps every column of a batch well under Arrow's 2 GiB of 32-bit
+/// offsets.
 pub const MAX_REPEATED_BYTES: usize = 256 << 20;
 
 /// A batch whose rows would copy more than [`MAX_REPEATED_BYTES`] of
 /// their resources' and scopes' values ([`SpansBuilder::try_finish`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "its spans would hold at least {needed} bytes of copies of their resource's and scope's \
-     values, over the limit of {limit} (each span is stored with its resource and scope): \
-     send fewer spans per request, or smaller resources"
+    "too large once decoded: its spans would hold at least {needed} bytes of their resources' \
+     and scopes' values, over the limit of {limit} (each span is stored with its resource and \
+     scope): send fewer spans per request, or smaller resources"
 )]
 pub struct TooLarge {
     pub needed: usize,
     pub limit: usize,
 }
 
-/// What the rows of a batch have copied of their resources' and scopes'
-/// values, against the limit; over it, the builder writes nothing more.
+/// What the rows of a batch hold of their resources' and scopes' values,
+/// against the limit; over it, the builder writes nothing more.
 #[derive(Debug)]
 struct Repeated {
     used: usize,
@@ -555,6 +566,14 @@ impl SpansBuilder {
     /// within 32-bit offsets).
     pub fn limit_repeated_bytes(&mut self, bytes: usize) {
         self.repeated.limit = bytes.min(MAX_REPEATED_BYTES);
+    }
+
+    /// No limit on resource and scope values, for rows rewritten from one
+    /// stored batch (a row each, no larger than the batch's own, whose
+    /// columns fit 32-bit offsets).
+    pub(crate) fn without_repeated_limit(mut self) -> Self {
+        self.repeated.limit = usize::MAX;
+        self
     }
 
     /// Rows appended since the last [`finish`](Self::finish).

@@ -24,8 +24,6 @@ pub enum Error {
         row: usize,
         reason: crate::otlp::Rejection,
     },
-    #[error("the stored rows are too large for one batch: {0}")]
-    TooLarge(#[from] crate::otlp::TooLarge),
 }
 
 /// The layout version of `batch`: its schema's [`SCHEMA_VERSION_KEY`]
@@ -49,7 +47,7 @@ pub fn layout_version(batch_schema: &arrow_schema::Schema) -> u32 {
 /// The rows of a version 2 `batch` in the current layout, in the same order.
 pub fn from_v2(batch: &RecordBatch) -> Result<RecordBatch, Error> {
     let rows = SpanRows::try_new_v2(batch)?;
-    let mut out = SpansBuilder::with_capacity(rows.len());
+    let mut out = SpansBuilder::with_capacity(rows.len()).without_repeated_limit();
     for row in 0..rows.len() {
         let span = rows.span(row)?;
         let (resource, resource_url) = rows.resource(row)?;
@@ -71,5 +69,5 @@ pub fn from_v2(batch: &RecordBatch) -> Result<RecordBatch, Error> {
         out.append_span(&span, &cx, &Acceptance::ANY_TIME)
             .map_err(|reason| Error::Invalid { row, reason })?;
     }
-    Ok(out.try_finish()?)
+    Ok(out.finish())
 }

@@ -506,6 +506,21 @@ fn rows_over_the_limit_on_copies_are_refused_and_the_builder_starts_afresh() {
         builder.append_request(&with(&big, "", 3), &Acceptance::ANY_TIME);
         assert_eq!(builder.try_finish().unwrap().num_rows(), 3);
     }
+    // One resource over 60 scopes of a span each (the Jaeger receiver
+    // makes a scope per `otel.scope.name`): each row writes the resource
+    // as the request holds it, charged all the same.
+    let mut request = with(&big, "", 60);
+    let spans = std::mem::take(&mut request.resource_spans[0].scope_spans[0].spans);
+    request.resource_spans[0].scope_spans = spans
+        .into_iter()
+        .map(|span| ScopeSpans {
+            spans: vec![span],
+            ..Default::default()
+        })
+        .collect();
+    builder.append_request(&request, &Acceptance::ANY_TIME);
+    assert!(builder.len() < 55, "{} rows written", builder.len());
+    assert!(builder.try_finish().is_err());
     // A group written at once (as the decoders of request bodies do):
     // refused before anything is copied.
     let resource = [kv("big", Value::StringValue(big.clone()))];
