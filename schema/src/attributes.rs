@@ -133,6 +133,18 @@ impl AttributesBuilder {
             .expect("attribute keys and types match");
     }
 
+    /// Appends `rows` rows without attributes.
+    pub(crate) fn append_empty_n(&mut self, rows: usize) {
+        for _ in 0..rows {
+            self.values
+                .append(true)
+                .expect("attribute keys and values match");
+            self.types
+                .append(true)
+                .expect("attribute keys and types match");
+        }
+    }
+
     /// Appends `rows` rows, each holding the one row of `row`.
     pub(crate) fn append_row_n(&mut self, row: &RowOfAttributes, rows: usize) {
         for _ in 0..rows {

@@ -234,7 +234,6 @@ impl Plan {
     }
 
     fn reset(&mut self) {
-        self.picked = [None; MAX_DEDICATED];
         self.map.clear();
         self.rows = 0;
         self.row = None;
@@ -242,6 +241,7 @@ impl Plan {
 
     fn make<A: AttributeView>(&mut self, attrs: &[A], scope: &SetColumns) {
         self.reset();
+        self.picked = [None; MAX_DEDICATED];
         let mut any = false;
         for (i, kv) in attrs.iter().enumerate() {
             if let Some(c) = scope.index(kv.key()) {
@@ -271,7 +271,8 @@ impl Plan {
     }
 
     /// A plan of a set without dedicated columns (a scope's): the map
-    /// keeps every key.
+    /// keeps every key. (The picks are read only along the set's columns,
+    /// so they are left as they are.)
     fn make_unpicked<A: AttributeView>(&mut self, attrs: &[A]) {
         self.reset();
         self.keep(attrs, &[]);
@@ -350,11 +351,17 @@ impl Plan {
             repeated.take(texts + map.bytes() - before, 1);
             return;
         }
-        let kept = &self.map;
-        let row = self
-            .row
-            .get_or_insert_with(|| RowOfAttributes::new(kept.iter().map(|&i| &attrs[i as usize])));
-        if !repeated.take(texts + row.bytes(), rows) {
+        let row = if self.map.is_empty() {
+            // Nothing in the map (no attributes, as most scopes): empty
+            // rows, no row to copy.
+            None
+        } else {
+            let kept = &self.map;
+            Some(&*self.row.get_or_insert_with(|| {
+                RowOfAttributes::new(kept.iter().map(|&i| &attrs[i as usize]))
+            }))
+        };
+        if !repeated.take(texts + row.map_or(0, RowOfAttributes::bytes), rows) {
             return;
         }
         for (builder, pick) in columns.iter_mut().zip(&self.picked) {
@@ -365,7 +372,10 @@ impl Plan {
                 (DedicatedBuilder::Int(b), _) => b.append_nulls(rows),
             }
         }
-        map.append_row_n(row, rows);
+        match row {
+            Some(row) => map.append_row_n(row, rows),
+            None => map.append_empty_n(rows),
+        }
     }
 }
 
