@@ -124,6 +124,11 @@ impl AttributesBuilder {
                 self.types.values().append_value(code as i8);
             }
         }
+        self.end_row();
+    }
+
+    /// Ends the row whose entries were appended.
+    fn end_row(&mut self) {
         // Lengths of keys and values always match: each key gets one value.
         self.values
             .append(true)
@@ -136,12 +141,7 @@ impl AttributesBuilder {
     /// Appends `rows` rows without attributes.
     pub(crate) fn append_empty_n(&mut self, rows: usize) {
         for _ in 0..rows {
-            self.values
-                .append(true)
-                .expect("attribute keys and values match");
-            self.types
-                .append(true)
-                .expect("attribute keys and types match");
+            self.end_row();
         }
     }
 
@@ -157,16 +157,11 @@ impl AttributesBuilder {
             values
                 .append_array(&row.values)
                 .expect("attribute values fit the batch");
-            self.values
-                .append(true)
-                .expect("attribute keys and values match");
             let (keys, codes) = self.types.entries();
             keys.append_array(&row.type_keys)
                 .expect("attribute keys fit the batch");
             codes.append_slice(&row.type_codes);
-            self.types
-                .append(true)
-                .expect("attribute keys and types match");
+            self.end_row();
         }
     }
 
