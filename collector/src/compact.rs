@@ -56,7 +56,7 @@ use crate::buffer::Buffer;
 use crate::flush::Flusher;
 use crate::metrics::Metrics;
 use crate::table::{PartitionFile, Table};
-use crate::writer::{Stats, add_action, batch_keys, writer_properties};
+use crate::writer::{Stats, add_action, batch_keys, interleave_in_batches, writer_properties};
 use tracelake_schema::trace_keys::{self, KeysBuilder};
 
 /// Most files merged by one job.
@@ -258,16 +258,15 @@ impl Compactor {
                 .filter(|o| o.size() >= self.config.target_file_bytes)
             {
                 // Full: finish the trace key being written, then start anew.
-                if let Some(batch) = merge.take(true).await? {
-                    o.write(&batch).await?;
-                    report.rows += batch.num_rows() as u64;
+                if let Some(batches) = merge.take(true).await? {
+                    report.rows += o.write_all(&batches).await?;
                     continue;
                 }
                 if let Some(done) = out.take() {
                     outputs.push(done.close().await?);
                 }
             }
-            let Some(batch) = merge.take(false).await? else {
+            let Some(batches) = merge.take(false).await? else {
                 break;
             };
             self.wait_for_ingest(stop).await?;
@@ -282,8 +281,7 @@ impl Compactor {
                     &merge.empty,
                 )?),
             };
-            o.write(&batch).await?;
-            report.rows += batch.num_rows() as u64;
+            report.rows += o.write_all(&batches).await?;
         }
         if let Some(done) = out.take() {
             outputs.push(done.close().await?);
@@ -601,8 +599,9 @@ impl Merge {
 
     /// The next rows in order, at most [`WRITE_BATCH_ROWS`]; with
     /// `same_key`, only rows with the trace key of the last row taken (so a
-    /// file can end between two traces).
-    async fn take(&mut self, same_key: bool) -> Result<Option<RecordBatch>, Error> {
+    /// file can end between two traces). One batch, or more when the rows
+    /// are too large for one ([`interleave_in_batches`]).
+    async fn take(&mut self, same_key: bool) -> Result<Option<Vec<RecordBatch>>, Error> {
         while self.pending.len() < WRITE_BATCH_ROWS {
             let Some(Reverse((key, i))) = self.heap.peek().copied() else {
                 break;
@@ -628,7 +627,9 @@ impl Merge {
             return Ok(None);
         }
         let refs: Vec<&RecordBatch> = self.batches.iter().collect();
-        let batch = interleave_record_batch(&refs, &self.pending)?;
+        let batches = interleave_in_batches(&self.pending, &mut |rows| {
+            interleave_record_batch(&refs, rows)
+        })?;
         self.pending.clear();
         // Keep only the batches the inputs still read from.
         self.batches.clear();
@@ -636,7 +637,7 @@ impl Merge {
             input.slot = self.batches.len();
             self.batches.push(input.batch.clone());
         }
-        Ok(Some(batch))
+        Ok(Some(batches))
     }
 }
 
@@ -683,6 +684,14 @@ impl Output {
 
     fn size(&self) -> u64 {
         (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+    }
+
+    /// Writes `batches` in order; the rows written.
+    async fn write_all(&mut self, batches: &[RecordBatch]) -> Result<u64, Error> {
+        for batch in batches {
+            self.write(batch).await?;
+        }
+        Ok(batches.iter().map(|b| b.num_rows() as u64).sum())
     }
 
     pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
@@ -1072,6 +1081,46 @@ mod tests {
             "{both:?}"
         );
         assert!(!both.contains("http_route"));
+    }
+
+    #[tokio::test]
+    async fn merged_rows_too_large_for_one_batch_are_written_in_several() {
+        // Two files of 1,100 spans of just over 1 MiB each: a merge batch of
+        // 2,048 rows holds over 2 GiB in one column, past what its 32-bit
+        // offsets address.
+        let value_bytes = (1 << 20) + 1024;
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let mut files = Vec::new();
+        for trace in [1, 2] {
+            let batch = crate::test_spans::large(trace, 100, value_bytes);
+            let file = crate::writer::write_partition((20_000, 0), &vec![batch; 11]).unwrap();
+            let size = file.bytes.len() as u64;
+            let path = Path::from(file.path.as_str());
+            store.put(&path, file.bytes.into()).await.unwrap();
+            files.push(PartitionFile {
+                path: file.path,
+                size,
+                rows: Some(file.rows as u64),
+                partition: "date=2024-10-04/hour=00".into(),
+                partition_end_ns: 0,
+            });
+        }
+        let schema = Layout::standard().file_schema();
+        let column = schema
+            .index_of(tracelake_schema::spans::SPAN_ATTRIBUTES)
+            .unwrap();
+        let mut merge = Merge::open(&store, &files, schema).await.unwrap();
+        let (mut rows, mut bytes, mut most) = (0, 0, 0);
+        while let Some(batches) = merge.take(false).await.unwrap() {
+            most = most.max(batches.len());
+            for batch in &batches {
+                rows += batch.num_rows();
+                let map = batch.column(column).as_map();
+                bytes += map.values().as_string::<i32>().values().len();
+            }
+        }
+        assert!(most > 1, "2,048 rows of 1 MiB were not split");
+        assert_eq!((rows, bytes), (2_200, 2_200 * value_bytes));
     }
 
     #[test]

@@ -21,3 +21,30 @@ pub(crate) fn batch(spans: Vec<Span>) -> RecordBatch {
     builder.append_request(&request, &Acceptance::ANY_TIME);
     builder.finish()
 }
+
+/// `rows` spans of trace `trace`, an hour after 2025-12-05 00:00 UTC, each
+/// with a string attribute of `value_bytes` bytes (in the long-tail map).
+pub(crate) fn large(trace: u8, rows: usize, value_bytes: usize) -> RecordBatch {
+    use tracelake_schema::opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use tracelake_schema::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+
+    let value = "x".repeat(value_bytes);
+    let spans = (0..rows as u64)
+        .map(|i| Span {
+            trace_id: [trace; 16].to_vec(),
+            span_id: (i + 1).to_be_bytes().to_vec(),
+            name: "upload".into(),
+            start_time_unix_nano: 1_764_900_000_000_000_000 + i,
+            end_time_unix_nano: 1_764_900_000_000_000_010 + i,
+            attributes: vec![KeyValue {
+                key: "request.body".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue(value.clone())),
+                }),
+                key_strindex: 0,
+            }],
+            ..Default::default()
+        })
+        .collect();
+    batch(spans)
+}

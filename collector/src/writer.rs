@@ -284,19 +284,23 @@ pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<Dat
     )?;
     let mut stats = Stats::default();
     let mut keys = KeysBuilder::new();
-    for chunk in order.chunks(FLUSH_ROW_GROUP_ROWS) {
-        let sorted = inputs
+    let mut sorted = |rows: &[(usize, usize)]| {
+        let columns = inputs
             .iter()
             .zip(schema.fields())
             .map(|(arrays, field)| match arrays {
-                Some(arrays) => arrow::compute::interleave(arrays, chunk),
-                None => Ok(arrow::array::new_null_array(field.data_type(), chunk.len())),
+                Some(arrays) => arrow::compute::interleave(arrays, rows),
+                None => Ok(arrow::array::new_null_array(field.data_type(), rows.len())),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let batch = RecordBatch::try_new(std::sync::Arc::clone(&schema), sorted)?;
-        stats.update(&batch);
-        keys.extend(batch_keys(&batch)?);
-        writer.write(&batch)?;
+        RecordBatch::try_new(std::sync::Arc::clone(&schema), columns)
+    };
+    for chunk in order.chunks(FLUSH_ROW_GROUP_ROWS) {
+        for batch in interleave_in_batches(chunk, &mut sorted)? {
+            stats.update(&batch);
+            keys.extend(batch_keys(&batch)?);
+            writer.write(&batch)?;
+        }
     }
     writer.close()?;
 
@@ -310,6 +314,42 @@ pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<Dat
         rows,
         keys: keys.finish(),
     })
+}
+
+/// The batch of `rows` that `interleave` copies out of some batches, or as
+/// many batches as it takes, in the same order, when one cannot hold them.
+///
+/// A column of strings, binaries, lists or maps addresses at most 2 GiB of
+/// values through its 32-bit offsets, and rows copied from several batches
+/// can together pass that where each batch alone did not: a flushed row
+/// group of 64K rows averaging 32 KB in one column (a buffer let grow past
+/// 2 GiB while the store was away), or compaction merging large spans.
+/// `interleave` then fails with `OffsetOverflowError`, and the rows are
+/// split in halves until each half fits; a row always fits, as it came
+/// from a batch. Rows that fit cost one call, as before.
+pub(crate) fn interleave_in_batches<R>(
+    rows: &[R],
+    interleave: &mut impl FnMut(&[R]) -> Result<RecordBatch, arrow::error::ArrowError>,
+) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
+    fn split<R>(
+        rows: &[R],
+        interleave: &mut impl FnMut(&[R]) -> Result<RecordBatch, arrow::error::ArrowError>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<(), arrow::error::ArrowError> {
+        match interleave(rows) {
+            Ok(batch) => out.push(batch),
+            Err(arrow::error::ArrowError::OffsetOverflowError(_)) if rows.len() > 1 => {
+                let (first, second) = rows.split_at(rows.len() / 2);
+                split(first, interleave, out)?;
+                split(second, interleave, out)?;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+    let mut out = Vec::with_capacity(1);
+    split(rows, interleave, &mut out)?;
+    Ok(out)
 }
 
 /// The `trace_key` column of rows in the file schema.
@@ -924,6 +964,43 @@ mod tests {
         let mut sent: Vec<String> = (0..20_000).map(url).collect();
         sent.sort();
         assert_eq!(got, sent);
+    }
+
+    /// The bytes of the values of the long-tail attribute map in `file`.
+    pub(crate) fn attribute_bytes(file: bytes::Bytes) -> (usize, usize) {
+        use parquet::arrow::ProjectionMask;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let root = builder
+            .schema()
+            .index_of(tracelake_schema::spans::SPAN_ATTRIBUTES)
+            .unwrap();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), [root]);
+        let (mut rows, mut bytes) = (0, 0);
+        for batch in builder.with_projection(mask).build().unwrap() {
+            let batch = batch.unwrap();
+            let map = batch.column(0).as_map();
+            rows += batch.num_rows();
+            bytes += map.values().as_string::<i32>().values().len();
+        }
+        (rows, bytes)
+    }
+
+    #[test]
+    fn rows_too_large_for_one_batch_are_flushed_in_several() {
+        // 36 times the same 512 spans of 128 KiB each: 2.25 GiB of values
+        // in one column of one row group, past what 32-bit offsets address.
+        // (The batches share their buffers; only the flush copies them.)
+        let batch = crate::test_spans::large(1, 512, 128 << 10);
+        let batches = vec![batch; 36];
+        let file = write_partition((20_000, 0), &batches).unwrap();
+        assert_eq!(file.rows, 36 * 512);
+        let bytes = bytes::Bytes::from(file.bytes);
+        let reader = parquet::file::reader::SerializedFileReader::new(bytes.clone()).unwrap();
+        let groups = parquet::file::reader::FileReader::metadata(&reader).row_groups();
+        assert_eq!(groups.len(), 1, "still one row group");
+        assert_eq!(attribute_bytes(bytes), (36 * 512, 36 * 512 * (128 << 10)));
     }
 
     #[test]
