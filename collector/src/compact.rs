@@ -44,7 +44,10 @@ use futures::future::{BoxFuture, FutureExt as _};
 use object_store::ObjectStoreExt as _;
 use object_store::buffered::BufWriter;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
-use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
+};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStream};
 use parquet::arrow::async_writer::AsyncArrowWriter;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
@@ -400,6 +403,7 @@ pub fn generations(files: &[PartitionFile]) -> usize {
 /// Reads a Parquet file from the table's object store. Our own
 /// `AsyncFileReader`, as parquet 59 asks: its `ParquetObjectReader` is
 /// deprecated in favour of exactly this (apache/arrow-rs#10308).
+#[derive(Clone)]
 pub(crate) struct StoreReader {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) path: Path,
@@ -435,9 +439,114 @@ impl AsyncFileReader for StoreReader {
     }
 }
 
+/// A Parquet file's rows in file order, a batch at a time: what
+/// compaction and the upgrade read.
+///
+/// The reader decodes a batch's values of a column into one array, whose
+/// 32-bit offsets address 2 GiB: rows averaging over 512 KiB in one column
+/// fill that at compaction's [`READ_BATCH_ROWS`]. The reader then fails
+/// ("index overflow decoding byte array", "would overflow list array"),
+/// and the rest of the file is read again in batches of half the rows,
+/// down to a row a batch, so a file of rows of any size is read whole.
+pub(crate) struct FileBatches {
+    stream: ParquetRecordBatchStream<StoreReader>,
+    /// What the stream is built from, again when its batches are too large.
+    reader: StoreReader,
+    metadata: ArrowReaderMetadata,
+    mask: ProjectionMask,
+    /// Rows a batch is read in, halved each time a batch's rows were too
+    /// large for one array.
+    batch_rows: usize,
+    /// Rows of the file read so far.
+    read: usize,
+}
+
+impl FileBatches {
+    /// The file of `reader`, whose metadata is `metadata`: the columns of
+    /// `mask`, `batch_rows` rows a batch.
+    pub(crate) fn new(
+        reader: StoreReader,
+        metadata: ArrowReaderMetadata,
+        mask: ProjectionMask,
+        batch_rows: usize,
+    ) -> parquet::errors::Result<Self> {
+        let stream = Self::stream(&reader, &metadata, &mask, batch_rows, 0)?;
+        Ok(Self {
+            stream,
+            reader,
+            metadata,
+            mask,
+            batch_rows,
+            read: 0,
+        })
+    }
+
+    /// The file's rows from row `read` on, in batches of `batch_rows`.
+    fn stream(
+        reader: &StoreReader,
+        metadata: &ArrowReaderMetadata,
+        mask: &ProjectionMask,
+        batch_rows: usize,
+        read: usize,
+    ) -> parquet::errors::Result<ParquetRecordBatchStream<StoreReader>> {
+        let mut builder =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(reader.clone(), metadata.clone())
+                .with_projection(mask.clone())
+                .with_batch_size(batch_rows);
+        if read > 0 {
+            let rows = metadata.metadata().file_metadata().num_rows() as usize;
+            builder = builder.with_row_selection(RowSelection::from(vec![
+                RowSelector::skip(read),
+                RowSelector::select(rows.saturating_sub(read)),
+            ]));
+        }
+        builder.build()
+    }
+
+    /// The next batch; `None` at the end.
+    pub(crate) async fn next(&mut self) -> Option<parquet::errors::Result<RecordBatch>> {
+        loop {
+            match self.stream.next().await? {
+                Err(e) if overflowed(&e) && self.batch_rows > 1 => {
+                    self.batch_rows /= 2;
+                    tracing::info!(
+                        path = %self.reader.path,
+                        rows = self.batch_rows,
+                        "a Parquet file read in smaller batches: {e}"
+                    );
+                    self.stream = match Self::stream(
+                        &self.reader,
+                        &self.metadata,
+                        &self.mask,
+                        self.batch_rows,
+                        self.read,
+                    ) {
+                        Ok(stream) => stream,
+                        Err(e) => return Some(Err(e)),
+                    };
+                }
+                Ok(batch) => {
+                    self.read += batch.num_rows();
+                    return Some(Ok(batch));
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// Whether the reader failed for a batch too large for one array: its
+/// message ("index overflow decoding byte array", "offset ... would
+/// overflow list array"), the one thing that tells, as is or wrapped in
+/// an Arrow error.
+fn overflowed(e: &parquet::errors::ParquetError) -> bool {
+    use parquet::errors::ParquetError;
+    matches!(e, ParquetError::General(m) | ParquetError::ArrowError(m) if m.contains("overflow"))
+}
+
 /// One input being read in order.
 struct Input {
-    stream: ParquetRecordBatchStream<StoreReader>,
+    rows: FileBatches,
     path: String,
     /// The merge's schema, which every batch is given.
     schema: SchemaRef,
@@ -461,7 +570,7 @@ impl Input {
 
     /// Reads the next non-empty batch; `false` at the end.
     async fn advance(&mut self) -> Result<bool, Error> {
-        while let Some(batch) = self.stream.next().await {
+        while let Some(batch) = self.rows.next().await {
             let batch = batch.map_err(|source| Error::Read {
                 path: self.path.clone(),
                 source,
@@ -534,15 +643,15 @@ impl Merge {
                 path: file.path.clone(),
                 source,
             };
-            let reader = StoreReader {
+            let mut reader = StoreReader {
                 store: Arc::clone(store),
                 path: Path::from(file.path.as_str()),
                 size: file.size,
             };
-            let builder = ParquetRecordBatchStreamBuilder::new(reader)
+            let file_metadata = ArrowReaderMetadata::load_async(&mut reader, Default::default())
                 .await
                 .map_err(read)?;
-            let metadata = builder.metadata();
+            let metadata = file_metadata.metadata();
             let listed = empty_columns(
                 metadata
                     .file_metadata()
@@ -566,18 +675,13 @@ impl Merge {
                 }
             }
             // Read the columns of today's schema, in its order.
-            let parquet_schema = builder.parquet_schema();
-            let mask = parquet::arrow::ProjectionMask::columns(
-                parquet_schema,
+            let mask = ProjectionMask::columns(
+                file_metadata.parquet_schema(),
                 schema.fields().iter().map(|f| f.name().as_str()),
             );
-            let stream = builder
-                .with_projection(mask)
-                .with_batch_size(READ_BATCH_ROWS)
-                .build()
-                .map_err(read)?;
             let mut input = Input {
-                stream,
+                rows: FileBatches::new(reader, file_metadata, mask, READ_BATCH_ROWS)
+                    .map_err(read)?,
                 path: file.path.clone(),
                 schema: Arc::clone(schema),
                 batch: RecordBatch::new_empty(Arc::clone(schema)),
@@ -1085,6 +1189,7 @@ mod tests {
 
     #[tokio::test]
     async fn merged_rows_too_large_for_one_batch_are_written_in_several() {
+        let _one_at_a_time = crate::test_spans::LARGE.lock().await;
         // Two files of 1,100 spans of just over 1 MiB each: a merge batch of
         // 2,048 rows holds over 2 GiB in one column, past what its 32-bit
         // offsets address.
@@ -1110,17 +1215,65 @@ mod tests {
             .index_of(tracelake_schema::spans::SPAN_ATTRIBUTES)
             .unwrap();
         let mut merge = Merge::open(&store, &files, schema).await.unwrap();
-        let (mut rows, mut bytes, mut most) = (0, 0, 0);
+        let (mut rows, mut bytes, mut most, mut order) = (0, 0, 0, Vec::new());
         while let Some(batches) = merge.take(false).await.unwrap() {
             most = most.max(batches.len());
             for batch in &batches {
                 rows += batch.num_rows();
                 let map = batch.column(column).as_map();
                 bytes += map.values().as_string::<i32>().values().len();
+                let keys = batch_keys(batch).unwrap();
+                let starts = batch.column_by_name(START_TIME_UNIX_NANO).unwrap();
+                let starts = starts.as_primitive::<Int64Type>().values();
+                order.extend(keys.iter().copied().zip(starts.iter().copied()));
             }
         }
         assert!(most > 1, "2,048 rows of 1 MiB were not split");
         assert_eq!((rows, bytes), (2_200, 2_200 * value_bytes));
+        assert!(order.is_sorted(), "the parts keep the merge's order");
+    }
+
+    #[tokio::test]
+    async fn a_file_of_rows_too_large_for_a_read_batch_is_read_in_smaller_ones() {
+        let _one_at_a_time = crate::test_spans::LARGE.lock().await;
+        // 4,200 spans of 540 KiB: 4,096 rows, the batch an input is read
+        // in, hold 2.1 GiB of one column, past what the reader's 32-bit
+        // offsets address.
+        let value_bytes = 540 << 10;
+        let batch = crate::test_spans::large(1, 100, value_bytes);
+        let file = crate::writer::write_partition((20_000, 0), &vec![batch; 42]).unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let size = file.bytes.len() as u64;
+        store
+            .put(&Path::from(file.path.as_str()), file.bytes.into())
+            .await
+            .unwrap();
+        let files = [PartitionFile {
+            path: file.path,
+            size,
+            rows: Some(file.rows as u64),
+            partition: "date=2024-10-04/hour=00".into(),
+            partition_end_ns: 0,
+        }];
+        let schema = Layout::standard().file_schema();
+        let column = schema
+            .index_of(tracelake_schema::spans::SPAN_ATTRIBUTES)
+            .unwrap();
+        let mut merge = Merge::open(&store, &files, schema).await.unwrap();
+        let (mut rows, mut bytes, mut order) = (0, 0, Vec::new());
+        while let Some(batches) = merge.take(false).await.unwrap() {
+            for batch in &batches {
+                rows += batch.num_rows();
+                let map = batch.column(column).as_map();
+                bytes += map.values().as_string::<i32>().values().len();
+                let starts = batch.column_by_name(START_TIME_UNIX_NANO).unwrap();
+                order.extend_from_slice(starts.as_primitive::<Int64Type>().values());
+            }
+        }
+        assert!(merge.inputs[0].rows.batch_rows < READ_BATCH_ROWS);
+        // Every row once, in order (the rows of one trace, by start).
+        assert_eq!((rows, bytes), (4_200, 4_200 * value_bytes));
+        assert!(order.is_sorted());
     }
 
     #[test]

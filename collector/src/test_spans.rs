@@ -22,6 +22,10 @@ pub(crate) fn batch(spans: Vec<Span>) -> RecordBatch {
     builder.finish()
 }
 
+/// Held by the tests of rows too large for one array, which take 2.5-4.5
+/// GiB each: one at a time, not as many as the test threads.
+pub(crate) static LARGE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// `rows` spans of trace `trace`, an hour after 2025-12-05 00:00 UTC, each
 /// with a string attribute of `value_bytes` bytes (in the long-tail map).
 pub(crate) fn large(trace: u8, rows: usize, value_bytes: usize) -> RecordBatch {

@@ -20,16 +20,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deltalake::{ObjectStore, Path};
-use futures::StreamExt as _;
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use tracelake_schema::spans::{PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, file_schema};
 use tracelake_schema::upgrade::from_v2;
 
-use crate::compact::{Error, Output, StoreReader};
+use crate::compact::{Error, FileBatches, Output, StoreReader};
 use crate::lease::Lease;
 use crate::table::{PartitionFile, Table};
 
-/// Rows read from an older file at a time.
+/// Rows read from an older file at a time (fewer where they are too large
+/// for one array: [`FileBatches`]).
 const READ_BATCH_ROWS: usize = 8192;
 
 /// What an upgrade did.
@@ -238,12 +239,12 @@ async fn rewrite(
         path: file.path.clone(),
         source,
     };
-    let mut stream = ParquetRecordBatchStreamBuilder::new(reader(store, file))
+    let mut reader = reader(store, file);
+    let metadata = ArrowReaderMetadata::load_async(&mut reader, Default::default())
         .await
-        .map_err(read)?
-        .with_batch_size(READ_BATCH_ROWS)
-        .build()
         .map_err(read)?;
+    let mask = ProjectionMask::all();
+    let mut batches = FileBatches::new(reader, metadata, mask, READ_BATCH_ROWS).map_err(read)?;
     let mut out = Output::create(
         store,
         partition,
@@ -253,7 +254,7 @@ async fn rewrite(
         &HashSet::new(),
     )?;
     let mut rows = 0u64;
-    while let Some(batch) = stream.next().await {
+    while let Some(batch) = batches.next().await {
         let batch = batch.map_err(read)?;
         let current = from_v2(&batch).map_err(|e| Error::Upgrade {
             path: file.path.clone(),

@@ -322,11 +322,11 @@ pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<Dat
 /// A column of strings, binaries, lists or maps addresses at most 2 GiB of
 /// values through its 32-bit offsets, and rows copied from several batches
 /// can together pass that where each batch alone did not: a flushed row
-/// group of 64K rows averaging 32 KB in one column (a buffer let grow past
-/// 2 GiB while the store was away), or compaction merging large spans.
-/// `interleave` then fails with `OffsetOverflowError`, and the rows are
-/// split in halves until each half fits; a row always fits, as it came
-/// from a batch. Rows that fit cost one call, as before.
+/// group of 64K rows averaging 32 KiB in one column, or 2,048 rows of
+/// compaction's merge averaging 1 MiB. `interleave` then fails with
+/// `OffsetOverflowError`, and the rows are split in halves until each
+/// half fits; a row always fits, as it came from a batch. Rows that fit
+/// cost one call, as before.
 pub(crate) fn interleave_in_batches<R>(
     rows: &[R],
     interleave: &mut impl FnMut(&[R]) -> Result<RecordBatch, arrow::error::ArrowError>,
@@ -966,29 +966,39 @@ mod tests {
         assert_eq!(got, sent);
     }
 
-    /// The bytes of the values of the long-tail attribute map in `file`.
-    pub(crate) fn attribute_bytes(file: bytes::Bytes) -> (usize, usize) {
+    /// The rows of `file`, the bytes of their long-tail attribute map's
+    /// values, and whether they are in sort order.
+    fn attribute_bytes(file: bytes::Bytes) -> (usize, usize, bool) {
         use parquet::arrow::ProjectionMask;
         use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
-        let root = builder
-            .schema()
-            .index_of(tracelake_schema::spans::SPAN_ATTRIBUTES)
-            .unwrap();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), [root]);
-        let (mut rows, mut bytes) = (0, 0);
+        let roots = [SPAN_ATTRIBUTES, TRACE_KEY, START_TIME_UNIX_NANO]
+            .map(|name| builder.schema().index_of(name).unwrap());
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let (mut rows, mut bytes, mut keys) = (0, 0, Vec::new());
         for batch in builder.with_projection(mask).build().unwrap() {
             let batch = batch.unwrap();
-            let map = batch.column(0).as_map();
+            let column = |name| batch.column_by_name(name).unwrap();
+            let map = column(SPAN_ATTRIBUTES).as_map();
             rows += batch.num_rows();
             bytes += map.values().as_string::<i32>().values().len();
+            let trace_keys = column(TRACE_KEY).as_primitive::<Int64Type>();
+            let starts = column(START_TIME_UNIX_NANO).as_primitive::<Int64Type>();
+            keys.extend(
+                trace_keys
+                    .values()
+                    .iter()
+                    .copied()
+                    .zip(starts.values().iter().copied()),
+            );
         }
-        (rows, bytes)
+        (rows, bytes, keys.is_sorted())
     }
 
     #[test]
     fn rows_too_large_for_one_batch_are_flushed_in_several() {
+        let _one_at_a_time = crate::test_spans::LARGE.blocking_lock();
         // 36 times the same 512 spans of 128 KiB each: 2.25 GiB of values
         // in one column of one row group, past what 32-bit offsets address.
         // (The batches share their buffers; only the flush copies them.)
@@ -1000,7 +1010,12 @@ mod tests {
         let reader = parquet::file::reader::SerializedFileReader::new(bytes.clone()).unwrap();
         let groups = parquet::file::reader::FileReader::metadata(&reader).row_groups();
         assert_eq!(groups.len(), 1, "still one row group");
-        assert_eq!(attribute_bytes(bytes), (36 * 512, 36 * 512 * (128 << 10)));
+        // Split or not, the rows are in sort order: the spans' starts, as
+        // they all have one trace.
+        assert_eq!(
+            attribute_bytes(bytes),
+            (36 * 512, 36 * 512 * (128 << 10), true)
+        );
     }
 
     #[test]
