@@ -26,7 +26,7 @@ pub(crate) fn batch(spans: Vec<Span>) -> RecordBatch {
 /// GiB each: one at a time, not as many as the test threads.
 pub(crate) static LARGE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// `rows` spans of trace `trace`, an hour after 2025-12-05 00:00 UTC, each
+/// `rows` spans of trace `trace`, from 2025-12-05 02:00 UTC on, each
 /// with a string attribute of `value_bytes` bytes (in the long-tail map).
 pub(crate) fn large(trace: u8, rows: usize, value_bytes: usize) -> RecordBatch {
     use tracelake_schema::opentelemetry_proto::tonic::common::v1::any_value::Value;
