@@ -1193,6 +1193,28 @@ mod tests {
         assert!(!both.contains("http_route"));
     }
 
+    /// A data file of `rows` rows put in `store` at `path`, as a listing
+    /// would describe it.
+    async fn put(
+        store: &Arc<dyn ObjectStore>,
+        path: String,
+        bytes: Bytes,
+        rows: usize,
+    ) -> PartitionFile {
+        let size = bytes.len() as u64;
+        store
+            .put(&Path::from(path.as_str()), bytes.into())
+            .await
+            .unwrap();
+        PartitionFile {
+            path,
+            size,
+            rows: Some(rows as u64),
+            partition: "date=2024-10-04/hour=00".into(),
+            partition_end_ns: 0,
+        }
+    }
+
     #[tokio::test]
     async fn merged_rows_too_large_for_one_batch_are_written_in_several() {
         let _one_at_a_time = crate::test_spans::LARGE.lock().await;
@@ -1205,16 +1227,7 @@ mod tests {
         for trace in [1, 2] {
             let batch = crate::test_spans::large(trace, 100, value_bytes);
             let file = crate::writer::write_partition((20_000, 0), &vec![batch; 11]).unwrap();
-            let size = file.bytes.len() as u64;
-            let path = Path::from(file.path.as_str());
-            store.put(&path, file.bytes.into()).await.unwrap();
-            files.push(PartitionFile {
-                path: file.path,
-                size,
-                rows: Some(file.rows as u64),
-                partition: "date=2024-10-04/hour=00".into(),
-                partition_end_ns: 0,
-            });
+            files.push(put(&store, file.path, file.bytes.into(), file.rows).await);
         }
         let schema = Layout::standard().file_schema();
         let column = schema
@@ -1286,18 +1299,7 @@ mod tests {
         assert_eq!(stored.len(), 8_296);
 
         let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        let size = bytes.len() as u64;
-        store
-            .put(&Path::from(file.path.as_str()), bytes.into())
-            .await
-            .unwrap();
-        let files = [PartitionFile {
-            path: file.path,
-            size,
-            rows: Some(file.rows as u64),
-            partition: "date=2024-10-04/hour=00".into(),
-            partition_end_ns: 0,
-        }];
+        let files = [put(&store, file.path, bytes, file.rows).await];
         let schema = Layout::standard().file_schema();
         let (attributes, ids) = (
             schema.index_of(SPAN_ATTRIBUTES).unwrap(),
