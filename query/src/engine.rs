@@ -8,6 +8,7 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
+use datafusion::common::config::ConfigNonZeroUsize;
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder};
@@ -40,6 +41,14 @@ pub enum QueryError {
     ResourcesExhausted(String),
     #[error("query result has more than {0} rows; add a LIMIT or aggregate")]
     TooManyRows(usize),
+    /// The values of one column in a batch of the rows read passed what one
+    /// array holds (32-bit offsets: 2 GiB); SQL is run again in smaller
+    /// batches first ([`QueryEngine::collect_at_most`]).
+    #[error(
+        "the rows read hold more of one column's values than one array can (2 GiB) \
+         even a few at a time ({0}); read fewer columns or rows"
+    )]
+    RowsTooLarge(String),
     /// A node the query depended on (a SQL worker) failed or could not be
     /// reached: the query stopped, with no partial answer.
     #[error("{0}")]
@@ -64,6 +73,9 @@ impl From<DataFusionError> for QueryError {
                 status.code, status.message
             ));
         }
+        if too_large_for_one_array(&e) {
+            return Self::RowsTooLarge(e.strip_backtrace());
+        }
         match e.find_root() {
             DataFusionError::SQL(..)
             | DataFusionError::Plan(_)
@@ -86,6 +98,33 @@ impl From<DataFusionError> for QueryError {
             _ => Self::Internal(e.strip_backtrace()),
         }
     }
+}
+
+/// Whether `e` is the failure of an array whose 32-bit offsets could not
+/// address a batch's values: Parquet's reader decoding a column's values
+/// ("index overflow decoding byte array", "offset ... would overflow list
+/// array", which arrive as an Arrow error's text) or Arrow copying rows
+/// (`OffsetOverflowError`). Their text is the one thing that tells.
+pub(crate) fn too_large_for_one_array(e: &DataFusionError) -> bool {
+    use datafusion::parquet::errors::ParquetError;
+    let overflow = |m: &str| m.contains("overflow decoding") || m.contains("overflow list array");
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = cause {
+        let found = match (
+            error.downcast_ref::<ArrowError>(),
+            error.downcast_ref::<ParquetError>(),
+        ) {
+            (Some(ArrowError::OffsetOverflowError(_)), _) => true,
+            (Some(ArrowError::ParquetError(m)), _) => overflow(m),
+            (_, Some(ParquetError::General(m) | ParquetError::ArrowError(m))) => overflow(m),
+            _ => false,
+        };
+        if found {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// `d` in the largest unit that divides it (`2h`, `90m`, `45s`, `1500ms`).
@@ -341,7 +380,47 @@ impl QueryEngine {
     /// node of the plan is [`interruptible`], so the query stops at its next
     /// batch once the deadline passes or the client goes away, whichever
     /// operator it is in.
+    ///
+    /// A query whose batches hold more of a column's values than one array
+    /// can ([`QueryError::RowsTooLarge`]: spans whose attribute values
+    /// average over 256 KiB, in DataFusion's 8,192-row batches) is run
+    /// again in batches of half the rows, down to a row a batch, within
+    /// the same deadline. Nothing of a failed run reaches the client: the
+    /// answer is collected whole before it is sent.
     pub async fn collect_at_most(
+        &self,
+        mut df: DataFrame,
+        max_rows: usize,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+        loop {
+            let rows = df.task_ctx().session_config().batch_size();
+            match self.collect_once(df.clone(), max_rows).await {
+                Err(QueryError::RowsTooLarge(message)) if rows > 1 => {
+                    tracing::info!(
+                        rows = rows / 2,
+                        "a query run again in smaller batches: {message}"
+                    );
+                    let (mut state, plan) = df.into_parts();
+                    let config = state.config_mut();
+                    config.options_mut().execution.batch_size =
+                        ConfigNonZeroUsize::try_new(rows / 2)?;
+                    // The SQL workers' stages take theirs from here.
+                    if let Some(workers) = config
+                        .options_mut()
+                        .extensions
+                        .get_mut::<datafusion_distributed::DistributedConfig>()
+                    {
+                        workers.shuffle_batch_size = rows / 2;
+                    }
+                    df = DataFrame::new(state, plan);
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    /// One run of [`QueryEngine::collect_at_most`].
+    async fn collect_once(
         &self,
         df: DataFrame,
         max_rows: usize,
@@ -457,6 +536,47 @@ mod tests {
         // Small queries still run under the same limit.
         let (_, batches) = engine.sql("SELECT 1 AS one").await.unwrap();
         assert_eq!(batches[0].num_rows(), 1);
+    }
+
+    #[test]
+    fn arrays_too_large_are_told_from_other_failures() {
+        use datafusion::parquet::errors::ParquetError;
+        let arrow = |e: ArrowError| DataFusionError::ArrowError(Box::new(e), None);
+        let decoding = "Parquet error: index overflow decoding byte array";
+        let too_large = [
+            // As DataFusion's Parquet scan returns it, through a
+            // repartition and with context.
+            DataFusionError::Shared(Arc::new(
+                arrow(ArrowError::ParquetError(decoding.into())).context("reading spans"),
+            )),
+            DataFusionError::ParquetError(Box::new(ParquetError::General(
+                "offset of 2147483650 would overflow list array".into(),
+            ))),
+            arrow(ArrowError::OffsetOverflowError(2_147_483_648)),
+            arrow(ArrowError::ExternalError(Box::new(
+                ParquetError::ArrowError(decoding.into()),
+            ))),
+        ];
+        for e in too_large {
+            let text = e.to_string();
+            assert!(
+                matches!(QueryError::from(e), QueryError::RowsTooLarge(_)),
+                "{text}"
+            );
+        }
+        // What the query asked of the values, or another reader failure.
+        let other = [
+            arrow(ArrowError::ArithmeticOverflow("1 + i64::MAX".into())),
+            arrow(ArrowError::ParquetError("Parquet error: EOF".into())),
+            DataFusionError::Execution("Overflow happened on: 1 * 2".into()),
+        ];
+        for e in other {
+            let text = e.to_string();
+            assert!(
+                !matches!(QueryError::from(e), QueryError::RowsTooLarge(_)),
+                "{text}"
+            );
+        }
     }
 
     #[tokio::test]

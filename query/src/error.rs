@@ -127,7 +127,9 @@ impl From<QueryError> for ApiError {
         let code = match &e {
             QueryError::Invalid(_) | QueryError::TooManyRows(_) => ErrorCode::BadRequest,
             QueryError::Timeout(_) => ErrorCode::TimedOut,
-            QueryError::ResourcesExhausted(_) => ErrorCode::MemoryLimit,
+            QueryError::ResourcesExhausted(_) | QueryError::RowsTooLarge(_) => {
+                ErrorCode::MemoryLimit
+            }
             QueryError::Overloaded(_) => ErrorCode::Overloaded,
             QueryError::Cancelled => ErrorCode::Cancelled,
             QueryError::Unavailable(_) => ErrorCode::Unavailable,
@@ -256,6 +258,11 @@ mod tests {
             ),
             (
                 QueryError::ResourcesExhausted("x".into()),
+                422,
+                tonic::Code::ResourceExhausted,
+            ),
+            (
+                QueryError::RowsTooLarge("x".into()),
                 422,
                 tonic::Code::ResourceExhausted,
             ),

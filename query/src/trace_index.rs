@@ -384,6 +384,12 @@ impl TraceIndex {
 
     /// The rows of `wanted` (trace ids and their keys) in `row_group` of
     /// `holder`.
+    ///
+    /// Read [`READ_BATCH_ROWS`] rows a batch, unless a batch's values of a
+    /// column are more than one array holds (spans averaging over 2 MiB in
+    /// one column): the row group is then read again in batches of half
+    /// the rows, down to a row a batch, as SQL is
+    /// ([`crate::QueryEngine::collect_at_most`]).
     async fn read_row_group(
         self: Arc<Self>,
         store: Arc<dyn ObjectStore>,
@@ -392,6 +398,50 @@ impl TraceIndex {
         (row_group, wanted): (usize, Vec<Wanted>),
         schema: SchemaRef,
         rows: RowBudget,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut batch_rows = READ_BATCH_ROWS;
+        loop {
+            let mut taken = 0;
+            let read = self
+                .read_row_group_in(
+                    &store,
+                    &holder,
+                    &footer,
+                    row_group,
+                    &wanted,
+                    &schema,
+                    &rows,
+                    (batch_rows, &mut taken),
+                )
+                .await;
+            match read {
+                Err(e) if batch_rows > 1 && crate::engine::too_large_for_one_array(&e) => {
+                    rows.give_back(taken);
+                    batch_rows /= 2;
+                    tracing::info!(
+                        path = %holder.path,
+                        rows = batch_rows,
+                        "a trace's row group read again in smaller batches: {e}"
+                    );
+                }
+                read => return read,
+            }
+        }
+    }
+
+    /// One read of [`TraceIndex::read_row_group`], `batch_rows` rows a
+    /// batch, counting the rows it took from `rows` in `taken`.
+    #[allow(clippy::too_many_arguments)]
+    async fn read_row_group_in(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        holder: &Holder,
+        footer: &ArrowReaderMetadata,
+        row_group: usize,
+        wanted: &[Wanted],
+        schema: &SchemaRef,
+        rows: &RowBudget,
+        (batch_rows, taken): (usize, &mut usize),
     ) -> Result<Vec<RecordBatch>> {
         let stats = StatisticsConverter::try_new(
             TRACE_KEY,
@@ -402,7 +452,7 @@ impl TraceIndex {
         let whole = footer.metadata();
         // The file as far as this read goes: the row group with its page
         // index (which the footer's row group locates).
-        let mut reader = open(&store, &holder.path, holder.file.size)?;
+        let mut reader = open(store, &holder.path, holder.file.size)?;
         let metadata = match self.cache.get(id, Part::RowGroups(vec![row_group])) {
             Some(metadata) => metadata,
             None => {
@@ -463,6 +513,7 @@ impl TraceIndex {
             .collect();
         let mut builder =
             ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata.clone())
+                .with_batch_size(batch_rows)
                 .with_row_groups(row_groups.to_vec())
                 .with_projection(ProjectionMask::roots(descr, read));
         if let (Some(columns), Some(offsets)) = (parquet.column_index(), parquet.offset_index())
@@ -499,6 +550,7 @@ impl TraceIndex {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             rows.take(batch.num_rows())?;
+            *taken += batch.num_rows();
             let rows = batch.num_rows();
             let columns: Vec<ArrayRef> = schema
                 .fields()
@@ -513,11 +565,15 @@ impl TraceIndex {
                     },
                 })
                 .collect();
-            out.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
+            out.push(RecordBatch::try_new(Arc::clone(schema), columns)?);
         }
         Ok(out)
     }
 }
+
+/// Rows a trace's read decodes a batch (Parquet's default), fewer when
+/// they are too large for one array ([`TraceIndex::read_row_group`]).
+const READ_BATCH_ROWS: usize = 1024;
 
 /// Most rows a read may return, shared by the row groups it decodes at
 /// once: it fails as soon as they pass it, before holding more.
@@ -527,6 +583,11 @@ pub struct RowBudget(Arc<std::sync::atomic::AtomicUsize>, usize);
 impl RowBudget {
     pub fn new(max_rows: usize) -> Self {
         Self(Default::default(), max_rows)
+    }
+
+    /// Counts `rows` fewer: rows taken by a read that is made again.
+    pub fn give_back(&self, rows: usize) {
+        self.0.fetch_sub(rows, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Counts `rows` more; fails with `ResourcesExhausted` past the most.
@@ -1210,6 +1271,91 @@ mod tests {
             assert!((0..b.num_rows()).all(|r| attributes.value_length(r) == 0));
             assert_eq!(b.column_by_name("note").unwrap().null_count(), b.num_rows());
         }
+    }
+
+    /// A trace whose spans, a batch of [`READ_BATCH_ROWS`] together, hold
+    /// more of a column's values than one array can: 1,024 small spans,
+    /// then 1,100 of just over 2 MiB. The first batch is read; the second
+    /// fails; the row group is read again in batches of 512, and every
+    /// span and byte comes back, within a budget of exactly its spans.
+    #[tokio::test]
+    async fn a_trace_too_large_for_one_batch_is_read_in_smaller_ones() {
+        const SMALL: usize = READ_BATCH_ROWS;
+        const LARGE: usize = 1_100;
+        const NAME: usize = (2 << 20) + 1024;
+        let id = trace_id(0, 0);
+        let stored = Arc::new(Schema::new(schema().fields()[..3].to_vec()));
+        let batch = |rows: usize, name: &str| {
+            RecordBatch::try_new(
+                Arc::clone(&stored),
+                vec![
+                    Arc::new(BinaryArray::from_iter_values(std::iter::repeat_n(id, rows))),
+                    Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(
+                        trace_key(&id),
+                        rows,
+                    ))),
+                    Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                        name, rows,
+                    ))),
+                ],
+            )
+            .unwrap()
+        };
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(Default::default()))
+            .set_dictionary_enabled(false)
+            .build();
+        let mut bytes = Vec::new();
+        let mut writer =
+            ArrowWriter::try_new(&mut bytes, Arc::clone(&stored), Some(props)).unwrap();
+        writer.write(&batch(SMALL, "small")).unwrap();
+        // Two halves of 1.1 GiB each (one array holds at most 2 GiB).
+        let large = batch(LARGE / 2, &"n".repeat(NAME));
+        writer.write(&large).unwrap();
+        writer.write(&large).unwrap();
+        drop(large);
+        // One row group: its first batch is read whole before one fails.
+        assert_eq!(writer.close().unwrap().num_row_groups(), 1);
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let path = "date=2024-10-01/hour=05/part-large.parquet".to_string();
+        let size = bytes.len() as u64;
+        store
+            .put(&Location::from(path.as_str()), bytes.into())
+            .await
+            .unwrap();
+        let holder = Holder {
+            path,
+            file: Arc::new(IndexedFile::new(
+                size,
+                (20_000, 5),
+                vec![trace_key(&id)].into(),
+            )),
+        };
+        let index = Arc::new(TraceIndex::new(Arc::new(MetadataCache::new(
+            DEFAULT_METADATA_BUDGET,
+        ))));
+        let got = index
+            .read_traces(
+                &store,
+                &holder,
+                &[id],
+                &schema(),
+                &RowBudget::new(SMALL + LARGE),
+            )
+            .await
+            .unwrap();
+        assert_eq!(read(&got, &id), (SMALL + LARGE, vec![(20_000, 5)]));
+        let names: usize = got
+            .iter()
+            .map(|b| {
+                b.column_by_name("name")
+                    .unwrap()
+                    .as_string::<i32>()
+                    .values()
+                    .len()
+            })
+            .sum();
+        assert_eq!(names, SMALL * "small".len() + LARGE * NAME);
     }
 
     #[tokio::test]

@@ -433,3 +433,73 @@ async fn flags_beat_environment_beats_file() {
     let flag_over_env = TestServer::start_with_env(&data, &args, &env).await;
     assert_eq!(cap(flag_over_env).await, 3);
 }
+
+/// Rows whose attribute values pass, a batch together, what one array
+/// holds (32-bit offsets, 2 GiB): DataFusion reads 8,192 rows a batch, and
+/// 8,192 spans of 272 KiB in one column are 2.1 GiB. The query is run
+/// again in smaller batches and answers every row, exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_reads_rows_too_large_for_one_batch_in_smaller_ones() {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, BinaryArray, RecordBatch};
+    use tracelake_collector::metrics::Metrics;
+    use tracelake_collector::table::Table;
+    use tracelake_collector::writer::write_partition;
+    use tracelake_schema::otlp::{Acceptance, SpansBuilder};
+
+    const SPANS: usize = 512;
+    const COPIES: usize = 16;
+    const VALUE: usize = 272 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let start = crate::spans::now_nanos() - 60_000_000_000;
+    let value = "v".repeat(VALUE);
+    let spans = (0..SPANS as u64)
+        .map(|i| {
+            let mut s = span(TRACE, i + 1);
+            s.start_time_unix_nano = start + i;
+            s.end_time_unix_nano = start + i + 1_000;
+            s.attributes = vec![kv("request.body", &value)];
+            s
+        })
+        .collect();
+    let mut builder = SpansBuilder::with_capacity(SPANS);
+    builder.append_request(&request("uploads", spans), &Acceptance::ANY_TIME);
+    let batch = builder.finish();
+    // The copies share the values' buffers; each has span ids of its own.
+    let span_id = batch.schema().index_of("span_id").unwrap();
+    let batches: Vec<RecordBatch> = (0..COPIES as u64)
+        .map(|copy| {
+            let ids: Vec<[u8; 8]> = (0..SPANS as u64)
+                .map(|i| (copy * SPANS as u64 + i + 1).to_be_bytes())
+                .collect();
+            let mut columns = batch.columns().to_vec();
+            columns[span_id] = Arc::new(BinaryArray::from_iter_values(ids)) as ArrayRef;
+            RecordBatch::try_new(batch.schema(), columns).unwrap()
+        })
+        .collect();
+    let hours = (start / 3_600_000_000_000) as i32;
+    let file = write_partition((hours / 24, hours % 24), &batches).unwrap();
+    drop(batches);
+    let root = dir.path().join("tenants/default/spans");
+    let url = url::Url::from_directory_path(&root).unwrap();
+    let table = Table::open_or_create(&url, Arc::new(Metrics::default()))
+        .await
+        .unwrap();
+    let path = root.join(&file.path);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, file.bytes).unwrap();
+    table.commit(vec![file.add], 1).await.unwrap();
+    drop(table);
+
+    let server = TestServer::start(dir.path(), &["--query-timeout", "300s"]).await;
+    let (status, body) = server
+        .sql_response(
+            "SELECT count(DISTINCT span_id) AS spans, \
+             sum(length(span_attributes['request.body'])) AS bytes FROM spans",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"][0]["spans"], SPANS * COPIES, "{body}");
+    assert_eq!(body["rows"][0]["bytes"], SPANS * COPIES * VALUE, "{body}");
+}
