@@ -393,14 +393,17 @@ impl QueryEngine {
         max_rows: usize,
     ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
         loop {
-            let rows = df.task_ctx().session_config().batch_size();
-            match self.collect_once(df.clone(), max_rows).await {
-                Err(QueryError::RowsTooLarge(message)) if rows > 1 => {
+            match self.collect_once(&df, max_rows).await {
+                Err(QueryError::RowsTooLarge(message)) => {
+                    let (mut state, plan) = df.into_parts();
+                    let rows = state.config().batch_size();
+                    if rows == 1 {
+                        return Err(QueryError::RowsTooLarge(message));
+                    }
                     tracing::info!(
                         rows = rows / 2,
                         "a query run again in smaller batches: {message}"
                     );
-                    let (mut state, plan) = df.into_parts();
                     let config = state.config_mut();
                     config.options_mut().execution.batch_size =
                         ConfigNonZeroUsize::try_new(rows / 2)?;
@@ -422,7 +425,7 @@ impl QueryEngine {
     /// One run of [`QueryEngine::collect_at_most`].
     async fn collect_once(
         &self,
-        df: DataFrame,
+        df: &DataFrame,
         max_rows: usize,
     ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
         let scope = self.scope();
