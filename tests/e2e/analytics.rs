@@ -838,10 +838,8 @@ async fn flight_sql_answers_an_adbc_client() {
     for r in workload(20) {
         server.export(&r).await;
     }
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/flight_sql_client.py"
-    );
+    let script = crate::checkout("tests/python/flight_sql_client.py");
+    let script = script.to_str().unwrap();
     let uri = format!("grpc://{}", server.flight_sql);
     let out =
         crate::procs::json_output(tokio::process::Command::new(&python).args([script, &uri])).await;

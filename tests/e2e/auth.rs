@@ -478,7 +478,8 @@ async fn real_clients_send_their_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = tokens_file(dir.path());
     let server = start(&dir.path().join("data"), &tokens).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/auth_clients.py");
+    let script = crate::checkout("tests/python/auth_clients.py");
+    let script = script.to_str().unwrap();
     let out = crate::procs::json_output(tokio::process::Command::new(&python).args([
         script,
         &server.otlp_url(),

@@ -41,7 +41,8 @@ async fn another_delta_reader_reads_every_committed_span() {
     // SIGTERM commits everything buffered.
     server.terminate();
     let table = dir.path().join("tenants/default/spans");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/delta_reader.py");
+    let script = crate::checkout("tests/python/delta_reader.py");
+    let script = script.to_str().unwrap();
     let out = crate::procs::json_output(
         tokio::process::Command::new(&python)
             .arg(script)

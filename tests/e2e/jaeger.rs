@@ -469,10 +469,8 @@ async fn jaeger_clients_arrive_intact() {
     };
     let data = tempfile::tempdir().unwrap();
     let server = TestServer::start(data.path(), &[]).await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/jaeger_clients.py"
-    );
+    let script = crate::checkout("tests/python/jaeger_clients.py");
+    let script = script.to_str().unwrap();
     let ids = crate::procs::json_output(tokio::process::Command::new(&python).args([
         script,
         "127.0.0.1",
@@ -683,10 +681,8 @@ async fn jaeger_sdks_take_their_sampling_strategy_from_the_file() {
     let Some(python) = crate::server::python_with("jaeger_client", "jaeger-client") else {
         return;
     };
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/sampling_client.py"
-    );
+    let script = crate::checkout("tests/python/sampling_client.py");
+    let script = script.to_str().unwrap();
     let out = crate::procs::json_output(tokio::process::Command::new(&python).args([
         script,
         "127.0.0.1",
@@ -882,10 +878,8 @@ async fn adaptive_sampling_follows_the_stored_traffic() {
     let Some(python) = python_with("jaeger_client", "jaeger-client") else {
         return;
     };
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/sampling_client.py"
-    );
+    let script = crate::checkout("tests/python/sampling_client.py");
+    let script = script.to_str().unwrap();
     let out = crate::procs::json_output(tokio::process::Command::new(&python).args([
         script,
         "127.0.0.1",

@@ -89,7 +89,8 @@ async fn kafka_py(python: &str, broker: &Broker, args: &[&str]) -> Value {
 /// connection's settings (`KAFKA_TLS_CA_FILE`, `KAFKA_SASL_USERNAME` and
 /// `KAFKA_SASL_PASSWORD`: see the script).
 async fn kafka_py_at(python: &str, bootstrap: &str, envs: &[(&str, &str)], args: &[&str]) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/kafka_produce.py");
+    let script = crate::checkout("tests/python/kafka_produce.py");
+    let script = script.to_str().unwrap();
     let mut command = tokio::process::Command::new(python);
     command.arg(script).arg(bootstrap).args(args);
     command.envs(envs.iter().copied());

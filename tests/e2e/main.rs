@@ -36,3 +36,14 @@ mod traceql;
 mod upgrade;
 mod watch;
 mod zipkin;
+
+/// `path` in this checkout: under the directory `cargo test` names at run
+/// time, so that a test binary built in another checkout (cargo reuses
+/// artifacts across checkouts that share a target directory) reads this
+/// checkout's files; under the one it was built in otherwise.
+pub(crate) fn checkout(path: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join(path)
+}

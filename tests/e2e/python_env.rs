@@ -32,13 +32,8 @@ fn python_environment_is_exactly_the_pinned_requirements() {
         );
         return;
     };
-    let wanted = pins(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/requirements.txt"
-        ))
-        .unwrap(),
-    );
+    let wanted =
+        pins(&std::fs::read_to_string(crate::checkout("tests/python/requirements.txt")).unwrap());
     let out = std::process::Command::new(&python)
         .args([
             "-m",

@@ -87,7 +87,8 @@ impl Moto {
     }
 
     async fn bucket_with(&self, command: &str, bucket: &str, more: &[&str]) -> Vec<String> {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/s3_bucket.py");
+        let script = crate::checkout("tests/python/s3_bucket.py");
+        let script = script.to_str().unwrap();
         let out = procs::output(
             tokio::process::Command::new(&self.python)
                 .args([script, &self.endpoint, command, bucket])

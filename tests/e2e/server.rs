@@ -15,7 +15,7 @@ use crate::procs;
 /// `None` where that folder is absent: the test skips ([`crate::skip`];
 /// in CI it fails).
 pub(crate) fn fixtures() -> Option<std::path::PathBuf> {
-    let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures"));
+    let dir = crate::checkout("../shared/fixtures");
     if dir.is_dir() {
         Some(dir)
     } else {

@@ -71,7 +71,7 @@ fn a_skip_fails_in_ci_and_is_listed_elsewhere() {
 /// early in CI.
 #[test]
 fn no_test_skips_on_its_own() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e");
+    let dir = crate::checkout("tests/e2e");
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.file_name().unwrap() == "skip.rs" {

@@ -401,7 +401,8 @@ async fn python_clients(
          opentelemetry-exporter-otlp-proto-http",
     )
     .expect("checked by the caller");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/tls_clients.py");
+    let script = crate::checkout("tests/python/tls_clients.py");
+    let script = script.to_str().unwrap();
     let (cert, key) = match client {
         Some(name) => (
             pki.arg(&format!("{name}.pem")),

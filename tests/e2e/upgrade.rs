@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 use crate::server::TestServer;
 
-fn fixtures() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
+fn fixtures() -> std::path::PathBuf {
+    crate::checkout("tests/fixtures")
 }
 
 fn copy_dir(from: &Path, to: &Path) {

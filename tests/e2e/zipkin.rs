@@ -201,10 +201,8 @@ async fn real_zipkin_clients_arrive_intact() {
     };
     let data = tempfile::tempdir().unwrap();
     let server = TestServer::start(data.path(), &[]).await;
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/zipkin_clients.py"
-    );
+    let script = crate::checkout("tests/python/zipkin_clients.py");
+    let script = script.to_str().unwrap();
     let ids = crate::procs::json_output(
         tokio::process::Command::new(&python).args([script, &format!("http://{}", server.zipkin)]),
     )

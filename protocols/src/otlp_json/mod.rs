@@ -33,7 +33,12 @@ pub fn camel_case(key: &str) -> String {
 /// skips with a message, except under `CI`, which always has them.
 #[cfg(test)]
 pub(crate) fn shared_otlp_samples() -> Vec<(&'static str, Vec<u8>)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+    // The directory `cargo test` names at run time: a test binary built in
+    // another checkout (a shared target directory) reads this one's.
+    let dir = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../shared/fixtures");
     if !dir.is_dir() {
         assert!(
             std::env::var_os("CI").is_none(),
