@@ -547,7 +547,12 @@ impl FileBatches {
 /// an Arrow error.
 fn overflowed(e: &parquet::errors::ParquetError) -> bool {
     use parquet::errors::ParquetError;
-    matches!(e, ParquetError::General(m) | ParquetError::ArrowError(m) if m.contains("overflow"))
+    matches!(
+        e,
+        ParquetError::General(m) | ParquetError::ArrowError(m)
+            if m.contains("index overflow decoding byte array")
+                || m.contains("would overflow list array")
+    )
 }
 
 /// One input being read in order.

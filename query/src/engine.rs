@@ -103,11 +103,16 @@ impl From<DataFusionError> for QueryError {
 /// Whether `e` is the failure of an array whose 32-bit offsets could not
 /// address a batch's values: Parquet's reader decoding a column's values
 /// ("index overflow decoding byte array", "offset ... would overflow list
-/// array", which arrive as an Arrow error's text) or Arrow copying rows
-/// (`OffsetOverflowError`). Their text is the one thing that tells.
+/// array", which arrive as an Arrow error's text), or Arrow copying rows
+/// (`OffsetOverflowError`; "offset overflow: data exceeds the capacity of
+/// the offset type" for maps, lists and structs). Their text is the one
+/// thing that tells (not Parquet's "integer overflow decoding thrift
+/// value", a corrupt page header).
 pub(crate) fn too_large_for_one_array(e: &DataFusionError) -> bool {
     use datafusion::parquet::errors::ParquetError;
-    let overflow = |m: &str| m.contains("overflow decoding") || m.contains("overflow list array");
+    let overflow = |m: &str| {
+        m.contains("index overflow decoding byte array") || m.contains("would overflow list array")
+    };
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(error) = cause {
         let found = match (
@@ -115,6 +120,7 @@ pub(crate) fn too_large_for_one_array(e: &DataFusionError) -> bool {
             error.downcast_ref::<ParquetError>(),
         ) {
             (Some(ArrowError::OffsetOverflowError(_)), _) => true,
+            (Some(ArrowError::InvalidArgumentError(m)), _) => m.starts_with("offset overflow"),
             (Some(ArrowError::ParquetError(m)), _) => overflow(m),
             (_, Some(ParquetError::General(m) | ParquetError::ArrowError(m))) => overflow(m),
             _ => false,
@@ -392,8 +398,10 @@ impl QueryEngine {
         mut df: DataFrame,
         max_rows: usize,
     ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
+        let scope = self.scope();
         loop {
-            match self.collect_once(&df, max_rows).await {
+            let noted = scope.warning_count();
+            match self.collect_once(&scope, &df, max_rows).await {
                 Err(QueryError::RowsTooLarge(message)) => {
                     let (mut state, plan) = df.into_parts();
                     let rows = state.config().batch_size();
@@ -404,6 +412,10 @@ impl QueryEngine {
                         rows = rows / 2,
                         "a query run again in smaller batches: {message}"
                     );
+                    self.executor.count_rerun();
+                    // What the failed run noted (an ingest node that did
+                    // not answer) is noted again, or not, by the next.
+                    scope.keep_warnings(noted);
                     let config = state.config_mut();
                     config.options_mut().execution.batch_size =
                         ConfigNonZeroUsize::try_new(rows / 2)?;
@@ -425,17 +437,17 @@ impl QueryEngine {
     /// One run of [`QueryEngine::collect_at_most`].
     async fn collect_once(
         &self,
+        scope: &Arc<Scope>,
         df: &DataFrame,
         max_rows: usize,
     ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
-        let scope = self.scope();
         // The interruptible nodes stop a running plan; the bound covers the
         // waits between batches (I/O, planning).
         scope
             .bound(async {
                 let task_ctx = Arc::new(df.task_ctx());
                 let plan = df.create_physical_plan().await?;
-                let plan = interruptible(plan, &scope)?;
+                let plan = interruptible(plan, scope)?;
                 let mut stream: SendableRecordBatchStream = execute_stream(plan, task_ctx)?;
                 let schema = stream.schema();
                 let mut batches = Vec::new();
@@ -556,6 +568,11 @@ mod tests {
                 "offset of 2147483650 would overflow list array".into(),
             ))),
             arrow(ArrowError::OffsetOverflowError(2_147_483_648)),
+            arrow(ArrowError::InvalidArgumentError(
+                "offset overflow: data exceeds the capacity of the offset type. \
+                 Try splitting into smaller batches or using a larger type"
+                    .into(),
+            )),
             arrow(ArrowError::ExternalError(Box::new(
                 ParquetError::ArrowError(decoding.into()),
             ))),
@@ -571,6 +588,13 @@ mod tests {
         let other = [
             arrow(ArrowError::ArithmeticOverflow("1 + i64::MAX".into())),
             arrow(ArrowError::ParquetError("Parquet error: EOF".into())),
+            // A corrupt page header.
+            DataFusionError::ParquetError(Box::new(ParquetError::General(
+                "integer overflow decoding thrift value".into(),
+            ))),
+            arrow(ArrowError::InvalidArgumentError(
+                "column count mismatch".into(),
+            )),
             DataFusionError::Execution("Overflow happened on: 1 * 2".into()),
         ];
         for e in other {

@@ -152,6 +152,17 @@ impl Scope {
         self.warnings.lock().clone()
     }
 
+    /// How many warnings are noted, to [`Scope::keep_warnings`] when what
+    /// noted the later ones is done again.
+    pub(crate) fn warning_count(&self) -> usize {
+        self.warnings.lock().len()
+    }
+
+    /// Forgets the warnings noted after the first `count`.
+    pub(crate) fn keep_warnings(&self, count: usize) {
+        self.warnings.lock().truncate(count);
+    }
+
     /// The scope of the request being run, or a fresh one with `timeout`
     /// for code run outside the executor (tests, tools).
     pub fn current_or(timeout: Duration) -> Arc<Scope> {
@@ -232,6 +243,8 @@ struct Metrics {
     rejected: Family<ClassLabel, Counter>,
     cancelled: Family<ClassLabel, Counter>,
     timed_out: Family<ClassLabel, Counter>,
+    /// Queries run again in batches of fewer rows.
+    rerun: Counter,
 }
 
 /// The query runtime and its admission control.
@@ -338,6 +351,17 @@ impl Executor {
             "Requests stopped at the query time limit",
             m.timed_out.clone(),
         );
+        registry.register(
+            "tracelake_queries_rerun_smaller_batches",
+            "Queries run again in batches of fewer rows, as a batch's values of a column \
+             were more than one array holds",
+            m.rerun.clone(),
+        );
+    }
+
+    /// Counts a query run again in smaller batches.
+    pub(crate) fn count_rerun(&self) {
+        self.metrics.rerun.inc();
     }
 
     /// Runs `work` on the query runtime under admission control and one

@@ -85,6 +85,10 @@ pub async fn fetch_columns(
             .await
             .map_err(|e| match e {
                 DataFusionError::ResourcesExhausted(_) => QueryError::TooManyRows(most),
+                // Read a row a batch already: a query would fail the same.
+                e if crate::engine::too_large_for_one_array(&e) => {
+                    QueryError::RowsTooLarge(e.strip_backtrace())
+                }
                 e => QueryError::Internal(format!("direct trace read failed: {e}")),
             })
     };
@@ -98,14 +102,18 @@ pub async fn fetch_columns(
 }
 
 /// Whether a failed direct read is retried as a query: in release builds,
-/// unless the request's time ran out, its client left or the traces have
-/// more spans than it may return. In debug builds (the tests) never: a
+/// unless the request's time ran out, its client left, the traces have
+/// more spans than it may return or their rows are too large to read even
+/// one a batch. In debug builds (the tests) never: a
 /// failed direct read is a bug the tests must see.
 fn falls_back(error: &QueryError, debug: bool) -> bool {
     !debug
         && !matches!(
             error,
-            QueryError::Timeout(_) | QueryError::Cancelled | QueryError::TooManyRows(_)
+            QueryError::Timeout(_)
+                | QueryError::Cancelled
+                | QueryError::TooManyRows(_)
+                | QueryError::RowsTooLarge(_)
         )
 }
 
@@ -430,6 +438,9 @@ mod tests {
         let late = QueryError::Timeout(Duration::from_secs(1));
         assert!(!falls_back(&late, false));
         assert!(!falls_back(&QueryError::Cancelled, false));
+        // Rows too large for a read of one a batch are as large for a query.
+        let large = QueryError::RowsTooLarge("index overflow decoding byte array".into());
+        assert!(!falls_back(&large, false));
     }
 
     #[test]

@@ -502,4 +502,10 @@ async fn sql_reads_rows_too_large_for_one_batch_in_smaller_ones() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["rows"][0]["spans"], SPANS * COPIES, "{body}");
     assert_eq!(body["rows"][0]["bytes"], SPANS * COPIES * VALUE, "{body}");
+    // Once, in batches of 4,096 rows.
+    let reruns = metric(
+        &server.metrics().await,
+        "tracelake_queries_rerun_smaller_batches_total",
+    );
+    assert_eq!(reruns, 1.0);
 }
