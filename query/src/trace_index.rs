@@ -1122,6 +1122,24 @@ mod tests {
         }
     }
 
+    /// An in-memory store holding `bytes` as the file `part-{name}` of one
+    /// trace, `id`, and the file as the index knows it.
+    async fn one_file(name: &str, bytes: Vec<u8>, id: &[u8; 16]) -> (Arc<dyn ObjectStore>, Holder) {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let path = format!("date=2024-10-01/hour=05/part-{name}.parquet");
+        let size = bytes.len() as u64;
+        store
+            .put(&Location::from(path.as_str()), bytes.into())
+            .await
+            .unwrap();
+        let file = IndexedFile::new(size, (20_000, 5), vec![trace_key(id)].into());
+        let holder = Holder {
+            path,
+            file: Arc::new(file),
+        };
+        (store, holder)
+    }
+
     /// `files` data files in a counting store, as the index's holders.
     async fn stored(files: u8) -> (Arc<Counting>, Vec<Holder>, usize) {
         let store = Arc::new(Counting::default());
@@ -1230,21 +1248,7 @@ mod tests {
         let mut writer = ArrowWriter::try_new(&mut bytes, stored, Some(props)).unwrap();
         writer.write(&batch).unwrap();
         writer.close().unwrap();
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let path = "date=2024-10-01/hour=05/part-empty.parquet".to_string();
-        let size = bytes.len() as u64;
-        store
-            .put(&Location::from(path.as_str()), bytes.into())
-            .await
-            .unwrap();
-        let holder = Holder {
-            path,
-            file: Arc::new(IndexedFile::new(
-                size,
-                (20_000, 5),
-                vec![trace_key(&id)].into(),
-            )),
-        };
+        let (store, holder) = one_file("empty", bytes, &id).await;
         let schema = Arc::new(Schema::new(vec![
             Field::new(TRACE_ID, DataType::Binary, false),
             Field::new(TRACE_KEY, DataType::Int64, false),
@@ -1316,21 +1320,7 @@ mod tests {
         drop(large);
         // One row group: its first batch is read whole before one fails.
         assert_eq!(writer.close().unwrap().num_row_groups(), 1);
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let path = "date=2024-10-01/hour=05/part-large.parquet".to_string();
-        let size = bytes.len() as u64;
-        store
-            .put(&Location::from(path.as_str()), bytes.into())
-            .await
-            .unwrap();
-        let holder = Holder {
-            path,
-            file: Arc::new(IndexedFile::new(
-                size,
-                (20_000, 5),
-                vec![trace_key(&id)].into(),
-            )),
-        };
+        let (store, holder) = one_file("large", bytes, &id).await;
         let index = Arc::new(TraceIndex::new(Arc::new(MetadataCache::new(
             DEFAULT_METADATA_BUDGET,
         ))));
