@@ -541,17 +541,14 @@ impl FileBatches {
     }
 }
 
-/// Whether the reader failed for a batch too large for one array: its
-/// message ("index overflow decoding byte array", "offset ... would
-/// overflow list array"), the one thing that tells, as is or wrapped in
-/// an Arrow error.
+/// Whether the reader failed for a batch too large for one array
+/// ([`tracelake_schema::spans::batch_too_large_for_one_array`]).
 fn overflowed(e: &parquet::errors::ParquetError) -> bool {
     use parquet::errors::ParquetError;
     matches!(
         e,
         ParquetError::General(m) | ParquetError::ArrowError(m)
-            if m.contains("index overflow decoding byte array")
-                || m.contains("would overflow list array")
+            if tracelake_schema::spans::batch_too_large_for_one_array(m)
     )
 }
 

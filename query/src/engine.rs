@@ -102,17 +102,12 @@ impl From<DataFusionError> for QueryError {
 
 /// Whether `e` is the failure of an array whose 32-bit offsets could not
 /// address a batch's values: Parquet's reader decoding a column's values
-/// ("index overflow decoding byte array", "offset ... would overflow list
-/// array", which arrive as an Arrow error's text), or Arrow copying rows
-/// (`OffsetOverflowError`; "offset overflow: data exceeds the capacity of
-/// the offset type" for maps, lists and structs). Their text is the one
-/// thing that tells (not Parquet's "integer overflow decoding thrift
-/// value", a corrupt page header).
+/// ([`batch_too_large_for_one_array`], also as an Arrow error's text), or
+/// Arrow copying rows (`OffsetOverflowError`; "offset overflow: data
+/// exceeds the capacity of the offset type" for maps, lists and structs).
 pub(crate) fn too_large_for_one_array(e: &DataFusionError) -> bool {
     use datafusion::parquet::errors::ParquetError;
-    let overflow = |m: &str| {
-        m.contains("index overflow decoding byte array") || m.contains("would overflow list array")
-    };
+    use tracelake_schema::spans::batch_too_large_for_one_array as overflow;
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(error) = cause {
         let found = match (

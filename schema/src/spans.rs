@@ -565,6 +565,18 @@ pub fn partition_of(start_time_unix_nano: i64) -> (i32, i32) {
     (hours.div_euclid(24) as i32, hours.rem_euclid(24) as i32)
 }
 
+/// Whether Parquet's reader failed because a batch's values of one column
+/// (strings, binaries, list entries) pass what one array's 32-bit offsets
+/// address, 2 GiB: `message` is the reader's error text ("index overflow
+/// decoding byte array", "offset ... would overflow list array"), as is or
+/// inside an Arrow error's. Fewer rows a batch then read the file; the
+/// text is the one thing that tells (not "integer overflow decoding thrift
+/// value", a corrupt page header).
+pub fn batch_too_large_for_one_array(message: &str) -> bool {
+    message.contains("index overflow decoding byte array")
+        || message.contains("would overflow list array")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

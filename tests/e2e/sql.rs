@@ -478,8 +478,8 @@ async fn sql_reads_rows_too_large_for_one_batch_in_smaller_ones() {
             RecordBatch::try_new(batch.schema(), columns).unwrap()
         })
         .collect();
-    let hours = (start / 3_600_000_000_000) as i32;
-    let file = write_partition((hours / 24, hours % 24), &batches).unwrap();
+    let partition = tracelake_schema::spans::partition_of(start as i64);
+    let file = write_partition(partition, &batches).unwrap();
     drop(batches);
     let root = dir.path().join("tenants/default/spans");
     let url = url::Url::from_directory_path(&root).unwrap();
