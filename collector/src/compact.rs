@@ -11,9 +11,11 @@
 //! a row group at a time, rows are interleaved in key order into batches and
 //! written to the output, which rolls over to a new file at
 //! [`CompactionConfig::target_file_bytes`], always between two traces. At
-//! most [`MAX_INPUTS`] files are merged at once: a partition with more is
-//! first merged in groups (whose outputs are again single generations), so
-//! memory stays bounded by the inputs' row groups, never by the partition.
+//! most [`MAX_INPUTS`] files are merged at once, so memory stays bounded
+//! by the inputs' row groups, never by the partition: a partition with
+//! more is first merged in part, the smallest files into one, as few as
+//! leave it exactly one full merge of `MAX_INPUTS` at a time
+//! ([`job_inputs`]), so that the fewest rows are written twice.
 //!
 //! The outputs replace the inputs in one Delta commit (`Remove` + `Add` with
 //! `dataChange: false`, operation `OPTIMIZE`), taken between flushes, so a
@@ -223,11 +225,12 @@ impl Compactor {
             if generations(&files) < 2 {
                 continue;
             }
-            let full = files.len() <= MAX_INPUTS;
+            let inputs = job_inputs(files.len(), MAX_INPUTS);
+            let full = inputs == files.len();
             if !full {
                 // Merge the smallest first: they are the flushed files.
                 files.sort_by_key(|f| f.size);
-                files.truncate(MAX_INPUTS);
+                files.truncate(inputs);
             }
             return Ok(Some((files, full)));
         }
@@ -256,9 +259,12 @@ impl Compactor {
         };
         let mut out: Option<Output> = None;
         loop {
+            // A partial merge writes one file, whatever its size: the
+            // full merge rewrites it, and the next job's inputs are then
+            // exactly those `job_inputs` counted on.
             if let Some(o) = out
                 .as_mut()
-                .filter(|o| o.size() >= self.config.target_file_bytes)
+                .filter(|o| full && o.size() >= self.config.target_file_bytes)
             {
                 // Full: finish the trace key being written, then start anew.
                 if let Some(batches) = merge.take(true).await? {
@@ -378,6 +384,27 @@ fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// How many of a partition's `files` its next job merges, at most
+/// `max_inputs` at once: all of them when they fit in one job; otherwise
+/// the fewest of the smallest that leave a number of files which jobs of
+/// `max_inputs` bring down to exactly one full job.
+///
+/// Every merge before the last rewrites its inputs once more, so the
+/// order that rewrites the fewest rows is Huffman's for trees of
+/// `max_inputs` children: one first merge of
+/// `(files - 2) % (max_inputs - 1) + 2` files, then merges of
+/// `max_inputs`, always of the smallest files. Merging `max_inputs` first instead wrote the rows of an hour of
+/// 70 flushed files 1.85 times; this writes them 1.38 times (BENCHMARKS.md,
+/// "Compaction's partial merges").
+fn job_inputs(files: usize, max_inputs: usize) -> usize {
+    debug_assert!(max_inputs >= 2);
+    if files <= max_inputs {
+        files
+    } else {
+        (files - 2) % (max_inputs - 1) + 2
+    }
 }
 
 /// The job id of a file written by a full compaction.
@@ -998,9 +1025,16 @@ mod tests {
         );
 
         let reports = collector.compact().await.unwrap();
-        // A partial merge of the smallest MAX_INPUTS files, then the rest.
-        assert!(reports.len() >= 2, "{reports:?}");
-        assert_eq!(reports[0].files_in, MAX_INPUTS);
+        // A partial merge of the 9 smallest files into one, which leaves
+        // exactly MAX_INPUTS for the full merge: each row is written at
+        // most twice, and only 9 of the 40 flushes' rows are.
+        let spans_per_flush = 100 * 3;
+        assert_eq!(reports.len(), 2, "{reports:?}");
+        assert_eq!(reports[0].files_in, 9);
+        assert_eq!(reports[0].files_out, 1, "{reports:?}");
+        assert_eq!(reports[0].rows, 9 * spans_per_flush);
+        assert_eq!(reports[1].files_in, MAX_INPUTS);
+        assert_eq!(reports[1].rows, flushes * spans_per_flush);
         assert!(reports.iter().all(|r| r.committed));
         let files = collector.table.files().await.unwrap();
         assert_eq!(generations(&files), 1, "{files:?}");
@@ -1321,6 +1355,76 @@ mod tests {
         // Every row once, in the file's order.
         assert_eq!(values, 4_096 * 16 + 4_200 * value_bytes);
         assert!(merged == stored, "rows lost, repeated or out of order");
+    }
+
+    /// Rows a partition's compaction writes when every job merges
+    /// `job_inputs` of the smallest files: the partial merges' inputs, and
+    /// then every row once more in the full merge.
+    fn rows_written(mut files: Vec<u64>, max_inputs: usize) -> u64 {
+        let mut written = 0;
+        loop {
+            let n = job_inputs(files.len(), max_inputs);
+            files.sort_unstable();
+            let merged: u64 = files.drain(..n).sum();
+            written += merged;
+            if files.is_empty() {
+                return written;
+            }
+            files.push(merged);
+        }
+    }
+
+    /// The fewest rows any order of merges of at most `max_inputs` files
+    /// writes, by trying every one.
+    fn fewest_rows_written(files: &[u64], max_inputs: usize) -> u64 {
+        if files.len() <= max_inputs {
+            return files.iter().sum();
+        }
+        let mut best = u64::MAX;
+        for mask in 0u32..(1 << files.len()) {
+            let picked = mask.count_ones() as usize;
+            if picked < 2 || picked > max_inputs {
+                continue;
+            }
+            let (merged, mut rest): (Vec<u64>, Vec<u64>) = (0..files.len())
+                .map(|i| (mask >> i & 1 == 1, files[i]))
+                .fold((Vec::new(), Vec::new()), |(mut m, mut r), (take, f)| {
+                    if take {
+                        m.push(f)
+                    } else {
+                        r.push(f)
+                    }
+                    (m, r)
+                });
+            let sum: u64 = merged.iter().sum();
+            rest.push(sum);
+            best = best.min(sum + fewest_rows_written(&rest, max_inputs));
+        }
+        best
+    }
+
+    #[test]
+    fn jobs_rewrite_the_fewest_rows_that_any_order_of_merges_does() {
+        for max_inputs in 2..=4 {
+            for n in 1..=8u64 {
+                let equal = vec![100; n as usize];
+                let uneven: Vec<u64> = (1..=n).map(|i| i * i * 7 % 23 + 1).collect();
+                for files in [equal, uneven] {
+                    assert_eq!(
+                        rows_written(files.clone(), max_inputs),
+                        fewest_rows_written(&files, max_inputs),
+                        "{files:?}, {max_inputs} at once"
+                    );
+                }
+            }
+        }
+        // Merging MAX_INPUTS first rewrote the 33 files of an hour almost
+        // twice; now the two smallest are merged, then the 32 files left.
+        assert_eq!(job_inputs(33, MAX_INPUTS), 2);
+        assert_eq!(rows_written(vec![1; 33], MAX_INPUTS), 2 + 33);
+        assert_eq!(job_inputs(32, MAX_INPUTS), 32);
+        // 71 files: 9, then 32 flushed files, then the 32 left.
+        assert_eq!(rows_written(vec![1; 71], MAX_INPUTS), 9 + 32 + 71);
     }
 
     #[test]
