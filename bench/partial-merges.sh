@@ -10,9 +10,10 @@
 #   bench/partial-merges.sh BASELINE_BIN_DIR NEW_BIN_DIR [SPANS] [ROUNDS]
 #
 # Each directory holds a release `tracelake`; the driver is NEW_BIN_DIR's
-# `tracelake-bench`. SPANS defaults to 15000000 (71 flushed files on the
+# `tracelake-bench`. SPANS defaults to 15000000 (70 flushed files on the
 # project's machine), ROUNDS to 2. Needs curl and python3; about 2 GB of
-# disk under $TMPDIR.
+# disk under $TMPDIR. The spans must fall in one hour: a run whose spans
+# cross an hour's end stops after 30 minutes with the server's log.
 set -euo pipefail
 baseline=$1
 new=$2
@@ -46,7 +47,11 @@ for round in $(seq "$rounds"); do
     server_pid=$launched_pid
     cpu0=$(awk '{ print $14 + $15 }' "/proc/$server_pid/stat")
     # The hour is compacted when a job has merged all of its rows.
-    until grep -q "compaction job .* rows=$acked " "$log"; do sleep 0.5; done
+    for _ in $(seq 3600); do
+      grep -q "compaction job .* rows=$acked " "$log" && break
+      sleep 0.5
+    done
+    grep -q "compaction job .* rows=$acked " "$log" || { cat "$log" >&2; exit 1; }
     cpu1=$(awk '{ print $14 + $15 }' "/proc/$server_pid/stat")
     echo "{\"build\":\"$build\",\"round\":$round,\"rows_written\":$(metric tracelake_compaction_rows_total),\"jobs\":$(metric tracelake_compaction_seconds_count),\"job_seconds\":$(metric tracelake_compaction_seconds_sum),\"cpu_seconds\":$(((cpu1 - cpu0) / 100))}"
     stop

@@ -14,8 +14,8 @@
 //! most [`MAX_INPUTS`] files are merged at once, so memory stays bounded
 //! by the inputs' row groups, never by the partition: a partition with
 //! more is first merged in part, the smallest files into one, as few as
-//! leave it exactly one full merge of `MAX_INPUTS` at a time
-//! ([`job_inputs`]), so that the fewest rows are written twice.
+//! leave it whole merges of `MAX_INPUTS` (`job_inputs`), so that rows
+//! are written again as few times as any order of merges allows.
 //!
 //! The outputs replace the inputs in one Delta commit (`Remove` + `Add` with
 //! `dataChange: false`, operation `OPTIMIZE`), taken between flushes, so a
@@ -88,7 +88,8 @@ pub struct CompactionConfig {
     /// A partition is compacted once its hour ended this long ago, so late
     /// spans have settled.
     pub delay: Duration,
-    /// Size at which a compacted file is closed and the next one started.
+    /// Size at which a compacted file is closed and the next one started
+    /// (a partial merge's, [`MAX_INPUTS`] times this).
     pub target_file_bytes: u64,
     /// Nice value of the compaction thread (0 keeps the server's), so that
     /// ingest wins the CPU when both want it, applied by `lower_priority`
@@ -259,13 +260,18 @@ impl Compactor {
         };
         let mut out: Option<Output> = None;
         loop {
-            // A partial merge writes one file, whatever its size: the
-            // full merge rewrites it, and the next job's inputs are then
-            // exactly those `job_inputs` counted on.
-            if let Some(o) = out
-                .as_mut()
-                .filter(|o| full && o.size() >= self.config.target_file_bytes)
-            {
+            // A partial merge writes one file up to what a full merge of
+            // MAX_INPUTS files of the target size writes: the full merge
+            // rewrites it, and the next job's inputs are then those
+            // `job_inputs` counted on (it counts again at every job).
+            let limit = if full {
+                self.config.target_file_bytes
+            } else {
+                self.config
+                    .target_file_bytes
+                    .saturating_mul(MAX_INPUTS as u64)
+            };
+            if let Some(o) = out.as_mut().filter(|o| o.size() >= limit) {
                 // Full: finish the trace key being written, then start anew.
                 if let Some(batches) = merge.take(true).await? {
                     report.rows += o.write_all(&batches).await?;
@@ -395,9 +401,10 @@ fn now_ns() -> i64 {
 /// order that rewrites the fewest rows is Huffman's for trees of
 /// `max_inputs` children: one first merge of
 /// `(files - 2) % (max_inputs - 1) + 2` files, then merges of
-/// `max_inputs`, always of the smallest files. Merging `max_inputs` first instead wrote the rows of an hour of
-/// 70 flushed files 1.85 times; this writes them 1.38 times (BENCHMARKS.md,
-/// "Compaction's partial merges").
+/// `max_inputs`, always of the smallest files. Merging `max_inputs`
+/// first instead wrote the rows of an hour of 70 flushed files 1.85
+/// times; this writes them 1.38 times (BENCHMARKS.md, "Compaction's
+/// partial merges").
 fn job_inputs(files: usize, max_inputs: usize) -> usize {
     debug_assert!(max_inputs >= 2);
     if files <= max_inputs {
@@ -968,6 +975,25 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn more_files_than_one_job_merges_into_one_generation_of_disjoint_files() {
+        // The first job's 9 files (about 80 KB compacted) fit in one
+        // partial file of up to 32 x 20,000 bytes.
+        let reports = merge_forty_flushes(20_000).await;
+        assert_eq!(reports.len(), 2, "{reports:?}");
+        assert_eq!(reports[0].files_out, 1, "{reports:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partial_merge_rolls_over_at_max_inputs_times_the_target_size() {
+        // Up to 32 x 1,000 bytes a partial file: the 9 files' rows take
+        // several, and the next job counts the files again.
+        let reports = merge_forty_flushes(1_000).await;
+        assert!(reports[0].files_out >= 2, "{reports:?}");
+        assert_eq!(reports.len(), 3, "{reports:?}");
+    }
+
+    /// Compacts a closed hour of 40 flushed files into files of
+    /// `target_file_bytes`, checks the result, and returns the jobs.
+    async fn merge_forty_flushes(target_file_bytes: u64) -> Vec<JobReport> {
         let dir = tempfile::tempdir().unwrap();
         let table_dir = dir.path().join("table");
         let config = CollectorConfig {
@@ -989,7 +1015,7 @@ mod tests {
                 check_every: Duration::from_secs(3600),
                 delay: Duration::ZERO,
                 // Small: the final merge rolls over to several files.
-                target_file_bytes: 20_000,
+                target_file_bytes,
                 nice: 0,
                 lower_priority: |_| {},
             },
@@ -1025,16 +1051,15 @@ mod tests {
         );
 
         let reports = collector.compact().await.unwrap();
-        // A partial merge of the 9 smallest files into one, which leaves
-        // exactly MAX_INPUTS for the full merge: each row is written at
-        // most twice, and only 9 of the 40 flushes' rows are.
+        // A partial merge of the 9 smallest files, which (written as one
+        // file) leaves exactly MAX_INPUTS for the full merge: only 9 of the
+        // 40 flushes' rows are written twice.
         let spans_per_flush = 100 * 3;
-        assert_eq!(reports.len(), 2, "{reports:?}");
         assert_eq!(reports[0].files_in, 9);
-        assert_eq!(reports[0].files_out, 1, "{reports:?}");
         assert_eq!(reports[0].rows, 9 * spans_per_flush);
-        assert_eq!(reports[1].files_in, MAX_INPUTS);
-        assert_eq!(reports[1].rows, flushes * spans_per_flush);
+        let last = reports.last().unwrap();
+        assert_eq!(last.files_in, MAX_INPUTS, "{reports:?}");
+        assert_eq!(last.rows, flushes * spans_per_flush);
         assert!(reports.iter().all(|r| r.committed));
         let files = collector.table.files().await.unwrap();
         assert_eq!(generations(&files), 1, "{files:?}");
@@ -1107,6 +1132,7 @@ mod tests {
             ));
         }
         collector.shutdown().await;
+        reports
     }
 
     /// Each leaf column's compression in every row group of a file.
