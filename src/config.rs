@@ -263,7 +263,8 @@ settings! {
     compaction_interval: String, env = "TRACELAKE_COMPACTION_INTERVAL", default = "1m";
     /// Compact an hour partition once its hour ended this long ago
     compaction_delay: String, env = "TRACELAKE_COMPACTION_DELAY", default = "10m";
-    /// Size of a compacted file
+    /// Size of a compacted file (an hour of more than 32 files first
+    /// merges its smallest into one of up to 32 times this)
     compaction_target_bytes: u64, env = "TRACELAKE_COMPACTION_TARGET_BYTES", default = "268435456";
     /// Nice value of the compaction thread, so that ingest wins the CPU
     /// when both want it; 0 keeps the server's priority
