@@ -33,6 +33,7 @@ use arrow::compute::{SortColumn, lexsort_to_indices};
 use arrow::datatypes::{Int64Type, Schema, SchemaRef};
 use chrono::NaiveDate;
 use deltalake::kernel::Add;
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, compute_leaves};
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
@@ -246,6 +247,19 @@ pub(crate) fn holds_values(array: &dyn Array) -> bool {
 /// stored schema (their layout's); the file has its columns but the
 /// partition columns.
 pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<DataFile> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_FLUSH_THREADS);
+    write_partition_on(key, batches, threads)
+}
+
+/// [`write_partition`], each row group's columns encoded on up to
+/// `threads` threads ([`encode_columns`]).
+fn write_partition_on(
+    key: PartitionKey,
+    batches: &[RecordBatch],
+    threads: usize,
+) -> Result<DataFile> {
     let rows = batches.iter().map(RecordBatch::num_rows).sum();
     let order = sort_order(batches)?;
     let stored = batches
@@ -271,8 +285,15 @@ pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<Dat
         .filter(|(arrays, _)| !arrays.iter().flatten().any(|a| holds_values(*a)))
         .map(|(_, field)| field.name().clone())
         .collect();
+    // The file's statistics and trace keys do not depend on the order.
+    let mut stats = Stats::default();
+    let mut keys = KeysBuilder::new();
+    for batch in batches {
+        stats.update(batch);
+        keys.extend(batch_keys(batch)?);
+    }
     let mut bytes = Vec::with_capacity(rows * 64);
-    let mut writer = ArrowWriter::try_new(
+    let (mut file, row_groups) = ArrowWriter::try_new(
         &mut bytes,
         std::sync::Arc::clone(&schema),
         Some(writer_properties(
@@ -281,28 +302,28 @@ pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<Dat
             FLUSH_ZSTD_LEVEL,
             &empty,
         )),
-    )?;
-    let mut stats = Stats::default();
-    let mut keys = KeysBuilder::new();
-    let mut sorted = |rows: &[(usize, usize)]| {
-        let columns = inputs
-            .iter()
-            .zip(schema.fields())
-            .map(|(arrays, field)| match arrays {
-                Some(arrays) => arrow::compute::interleave(arrays, rows),
-                None => Ok(arrow::array::new_null_array(field.data_type(), rows.len())),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        RecordBatch::try_new(std::sync::Arc::clone(&schema), columns)
-    };
-    for chunk in order.chunks(FLUSH_ROW_GROUP_ROWS) {
-        for batch in interleave_in_batches(chunk, &mut sorted)? {
-            stats.update(&batch);
-            keys.extend(batch_keys(&batch)?);
-            writer.write(&batch)?;
-        }
+    )?
+    .into_serialized_writer()?;
+    // Each column's leaf writers, by the position of its field.
+    let parquet_schema = file.schema_descr();
+    let mut roots = vec![0; schema.fields().len()];
+    for leaf in 0..parquet_schema.num_columns() {
+        roots[parquet_schema.get_column_root_idx(leaf)] += 1;
     }
-    writer.close()?;
+    for (index, chunk) in order.chunks(FLUSH_ROW_GROUP_ROWS).enumerate() {
+        let mut writers = row_groups.create_column_writers(index)?.into_iter();
+        let columns: Vec<ColumnJob> = roots
+            .iter()
+            .map(|&leaves| ColumnJob::new(writers.by_ref().take(leaves).collect()))
+            .collect();
+        let chunks = encode_columns(&schema, &inputs, chunk, columns, threads)?;
+        let mut row_group = file.next_row_group()?;
+        for chunk in chunks {
+            chunk.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
+    }
+    file.close()?;
 
     let (date, hour) = key;
     let path = data_file_path(&partition_date(date), hour);
@@ -316,6 +337,103 @@ pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<Dat
     })
 }
 
+/// Most threads that encode one flushed row group's columns.
+const MAX_FLUSH_THREADS: usize = 8;
+
+/// One column of a row group to encode: its leaf writers, until encoded,
+/// then what they wrote.
+struct ColumnJob(parking_lot::Mutex<ColumnState>);
+
+enum ColumnState {
+    Pending(Vec<ArrowColumnWriter>),
+    Done(Result<Vec<ArrowColumnChunk>>),
+    Taken,
+}
+
+impl ColumnJob {
+    fn new(writers: Vec<ArrowColumnWriter>) -> Self {
+        Self(parking_lot::Mutex::new(ColumnState::Pending(writers)))
+    }
+}
+
+/// Encodes the sorted `rows` of every column of a row group, on up to
+/// `threads` threads, each taking the next column not yet taken: a
+/// column's rows are copied into sorted order (`interleave`) and encoded
+/// by its own leaf writers, so the columns are independent. The flush's
+/// Parquet encoding and copies are most of its time and the flush runs
+/// one at a time, so one thread left ingest bound by it while the other
+/// cores idled (BENCHMARKS.md, "The flush on every core"). Returns each
+/// column's chunks, in the schema's order.
+fn encode_columns(
+    schema: &SchemaRef,
+    inputs: &[Option<Vec<&dyn Array>>],
+    rows: &[(usize, usize)],
+    columns: Vec<ColumnJob>,
+    threads: usize,
+) -> Result<Vec<ArrowColumnChunk>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        loop {
+            let c = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(job) = columns.get(c) else {
+                return;
+            };
+            let mut state = job.0.lock();
+            if let ColumnState::Pending(writers) =
+                std::mem::replace(&mut *state, ColumnState::Taken)
+            {
+                let field = schema.field(c);
+                *state =
+                    ColumnState::Done(encode_column(field, inputs[c].as_deref(), rows, writers));
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads.min(columns.len()) {
+            scope.spawn(work);
+        }
+        work();
+    });
+    let mut chunks = Vec::new();
+    for job in columns {
+        match job.0.into_inner() {
+            ColumnState::Done(done) => chunks.extend(done?),
+            ColumnState::Pending(_) | ColumnState::Taken => {
+                return Err(Error::Arrow(arrow::error::ArrowError::ComputeError(
+                    "a column of the row group was not encoded".into(),
+                )));
+            }
+        }
+    }
+    Ok(chunks)
+}
+
+/// The sorted `rows` of one column (`None`: null in every batch) written
+/// by its leaf writers, in as many arrays as the rows' values need
+/// ([`interleave_in_batches`]).
+fn encode_column(
+    field: &arrow::datatypes::Field,
+    arrays: Option<&[&dyn Array]>,
+    rows: &[(usize, usize)],
+    mut writers: Vec<ArrowColumnWriter>,
+) -> Result<Vec<ArrowColumnChunk>> {
+    let sorted = match arrays {
+        Some(arrays) => {
+            interleave_in_batches(rows, &mut |rows| arrow::compute::interleave(arrays, rows))?
+        }
+        None => vec![arrow::array::new_null_array(field.data_type(), rows.len())],
+    };
+    for array in &sorted {
+        for (leaf, writer) in compute_leaves(field, array)?.iter().zip(&mut writers) {
+            writer.write(leaf)?;
+        }
+    }
+    Ok(writers
+        .into_iter()
+        .map(ArrowColumnWriter::close)
+        .collect::<Result<_, _>>()?)
+}
+
 /// The batch of `rows` that `interleave` copies out of some batches, or as
 /// many batches as it takes, in the same order, when one cannot hold them.
 ///
@@ -327,14 +445,14 @@ pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<Dat
 /// `OffsetOverflowError`, and the rows are split in halves until each
 /// half fits; a row always fits, as it came from a batch. Rows that fit
 /// cost one call, as before.
-pub(crate) fn interleave_in_batches<R>(
+pub(crate) fn interleave_in_batches<R, T>(
     rows: &[R],
-    interleave: &mut impl FnMut(&[R]) -> Result<RecordBatch, arrow::error::ArrowError>,
-) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
-    fn split<R>(
+    interleave: &mut impl FnMut(&[R]) -> Result<T, arrow::error::ArrowError>,
+) -> Result<Vec<T>, arrow::error::ArrowError> {
+    fn split<R, T>(
         rows: &[R],
-        interleave: &mut impl FnMut(&[R]) -> Result<RecordBatch, arrow::error::ArrowError>,
-        out: &mut Vec<RecordBatch>,
+        interleave: &mut impl FnMut(&[R]) -> Result<T, arrow::error::ArrowError>,
+        out: &mut Vec<T>,
     ) -> Result<(), arrow::error::ArrowError> {
         match interleave(rows) {
             Ok(batch) => out.push(batch),
@@ -1016,6 +1134,130 @@ mod tests {
             attribute_bytes(bytes),
             (36 * 512, 36 * 512 * (128 << 10), true)
         );
+    }
+
+    /// The flush encodes a row group's columns on several threads; the
+    /// file is, byte for byte, the one a single `ArrowWriter` writes from
+    /// the rows in sort order, over two row groups and columns of every
+    /// kind (dedicated strings and integers, maps, events, all-null ones).
+    #[test]
+    fn columns_encoded_on_several_threads_make_the_file_one_writer_makes() {
+        use tracelake_schema::opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+        use tracelake_schema::opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+        use tracelake_schema::opentelemetry_proto::tonic::trace::v1::Span;
+        use tracelake_schema::opentelemetry_proto::tonic::trace::v1::span::Event;
+
+        let kv = |key: &str, value: Any| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            key_strindex: 0,
+        };
+        // 70,000 spans (past one flushed row group of 65,536) of 700
+        // traces, in batches of 7,000 whose rows the sort interleaves.
+        let batches: Vec<RecordBatch> = (0..10u64)
+            .map(|b| {
+                let spans = (0..7_000u64)
+                    .map(|i| {
+                        let trace = (i * 7 + b) % 700;
+                        let mut trace_id = [0u8; 16];
+                        trace_id[8..].copy_from_slice(
+                            &(trace + 1)
+                                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                                .to_be_bytes(),
+                        );
+                        let start = 1_764_900_000_000_000_000
+                            + (i * 7_919 + b * 104_729) % 3_600_000_000_000;
+                        let mut attributes = vec![kv(
+                            "http.route",
+                            Any::StringValue(format!("/items/{}", i % 13)),
+                        )];
+                        if i % 3 == 0 {
+                            attributes.push(kv(
+                                "http.response.status_code",
+                                Any::IntValue(200 + (i % 5) as i64),
+                            ));
+                        }
+                        if i % 5 == 0 {
+                            attributes.push(kv(&format!("custom.{}", i % 4), Any::BoolValue(true)));
+                        }
+                        Span {
+                            trace_id: trace_id.to_vec(),
+                            span_id: (b << 32 | (i + 1)).to_be_bytes().to_vec(),
+                            parent_span_id: if i % 4 == 0 {
+                                Vec::new()
+                            } else {
+                                (b << 32 | i).to_be_bytes().to_vec()
+                            },
+                            name: format!("op {}", i % 17),
+                            kind: (i % 5) as i32,
+                            start_time_unix_nano: start,
+                            end_time_unix_nano: start + i * 1_000,
+                            attributes,
+                            events: if i % 11 == 0 {
+                                vec![Event {
+                                    time_unix_nano: start + 1,
+                                    name: "retry".into(),
+                                    attributes: vec![kv("attempt", Any::IntValue((i % 3) as i64))],
+                                    ..Default::default()
+                                }]
+                            } else {
+                                Vec::new()
+                            },
+                            ..Default::default()
+                        }
+                    })
+                    .collect();
+                crate::test_spans::batch(spans)
+            })
+            .collect();
+
+        // The reference: the rows in sort order, in one batch, through one
+        // `ArrowWriter` with the flush's settings.
+        let order = sort_order(&batches).unwrap();
+        let (columns, schema) = file_columns(&batches[0].schema());
+        let sorted = RecordBatch::try_new(
+            Arc::clone(&schema),
+            columns
+                .iter()
+                .map(|&c| {
+                    let arrays: Vec<&dyn Array> =
+                        batches.iter().map(|b| b.column(c).as_ref()).collect();
+                    arrow::compute::interleave(&arrays, &order).unwrap()
+                })
+                .collect(),
+        )
+        .unwrap();
+        let empty: HashSet<String> = schema
+            .fields()
+            .iter()
+            .zip(sorted.columns())
+            .filter(|(_, a)| !holds_values(a.as_ref()))
+            .map(|(f, _)| f.name().clone())
+            .collect();
+        let mut reference = Vec::new();
+        let mut writer = ArrowWriter::try_new(
+            &mut reference,
+            Arc::clone(&schema),
+            Some(writer_properties(
+                &schema,
+                FLUSH_ROW_GROUP_ROWS,
+                FLUSH_ZSTD_LEVEL,
+                &empty,
+            )),
+        )
+        .unwrap();
+        writer.write(&sorted).unwrap();
+        let metadata = writer.close().unwrap();
+        assert_eq!(metadata.num_row_groups(), 2);
+
+        for threads in [1, 2, 5] {
+            let file = write_partition_on((20_000, 0), &batches, threads).unwrap();
+            assert_eq!(file.rows, 70_000);
+            assert!(
+                file.bytes == reference,
+                "{threads} threads wrote another file"
+            );
+        }
     }
 
     #[test]
