@@ -3,8 +3,9 @@
 //! partition's Parquet file by the server's own writer
 //! (`tracelake_collector::writer::write_partition`: sort, row groups,
 //! dictionaries, statistics, zstd), in memory — no storage, no commit. It
-//! reports the CPU time per span of the flush and the bytes per span of a
-//! flushed (not yet compacted) file.
+//! reports the time per span of the flush, elapsed and on the CPU (the
+//! writer encodes a row group's columns on every core), and the bytes per
+//! span of a flushed (not yet compacted) file.
 
 use std::time::Instant;
 
@@ -18,8 +19,24 @@ use crate::driver::{Config, pool};
 #[derive(Debug, Clone, Copy)]
 pub struct Round {
     pub spans: usize,
+    /// Elapsed.
     pub seconds: f64,
+    /// On the CPU, every thread of the process.
+    pub cpu_seconds: f64,
     pub bytes: usize,
+}
+
+/// This process's CPU time so far, every thread's, user and system:
+/// `/proc/self/stat`'s utime and stime, which count in USER_HZ (100 a
+/// second on Linux); 0 without procfs.
+fn cpu_seconds() -> f64 {
+    let ticks = || -> Option<u64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The fields after the command name, from the state (field 3) on.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    };
+    ticks().unwrap_or(0) as f64 / 100.0
 }
 
 /// The pool's spans as the buffer holds them: a batch per request.
@@ -40,12 +57,13 @@ pub fn batches(config: &Config) -> Vec<RecordBatch> {
 pub fn run(batches: &[RecordBatch], rounds: usize) -> Vec<Round> {
     (0..rounds.max(1))
         .map(|_| {
-            let started = Instant::now();
+            let (started, cpu) = (Instant::now(), cpu_seconds());
             let file = tracelake_collector::writer::write_partition((20_000, 0), batches)
                 .expect("the workload encodes");
             Round {
                 spans: file.rows,
                 seconds: started.elapsed().as_secs_f64(),
+                cpu_seconds: cpu_seconds() - cpu,
                 bytes: file.bytes.len(),
             }
         })
@@ -70,7 +88,7 @@ mod tests {
         assert_eq!(rounds.len(), 2);
         for r in rounds {
             assert_eq!(r.spans, spans);
-            assert!(r.bytes > 0 && r.seconds > 0.0);
+            assert!(r.bytes > 0 && r.seconds > 0.0 && r.cpu_seconds >= 0.0);
         }
     }
 }

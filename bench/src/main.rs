@@ -353,20 +353,26 @@ async fn main() -> anyhow::Result<()> {
             };
             let batches = tracelake_bench::flush::batches(&config);
             let rounds = tracelake_bench::flush::run(&batches, rounds);
-            let mut per_span: Vec<f64> = rounds
-                .iter()
-                .map(|r| r.seconds * 1e6 / r.spans as f64)
-                .collect();
-            per_span.sort_by(f64::total_cmp);
-            let median = per_span[per_span.len() / 2];
+            // µs a span, each round's, sorted.
+            let per_span = |seconds: fn(&tracelake_bench::flush::Round) -> f64| {
+                let mut us: Vec<f64> = rounds
+                    .iter()
+                    .map(|r| seconds(r) * 1e6 / r.spans as f64)
+                    .collect();
+                us.sort_by(f64::total_cmp);
+                us
+            };
+            let (elapsed, cpu) = (per_span(|r| r.seconds), per_span(|r| r.cpu_seconds));
             let r = rounds[0];
             println!(
                 "{}",
                 serde_json::json!({
                     "spans": r.spans,
                     "rounds": rounds.len(),
-                    "flush_us_per_span_median": median,
-                    "flush_us_per_span": per_span,
+                    "flush_us_per_span_median": elapsed[elapsed.len() / 2],
+                    "flush_us_per_span": elapsed,
+                    "flush_cpu_us_per_span_median": cpu[cpu.len() / 2],
+                    "flush_cpu_us_per_span": cpu,
                     "bytes_per_span": r.bytes as f64 / r.spans as f64,
                 })
             );
