@@ -242,8 +242,9 @@ pub(crate) fn holds_values(array: &dyn Array) -> bool {
 }
 
 /// Encodes the rows of one partition as a Parquet file and describes it.
-/// The sorted rows are materialised one row group at a time, so a flush
-/// holds one row group's copy, not the partition's. The batches share one
+/// The sorted rows are materialised a column of a row group at a time,
+/// on every core ([`encode_columns`]), so a flush holds a few columns'
+/// copies, not the partition's. The batches share one
 /// stored schema (their layout's); the file has its columns but the
 /// partition columns.
 pub fn write_partition(key: PartitionKey, batches: &[RecordBatch]) -> Result<DataFile> {
