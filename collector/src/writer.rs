@@ -286,12 +286,16 @@ fn write_partition_on(
         .filter(|(arrays, _)| !arrays.iter().flatten().any(|a| holds_values(*a)))
         .map(|(_, field)| field.name().clone())
         .collect();
-    // The file's statistics and trace keys do not depend on the order.
+    // The file's statistics do not depend on the order; its trace keys
+    // are taken in order, so that only the distinct ones are kept.
     let mut stats = Stats::default();
-    let mut keys = KeysBuilder::new();
     for batch in batches {
         stats.update(batch);
-        keys.extend(batch_keys(batch)?);
+    }
+    let mut keys = KeysBuilder::new();
+    let batch_keys: Vec<&[i64]> = batches.iter().map(batch_keys).collect::<Result<_>>()?;
+    for &(batch, row) in &order {
+        keys.extend(std::slice::from_ref(&batch_keys[batch][row]));
     }
     let mut bytes = Vec::with_capacity(rows * 64);
     let (mut file, row_groups) = ArrowWriter::try_new(
@@ -361,8 +365,8 @@ impl ColumnJob {
 /// `threads` threads, each taking the next column not yet taken: a
 /// column's rows are copied into sorted order (`interleave`) and encoded
 /// by its own leaf writers, so the columns are independent. The flush's
-/// Parquet encoding and copies are most of its time and the flush runs
-/// one at a time, so one thread left ingest bound by it while the other
+/// Parquet encoding and copies are most of its time and a collector's
+/// flushes run one at a time, so one thread left ingest bound by it while the other
 /// cores idled (BENCHMARKS.md, "The flush on every core"). Returns each
 /// column's chunks, in the schema's order.
 fn encode_columns(
@@ -391,7 +395,15 @@ fn encode_columns(
     };
     std::thread::scope(|scope| {
         for _ in 1..threads.min(columns.len()) {
-            scope.spawn(work);
+            // A thread the system refuses is one fewer: this one encodes
+            // every column the others do not take.
+            if std::thread::Builder::new()
+                .name("tracelake-flush".into())
+                .spawn_scoped(scope, work)
+                .is_err()
+            {
+                break;
+            }
         }
         work();
     });
@@ -425,7 +437,18 @@ fn encode_column(
         None => vec![arrow::array::new_null_array(field.data_type(), rows.len())],
     };
     for array in &sorted {
-        for (leaf, writer) in compute_leaves(field, array)?.iter().zip(&mut writers) {
+        let leaves = compute_leaves(field, array)?;
+        if leaves.len() != writers.len() {
+            return Err(Error::Arrow(arrow::error::ArrowError::SchemaError(
+                format!(
+                    "column {} has {} leaves, its writers {}",
+                    field.name(),
+                    leaves.len(),
+                    writers.len()
+                ),
+            )));
+        }
+        for (leaf, writer) in leaves.iter().zip(&mut writers) {
             writer.write(leaf)?;
         }
     }
@@ -1251,6 +1274,14 @@ mod tests {
         let metadata = writer.close().unwrap();
         assert_eq!(metadata.num_row_groups(), 2);
 
+        // And the statistics and trace keys of the rows in sort order.
+        let mut stats = Stats::default();
+        stats.update(&sorted);
+        let mut keys = KeysBuilder::new();
+        keys.extend(batch_keys(&sorted).unwrap());
+        let keys = keys.finish();
+        assert_eq!(keys.len(), 700);
+
         for threads in [1, 2, 5] {
             let file = write_partition_on((20_000, 0), &batches, threads).unwrap();
             assert_eq!(file.rows, 70_000);
@@ -1258,6 +1289,9 @@ mod tests {
                 file.bytes == reference,
                 "{threads} threads wrote another file"
             );
+            assert_eq!(file.keys, keys);
+            assert_eq!(file.add.stats, Some(stats.to_json().to_string()));
+            assert_eq!(file.add.tags, Some(stats.tags()));
         }
     }
 
