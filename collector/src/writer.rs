@@ -366,9 +366,9 @@ impl ColumnJob {
 /// column's rows are copied into sorted order (`interleave`) and encoded
 /// by its own leaf writers, so the columns are independent. The flush's
 /// Parquet encoding and copies are most of its time and a collector's
-/// flushes run one at a time, so one thread left ingest bound by it while the other
-/// cores idled (BENCHMARKS.md, "The flush on every core"). Returns each
-/// column's chunks, in the schema's order.
+/// flushes run one at a time, so on one thread the flush bound ingest
+/// while the other cores idled (BENCHMARKS.md, "The flush on every
+/// core"). Returns each column's chunks, in the schema's order.
 fn encode_columns(
     schema: &SchemaRef,
     inputs: &[Option<Vec<&dyn Array>>],
