@@ -7,9 +7,10 @@
 //! writer encodes a row group's columns on every core), and the bytes per
 //! span of a flushed (not yet compacted) file.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::RecordBatch;
+use arrow::array::{RecordBatch, new_null_array};
 use tracelake_protocols::{Sink, otlp_proto};
 use tracelake_schema::otlp::{Acceptance, SpansBuilder};
 
@@ -53,6 +54,41 @@ pub fn batches(config: &Config) -> Vec<RecordBatch> {
         .collect()
 }
 
+/// `batches` with the columns named in `columns` null in every row (an
+/// error names a column the spans table does not have).
+pub fn with_nulls(
+    batches: Vec<RecordBatch>,
+    columns: &[String],
+) -> anyhow::Result<Vec<RecordBatch>> {
+    let Some(schema) = batches.first().map(RecordBatch::schema) else {
+        return Ok(batches);
+    };
+    let mut nulled = Vec::with_capacity(columns.len());
+    for name in columns {
+        nulled.push(schema.index_of(name).map_err(|_| {
+            anyhow::anyhow!("--null-columns: the spans table has no column {name:?}")
+        })?);
+    }
+    if nulled.is_empty() {
+        return Ok(batches);
+    }
+    batches
+        .into_iter()
+        .map(|batch| {
+            let columns = (0..batch.num_columns())
+                .map(|i| {
+                    if nulled.contains(&i) {
+                        new_null_array(schema.field(i).data_type(), batch.num_rows())
+                    } else {
+                        Arc::clone(batch.column(i))
+                    }
+                })
+                .collect();
+            Ok(RecordBatch::try_new(batch.schema(), columns)?)
+        })
+        .collect()
+}
+
 /// Writes `batches` as one file `rounds` times.
 pub fn run(batches: &[RecordBatch], rounds: usize) -> Vec<Round> {
     (0..rounds.max(1))
@@ -90,5 +126,29 @@ mod tests {
             assert_eq!(r.spans, spans);
             assert!(r.bytes > 0 && r.seconds > 0.0 && r.cpu_seconds >= 0.0);
         }
+    }
+
+    #[test]
+    fn named_columns_become_null_and_an_unknown_name_is_an_error() {
+        let config = Config {
+            spans: Some(500),
+            seed: 3,
+            pool_bytes: usize::MAX,
+            ..Config::new("")
+        };
+        let original = batches(&config);
+        let name = tracelake_schema::spans::RESOURCE_ATTRIBUTES;
+        let column = original[0].schema().index_of(name).unwrap();
+        assert_eq!(original[0].column(column).null_count(), 0);
+        let nulled = with_nulls(original.clone(), &[name.to_string()]).unwrap();
+        assert_eq!(nulled.len(), original.len());
+        for (before, after) in original.iter().zip(&nulled) {
+            assert_eq!(after.num_rows(), before.num_rows());
+            assert_eq!(after.column(column).null_count(), after.num_rows());
+            // The other columns are the same arrays.
+            assert_eq!(after.column(0), before.column(0));
+        }
+        let error = with_nulls(original, &["no_such_column".to_string()]).unwrap_err();
+        assert!(error.to_string().contains("no_such_column"), "{error}");
     }
 }

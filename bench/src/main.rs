@@ -182,6 +182,10 @@ enum Command {
         batch: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Columns written as nulls in every row (a comma list of the
+        /// spans table's top-level columns), to measure what they cost
+        #[arg(long, value_delimiter = ',')]
+        null_columns: Vec<String>,
     },
 }
 
@@ -343,6 +347,7 @@ async fn main() -> anyhow::Result<()> {
             rounds,
             batch,
             seed,
+            null_columns,
         } => {
             let config = Config {
                 spans: Some(spans),
@@ -352,6 +357,7 @@ async fn main() -> anyhow::Result<()> {
                 ..Config::new("")
             };
             let batches = tracelake_bench::flush::batches(&config);
+            let batches = tracelake_bench::flush::with_nulls(batches, &null_columns)?;
             let rounds = tracelake_bench::flush::run(&batches, rounds);
             // µs a span, each round's, sorted.
             let per_span = |seconds: fn(&tracelake_bench::flush::Round) -> f64| {
