@@ -55,7 +55,8 @@ pub fn batches(config: &Config) -> Vec<RecordBatch> {
 }
 
 /// `batches` with the columns named in `columns` null in every row (an
-/// error names a column the spans table does not have).
+/// error names a column the spans table does not have or that cannot
+/// hold nulls).
 pub fn with_nulls(
     batches: Vec<RecordBatch>,
     columns: &[String],
@@ -65,9 +66,14 @@ pub fn with_nulls(
     };
     let mut nulled = Vec::with_capacity(columns.len());
     for name in columns {
-        nulled.push(schema.index_of(name).map_err(|_| {
+        let i = schema.index_of(name).map_err(|_| {
             anyhow::anyhow!("--null-columns: the spans table has no column {name:?}")
-        })?);
+        })?;
+        anyhow::ensure!(
+            schema.field(i).is_nullable(),
+            "--null-columns: column {name:?} cannot hold nulls"
+        );
+        nulled.push(i);
     }
     if nulled.is_empty() {
         return Ok(batches);
@@ -148,7 +154,10 @@ mod tests {
             // The other columns are the same arrays.
             assert_eq!(after.column(0), before.column(0));
         }
-        let error = with_nulls(original, &["no_such_column".to_string()]).unwrap_err();
+        let error = with_nulls(original.clone(), &["no_such_column".to_string()]).unwrap_err();
         assert!(error.to_string().contains("no_such_column"), "{error}");
+        let trace_id = tracelake_schema::spans::TRACE_ID.to_string();
+        let error = with_nulls(original, &[trace_id]).unwrap_err();
+        assert!(error.to_string().contains("cannot hold nulls"), "{error}");
     }
 }
