@@ -49,8 +49,12 @@ run() {
   esac
   serve "$bin" "$work/d" "$work/server-$mode.log" "${server_args[@]}" "${extra[@]}"
   if [ "$mode" = idle ]; then
-    tid=$(grep -l '^tracelake-compa' /proc/"$server_pid"/task/*/comm | head -1 | cut -d/ -f5)
-    chrt --idle -p 0 "$tid"
+    tid=$(grep -l '^tracelake-compa' /proc/"$server_pid"/task/*/comm | head -1 | cut -d/ -f5) || true
+    if [ -z "$tid" ] || ! chrt --idle -p 0 "$tid"; then
+      stop
+      echo "cannot put the compaction thread under SCHED_IDLE" >&2
+      exit 1
+    fi
   fi
   "$bin/tracelake-bench" drive --endpoint "http://127.0.0.1:$((base + 2))" \
     --streams 4 --seconds "$seconds" "${drive_args[@]}" --json >"$work/drive.json"

@@ -64,6 +64,7 @@ pub fn with_nulls(
     let Some(schema) = batches.first().map(RecordBatch::schema) else {
         return Ok(batches);
     };
+    debug_assert!(batches.iter().all(|b| b.schema() == schema));
     let mut nulled = Vec::with_capacity(columns.len());
     for name in columns {
         let i = schema.index_of(name).map_err(|_| {
@@ -152,7 +153,9 @@ mod tests {
             assert_eq!(after.num_rows(), before.num_rows());
             assert_eq!(after.column(column).null_count(), after.num_rows());
             // The other columns are the same arrays.
-            assert_eq!(after.column(0), before.column(0));
+            for i in (0..before.num_columns()).filter(|&i| i != column) {
+                assert!(Arc::ptr_eq(after.column(i), before.column(i)), "column {i}");
+            }
         }
         let error = with_nulls(original.clone(), &["no_such_column".to_string()]).unwrap_err();
         assert!(error.to_string().contains("no_such_column"), "{error}");
