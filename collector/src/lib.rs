@@ -320,6 +320,7 @@ impl Collector {
                 Arc::clone(&buffer),
                 Arc::clone(&metrics),
                 config.compaction,
+                config.flush.max_bytes,
                 config.ingest.max_buffer_bytes,
             )
             .await,
