@@ -267,7 +267,8 @@ settings! {
     /// merges its smallest into one of up to 32 times this)
     compaction_target_bytes: u64, env = "TRACELAKE_COMPACTION_TARGET_BYTES", default = "268435456";
     /// Nice value of the compaction thread, so that ingest wins the CPU
-    /// when both want it; 0 keeps the server's priority
+    /// when both want it; 0 keeps the server's priority (compaction also
+    /// waits while ingest keeps the flush busy)
     compaction_nice: i32, env = "TRACELAKE_COMPACTION_NICE", default = "10";
     /// Attributes that get a typed column of their own in every tenant's
     /// table, beside the built-in ones (Tempo's dedicated columns): a comma
