@@ -356,7 +356,7 @@ impl Compactor {
         pacing: &mut Pacing,
         stop: &watch::Receiver<bool>,
     ) -> Result<(), Error> {
-        pacing.worked(Instant::now());
+        pacing.work_until(Instant::now());
         while self.buffer.bytes() > self.pause_above_bytes && pacing.may_wait() {
             if *stop.borrow() {
                 return Err(Error::Stopped);
@@ -451,7 +451,7 @@ impl Pacing {
     }
 
     /// The job stopped working at `now`, to see whether it should wait.
-    fn worked(&mut self, now: Instant) {
+    fn work_until(&mut self, now: Instant) {
         self.worked += now.saturating_duration_since(self.resumed);
         self.resumed = now;
     }
